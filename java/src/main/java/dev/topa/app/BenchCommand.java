@@ -1,0 +1,101 @@
+package dev.topa.app;
+
+import dev.topa.backend.Backend;
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.backend.cpu.CpuKernels;
+import dev.topa.backend.cpu.Isa;
+import dev.topa.tensor.DType;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.MemoryTracker;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorScope;
+import java.util.Arrays;
+import java.util.Locale;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "bench", description = "Benchmarks of the engine.", subcommands = {BenchCommand.Kernels.class})
+final class BenchCommand {
+
+    @Command(name = "kernels", description = {
+            "Time the CPU kernels at BERT training shapes and print 'name: value' lines:",
+            "GEMM GFLOP/s at the six shapes M x (K,N) of MiniLM and BERT-base linear layers, then the",
+            "other ops at batch x seq = M tokens, then the memory the run held.",
+            "For the comparison with OpenBLAS run bench/gemm.sh (JMH)."})
+    static final class Kernels implements Callable<Integer> {
+        @Option(names = "--threads", description = "kernel threads (default: all cores)")
+        int threads;
+
+        @Option(names = "--isa", description = "scalar, avx2 or avx512 (default: best supported)")
+        String isa;
+
+        @Option(names = "--m", description = "tokens per step: rows of the GEMMs (default: ${DEFAULT-VALUE})")
+        int m = 4096;
+
+        @Option(names = "--iterations", description = "timed repetitions per kernel; the median is reported (default: ${DEFAULT-VALUE})")
+        int iterations = 7;
+
+        static final long[][] GEMM_SHAPES = {{384, 384}, {384, 1536}, {1536, 384}, {768, 768}, {768, 3072}, {3072, 768}};
+
+        @Override
+        public Integer call() {
+            CpuKernels.setNumThreads(threads);
+            Backend be = isa == null ? CpuBackend.create() : CpuBackend.create(Isa.valueOf(isa.toUpperCase(Locale.ROOT)));
+            System.out.println("backend: " + be.name());
+            System.out.println("threads: " + CpuKernels.numThreads());
+            SplittableRandom rnd = new SplittableRandom(1);
+            try (TensorScope scope = new TensorScope("bench", MemoryCategory.ACTIVATIONS)) {
+                for (long[] kn : GEMM_SHAPES) {
+                    long k = kn[0], n = kn[1];
+                    Tensor x = random(scope, rnd, m, k), w = random(scope, rnd, n, k), y = scope.allocate(DType.F32, m, n);
+                    double sec = median(() -> be.linearForward(y, x, w, null));
+                    System.out.printf(Locale.ROOT, "gemm_%dx%dx%d_gflops: %.1f%n", m, k, n, 2.0 * m * k * n / sec * 1e-9);
+                }
+                int batch = Math.max(1, m / 128), seq = Math.min(128, m), hidden = 768, heads = 12;
+                Tensor h = random(scope, rnd, batch, seq, hidden), h2 = random(scope, rnd, batch, seq, hidden);
+                Tensor g = random(scope, rnd, hidden), b = random(scope, rnd, hidden);
+                Tensor mean = scope.allocate(DType.F32, (long) batch * seq), rstd = scope.allocate(DType.F32, (long) batch * seq);
+                Tensor out = scope.allocate(DType.F32, batch, seq, hidden);
+                report("layernorm_residual_ms", median(() -> be.layernormForward(out, mean, rstd, null, h, h2, g, b, 1e-12f)));
+                Tensor ffn = random(scope, rnd, batch, seq, 4 * hidden), ffnOut = scope.allocate(DType.F32, batch, seq, 4 * hidden);
+                Tensor ffnBias = random(scope, rnd, 4 * hidden);
+                report("bias_gelu_ms", median(() -> be.biasGeluForward(ffnOut, ffn, ffnBias)));
+                report("bias_gelu_backward_ms", median(() -> be.biasGeluBackward(ffnOut, null, ffn, ffn, ffnBias)));
+                Tensor qkv = random(scope, rnd, batch, seq, 3 * hidden), dqkv = scope.allocate(DType.F32, batch, seq, 3 * hidden);
+                Tensor probs = scope.allocate(DType.F32, batch, heads, seq, seq);
+                float scale = (float) (1 / Math.sqrt(hidden / heads));
+                report("attention_forward_ms", median(() -> be.attentionForward(out, probs, qkv, null, heads, scale)));
+                report("attention_backward_ms", median(() -> be.attentionBackward(dqkv, h, probs, qkv, heads, scale)));
+            }
+            System.out.print(MemoryTracker.of(be.device()).report());
+            return 0;
+        }
+
+        private static Tensor random(TensorScope scope, SplittableRandom rnd, long... shape) {
+            Tensor t = scope.allocate(DType.F32, shape);
+            float[] v = new float[(int) t.numel()];
+            for (int i = 0; i < v.length; i++) v[i] = (float) (rnd.nextDouble() * 2 - 1);
+            return t.copyFrom(v);
+        }
+
+        private static void report(String name, double sec) {
+            System.out.printf(Locale.ROOT, "%s: %.3f%n", name, sec * 1e3);
+        }
+
+        /** Median wall time of `iterations` runs after two warm-up runs (first touch is slow here). */
+        private double median(Runnable r) {
+            r.run();
+            r.run();
+            double[] t = new double[Math.max(1, iterations)];
+            for (int i = 0; i < t.length; i++) {
+                long t0 = System.nanoTime();
+                r.run();
+                t[i] = (System.nanoTime() - t0) * 1e-9;
+            }
+            Arrays.sort(t);
+            return t[t.length / 2];
+        }
+    }
+}

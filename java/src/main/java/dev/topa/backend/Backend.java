@@ -1,0 +1,396 @@
+package dev.topa.backend;
+
+import dev.topa.tensor.DType;
+import dev.topa.tensor.Device;
+import dev.topa.tensor.MemoryTracker;
+import dev.topa.tensor.Tensor;
+import java.util.Arrays;
+
+/**
+ * The ops models call, one set per device. Each public method checks dtypes, shapes and devices
+ * once, here, with an error that names the op and the tensor, then hands plain sizes to the
+ * backend's kernel method; backends implement only the {@code k*} kernels.
+ *
+ * <p>Matrices: a tensor used as a matrix is read as [numel / last, last], so [B, S, C] activations
+ * need no reshape. Gradient outputs documented as "+=" accumulate; all other outputs are
+ * overwritten and never read (callers may pass uninitialised memory).
+ */
+public abstract class Backend implements AutoCloseable {
+
+    public abstract Device device();
+
+    /** A short name such as {@code cpu-avx512}. */
+    public abstract String name();
+
+    public MemoryTracker memory() {
+        return MemoryTracker.of(device());
+    }
+
+    @Override
+    public void close() {}
+
+    // ---------------------------------------------------------------- GEMM and linear layers
+
+    /** C = alpha op(A) op(B) + beta C + bias; op(A) [M,K], op(B) [K,N], C [M,N], bias [N] or null. */
+    public final void gemm(boolean transA, boolean transB, float alpha, Tensor a, Tensor b, float beta, Tensor c,
+            Tensor bias) {
+        f32("gemm", "A", a);
+        f32("gemm", "B", b);
+        f32("gemm", "C", c);
+        long m = transA ? cols(a) : rows(a), k = transA ? rows(a) : cols(a);
+        long kb = transB ? cols(b) : rows(b), n = transB ? rows(b) : cols(b);
+        check(k == kb, "gemm", "inner dimensions differ: op(A) is [" + m + "," + k + "], op(B) is [" + kb + "," + n + "]");
+        check(rows(c) == m && cols(c) == n, "gemm", "C " + shape(c) + " is not [" + m + "," + n + "]");
+        if (bias != null) {
+            f32("gemm", "bias", bias);
+            check(bias.numel() == n, "gemm", "bias has " + bias.numel() + " elements, C has " + n + " columns");
+        }
+        kGemm(transA, transB, m, n, k, alpha, a, cols(a), b, cols(b), beta, c, n, bias);
+    }
+
+    /** y = x W^T + bias for W [out, in] (PyTorch's layout); bias may be null. */
+    public final void linearForward(Tensor y, Tensor x, Tensor w, Tensor bias) {
+        gemm(false, true, 1f, x, w, 0f, y, bias);
+    }
+
+    /**
+     * Backward of {@link #linearForward}: dx = dy W (overwritten; null when x needs no gradient),
+     * dw += dy^T x and dbias += column sums of dy (each null when that parameter is frozen).
+     */
+    public final void linearBackward(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w) {
+        if (dx != null) gemm(false, false, 1f, dy, w, 0f, dx, null);
+        if (dw != null) gemm(true, false, 1f, dy, x, 1f, dw, null);
+        if (dbias != null) biasBackward(dbias, dy);
+    }
+
+    /** dbias[N] += column sums of dy [.., N]. */
+    public final void biasBackward(Tensor dbias, Tensor dy) {
+        f32("biasBackward", "dbias", dbias);
+        f32("biasBackward", "dy", dy);
+        check(dbias.numel() == cols(dy), "biasBackward", "dbias has " + dbias.numel() + " elements, dy has "
+                + cols(dy) + " columns");
+        kBiasBackward(dbias, dy, rows(dy), cols(dy));
+    }
+
+    // ---------------------------------------------------------------- layernorm
+
+    /**
+     * out = LayerNorm(x + residual) gamma + beta over the last dim; residual may be null. mean and
+     * rstd [rows] are saved for backward; sum (may be null) receives x + residual, the input that
+     * backward needs when the residual is fused.
+     */
+    public final void layernormForward(Tensor out, Tensor mean, Tensor rstd, Tensor sum, Tensor x, Tensor residual,
+            Tensor gamma, Tensor beta, float eps) {
+        String op = "layernormForward";
+        long r = rows(x), c = cols(x);
+        sameShape(op, "out", out, x);
+        if (residual != null) sameShape(op, "residual", residual, x);
+        if (sum != null) sameShape(op, "sum", sum, x);
+        vector(op, "gamma", gamma, c);
+        vector(op, "beta", beta, c);
+        vector(op, "mean", mean, r);
+        vector(op, "rstd", rstd, r);
+        check(eps > 0, op, "eps must be > 0, got " + eps);
+        kLayernormForward(out, mean, rstd, sum, x, residual, gamma, beta, r, c, eps);
+    }
+
+    /** dx = dLN/dx (accumulate: dx +=); dgamma, dbeta += (null when frozen). */
+    public final void layernormBackward(Tensor dx, Tensor dgamma, Tensor dbeta, Tensor dy, Tensor x, Tensor mean,
+            Tensor rstd, Tensor gamma, boolean accumulate) {
+        String op = "layernormBackward";
+        long r = rows(x), c = cols(x);
+        sameShape(op, "dx", dx, x);
+        sameShape(op, "dy", dy, x);
+        vector(op, "gamma", gamma, c);
+        if (dgamma != null) vector(op, "dgamma", dgamma, c);
+        if (dbeta != null) vector(op, "dbeta", dbeta, c);
+        vector(op, "mean", mean, r);
+        vector(op, "rstd", rstd, r);
+        kLayernormBackward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, r, c, accumulate);
+    }
+
+    // ---------------------------------------------------------------- GELU
+
+    /** out = GELU(x + bias), exact erf form; bias [cols] may be null; out may be x. */
+    public final void biasGeluForward(Tensor out, Tensor x, Tensor bias) {
+        sameShape("biasGeluForward", "out", out, x);
+        if (bias != null) vector("biasGeluForward", "bias", bias, cols(x));
+        kBiasGeluForward(out, x, bias, rows(x), cols(x));
+    }
+
+    /** dx = dy GELU'(x + bias) (dx may be dy); dbias += column sums of dx (null when frozen). */
+    public final void biasGeluBackward(Tensor dx, Tensor dbias, Tensor dy, Tensor x, Tensor bias) {
+        String op = "biasGeluBackward";
+        sameShape(op, "dx", dx, x);
+        sameShape(op, "dy", dy, x);
+        if (bias != null) vector(op, "bias", bias, cols(x));
+        if (dbias != null) vector(op, "dbias", dbias, cols(x));
+        kBiasGeluBackward(dx, dbias, dy, x, bias, rows(x), cols(x));
+    }
+
+    // ---------------------------------------------------------------- softmax
+
+    public final void softmaxForward(Tensor y, Tensor x) {
+        sameShape("softmaxForward", "y", y, x);
+        kSoftmaxForward(y, x, rows(x), cols(x));
+    }
+
+    public final void softmaxBackward(Tensor dx, Tensor dy, Tensor y) {
+        sameShape("softmaxBackward", "dx", dx, y);
+        sameShape("softmaxBackward", "dy", dy, y);
+        kSoftmaxBackward(dx, dy, y, rows(y), cols(y));
+    }
+
+    // ---------------------------------------------------------------- attention
+
+    /**
+     * Multi-head attention over a fused projection qkv [B, S, 3*H*D] (Q, K, V side by side on the
+     * last dim): out [B, S, H*D] = softmax(scale Q K^T + padding mask) V per head. mask [B, S] i32
+     * (1 real token, 0 padding) or null; probs [B, H, S, S] receives the probabilities (null in
+     * inference; backward needs them).
+     */
+    public final void attentionForward(Tensor out, Tensor probs, Tensor qkv, Tensor mask, int heads, float scale) {
+        String op = "attentionForward";
+        long[] d = attentionDims(op, qkv, heads);
+        long bsz = d[0], s = d[1], c = d[2];
+        f32(op, "out", out);
+        check(out.numel() == bsz * s * c, op, "out " + shape(out) + " is not [" + bsz + "," + s + "," + c + "]");
+        if (probs != null) {
+            f32(op, "probs", probs);
+            check(probs.numel() == bsz * heads * s * s, op, "probs " + shape(probs) + " is not [" + bsz + "," + heads
+                    + "," + s + "," + s + "]");
+        }
+        if (mask != null) {
+            check(mask.dtype() == DType.I32 && mask.numel() == bsz * s, op, "mask must be i32 [" + bsz + "," + s
+                    + "], got " + mask);
+            onDevice(op, "mask", mask);
+        }
+        kAttentionForward(out, probs, qkv, mask, bsz, s, heads, c / heads, scale);
+    }
+
+    /** dqkv [B, S, 3*H*D] (overwritten) from dout [B, S, H*D] and the probs saved by forward. */
+    public final void attentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, int heads, float scale) {
+        String op = "attentionBackward";
+        long[] d = attentionDims(op, qkv, heads);
+        long bsz = d[0], s = d[1], c = d[2];
+        sameShape(op, "dqkv", dqkv, qkv);
+        f32(op, "dout", dout);
+        check(dout.numel() == bsz * s * c, op, "dout " + shape(dout) + " is not [" + bsz + "," + s + "," + c + "]");
+        f32(op, "probs", probs);
+        check(probs.numel() == bsz * heads * s * s, op, "probs " + shape(probs) + " does not match qkv");
+        kAttentionBackward(dqkv, dout, probs, qkv, bsz, s, heads, c / heads, scale);
+    }
+
+    private long[] attentionDims(String op, Tensor qkv, int heads) {
+        f32(op, "qkv", qkv);
+        check(qkv.rank() == 3 && qkv.dim(2) % 3 == 0, op, "qkv must be [B, S, 3*H*D], got " + shape(qkv));
+        long c = qkv.dim(2) / 3;
+        check(heads > 0 && c % heads == 0, op, "hidden " + c + " is not divisible by " + heads + " heads");
+        return new long[] {qkv.dim(0), qkv.dim(1), c};
+    }
+
+    // ---------------------------------------------------------------- embeddings
+
+    /**
+     * out [B, S, C] = wte[ids] + wpe[pos] + wtt[type]. ids [B, S] i32; posIds null means 0..S-1;
+     * typeIds null means type 0; wtt may be null (no type table). An id outside its table throws
+     * an error naming the batch row and position.
+     */
+    public final void embeddingForward(Tensor out, Tensor ids, Tensor posIds, Tensor typeIds, Tensor wte, Tensor wpe,
+            Tensor wtt) {
+        String op = "embeddingForward";
+        long[] d = embeddingDims(op, ids, posIds, typeIds, wte, wpe, wtt);
+        f32(op, "out", out);
+        check(out.numel() == d[0] * d[1] * d[2], op, "out " + shape(out) + " is not [B, S, " + d[2] + "]");
+        int st = kEmbeddingForward(out, ids, posIds, typeIds, wte, wpe, wtt, d[0], d[1], d[2]);
+        if (st > 0) {
+            long t = st - 1;
+            throw new IllegalArgumentException(op + ": token " + (t % d[1]) + " of sequence " + (t / d[1])
+                    + " has an id, position or type outside its table (id " + ids.getInt(t) + ", vocab "
+                    + wte.dim(0) + ", positions " + wpe.dim(0) + (wtt != null ? ", types " + wtt.dim(0) : "") + ")");
+        }
+    }
+
+    /** dwte, dwpe, dwtt += (each null when frozen) from dout [B, S, C]. */
+    public final void embeddingBackward(Tensor dwte, Tensor dwpe, Tensor dwtt, Tensor dout, Tensor ids, Tensor posIds,
+            Tensor typeIds, Tensor wte, Tensor wpe, Tensor wtt) {
+        String op = "embeddingBackward";
+        long[] d = embeddingDims(op, ids, posIds, typeIds, wte, wpe, wtt);
+        f32(op, "dout", dout);
+        check(dout.numel() == d[0] * d[1] * d[2], op, "dout " + shape(dout) + " is not [B, S, " + d[2] + "]");
+        if (dwte != null) sameShape(op, "dwte", dwte, wte);
+        if (dwpe != null) sameShape(op, "dwpe", dwpe, wpe);
+        if (dwtt != null) {
+            check(wtt != null, op, "dwtt given without a type table");
+            sameShape(op, "dwtt", dwtt, wtt);
+        }
+        kEmbeddingBackward(dwte, dwpe, dwtt, dout, ids, posIds, typeIds, d[0], d[1], d[2]);
+    }
+
+    private long[] embeddingDims(String op, Tensor ids, Tensor posIds, Tensor typeIds, Tensor wte, Tensor wpe,
+            Tensor wtt) {
+        check(ids.dtype() == DType.I32 && ids.rank() == 2, op, "ids must be i32 [B, S], got " + ids);
+        onDevice(op, "ids", ids);
+        for (Tensor t : new Tensor[] {posIds, typeIds})
+            if (t != null) {
+                check(t.dtype() == DType.I32 && Arrays.equals(t.shape(), ids.shape()), op,
+                        "position/type ids must be i32 " + shape(ids) + ", got " + t);
+                onDevice(op, "ids", t);
+            }
+        f32(op, "wte", wte);
+        f32(op, "wpe", wpe);
+        check(wte.rank() == 2 && wpe.rank() == 2 && wpe.dim(1) == wte.dim(1), op, "wte " + shape(wte) + " and wpe "
+                + shape(wpe) + " must be [rows, C] with one C");
+        if (wtt != null) {
+            f32(op, "wtt", wtt);
+            check(wtt.rank() == 2 && wtt.dim(1) == wte.dim(1), op, "wtt " + shape(wtt) + " must be [types, " + wte.dim(1) + "]");
+        }
+        return new long[] {ids.dim(0), ids.dim(1), wte.dim(1)};
+    }
+
+    // ---------------------------------------------------------------- losses
+
+    /**
+     * Softmax cross-entropy: losses [N] per row, returns the mean over rows whose label is >= 0
+     * (label < 0 is ignored, as PyTorch's ignore_index).
+     */
+    public final float crossEntropyForward(Tensor losses, Tensor logits, Tensor labels) {
+        String op = "crossEntropyForward";
+        long n = rows(logits);
+        labels(op, labels, n);
+        vector(op, "losses", losses, n);
+        float[] mean = new float[1];
+        int st = kCrossEntropyForward(losses, mean, logits, labels, n, cols(logits));
+        if (st > 0)
+            throw new IllegalArgumentException(op + ": label " + labels.getInt(st - 1) + " of row " + (st - 1)
+                    + " is not a class of " + cols(logits));
+        return mean[0];
+    }
+
+    /** dlogits = dloss (softmax(logits) - onehot(label)) / counted rows. */
+    public final void crossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, float dloss) {
+        String op = "crossEntropyBackward";
+        sameShape(op, "dlogits", dlogits, logits);
+        labels(op, labels, rows(logits));
+        kCrossEntropyBackward(dlogits, logits, labels, rows(logits), cols(logits), dloss);
+    }
+
+    /** Mean squared error over pred and target of one element count. */
+    public final float mseForward(Tensor pred, Tensor target) {
+        sameShape("mseForward", "target", target, pred);
+        return kMseForward(pred, target, pred.numel());
+    }
+
+    public final void mseBackward(Tensor dpred, Tensor pred, Tensor target, float dloss) {
+        sameShape("mseBackward", "target", target, pred);
+        sameShape("mseBackward", "dpred", dpred, pred);
+        kMseBackward(dpred, pred, target, pred.numel(), dloss);
+    }
+
+    private void labels(String op, Tensor labels, long n) {
+        check(labels.dtype() == DType.I32 && labels.numel() == n, op, "labels must be i32 [" + n + "], got " + labels);
+        onDevice(op, "labels", labels);
+    }
+
+    // ---------------------------------------------------------------- optimizer
+
+    /** One AdamW step (PyTorch semantics) on param with grad and moments m, v; step counts from 1. */
+    public final void adamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWConfig cfg, long step) {
+        String op = "adamwStep";
+        f32(op, "param", param);
+        sameShape(op, "grad", grad, param);
+        sameShape(op, "m", m, param);
+        sameShape(op, "v", v, param);
+        check(step >= 1, op, "step counts from 1, got " + step);
+        kAdamwStep(param, grad, m, v, param.numel(), cfg, step);
+    }
+
+    // ---------------------------------------------------------------- kernels (backend-specific)
+
+    protected abstract void kGemm(boolean transA, boolean transB, long m, long n, long k, float alpha, Tensor a,
+            long lda, Tensor b, long ldb, float beta, Tensor c, long ldc, Tensor bias);
+
+    protected abstract void kBiasBackward(Tensor dbias, Tensor dy, long rows, long cols);
+
+    protected abstract void kLayernormForward(Tensor out, Tensor mean, Tensor rstd, Tensor sum, Tensor x,
+            Tensor residual, Tensor gamma, Tensor beta, long rows, long cols, float eps);
+
+    protected abstract void kLayernormBackward(Tensor dx, Tensor dgamma, Tensor dbeta, Tensor dy, Tensor x,
+            Tensor mean, Tensor rstd, Tensor gamma, long rows, long cols, boolean accumulate);
+
+    protected abstract void kBiasGeluForward(Tensor out, Tensor x, Tensor bias, long rows, long cols);
+
+    protected abstract void kBiasGeluBackward(Tensor dx, Tensor dbias, Tensor dy, Tensor x, Tensor bias, long rows,
+            long cols);
+
+    protected abstract void kSoftmaxForward(Tensor y, Tensor x, long rows, long cols);
+
+    protected abstract void kSoftmaxBackward(Tensor dx, Tensor dy, Tensor y, long rows, long cols);
+
+    protected abstract void kAttentionForward(Tensor out, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq,
+            long heads, long headDim, float scale);
+
+    protected abstract void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, long batch,
+            long seq, long heads, long headDim, float scale);
+
+    /** Returns 0, or 1 + the flat index of the first token with an out-of-table id. */
+    protected abstract int kEmbeddingForward(Tensor out, Tensor ids, Tensor posIds, Tensor typeIds, Tensor wte,
+            Tensor wpe, Tensor wtt, long batch, long seq, long dim);
+
+    protected abstract void kEmbeddingBackward(Tensor dwte, Tensor dwpe, Tensor dwtt, Tensor dout, Tensor ids,
+            Tensor posIds, Tensor typeIds, long batch, long seq, long dim);
+
+    /** Returns 0, or 1 + the first row whose label is not a class. */
+    protected abstract int kCrossEntropyForward(Tensor losses, float[] mean, Tensor logits, Tensor labels, long n,
+            long classes);
+
+    protected abstract void kCrossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, long n, long classes,
+            float dloss);
+
+    protected abstract float kMseForward(Tensor pred, Tensor target, long n);
+
+    protected abstract void kMseBackward(Tensor dpred, Tensor pred, Tensor target, long n, float dloss);
+
+    protected abstract void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg,
+            long step);
+
+    // ---------------------------------------------------------------- checks
+
+    protected static long rows(Tensor t) {
+        return t.rank() == 0 ? 1 : t.numel() / Math.max(1, t.dim(-1));
+    }
+
+    protected static long cols(Tensor t) {
+        return t.rank() == 0 ? 1 : t.dim(-1);
+    }
+
+    private static String shape(Tensor t) {
+        return Arrays.toString(t.shape());
+    }
+
+    private static void check(boolean ok, String op, String message) {
+        if (!ok) throw new IllegalArgumentException(op + ": " + message);
+    }
+
+    private void onDevice(String op, String name, Tensor t) {
+        check(t.device().equals(device()), op, name + " is on " + t.device() + ", this backend runs on " + device());
+        t.checkAlive();
+    }
+
+    private void f32(String op, String name, Tensor t) {
+        check(t != null, op, name + " is required");
+        check(t.dtype() == DType.F32, op, name + " must be f32, got " + t);
+        onDevice(op, name, t);
+    }
+
+    private void sameShape(String op, String name, Tensor t, Tensor like) {
+        f32(op, name, t);
+        f32(op, "input", like);
+        check(Arrays.equals(t.shape(), like.shape()), op, name + " " + shape(t) + " must have shape " + shape(like));
+    }
+
+    private void vector(String op, String name, Tensor t, long n) {
+        f32(op, name, t);
+        check(t.numel() == n, op, name + " has " + t.numel() + " elements, expected " + n);
+    }
+}

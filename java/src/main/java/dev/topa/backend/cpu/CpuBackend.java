@@ -1,0 +1,292 @@
+package dev.topa.backend.cpu;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_DOUBLE;
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+import dev.topa.backend.AdamWConfig;
+import dev.topa.backend.Backend;
+import dev.topa.tensor.Device;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.MemoryTracker;
+import dev.topa.tensor.Tensor;
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.MemoryLayout;
+import java.lang.foreign.MemorySegment;
+import java.lang.invoke.MethodHandle;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * The CPU backend: FFM downcalls into libtopa_cpu.so, bound to the symbols of one ISA
+ * ({@code topa_<op>_<isa>}). {@link #create()} picks the best ISA of this CPU; tests build one per
+ * supported ISA and hold each to the same float64 reference.
+ */
+public final class CpuBackend extends Backend {
+    private static final MemoryLayout A = ADDRESS, L = JAVA_LONG, I = JAVA_INT, F = JAVA_FLOAT, D = JAVA_DOUBLE;
+    /** Kernel scratch already reported to the tracker (the native counter is process-wide). */
+    private static final AtomicLong REPORTED_WORKSPACE = new AtomicLong();
+
+    private final Isa isa;
+    private final MethodHandle sgemm, biasBackward, layernormForward, layernormBackward, biasGeluForward,
+            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward,
+            embeddingForward, embeddingBackward, crossEntropyForward, crossEntropyBackward, mseForward,
+            mseBackward, adamwStep;
+
+    private CpuBackend(Isa isa) {
+        if (!isa.supported())
+            throw new UnsupportedOperationException("this CPU does not support " + isa + " (best: " + Isa.best() + ")");
+        this.isa = isa;
+        sgemm = bind("sgemm", false, FunctionDescriptor.of(I, I, I, L, L, L, F, A, L, A, L, F, A, L, A));
+        biasBackward = bind("bias_backward", false, FunctionDescriptor.ofVoid(A, A, L, L));
+        layernormForward = bind("layernorm_forward", false, FunctionDescriptor.ofVoid(A, A, A, A, A, A, A, A, L, L, F));
+        layernormBackward = bind("layernorm_backward", false, FunctionDescriptor.ofVoid(A, A, A, A, A, A, A, A, L, L, I));
+        biasGeluForward = bind("bias_gelu_forward", false, FunctionDescriptor.ofVoid(A, A, A, L, L));
+        biasGeluBackward = bind("bias_gelu_backward", false, FunctionDescriptor.ofVoid(A, A, A, A, A, L, L));
+        softmaxForward = bind("softmax_forward", false, FunctionDescriptor.ofVoid(A, A, L, L));
+        softmaxBackward = bind("softmax_backward", false, FunctionDescriptor.ofVoid(A, A, A, L, L));
+        attentionForward = bind("attention_forward", false, FunctionDescriptor.of(I, A, L, A, A, A, A, L, A, L, L, L, L, F));
+        attentionBackward = bind("attention_backward", false,
+                FunctionDescriptor.of(I, A, A, A, L, A, L, A, A, A, A, L, L, L, L, L, F));
+        embeddingForward = bind("embedding_forward", false, FunctionDescriptor.of(I, A, A, A, A, A, A, A, L, L, L, L, L, L));
+        embeddingBackward = bind("embedding_backward", false, FunctionDescriptor.ofVoid(A, A, A, A, A, A, A, L, L, L));
+        crossEntropyForward = bind("cross_entropy_forward", true, FunctionDescriptor.of(I, A, A, A, A, L, L));
+        crossEntropyBackward = bind("cross_entropy_backward", true, FunctionDescriptor.ofVoid(A, A, A, L, L, F));
+        mseForward = bind("mse_forward", true, FunctionDescriptor.of(F, A, A, L));
+        mseBackward = bind("mse_backward", true, FunctionDescriptor.ofVoid(A, A, A, L, F));
+        adamwStep = bind("adamw_step", false, FunctionDescriptor.ofVoid(A, A, A, A, L, D, D, D, D, D, L));
+    }
+
+    /** The backend for the best ISA of this CPU. */
+    public static CpuBackend create() {
+        return new CpuBackend(Isa.best());
+    }
+
+    public static CpuBackend create(Isa isa) {
+        return new CpuBackend(isa);
+    }
+
+    public Isa isa() {
+        return isa;
+    }
+
+    @Override
+    public Device device() {
+        return Device.CPU;
+    }
+
+    @Override
+    public String name() {
+        return "cpu-" + isa.name().toLowerCase(java.util.Locale.ROOT);
+    }
+
+    private MethodHandle bind(String op, boolean critical, FunctionDescriptor fd) {
+        return NativeLibrary.get().downcall("topa_" + op + isa.suffix(), fd, critical);
+    }
+
+    private static MemorySegment seg(Tensor t) {
+        return t == null ? MemorySegment.NULL : t.data();
+    }
+
+    private static MemorySegment offset(Tensor t, long floats) {
+        return t.data().asSlice(floats * Float.BYTES);
+    }
+
+    /** Brings the tracker's workspace category up to what the kernels' scratch buffers hold. */
+    private static void syncWorkspace() {
+        long now = CpuKernels.workspaceBytes();
+        long before = REPORTED_WORKSPACE.getAndSet(now);
+        if (now != before) MemoryTracker.of(Device.CPU).add(MemoryCategory.WORKSPACE, now - before);
+    }
+
+    private static void status(String op, int st) {
+        if (st < 0) {
+            syncWorkspace();
+            throw new OutOfMemoryError(op + ": the native kernel could not allocate its scratch memory ("
+                    + MemoryTracker.human(CpuKernels.workspaceBytes()) + " held)");
+        }
+    }
+
+    @Override
+    protected void kGemm(boolean transA, boolean transB, long m, long n, long k, float alpha, Tensor a, long lda,
+            Tensor b, long ldb, float beta, Tensor c, long ldc, Tensor bias) {
+        try {
+            int st = (int) sgemm.invokeExact(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, seg(a), lda, seg(b), ldb,
+                    beta, seg(c), ldc, seg(bias));
+            status("gemm", st);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+        syncWorkspace();
+    }
+
+    @Override
+    protected void kBiasBackward(Tensor dbias, Tensor dy, long rows, long cols) {
+        try {
+            biasBackward.invokeExact(seg(dbias), seg(dy), rows, cols);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kLayernormForward(Tensor out, Tensor mean, Tensor rstd, Tensor sum, Tensor x, Tensor residual,
+            Tensor gamma, Tensor beta, long rows, long cols, float eps) {
+        try {
+            layernormForward.invokeExact(seg(out), seg(mean), seg(rstd), seg(sum), seg(x), seg(residual), seg(gamma),
+                    seg(beta), rows, cols, eps);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kLayernormBackward(Tensor dx, Tensor dgamma, Tensor dbeta, Tensor dy, Tensor x, Tensor mean,
+            Tensor rstd, Tensor gamma, long rows, long cols, boolean accumulate) {
+        try {
+            layernormBackward.invokeExact(seg(dx), seg(dgamma), seg(dbeta), seg(dy), seg(x), seg(mean), seg(rstd),
+                    seg(gamma), rows, cols, accumulate ? 1 : 0);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kBiasGeluForward(Tensor out, Tensor x, Tensor bias, long rows, long cols) {
+        try {
+            biasGeluForward.invokeExact(seg(out), seg(x), seg(bias), rows, cols);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kBiasGeluBackward(Tensor dx, Tensor dbias, Tensor dy, Tensor x, Tensor bias, long rows, long cols) {
+        try {
+            biasGeluBackward.invokeExact(seg(dx), seg(dbias), seg(dy), seg(x), seg(bias), rows, cols);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kSoftmaxForward(Tensor y, Tensor x, long rows, long cols) {
+        try {
+            softmaxForward.invokeExact(seg(y), seg(x), rows, cols);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kSoftmaxBackward(Tensor dx, Tensor dy, Tensor y, long rows, long cols) {
+        try {
+            softmaxBackward.invokeExact(seg(dx), seg(dy), seg(y), rows, cols);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kAttentionForward(Tensor out, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq,
+            long heads, long headDim, float scale) {
+        long c = heads * headDim;
+        try {
+            int st = (int) attentionForward.invokeExact(seg(out), c, seg(probs), seg(qkv), offset(qkv, c),
+                    offset(qkv, 2 * c), 3 * c, seg(mask), batch, seq, heads, headDim, scale);
+            status("attentionForward", st);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+        syncWorkspace();
+    }
+
+    @Override
+    protected void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, long batch, long seq,
+            long heads, long headDim, float scale) {
+        long c = heads * headDim;
+        try {
+            int st = (int) attentionBackward.invokeExact(seg(dqkv), offset(dqkv, c), offset(dqkv, 2 * c), 3 * c,
+                    seg(dout), c, seg(probs), seg(qkv), offset(qkv, c), offset(qkv, 2 * c), 3 * c, batch, seq, heads,
+                    headDim, scale);
+            status("attentionBackward", st);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+        syncWorkspace();
+    }
+
+    @Override
+    protected int kEmbeddingForward(Tensor out, Tensor ids, Tensor posIds, Tensor typeIds, Tensor wte, Tensor wpe,
+            Tensor wtt, long batch, long seq, long dim) {
+        try {
+            return (int) embeddingForward.invokeExact(seg(out), seg(ids), seg(posIds), seg(typeIds), seg(wte), seg(wpe),
+                    seg(wtt), batch * seq, seq, dim, wte.dim(0), wpe.dim(0), wtt == null ? 0L : wtt.dim(0));
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kEmbeddingBackward(Tensor dwte, Tensor dwpe, Tensor dwtt, Tensor dout, Tensor ids, Tensor posIds,
+            Tensor typeIds, long batch, long seq, long dim) {
+        try {
+            embeddingBackward.invokeExact(seg(dwte), seg(dwpe), seg(dwtt), seg(dout), seg(ids), seg(posIds),
+                    seg(typeIds), batch * seq, seq, dim);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected int kCrossEntropyForward(Tensor losses, float[] mean, Tensor logits, Tensor labels, long n, long classes) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment m = arena.allocate(JAVA_FLOAT);
+            int st = (int) crossEntropyForward.invokeExact(seg(losses), m, seg(logits), seg(labels), n, classes);
+            mean[0] = m.get(JAVA_FLOAT, 0);
+            return st;
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kCrossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, long n, long classes,
+            float dloss) {
+        try {
+            crossEntropyBackward.invokeExact(seg(dlogits), seg(logits), seg(labels), n, classes, dloss);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected float kMseForward(Tensor pred, Tensor target, long n) {
+        try {
+            return (float) mseForward.invokeExact(seg(pred), seg(target), n);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kMseBackward(Tensor dpred, Tensor pred, Tensor target, long n, float dloss) {
+        try {
+            mseBackward.invokeExact(seg(dpred), seg(pred), seg(target), n, dloss);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg, long step) {
+        try {
+            adamwStep.invokeExact(seg(param), seg(grad), seg(m), seg(v), n, cfg.lr(), cfg.beta1(), cfg.beta2(),
+                    cfg.eps(), cfg.weightDecay(), step);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+}

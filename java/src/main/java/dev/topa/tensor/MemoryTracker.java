@@ -1,0 +1,98 @@
+package dev.topa.tensor;
+
+import java.util.EnumMap;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * Live and peak bytes for one device, per category and in total. Every allocator reports here, so
+ * a report can state what a run really held. Peaks are kept per category and for the total (the
+ * total's peak is not the sum of category peaks: they need not coincide).
+ */
+public final class MemoryTracker {
+    private static final Map<Device, MemoryTracker> TRACKERS = new ConcurrentHashMap<>();
+
+    private final Device device;
+    private final long[] live = new long[MemoryCategory.values().length];
+    private final long[] peak = new long[MemoryCategory.values().length];
+    private long totalLive;
+    private long totalPeak;
+
+    private MemoryTracker(Device device) {
+        this.device = device;
+    }
+
+    /** The one tracker of a device. */
+    public static MemoryTracker of(Device device) {
+        return TRACKERS.computeIfAbsent(device, MemoryTracker::new);
+    }
+
+    public Device device() {
+        return device;
+    }
+
+    /** Records an allocation (bytes > 0) or a release (bytes < 0). */
+    public synchronized void add(MemoryCategory category, long bytes) {
+        int i = category.ordinal();
+        live[i] += bytes;
+        totalLive += bytes;
+        if (live[i] < 0 || totalLive < 0)
+            throw new IllegalStateException("memory tracker of " + device + " went negative in "
+                    + category.label() + ": a release without its allocation");
+        peak[i] = Math.max(peak[i], live[i]);
+        totalPeak = Math.max(totalPeak, totalLive);
+    }
+
+    public synchronized long live(MemoryCategory category) {
+        return live[category.ordinal()];
+    }
+
+    public synchronized long peak(MemoryCategory category) {
+        return peak[category.ordinal()];
+    }
+
+    public synchronized long totalLive() {
+        return totalLive;
+    }
+
+    public synchronized long totalPeak() {
+        return totalPeak;
+    }
+
+    /** Starts a new peak window (e.g. per phase of a run): peaks become the current live bytes. */
+    public synchronized void resetPeaks() {
+        System.arraycopy(live, 0, peak, 0, live.length);
+        totalPeak = totalLive;
+    }
+
+    public synchronized Map<MemoryCategory, long[]> snapshot() {
+        Map<MemoryCategory, long[]> m = new EnumMap<>(MemoryCategory.class);
+        for (MemoryCategory c : MemoryCategory.values())
+            m.put(c, new long[] {live[c.ordinal()], peak[c.ordinal()]});
+        return m;
+    }
+
+    /** A small table: one line per category with live and peak, then the total. */
+    public synchronized String report() {
+        StringBuilder sb = new StringBuilder();
+        sb.append(String.format("memory on %s%n", device));
+        sb.append(String.format("  %-12s %12s %12s%n", "category", "live", "peak"));
+        for (MemoryCategory c : MemoryCategory.values())
+            sb.append(String.format("  %-12s %12s %12s%n", c.label(), human(live[c.ordinal()]),
+                    human(peak[c.ordinal()])));
+        sb.append(String.format("  %-12s %12s %12s%n", "total", human(totalLive), human(totalPeak)));
+        return sb.toString();
+    }
+
+    public static String human(long bytes) {
+        if (bytes < 1024) return bytes + " B";
+        double v = bytes;
+        String[] units = {"KiB", "MiB", "GiB", "TiB"};
+        int u = -1;
+        while (v >= 1024 && u < units.length - 1) {
+            v /= 1024;
+            u++;
+        }
+        return String.format("%.1f %s", v, units[u]);
+    }
+}

@@ -1,0 +1,112 @@
+package dev.topa.tensor;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Per-step scratch for activations: a bump allocator over retained chunks. {@link #reset()} ends
+ * the step: every tensor handed out becomes invalid (using one throws) and the memory is reused by
+ * the next step. Chunks are kept, not freed, because first-touch of fresh pages is slow and a
+ * training step needs the same amount every time; the tracker sees the bytes handed out as live
+ * until reset, and {@link #reservedBytes()} tells what the chunks hold.
+ */
+public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.Owner {
+    private static final long ALIGNMENT = 64;
+    private static final long DEFAULT_CHUNK = 64L << 20;
+
+    private final String name;
+    private final MemoryCategory defaultCategory;
+    private final MemoryTracker tracker = MemoryTracker.of(Device.CPU);
+    private final Arena arena = Arena.ofShared();
+    private final List<MemorySegment> chunks = new ArrayList<>();
+    private final long[] liveByCategory = new long[MemoryCategory.values().length];
+    private final long chunkBytes;
+    private int chunk;      // chunk being filled
+    private long offset;    // bytes used in it
+    private volatile long epoch;
+    private long reserved;
+    private volatile boolean closed;
+
+    public StepArena(String name) {
+        this(name, MemoryCategory.ACTIVATIONS, DEFAULT_CHUNK);
+    }
+
+    public StepArena(String name, MemoryCategory defaultCategory, long chunkBytes) {
+        this.name = name;
+        this.defaultCategory = defaultCategory;
+        this.chunkBytes = chunkBytes;
+    }
+
+    @Override
+    public Device device() {
+        return Device.CPU;
+    }
+
+    @Override
+    public Tensor allocate(DType dtype, long... shape) {
+        return allocate(defaultCategory, dtype, shape);
+    }
+
+    @Override
+    public synchronized Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
+        if (closed) throw new IllegalStateException("step arena '" + name + "' is closed");
+        long bytes = Tensor.numel(shape) * dtype.byteSize();
+        long padded = (Math.max(bytes, 1) + ALIGNMENT - 1) & -ALIGNMENT;
+        while (chunk < chunks.size() && offset + padded > chunks.get(chunk).byteSize()) {
+            chunk++;
+            offset = 0;
+        }
+        if (chunk == chunks.size()) {
+            long size = Math.max(chunkBytes, padded);
+            try {
+                chunks.add(arena.allocate(size, ALIGNMENT));
+            } catch (OutOfMemoryError e) {
+                throw new OutOfMemoryError("step arena '" + name + "' cannot grow by " + MemoryTracker.human(size)
+                        + " (holds " + MemoryTracker.human(reserved) + ")");
+            }
+            reserved += size;
+            offset = 0;
+        }
+        MemorySegment seg = chunks.get(chunk).asSlice(offset, bytes);
+        offset += padded;
+        tracker.add(category, bytes);
+        liveByCategory[category.ordinal()] += bytes;
+        return new Tensor(Device.CPU, dtype, shape, seg, category, this, epoch);
+    }
+
+    /** Ends the step: all tensors from it become invalid; their memory is reused. */
+    public synchronized void reset() {
+        for (MemoryCategory c : MemoryCategory.values()) {
+            tracker.add(c, -liveByCategory[c.ordinal()]);
+            liveByCategory[c.ordinal()] = 0;
+        }
+        chunk = 0;
+        offset = 0;
+        epoch++;
+    }
+
+    /** Bytes the arena's chunks hold (what the process really keeps for activations). */
+    public synchronized long reservedBytes() {
+        return reserved;
+    }
+
+    @Override
+    public boolean alive(long e) {
+        return !closed && e == epoch;
+    }
+
+    @Override
+    public String describe() {
+        return "step arena '" + name + "'";
+    }
+
+    @Override
+    public synchronized void close() {
+        if (closed) return;
+        reset();
+        closed = true;
+        arena.close();
+    }
+}

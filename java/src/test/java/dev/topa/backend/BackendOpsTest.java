@@ -1,0 +1,377 @@
+package dev.topa.backend;
+
+import static dev.topa.backend.Harness.asDouble;
+import static dev.topa.backend.Harness.assertClose;
+import static dev.topa.backend.Harness.assertGradient;
+import static dev.topa.backend.Harness.dot;
+import static dev.topa.backend.Harness.f32;
+import static dev.topa.backend.Harness.i32;
+import static dev.topa.backend.Harness.minus;
+import static dev.topa.backend.Harness.onEveryBackend;
+import static dev.topa.backend.Harness.poisoned;
+import static dev.topa.backend.Harness.random;
+import static dev.topa.backend.Harness.uniform;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.topa.tensor.Tensor;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.DynamicTest;
+import org.junit.jupiter.api.TestFactory;
+
+/**
+ * Every backend op against the float64 reference, every backward against finite differences.
+ * Bounds (normwise relative error): float32 accumulation over K terms gives ~sqrt(K) * 6e-8, so
+ * 2e-5 covers GEMMs and attention up to K = 3072; elementwise/row ops 1e-5; exact sums 1e-6;
+ * gradients 1e-4 (float32 backward vs float64 central differences).
+ */
+class BackendOpsTest {
+    static final double GEMM_BOUND = 2e-5, ROW_BOUND = 1e-5, EXACT_BOUND = 1e-6, GRAD_BOUND = 1e-4;
+
+    // ------------------------------------------------------------------ GEMM
+
+    @TestFactory
+    Stream<DynamicTest> gemmForward() {
+        List<Stream<DynamicTest>> all = new ArrayList<>();
+        int[][] small = {{1, 1, 1}, {7, 33, 129}, {33, 7, 1}, {129, 129, 33}, {1, 768, 384}, {15, 65, 17}};
+        int[][] bert = {{128, 768, 768}, {128, 3072, 768}, {128, 768, 3072}};
+        for (int[] s : small)
+            for (int t = 0; t < 4; t++) all.add(gemmCase(s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0));
+        for (int[] s : bert) {
+            all.add(gemmCase(s[0], s[1], s[2], false, true));   // linear forward
+            all.add(gemmCase(s[0], s[1], s[2], false, false));  // backward dX = dY W
+            all.add(gemmCase(s[0], s[1], s[2], true, false));   // backward dW = dY^T X
+        }
+        return all.stream().flatMap(x -> x);
+    }
+
+    private Stream<DynamicTest> gemmCase(int m, int n, int k, boolean tA, boolean tB) {
+        String name = "gemm M=" + m + " N=" + n + " K=" + k + (tA ? " A^T" : "") + (tB ? " B^T" : "");
+        return onEveryBackend(name, (be, s, rnd) -> {
+            double[] a = random(rnd, m * k), b = random(rnd, k * n), bias = random(rnd, n), c0 = random(rnd, m * n);
+            Tensor ta = f32(s, a, tA ? new long[] {k, m} : new long[] {m, k});
+            Tensor tb = f32(s, b, tB ? new long[] {n, k} : new long[] {k, n});
+            Tensor tbias = f32(s, bias, n);
+            // beta = 0 with bias: C is poisoned and must not be read
+            Tensor c = poisoned(s, m, n);
+            be.gemm(tA, tB, 1f, ta, tb, 0f, c, tbias);
+            assertClose(name + " beta=0 +bias", Reference.gemm(tA, tB, m, n, k, 1, asDouble(ta), asDouble(tb), 0, null,
+                    asDouble(tbias)), c, GEMM_BOUND);
+            // alpha, beta != 0: C is an input
+            Tensor c2 = f32(s, c0, m, n);
+            double[] c0f = asDouble(c2);
+            be.gemm(tA, tB, 1.3f, ta, tb, 0.7f, c2, null);
+            assertClose(name + " alpha=1.3 beta=0.7", Reference.gemm(tA, tB, m, n, k, 1.3, asDouble(ta), asDouble(tb),
+                    0.7, c0f, null), c2, GEMM_BOUND);
+        });
+    }
+
+    @TestFactory
+    Stream<DynamicTest> linearBackward() {
+        int[][] shapes = {{1, 1, 1}, {7, 33, 19}, {40, 200, 130}};
+        return Stream.of(shapes).flatMap(sh -> {
+            int m = sh[0], n = sh[1], k = sh[2];
+            return onEveryBackend("linearBackward M=" + m + " N=" + n + " K=" + k, (be, s, rnd) -> {
+                Tensor x = f32(s, random(rnd, m * k), m, k), w = f32(s, random(rnd, n * k), n, k);
+                Tensor b = f32(s, random(rnd, n), n), dy = f32(s, random(rnd, m * n), m, n);
+                double[] wy = asDouble(dy), xd = asDouble(x), wd = asDouble(w), bd = asDouble(b);
+                double[] dw0 = random(rnd, n * k), db0 = random(rnd, n);
+                Tensor dx = poisoned(s, m, k), dw = f32(s, dw0, n, k), db = f32(s, db0, n);
+                dw0 = asDouble(dw);
+                db0 = asDouble(db);
+                be.linearBackward(dx, dw, db, dy, x, w);
+                // loss = sum(dy * (x W^T + b)); each input's gradient against central differences
+                assertGradient("dx", v -> dot(wy, Reference.gemm(false, true, m, n, k, 1, v, wd, 0, null, bd)), xd,
+                        dx.toFloatArray(), rnd, 48, GRAD_BOUND);
+                assertGradient("dW (+=)", v -> dot(wy, Reference.gemm(false, true, m, n, k, 1, xd, v, 0, null, bd)), wd,
+                        minus(dw.toFloatArray(), dw0), rnd, 48, GRAD_BOUND);
+                assertGradient("dbias (+=)", v -> dot(wy, Reference.gemm(false, true, m, n, k, 1, xd, wd, 0, null, v)), bd,
+                        minus(db.toFloatArray(), db0), rnd, 48, GRAD_BOUND);
+            });
+        });
+    }
+
+    // ------------------------------------------------------------------ layernorm
+
+    @TestFactory
+    Stream<DynamicTest> layernorm() {
+        int[][] shapes = {{1, 1}, {1, 7}, {7, 33}, {129, 129}, {256, 768}};
+        return Stream.of(shapes).flatMap(sh -> Stream.of(0, 1, 2).flatMap(mode -> {
+            int rows = sh[0], cols = sh[1];
+            String name = "layernorm " + rows + "x" + cols + (mode == 0 ? "" : mode == 1 ? " +residual" : " +residual+sum");
+            return onEveryBackend(name, (be, s, rnd) -> {
+                float eps = 1e-5f;
+                Tensor x = f32(s, random(rnd, rows * cols), rows, cols);
+                Tensor r = mode == 0 ? null : f32(s, random(rnd, rows * cols), rows, cols);
+                Tensor g = f32(s, uniform(rnd, cols, 0.5, 1.5), cols), bt = f32(s, random(rnd, cols), cols);
+                Tensor out = poisoned(s, rows, cols), mean = poisoned(s, rows), rstd = poisoned(s, rows);
+                Tensor sum = mode == 2 ? poisoned(s, rows, cols) : null;
+                be.layernormForward(out, mean, rstd, sum, x, r, g, bt, eps);
+                double[] h = Reference.add(asDouble(x), r == null ? null : asDouble(r));
+                double[] gd = asDouble(g), bd = asDouble(bt);
+                assertClose(name + " out", Reference.layernorm(h, gd, bd, rows, cols, eps), out, ROW_BOUND);
+                if (sum != null) assertClose(name + " sum", h, sum, EXACT_BOUND);
+                // backward on the smaller shapes; over one column LN is constant (= beta) and its dx is
+                // float rounding amplified by 1/sqrt(eps), nothing a bound could hold
+                if (rows * cols > 100_000 || cols == 1) return;
+                // backward, with dx accumulating into an existing gradient (the residual branch)
+                Tensor lnIn = sum != null ? sum : r != null ? f32(s, h, rows, cols) : x;
+                Tensor dy = f32(s, random(rnd, rows * cols), rows, cols);
+                double[] wy = asDouble(dy);
+                double[] dx0 = random(rnd, rows * cols), dg0 = random(rnd, cols), db0 = random(rnd, cols);
+                Tensor dx = f32(s, dx0, rows, cols), dg = f32(s, dg0, cols), db = f32(s, db0, cols);
+                dx0 = asDouble(dx);
+                dg0 = asDouble(dg);
+                db0 = asDouble(db);
+                be.layernormBackward(dx, dg, db, dy, lnIn, mean, rstd, g, true);
+                assertGradient(name + " dx (+=)", v -> dot(wy, Reference.layernorm(v, gd, bd, rows, cols, eps)), h.clone(),
+                        minus(dx.toFloatArray(), dx0), rnd, 64, GRAD_BOUND);
+                assertGradient(name + " dgamma (+=)", v -> dot(wy, Reference.layernorm(h, v, bd, rows, cols, eps)), gd,
+                        minus(dg.toFloatArray(), dg0), rnd, 64, GRAD_BOUND);
+                assertGradient(name + " dbeta (+=)", v -> dot(wy, Reference.layernorm(h, gd, v, rows, cols, eps)), bd,
+                        minus(db.toFloatArray(), db0), rnd, 64, GRAD_BOUND);
+                // overwrite mode
+                Tensor dx2 = poisoned(s, rows, cols);
+                be.layernormBackward(dx2, null, null, dy, lnIn, mean, rstd, g, false);
+                assertClose(name + " dx (overwrite)", minus(asDouble(dx), dx0), dx2, 10 * ROW_BOUND);
+            });
+        }));
+    }
+
+    // ------------------------------------------------------------------ GELU
+
+    @TestFactory
+    Stream<DynamicTest> biasGelu() {
+        int[][] shapes = {{1, 1}, {7, 33}, {129, 1536}};
+        return Stream.of(shapes).flatMap(sh -> Stream.of(false, true).flatMap(withBias -> {
+            int rows = sh[0], cols = sh[1];
+            String name = "biasGelu " + rows + "x" + cols + (withBias ? " +bias" : "");
+            return onEveryBackend(name, (be, s, rnd) -> {
+                // [-6, 6] reaches both tails, where a tanh approximation or a poor erf would show
+                Tensor x = f32(s, uniform(rnd, rows * cols, -6, 6), rows, cols);
+                Tensor b = withBias ? f32(s, random(rnd, cols), cols) : null;
+                double[] xd = asDouble(x), bd = b == null ? null : asDouble(b);
+                Tensor out = poisoned(s, rows, cols);
+                be.biasGeluForward(out, x, b);
+                assertClose(name, Reference.biasGelu(xd, bd, rows, cols), out, ROW_BOUND);
+                Tensor dy = f32(s, random(rnd, rows * cols), rows, cols);
+                double[] wy = asDouble(dy), db0 = random(rnd, cols);
+                Tensor dx = poisoned(s, rows, cols), db = b == null ? null : f32(s, db0, cols);
+                if (db != null) db0 = asDouble(db);
+                be.biasGeluBackward(dx, db, dy, x, b);
+                assertGradient(name + " dx", v -> dot(wy, Reference.biasGelu(v, bd, rows, cols)), xd, dx.toFloatArray(),
+                        rnd, 64, GRAD_BOUND);
+                if (b != null)
+                    assertGradient(name + " dbias (+=)", v -> dot(wy, Reference.biasGelu(xd, v, rows, cols)), bd,
+                            minus(db.toFloatArray(), db0), rnd, 64, GRAD_BOUND);
+            });
+        }));
+    }
+
+    // ------------------------------------------------------------------ softmax
+
+    @TestFactory
+    Stream<DynamicTest> softmax() {
+        int[][] shapes = {{1, 1}, {7, 33}, {129, 129}, {33, 512}};
+        return Stream.of(shapes).flatMap(sh -> {
+            int rows = sh[0], cols = sh[1];
+            String name = "softmax " + rows + "x" + cols;
+            return onEveryBackend(name, (be, s, rnd) -> {
+                Tensor x = f32(s, uniform(rnd, rows * cols, -8, 8), rows, cols);
+                double[] xd = asDouble(x);
+                Tensor y = poisoned(s, rows, cols);
+                be.softmaxForward(y, x);
+                assertClose(name, Reference.softmax(xd, rows, cols), y, ROW_BOUND);
+                Tensor dy = f32(s, random(rnd, rows * cols), rows, cols), dx = poisoned(s, rows, cols);
+                double[] wy = asDouble(dy);
+                be.softmaxBackward(dx, dy, y);
+                assertGradient(name + " dx", v -> dot(wy, Reference.softmax(v, rows, cols)), xd, dx.toFloatArray(), rnd,
+                        64, GRAD_BOUND);
+            });
+        });
+    }
+
+    // ------------------------------------------------------------------ attention
+
+    @TestFactory
+    Stream<DynamicTest> attention() {
+        int[][] cases = {{1, 1, 1, 1, 0}, {2, 7, 3, 4, 1}, {3, 33, 2, 8, 1}, {1, 129, 1, 7, 0}, {2, 128, 12, 64, 1}};
+        return Stream.of(cases).flatMap(cs -> {
+            int bsz = cs[0], seq = cs[1], heads = cs[2], hd = cs[3];
+            boolean masked = cs[4] == 1;
+            String name = "attention B=" + bsz + " S=" + seq + " H=" + heads + " D=" + hd + (masked ? " +padding" : "");
+            return onEveryBackend(name, (be, s, rnd) -> {
+                int c = heads * hd;
+                float scale = (float) (1 / Math.sqrt(hd));
+                Tensor qkv = f32(s, Harness.uniform(rnd, bsz * seq * 3 * c, -2, 2), bsz, seq, 3 * c);
+                int[] mask = null;
+                if (masked) { // sequence b has length seq - b (at least 1): real tokens first, then padding
+                    mask = new int[bsz * seq];
+                    for (int b = 0; b < bsz; b++)
+                        for (int t = 0; t < seq; t++) mask[b * seq + t] = t < Math.max(1, seq - 3 * b - 1) ? 1 : 0;
+                }
+                final int[] maskF = mask;
+                Tensor tmask = mask == null ? null : i32(s, mask, bsz, seq);
+                double[] qd = asDouble(qkv);
+                double[] refProbs = new double[bsz * heads * seq * seq];
+                double[] ref = Reference.attention(qd, mask, bsz, seq, heads, hd, scale, refProbs);
+                Tensor out = poisoned(s, bsz, seq, c), probs = poisoned(s, bsz, heads, seq, seq);
+                be.attentionForward(out, probs, qkv, tmask, heads, scale);
+                assertClose(name + " out", ref, out, GEMM_BOUND);
+                assertClose(name + " probs", refProbs, probs, ROW_BOUND);
+                Tensor out2 = poisoned(s, bsz, seq, c);
+                be.attentionForward(out2, null, qkv, tmask, heads, scale); // inference: no probs kept
+                assertClose(name + " out without probs", ref, out2, GEMM_BOUND);
+                Tensor dout = f32(s, random(rnd, bsz * seq * c), bsz, seq, c), dqkv = poisoned(s, bsz, seq, 3 * c);
+                double[] wy = asDouble(dout);
+                be.attentionBackward(dqkv, dout, probs, qkv, heads, scale);
+                int samples = bsz * seq * c > 100_000 ? 12 : 64;
+                assertGradient(name + " dqkv", v -> dot(wy, Reference.attention(v, maskF, bsz, seq, heads, hd, scale, null)),
+                        qd, dqkv.toFloatArray(), rnd, samples, GRAD_BOUND);
+            });
+        });
+    }
+
+    // ------------------------------------------------------------------ embeddings
+
+    @TestFactory
+    Stream<DynamicTest> embedding() {
+        // {B, S, C, vocab, positions, types, explicit position ids?}
+        int[][] cases = {{1, 1, 1, 3, 1, 1, 0}, {2, 7, 33, 11, 9, 2, 1}, {4, 128, 384, 1000, 512, 2, 0}, {3, 5, 8, 4, 6, 0, 0}};
+        return Stream.of(cases).flatMap(cs -> {
+            int bsz = cs[0], seq = cs[1], c = cs[2], vocab = cs[3], npos = cs[4], ntypes = cs[5];
+            boolean explicitPos = cs[6] == 1;
+            String name = "embedding B=" + bsz + " S=" + seq + " C=" + c + " vocab=" + vocab + (ntypes == 0 ? " no types" : "")
+                    + (explicitPos ? " +position ids" : "");
+            return onEveryBackend(name, (be, s, rnd) -> {
+                int n = bsz * seq;
+                int[] ids = rnd.ints(n, 0, vocab).toArray(); // n > vocab or birthday repeats test the scatter-add
+                int[] pos = explicitPos ? rnd.ints(n, 0, npos).toArray() : null;
+                int[] types = ntypes == 0 ? null : rnd.ints(n, 0, ntypes).toArray();
+                Tensor tids = i32(s, ids, bsz, seq), tpos = pos == null ? null : i32(s, pos, bsz, seq);
+                Tensor ttypes = types == null ? null : i32(s, types, bsz, seq);
+                Tensor wte = f32(s, random(rnd, vocab * c), vocab, c), wpe = f32(s, random(rnd, npos * c), npos, c);
+                Tensor wtt = ntypes == 0 ? null : f32(s, random(rnd, ntypes * c), ntypes, c);
+                double[] te = asDouble(wte), pe = asDouble(wpe), tt = wtt == null ? null : asDouble(wtt);
+                Tensor out = poisoned(s, bsz, seq, c);
+                be.embeddingForward(out, tids, tpos, ttypes, wte, wpe, wtt);
+                assertClose(name, Reference.embedding(ids, pos, types, te, pe, tt, seq, c), out, EXACT_BOUND);
+                Tensor dout = f32(s, random(rnd, n * c), bsz, seq, c);
+                double[] wy = asDouble(dout);
+                double[] g0 = random(rnd, vocab * c), p0 = random(rnd, npos * c), y0 = ntypes == 0 ? null : random(rnd, ntypes * c);
+                Tensor dwte = f32(s, g0, vocab, c), dwpe = f32(s, p0, npos, c), dwtt = y0 == null ? null : f32(s, y0, ntypes, c);
+                be.embeddingBackward(dwte, dwpe, dwtt, dout, tids, tpos, ttypes, wte, wpe, wtt);
+                assertGradient(name + " dwte (+=)", v -> dot(wy, Reference.embedding(ids, pos, types, v, pe, tt, seq, c)), te,
+                        minus(dwte.toFloatArray(), asDouble(f32(s, g0, vocab, c))), rnd, 64, GRAD_BOUND);
+                assertGradient(name + " dwpe (+=)", v -> dot(wy, Reference.embedding(ids, pos, types, te, v, tt, seq, c)), pe,
+                        minus(dwpe.toFloatArray(), asDouble(f32(s, p0, npos, c))), rnd, 64, GRAD_BOUND);
+                if (dwtt != null)
+                    assertGradient(name + " dwtt (+=)", v -> dot(wy, Reference.embedding(ids, pos, types, te, pe, v, seq, c)),
+                            tt, minus(dwtt.toFloatArray(), asDouble(f32(s, y0, ntypes, c))), rnd, 64, GRAD_BOUND);
+            });
+        });
+    }
+
+    @TestFactory
+    Stream<DynamicTest> embeddingRejectsBadIds() {
+        return onEveryBackend("embedding id out of vocab", (be, s, rnd) -> {
+            int[] ids = {1, 2, 3, 4, 5, 6, 7, 8};
+            ids[6] = 50; // sequence 1, token 2 (S = 4)
+            Tensor out = poisoned(s, 2, 4, 8);
+            var e = assertThrows(IllegalArgumentException.class, () -> be.embeddingForward(out, i32(s, ids, 2, 4), null,
+                    null, f32(s, random(rnd, 10 * 8), 10, 8), f32(s, random(rnd, 4 * 8), 4, 8), null));
+            assertTrue(e.getMessage().contains("token 2 of sequence 1") && e.getMessage().contains("id 50"), e.getMessage());
+        });
+    }
+
+    // ------------------------------------------------------------------ losses
+
+    @TestFactory
+    Stream<DynamicTest> crossEntropy() {
+        int[][] shapes = {{1, 2}, {7, 3}, {33, 5}, {129, 2}};
+        return Stream.of(shapes).flatMap(sh -> {
+            int n = sh[0], classes = sh[1];
+            String name = "crossEntropy N=" + n + " C=" + classes;
+            return onEveryBackend(name, (be, s, rnd) -> {
+                Tensor logits = f32(s, uniform(rnd, n * classes, -4, 4), n, classes);
+                int[] labels = rnd.ints(n, 0, classes).toArray();
+                if (n > 3) labels[2] = -1; // ignored row
+                double[] ld = asDouble(logits);
+                Tensor losses = poisoned(s, n), tl = i32(s, labels, n);
+                float mean = be.crossEntropyForward(losses, logits, tl);
+                double[] ref = Reference.crossEntropy(ld, labels, n, classes);
+                assertClose(name + " losses", java.util.Arrays.copyOf(ref, n), losses, ROW_BOUND);
+                assertClose(name + " mean", new double[] {ref[n]}, new float[] {mean}, ROW_BOUND);
+                Tensor dl = poisoned(s, n, classes);
+                be.crossEntropyBackward(dl, logits, tl, 0.7f);
+                assertGradient(name + " dlogits", v -> 0.7 * Reference.crossEntropy(v, labels, n, classes)[n], ld,
+                        dl.toFloatArray(), rnd, 64, GRAD_BOUND);
+            });
+        });
+    }
+
+    @TestFactory
+    Stream<DynamicTest> crossEntropyRejectsBadLabel() {
+        return onEveryBackend("crossEntropy label out of range", (be, s, rnd) -> {
+            Tensor logits = f32(s, random(rnd, 12), 4, 3);
+            var e = assertThrows(IllegalArgumentException.class,
+                    () -> be.crossEntropyForward(poisoned(s, 4), logits, i32(s, new int[] {0, 2, 3, 1}, 4)));
+            assertTrue(e.getMessage().contains("label 3 of row 2"), e.getMessage());
+        });
+    }
+
+    @TestFactory
+    Stream<DynamicTest> mse() {
+        return Stream.of(1, 7, 33, 1000).flatMap(n -> onEveryBackend("mse N=" + n, (be, s, rnd) -> {
+            Tensor p = f32(s, random(rnd, n), n), t = f32(s, random(rnd, n), n);
+            double[] pd = asDouble(p), td = asDouble(t);
+            float loss = be.mseForward(p, t);
+            assertClose("mse", new double[] {Reference.mse(pd, td)}, new float[] {loss}, ROW_BOUND);
+            Tensor dp = poisoned(s, n);
+            be.mseBackward(dp, p, t, 1.5f);
+            assertGradient("mse dpred", v -> 1.5 * Reference.mse(v, td), pd, dp.toFloatArray(), rnd, 64, GRAD_BOUND);
+        }));
+    }
+
+    // ------------------------------------------------------------------ optimizer
+
+    @TestFactory
+    Stream<DynamicTest> adamw() {
+        return Stream.of(1, 7, 1000, 100_003).flatMap(n -> onEveryBackend("adamw n=" + n, (be, s, rnd) -> {
+            double lr = 1e-2, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.01;
+            Tensor p = f32(s, random(rnd, n), n), m = f32(s, new double[n], n), v = f32(s, new double[n], n);
+            double[] pd = asDouble(p), md = new double[n], vd = new double[n];
+            AdamWConfig cfg = new AdamWConfig(lr, b1, b2, eps, wd);
+            for (int step = 1; step <= 3; step++) {
+                Tensor g = f32(s, random(rnd, n), n);
+                Reference.adamw(pd, asDouble(g), md, vd, lr, b1, b2, eps, wd, step);
+                be.adamwStep(p, g, m, v, cfg, step);
+                assertClose("adamw step " + step + " param", pd, p, ROW_BOUND);
+                assertClose("adamw step " + step + " m", md, m, ROW_BOUND);
+                assertClose("adamw step " + step + " v", vd, v, ROW_BOUND);
+            }
+        }));
+    }
+
+    // ------------------------------------------------------------------ bad input
+
+    @TestFactory
+    Stream<DynamicTest> shapeErrorsNameOpAndTensor() {
+        return onEveryBackend("shape errors", (be, s, rnd) -> {
+            Tensor a = f32(s, random(rnd, 6), 2, 3), b = f32(s, random(rnd, 8), 4, 2), c = poisoned(s, 2, 2);
+            var e = assertThrows(IllegalArgumentException.class, () -> be.gemm(false, false, 1, a, b, 0, c, null));
+            assertTrue(e.getMessage().startsWith("gemm: inner dimensions differ"), e.getMessage());
+            var e2 = assertThrows(IllegalArgumentException.class,
+                    () -> be.layernormForward(c, poisoned(s, 2), poisoned(s, 2), null, a, null, f32(s, random(rnd, 3), 3),
+                            f32(s, random(rnd, 3), 3), 1e-5f));
+            assertTrue(e2.getMessage().startsWith("layernormForward: out"), e2.getMessage());
+            Tensor ids = i32(s, new int[] {1, 2}, 1, 2);
+            var e3 = assertThrows(IllegalArgumentException.class, () -> be.softmaxForward(c, ids.reshape(2)));
+            assertTrue(e3.getMessage().contains("must be f32"), e3.getMessage());
+            assertEquals(2, a.dim(0));
+        });
+    }
+}

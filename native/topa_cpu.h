@@ -1,0 +1,172 @@
+/*
+ * topa CPU kernels: the one header.
+ *
+ * Every kernel source file is compiled three times (scalar, AVX2, AVX-512) with TOPA_SUFFIX set to
+ * _scalar, _avx2 or _avx512, so each op exists as topa_<op>_<isa>. The Java backend asks
+ * topa_cpu_best_isa() once and binds the symbols of the ISA it runs; tests bind every ISA the CPU
+ * supports and check each against the same float64 reference.
+ *
+ * Conventions: row-major float32, sizes as int64_t, strides in elements. Gradient outputs marked
+ * "+=" accumulate (parameters may receive gradients from several places). Kernels that can meet bad
+ * data return an int status: 0 on success, 1 + i for bad data at item i, TOPA_ERR_ALLOC when scratch
+ * memory is not to be had (the Java side turns it into an exception that names the op and item).
+ */
+#ifndef TOPA_CPU_H
+#define TOPA_CPU_H
+
+#include <stdint.h>
+#include <string.h>
+
+#define TOPA_ISA_SCALAR 0
+#define TOPA_ISA_AVX2 1
+#define TOPA_ISA_AVX512 2
+
+#define TOPA_ERR_ALLOC (-1)      /* a kernel could not allocate its scratch memory */
+
+/* ---- ISA-independent (cpu.c) ---- */
+int topa_cpu_best_isa(void);           /* best ISA this CPU and OS support */
+void topa_set_num_threads(int n);      /* threads used by every kernel; n <= 0 means all cores */
+int topa_get_num_threads(void);
+int64_t topa_workspace_bytes(void);    /* bytes held by kernel scratch buffers (per-thread packs) */
+/* A per-thread scratch buffer of at least `floats` floats, 64-byte aligned, kept and reused for
+ * the thread's lifetime (slots: TOPA_SCRATCH_*). NULL when memory is not to be had. */
+float *topa_thread_scratch(int slot, int64_t floats);
+#define TOPA_SCRATCH_GEMM_A 0
+#define TOPA_SCRATCH_GEMM_B 1
+#define TOPA_SCRATCH_ATTENTION 2
+#define TOPA_SCRATCH_SLOTS 3
+
+#ifdef TOPA_SUFFIX
+#define TOPA_CAT_(a, b) a##b
+#define TOPA_CAT(a, b) TOPA_CAT_(a, b)
+#define TOPA_FN(name) TOPA_CAT(topa_##name, TOPA_SUFFIX)
+
+/* ---- gemm.c ----
+ * C[M,N] = alpha * op(A) op(B) + beta * C + bias[N]  (bias may be NULL; beta == 0 never reads C).
+ * op(A) is [M,K]: A stored [M,K] (transA=0) or [K,M] (transA=1); op(B) is [K,N]: B stored [K,N]
+ * (transB=0) or [N,K] (transB=1) -- a Linear layer X W^T with W [out,in] is transB=1.
+ * Returns 0 or TOPA_ERR_ALLOC (packing buffers not to be had; C untouched). */
+int TOPA_FN(sgemm)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                    int64_t ldc, const float *bias);
+/* dbias[cols] (+=) column sums of dy[rows, cols]: the bias gradient of a linear layer. */
+void TOPA_FN(bias_backward)(float *dbias, const float *dy, int64_t rows, int64_t cols);
+
+/* ---- layernorm.c ----
+ * out = LN(x + residual) * gamma + beta over the last dim; residual may be NULL. When residual is
+ * given and sum is not NULL, sum receives x + residual (what backward needs). mean/rstd [rows]
+ * are saved for backward. */
+void TOPA_FN(layernorm_forward)(float *out, float *mean, float *rstd, float *sum, const float *x,
+                                const float *residual, const float *gamma, const float *beta,
+                                int64_t rows, int64_t cols, float eps);
+/* dx = dLN/dx (accumulate != 0: dx +=, which fuses the residual branch's gradient add);
+ * dgamma, dbeta (+=, either may be NULL when frozen). x is the LN input (the sum when fused). */
+void TOPA_FN(layernorm_backward)(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                 const float *x, const float *mean, const float *rstd,
+                                 const float *gamma, int64_t rows, int64_t cols, int accumulate);
+
+/* ---- gelu.c ----  exact GELU: y = u * Phi(u), u = x + bias (bias [cols] may be NULL). */
+void TOPA_FN(bias_gelu_forward)(float *out, const float *x, const float *bias, int64_t rows,
+                                int64_t cols);
+/* dx = dy * GELU'(x + bias); dbias (+=, may be NULL) = column sums of dx. dx may alias dy. */
+void TOPA_FN(bias_gelu_backward)(float *dx, float *dbias, const float *dy, const float *x,
+                                 const float *bias, int64_t rows, int64_t cols);
+
+/* ---- softmax.c ---- row softmax over the last dim; backward dx = y * (dy - sum(dy * y)). */
+void TOPA_FN(softmax_forward)(float *y, const float *x, int64_t rows, int64_t cols);
+void TOPA_FN(softmax_backward)(float *dx, const float *dy, const float *y, int64_t rows,
+                               int64_t cols);
+
+/* ---- attention.c ----
+ * Multi-head scaled-dot-product attention. q, k, v: [B, S, H*D] rows with row stride ld (so they
+ * may sit inside one fused QKV buffer, ld = 3*H*D). mask [B, S]: 1 = real token, 0 = padding
+ * (keys that are padding get no weight); NULL = no padding. out [B, S, H*D], row stride ldo.
+ * probs [B, H, S, S] receives the attention probabilities when not NULL (backward needs them).
+ * Both directions return 0 or TOPA_ERR_ALLOC. */
+int TOPA_FN(attention_forward)(float *out, int64_t ldo, float *probs, const float *q,
+                                const float *k, const float *v, int64_t ld, const int32_t *mask,
+                                int64_t B, int64_t S, int64_t H, int64_t D, float scale);
+/* dq, dk, dv (overwritten, row stride ldd) from dout (row stride ldo) and the saved probs. */
+int TOPA_FN(attention_backward)(float *dq, float *dk, float *dv, int64_t ldd, const float *dout,
+                                int64_t ldo, const float *probs, const float *q, const float *k,
+                                const float *v, int64_t ld, int64_t B, int64_t S, int64_t H,
+                                int64_t D, float scale);
+
+/* ---- embedding.c ----
+ * out[b,s,:] = wte[ids] + wpe[pos] + wtt[type]; pos = s when pos_ids is NULL, type = 0 when
+ * type_ids is NULL (wtt NULL: no type table). Returns 0, or 1 + i when token i (flat index over
+ * B*S) holds an id, position or type outside its table; out is then unspecified. */
+int TOPA_FN(embedding_forward)(float *out, const int32_t *ids, const int32_t *pos_ids,
+                               const int32_t *type_ids, const float *wte, const float *wpe,
+                               const float *wtt, int64_t BS, int64_t S, int64_t C, int64_t vocab,
+                               int64_t max_pos, int64_t n_types);
+/* dwte, dwpe, dwtt (+=, each may be NULL when frozen). Indices are those forward validated. */
+void TOPA_FN(embedding_backward)(float *dwte, float *dwpe, float *dwtt, const float *dout,
+                                 const int32_t *ids, const int32_t *pos_ids,
+                                 const int32_t *type_ids, int64_t BS, int64_t S, int64_t C);
+
+/* ---- loss.c ----
+ * Cross-entropy over logits [N, C] with labels [N] (label < 0: ignored). losses [N] receives each
+ * row's loss (0 when ignored); *mean the mean over counted rows. Returns 0, or 1 + i when the
+ * label of row i is >= C. Backward: dlogits = dloss * (softmax - onehot) / counted. */
+int TOPA_FN(cross_entropy_forward)(float *losses, float *mean, const float *logits,
+                                   const int32_t *labels, int64_t N, int64_t C);
+void TOPA_FN(cross_entropy_backward)(float *dlogits, const float *logits, const int32_t *labels,
+                                     int64_t N, int64_t C, float dloss);
+/* Mean squared error over N values; backward dpred = dloss * 2 (pred - target) / N. */
+float TOPA_FN(mse_forward)(const float *pred, const float *target, int64_t N);
+void TOPA_FN(mse_backward)(float *dpred, const float *pred, const float *target, int64_t N,
+                           float dloss);
+
+/* ---- adamw.c ---- one decoupled-weight-decay Adam step (PyTorch AdamW semantics), t >= 1. */
+void TOPA_FN(adamw_step)(float *param, const float *grad, float *m, float *v, int64_t n, double lr,
+                         double beta1, double beta2, double eps, double weight_decay, int64_t t);
+
+/* ---- internal helpers shared by the kernel files ---- */
+/* Single-threaded GEMM for use inside parallel loops (attention). */
+int TOPA_FN(sgemm_serial)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                           float *C, int64_t ldc);
+#endif /* TOPA_SUFFIX */
+
+/* Vectorisable exp: Cody-Waite range reduction and a degree-6 polynomial, ~1.5 ulp on
+ * [-87, 88]; written in plain C so the compiler vectorises loops that call it (libm's expf is a
+ * scalar call that blocks vectorisation). */
+static inline float topa_expf(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187045e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* erfc(z) for z >= 0 with fractional error < 1.2e-7 everywhere (Chebyshev fit of
+ * Numerical Recipes, erfcc): relative accuracy also in the far tail, where GELU of a negative
+ * input needs it. */
+static inline float topa_erfc_pos(float z) {
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    return t * topa_expf(-z * z + p);
+}
+
+#endif
