@@ -28,8 +28,8 @@ final class BenchCommand {
         @Option(names = "--threads", description = "kernel threads (default: all cores)")
         int threads;
 
-        @Option(names = "--isa", description = "scalar, avx2 or avx512 (default: best supported)")
-        String isa;
+        @Option(names = "--isa", description = "one of ${COMPLETION-CANDIDATES} (default: best supported)")
+        Isa isa;
 
         @Option(names = "--m", description = "tokens per step: rows of the GEMMs (default: ${DEFAULT-VALUE})")
         int m = 4096;
@@ -42,7 +42,7 @@ final class BenchCommand {
         @Override
         public Integer call() {
             CpuKernels.setNumThreads(threads);
-            Backend be = isa == null ? CpuBackend.create() : CpuBackend.create(Isa.valueOf(isa.toUpperCase(Locale.ROOT)));
+            Backend be = isa == null ? CpuBackend.create() : CpuBackend.create(isa);
             System.out.println("backend: " + be.name());
             System.out.println("threads: " + CpuKernels.numThreads());
             SplittableRandom rnd = new SplittableRandom(1);

@@ -16,7 +16,7 @@ public final class Main implements Runnable {
     }
 
     static CommandLine commandLine() {
-        CommandLine cl = new CommandLine(new Main());
+        CommandLine cl = new CommandLine(new Main()).setCaseInsensitiveEnumValuesAllowed(true);
         cl.setExecutionExceptionHandler((ex, cmd, parse) -> {
             cmd.getErr().println("topa: " + (ex.getMessage() != null ? ex.getMessage() : ex.toString()));
             if (System.getenv("TOPA_DEBUG") != null) ex.printStackTrace(cmd.getErr());
