@@ -29,13 +29,13 @@ $java -jar "$jar" GemmBenchmark -p threads="$threads" -f 1 -wi 3 -w 2s -i 5 -r 2
     -rf csv -rff "$out/gemm.csv" ${JMH_ARGS:-} > "$out/gemm.log" 2>&1 \
     || { tail -40 "$out/gemm.log" >&2; exit 1; }
 
-# CSV: "Benchmark","Mode","Threads","Samples","Score","Score Error (99.9%)","Unit","Param: impl","Param: kn","Param: m","Param: threads"
+# CSV: "Benchmark","Mode","Threads","Samples","Score","Score Error (99.9%)","Unit","Param: dims","Param: impl","Param: m","Param: threads"
 awk -F, 'NR > 1 {
     gsub(/"/, "");
-    impl = $8; kn = $9; m = $10; ms = $5;
+    kn = $8; impl = $9; m = $10; ms = $5;
     split(kn, d, "x"); k = d[1]; n = d[2];
     gf = 2.0 * m * k * n / (ms * 1e-3) / 1e9;
-    score[impl, kn] = gf; err[impl, kn] = $6 / ms * gf; order[kn] = ++seen;
+    score[impl, kn] = gf; order[kn] = ++seen;
     shapes[kn] = m "x" k "x" n;
 } END {
     min = 1e9;

@@ -29,8 +29,9 @@ import org.openjdk.jmh.annotations.TearDown;
 @BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.MILLISECONDS)
 public class GemmBenchmark {
+    /** K x N. JMH orders parameters by name: "dims" before "impl" puts both impls of a shape side by side in time. */
     @Param({"384x384", "384x1536", "1536x384", "768x768", "768x3072", "3072x768"})
-    public String kn;
+    public String dims;
 
     @Param({"topa", "openblas"})
     public String impl;
@@ -49,7 +50,7 @@ public class GemmBenchmark {
 
     @Setup(Level.Trial)
     public void setup() throws Throwable {
-        String[] p = kn.split("x");
+        String[] p = dims.split("x");
         k = Integer.parseInt(p[0]);
         n = Integer.parseInt(p[1]);
         scope = new TensorScope("gemm bench", MemoryCategory.ACTIVATIONS);
