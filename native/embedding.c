@@ -37,9 +37,8 @@ void TOPA_FN(embedding_backward)(float *dwte, float *dwpe, float *dwtt, const fl
 #pragma omp parallel num_threads(topa_get_num_threads()) if (BS * C > 1 << 14)
     {
         int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        int64_t per = ((C + nth - 1) / nth + 15) & ~(int64_t)15;
-        int64_t c0 = tid * per < C ? tid * per : C;
-        int64_t c1 = (tid + 1) * per < C ? (tid + 1) * per : C;
+        int64_t c0, c1;
+        topa_column_share(tid, nth, C, &c0, &c1);
         for (int64_t t = 0; t < BS; t++) {
             const float *g = dout + t * C;
             if (dwte) {

@@ -271,9 +271,8 @@ void TOPA_FN(bias_backward)(float *dbias, const float *dy, int64_t rows, int64_t
 #pragma omp parallel num_threads(topa_get_num_threads()) if (rows * cols > 1 << 16)
     {
         int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        int64_t per = ((cols + nth - 1) / nth + 15) & ~(int64_t)15;
-        int64_t c0 = tid * per < cols ? tid * per : cols;
-        int64_t c1 = (tid + 1) * per < cols ? (tid + 1) * per : cols;
+        int64_t c0, c1;
+        topa_column_share(tid, nth, cols, &c0, &c1);
         for (int64_t r = 0; r < rows; r++) {
             const float *row = dy + r * cols;
             for (int64_t c = c0; c < c1; c++) dbias[c] += row[c];

@@ -62,9 +62,8 @@ void TOPA_FN(layernorm_backward)(float *dx, float *dgamma, float *dbeta, const f
 #pragma omp parallel num_threads(nth) if (big)
     {
         int tid = omp_get_thread_num(), n = omp_get_num_threads();
-        int64_t per = ((cols + n - 1) / n + 15) & ~(int64_t)15;
-        int64_t c0 = tid * per < cols ? tid * per : cols;
-        int64_t c1 = (tid + 1) * per < cols ? (tid + 1) * per : cols;
+        int64_t c0, c1;
+        topa_column_share(tid, n, cols, &c0, &c1);
         for (int64_t r = 0; r < rows; r++) {
             const float *dyr = dy + r * cols, *xr = x + r * cols;
             float m = mean[r], s = rstd[r];

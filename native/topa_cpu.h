@@ -129,6 +129,14 @@ int TOPA_FN(sgemm_serial)(int transA, int transB, int64_t M, int64_t N, int64_t 
                            float *C, int64_t ldc);
 #endif /* TOPA_SUFFIX */
 
+/* Thread tid's share [lo, hi) of n columns, in multiples of 16 floats (one cache line), so that
+ * threads reducing over rows never write the same line. */
+static inline void topa_column_share(int tid, int nth, int64_t n, int64_t *lo, int64_t *hi) {
+    int64_t per = ((n + nth - 1) / nth + 15) & ~(int64_t)15;
+    *lo = tid * per < n ? tid * per : n;
+    *hi = (tid + 1) * per < n ? (tid + 1) * per : n;
+}
+
 /* Vectorisable exp: Cody-Waite range reduction and a degree-6 polynomial, ~1.5 ulp on
  * [-87, 88]; written in plain C so the compiler vectorises loops that call it (libm's expf is a
  * scalar call that blocks vectorisation). */
