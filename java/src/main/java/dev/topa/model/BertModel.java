@@ -1,0 +1,132 @@
+package dev.topa.model;
+
+import dev.topa.backend.Backend;
+import dev.topa.tensor.DType;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.StepArena;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorScope;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * A BERT encoder (post-LN, exact GELU) with its weights. Parameters carry Hugging Face names
+ * without the "bert." prefix. Each layer's query, key and value weights are views into one fused
+ * [3A, C] tensor (and their biases into one [3A]), so attention runs one GEMM for all three and the
+ * model still reads and writes the standard names.
+ */
+public final class BertModel implements AutoCloseable {
+    private final BertConfig config;
+    private final TensorScope scope;
+    private final Map<String, Tensor> params = new LinkedHashMap<>();
+    private final Tensor[] qkvWeight, qkvBias;
+
+    public BertModel(BertConfig config) {
+        this.config = config;
+        this.scope = new TensorScope("bert weights", MemoryCategory.WEIGHTS);
+        int c = config.hidden();
+        param("embeddings.word_embeddings.weight", config.vocabSize(), c);
+        param("embeddings.position_embeddings.weight", config.maxPositions(), c);
+        if (config.typeVocabSize() > 0) param("embeddings.token_type_embeddings.weight", config.typeVocabSize(), c);
+        param("embeddings.LayerNorm.weight", c);
+        param("embeddings.LayerNorm.bias", c);
+        qkvWeight = new Tensor[config.layers()];
+        qkvBias = new Tensor[config.layers()];
+        for (int l = 0; l < config.layers(); l++) {
+            String p = "encoder.layer." + l + ".";
+            int a = config.attentionWidth(l), f = config.ffn(l);
+            qkvWeight[l] = scope.allocate(DType.F32, 3L * a, c);
+            qkvBias[l] = scope.allocate(DType.F32, 3L * a);
+            String[] qkv = {"query", "key", "value"};
+            for (int i = 0; i < 3; i++) {
+                params.put(p + "attention.self." + qkv[i] + ".weight", qkvWeight[l].rows((long) i * a, (long) (i + 1) * a));
+                params.put(p + "attention.self." + qkv[i] + ".bias", qkvBias[l].rows((long) i * a, (long) (i + 1) * a));
+            }
+            param(p + "attention.output.dense.weight", c, a);
+            param(p + "attention.output.dense.bias", c);
+            param(p + "attention.output.LayerNorm.weight", c);
+            param(p + "attention.output.LayerNorm.bias", c);
+            param(p + "intermediate.dense.weight", f, c);
+            param(p + "intermediate.dense.bias", f);
+            param(p + "output.dense.weight", c, f);
+            param(p + "output.dense.bias", c);
+            param(p + "output.LayerNorm.weight", c);
+            param(p + "output.LayerNorm.bias", c);
+        }
+    }
+
+    private void param(String name, long... shape) {
+        params.put(name, scope.allocate(DType.F32, shape));
+    }
+
+    public BertConfig config() {
+        return config;
+    }
+
+    /** Every parameter by name, in a fixed order (embeddings, then layer by layer). */
+    public Map<String, Tensor> parameters() {
+        return Collections.unmodifiableMap(params);
+    }
+
+    public Tensor parameter(String name) {
+        Tensor t = params.get(name);
+        if (t == null) throw new IllegalArgumentException("BERT model has no parameter '" + name + "'");
+        return t;
+    }
+
+    public long parameterBytes() {
+        return scope.bytes();
+    }
+
+    /**
+     * last_hidden_state [B, S, C] for token ids [B, S] (i32), token types (null: all 0) and an
+     * attention mask (1 real, 0 padding; null: no padding). Activations come from the step arena.
+     */
+    public Tensor forward(Backend be, StepArena arena, Tensor ids, Tensor typeIds, Tensor mask) {
+        long b = ids.dim(0), s = ids.dim(1);
+        int c = config.hidden();
+        if (s > config.maxPositions())
+            throw new IllegalArgumentException("sequence of " + s + " tokens is longer than the model's " + config.maxPositions()
+                    + " positions");
+        Tensor emb = arena.allocate(DType.F32, b, s, c);
+        be.embeddingForward(emb, ids, null, typeIds, params.get("embeddings.word_embeddings.weight"),
+                params.get("embeddings.position_embeddings.weight"), params.get("embeddings.token_type_embeddings.weight"));
+        Tensor mean = arena.allocate(DType.F32, b * s), rstd = arena.allocate(DType.F32, b * s);
+        Tensor h = arena.allocate(DType.F32, b, s, c);
+        be.layernormForward(h, mean, rstd, null, emb, null, params.get("embeddings.LayerNorm.weight"),
+                params.get("embeddings.LayerNorm.bias"), config.layerNormEps());
+        for (int l = 0; l < config.layers(); l++) h = layerForward(be, arena, l, h, mask, mean, rstd);
+        return h;
+    }
+
+    private Tensor layerForward(Backend be, StepArena arena, int l, Tensor h, Tensor mask, Tensor mean, Tensor rstd) {
+        String p = "encoder.layer." + l + ".";
+        long b = h.dim(0), s = h.dim(1);
+        int c = config.hidden(), a = config.attentionWidth(l), f = config.ffn(l);
+        float eps = config.layerNormEps();
+        Tensor qkv = arena.allocate(DType.F32, b, s, 3L * a);
+        be.linearForward(qkv, h, qkvWeight[l], qkvBias[l]);
+        Tensor ctx = arena.allocate(DType.F32, b, s, a);
+        be.attentionForward(ctx, null, qkv, mask, config.heads(l), (float) (1 / Math.sqrt(config.headDim())));
+        Tensor att = arena.allocate(DType.F32, b, s, c);
+        be.linearForward(att, ctx, params.get(p + "attention.output.dense.weight"), params.get(p + "attention.output.dense.bias"));
+        Tensor h1 = arena.allocate(DType.F32, b, s, c);
+        be.layernormForward(h1, mean, rstd, null, att, h, params.get(p + "attention.output.LayerNorm.weight"),
+                params.get(p + "attention.output.LayerNorm.bias"), eps);
+        Tensor inter = arena.allocate(DType.F32, b, s, f);
+        be.linearForward(inter, h1, params.get(p + "intermediate.dense.weight"), null);
+        be.biasGeluForward(inter, inter, params.get(p + "intermediate.dense.bias"));
+        Tensor out = arena.allocate(DType.F32, b, s, c);
+        be.linearForward(out, inter, params.get(p + "output.dense.weight"), params.get(p + "output.dense.bias"));
+        Tensor h2 = arena.allocate(DType.F32, b, s, c);
+        be.layernormForward(h2, mean, rstd, null, out, h1, params.get(p + "output.LayerNorm.weight"),
+                params.get(p + "output.LayerNorm.bias"), eps);
+        return h2;
+    }
+
+    @Override
+    public void close() {
+        scope.close();
+    }
+}
