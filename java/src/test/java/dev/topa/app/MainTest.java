@@ -26,6 +26,41 @@ class MainTest {
     }
 
     @Test
+    void encodeWritesHiddenStatesAndPooledMeans(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        var in = dir.resolve("in.txt");
+        java.nio.file.Files.writeString(in, "a gripping film\nthe plot is thin\nok\n");
+        var out = dir.resolve("out.safetensors");
+        String[] r = run("encode", "--input", in.toString(), "--output", out.toString(), "--pooled", "--batch-size", "2");
+        assertEquals("0", r[0], r[2]);
+        try (var st = dev.topa.io.Safetensors.read(out)) {
+            assertEquals(6, st.entries().size());
+            var h = st.entries().get("hidden.0");
+            assertEquals(5, h.shape()[0], "[CLS] a gripping film [SEP]");
+            assertEquals(384, h.shape()[1]);
+            float[] hv = h.floats(out), pv = st.entries().get("pooled.0").floats(out);
+            for (int e = 0; e < 384; e += 97) {
+                double mean = 0;
+                for (int t = 0; t < 5; t++) mean += hv[t * 384 + e] / 5.0;
+                assertEquals(mean, pv[e], 1e-5);
+            }
+            assertEquals(3, st.entries().get("hidden.2").shape()[0]);
+        }
+    }
+
+    @Test
+    void encodeRejectsAPairFileOfAnotherLength(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        var in = dir.resolve("a.txt");
+        var pair = dir.resolve("b.txt");
+        java.nio.file.Files.writeString(in, "one\ntwo\n");
+        java.nio.file.Files.writeString(pair, "one\n");
+        String[] r = run("encode", "--input", in.toString(), "--pair-file", pair.toString(), "--output",
+                dir.resolve("o.safetensors").toString());
+        assertEquals("1", r[0]);
+        assertTrue(r[2].contains("b.txt has 1 lines") && r[2].contains("a.txt has 2"), r[2]);
+        assertTrue(!java.nio.file.Files.exists(dir.resolve("o.safetensors")), "nothing half-written");
+    }
+
+    @Test
     void unknownIsaIsAClearError() {
         String[] r = run("bench", "kernels", "--isa", "avx9000", "--m", "8", "--iterations", "1");
         assertEquals("2", r[0]);
