@@ -150,6 +150,12 @@ static void pack_b_panel(int transB, const float *B, int64_t ldb, int64_t k0, in
             for (int64_t j = 0; j < n; j++) d[k * NR + j] = src[j];
             for (int64_t j = n; j < NR; j++) d[k * NR + j] = 0.0f;
         }
+    } else if (n == NR) {
+        /* k outer: contiguous writes, NR row streams of B read in step (as pack_a) */
+        const float *src = B + j0 * ldb + k0;
+        for (int64_t k = 0; k < kc; k++)
+#pragma GCC unroll 32
+            for (int64_t j = 0; j < NR; j++) d[k * NR + j] = src[j * ldb + k];
     } else {
         for (int64_t j = 0; j < n; j++) {
             const float *src = B + (j0 + j) * ldb + k0;

@@ -1,0 +1,102 @@
+package dev.topa.bench;
+
+import ai.onnxruntime.OnnxTensor;
+import ai.onnxruntime.OrtEnvironment;
+import ai.onnxruntime.OrtSession;
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.backend.cpu.CpuKernels;
+import dev.topa.io.DefaultModel;
+import dev.topa.io.OnnxBertReader;
+import dev.topa.model.BertModel;
+import dev.topa.tensor.DType;
+import dev.topa.tensor.MemoryTracker;
+import dev.topa.tensor.StepArena;
+import dev.topa.tensor.Tensor;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.Locale;
+import java.util.Map;
+import java.util.SplittableRandom;
+
+/**
+ * Encoder inference on the default model, topa vs ONNX Runtime (Java API) on the same machine, same
+ * thread count, same token ids, in one process: batch 32 x seq 128 throughput and batch 1 x seq
+ * 128 latency. The engines run in alternating blocks of calls; each figure is the median of the
+ * timed calls (warm-up calls of each block discarded). Prints `name: value` lines.
+ * Usage: InferBench [threads] [iterations]
+ */
+public final class InferBench {
+    public static void main(String[] args) throws Exception {
+        int threads = args.length > 0 ? Integer.parseInt(args[0]) : 2;
+        int iterations = args.length > 1 ? Integer.parseInt(args[1]) : 20;
+        CpuKernels.setNumThreads(threads);
+        Path dir = DefaultModel.directory();
+        System.out.println("threads: " + threads);
+        try (BertModel model = OnnxBertReader.load(dir.resolve("model.onnx"));
+                StepArena arena = new StepArena("infer bench");
+                OrtEnvironment env = OrtEnvironment.getEnvironment();
+                OrtSession.SessionOptions opts = new OrtSession.SessionOptions()) {
+            opts.setIntraOpNumThreads(threads);
+            opts.setInterOpNumThreads(1);
+            opts.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT);
+            try (OrtSession ort = env.createSession(dir.resolve("model.onnx").toString(), opts)) {
+                CpuBackend be = CpuBackend.create();
+                double[] b32 = compare(model, be, arena, env, ort, 32, 128, iterations);
+                System.out.printf(Locale.ROOT, "infer_b32_s128_topa_seq_per_s: %.1f%n", 32 / b32[0]);
+                System.out.printf(Locale.ROOT, "infer_b32_s128_ort_seq_per_s: %.1f%n", 32 / b32[1]);
+                double[] b1 = compare(model, be, arena, env, ort, 1, 128, iterations * 5);
+                System.out.printf(Locale.ROOT, "infer_b1_s128_topa_latency_ms: %.3f%n", b1[0] * 1e3);
+                System.out.printf(Locale.ROOT, "infer_b1_s128_ort_latency_ms: %.3f%n", b1[1] * 1e3);
+                System.out.printf(Locale.ROOT, "topa_weights_mib: %.1f%n", model.parameterBytes() / 1048576.0);
+                System.out.printf(Locale.ROOT, "topa_peak_mib: %.1f%n", MemoryTracker.of(be.device()).totalPeak() / 1048576.0);
+                System.out.printf(Locale.ROOT, "infer_b1_latency_ratio_vs_ort: %.3f%n", b1[0] / b1[1]);
+                System.out.printf(Locale.ROOT, "infer_b32_throughput_ratio_vs_ort: %.3f%n", b32[1] / b32[0]);
+            }
+        }
+    }
+
+    /** Median seconds per call: {topa, ort}. */
+    private static double[] compare(BertModel model, CpuBackend be, StepArena arena, OrtEnvironment env, OrtSession ort,
+            int b, int s, int iterations) throws Exception {
+        SplittableRandom rnd = new SplittableRandom(b * 1000L + s);
+        long[][] ids = new long[b][s], types = new long[b][s], mask = new long[b][s];
+        int[] fid = new int[b * s], fmask = new int[b * s];
+        for (int i = 0; i < b; i++)
+            for (int t = 0; t < s; t++) {
+                ids[i][t] = t == 0 ? 101 : t == s - 1 ? 102 : rnd.nextInt(1000, 30000);
+                mask[i][t] = 1;
+                fid[i * s + t] = (int) ids[i][t];
+                fmask[i * s + t] = 1;
+            }
+        try (StepArena inputs = new StepArena("inputs");
+                OnnxTensor oi = OnnxTensor.createTensor(env, ids); OnnxTensor om = OnnxTensor.createTensor(env, mask);
+                OnnxTensor ot = OnnxTensor.createTensor(env, types)) {
+            Tensor tid = inputs.allocate(DType.I32, b, s).copyFrom(fid), tmask = inputs.allocate(DType.I32, b, s).copyFrom(fmask);
+            Map<String, OnnxTensor> feed = Map.of("input_ids", oi, "attention_mask", om, "token_type_ids", ot);
+            // Blocks, not call-by-call alternation: both engines keep their worker threads spinning for
+            // a while after a call, and on 2 cores the other engine's spinners would steal the CPU.
+            // Each block starts with discarded calls; blocks alternate so noise hits both alike.
+            int warm = 3, blocks = 4, per = Math.max(1, iterations / blocks);
+            double[] ours = new double[blocks * per], theirs = new double[blocks * per];
+            for (int blk = 0; blk < blocks; blk++) {
+                for (int it = -warm; it < per; it++) {
+                    long t0 = System.nanoTime();
+                    model.forward(be, arena, tid, null, tmask);
+                    arena.reset();
+                    if (it >= 0) ours[blk * per + it] = (System.nanoTime() - t0) * 1e-9;
+                }
+                for (int it = -warm; it < per; it++) {
+                    long t0 = System.nanoTime();
+                    try (OrtSession.Result r = ort.run(feed)) {
+                        r.get(0);
+                    }
+                    if (it >= 0) theirs[blk * per + it] = (System.nanoTime() - t0) * 1e-9;
+                }
+            }
+            iterations = blocks * per;
+            Arrays.sort(ours);
+            Arrays.sort(theirs);
+            return new double[] {ours[iterations / 2], theirs[iterations / 2]};
+        }
+    }
+}
