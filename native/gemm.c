@@ -193,9 +193,11 @@ static void partition(int tid, int nth, int64_t M, int64_t panels, int64_t *m0, 
     }
 }
 
+/* prepacked: op(B) already in the layout of sgemm_pack_b (B and ldb then unused), so no packing
+ * and no barriers: each thread owns its C region across all K slices. */
 static int gemm_driver(int nthreads, int transA, int transB, int64_t M, int64_t N, int64_t K,
-                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                        float beta, float *C, int64_t ldc, const float *bias) {
+                       float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                       const float *prepacked, float beta, float *C, int64_t ldc, const float *bias) {
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc, bias);
@@ -203,8 +205,10 @@ static int gemm_driver(int nthreads, int transA, int transB, int64_t M, int64_t 
     }
     int64_t ncmax = N < NC ? N : NC;
     int64_t kcmax = K < KC ? K : KC;
-    float *bpack = topa_thread_scratch(TOPA_SCRATCH_GEMM_B, kcmax * ((ncmax + NR - 1) / NR) * NR);
-    if (!bpack) return TOPA_ERR_ALLOC;
+    int64_t npad = (N + NR - 1) / NR * NR;
+    float *bpack = prepacked ? NULL
+                             : topa_thread_scratch(TOPA_SCRATCH_GEMM_B, kcmax * ((ncmax + NR - 1) / NR) * NR);
+    if (!prepacked && !bpack) return TOPA_ERR_ALLOC;
     if ((double)M * N * K < 32.0 * 32 * 32 * 4) nthreads = 1;
     int failed = 0;
 
@@ -227,11 +231,14 @@ static int gemm_driver(int nthreads, int transA, int transB, int64_t M, int64_t 
             for (int64_t pc = 0; pc < K; pc += KC) {
                 int64_t kc = K - pc < KC ? K - pc : KC;
                 enum store_mode mode = pc > 0 ? STORE_ADD : (beta == 0.0f ? STORE_SET : STORE_AXPBY);
-                for (int64_t q = tid; q < panels; q += nth) {
-                    int64_t n = nc - q * NR < NR ? nc - q * NR : NR;
-                    pack_b_panel(transB, B, ldb, pc, kc, jc + q * NR, n, bpack + q * NR * kc);
-                }
+                const float *bslice = prepacked ? prepacked + pc * npad + jc * kc : bpack;
+                if (!prepacked) {
+                    for (int64_t q = tid; q < panels; q += nth) {
+                        int64_t n = nc - q * NR < NR ? nc - q * NR : NR;
+                        pack_b_panel(transB, B, ldb, pc, kc, jc + q * NR, n, bpack + q * NR * kc);
+                    }
 #pragma omp barrier
+                }
                 int64_t m0, m1, q0, q1;
                 partition(tid, nth, M, panels, &m0, &m1, &q0, &q1);
                 for (int64_t ic = m0; ic < m1; ic += MC) {
@@ -240,7 +247,7 @@ static int gemm_driver(int nthreads, int transA, int transB, int64_t M, int64_t 
                     for (int64_t q = q0; q < q1; q++) {
                         int64_t j = jc + q * NR;
                         int64_t n = nc - q * NR < NR ? nc - q * NR : NR;
-                        const float *bp = bpack + q * NR * kc;
+                        const float *bp = bslice + q * NR * kc;
                         const float *bj = bias ? bias + j : NULL;
                         for (int64_t p = 0; p < mc; p += MR) {
                             int64_t m = mc - p < MR ? mc - p : MR;
@@ -252,7 +259,9 @@ static int gemm_driver(int nthreads, int transA, int transB, int64_t M, int64_t 
                         }
                     }
                 }
+                if (!prepacked) {
 #pragma omp barrier
+                }
             }
         }
     }
@@ -262,14 +271,36 @@ static int gemm_driver(int nthreads, int transA, int transB, int64_t M, int64_t 
 int TOPA_FN(sgemm)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                     int64_t ldc, const float *bias) {
-    return gemm_driver(topa_get_num_threads(), transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C,
-                ldc, bias);
+    return gemm_driver(topa_get_num_threads(), transA, transB, M, N, K, alpha, A, lda, B, ldb, NULL,
+                       beta, C, ldc, bias);
 }
 
 int TOPA_FN(sgemm_serial)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc) {
-    return gemm_driver(1, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL);
+    return gemm_driver(1, transA, transB, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, NULL);
+}
+
+int64_t TOPA_FN(sgemm_packed_size)(int64_t K, int64_t N) { return K * ((N + NR - 1) / NR * NR); }
+
+void TOPA_FN(sgemm_pack_b)(int transB, int64_t K, int64_t N, const float *B, int64_t ldb,
+                           float *packed) {
+    int64_t npad = (N + NR - 1) / NR * NR, panels = npad / NR;
+    int64_t slices = (K + KC - 1) / KC;
+#pragma omp parallel for collapse(2) num_threads(topa_get_num_threads()) schedule(static)
+    for (int64_t s = 0; s < slices; s++)
+        for (int64_t q = 0; q < panels; q++) {
+            int64_t pc = s * KC, kc = K - pc < KC ? K - pc : KC;
+            int64_t n = N - q * NR < NR ? N - q * NR : NR;
+            pack_b_panel(transB, B, ldb, pc, kc, q * NR, n, packed + pc * npad + q * NR * kc);
+        }
+}
+
+int TOPA_FN(sgemm_packed)(int transA, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                          int64_t lda, const float *packed, float beta, float *C, int64_t ldc,
+                          const float *bias) {
+    return gemm_driver(topa_get_num_threads(), transA, 0, M, N, K, alpha, A, lda, NULL, 0, packed,
+                       beta, C, ldc, bias);
 }
 
 void TOPA_FN(bias_backward)(float *dbias, const float *dy, int64_t rows, int64_t cols) {

@@ -49,6 +49,15 @@ float *topa_thread_scratch(int slot, int64_t floats);
 int TOPA_FN(sgemm)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                     int64_t ldc, const float *bias);
+/* Pre-packed B for products that reuse one operand (inference weights): op(B) [K,N] is packed
+ * once into sgemm_packed_size(K, N) floats in this ISA's panel layout, then sgemm_packed skips
+ * per-call packing and its thread barriers. The layout is ISA-specific. */
+int64_t TOPA_FN(sgemm_packed_size)(int64_t K, int64_t N);
+void TOPA_FN(sgemm_pack_b)(int transB, int64_t K, int64_t N, const float *B, int64_t ldb,
+                           float *packed);
+int TOPA_FN(sgemm_packed)(int transA, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                          int64_t lda, const float *packed, float beta, float *C, int64_t ldc,
+                          const float *bias);
 /* dbias[cols] (+=) column sums of dy[rows, cols]: the bias gradient of a linear layer. */
 void TOPA_FN(bias_backward)(float *dbias, const float *dy, int64_t rows, int64_t cols);
 

@@ -70,6 +70,7 @@ final class EncodeCommand implements Callable<Integer> {
             int c = m.config().hidden();
             Tensor[] hidden = new Tensor[a.size()], pool = new Tensor[a.size()];
             CpuBackend be = CpuBackend.create();
+            m.packForInference(be);
             for (int[] idx : BertTokenizer.batchesByLength(enc, batchSize)) {
                 List<BertTokenizer.Encoded> part = new ArrayList<>();
                 for (int i : idx) part.add(enc.get(i));

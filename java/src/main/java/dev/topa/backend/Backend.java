@@ -53,6 +53,29 @@ public abstract class Backend implements AutoCloseable {
         gemm(false, true, 1f, x, w, 0f, y, bias);
     }
 
+    /** W [out, in] packed for {@link #linearForward(Tensor, Tensor, PackedWeight, Tensor)}, in memory from alloc. */
+    public final PackedWeight packLinearWeight(Tensor w, dev.topa.tensor.TensorAllocator alloc) {
+        f32("packLinearWeight", "W", w);
+        check(w.rank() == 2, "packLinearWeight", "W must be [out, in], got " + shape(w));
+        Tensor packed = alloc.allocate(DType.F32, kPackedSize(w.dim(0), w.dim(1)));
+        kPackLinearWeight(w, w.dim(0), w.dim(1), packed);
+        return new PackedWeight(packed, w.dim(0), w.dim(1), name());
+    }
+
+    /** y = x W^T + bias with W packed by this backend; bias may be null. */
+    public final void linearForward(Tensor y, Tensor x, PackedWeight w, Tensor bias) {
+        String op = "linearForward";
+        check(w.backend().equals(name()), op, "weight was packed by " + w.backend() + ", this backend is " + name());
+        f32(op, "x", x);
+        f32(op, "y", y);
+        onDevice(op, "packed W", w.data());
+        check(cols(x) == w.inFeatures(), op, "x has " + cols(x) + " features, W takes " + w.inFeatures());
+        check(rows(y) == rows(x) && cols(y) == w.outFeatures(), op, "y " + shape(y) + " is not [" + rows(x) + ", "
+                + w.outFeatures() + "]");
+        if (bias != null) vector(op, "bias", bias, w.outFeatures());
+        kLinearPacked(y, x, w, rows(x), bias);
+    }
+
     /**
      * Backward of {@link #linearForward}: dx = dy W (overwritten; null when x needs no gradient),
      * dw += dy^T x and dbias += column sums of dy (each null when that parameter is frozen).
@@ -309,6 +332,12 @@ public abstract class Backend implements AutoCloseable {
 
     protected abstract void kGemm(boolean transA, boolean transB, long m, long n, long k, float alpha, Tensor a,
             long lda, Tensor b, long ldb, float beta, Tensor c, long ldc, Tensor bias);
+
+    protected abstract long kPackedSize(long out, long in);
+
+    protected abstract void kPackLinearWeight(Tensor w, long out, long in, Tensor packed);
+
+    protected abstract void kLinearPacked(Tensor y, Tensor x, PackedWeight w, long rows, Tensor bias);
 
     protected abstract void kBiasBackward(Tensor dbias, Tensor dy, long rows, long cols);
 

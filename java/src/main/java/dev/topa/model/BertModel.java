@@ -1,6 +1,7 @@
 package dev.topa.model;
 
 import dev.topa.backend.Backend;
+import dev.topa.backend.PackedWeight;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
@@ -21,6 +22,9 @@ public final class BertModel implements AutoCloseable {
     private final TensorScope scope;
     private final Map<String, Tensor> params = new LinkedHashMap<>();
     private final Tensor[] qkvWeight, qkvBias;
+    /** Per layer {QKV, attention output, FFN in, FFN out} packed for one backend, or null. */
+    private PackedWeight[][] packed;
+    private String packedFor;
 
     public BertModel(BertConfig config) {
         this.config = config;
@@ -80,6 +84,30 @@ public final class BertModel implements AutoCloseable {
     }
 
     /**
+     * Packs every linear weight once into the backend's GEMM layout, so inference skips per-call
+     * packing (it matters at small batch). Costs a second copy of the linear weights (counted as
+     * weights); the unpacked parameters stay, for saving and training.
+     */
+    public synchronized void packForInference(Backend be) {
+        if (be.name().equals(packedFor)) return;
+        PackedWeight[][] p = new PackedWeight[config.layers()][];
+        for (int l = 0; l < config.layers(); l++) {
+            String n = "encoder.layer." + l + ".";
+            p[l] = new PackedWeight[] {be.packLinearWeight(qkvWeight[l], scope),
+                    be.packLinearWeight(params.get(n + "attention.output.dense.weight"), scope),
+                    be.packLinearWeight(params.get(n + "intermediate.dense.weight"), scope),
+                    be.packLinearWeight(params.get(n + "output.dense.weight"), scope)};
+        }
+        packed = p;
+        packedFor = be.name();
+    }
+
+    private void linear(Backend be, Tensor y, Tensor x, int layer, int which, Tensor w, Tensor bias) {
+        if (packed != null && be.name().equals(packedFor)) be.linearForward(y, x, packed[layer][which], bias);
+        else be.linearForward(y, x, w, bias);
+    }
+
+    /**
      * last_hidden_state [B, S, C] for token ids [B, S] (i32), token types (null: all 0) and an
      * attention mask (1 real, 0 padding; null: no padding). Activations come from the step arena.
      */
@@ -106,19 +134,19 @@ public final class BertModel implements AutoCloseable {
         int c = config.hidden(), a = config.attentionWidth(l), f = config.ffn(l);
         float eps = config.layerNormEps();
         Tensor qkv = arena.allocate(DType.F32, b, s, 3L * a);
-        be.linearForward(qkv, h, qkvWeight[l], qkvBias[l]);
+        linear(be, qkv, h, l, 0, qkvWeight[l], qkvBias[l]);
         Tensor ctx = arena.allocate(DType.F32, b, s, a);
         be.attentionForward(ctx, null, qkv, mask, config.heads(l), (float) (1 / Math.sqrt(config.headDim())));
         Tensor att = arena.allocate(DType.F32, b, s, c);
-        be.linearForward(att, ctx, params.get(p + "attention.output.dense.weight"), params.get(p + "attention.output.dense.bias"));
+        linear(be, att, ctx, l, 1, params.get(p + "attention.output.dense.weight"), params.get(p + "attention.output.dense.bias"));
         Tensor h1 = arena.allocate(DType.F32, b, s, c);
         be.layernormForward(h1, mean, rstd, null, att, h, params.get(p + "attention.output.LayerNorm.weight"),
                 params.get(p + "attention.output.LayerNorm.bias"), eps);
         Tensor inter = arena.allocate(DType.F32, b, s, f);
-        be.linearForward(inter, h1, params.get(p + "intermediate.dense.weight"), null);
+        linear(be, inter, h1, l, 2, params.get(p + "intermediate.dense.weight"), null);
         be.biasGeluForward(inter, inter, params.get(p + "intermediate.dense.bias"));
         Tensor out = arena.allocate(DType.F32, b, s, c);
-        be.linearForward(out, inter, params.get(p + "output.dense.weight"), params.get(p + "output.dense.bias"));
+        linear(be, out, inter, l, 3, params.get(p + "output.dense.weight"), params.get(p + "output.dense.bias"));
         Tensor h2 = arena.allocate(DType.F32, b, s, c);
         be.layernormForward(h2, mean, rstd, null, out, h1, params.get(p + "output.LayerNorm.weight"),
                 params.get(p + "output.LayerNorm.bias"), eps);

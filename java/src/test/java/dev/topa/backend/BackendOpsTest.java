@@ -70,6 +70,23 @@ class BackendOpsTest {
     }
 
     @TestFactory
+    Stream<DynamicTest> linearForwardPackedWeight() {
+        int[][] shapes = {{1, 1, 1}, {7, 33, 129}, {129, 65, 7}, {128, 1152, 384}, {33, 384, 1536}, {5, 100, 1100}};
+        return Stream.of(shapes).flatMap(sh -> {
+            int m = sh[0], n = sh[1], k = sh[2];
+            String name = "linearForward packed M=" + m + " N=" + n + " K=" + k;
+            return onEveryBackend(name, (be, s, rnd) -> {
+                Tensor x = f32(s, random(rnd, m * k), m, k), w = f32(s, random(rnd, n * k), n, k), b = f32(s, random(rnd, n), n);
+                PackedWeight pw = be.packLinearWeight(w, s);
+                Tensor y = poisoned(s, m, n);
+                be.linearForward(y, x, pw, b);
+                assertClose(name, Reference.gemm(false, true, m, n, k, 1, asDouble(x), asDouble(w), 0, null, asDouble(b)), y,
+                        GEMM_BOUND);
+            });
+        });
+    }
+
+    @TestFactory
     Stream<DynamicTest> linearBackward() {
         int[][] shapes = {{1, 1, 1}, {7, 33, 19}, {40, 200, 130}};
         return Stream.of(shapes).flatMap(sh -> {

@@ -30,7 +30,7 @@ public final class CpuBackend extends Backend {
     private static final AtomicLong REPORTED_WORKSPACE = new AtomicLong();
 
     private final Isa isa;
-    private final MethodHandle sgemm, biasBackward, layernormForward, layernormBackward, biasGeluForward,
+    private final MethodHandle sgemm, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
             biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward,
             embeddingForward, embeddingBackward, crossEntropyForward, crossEntropyBackward, mseForward,
             mseBackward, adamwStep;
@@ -40,6 +40,9 @@ public final class CpuBackend extends Backend {
             throw new UnsupportedOperationException("this CPU does not support " + isa + " (best: " + Isa.best() + ")");
         this.isa = isa;
         sgemm = bind("sgemm", false, FunctionDescriptor.of(I, I, I, L, L, L, F, A, L, A, L, F, A, L, A));
+        packedSize = bind("sgemm_packed_size", true, FunctionDescriptor.of(L, L, L));
+        packB = bind("sgemm_pack_b", false, FunctionDescriptor.ofVoid(I, L, L, A, L, A));
+        sgemmPacked = bind("sgemm_packed", false, FunctionDescriptor.of(I, I, L, L, L, F, A, L, A, F, A, L, A));
         biasBackward = bind("bias_backward", false, FunctionDescriptor.ofVoid(A, A, L, L));
         layernormForward = bind("layernorm_forward", false, FunctionDescriptor.ofVoid(A, A, A, A, A, A, A, A, L, L, F));
         layernormBackward = bind("layernorm_backward", false, FunctionDescriptor.ofVoid(A, A, A, A, A, A, A, A, L, L, I));
@@ -116,6 +119,36 @@ public final class CpuBackend extends Backend {
             int st = (int) sgemm.invokeExact(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, seg(a), lda, seg(b), ldb,
                     beta, seg(c), ldc, seg(bias));
             status("gemm", st);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+        syncWorkspace();
+    }
+
+    @Override
+    protected long kPackedSize(long out, long in) {
+        try {
+            return (long) packedSize.invokeExact(in, out);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kPackLinearWeight(Tensor w, long out, long in, Tensor packed) {
+        try {
+            packB.invokeExact(1, in, out, seg(w), in, seg(packed));
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kLinearPacked(Tensor y, Tensor x, dev.topa.backend.PackedWeight w, long rows, Tensor bias) {
+        try {
+            int st = (int) sgemmPacked.invokeExact(0, rows, w.outFeatures(), w.inFeatures(), 1f, seg(x), w.inFeatures(),
+                    seg(w.data()), 0f, seg(y), w.outFeatures(), seg(bias));
+            status("linearForward", st);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }
