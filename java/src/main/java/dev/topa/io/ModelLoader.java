@@ -9,8 +9,8 @@ import java.util.stream.Stream;
 
 /**
  * Resolves what a user names as a model: "default" (the bundled all-MiniLM-L6-v2), a Hugging Face
- * directory (config.json + model.safetensors), or a directory holding one BERT .onnx export; each
- * with its tokenizer.json beside it.
+ * directory (config.json + model.safetensors), a hub id org/name (fetched into the cache by
+ * {@link HubClient}), or a directory holding one BERT .onnx export; each with its tokenizer.json.
  */
 public final class ModelLoader {
     public record Loaded(BertModel model, Path tokenizer, String description) {}
@@ -24,9 +24,16 @@ public final class ModelLoader {
                     DefaultModel.NAME + " (bundled ONNX)");
         }
         Path dir = Path.of(spec);
+        if (!Files.isDirectory(dir) && HubClient.isRepoId(spec)) {
+            try {
+                dir = HubClient.fromEnvironment().fetch(spec);
+            } catch (IOException e) {
+                throw new ModelFormatException(spec + ": cannot fetch from the hub: " + e.getMessage(), e);
+            }
+        }
         if (!Files.isDirectory(dir))
-            throw new ModelFormatException(spec + ": not a directory (give 'default', a Hugging Face model directory, or a "
-                    + "directory with one BERT .onnx file and its tokenizer.json)");
+            throw new ModelFormatException(spec + ": not a directory (give 'default', a Hugging Face model directory, "
+                    + "a hub id org/name, or a directory with one BERT .onnx file and its tokenizer.json)");
         Path tokenizer = dir.resolve("tokenizer.json");
         if (!Files.isRegularFile(tokenizer)) throw new ModelFormatException(dir + ": no tokenizer.json");
         if (HfBertDirectory.isOne(dir)) return new Loaded(HfBertDirectory.load(dir), tokenizer, dir + " (safetensors)");
