@@ -5,6 +5,7 @@ import ai.onnxruntime.OrtEnvironment;
 import ai.onnxruntime.OrtSession;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.cpu.CpuKernels;
+import dev.topa.io.BertTokenizer;
 import dev.topa.io.DefaultModel;
 import dev.topa.io.OnnxBertReader;
 import dev.topa.model.BertModel;
@@ -48,12 +49,80 @@ public final class InferBench {
                 double[] b1 = compare(model, be, arena, env, ort, 1, 128, iterations * 5);
                 System.out.printf(Locale.ROOT, "infer_b1_s128_topa_latency_ms: %.3f%n", b1[0] * 1e3);
                 System.out.printf(Locale.ROOT, "infer_b1_s128_ort_latency_ms: %.3f%n", b1[1] * 1e3);
+                Path glue = glueDir();
+                if (glue != null) {
+                    double[] sst = sst2(model, be, arena, env, ort, glue.resolve("SST-2/dev.tsv"), dir.resolve("tokenizer.json"));
+                    System.out.printf(Locale.ROOT, "infer_sst2_dev_topa_seq_per_s: %.1f%n", sst[0]);
+                    System.out.printf(Locale.ROOT, "infer_sst2_dev_ort_seq_per_s: %.1f%n", sst[1]);
+                } else {
+                    System.out.println("infer_sst2_dev: skipped (no GLUE data: set TOPA_GLUE_DIR)");
+                }
                 System.out.printf(Locale.ROOT, "topa_weights_mib: %.1f%n", model.parameterBytes() / 1048576.0);
                 System.out.printf(Locale.ROOT, "topa_peak_mib: %.1f%n", MemoryTracker.of(be.device()).totalPeak() / 1048576.0);
                 System.out.printf(Locale.ROOT, "infer_b1_latency_ratio_vs_ort: %.3f%n", b1[0] / b1[1]);
                 System.out.printf(Locale.ROOT, "infer_b32_throughput_ratio_vs_ort: %.3f%n", b32[1] / b32[0]);
             }
         }
+    }
+
+    static Path glueDir() {
+        String env = System.getenv("TOPA_GLUE_DIR");
+        if (env != null && !env.isBlank()) return Path.of(env);
+        for (Path p = Path.of("").toAbsolutePath(); p != null; p = p.getParent())
+            if (java.nio.file.Files.isDirectory(p.resolve("shared/glue"))) return p.resolve("shared/glue");
+        return null;
+    }
+
+    /**
+     * SST-2 dev (872 sentences, real lengths) in batches of 32 grouped by length, padded per batch:
+     * sequences per second {topa, ort} of the second of two passes each (the first warms up).
+     */
+    private static double[] sst2(BertModel model, CpuBackend be, StepArena arena, OrtEnvironment env, OrtSession ort,
+            Path tsv, Path tokenizerJson) throws Exception {
+        java.util.List<String> lines = java.nio.file.Files.readAllLines(tsv);
+        java.util.List<BertTokenizer.Encoded> enc = new java.util.ArrayList<>();
+        try (BertTokenizer tok = new BertTokenizer(tokenizerJson, 128)) {
+            for (String l : lines.subList(1, lines.size())) enc.add(tok.encode(l.split("\t")[0], null));
+        }
+        java.util.List<int[]> batches = BertTokenizer.batchesByLength(enc, 32);
+        double[] rate = new double[2];
+        try (StepArena inputs = new StepArena("sst2 inputs")) {
+            java.util.List<BertTokenizer.Batch> padded = new java.util.ArrayList<>();
+            java.util.List<Map<String, OnnxTensor>> feeds = new java.util.ArrayList<>();
+            for (int[] idx : batches) {
+                java.util.List<BertTokenizer.Encoded> part = new java.util.ArrayList<>();
+                for (int i : idx) part.add(enc.get(i));
+                BertTokenizer.Batch b = BertTokenizer.pad(part, inputs);
+                padded.add(b);
+                int n = idx.length, s = (int) b.ids().dim(1);
+                long[][] ids = new long[n][s], types = new long[n][s], mask = new long[n][s];
+                for (int i = 0; i < n; i++)
+                    for (int t = 0; t < s; t++) {
+                        ids[i][t] = b.ids().getInt(i * s + t);
+                        mask[i][t] = b.mask().getInt(i * s + t);
+                    }
+                feeds.add(Map.of("input_ids", OnnxTensor.createTensor(env, ids), "attention_mask",
+                        OnnxTensor.createTensor(env, mask), "token_type_ids", OnnxTensor.createTensor(env, types)));
+            }
+            for (int pass = 0; pass < 2; pass++) {
+                long t0 = System.nanoTime();
+                for (BertTokenizer.Batch b : padded) {
+                    model.forward(be, arena, b.ids(), b.types(), b.mask());
+                    arena.reset();
+                }
+                rate[0] = enc.size() / ((System.nanoTime() - t0) * 1e-9);
+            }
+            for (int pass = 0; pass < 2; pass++) {
+                long t0 = System.nanoTime();
+                for (Map<String, OnnxTensor> f : feeds)
+                    try (OrtSession.Result r = ort.run(f)) {
+                        r.get(0);
+                    }
+                rate[1] = enc.size() / ((System.nanoTime() - t0) * 1e-9);
+            }
+            for (Map<String, OnnxTensor> f : feeds) f.values().forEach(OnnxTensor::close);
+        }
+        return rate;
     }
 
     /** Median seconds per call: {topa, ort}. */
