@@ -48,6 +48,37 @@ class MainTest {
     }
 
     @Test
+    void encodeGivesTheSameStatesFromAnOnnxDirectoryAndASafetensorsDirectory(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+            throws Exception {
+        var src = dev.topa.io.DefaultModel.directory();
+        var onnxDir = java.nio.file.Files.createDirectories(dir.resolve("onnx"));
+        java.nio.file.Files.copy(src.resolve("model.onnx"), onnxDir.resolve("minilm.onnx"));
+        java.nio.file.Files.copy(src.resolve("tokenizer.json"), onnxDir.resolve("tokenizer.json"));
+        var hfDir = dir.resolve("hf");
+        try (var m = dev.topa.io.OnnxBertReader.load(src.resolve("model.onnx"))) {
+            dev.topa.io.HfBertDirectory.save(m, hfDir);
+        }
+        java.nio.file.Files.copy(src.resolve("tokenizer.json"), hfDir.resolve("tokenizer.json"));
+        var in = dir.resolve("in.txt");
+        var pairs = dir.resolve("pairs.txt");
+        java.nio.file.Files.writeString(in, "the cat sat\nwhere is it\n");
+        java.nio.file.Files.writeString(pairs, "a cat was sitting\nhere\n");
+        float[][] outs = new float[2][];
+        String[] models = {onnxDir.toString(), hfDir.toString()};
+        for (int i = 0; i < 2; i++) {
+            var out = dir.resolve("out" + i + ".safetensors");
+            String[] r = run("encode", "--model", models[i], "--input", in.toString(), "--pair-file", pairs.toString(), "--output",
+                    out.toString());
+            assertEquals("0", r[0], r[2]);
+            try (var st = dev.topa.io.Safetensors.read(out)) {
+                outs[i] = st.entries().get("hidden.1").floats(out);
+            }
+        }
+        org.junit.jupiter.api.Assertions.assertArrayEquals(outs[0], outs[1]);
+        assertEquals(7 * 384, outs[0].length, "[CLS] where is it [SEP] here [SEP]");
+    }
+
+    @Test
     void encodeRejectsAPairFileOfAnotherLength(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
         var in = dir.resolve("a.txt");
         var pair = dir.resolve("b.txt");
