@@ -77,6 +77,53 @@ class ModelFilesTest {
         }
     }
 
+    @Test
+    void shardedBf16DirectoryLoadsWithBertPrefixedNames() throws IOException {
+        try (BertModel m = tinyRandomModel(); StepArena arena = new StepArena("shards");
+                dev.topa.tensor.TensorScope bf = new dev.topa.tensor.TensorScope("bf16", dev.topa.tensor.MemoryCategory.WEIGHTS)) {
+            HfBertDirectory.save(m, tmp); // for config.json
+            Files.delete(tmp.resolve("model.safetensors"));
+            var shard1 = new java.util.LinkedHashMap<String, Tensor>();
+            var shard2 = new java.util.LinkedHashMap<String, Tensor>();
+            StringBuilder index = new StringBuilder("{\"metadata\": {}, \"weight_map\": {");
+            int i = 0;
+            for (var e : m.parameters().entrySet()) {
+                Tensor b = bf.allocate(DType.BF16, e.getValue().shape()).copyFrom(e.getValue());
+                String name = "bert." + e.getKey();
+                String file = i++ % 2 == 0 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+                (file.contains("00001") ? shard1 : shard2).put(name, b);
+                index.append(i > 1 ? "," : "").append('"').append(name).append("\": \"").append(file).append('"');
+            }
+            Safetensors.write(tmp.resolve("model-00001-of-00002.safetensors"), shard1, null);
+            Safetensors.write(tmp.resolve("model-00002-of-00002.safetensors"), shard2, null);
+            Files.writeString(tmp.resolve("model.safetensors.index.json"), index.append("}}").toString());
+            assertTrue(HfBertDirectory.isOne(tmp));
+            try (BertModel back = HfBertDirectory.load(tmp)) {
+                for (var e : m.parameters().entrySet()) {
+                    float[] want = e.getValue().toFloatArray(), got = back.parameter(e.getKey()).toFloatArray();
+                    for (int k = 0; k < want.length; k++)
+                        assertEquals(dev.topa.tensor.Bf16.toFloat(dev.topa.tensor.Bf16.fromFloat(want[k])), got[k], e.getKey());
+                }
+            }
+            Files.delete(tmp.resolve("model-00002-of-00002.safetensors"));
+            assertModelError(tmp, "shard model-00002-of-00002.safetensors is missing");
+        }
+    }
+
+    @Test
+    void f16TensorsConvertToFloat() throws IOException {
+        float[] values = {1.5f, -2.25f, 65504f, 6.1035156e-5f, 0f};
+        byte[] header = "{\"x\":{\"dtype\":\"F16\",\"shape\":[5],\"data_offsets\":[0,10]}}".getBytes(StandardCharsets.UTF_8);
+        ByteBuffer b = ByteBuffer.allocate(8 + header.length + 10).order(ByteOrder.LITTLE_ENDIAN);
+        b.putLong(header.length).put(header);
+        for (float v : values) b.putShort(Float.floatToFloat16(v));
+        Path f = tmp.resolve("f16.safetensors");
+        Files.write(f, b.array());
+        try (Safetensors st = Safetensors.read(f)) {
+            assertArrayEquals(values, st.entries().get("x").floats(f));
+        }
+    }
+
     private Path savedTiny() {
         try (BertModel m = tinyRandomModel()) {
             HfBertDirectory.save(m, tmp);
