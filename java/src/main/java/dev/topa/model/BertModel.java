@@ -68,6 +68,15 @@ public final class BertModel implements AutoCloseable {
         return config;
     }
 
+    /** The fused [3A, C] query/key/value weight of a layer (the q/k/v parameters are its row views). */
+    Tensor qkvWeight(int layer) {
+        return qkvWeight[layer];
+    }
+
+    Tensor qkvBias(int layer) {
+        return qkvBias[layer];
+    }
+
     /** Every parameter by name, in a fixed order (embeddings, then layer by layer). */
     public Map<String, Tensor> parameters() {
         return Collections.unmodifiableMap(params);

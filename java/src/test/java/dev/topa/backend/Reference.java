@@ -4,11 +4,11 @@ package dev.topa.backend;
  * The spec: every op in plain float64 Java, written for clarity, not speed. Kernels are checked
  * against these forwards, and their backwards against finite differences of these forwards.
  */
-final class Reference {
+public final class Reference {
     private Reference() {}
 
     /** C = alpha op(A) op(B) + beta C + bias, row-major; A [M,K] or [K,M], B [K,N] or [N,K]. */
-    static double[] gemm(boolean tA, boolean tB, int m, int n, int k, double alpha, double[] a, double[] b,
+    public static double[] gemm(boolean tA, boolean tB, int m, int n, int k, double alpha, double[] a, double[] b,
             double beta, double[] c, double[] bias) {
         double[] out = new double[m * n];
         for (int i = 0; i < m; i++)
@@ -20,13 +20,13 @@ final class Reference {
         return out;
     }
 
-    static double[] add(double[] a, double[] b) {
+    public static double[] add(double[] a, double[] b) {
         double[] o = a.clone();
         if (b != null) for (int i = 0; i < o.length; i++) o[i] += b[i];
         return o;
     }
 
-    static double[] layernorm(double[] x, double[] gamma, double[] beta, int rows, int cols, double eps) {
+    public static double[] layernorm(double[] x, double[] gamma, double[] beta, int rows, int cols, double eps) {
         double[] out = new double[rows * cols];
         for (int r = 0; r < rows; r++) {
             double m = 0, v = 0;
@@ -41,7 +41,7 @@ final class Reference {
     }
 
     /** GELU(u) = u Phi(u) with Phi from erf (double-precision erf below). */
-    static double[] biasGelu(double[] x, double[] bias, int rows, int cols) {
+    public static double[] biasGelu(double[] x, double[] bias, int rows, int cols) {
         double[] out = new double[rows * cols];
         for (int i = 0; i < out.length; i++) {
             double u = x[i] + (bias == null ? 0 : bias[i % cols]);
@@ -51,7 +51,7 @@ final class Reference {
     }
 
     /** erfc to ~1e-15 relative: series for small |z|, continued fraction (Lentz) for large. */
-    static double erfc(double z) {
+    public static double erfc(double z) {
         if (z < 0) return 2 - erfc(-z);
         if (z < 2.5) {
             double sum = 0, term = z, z2 = z * z;
@@ -78,7 +78,7 @@ final class Reference {
         return Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
     }
 
-    static double[] softmax(double[] x, int rows, int cols) {
+    public static double[] softmax(double[] x, int rows, int cols) {
         double[] y = new double[rows * cols];
         for (int r = 0; r < rows; r++) {
             double mx = Double.NEGATIVE_INFINITY, s = 0;
@@ -90,7 +90,7 @@ final class Reference {
     }
 
     /** out [B,S,H*D] from qkv [B,S,3*H*D]; mask [B,S] (1 keep, 0 pad) or null; probs [B,H,S,S] if not null. */
-    static double[] attention(double[] qkv, int[] mask, int bsz, int s, int h, int d, double scale, double[] probs) {
+    public static double[] attention(double[] qkv, int[] mask, int bsz, int s, int h, int d, double scale, double[] probs) {
         int c = h * d;
         double[] out = new double[bsz * s * c];
         double[] p = new double[s];
@@ -124,7 +124,7 @@ final class Reference {
         return out;
     }
 
-    static double[] embedding(int[] ids, int[] pos, int[] types, double[] wte, double[] wpe, double[] wtt, int s, int c) {
+    public static double[] embedding(int[] ids, int[] pos, int[] types, double[] wte, double[] wpe, double[] wtt, int s, int c) {
         double[] out = new double[ids.length * c];
         for (int t = 0; t < ids.length; t++) {
             int p = pos == null ? t % s : pos[t];
@@ -136,7 +136,7 @@ final class Reference {
     }
 
     /** Per-row losses; the last element is the mean over rows with label >= 0. */
-    static double[] crossEntropy(double[] logits, int[] labels, int n, int classes) {
+    public static double[] crossEntropy(double[] logits, int[] labels, int n, int classes) {
         double[] out = new double[n + 1];
         double total = 0;
         int counted = 0;
@@ -153,14 +153,14 @@ final class Reference {
         return out;
     }
 
-    static double mse(double[] pred, double[] target) {
+    public static double mse(double[] pred, double[] target) {
         double s = 0;
         for (int i = 0; i < pred.length; i++) s += (pred[i] - target[i]) * (pred[i] - target[i]);
         return s / pred.length;
     }
 
     /** One AdamW step in place on p, m, v (PyTorch's algorithm). */
-    static void adamw(double[] p, double[] g, double[] m, double[] v, double lr, double b1, double b2, double eps,
+    public static void adamw(double[] p, double[] g, double[] m, double[] v, double lr, double b1, double b2, double eps,
             double wd, long t) {
         for (int i = 0; i < p.length; i++) {
             p[i] *= 1 - lr * wd;
