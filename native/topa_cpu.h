@@ -114,6 +114,14 @@ void TOPA_FN(embedding_backward)(float *dwte, float *dwpe, float *dwtt, const fl
                                  const int32_t *ids, const int32_t *pos_ids,
                                  const int32_t *type_ids, int64_t BS, int64_t S, int64_t C);
 
+/* ---- pool.c ---- out[b,:] = mean of x[b,t,:] over tokens with mask 1 (all when mask NULL; a
+ * sequence with none gives 0). Backward spreads dout[b,:] evenly over those tokens (dx
+ * overwritten, padding gets 0). */
+void TOPA_FN(mean_pool_forward)(float *out, const float *x, const int32_t *mask, int64_t B, int64_t S,
+                                int64_t C);
+void TOPA_FN(mean_pool_backward)(float *dx, const float *dout, const int32_t *mask, int64_t B,
+                                 int64_t S, int64_t C);
+
 /* ---- loss.c ----
  * Cross-entropy over logits [N, C] with labels [N] (label < 0: ignored). losses [N] receives each
  * row's loss (0 when ignored); *mean the mean over counted rows. Returns 0, or 1 + i when the

@@ -271,6 +271,34 @@ public abstract class Backend implements AutoCloseable {
         return new long[] {ids.dim(0), ids.dim(1), wte.dim(1)};
     }
 
+    // ---------------------------------------------------------------- pooling
+
+    /** out [B, C] = mean of x [B, S, C] over real tokens (mask [B, S] i32, 1 real; null: all). */
+    public final void meanPoolForward(Tensor out, Tensor x, Tensor mask) {
+        String op = "meanPoolForward";
+        f32(op, "x", x);
+        check(x.rank() == 3, op, "x must be [B, S, C], got " + shape(x));
+        vector(op, "out", out, x.dim(0) * x.dim(2));
+        if (mask != null) {
+            check(mask.dtype() == DType.I32 && mask.numel() == x.dim(0) * x.dim(1), op, "mask must be i32 [B, S], got " + mask);
+            onDevice(op, "mask", mask);
+        }
+        kMeanPoolForward(out, x, mask, x.dim(0), x.dim(1), x.dim(2));
+    }
+
+    /** dx [B, S, C] (overwritten) from dout [B, C]: each real token gets dout / its sequence's count. */
+    public final void meanPoolBackward(Tensor dx, Tensor dout, Tensor mask) {
+        String op = "meanPoolBackward";
+        f32(op, "dx", dx);
+        check(dx.rank() == 3, op, "dx must be [B, S, C], got " + shape(dx));
+        vector(op, "dout", dout, dx.dim(0) * dx.dim(2));
+        if (mask != null) {
+            check(mask.dtype() == DType.I32 && mask.numel() == dx.dim(0) * dx.dim(1), op, "mask must be i32 [B, S], got " + mask);
+            onDevice(op, "mask", mask);
+        }
+        kMeanPoolBackward(dx, dout, mask, dx.dim(0), dx.dim(1), dx.dim(2));
+    }
+
     // ---------------------------------------------------------------- losses
 
     /**
@@ -368,6 +396,10 @@ public abstract class Backend implements AutoCloseable {
 
     protected abstract void kEmbeddingBackward(Tensor dwte, Tensor dwpe, Tensor dwtt, Tensor dout, Tensor ids,
             Tensor posIds, Tensor typeIds, long batch, long seq, long dim);
+
+    protected abstract void kMeanPoolForward(Tensor out, Tensor x, Tensor mask, long batch, long seq, long dim);
+
+    protected abstract void kMeanPoolBackward(Tensor dx, Tensor dout, Tensor mask, long batch, long seq, long dim);
 
     /** Returns 0, or 1 + the first row whose label is not a class. */
     protected abstract int kCrossEntropyForward(Tensor losses, float[] mean, Tensor logits, Tensor labels, long n,

@@ -304,6 +304,38 @@ class BackendOpsTest {
         });
     }
 
+    // ------------------------------------------------------------------ pooling
+
+    @TestFactory
+    Stream<DynamicTest> meanPool() {
+        int[][] cases = {{1, 1, 1, 0}, {3, 7, 33, 1}, {32, 128, 384, 1}, {2, 5, 9, 0}};
+        return Stream.of(cases).flatMap(cs -> {
+            int bsz = cs[0], seq = cs[1], c = cs[2];
+            boolean masked = cs[3] == 1;
+            String name = "meanPool B=" + bsz + " S=" + seq + " C=" + c + (masked ? " +padding" : "");
+            return onEveryBackend(name, (be, s, rnd) -> {
+                int[] mask = null;
+                if (masked) {
+                    mask = new int[bsz * seq];
+                    for (int b = 0; b < bsz; b++)
+                        for (int t = 0; t < seq; t++) mask[b * seq + t] = t < Math.max(b == 1 ? 0 : 1, seq - 2 * b) ? 1 : 0;
+                }
+                final int[] m = mask;
+                Tensor tmask = mask == null ? null : i32(s, mask, bsz, seq);
+                Tensor x = f32(s, random(rnd, bsz * seq * c), bsz, seq, c);
+                double[] xd = asDouble(x);
+                Tensor out = poisoned(s, bsz, c);
+                be.meanPoolForward(out, x, tmask);
+                assertClose(name, Reference.meanPool(xd, m, bsz, seq, c), out, ROW_BOUND);
+                Tensor dout = f32(s, random(rnd, bsz * c), bsz, c), dx = poisoned(s, bsz, seq, c);
+                double[] wy = asDouble(dout);
+                be.meanPoolBackward(dx, dout, tmask);
+                assertGradient(name + " dx", v -> dot(wy, Reference.meanPool(v, m, bsz, seq, c)), xd, dx.toFloatArray(), rnd, 64,
+                        GRAD_BOUND);
+            });
+        });
+    }
+
     // ------------------------------------------------------------------ losses
 
     @TestFactory

@@ -135,6 +135,21 @@ public final class Reference {
         return out;
     }
 
+    /** Mean over tokens with mask 1 (all when mask is null); a sequence with none gives 0. */
+    public static double[] meanPool(double[] x, int[] mask, int bsz, int s, int c) {
+        double[] out = new double[bsz * c];
+        for (int b = 0; b < bsz; b++) {
+            int n = 0;
+            for (int t = 0; t < s; t++)
+                if (mask == null || mask[b * s + t] != 0) {
+                    n++;
+                    for (int e = 0; e < c; e++) out[b * c + e] += x[(b * s + t) * c + e];
+                }
+            for (int e = 0; e < c; e++) out[b * c + e] = n == 0 ? 0 : out[b * c + e] / n;
+        }
+        return out;
+    }
+
     /** Per-row losses; the last element is the mean over rows with label >= 0. */
     public static double[] crossEntropy(double[] logits, int[] labels, int n, int classes) {
         double[] out = new double[n + 1];

@@ -32,7 +32,7 @@ public final class CpuBackend extends Backend {
     private final Isa isa;
     private final MethodHandle sgemm, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
             biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward,
-            embeddingForward, embeddingBackward, crossEntropyForward, crossEntropyBackward, mseForward,
+            embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
             mseBackward, adamwStep;
 
     private CpuBackend(Isa isa) {
@@ -55,6 +55,8 @@ public final class CpuBackend extends Backend {
                 FunctionDescriptor.of(I, A, A, A, L, A, L, A, A, A, A, L, L, L, L, L, F));
         embeddingForward = bind("embedding_forward", false, FunctionDescriptor.of(I, A, A, A, A, A, A, A, L, L, L, L, L, L));
         embeddingBackward = bind("embedding_backward", false, FunctionDescriptor.ofVoid(A, A, A, A, A, A, A, L, L, L));
+        meanPoolForward = bind("mean_pool_forward", false, FunctionDescriptor.ofVoid(A, A, A, L, L, L));
+        meanPoolBackward = bind("mean_pool_backward", false, FunctionDescriptor.ofVoid(A, A, A, L, L, L));
         crossEntropyForward = bind("cross_entropy_forward", true, FunctionDescriptor.of(I, A, A, A, A, L, L));
         crossEntropyBackward = bind("cross_entropy_backward", true, FunctionDescriptor.ofVoid(A, A, A, L, L, F));
         mseForward = bind("mse_forward", true, FunctionDescriptor.of(F, A, A, L));
@@ -268,6 +270,24 @@ public final class CpuBackend extends Backend {
         try {
             embeddingBackward.invokeExact(seg(dwte), seg(dwpe), seg(dwtt), seg(dout), seg(ids), seg(posIds),
                     seg(typeIds), batch * seq, seq, dim);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kMeanPoolForward(Tensor out, Tensor x, Tensor mask, long batch, long seq, long dim) {
+        try {
+            meanPoolForward.invokeExact(seg(out), seg(x), seg(mask), batch, seq, dim);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kMeanPoolBackward(Tensor dx, Tensor dout, Tensor mask, long batch, long seq, long dim) {
+        try {
+            meanPoolBackward.invokeExact(seg(dx), seg(dout), seg(mask), batch, seq, dim);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }
