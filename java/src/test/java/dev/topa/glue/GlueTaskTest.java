@@ -4,13 +4,12 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assertions.fail;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import dev.topa.testing.TestData;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -20,22 +19,12 @@ class GlueTaskTest {
     @TempDir
     Path tmp;
 
-    static Path glue() {
-        String env = System.getenv("TOPA_GLUE_DIR");
-        Path dir = env != null && !env.isBlank() ? Path.of(env) : null;
-        for (Path p = Path.of("").toAbsolutePath(); dir == null && p != null; p = p.getParent())
-            if (Files.isDirectory(p.resolve("shared/glue"))) dir = p.resolve("shared/glue");
-        if (dir == null && "true".equals(System.getenv("CI"))) fail("GLUE data not found (TOPA_GLUE_DIR, shared/glue)");
-        assumeTrue(dir != null, "GLUE data not found: set TOPA_GLUE_DIR or place shared/glue beside the checkout");
-        return dir;
-    }
-
     /** Row counts of the copies in shared/glue, as its README lists them. */
     @ParameterizedTest
     @CsvSource({"cola, 8551, 1043", "sst2, 67349, 872", "mrpc, 3668, 408", "stsb, 5749, 1500", "rte, 2490, 277",
             "wnli, 635, 71"})
     void readsTheRealFiles(String name, int train, int dev) throws IOException {
-        Path g = glue();
+        Path g = TestData.glue();
         GlueTask t = GlueTask.parse(name);
         List<Example> tr = t.train(g), dv = t.dev(g, "dev");
         assertEquals(train, tr.size());
@@ -48,7 +37,7 @@ class GlueTaskTest {
 
     @Test
     void mrpcSkipsTheByteOrderMarkAndStsbReadsScores() throws IOException {
-        Path g = glue();
+        Path g = TestData.glue();
         Example m = GlueTask.MRPC.dev(g, "dev").get(0);
         assertTrue(m.textA().startsWith("He said the foodservice"), m.textA());
         Example s = GlueTask.STSB.dev(g, "dev").get(0);

@@ -2,8 +2,6 @@ package dev.topa.model;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assertions.fail;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import ai.onnxruntime.OnnxTensor;
 import ai.onnxruntime.OrtEnvironment;
@@ -13,6 +11,7 @@ import dev.topa.io.BertTokenizer;
 import dev.topa.io.DefaultModel;
 import dev.topa.io.OnnxBertReader;
 import dev.topa.tensor.StepArena;
+import dev.topa.testing.TestData;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -26,28 +25,9 @@ import org.junit.jupiter.api.Test;
  * and batched by length with dynamic padding, against ONNX Runtime fed the same token ids.
  */
 class GlueParityTest {
-    /** $TOPA_GLUE_DIR, else shared/glue beside the checkout; null when neither exists. */
-    static Path glueDir() {
-        String env = System.getenv("TOPA_GLUE_DIR");
-        if (env != null && !env.isBlank()) return Path.of(env);
-        for (Path p = Path.of("").toAbsolutePath(); p != null; p = p.getParent()) {
-            Path g = p.resolve("shared").resolve("glue");
-            if (Files.isDirectory(g)) return g;
-        }
-        return null;
-    }
-
-    static Path requireGlue() {
-        Path dir = glueDir();
-        if (dir == null && "true".equals(System.getenv("CI")))
-            fail("GLUE data not found (TOPA_GLUE_DIR unset and no shared/glue above " + Path.of("").toAbsolutePath() + ")");
-        assumeTrue(dir != null, "GLUE data not found: set TOPA_GLUE_DIR or place shared/glue beside the checkout");
-        return dir;
-    }
-
     @Test
     void sst2AndMrpcDevMatchOnnxRuntime() throws Exception {
-        Path glue = requireGlue();
+        Path glue = TestData.glue();
         List<String[]> texts = new ArrayList<>();
         List<String> sst = Files.readAllLines(glue.resolve("SST-2/dev.tsv"));
         for (String line : sst.subList(1, 41)) texts.add(new String[] {line.split("\t")[0], null});

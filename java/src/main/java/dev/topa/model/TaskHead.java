@@ -1,0 +1,93 @@
+package dev.topa.model;
+
+import dev.topa.backend.Backend;
+import dev.topa.tensor.DType;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.StepArena;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorScope;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.SplittableRandom;
+
+/**
+ * A task head on the encoder: mask-aware mean pooling of last_hidden_state (the representation
+ * sentence-embedding models such as the default one are trained for), then a linear layer to
+ * {@code outputs} values: class logits, or one regression value. New heads start from N(0, 0.02)
+ * weights and zero bias, as Hugging Face initialises classifiers.
+ */
+public final class TaskHead implements AutoCloseable {
+    public static final String WEIGHT = "head.weight", BIAS = "head.bias";
+
+    private final int outputs;
+    private final TensorScope scope = new TensorScope("task head", MemoryCategory.WEIGHTS);
+    private final TensorScope gradScope = new TensorScope("task head gradients", MemoryCategory.GRADIENTS);
+    private final Tensor weight, bias, dWeight, dBias;
+    private Tensor pooled, mask;
+
+    public TaskHead(int hidden, int outputs, long seed) {
+        this.outputs = outputs;
+        weight = scope.allocate(DType.F32, outputs, hidden);
+        bias = scope.allocate(DType.F32, outputs).fill(0f);
+        SplittableRandom rnd = new SplittableRandom(seed);
+        float[] w = new float[outputs * hidden];
+        for (int i = 0; i < w.length; i++) w[i] = (float) (0.02 * gaussian(rnd));
+        weight.copyFrom(w);
+        dWeight = gradScope.zeros(outputs, hidden);
+        dBias = gradScope.zeros(outputs);
+    }
+
+    private static double gaussian(SplittableRandom rnd) {
+        return Math.sqrt(-2 * Math.log(1 - rnd.nextDouble())) * Math.cos(2 * Math.PI * rnd.nextDouble());
+    }
+
+    public int outputs() {
+        return outputs;
+    }
+
+    public Map<String, Tensor> parameters() {
+        Map<String, Tensor> m = new LinkedHashMap<>();
+        m.put(WEIGHT, weight);
+        m.put(BIAS, bias);
+        return m;
+    }
+
+    public Map<String, Tensor> gradients() {
+        Map<String, Tensor> m = new LinkedHashMap<>();
+        m.put(WEIGHT, dWeight);
+        m.put(BIAS, dBias);
+        return m;
+    }
+
+    public void zeroGradients() {
+        dWeight.fill(0f);
+        dBias.fill(0f);
+    }
+
+    /** Logits (or regression values) [B, outputs] from hidden [B, S, C]; keeps what backward needs. */
+    public Tensor forward(Backend be, StepArena arena, Tensor hidden, Tensor mask) {
+        long b = hidden.dim(0), c = hidden.dim(2);
+        pooled = arena.allocate(DType.F32, b, c);
+        this.mask = mask;
+        be.meanPoolForward(pooled, hidden, mask);
+        Tensor out = arena.allocate(DType.F32, b, outputs);
+        be.linearForward(out, pooled, weight, bias);
+        return out;
+    }
+
+    /** dHidden [B, S, C] from dOut [B, outputs]; accumulates the head's gradients. */
+    public Tensor backward(Backend be, StepArena arena, Tensor dOut, long seq) {
+        long b = pooled.dim(0), c = pooled.dim(1);
+        Tensor dPooled = arena.allocate(DType.F32, b, c);
+        be.linearBackward(dPooled, dWeight, dBias, dOut, pooled, weight);
+        Tensor dHidden = arena.allocate(DType.F32, b, seq, c);
+        be.meanPoolBackward(dHidden, dPooled, mask);
+        return dHidden;
+    }
+
+    @Override
+    public void close() {
+        gradScope.close();
+        scope.close();
+    }
+}

@@ -1,0 +1,200 @@
+package dev.topa.train;
+
+import dev.topa.backend.AdamWConfig;
+import dev.topa.backend.Backend;
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueTask;
+import dev.topa.glue.Metric;
+import dev.topa.io.BertTokenizer;
+import dev.topa.model.BertModel;
+import dev.topa.model.BertTraining;
+import dev.topa.model.TaskHead;
+import dev.topa.tensor.DType;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.StepArena;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorScope;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.EnumMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+
+/**
+ * The fine-tuning loop: AdamW (no weight decay on biases and LayerNorm parameters), linear warmup
+ * then linear decay, global-norm gradient clipping, seeded shuffling, a non-finite loss stopped
+ * with its step, dev evaluation after each epoch. The optimizer step is the one place an
+ * all-reduce would go for data-parallel training.
+ */
+public final class Trainer implements AutoCloseable {
+    public record Config(int epochs, int batchSize, double lr, double weightDecay, double warmupRatio, double maxGradNorm,
+            long seed) {}
+
+    public record EpochResult(int epoch, double trainLoss, Map<Metric, Double> dev, double seconds) {}
+
+    /** A tokenized example with its target. */
+    public record Item(BertTokenizer.Encoded tokens, Example example) {}
+
+    private final Backend be;
+    private final BertModel model;
+    private final BertTraining training;
+    private final TaskHead head;
+    private final GlueTask task;
+    private final Config cfg;
+    private final Map<String, Tensor> params = new LinkedHashMap<>(), grads = new LinkedHashMap<>();
+    private final Map<String, Tensor[]> moments = new LinkedHashMap<>();
+    private final TensorScope optimizerScope = new TensorScope("adamw state", MemoryCategory.OPTIMIZER);
+    private final StepArena arena = new StepArena("train step");
+    private long step;
+
+    public Trainer(Backend be, BertModel model, BertTraining training, TaskHead head, GlueTask task, Config cfg) {
+        this.be = be;
+        this.model = model;
+        this.training = training;
+        this.head = head;
+        this.task = task;
+        this.cfg = cfg;
+        training.gradients().forEach((n, g) -> {
+            params.put(n, model.parameter(n));
+            grads.put(n, g);
+        });
+        head.parameters().forEach(params::put);
+        head.gradients().forEach(grads::put);
+        for (String n : params.keySet())
+            moments.put(n, new Tensor[] {optimizerScope.zeros(params.get(n).shape()), optimizerScope.zeros(params.get(n).shape())});
+    }
+
+    public long trainableParameters() {
+        return params.values().stream().mapToLong(Tensor::numel).sum();
+    }
+
+    public List<EpochResult> fit(List<Item> train, List<Item> dev) {
+        long stepsPerEpoch = (train.size() + cfg.batchSize() - 1) / cfg.batchSize();
+        long total = stepsPerEpoch * cfg.epochs(), warmup = Math.round(total * cfg.warmupRatio());
+        List<EpochResult> out = new ArrayList<>();
+        for (int epoch = 1; epoch <= cfg.epochs(); epoch++) {
+            long t0 = System.nanoTime();
+            List<Item> order = new ArrayList<>(train);
+            java.util.Collections.shuffle(order, new java.util.Random(new SplittableRandom(cfg.seed() + epoch).nextLong()));
+            double lossSum = 0;
+            int batches = 0;
+            for (int i = 0; i < order.size(); i += cfg.batchSize()) {
+                List<Item> batch = order.subList(i, Math.min(order.size(), i + cfg.batchSize()));
+                double lr = cfg.lr() * (step < warmup ? (step + 1.0) / warmup : Math.max(0, (double) (total - step) / Math.max(1, total - warmup)));
+                lossSum += trainStep(batch, lr);
+                batches++;
+            }
+            out.add(new EpochResult(epoch, lossSum / batches, evaluate(dev), (System.nanoTime() - t0) * 1e-9));
+        }
+        return out;
+    }
+
+    /** One optimizer step on a batch; returns its loss. */
+    public double trainStep(List<Item> batch, double lr) {
+        arena.reset();
+        List<BertTokenizer.Encoded> toks = batch.stream().map(Item::tokens).toList();
+        BertTokenizer.Batch b = BertTokenizer.pad(toks, arena);
+        Tensor hidden = training.forward(be, arena, b.ids(), b.types(), b.mask());
+        Tensor out = head.forward(be, arena, hidden, b.mask());
+        Tensor dOut = arena.allocate(DType.F32, out.shape());
+        double loss;
+        if (task.isRegression()) {
+            float[] t = new float[batch.size()];
+            for (int i = 0; i < t.length; i++) t[i] = batch.get(i).example().score();
+            Tensor target = arena.allocate(DType.F32, out.shape()).copyFrom(t);
+            loss = be.mseForward(out, target);
+            checkFinite(loss);
+            be.mseBackward(dOut, out, target, 1f);
+        } else {
+            int[] l = new int[batch.size()];
+            for (int i = 0; i < l.length; i++) l[i] = batch.get(i).example().label();
+            Tensor labels = arena.allocate(DType.I32, l.length).copyFrom(l);
+            loss = be.crossEntropyForward(arena.allocate(DType.F32, l.length), out, labels);
+            checkFinite(loss);
+            be.crossEntropyBackward(dOut, out, labels, 1f);
+        }
+        Tensor dHidden = head.backward(be, arena, dOut, b.ids().dim(1));
+        training.backward(be, arena, dHidden);
+        optimizerStep(lr);
+        return loss;
+    }
+
+    private void checkFinite(double loss) {
+        if (!Double.isFinite(loss))
+            throw new ArithmeticException("loss is " + loss + " at step " + (step + 1) + ": stopping (lower --lr, or check the data)");
+    }
+
+    private void optimizerStep(double lr) {
+        step++;
+        double norm = Math.sqrt(grads.values().stream().mapToDouble(Trainer::squaredNorm).sum());
+        if (!Double.isFinite(norm)) throw new ArithmeticException("gradient norm is " + norm + " at step " + step);
+        float clip = norm > cfg.maxGradNorm() && cfg.maxGradNorm() > 0 ? (float) (cfg.maxGradNorm() / norm) : 1f;
+        for (Map.Entry<String, Tensor> e : params.entrySet()) {
+            String n = e.getKey();
+            Tensor g = grads.get(n);
+            if (clip != 1f) scale(g, clip);
+            boolean decay = !(n.endsWith("bias") || n.contains("LayerNorm"));
+            Tensor[] mv = moments.get(n);
+            be.adamwStep(e.getValue(), g, mv[0], mv[1], new AdamWConfig(lr, 0.9, 0.999, 1e-8, decay ? cfg.weightDecay() : 0), step);
+        }
+        training.zeroGradients();
+        head.zeroGradients();
+    }
+
+    private static double squaredNorm(Tensor t) {
+        MemorySegment s = t.data();
+        double sum = 0;
+        for (long i = 0; i < t.numel(); i++) {
+            double v = s.getAtIndex(ValueLayout.JAVA_FLOAT, i);
+            sum += v * v;
+        }
+        return sum;
+    }
+
+    private static void scale(Tensor t, float f) {
+        MemorySegment s = t.data();
+        for (long i = 0; i < t.numel(); i++) s.setAtIndex(ValueLayout.JAVA_FLOAT, i, s.getAtIndex(ValueLayout.JAVA_FLOAT, i) * f);
+    }
+
+    /** The task's official metrics on labelled items (inference path, batches by length). */
+    public Map<Metric, Double> evaluate(List<Item> items) {
+        List<BertTokenizer.Encoded> toks = items.stream().map(Item::tokens).toList();
+        int[] pred = new int[items.size()], gold = new int[items.size()];
+        double[] val = new double[items.size()], target = new double[items.size()];
+        for (int[] idx : BertTokenizer.batchesByLength(toks, 64)) {
+            arena.reset();
+            List<BertTokenizer.Encoded> part = new ArrayList<>();
+            for (int i : idx) part.add(toks.get(i));
+            BertTokenizer.Batch b = BertTokenizer.pad(part, arena);
+            Tensor out = head.forward(be, arena, model.forward(be, arena, b.ids(), b.types(), b.mask()), b.mask());
+            float[] o = out.toFloatArray();
+            int k = head.outputs();
+            for (int j = 0; j < idx.length; j++) {
+                int i = idx[j];
+                Example ex = items.get(i).example();
+                if (task.isRegression()) {
+                    val[i] = o[j];
+                    target[i] = ex.score();
+                } else {
+                    int best = 0;
+                    for (int c = 1; c < k; c++) if (o[j * k + c] > o[j * k + best]) best = c;
+                    pred[i] = best;
+                    gold[i] = ex.label();
+                }
+            }
+        }
+        Map<Metric, Double> m = new EnumMap<>(Metric.class);
+        for (Metric metric : task.metrics())
+            m.put(metric, task.isRegression() ? metric.regression(val, target) : metric.classification(pred, gold));
+        return m;
+    }
+
+    @Override
+    public void close() {
+        arena.close();
+        optimizerScope.close();
+    }
+}
