@@ -112,59 +112,76 @@ static void edge_tile(int64_t kc, const float *a, const float *b, float *c, int6
     }
 }
 
-/* Packs op(A)[i0:i0+mc, k0:k0+kc] as MR-tall panels, k-major inside a panel, zero-padded. */
-static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t k0,
-                   int64_t kc, float *restrict dst) {
+/* Packs scale * op(A)[i0:i0+mc, ks:ks+kn] into k positions [kd, kd+kn) of MR-tall panels whose
+ * k-extent is kc (k-major inside a panel), zero-padding missing rows. Two calls fill one slice
+ * when the product's K is augmented (the LoRA columns follow the weight's). */
+static void pack_a(int transA, const float *A, int64_t lda, float scale, int64_t i0, int64_t mc,
+                   int64_t ks, int64_t kn, int64_t kd, int64_t kc, float *restrict dst) {
     for (int64_t p = 0; p < mc; p += MR) {
         int64_t rows = mc - p < MR ? mc - p : MR;
-        float *d = dst + p * kc;
+        float *d = dst + p * kc + kd * MR;
         if (!transA && rows == MR) {
             /* k outer: contiguous writes, MR row streams read in step (faster than strided writes) */
-            const float *src = A + (i0 + p) * lda + k0;
-            for (int64_t k = 0; k < kc; k++)
+            const float *src = A + (i0 + p) * lda + ks;
+            for (int64_t k = 0; k < kn; k++)
 #pragma GCC unroll 16
-                for (int64_t r = 0; r < MR; r++) d[k * MR + r] = src[r * lda + k];
+                for (int64_t r = 0; r < MR; r++) d[k * MR + r] = scale * src[r * lda + k];
             continue;
         } else if (!transA) {
             for (int64_t r = 0; r < rows; r++) {
-                const float *src = A + (i0 + p + r) * lda + k0;
-                for (int64_t k = 0; k < kc; k++) d[k * MR + r] = src[k];
+                const float *src = A + (i0 + p + r) * lda + ks;
+                for (int64_t k = 0; k < kn; k++) d[k * MR + r] = scale * src[k];
             }
         } else {
-            for (int64_t k = 0; k < kc; k++) {
-                const float *src = A + (k0 + k) * lda + i0 + p;
-                for (int64_t r = 0; r < rows; r++) d[k * MR + r] = src[r];
+            for (int64_t k = 0; k < kn; k++) {
+                const float *src = A + (ks + k) * lda + i0 + p;
+                for (int64_t r = 0; r < rows; r++) d[k * MR + r] = scale * src[r];
             }
         }
         for (int64_t r = rows; r < MR; r++)
-            for (int64_t k = 0; k < kc; k++) d[k * MR + r] = 0.0f;
+            for (int64_t k = 0; k < kn; k++) d[k * MR + r] = 0.0f;
     }
 }
 
-/* Packs one NR-wide panel op(B)[k0:k0+kc, j0:j0+n] (n <= NR), zero-padded to NR columns. */
-static void pack_b_panel(int transB, const float *B, int64_t ldb, int64_t k0, int64_t kc,
-                         int64_t j0, int64_t n, float *restrict d) {
+/* Packs op(B)[ks:ks+kn, j0:j0+n] (n <= NR) into k positions [kd, kd+kn) of one NR-wide panel,
+ * zero-padded to NR columns. */
+static void pack_b_panel(int transB, const float *B, int64_t ldb, int64_t ks, int64_t kn,
+                         int64_t kd, int64_t j0, int64_t n, float *restrict d) {
+    d += kd * NR;
     if (!transB) {
-        for (int64_t k = 0; k < kc; k++) {
-            const float *src = B + (k0 + k) * ldb + j0;
+        for (int64_t k = 0; k < kn; k++) {
+            const float *src = B + (ks + k) * ldb + j0;
             for (int64_t j = 0; j < n; j++) d[k * NR + j] = src[j];
             for (int64_t j = n; j < NR; j++) d[k * NR + j] = 0.0f;
         }
     } else if (n == NR) {
         /* k outer: contiguous writes, NR row streams of B read in step (as pack_a) */
-        const float *src = B + j0 * ldb + k0;
-        for (int64_t k = 0; k < kc; k++)
+        const float *src = B + j0 * ldb + ks;
+        for (int64_t k = 0; k < kn; k++)
 #pragma GCC unroll 32
             for (int64_t j = 0; j < NR; j++) d[k * NR + j] = src[j * ldb + k];
     } else {
         for (int64_t j = 0; j < n; j++) {
-            const float *src = B + (j0 + j) * ldb + k0;
-            for (int64_t k = 0; k < kc; k++) d[k * NR + j] = src[k];
+            const float *src = B + (j0 + j) * ldb + ks;
+            for (int64_t k = 0; k < kn; k++) d[k * NR + j] = src[k];
         }
         for (int64_t j = n; j < NR; j++)
-            for (int64_t k = 0; k < kc; k++) d[k * NR + j] = 0.0f;
+            for (int64_t k = 0; k < kn; k++) d[k * NR + j] = 0.0f;
     }
 }
+
+/* A second operand pair appended along K: C = alpha (op(A) op(B) + scale * A2 op(B2)) + ...,
+ * A2 [M, K2] row-major, op(B2) [K2, N]. This is how the rank-r LoRA update rides in the same GEMM
+ * as the frozen weight: no second pass over C. */
+typedef struct {
+    int64_t K2;
+    const float *A2;
+    int64_t lda2;
+    float scale;
+    int transB2;
+    const float *B2;
+    int64_t ldb2;
+} aug_t;
 
 /* C = beta * C + bias: the whole product vanishes (K == 0 or alpha == 0). */
 static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc, const float *bias) {
@@ -197,7 +214,10 @@ static void partition(int tid, int nth, int64_t M, int64_t panels, int64_t *m0, 
  * and no barriers: each thread owns its C region across all K slices. */
 static int gemm_driver(int nthreads, int transA, int transB, int64_t M, int64_t N, int64_t K,
                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                       const float *prepacked, float beta, float *C, int64_t ldc, const float *bias) {
+                       const float *prepacked, const aug_t *aug, float beta, float *C, int64_t ldc,
+                       const float *bias) {
+    int64_t K1 = K;
+    if (aug) K += aug->K2;
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc, bias);
@@ -231,11 +251,16 @@ static int gemm_driver(int nthreads, int transA, int transB, int64_t M, int64_t 
             for (int64_t pc = 0; pc < K; pc += KC) {
                 int64_t kc = K - pc < KC ? K - pc : KC;
                 enum store_mode mode = pc > 0 ? STORE_ADD : (beta == 0.0f ? STORE_SET : STORE_AXPBY);
+                /* columns [pc, pc + n1) of this slice come from A/B, the rest from the augmented pair */
+                int64_t n1 = K1 - pc < 0 ? 0 : (K1 - pc < kc ? K1 - pc : kc), n2 = kc - n1;
+                int64_t ks2 = pc + n1 - K1;
                 const float *bslice = prepacked ? prepacked + pc * npad + jc * kc : bpack;
                 if (!prepacked) {
                     for (int64_t q = tid; q < panels; q += nth) {
                         int64_t n = nc - q * NR < NR ? nc - q * NR : NR;
-                        pack_b_panel(transB, B, ldb, pc, kc, jc + q * NR, n, bpack + q * NR * kc);
+                        float *d = bpack + q * NR * kc;
+                        if (n1) pack_b_panel(transB, B, ldb, pc, n1, 0, jc + q * NR, n, d);
+                        if (n2) pack_b_panel(aug->transB2, aug->B2, aug->ldb2, ks2, n2, n1, jc + q * NR, n, d);
                     }
 #pragma omp barrier
                 }
@@ -243,7 +268,8 @@ static int gemm_driver(int nthreads, int transA, int transB, int64_t M, int64_t 
                 partition(tid, nth, M, panels, &m0, &m1, &q0, &q1);
                 for (int64_t ic = m0; ic < m1; ic += MC) {
                     int64_t mc = m1 - ic < MC ? m1 - ic : MC;
-                    pack_a(transA, A, lda, ic, mc, pc, kc, apack);
+                    if (n1) pack_a(transA, A, lda, 1.0f, ic, mc, pc, n1, 0, kc, apack);
+                    if (n2) pack_a(0, aug->A2, aug->lda2, aug->scale, ic, mc, ks2, n2, n1, kc, apack);
                     for (int64_t q = q0; q < q1; q++) {
                         int64_t j = jc + q * NR;
                         int64_t n = nc - q * NR < NR ? nc - q * NR : NR;
@@ -272,13 +298,23 @@ int TOPA_FN(sgemm)(int transA, int transB, int64_t M, int64_t N, int64_t K, floa
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                     int64_t ldc, const float *bias) {
     return gemm_driver(topa_get_num_threads(), transA, transB, M, N, K, alpha, A, lda, B, ldb, NULL,
-                       beta, C, ldc, bias);
+                       NULL, beta, C, ldc, bias);
 }
 
 int TOPA_FN(sgemm_serial)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc) {
-    return gemm_driver(1, transA, transB, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, NULL);
+    return gemm_driver(1, transA, transB, M, N, K, alpha, A, lda, B, ldb, NULL, NULL, beta, C, ldc,
+                       NULL);
+}
+
+int TOPA_FN(sgemm_aug)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, int64_t K2,
+                       const float *A2, int64_t lda2, float scale2, int transB2, const float *B2,
+                       int64_t ldb2, float beta, float *C, int64_t ldc, const float *bias) {
+    aug_t aug = {K2, A2, lda2, scale2, transB2, B2, ldb2};
+    return gemm_driver(topa_get_num_threads(), transA, transB, M, N, K, alpha, A, lda, B, ldb, NULL,
+                       K2 > 0 ? &aug : NULL, beta, C, ldc, bias);
 }
 
 int64_t TOPA_FN(sgemm_packed_size)(int64_t K, int64_t N) { return K * ((N + NR - 1) / NR * NR); }
@@ -292,7 +328,7 @@ void TOPA_FN(sgemm_pack_b)(int transB, int64_t K, int64_t N, const float *B, int
         for (int64_t q = 0; q < panels; q++) {
             int64_t pc = s * KC, kc = K - pc < KC ? K - pc : KC;
             int64_t n = N - q * NR < NR ? N - q * NR : NR;
-            pack_b_panel(transB, B, ldb, pc, kc, q * NR, n, packed + pc * npad + q * NR * kc);
+            pack_b_panel(transB, B, ldb, pc, kc, 0, q * NR, n, packed + pc * npad + q * NR * kc);
         }
 }
 
@@ -300,7 +336,7 @@ int TOPA_FN(sgemm_packed)(int transA, int64_t M, int64_t N, int64_t K, float alp
                           int64_t lda, const float *packed, float beta, float *C, int64_t ldc,
                           const float *bias) {
     return gemm_driver(topa_get_num_threads(), transA, 0, M, N, K, alpha, A, lda, NULL, 0, packed,
-                       beta, C, ldc, bias);
+                       NULL, beta, C, ldc, bias);
 }
 
 void TOPA_FN(bias_backward)(float *dbias, const float *dy, int64_t rows, int64_t cols) {

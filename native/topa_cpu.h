@@ -49,6 +49,16 @@ float *topa_thread_scratch(int slot, int64_t floats);
 int TOPA_FN(sgemm)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                     int64_t ldc, const float *bias);
+/* GEMM with a second operand pair appended along K (one pass over C):
+ * C = alpha (op(A) op(B) + scale2 * A2 op(B2)) + beta C + bias, A2 [M, K2] row-major (lda2),
+ * op(B2) [K2, N] (B2 [K2, N] or, transB2, [N, K2]). The LoRA projection y = x W^T + s (x A^T) B^T
+ * is (A = x, B = W, transB) + (A2 = x A^T, B2 = B, transB2, scale2 = s); its dX is
+ * (A = dy, B = W) + (A2 = dy B, B2 = A_lora, scale2 = s). */
+int TOPA_FN(sgemm_aug)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, int64_t K2,
+                       const float *A2, int64_t lda2, float scale2, int transB2, const float *B2,
+                       int64_t ldb2, float beta, float *C, int64_t ldc, const float *bias);
+
 /* Pre-packed B for products that reuse one operand (inference weights): op(B) [K,N] is packed
  * once into sgemm_packed_size(K, N) floats in this ISA's panel layout, then sgemm_packed skips
  * per-call packing and its thread barriers. The layout is ISA-specific. */

@@ -86,6 +86,65 @@ public abstract class Backend implements AutoCloseable {
         if (dbias != null) biasBackward(dbias, dy);
     }
 
+    // ---------------------------------------------------------------- LoRA
+
+    /**
+     * A LoRA projection, fused: y = x W^T + bias + scale (x A^T) B^T for W [out, in], A [r, in],
+     * B [out, r]; u [rows, r] receives x A^T (backward needs it). The rank-r update runs as r extra
+     * columns of the same GEMM as the weight, so C is written once.
+     */
+    public final void loraForward(Tensor y, Tensor u, Tensor x, Tensor w, Tensor bias, Tensor a, Tensor b, float scale) {
+        String op = "loraForward";
+        long m = rows(x), r = loraRank(op, w, a, b);
+        f32(op, "x", x);
+        check(cols(x) == w.dim(1), op, "x has " + cols(x) + " features, W takes " + w.dim(1));
+        f32(op, "y", y);
+        check(rows(y) == m && cols(y) == w.dim(0), op, "y " + shape(y) + " is not [" + m + ", " + w.dim(0) + "]");
+        vector(op, "u", u, m * r);
+        if (bias != null) vector(op, "bias", bias, w.dim(0));
+        gemm(false, true, 1f, x, a, 0f, u.reshape(m, r), null);
+        kGemmAugmented(false, true, m, w.dim(0), w.dim(1), x, w, r, u, scale, true, b, y, bias);
+    }
+
+    /**
+     * Backward of {@link #loraForward}. g [rows, r] is scratch that receives dy B, computed once and
+     * used for both dx and dA. dx (overwritten; null skips) = dy W + scale g A, in one GEMM;
+     * dA += scale g^T x; dB += scale dy^T u; dbias += column sums of dy; dw += dy^T x (each null
+     * when frozen: the usual case for W).
+     */
+    public final void loraBackward(Tensor dx, Tensor dw, Tensor dbias, Tensor dA, Tensor dB, Tensor g, Tensor dy, Tensor x,
+            Tensor u, Tensor w, Tensor a, Tensor b, float scale) {
+        String op = "loraBackward";
+        long m = rows(dy), r = loraRank(op, w, a, b), out = w.dim(0), in = w.dim(1);
+        f32(op, "dy", dy);
+        check(cols(dy) == out && rows(x) == m && cols(x) == in, op, "dy " + shape(dy) + " and x " + shape(x)
+                + " do not match W " + shape(w));
+        vector(op, "u", u, m * r);
+        vector(op, "g", g, m * r);
+        Tensor g2 = g.reshape(m, r), u2 = u.reshape(m, r);
+        gemm(false, false, 1f, dy, b, 0f, g2, null);
+        if (dx != null) {
+            f32(op, "dx", dx);
+            check(rows(dx) == m && cols(dx) == in, op, "dx " + shape(dx) + " is not [" + m + ", " + in + "]");
+            kGemmAugmented(false, false, m, in, out, dy, w, r, g2, scale, false, a, dx, null);
+        }
+        if (dA != null) gemm(true, false, scale, g2, x, 1f, dA, null);
+        if (dB != null) gemm(true, false, scale, dy, u2, 1f, dB, null);
+        if (dbias != null) biasBackward(dbias, dy);
+        if (dw != null) gemm(true, false, 1f, dy, x, 1f, dw, null);
+    }
+
+    private long loraRank(String op, Tensor w, Tensor a, Tensor b) {
+        f32(op, "W", w);
+        f32(op, "A", a);
+        f32(op, "B", b);
+        check(w.rank() == 2 && a.rank() == 2 && b.rank() == 2, op, "W, A, B must be matrices");
+        long r = a.dim(0);
+        check(a.dim(1) == w.dim(1) && b.dim(0) == w.dim(0) && b.dim(1) == r, op, "LoRA shapes disagree: W " + shape(w)
+                + ", A " + shape(a) + " (want [r, " + w.dim(1) + "]), B " + shape(b) + " (want [" + w.dim(0) + ", r])");
+        return r;
+    }
+
     /** dbias[N] += column sums of dy [.., N]. */
     public final void biasBackward(Tensor dbias, Tensor dy) {
         f32("biasBackward", "dbias", dbias);
@@ -360,6 +419,13 @@ public abstract class Backend implements AutoCloseable {
 
     protected abstract void kGemm(boolean transA, boolean transB, long m, long n, long k, float alpha, Tensor a,
             long lda, Tensor b, long ldb, float beta, Tensor c, long ldc, Tensor bias);
+
+    /**
+     * C[m, n] = op(A) op(B) + scale * A2 op(B2) (+ bias), K extended by k2; A [m, k] row-major (or
+     * [k, m] when transA), op(B) [k, n]; A2 [m, k2] row-major; op(B2) [k2, n].
+     */
+    protected abstract void kGemmAugmented(boolean transA, boolean transB, long m, long n, long k, Tensor a, Tensor b,
+            long k2, Tensor a2, float scale, boolean transB2, Tensor b2, Tensor c, Tensor bias);
 
     protected abstract long kPackedSize(long out, long in);
 

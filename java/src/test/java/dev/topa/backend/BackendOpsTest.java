@@ -111,6 +111,53 @@ class BackendOpsTest {
         });
     }
 
+    // ------------------------------------------------------------------ LoRA
+
+    /** float64 y = x W^T + bias + scale (x A^T) B^T. */
+    static double[] loraRef(double[] x, double[] w, double[] bias, double[] a, double[] b, double scale, int m, int n, int k, int r) {
+        double[] u = Reference.gemm(false, true, m, r, k, 1, x, a, 0, null, null);
+        double[] y = Reference.gemm(false, true, m, n, k, 1, x, w, 0, null, bias);
+        double[] d = Reference.gemm(false, true, m, n, r, scale, u, b, 0, null, null);
+        for (int i = 0; i < y.length; i++) y[i] += d[i];
+        return y;
+    }
+
+    @TestFactory
+    Stream<DynamicTest> lora() {
+        // {M, N(out), K(in), r}: K = 600 makes the weight's columns end inside the second K slice
+        int[][] shapes = {{1, 1, 1, 1}, {7, 33, 19, 4}, {130, 200, 600, 16}, {128, 768, 768, 8}, {33, 65, 513, 3}};
+        return Stream.of(shapes).flatMap(sh -> {
+            int m = sh[0], n = sh[1], k = sh[2], r = sh[3];
+            String name = "lora M=" + m + " out=" + n + " in=" + k + " r=" + r;
+            return onEveryBackend(name, (be, s, rnd) -> {
+                float scale = 2f / r;
+                Tensor x = f32(s, random(rnd, m * k), m, k), w = f32(s, random(rnd, n * k), n, k), bias = f32(s, random(rnd, n), n);
+                Tensor a = f32(s, random(rnd, r * k), r, k), b = f32(s, random(rnd, n * r), n, r);
+                double[] xd = asDouble(x), wd = asDouble(w), bd = asDouble(bias), ad = asDouble(a), bbd = asDouble(b);
+                Tensor y = poisoned(s, m, n), u = poisoned(s, m, r);
+                be.loraForward(y, u, x, w, bias, a, b, scale);
+                assertClose(name + " y", loraRef(xd, wd, bd, ad, bbd, scale, m, n, k, r), y, GEMM_BOUND);
+                assertClose(name + " u", Reference.gemm(false, true, m, r, k, 1, xd, ad, 0, null, null), u, GEMM_BOUND);
+                if ((long) m * n * k > 2_000_000) return; // backward on the smaller shapes (FD cost)
+                Tensor dy = f32(s, random(rnd, m * n), m, n);
+                double[] wy = asDouble(dy), a0 = random(rnd, r * k), b0 = random(rnd, n * r), bias0 = random(rnd, n);
+                Tensor dx = poisoned(s, m, k), dA = f32(s, a0, r, k), dB = f32(s, b0, n, r), dbias = f32(s, bias0, n);
+                a0 = asDouble(dA);
+                b0 = asDouble(dB);
+                bias0 = asDouble(dbias);
+                be.loraBackward(dx, null, dbias, dA, dB, poisoned(s, m, r), dy, x, u, w, a, b, scale);
+                assertGradient(name + " dx", v -> dot(wy, loraRef(v, wd, bd, ad, bbd, scale, m, n, k, r)), xd, dx.toFloatArray(),
+                        rnd, 48, GRAD_BOUND);
+                assertGradient(name + " dA (+=)", v -> dot(wy, loraRef(xd, wd, bd, v, bbd, scale, m, n, k, r)), ad,
+                        minus(dA.toFloatArray(), a0), rnd, 48, GRAD_BOUND);
+                assertGradient(name + " dB (+=)", v -> dot(wy, loraRef(xd, wd, bd, ad, v, scale, m, n, k, r)), bbd,
+                        minus(dB.toFloatArray(), b0), rnd, 48, GRAD_BOUND);
+                assertGradient(name + " dbias (+=)", v -> dot(wy, loraRef(xd, wd, v, ad, bbd, scale, m, n, k, r)), bd,
+                        minus(dbias.toFloatArray(), bias0), rnd, 48, GRAD_BOUND);
+            });
+        });
+    }
+
     // ------------------------------------------------------------------ layernorm
 
     @TestFactory

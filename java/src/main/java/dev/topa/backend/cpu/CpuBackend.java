@@ -30,7 +30,7 @@ public final class CpuBackend extends Backend {
     private static final AtomicLong REPORTED_WORKSPACE = new AtomicLong();
 
     private final Isa isa;
-    private final MethodHandle sgemm, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
+    private final MethodHandle sgemm, sgemmAug, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
             biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward,
             embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
             mseBackward, adamwStep;
@@ -40,6 +40,8 @@ public final class CpuBackend extends Backend {
             throw new UnsupportedOperationException("this CPU does not support " + isa + " (best: " + Isa.best() + ")");
         this.isa = isa;
         sgemm = bind("sgemm", false, FunctionDescriptor.of(I, I, I, L, L, L, F, A, L, A, L, F, A, L, A));
+        sgemmAug = bind("sgemm_aug", false,
+                FunctionDescriptor.of(I, I, I, L, L, L, F, A, L, A, L, L, A, L, F, I, A, L, F, A, L, A));
         packedSize = bind("sgemm_packed_size", true, FunctionDescriptor.of(L, L, L));
         packB = bind("sgemm_pack_b", false, FunctionDescriptor.ofVoid(I, L, L, A, L, A));
         sgemmPacked = bind("sgemm_packed", false, FunctionDescriptor.of(I, I, L, L, L, F, A, L, A, F, A, L, A));
@@ -121,6 +123,19 @@ public final class CpuBackend extends Backend {
             int st = (int) sgemm.invokeExact(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, seg(a), lda, seg(b), ldb,
                     beta, seg(c), ldc, seg(bias));
             status("gemm", st);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+        syncWorkspace();
+    }
+
+    @Override
+    protected void kGemmAugmented(boolean transA, boolean transB, long m, long n, long k, Tensor a, Tensor b, long k2,
+            Tensor a2, float scale, boolean transB2, Tensor b2, Tensor c, Tensor bias) {
+        try {
+            int st = (int) sgemmAug.invokeExact(transA ? 1 : 0, transB ? 1 : 0, m, n, k, 1f, seg(a), transA ? m : k, seg(b),
+                    transB ? k : n, k2, seg(a2), k2, scale, transB2 ? 1 : 0, seg(b2), transB2 ? k2 : n, 0f, seg(c), n, seg(bias));
+            status("gemm (augmented)", st);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }
