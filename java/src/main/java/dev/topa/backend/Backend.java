@@ -103,7 +103,7 @@ public abstract class Backend implements AutoCloseable {
         vector(op, "u", u, m * r);
         if (bias != null) vector(op, "bias", bias, w.dim(0));
         gemm(false, true, 1f, x, a, 0f, u.reshape(m, r), null);
-        kGemmAugmented(false, true, m, w.dim(0), w.dim(1), x, w, r, u, scale, true, b, y, bias);
+        kGemmAugmented(false, true, m, w.dim(0), w.dim(1), x, w, r, u, scale, true, b, 0f, y, bias);
     }
 
     /**
@@ -114,6 +114,12 @@ public abstract class Backend implements AutoCloseable {
      */
     public final void loraBackward(Tensor dx, Tensor dw, Tensor dbias, Tensor dA, Tensor dB, Tensor g, Tensor dy, Tensor x,
             Tensor u, Tensor w, Tensor a, Tensor b, float scale) {
+        loraBackward(dx, false, dw, dbias, dA, dB, g, dy, x, u, w, a, b, scale);
+    }
+
+    /** As above; accumulateDx adds into dx (a residual branch's gradient already there) instead of overwriting. */
+    public final void loraBackward(Tensor dx, boolean accumulateDx, Tensor dw, Tensor dbias, Tensor dA, Tensor dB, Tensor g,
+            Tensor dy, Tensor x, Tensor u, Tensor w, Tensor a, Tensor b, float scale) {
         String op = "loraBackward";
         long m = rows(dy), r = loraRank(op, w, a, b), out = w.dim(0), in = w.dim(1);
         f32(op, "dy", dy);
@@ -126,7 +132,7 @@ public abstract class Backend implements AutoCloseable {
         if (dx != null) {
             f32(op, "dx", dx);
             check(rows(dx) == m && cols(dx) == in, op, "dx " + shape(dx) + " is not [" + m + ", " + in + "]");
-            kGemmAugmented(false, false, m, in, out, dy, w, r, g2, scale, false, a, dx, null);
+            kGemmAugmented(false, false, m, in, out, dy, w, r, g2, scale, false, a, accumulateDx ? 1f : 0f, dx, null);
         }
         if (dA != null) gemm(true, false, scale, g2, x, 1f, dA, null);
         if (dB != null) gemm(true, false, scale, dy, u2, 1f, dB, null);
@@ -421,11 +427,11 @@ public abstract class Backend implements AutoCloseable {
             long lda, Tensor b, long ldb, float beta, Tensor c, long ldc, Tensor bias);
 
     /**
-     * C[m, n] = op(A) op(B) + scale * A2 op(B2) (+ bias), K extended by k2; A [m, k] row-major (or
-     * [k, m] when transA), op(B) [k, n]; A2 [m, k2] row-major; op(B2) [k2, n].
+     * C[m, n] = op(A) op(B) + scale * A2 op(B2) + beta C (+ bias), K extended by k2; A [m, k] row-major
+     * (or [k, m] when transA), op(B) [k, n]; A2 [m, k2] row-major; op(B2) [k2, n].
      */
     protected abstract void kGemmAugmented(boolean transA, boolean transB, long m, long n, long k, Tensor a, Tensor b,
-            long k2, Tensor a2, float scale, boolean transB2, Tensor b2, Tensor c, Tensor bias);
+            long k2, Tensor a2, float scale, boolean transB2, Tensor b2, float beta, Tensor c, Tensor bias);
 
     protected abstract long kPackedSize(long out, long in);
 

@@ -22,6 +22,19 @@ public final class BertModel implements AutoCloseable {
     private final TensorScope scope;
     private final Map<String, Tensor> params = new LinkedHashMap<>();
     private final Tensor[] qkvWeight, qkvBias;
+    /** Linear slots of a layer, in this order: fused QKV, attention output, FFN in, FFN out. */
+    static final int QKV = 0, ATT_OUT = 1, FFN_IN = 2, FFN_OUT = 3;
+    private static final String[] SLOT_MODULE = {"attention.self.qkv", "attention.output.dense", "intermediate.dense",
+            "output.dense"};
+
+    /**
+     * A LoRA adapter on one linear slot: A [r', in], B [out, r'], scale. On the fused QKV slot it
+     * covers query, key and value at once: A stacks their [r, C] factors (zero rows for untargeted
+     * ones) and B is block-diagonal [3A, 3r], so the adapters ride in the one QKV GEMM.
+     */
+    public record Adapter(Tensor a, Tensor b, float scale, boolean blockDiagonal) {}
+
+    private Adapter[][] adapters;
     /** Per layer {QKV, attention output, FFN in, FFN out} packed for one backend, or null. */
     private PackedWeight[][] packed;
     private String packedFor;
@@ -88,6 +101,63 @@ public final class BertModel implements AutoCloseable {
         return t;
     }
 
+    /**
+     * Attaches LoRA adapters (category adapters) to the targeted linears of every layer: A from
+     * U(-1/sqrt(in), 1/sqrt(in)) as PEFT's kaiming-uniform(a = sqrt 5), B zero, so the model's
+     * output is unchanged until B trains. Adapter tensors join {@link #parameters()} as
+     * "<module>.lora_A" / ".lora_B" (the fused QKV slot as "attention.self.qkv.lora_*").
+     */
+    public void addLora(LoraConfig lora, long seed) {
+        if (adapters != null) throw new IllegalStateException("this model already has LoRA adapters");
+        java.util.SplittableRandom rnd = new java.util.SplittableRandom(seed);
+        int r = lora.rank(), c = config.hidden();
+        Adapter[][] ad = new Adapter[config.layers()][4];
+        for (int l = 0; l < config.layers(); l++) {
+            int a = config.attentionWidth(l), f = config.ffn(l);
+            LoraConfig.Target[] qkv = {LoraConfig.Target.QUERY, LoraConfig.Target.KEY, LoraConfig.Target.VALUE};
+            boolean[] on = new boolean[3];
+            for (int i = 0; i < 3; i++) on[i] = lora.targets().contains(qkv[i]);
+            if (on[0] || on[1] || on[2]) {
+                Tensor ta = scope.allocate(MemoryCategory.ADAPTERS, DType.F32, 3L * r, c).fill(0f);
+                for (int i = 0; i < 3; i++) if (on[i]) uniform(ta.rows((long) i * r, (long) (i + 1) * r), c, rnd);
+                ad[l][QKV] = new Adapter(ta, scope.allocate(MemoryCategory.ADAPTERS, DType.F32, 3L * a, 3L * r).fill(0f),
+                        lora.scale(), true);
+            }
+            int[][] shapes = {null, {c, a}, {f, c}, {c, f}}; // {out, in}
+            LoraConfig.Target[] targets = {null, LoraConfig.Target.ATTENTION_OUTPUT, LoraConfig.Target.FFN_IN, LoraConfig.Target.FFN_OUT};
+            for (int slot = 1; slot < 4; slot++)
+                if (lora.targets().contains(targets[slot])) {
+                    Tensor ta = scope.allocate(MemoryCategory.ADAPTERS, DType.F32, r, shapes[slot][1]);
+                    uniform(ta, shapes[slot][1], rnd);
+                    ad[l][slot] = new Adapter(ta, scope.allocate(MemoryCategory.ADAPTERS, DType.F32, shapes[slot][0], r).fill(0f),
+                            lora.scale(), false);
+                }
+            for (int slot = 0; slot < 4; slot++)
+                if (ad[l][slot] != null) {
+                    String n = "encoder.layer." + l + "." + SLOT_MODULE[slot];
+                    params.put(n + ".lora_A", ad[l][slot].a());
+                    params.put(n + ".lora_B", ad[l][slot].b());
+                }
+        }
+        adapters = ad;
+    }
+
+    private static void uniform(Tensor t, int fanIn, java.util.SplittableRandom rnd) {
+        float[] v = new float[(int) t.numel()];
+        double bound = 1 / Math.sqrt(fanIn);
+        for (int i = 0; i < v.length; i++) v[i] = (float) ((2 * rnd.nextDouble() - 1) * bound);
+        t.copyFrom(v);
+    }
+
+    /** The adapter on a layer's slot (QKV, ATT_OUT, FFN_IN, FFN_OUT), or null. */
+    Adapter adapter(int layer, int slot) {
+        return adapters == null ? null : adapters[layer][slot];
+    }
+
+    static String slotName(int layer, int slot) {
+        return "encoder.layer." + layer + "." + SLOT_MODULE[slot];
+    }
+
     public long parameterBytes() {
         return scope.bytes();
     }
@@ -111,9 +181,17 @@ public final class BertModel implements AutoCloseable {
         packedFor = be.name();
     }
 
-    private void linear(Backend be, Tensor y, Tensor x, int layer, int which, Tensor w, Tensor bias) {
-        if (packed != null && be.name().equals(packedFor)) be.linearForward(y, x, packed[layer][which], bias);
+    /** y = x W^T + bias, with the slot's LoRA adapter when it has one; returns x A^T then (else null). */
+    Tensor linear(Backend be, StepArena arena, Tensor y, Tensor x, int layer, int slot, Tensor w, Tensor bias) {
+        Adapter ad = adapter(layer, slot);
+        if (ad != null) {
+            Tensor u = arena.allocate(DType.F32, x.numel() / x.dim(-1), ad.a().dim(0));
+            be.loraForward(y, u, x, w, bias, ad.a(), ad.b(), ad.scale());
+            return u;
+        }
+        if (packed != null && be.name().equals(packedFor)) be.linearForward(y, x, packed[layer][slot], bias);
         else be.linearForward(y, x, w, bias);
+        return null;
     }
 
     /**
@@ -143,19 +221,20 @@ public final class BertModel implements AutoCloseable {
         int c = config.hidden(), a = config.attentionWidth(l), f = config.ffn(l);
         float eps = config.layerNormEps();
         Tensor qkv = arena.allocate(DType.F32, b, s, 3L * a);
-        linear(be, qkv, h, l, 0, qkvWeight[l], qkvBias[l]);
+        linear(be, arena, qkv, h, l, QKV, qkvWeight[l], qkvBias[l]);
         Tensor ctx = arena.allocate(DType.F32, b, s, a);
         be.attentionForward(ctx, null, qkv, mask, config.heads(l), (float) (1 / Math.sqrt(config.headDim())));
         Tensor att = arena.allocate(DType.F32, b, s, c);
-        linear(be, att, ctx, l, 1, params.get(p + "attention.output.dense.weight"), params.get(p + "attention.output.dense.bias"));
+        linear(be, arena, att, ctx, l, ATT_OUT, params.get(p + "attention.output.dense.weight"),
+                params.get(p + "attention.output.dense.bias"));
         Tensor h1 = arena.allocate(DType.F32, b, s, c);
         be.layernormForward(h1, mean, rstd, null, att, h, params.get(p + "attention.output.LayerNorm.weight"),
                 params.get(p + "attention.output.LayerNorm.bias"), eps);
         Tensor inter = arena.allocate(DType.F32, b, s, f);
-        linear(be, inter, h1, l, 2, params.get(p + "intermediate.dense.weight"), null);
+        linear(be, arena, inter, h1, l, FFN_IN, params.get(p + "intermediate.dense.weight"), null);
         be.biasGeluForward(inter, inter, params.get(p + "intermediate.dense.bias"));
         Tensor out = arena.allocate(DType.F32, b, s, c);
-        linear(be, out, inter, l, 3, params.get(p + "output.dense.weight"), params.get(p + "output.dense.bias"));
+        linear(be, arena, out, inter, l, FFN_OUT, params.get(p + "output.dense.weight"), params.get(p + "output.dense.bias"));
         Tensor h2 = arena.allocate(DType.F32, b, s, c);
         be.layernormForward(h2, mean, rstd, null, out, h1, params.get(p + "output.LayerNorm.weight"),
                 params.get(p + "output.LayerNorm.bias"), eps);

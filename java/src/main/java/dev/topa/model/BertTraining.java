@@ -29,8 +29,9 @@ public final class BertTraining implements AutoCloseable {
     private final Tensor[] qkvWeightGrad, qkvBiasGrad;
     private Saved saved;
 
+    /** u: per linear slot, x A^T of its LoRA adapter (null without one). */
     private record Layer(Tensor in, Tensor qkv, Tensor probs, Tensor ctx, Tensor sum1, Tensor mean1, Tensor rstd1, Tensor h1,
-            Tensor pre, Tensor act, Tensor sum2, Tensor mean2, Tensor rstd2, Tensor out) {}
+            Tensor pre, Tensor act, Tensor sum2, Tensor mean2, Tensor rstd2, Tensor out, Tensor[] u) {}
 
     private record Saved(Tensor ids, Tensor types, Tensor mask, Tensor emb, Tensor mean0, Tensor rstd0, Layer[] layers) {}
 
@@ -55,8 +56,13 @@ public final class BertTraining implements AutoCloseable {
             }
         }
         for (Map.Entry<String, Tensor> e : model.parameters().entrySet())
-            if (!e.getKey().contains(".attention.self.") && trainable.test(e.getKey()))
+            if (!isQkvPart(e.getKey()) && trainable.test(e.getKey()))
                 grads.put(e.getKey(), gradScope.zeros(e.getValue().shape()));
+    }
+
+    /** query/key/value weights and biases: their gradients are views into the fused QKV buffers. */
+    private static boolean isQkvPart(String name) {
+        return name.matches("encoder\\.layer\\.\\d+\\.attention\\.self\\.(query|key|value)\\.(weight|bias)");
     }
 
     /** Gradients of the trainable parameters, by name (q/k/v views into fused buffers). */
@@ -70,7 +76,7 @@ public final class BertTraining implements AutoCloseable {
             if (qkvBiasGrad[l] != null) qkvBiasGrad[l].fill(0f);
         }
         for (Map.Entry<String, Tensor> e : grads.entrySet())
-            if (!e.getKey().contains(".attention.self.")) e.getValue().fill(0f);
+            if (!isQkvPart(e.getKey())) e.getValue().fill(0f);
     }
 
     private Tensor p(String name) {
@@ -92,26 +98,29 @@ public final class BertTraining implements AutoCloseable {
         for (int l = 0; l < cfg.layers(); l++) {
             String n = "encoder.layer." + l + ".";
             int a = cfg.attentionWidth(l), f = cfg.ffn(l);
+            Tensor[] u = new Tensor[4];
             Tensor qkv = arena.allocate(DType.F32, b, s, 3L * a);
-            be.linearForward(qkv, h, model.qkvWeight(l), model.qkvBias(l));
+            u[BertModel.QKV] = model.linear(be, arena, qkv, h, l, BertModel.QKV, model.qkvWeight(l), model.qkvBias(l));
             Tensor probs = arena.allocate(DType.F32, b, cfg.heads(l), s, s);
             Tensor ctx = arena.allocate(DType.F32, b, s, a);
             be.attentionForward(ctx, probs, qkv, mask, cfg.heads(l), scale());
             Tensor att = arena.allocate(DType.F32, b, s, c);
-            be.linearForward(att, ctx, p(n + "attention.output.dense.weight"), p(n + "attention.output.dense.bias"));
+            u[BertModel.ATT_OUT] = model.linear(be, arena, att, ctx, l, BertModel.ATT_OUT, p(n + "attention.output.dense.weight"),
+                    p(n + "attention.output.dense.bias"));
             Tensor sum1 = arena.allocate(DType.F32, b, s, c), h1 = arena.allocate(DType.F32, b, s, c);
             Tensor mean1 = arena.allocate(DType.F32, b * s), rstd1 = arena.allocate(DType.F32, b * s);
             be.layernormForward(h1, mean1, rstd1, sum1, att, h, p(n + "attention.output.LayerNorm.weight"),
                     p(n + "attention.output.LayerNorm.bias"), eps);
             Tensor pre = arena.allocate(DType.F32, b, s, f), act = arena.allocate(DType.F32, b, s, f);
-            be.linearForward(pre, h1, p(n + "intermediate.dense.weight"), null);
+            u[BertModel.FFN_IN] = model.linear(be, arena, pre, h1, l, BertModel.FFN_IN, p(n + "intermediate.dense.weight"), null);
             be.biasGeluForward(act, pre, p(n + "intermediate.dense.bias"));
             Tensor out = arena.allocate(DType.F32, b, s, c);
-            be.linearForward(out, act, p(n + "output.dense.weight"), p(n + "output.dense.bias"));
+            u[BertModel.FFN_OUT] = model.linear(be, arena, out, act, l, BertModel.FFN_OUT, p(n + "output.dense.weight"),
+                    p(n + "output.dense.bias"));
             Tensor sum2 = arena.allocate(DType.F32, b, s, c), h2 = arena.allocate(DType.F32, b, s, c);
             Tensor mean2 = arena.allocate(DType.F32, b * s), rstd2 = arena.allocate(DType.F32, b * s);
             be.layernormForward(h2, mean2, rstd2, sum2, out, h1, p(n + "output.LayerNorm.weight"), p(n + "output.LayerNorm.bias"), eps);
-            layers[l] = new Layer(h, qkv, probs, ctx, sum1, mean1, rstd1, h1, pre, act, sum2, mean2, rstd2, h2);
+            layers[l] = new Layer(h, qkv, probs, ctx, sum1, mean1, rstd1, h1, pre, act, sum2, mean2, rstd2, h2, u);
             h = h2;
         }
         saved = new Saved(ids, types, mask, emb, mean0, rstd0, layers);
@@ -154,14 +163,13 @@ public final class BertTraining implements AutoCloseable {
                 sv.sum2(), sv.mean2(), sv.rstd2(), p(n + "output.LayerNorm.weight"), false);
         // FFN out: out = act W2^T + b2
         Tensor dAct = arena.allocate(DType.F32, b, s, f);
-        be.linearBackward(dAct, grads.get(n + "output.dense.weight"), grads.get(n + "output.dense.bias"), dx2, sv.act(),
-                p(n + "output.dense.weight"));
+        linearBackward(be, arena, l, BertModel.FFN_OUT, dAct, false, grads.get(n + "output.dense.weight"),
+                grads.get(n + "output.dense.bias"), dx2, sv.act(), sv.u(), p(n + "output.dense.weight"));
         // GELU (bias recomputed from the saved pre-activation), in place
         be.biasGeluBackward(dAct, grads.get(n + "intermediate.dense.bias"), dAct, sv.pre(), p(n + "intermediate.dense.bias"));
         // FFN in: pre = h1 W1^T; dh1 = dx2 (residual) + dPre W1, accumulated into dx2
-        Tensor dw1 = grads.get(n + "intermediate.dense.weight");
-        if (dw1 != null) be.gemm(true, false, 1f, dAct, sv.h1(), 1f, dw1, null);
-        be.gemm(false, false, 1f, dAct, p(n + "intermediate.dense.weight"), 1f, dx2, null);
+        linearBackward(be, arena, l, BertModel.FFN_IN, dx2, true, grads.get(n + "intermediate.dense.weight"), null, dAct,
+                sv.h1(), sv.u(), p(n + "intermediate.dense.weight"));
         Tensor dh1 = dx2;
         // LN1: x = att + in
         Tensor dx1 = arena.allocate(DType.F32, b, s, c);
@@ -169,15 +177,42 @@ public final class BertTraining implements AutoCloseable {
                 dh1, sv.sum1(), sv.mean1(), sv.rstd1(), p(n + "attention.output.LayerNorm.weight"), false);
         // attention output: att = ctx Wo^T + bo
         Tensor dCtx = arena.allocate(DType.F32, b, s, a);
-        be.linearBackward(dCtx, grads.get(n + "attention.output.dense.weight"), grads.get(n + "attention.output.dense.bias"), dx1,
-                sv.ctx(), p(n + "attention.output.dense.weight"));
+        linearBackward(be, arena, l, BertModel.ATT_OUT, dCtx, false, grads.get(n + "attention.output.dense.weight"),
+                grads.get(n + "attention.output.dense.bias"), dx1, sv.ctx(), sv.u(), p(n + "attention.output.dense.weight"));
         Tensor dQkv = arena.allocate(DType.F32, b, s, 3L * a);
         be.attentionBackward(dQkv, dCtx, sv.probs(), sv.qkv(), cfg.heads(l), scale());
         // QKV: qkv = in Wqkv^T + bqkv; d(in) = dx1 (residual) + dQkv Wqkv, accumulated into dx1
-        if (qkvWeightGrad[l] != null) be.gemm(true, false, 1f, dQkv, sv.in(), 1f, qkvWeightGrad[l], null);
-        if (qkvBiasGrad[l] != null) be.biasBackward(qkvBiasGrad[l], dQkv);
-        be.gemm(false, false, 1f, dQkv, model.qkvWeight(l), 1f, dx1, null);
+        linearBackward(be, arena, l, BertModel.QKV, dx1, true, qkvWeightGrad[l], qkvBiasGrad[l], dQkv, sv.in(), sv.u(),
+                model.qkvWeight(l));
         return dx1;
+    }
+
+    /**
+     * Backward of one linear slot, y = x W^T + b (+ LoRA): dx (accumulate: +=) always; dw, dbias
+     * when trainable (non-null); the adapter's dA, dB when the slot has one.
+     */
+    private void linearBackward(Backend be, StepArena arena, int l, int slot, Tensor dx, boolean accumulate, Tensor dw,
+            Tensor dbias, Tensor dy, Tensor x, Tensor[] u, Tensor w) {
+        BertModel.Adapter ad = model.adapter(l, slot);
+        if (ad == null) {
+            if (dw != null) be.gemm(true, false, 1f, dy, x, 1f, dw, null);
+            if (dbias != null) be.biasBackward(dbias, dy);
+            be.gemm(false, false, 1f, dy, w, accumulate ? 1f : 0f, dx, null);
+            return;
+        }
+        String n = BertModel.slotName(l, slot);
+        Tensor dA = grads.get(n + ".lora_A"), dB = grads.get(n + ".lora_B");
+        Tensor g = arena.allocate(DType.F32, u[slot].shape());
+        be.loraBackward(dx, accumulate, dw, dbias, dA, dB, g, dy, x, u[slot], w, ad.a(), ad.b(), ad.scale());
+        if (ad.blockDiagonal() && dB != null) zeroOffDiagonal(dB, 3);
+    }
+
+    /** Keeps a block-diagonal B block-diagonal: its off-diagonal gradient blocks are not parameters. */
+    private static void zeroOffDiagonal(Tensor dB, int blocks) {
+        long rows = dB.dim(0), cols = dB.dim(1), rb = rows / blocks, cb = cols / blocks;
+        for (long i = 0; i < rows; i++)
+            for (long j = 0; j < cols; j++)
+                if (i / rb != j / cb) dB.setFloat(i * cols + j, 0f);
     }
 
     @Override

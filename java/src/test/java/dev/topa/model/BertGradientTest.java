@@ -21,8 +21,36 @@ import org.junit.jupiter.api.Test;
 class BertGradientTest {
     static final int B = 2, S = 7;
 
+    /** W + scale B A for a linear with a LoRA adapter in w (fused QKV: the module's diagonal block), else W. */
+    static double[] effective(BertConfig c, Map<String, double[]> w, int l, String module, double scale) {
+        String p = "encoder.layer." + l + ".";
+        double[] base = w.get(p + module + ".weight");
+        int att = c.attentionWidth(l), hid = c.hidden(), ffn = c.ffn(l);
+        int blk = switch (module) {
+            case "attention.self.query" -> 0;
+            case "attention.self.key" -> 1;
+            case "attention.self.value" -> 2;
+            default -> -1;
+        };
+        int out = blk >= 0 ? att : module.equals("intermediate.dense") ? ffn : hid;
+        int in = blk >= 0 || module.equals("intermediate.dense") ? hid : module.equals("attention.output.dense") ? att : ffn;
+        String ad = blk >= 0 ? p + "attention.self.qkv" : p + module;
+        double[] a = w.get(ad + ".lora_A"), b = w.get(ad + ".lora_B");
+        if (a == null) return base;
+        int r = blk >= 0 ? a.length / (3 * in) : a.length / in, bcols = blk >= 0 ? 3 * r : r;
+        int rowOff = blk >= 0 ? blk * out : 0, colOff = blk >= 0 ? blk * r : 0;
+        double[] e = base.clone();
+        for (int o = 0; o < out; o++)
+            for (int i = 0; i < in; i++) {
+                double sum = 0;
+                for (int k = 0; k < r; k++) sum += b[(rowOff + o) * bcols + colOff + k] * a[(colOff + k) * in + i];
+                e[o * in + i] += scale * sum;
+            }
+        return e;
+    }
+
     /** float64 forward of the model with the given parameter values: last_hidden_state flattened. */
-    static double[] referenceForward(BertConfig c, Map<String, double[]> w, int[] ids, int[] types, int[] mask) {
+    static double[] referenceForward(BertConfig c, Map<String, double[]> w, int[] ids, int[] types, int[] mask, double ls) {
         int n = B * S, h = c.hidden();
         double[] x = Reference.embedding(ids, null, types, w.get("embeddings.word_embeddings.weight"),
                 w.get("embeddings.position_embeddings.weight"), w.get("embeddings.token_type_embeddings.weight"), S, h);
@@ -30,9 +58,9 @@ class BertGradientTest {
         for (int l = 0; l < c.layers(); l++) {
             String p = "encoder.layer." + l + ".";
             int a = c.attentionWidth(l), f = c.ffn(l);
-            double[] q = Reference.gemm(false, true, n, a, h, 1, x, w.get(p + "attention.self.query.weight"), 0, null, w.get(p + "attention.self.query.bias"));
-            double[] k = Reference.gemm(false, true, n, a, h, 1, x, w.get(p + "attention.self.key.weight"), 0, null, w.get(p + "attention.self.key.bias"));
-            double[] v = Reference.gemm(false, true, n, a, h, 1, x, w.get(p + "attention.self.value.weight"), 0, null, w.get(p + "attention.self.value.bias"));
+            double[] q = Reference.gemm(false, true, n, a, h, 1, x, effective(c, w, l, "attention.self.query", ls), 0, null, w.get(p + "attention.self.query.bias"));
+            double[] k = Reference.gemm(false, true, n, a, h, 1, x, effective(c, w, l, "attention.self.key", ls), 0, null, w.get(p + "attention.self.key.bias"));
+            double[] v = Reference.gemm(false, true, n, a, h, 1, x, effective(c, w, l, "attention.self.value", ls), 0, null, w.get(p + "attention.self.value.bias"));
             double[] qkv = new double[n * 3 * a];
             for (int t = 0; t < n; t++) {
                 System.arraycopy(q, t * a, qkv, t * 3 * a, a);
@@ -40,13 +68,13 @@ class BertGradientTest {
                 System.arraycopy(v, t * a, qkv, t * 3 * a + 2 * a, a);
             }
             double[] ctx = Reference.attention(qkv, mask, B, S, c.heads(l), c.headDim(), 1 / Math.sqrt(c.headDim()), null);
-            double[] att = Reference.gemm(false, true, n, h, a, 1, ctx, w.get(p + "attention.output.dense.weight"), 0, null,
+            double[] att = Reference.gemm(false, true, n, h, a, 1, ctx, effective(c, w, l, "attention.output.dense", ls), 0, null,
                     w.get(p + "attention.output.dense.bias"));
             double[] h1 = Reference.layernorm(Reference.add(att, x), w.get(p + "attention.output.LayerNorm.weight"),
                     w.get(p + "attention.output.LayerNorm.bias"), n, h, c.layerNormEps());
-            double[] pre = Reference.gemm(false, true, n, f, h, 1, h1, w.get(p + "intermediate.dense.weight"), 0, null, null);
+            double[] pre = Reference.gemm(false, true, n, f, h, 1, h1, effective(c, w, l, "intermediate.dense", ls), 0, null, null);
             double[] act = Reference.biasGelu(pre, w.get(p + "intermediate.dense.bias"), n, f);
-            double[] out = Reference.gemm(false, true, n, h, f, 1, act, w.get(p + "output.dense.weight"), 0, null,
+            double[] out = Reference.gemm(false, true, n, h, f, 1, act, effective(c, w, l, "output.dense", ls), 0, null,
                     w.get(p + "output.dense.bias"));
             x = Reference.layernorm(Reference.add(out, h1), w.get(p + "output.LayerNorm.weight"), w.get(p + "output.LayerNorm.bias"),
                     n, h, c.layerNormEps());
@@ -56,7 +84,20 @@ class BertGradientTest {
 
     @Test
     void fullFineTuningGradientsMatchFiniteDifferences() {
+        check(null, name -> true);
+    }
+
+    @Test
+    void loraGradientsMatchFiniteDifferences() {
+        // every target, q and v only on the fused QKV slot's diagonal blocks; LayerNorm trained too (as the paper)
+        check(new LoraConfig(2, 3.0, java.util.EnumSet.of(LoraConfig.Target.QUERY, LoraConfig.Target.VALUE,
+                LoraConfig.Target.ATTENTION_OUTPUT, LoraConfig.Target.FFN_IN, LoraConfig.Target.FFN_OUT)),
+                name -> name.contains("lora_") || name.contains("LayerNorm"));
+    }
+
+    private void check(LoraConfig lora, java.util.function.Predicate<String> trainable) {
         BertConfig cfg = new BertConfig(23, 16, 9, 2, 4, new int[] {4, 3}, new int[] {32, 24}, 1e-6f);
+        double loraScale = lora == null ? 0 : lora.scale();
         SplittableRandom rnd = new SplittableRandom(11);
         int[] ids = new int[B * S], types = new int[B * S], mask = new int[B * S];
         for (int i = 0; i < B * S; i++) {
@@ -64,24 +105,46 @@ class BertGradientTest {
             types[i] = (i % S) >= 4 ? 1 : 0;
             mask[i] = (i % S) < S - 3 * (i / S) ? 1 : 0;
         }
-        try (BertModel model = new BertModel(cfg); BertTraining train = new BertTraining(model, name -> true);
-                StepArena arena = new StepArena("grad check")) {
+        try (BertModel model = new BertModel(cfg)) {
+            if (lora != null) model.addLora(lora, 5);
+            try (BertTraining train = new BertTraining(model, trainable); StepArena arena = new StepArena("grad check")) {
+                run(cfg, model, train, arena, rnd, ids, types, mask, loraScale, trainable);
+            }
+        }
+    }
+
+    private void run(BertConfig cfg, BertModel model, BertTraining train, StepArena arena, SplittableRandom rnd, int[] ids,
+            int[] types, int[] mask, double loraScale, java.util.function.Predicate<String> trainable) {
+        {
             Map<String, double[]> w = new HashMap<>();
             for (var e : model.parameters().entrySet()) {
                 boolean gamma = e.getKey().endsWith("LayerNorm.weight");
+                boolean qkvB = e.getKey().endsWith("attention.self.qkv.lora_B");
                 float[] v = new float[(int) e.getValue().numel()];
                 for (int i = 0; i < v.length; i++) v[i] = (float) (gamma ? 0.8 + 0.4 * rnd.nextDouble() : 0.5 * (rnd.nextDouble() - 0.5));
+                if (qkvB) { // block-diagonal, and zero blocks for the untargeted key
+                    long rows = e.getValue().dim(0), cols = e.getValue().dim(1);
+                    for (int i = 0; i < v.length; i++) {
+                        long br = (i / cols) / (rows / 3), bc = (i % cols) / (cols / 3);
+                        if (br != bc || br == 1) v[i] = 0;
+                    }
+                }
+                if (e.getKey().endsWith("attention.self.qkv.lora_A")) { // the key's rows stay zero, as addLora leaves them
+                    long rows = e.getValue().dim(0), cols = e.getValue().dim(1);
+                    for (int i = 0; i < v.length; i++) if ((i / cols) / (rows / 3) == 1) v[i] = 0;
+                }
                 e.getValue().copyFrom(v);
                 double[] d = new double[v.length];
                 for (int i = 0; i < v.length; i++) d[i] = v[i];
                 w.put(e.getKey(), d);
             }
-            assertEquals(model.parameters().keySet(), train.gradients().keySet(), "every parameter is trainable here");
+            assertEquals(model.parameters().keySet().stream().filter(trainable).collect(java.util.stream.Collectors.toSet()),
+                    train.gradients().keySet(), "exactly the trainable parameters get gradients");
             CpuBackend be = CpuBackend.create();
             Tensor tid = arena.allocate(DType.I32, B, S).copyFrom(ids), tty = arena.allocate(DType.I32, B, S).copyFrom(types);
             Tensor tm = arena.allocate(DType.I32, B, S).copyFrom(mask);
             Tensor out = train.forward(be, arena, tid, tty, tm);
-            double[] ref = referenceForward(cfg, w, ids, types, mask);
+            double[] ref = referenceForward(cfg, w, ids, types, mask, loraScale);
             float[] got = out.toFloatArray();
             double num = 0, den = 0;
             for (int i = 0; i < ref.length; i++) {
@@ -102,9 +165,9 @@ class BertGradientTest {
                 for (int ci : coords) {
                     double keep = x[ci], step = 1e-5;
                     x[ci] = keep + step;
-                    double up = dot(dy, referenceForward(cfg, w, ids, types, mask));
+                    double up = dot(dy, referenceForward(cfg, w, ids, types, mask, loraScale));
                     x[ci] = keep - step;
-                    double down = dot(dy, referenceForward(cfg, w, ids, types, mask));
+                    double down = dot(dy, referenceForward(cfg, w, ids, types, mask, loraScale));
                     x[ci] = keep;
                     double fd = (up - down) / (2 * step);
                     n2 += (g[ci] - fd) * (g[ci] - fd);

@@ -131,10 +131,10 @@ public final class CpuBackend extends Backend {
 
     @Override
     protected void kGemmAugmented(boolean transA, boolean transB, long m, long n, long k, Tensor a, Tensor b, long k2,
-            Tensor a2, float scale, boolean transB2, Tensor b2, Tensor c, Tensor bias) {
+            Tensor a2, float scale, boolean transB2, Tensor b2, float beta, Tensor c, Tensor bias) {
         try {
             int st = (int) sgemmAug.invokeExact(transA ? 1 : 0, transB ? 1 : 0, m, n, k, 1f, seg(a), transA ? m : k, seg(b),
-                    transB ? k : n, k2, seg(a2), k2, scale, transB2 ? 1 : 0, seg(b2), transB2 ? k2 : n, 0f, seg(c), n, seg(bias));
+                    transB ? k : n, k2, seg(a2), k2, scale, transB2 ? 1 : 0, seg(b2), transB2 ? k2 : n, beta, seg(c), n, seg(bias));
             status("gemm (augmented)", st);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);

@@ -1,0 +1,49 @@
+package dev.topa.model;
+
+import java.util.EnumSet;
+import java.util.Locale;
+import java.util.Set;
+
+/** LoRA hyper-parameters: rank r, alpha (scale = alpha / r), targets. (Adapter dropout: not yet.) */
+public record LoraConfig(int rank, double alpha, Set<Target> targets) {
+    /** The linear layers an adapter can sit on, by their Hugging Face module names. */
+    public enum Target {
+        QUERY("attention.self.query"), KEY("attention.self.key"), VALUE("attention.self.value"),
+        ATTENTION_OUTPUT("attention.output.dense"), FFN_IN("intermediate.dense"), FFN_OUT("output.dense");
+
+        private final String module;
+
+        Target(String module) {
+            this.module = module;
+        }
+
+        public String module() {
+            return module;
+        }
+
+        /** "query", "key", "value", "attention.output" / "dense", "intermediate" / "ffn-in", "output" / "ffn-out". */
+        public static Target parse(String s) {
+            return switch (s.toLowerCase(Locale.ROOT)) {
+                case "query", "q" -> QUERY;
+                case "key", "k" -> KEY;
+                case "value", "v" -> VALUE;
+                case "attention.output", "attention-output", "dense", "o" -> ATTENTION_OUTPUT;
+                case "intermediate", "ffn-in", "ffn_in" -> FFN_IN;
+                case "output", "ffn-out", "ffn_out" -> FFN_OUT;
+                default -> throw new IllegalArgumentException("unknown LoRA target '" + s
+                        + "'; one of query, key, value, attention.output, intermediate, output");
+            };
+        }
+    }
+
+    public LoraConfig {
+        if (rank < 1) throw new IllegalArgumentException("LoRA rank must be >= 1, got " + rank);
+        if (!(alpha > 0)) throw new IllegalArgumentException("LoRA alpha must be > 0, got " + alpha);
+        if (targets.isEmpty()) throw new IllegalArgumentException("LoRA needs at least one target");
+        targets = Set.copyOf(EnumSet.copyOf(targets));
+    }
+
+    public float scale() {
+        return (float) (alpha / rank);
+    }
+}
