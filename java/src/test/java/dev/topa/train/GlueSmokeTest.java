@@ -11,6 +11,7 @@ import dev.topa.io.DefaultModel;
 import dev.topa.io.OnnxBertReader;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertTraining;
+import dev.topa.model.LoraConfig;
 import dev.topa.model.TaskHead;
 import dev.topa.testing.TestData;
 import java.nio.file.Path;
@@ -25,6 +26,33 @@ class GlueSmokeTest {
         List<Trainer.Item> out = new ArrayList<>();
         for (Example e : ex) out.add(new Trainer.Item(tok.encode(e.textA(), e.textB()), e));
         return out;
+    }
+
+    @Test
+    void loraOnSst2LearnsTheTaskWithFewTrainableParameters() throws Exception {
+        Path glue = TestData.glue();
+        Path dir = DefaultModel.directory();
+        try (BertModel model = OnnxBertReader.load(dir.resolve("model.onnx"));
+                BertTokenizer tok = new BertTokenizer(dir.resolve("tokenizer.json"), 64)) {
+            model.addLora(new LoraConfig(8, 16, java.util.EnumSet.allOf(LoraConfig.Target.class)), 42);
+            try (BertTraining training = new BertTraining(model, n -> n.contains("lora_") || n.contains("LayerNorm"));
+                    TaskHead head = new TaskHead(model.config().hidden(), 2, 42);
+                    Trainer trainer = new Trainer(CpuBackend.create(), model, training, head, GlueTask.SST2,
+                            new Trainer.Config(2, 16, 1e-3, 0.01, 0.1, 1.0, 42))) {
+                List<Trainer.Item> train = items(GlueTask.SST2.train(glue).subList(0, 400), tok);
+                List<Trainer.Item> dev = items(GlueTask.SST2.dev(glue, "dev").subList(0, 300), tok);
+                double before = trainer.evaluate(dev).get(Metric.ACCURACY);
+                var results = trainer.fit(train, dev);
+                results.forEach(r -> System.out.println("sst2 lora smoke: " + r));
+                double after = results.get(results.size() - 1).dev().get(Metric.ACCURACY);
+                long all = model.parameters().values().stream().mapToLong(t -> t.numel()).sum();
+                System.out.println("sst2 lora smoke: trainable " + trainer.trainableParameters() + " of " + all
+                        + ", dev accuracy before " + before + ", after " + after);
+                assertTrue(trainer.trainableParameters() < all / 20, "LoRA trains a small fraction of the parameters");
+                assertTrue(after >= 0.70, "dev accuracy " + after + " (before training " + before + ")");
+                assertTrue(after > before + 0.08, "training must move the metric: before " + before + ", after " + after);
+            }
+        }
     }
 
     @Test
