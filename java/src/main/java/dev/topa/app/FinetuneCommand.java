@@ -1,0 +1,127 @@
+package dev.topa.app;
+
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.backend.cpu.CpuKernels;
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueTask;
+import dev.topa.glue.Metric;
+import dev.topa.io.BertTokenizer;
+import dev.topa.io.ModelLoader;
+import dev.topa.model.BertModel;
+import dev.topa.model.BertTraining;
+import dev.topa.model.LoraConfig;
+import dev.topa.model.TaskHead;
+import dev.topa.tensor.MemoryTracker;
+import dev.topa.train.Trainer;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import java.util.function.Predicate;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "finetune", description = {"Fine-tune the encoder on a GLUE task (full or LoRA) and report the dev metric,",
+        "trainable parameters, time per epoch and peak memory."})
+final class FinetuneCommand implements Callable<Integer> {
+    enum Method { FULL, LORA }
+
+    @Option(names = "--task", required = true, description = "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    String task;
+
+    @Option(names = "--method", defaultValue = "lora", description = "full or lora (default: ${DEFAULT-VALUE})")
+    Method method;
+
+    @Option(names = "--model", defaultValue = "default", description = "as for encode (default: ${DEFAULT-VALUE})")
+    String model;
+
+    @Option(names = "--data-dir", required = true, description = "GLUE data: one folder per task (SST-2/train.tsv, ...)")
+    Path dataDir;
+
+    @Option(names = "--epochs", description = "default: 3")
+    Integer epochs;
+
+    @Option(names = "--lr", description = "peak learning rate (default: 1e-3 for LoRA, 5e-5 for full)")
+    Double lr;
+
+    @Option(names = "--batch-size", defaultValue = "32", description = "default: ${DEFAULT-VALUE}")
+    int batchSize;
+
+    @Option(names = "--max-seq-len", defaultValue = "128", description = "default: ${DEFAULT-VALUE}")
+    int maxSeqLen;
+
+    @Option(names = "--lora-rank", defaultValue = "8", description = "default: ${DEFAULT-VALUE}")
+    int loraRank;
+
+    @Option(names = "--lora-alpha", defaultValue = "16", description = "default: ${DEFAULT-VALUE}")
+    double loraAlpha;
+
+    @Option(names = "--lora-targets", split = ",", defaultValue = "query,key,value,attention.output,intermediate,output",
+            description = "comma-separated (default: ${DEFAULT-VALUE})")
+    List<String> loraTargets;
+
+    @Option(names = "--train-limit", description = "use only the first N training examples")
+    Integer trainLimit;
+
+    @Option(names = "--seed", defaultValue = "42", description = "default: ${DEFAULT-VALUE}")
+    long seed;
+
+    @Option(names = "--threads", description = "kernel threads (default: all cores)")
+    int threads;
+
+    @Override
+    public Integer call() throws Exception {
+        CpuKernels.setNumThreads(threads);
+        GlueTask t = GlueTask.parse(task);
+        List<Example> trainEx = t.train(dataDir), devEx = t.dev(dataDir, t.devSplits().get(0));
+        if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
+        boolean lora = method == Method.LORA;
+        Trainer.Config cfg = new Trainer.Config(epochs != null ? epochs : 3, batchSize, lr != null ? lr : lora ? 1e-3 : 5e-5,
+                0.01, 0.06, 1.0, seed);
+        ModelLoader.Loaded loaded = ModelLoader.load(model);
+        try (BertModel m = loaded.model();
+                BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(maxSeqLen, m.config().maxPositions()))) {
+            Predicate<String> trainable = n -> true;
+            if (lora) {
+                EnumSet<LoraConfig.Target> targets = EnumSet.noneOf(LoraConfig.Target.class);
+                for (String s : loraTargets) targets.add(LoraConfig.Target.parse(s.trim()));
+                m.addLora(new LoraConfig(loraRank, loraAlpha, targets), seed);
+                trainable = n -> n.contains("lora_") || n.contains("LayerNorm");
+            }
+            try (BertTraining training = new BertTraining(m, trainable);
+                    TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), seed);
+                    Trainer trainer = new Trainer(CpuBackend.create(), m, training, head, t, cfg)) {
+                System.out.printf(Locale.ROOT, "task: %s, method: %s, model: %s%n", t.folder(), method.name().toLowerCase(Locale.ROOT),
+                        loaded.description());
+                System.out.printf(Locale.ROOT, "train examples: %d, dev examples: %d, trainable parameters: %d%n", trainEx.size(),
+                        devEx.size(), trainer.trainableParameters());
+                List<Trainer.Item> train = items(trainEx, tok), dev = items(devEx, tok);
+                Map<Metric, Double> best = null;
+                for (Trainer.EpochResult r : trainer.fit(train, dev)) {
+                    System.out.printf(Locale.ROOT, "epoch %d: train loss %.4f, dev %s, %.1f s%n", r.epoch(), r.trainLoss(),
+                            format(r.dev()), r.seconds());
+                    if (best == null || r.dev().get(t.mainMetric()) > best.get(t.mainMetric())) best = r.dev();
+                }
+                System.out.println("best dev: " + format(best));
+                System.out.print(MemoryTracker.of(CpuBackend.create().device()).report());
+            }
+        }
+        return 0;
+    }
+
+    private static List<Trainer.Item> items(List<Example> ex, BertTokenizer tok) {
+        List<Trainer.Item> out = new ArrayList<>(ex.size());
+        for (Example e : ex) out.add(new Trainer.Item(tok.encode(e.textA(), e.textB()), e));
+        return out;
+    }
+
+    private static String format(Map<Metric, Double> m) {
+        StringBuilder sb = new StringBuilder();
+        m.forEach((k, v) -> sb.append(sb.isEmpty() ? "" : ", ").append(k.name().toLowerCase(Locale.ROOT))
+                .append(String.format(Locale.ROOT, " %.4f", v)));
+        return sb.toString();
+    }
+}
