@@ -14,7 +14,6 @@ import dev.topa.model.TaskHead;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.Trainer;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.EnumSet;
 import java.util.List;
 import java.util.Locale;
@@ -98,7 +97,7 @@ final class FinetuneCommand implements Callable<Integer> {
                         loaded.description());
                 System.out.printf(Locale.ROOT, "train examples: %d, dev examples: %d, trainable parameters: %d%n", trainEx.size(),
                         devEx.size(), trainer.trainableParameters());
-                List<Trainer.Item> train = items(trainEx, tok), dev = items(devEx, tok);
+                List<Trainer.Item> train = Trainer.items(trainEx, tok), dev = Trainer.items(devEx, tok);
                 Map<Metric, Double> best = null;
                 for (Trainer.EpochResult r : trainer.fit(train, dev)) {
                     System.out.printf(Locale.ROOT, "epoch %d: train loss %.4f, dev %s, %.1f s%n", r.epoch(), r.trainLoss(),
@@ -110,12 +109,6 @@ final class FinetuneCommand implements Callable<Integer> {
             }
         }
         return 0;
-    }
-
-    private static List<Trainer.Item> items(List<Example> ex, BertTokenizer tok) {
-        List<Trainer.Item> out = new ArrayList<>(ex.size());
-        for (Example e : ex) out.add(new Trainer.Item(tok.encode(e.textA(), e.textB()), e));
-        return out;
     }
 
     private static String format(Map<Metric, Double> m) {

@@ -340,28 +340,26 @@ public abstract class Backend implements AutoCloseable {
 
     /** out [B, C] = mean of x [B, S, C] over real tokens (mask [B, S] i32, 1 real; null: all). */
     public final void meanPoolForward(Tensor out, Tensor x, Tensor mask) {
-        String op = "meanPoolForward";
-        f32(op, "x", x);
-        check(x.rank() == 3, op, "x must be [B, S, C], got " + shape(x));
-        vector(op, "out", out, x.dim(0) * x.dim(2));
-        if (mask != null) {
-            check(mask.dtype() == DType.I32 && mask.numel() == x.dim(0) * x.dim(1), op, "mask must be i32 [B, S], got " + mask);
-            onDevice(op, "mask", mask);
-        }
+        poolChecks("meanPoolForward", x, out, mask);
         kMeanPoolForward(out, x, mask, x.dim(0), x.dim(1), x.dim(2));
     }
 
     /** dx [B, S, C] (overwritten) from dout [B, C]: each real token gets dout / its sequence's count. */
     public final void meanPoolBackward(Tensor dx, Tensor dout, Tensor mask) {
-        String op = "meanPoolBackward";
-        f32(op, "dx", dx);
-        check(dx.rank() == 3, op, "dx must be [B, S, C], got " + shape(dx));
-        vector(op, "dout", dout, dx.dim(0) * dx.dim(2));
+        poolChecks("meanPoolBackward", dx, dout, mask);
+        kMeanPoolBackward(dx, dout, mask, dx.dim(0), dx.dim(1), dx.dim(2));
+    }
+
+    /** tokens [B, S, C], pooled [B, C], mask i32 [B, S] or null. */
+    private void poolChecks(String op, Tensor tokens, Tensor pooled, Tensor mask) {
+        f32(op, "tokens", tokens);
+        check(tokens.rank() == 3, op, "tokens must be [B, S, C], got " + shape(tokens));
+        vector(op, "pooled", pooled, tokens.dim(0) * tokens.dim(2));
         if (mask != null) {
-            check(mask.dtype() == DType.I32 && mask.numel() == dx.dim(0) * dx.dim(1), op, "mask must be i32 [B, S], got " + mask);
+            check(mask.dtype() == DType.I32 && mask.numel() == tokens.dim(0) * tokens.dim(1), op,
+                    "mask must be i32 [B, S], got " + mask);
             onDevice(op, "mask", mask);
         }
-        kMeanPoolBackward(dx, dout, mask, dx.dim(0), dx.dim(1), dx.dim(2));
     }
 
     // ---------------------------------------------------------------- losses

@@ -38,6 +38,13 @@ public final class Trainer implements AutoCloseable {
     /** A tokenized example with its target. */
     public record Item(BertTokenizer.Encoded tokens, Example example) {}
 
+    /** Tokenizes examples (pairs as [CLS] A [SEP] B [SEP]). */
+    public static List<Item> items(List<Example> examples, BertTokenizer tok) {
+        List<Item> out = new ArrayList<>(examples.size());
+        for (Example e : examples) out.add(new Item(tok.encode(e.textA(), e.textB()), e));
+        return out;
+    }
+
     private final Backend be;
     private final BertModel model;
     private final BertTraining training;
