@@ -101,6 +101,13 @@ public final class Trainer implements AutoCloseable {
 
     /** One optimizer step on a batch; returns its loss. */
     public double trainStep(List<Item> batch, double lr) {
+        double loss = lossAndGradients(batch);
+        optimizerStep(lr);
+        return loss;
+    }
+
+    /** Forward and backward on a batch: returns the loss, adds to the gradients (no update). */
+    public double lossAndGradients(List<Item> batch) {
         arena.reset();
         List<BertTokenizer.Encoded> toks = batch.stream().map(Item::tokens).toList();
         BertTokenizer.Batch b = BertTokenizer.pad(toks, arena);
@@ -125,8 +132,12 @@ public final class Trainer implements AutoCloseable {
         }
         Tensor dHidden = head.backward(be, arena, dOut, b.ids().dim(1));
         training.backward(be, arena, dHidden);
-        optimizerStep(lr);
         return loss;
+    }
+
+    public void zeroGradients() {
+        training.zeroGradients();
+        head.zeroGradients();
     }
 
     private void checkFinite(double loss) {
@@ -147,8 +158,7 @@ public final class Trainer implements AutoCloseable {
             Tensor[] mv = moments.get(n);
             be.adamwStep(e.getValue(), g, mv[0], mv[1], new AdamWConfig(lr, 0.9, 0.999, 1e-8, decay ? cfg.weightDecay() : 0), step);
         }
-        training.zeroGradients();
-        head.zeroGradients();
+        zeroGradients();
     }
 
     private static double squaredNorm(Tensor t) {
