@@ -12,7 +12,9 @@ import dev.topa.model.BertTraining;
 import dev.topa.model.LoraConfig;
 import dev.topa.model.TaskHead;
 import dev.topa.tensor.MemoryTracker;
+import dev.topa.train.FineTunedModel;
 import dev.topa.train.Trainer;
+import dev.topa.train.TrainingReport;
 import java.nio.file.Path;
 import java.util.EnumSet;
 import java.util.List;
@@ -39,6 +41,9 @@ final class FinetuneCommand implements Callable<Integer> {
 
     @Option(names = "--data-dir", required = true, description = "GLUE data: one folder per task (SST-2/train.tsv, ...)")
     Path dataDir;
+
+    @Option(names = "--out", required = true, description = "where the best model (LoRA merged), head, tokenizer and report go")
+    Path out;
 
     @Option(names = "--epochs", description = "default: 3")
     Integer epochs;
@@ -98,14 +103,26 @@ final class FinetuneCommand implements Callable<Integer> {
                 System.out.printf(Locale.ROOT, "train examples: %d, dev examples: %d, trainable parameters: %d%n", trainEx.size(),
                         devEx.size(), trainer.trainableParameters());
                 List<Trainer.Item> train = Trainer.items(trainEx, tok), dev = Trainer.items(devEx, tok);
-                Map<Metric, Double> best = null;
-                for (Trainer.EpochResult r : trainer.fit(train, dev)) {
+                CpuBackend be = CpuBackend.create();
+                double[] best = {Double.NEGATIVE_INFINITY};
+                List<Trainer.EpochResult> results = trainer.fit(train, dev, r -> {
                     System.out.printf(Locale.ROOT, "epoch %d: train loss %.4f, dev %s, %.1f s%n", r.epoch(), r.trainLoss(),
                             format(r.dev()), r.seconds());
-                    if (best == null || r.dev().get(t.mainMetric()) > best.get(t.mainMetric())) best = r.dev();
-                }
-                System.out.println("best dev: " + format(best));
-                System.out.print(MemoryTracker.of(CpuBackend.create().device()).report());
+                    if (r.dev().get(t.mainMetric()) > best[0]) {
+                        best[0] = r.dev().get(t.mainMetric());
+                        try {
+                            FineTunedModel.save(out, be, m, head, t, loaded.tokenizer(), tok.maxLength());
+                        } catch (java.io.IOException e) {
+                            throw new java.io.UncheckedIOException("cannot save the best model into " + out, e);
+                        }
+                        System.out.println("  best so far: saved to " + out);
+                    }
+                });
+                long total = m.parameters().values().stream().mapToLong(x -> x.numel()).sum();
+                TrainingReport.write(out, t, method.name().toLowerCase(Locale.ROOT), loaded.description(), trainer.trainableParameters(),
+                        total, results, MemoryTracker.of(be.device()));
+                System.out.print(MemoryTracker.of(be.device()).report());
+                System.out.println("report: " + out.resolve("report.md"));
             }
         }
         return 0;

@@ -133,7 +133,11 @@ public final class HfBertDirectory {
 
     /** Writes config.json and model.safetensors into dir, each atomically. */
     public static void save(BertModel model, Path dir) {
-        BertConfig c = model.config();
+        save(model.config(), model.parameters(), dir);
+    }
+
+    /** Writes a config and named tensors (e.g. with LoRA merged) as a Hugging Face directory. */
+    public static void save(BertConfig c, Map<String, Tensor> tensors, Path dir) {
         ObjectNode cfg = JSON.createObjectNode();
         cfg.put("model_type", "bert");
         cfg.putArray("architectures").add("BertModel");
@@ -157,7 +161,7 @@ public final class HfBertDirectory {
         }
         try {
             Files.createDirectories(dir);
-            Safetensors.write(dir.resolve("model.safetensors"), model.parameters(), Map.of("format", "pt"));
+            Safetensors.write(dir.resolve("model.safetensors"), tensors, Map.of("format", "pt"));
             Path tmp = Files.createTempFile(dir, "config.json", ".tmp");
             try {
                 JSON.writerWithDefaultPrettyPrinter().writeValue(tmp.toFile(), cfg);

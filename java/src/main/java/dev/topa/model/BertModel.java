@@ -149,6 +149,35 @@ public final class BertModel implements AutoCloseable {
         t.copyFrom(v);
     }
 
+    /**
+     * The parameters with every LoRA adapter merged, W' = W + scale B A (in tensors from scope;
+     * unadapted parameters are the model's own), under the standard names and without adapter
+     * tensors: a plain BERT that needs no adapter code. The fused QKV adapter merges in one GEMM
+     * (its block-diagonal B keeps q, k and v apart).
+     */
+    public Map<String, Tensor> mergedParameters(Backend be, TensorScope scope) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        for (Map.Entry<String, Tensor> e : params.entrySet())
+            if (!e.getKey().contains(".lora_")) out.put(e.getKey(), e.getValue());
+        for (int l = 0; adapters != null && l < config.layers(); l++)
+            for (int slot = 0; slot < 4; slot++) {
+                Adapter ad = adapters[l][slot];
+                if (ad == null) continue;
+                Tensor w = slot == QKV ? qkvWeight[l] : params.get(slotName(l, slot) + ".weight");
+                Tensor merged = scope.allocate(DType.F32, w.shape()).copyFrom(w);
+                be.gemm(false, false, ad.scale(), ad.b(), ad.a(), 1f, merged, null);
+                if (slot == QKV) {
+                    int a = config.attentionWidth(l);
+                    String[] qkv = {"query", "key", "value"};
+                    for (int i = 0; i < 3; i++)
+                        out.put("encoder.layer." + l + ".attention.self." + qkv[i] + ".weight", merged.rows((long) i * a, (long) (i + 1) * a));
+                } else {
+                    out.put(slotName(l, slot) + ".weight", merged);
+                }
+            }
+        return out;
+    }
+
     /** The adapter on a layer's slot (QKV, ATT_OUT, FFN_IN, FFN_OUT), or null. */
     Adapter adapter(int layer, int slot) {
         return adapters == null ? null : adapters[layer][slot];

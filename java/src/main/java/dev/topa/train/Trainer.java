@@ -17,7 +17,6 @@ import dev.topa.tensor.TensorScope;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
-import java.util.EnumMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -79,6 +78,11 @@ public final class Trainer implements AutoCloseable {
     }
 
     public List<EpochResult> fit(List<Item> train, List<Item> dev) {
+        return fit(train, dev, r -> {});
+    }
+
+    /** As above; afterEpoch sees each epoch's result (to keep the best checkpoint, report progress). */
+    public List<EpochResult> fit(List<Item> train, List<Item> dev, java.util.function.Consumer<EpochResult> afterEpoch) {
         long stepsPerEpoch = (train.size() + cfg.batchSize() - 1) / cfg.batchSize();
         long total = stepsPerEpoch * cfg.epochs(), warmup = Math.round(total * cfg.warmupRatio());
         List<EpochResult> out = new ArrayList<>();
@@ -94,7 +98,9 @@ public final class Trainer implements AutoCloseable {
                 lossSum += trainStep(batch, lr);
                 batches++;
             }
-            out.add(new EpochResult(epoch, lossSum / batches, evaluate(dev), (System.nanoTime() - t0) * 1e-9));
+            EpochResult r = new EpochResult(epoch, lossSum / batches, evaluate(dev), (System.nanoTime() - t0) * 1e-9);
+            out.add(r);
+            afterEpoch.accept(r);
         }
         return out;
     }
@@ -178,35 +184,10 @@ public final class Trainer implements AutoCloseable {
 
     /** The task's official metrics on labelled items (inference path, batches by length). */
     public Map<Metric, Double> evaluate(List<Item> items) {
-        List<BertTokenizer.Encoded> toks = items.stream().map(Item::tokens).toList();
-        int[] pred = new int[items.size()], gold = new int[items.size()];
-        double[] val = new double[items.size()], target = new double[items.size()];
-        for (int[] idx : BertTokenizer.batchesByLength(toks, 64)) {
-            arena.reset();
-            List<BertTokenizer.Encoded> part = new ArrayList<>();
-            for (int i : idx) part.add(toks.get(i));
-            BertTokenizer.Batch b = BertTokenizer.pad(part, arena);
-            Tensor out = head.forward(be, arena, model.forward(be, arena, b.ids(), b.types(), b.mask()), b.mask());
-            float[] o = out.toFloatArray();
-            int k = head.outputs();
-            for (int j = 0; j < idx.length; j++) {
-                int i = idx[j];
-                Example ex = items.get(i).example();
-                if (task.isRegression()) {
-                    val[i] = o[j];
-                    target[i] = ex.score();
-                } else {
-                    int best = 0;
-                    for (int c = 1; c < k; c++) if (o[j * k + c] > o[j * k + best]) best = c;
-                    pred[i] = best;
-                    gold[i] = ex.label();
-                }
-            }
+        try (Predictor p = new Predictor(be, model, head)) {
+            return Predictor.metrics(task, p.outputs(items.stream().map(Item::tokens).toList(), 64),
+                    items.stream().map(Item::example).toList());
         }
-        Map<Metric, Double> m = new EnumMap<>(Metric.class);
-        for (Metric metric : task.metrics())
-            m.put(metric, task.isRegression() ? metric.regression(val, target) : metric.classification(pred, gold));
-        return m;
     }
 
     @Override

@@ -1,0 +1,57 @@
+package dev.topa.app;
+
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.backend.cpu.CpuKernels;
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueTask;
+import dev.topa.io.BertTokenizer;
+import dev.topa.train.FineTunedModel;
+import dev.topa.train.Predictor;
+import dev.topa.train.Trainer;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "eval", description = "Evaluate a model written by topa finetune on a GLUE dev split.")
+final class EvalCommand implements Callable<Integer> {
+    @Option(names = "--model", required = true, description = "a directory written by topa finetune")
+    Path model;
+
+    @Option(names = "--task", description = "default: the task the model was trained for")
+    String task;
+
+    @Option(names = "--data-dir", required = true, description = "GLUE data: one folder per task")
+    Path dataDir;
+
+    @Option(names = "--split", description = "dev split (default: the task's first; MNLI: dev_matched)")
+    String split;
+
+    @Option(names = "--threads", description = "kernel threads (default: all cores)")
+    int threads;
+
+    @Override
+    public Integer call() throws Exception {
+        CpuKernels.setNumThreads(threads);
+        try (FineTunedModel.Loaded ft = FineTunedModel.load(model);
+                BertTokenizer tok = new BertTokenizer(ft.tokenizer(), ft.maxSeqLen());
+                Predictor p = new Predictor(CpuBackend.create(), ft.model(), ft.head())) {
+            GlueTask t = task == null ? ft.task() : GlueTask.parse(task);
+            if (t.numLabels() != ft.head().outputs())
+                throw new IllegalArgumentException(model + " has a " + ft.head().outputs() + "-output head; " + t.folder()
+                        + " needs " + t.numLabels());
+            String s = split == null ? t.devSplits().get(0) : split;
+            List<Example> dev = t.dev(dataDir, s);
+            List<Trainer.Item> items = Trainer.items(dev, tok);
+            long t0 = System.nanoTime();
+            var metrics = Predictor.metrics(t, p.outputs(items.stream().map(Trainer.Item::tokens).toList(), 64), dev);
+            double sec = (System.nanoTime() - t0) * 1e-9;
+            System.out.printf(Locale.ROOT, "task: %s, split: %s, examples: %d, %.1f s (%.1f examples/s)%n", t.folder(), s, dev.size(),
+                    sec, dev.size() / sec);
+            metrics.forEach((k, v) -> System.out.printf(Locale.ROOT, "%s: %.4f%n", k.name().toLowerCase(Locale.ROOT), v));
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,59 @@
+package dev.topa.app;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.topa.testing.TestData;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Locale;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import picocli.CommandLine;
+
+/** finetune -> eval -> predict through the CLI: the saved model (LoRA merged) scores what training saw. */
+class FinetuneCliTest {
+    private static String[] run(String... args) {
+        CommandLine cl = Main.commandLine();
+        StringWriter out = new StringWriter(), err = new StringWriter();
+        cl.setOut(new PrintWriter(out));
+        cl.setErr(new PrintWriter(err));
+        var stdout = System.out;
+        var buf = new java.io.ByteArrayOutputStream();
+        System.setOut(new java.io.PrintStream(buf, true));
+        try {
+            int code = cl.execute(args);
+            return new String[] {String.valueOf(code), buf.toString() + out, err.toString()};
+        } finally {
+            System.setOut(stdout);
+        }
+    }
+
+    @Test
+    void loraRunSavesAMergedModelThatEvalAndPredictUse(@TempDir Path dir) throws Exception {
+        Path glue = TestData.glue();
+        Path out = dir.resolve("rte");
+        String[] ft = run("finetune", "--task", "rte", "--data-dir", glue.toString(), "--method", "lora", "--epochs", "1",
+                "--train-limit", "48", "--batch-size", "16", "--max-seq-len", "64", "--out", out.toString());
+        assertEquals("0", ft[0], ft[2]);
+        for (String f : new String[] {"config.json", "model.safetensors", "head.safetensors", "tokenizer.json", "task.json", "report.json",
+                "report.md"})
+            assertTrue(Files.isRegularFile(out.resolve(f)), f + " missing; finetune printed:\n" + ft[1]);
+        var report = new ObjectMapper().readTree(out.resolve("report.json").toFile());
+        double trained = report.get("best").get("accuracy").asDouble();
+        assertTrue(report.get("trainable_parameters").asLong() < report.get("total_parameters").asLong() / 20);
+        String[] ev = run("eval", "--model", out.toString(), "--data-dir", glue.toString());
+        assertEquals("0", ev[0], ev[2]);
+        assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", trained)),
+                "the merged model must score what the adapted one did (" + trained + "):\n" + ev[1]);
+        String[] pr = run("predict", "--model", out.toString(), "The cat sat on the mat.", "A cat was sitting.");
+        assertEquals("0", pr[0], pr[2]);
+        assertTrue(pr[1].contains("label: ") && pr[1].contains("p(entailment)"), pr[1]);
+        String[] bad = run("predict", "--model", out.toString(), "only one text");
+        assertEquals("1", bad[0]);
+        assertTrue(bad[2].contains("RTE needs two texts"), bad[2]);
+    }
+}
