@@ -118,7 +118,7 @@ final class FinetuneCommand implements Callable<Integer> {
                         System.out.println("  best so far: saved to " + out);
                     }
                 });
-                long total = m.parameters().values().stream().mapToLong(x -> x.numel()).sum();
+                long total = m.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
                 TrainingReport.write(out, t, method.name().toLowerCase(Locale.ROOT), loaded.description(), trainer.trainableParameters(),
                         total, results, MemoryTracker.of(be.device()));
                 System.out.print(MemoryTracker.of(be.device()).report());

@@ -178,6 +178,14 @@ public final class BertModel implements AutoCloseable {
         return out;
     }
 
+    /**
+     * Elements of a parameter that are parameters: the fused QKV adapter's B stores its three
+     * diagonal blocks in a 3x3 grid, so only a third of it counts.
+     */
+    public static long parameterCount(String name, Tensor t) {
+        return name.endsWith("attention.self.qkv.lora_B") ? t.numel() / 3 : t.numel();
+    }
+
     /** The adapter on a layer's slot (QKV, ATT_OUT, FFN_IN, FFN_OUT), or null. */
     Adapter adapter(int layer, int slot) {
         return adapters == null ? null : adapters[layer][slot];

@@ -74,7 +74,7 @@ public final class Trainer implements AutoCloseable {
     }
 
     public long trainableParameters() {
-        return params.values().stream().mapToLong(Tensor::numel).sum();
+        return params.entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
     }
 
     public List<EpochResult> fit(List<Item> train, List<Item> dev) {

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One training step of the default model's shape (MiniLM-L6, batch 32 x seq 128): topa vs PyTorch
+# CPU eager at its best here (Debian python3-torch with libopenblas0-openmp, SkylakeX kernel,
+# 2 threads), full fine-tuning and LoRA (r 8, all six linears). Each engine and method runs in its
+# own process, one after the other. Prints `name: value` lines, ending with
+# lora_step_speedup_vs_pytorch, full_step_speedup_vs_pytorch, lora_over_full_peak_memory.
+# Usage: bench/train.sh   (env: THREADS=2, STEPS=5)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/find-jdk.sh"
+JAVA_HOME="$(topa_find_jdk)"
+export JAVA_HOME
+threads="${THREADS:-2}" steps="${STEPS:-5}"
+need=()
+/usr/bin/python3 -c "import torch" 2>/dev/null || need+=(python3-torch)
+[ -d /usr/lib/x86_64-linux-gnu/openblas-openmp ] || need+=(libopenblas0-openmp)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "train.sh: installing ${need[*]} (Debian)" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+mvn -q -B -f "$root/pom.xml" -DskipTests package >&2
+out="$(mktemp)"
+for m in full lora; do
+    "$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx12g -cp "$root/bench/target/benchmarks.jar" \
+        dev.topa.bench.TrainBench "$m" "$threads" "$steps" 2>/dev/null | tee -a "$out"
+done
+for m in full lora; do
+    LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp OPENBLAS_CORETYPE=SkylakeX OPENBLAS_NUM_THREADS="$threads" \
+        OMP_NUM_THREADS="$threads" /usr/bin/python3 "$root/bench/reference/train_step.py" "$m" "$steps" | tee -a "$out"
+done
+awk -F': ' '{v[$1] = $2} END {
+    printf "lora_step_speedup_vs_pytorch: %.3f\n", v["lora_pytorch_step_seconds"] / v["lora_step_seconds"];
+    printf "full_step_speedup_vs_pytorch: %.3f\n", v["full_pytorch_step_seconds"] / v["full_step_seconds"];
+    printf "lora_over_full_peak_memory: %.3f\n", v["lora_peak_mib"] / v["full_peak_mib"];
+}' "$out"
+rm -f "$out"
