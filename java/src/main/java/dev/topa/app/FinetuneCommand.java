@@ -15,6 +15,9 @@ import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.Trainer;
 import dev.topa.train.TrainingReport;
+import me.tongfei.progressbar.ProgressBar;
+import me.tongfei.progressbar.ProgressBarBuilder;
+import me.tongfei.progressbar.ProgressBarStyle;
 import java.nio.file.Path;
 import java.util.EnumSet;
 import java.util.List;
@@ -105,7 +108,11 @@ final class FinetuneCommand implements Callable<Integer> {
                 List<Trainer.Item> train = Trainer.items(trainEx, tok), dev = Trainer.items(devEx, tok);
                 CpuBackend be = CpuBackend.create();
                 double[] best = {Double.NEGATIVE_INFINITY};
+                ProgressBar[] bar = {null};
+                long[] seen = {0, System.nanoTime()};
                 List<Trainer.EpochResult> results = trainer.fit(train, dev, r -> {
+                    if (bar[0] != null) bar[0].close();
+                    bar[0] = null;
                     System.out.printf(Locale.ROOT, "epoch %d: train loss %.4f, dev %s, %.1f s%n", r.epoch(), r.trainLoss(),
                             format(r.dev()), r.seconds());
                     if (r.dev().get(t.mainMetric()) > best[0]) {
@@ -117,6 +124,18 @@ final class FinetuneCommand implements Callable<Integer> {
                         }
                         System.out.println("  best so far: saved to " + out);
                     }
+                }, st -> {
+                    if (bar[0] == null) {
+                        bar[0] = new ProgressBarBuilder().setTaskName("epoch " + st.epoch()).setInitialMax(st.batches())
+                                .setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(1000).continuousUpdate().build();
+                        seen[0] = 0; // the rate counts from the end of the first step
+                        seen[1] = System.nanoTime();
+                    } else {
+                        seen[0] += st.examples();
+                    }
+                    bar[0].step();
+                    bar[0].setExtraMessage(String.format(Locale.ROOT, "loss %.4f, %.1f ex/s", st.loss(),
+                            seen[0] / ((System.nanoTime() - seen[1]) * 1e-9)));
                 });
                 long total = m.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
                 TrainingReport.write(out, t, method.name().toLowerCase(Locale.ROOT), loaded.description(), trainer.trainableParameters(),

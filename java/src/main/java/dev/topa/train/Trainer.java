@@ -34,6 +34,9 @@ public final class Trainer implements AutoCloseable {
 
     public record EpochResult(int epoch, double trainLoss, Map<Metric, Double> dev, double seconds) {}
 
+    /** Progress after each optimizer step: epoch (from 1), batch (from 1) of batches, the batch's loss. */
+    public record StepInfo(int epoch, int batch, int batches, double loss, int examples) {}
+
     /** A tokenized example with its target. */
     public record Item(BertTokenizer.Encoded tokens, Example example) {}
 
@@ -78,11 +81,15 @@ public final class Trainer implements AutoCloseable {
     }
 
     public List<EpochResult> fit(List<Item> train, List<Item> dev) {
-        return fit(train, dev, r -> {});
+        return fit(train, dev, r -> {}, s -> {});
     }
 
-    /** As above; afterEpoch sees each epoch's result (to keep the best checkpoint, report progress). */
-    public List<EpochResult> fit(List<Item> train, List<Item> dev, java.util.function.Consumer<EpochResult> afterEpoch) {
+    /**
+     * As above; afterEpoch sees each epoch's result (to keep the best checkpoint), onStep each
+     * optimizer step (for a progress display).
+     */
+    public List<EpochResult> fit(List<Item> train, List<Item> dev, java.util.function.Consumer<EpochResult> afterEpoch,
+            java.util.function.Consumer<StepInfo> onStep) {
         long stepsPerEpoch = (train.size() + cfg.batchSize() - 1) / cfg.batchSize();
         long total = stepsPerEpoch * cfg.epochs(), warmup = Math.round(total * cfg.warmupRatio());
         List<EpochResult> out = new ArrayList<>();
@@ -95,8 +102,10 @@ public final class Trainer implements AutoCloseable {
             for (int i = 0; i < order.size(); i += cfg.batchSize()) {
                 List<Item> batch = order.subList(i, Math.min(order.size(), i + cfg.batchSize()));
                 double lr = cfg.lr() * (step < warmup ? (step + 1.0) / warmup : Math.max(0, (double) (total - step) / Math.max(1, total - warmup)));
-                lossSum += trainStep(batch, lr);
+                double loss = trainStep(batch, lr);
+                lossSum += loss;
                 batches++;
+                onStep.accept(new StepInfo(epoch, batches, (int) stepsPerEpoch, loss, batch.size()));
             }
             EpochResult r = new EpochResult(epoch, lossSum / batches, evaluate(dev), (System.nanoTime() - t0) * 1e-9);
             out.add(r);
