@@ -14,7 +14,6 @@ import dev.topa.model.TaskHead;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.Trainer;
-import dev.topa.train.TrainingReport;
 import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
@@ -109,6 +108,7 @@ final class FinetuneCommand implements Callable<Integer> {
                 CpuBackend be = CpuBackend.create();
                 double[] best = {Double.NEGATIVE_INFINITY};
                 ProgressBar[] bar = {null};
+                List<Double> stepLoss = new java.util.ArrayList<>();
                 long[] seen = {0, System.nanoTime()};
                 List<Trainer.EpochResult> results = trainer.fit(train, dev, r -> {
                     if (bar[0] != null) bar[0].close();
@@ -125,6 +125,7 @@ final class FinetuneCommand implements Callable<Integer> {
                         System.out.println("  best so far: saved to " + out);
                     }
                 }, st -> {
+                    stepLoss.add(st.loss());
                     if (bar[0] == null) {
                         bar[0] = new ProgressBarBuilder().setTaskName("epoch " + st.epoch()).setInitialMax(st.batches())
                                 .setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(1000).continuousUpdate().build();
@@ -140,8 +141,10 @@ final class FinetuneCommand implements Callable<Integer> {
                 long total = m.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
                 TrainingReport.write(out, t, method.name().toLowerCase(Locale.ROOT), loaded.description(), trainer.trainableParameters(),
                         total, results, MemoryTracker.of(be.device()));
+                TrainingPlot.write(out.resolve("report.png"), t.folder() + ", " + method.name().toLowerCase(Locale.ROOT), stepLoss,
+                        results.stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
                 System.out.print(MemoryTracker.of(be.device()).report());
-                System.out.println("report: " + out.resolve("report.md"));
+                System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("report.png"));
             }
         }
         return 0;

@@ -165,6 +165,7 @@ public final class HfBertDirectory {
             Path tmp = Files.createTempFile(dir, "config.json", ".tmp");
             try {
                 JSON.writerWithDefaultPrettyPrinter().writeValue(tmp.toFile(), cfg);
+                Files.setPosixFilePermissions(tmp, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
                 Files.move(tmp, dir.resolve("config.json"), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             } finally {
                 Files.deleteIfExists(tmp);

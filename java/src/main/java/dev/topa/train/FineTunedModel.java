@@ -83,10 +83,12 @@ public final class FineTunedModel {
         return new Loaded(model, head, task, dir.resolve(TOKENIZER), t.path("max_seq_len").asInt(128));
     }
 
-    static void writeAtomically(Path target, byte[] bytes) throws IOException {
+    /** Writes a file through a temp file in the same directory and an atomic rename. */
+    public static void writeAtomically(Path target, byte[] bytes) throws IOException {
         Path tmp = Files.createTempFile(target.toAbsolutePath().getParent(), target.getFileName().toString(), ".tmp");
         try {
             Files.write(tmp, bytes);
+            Files.setPosixFilePermissions(tmp, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
             Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         } finally {
             Files.deleteIfExists(tmp);

@@ -40,8 +40,10 @@ class FinetuneCliTest {
                 "--train-limit", "48", "--batch-size", "16", "--max-seq-len", "64", "--out", out.toString());
         assertEquals("0", ft[0], ft[2]);
         for (String f : new String[] {"config.json", "model.safetensors", "head.safetensors", "tokenizer.json", "task.json", "report.json",
-                "report.md"})
+                "report.md", "report.png"})
             assertTrue(Files.isRegularFile(out.resolve(f)), f + " missing; finetune printed:\n" + ft[1]);
+        var png = javax.imageio.ImageIO.read(out.resolve("report.png").toFile());
+        assertEquals(TrainingPlot.WIDTH, png.getWidth(), "report.png is a readable image of the plot's size");
         var report = new ObjectMapper().readTree(out.resolve("report.json").toFile());
         double trained = report.get("best").get("accuracy").asDouble();
         assertTrue(report.get("trainable_parameters").asLong() < report.get("total_parameters").asLong() / 20);

@@ -1,4 +1,4 @@
-package dev.topa.train;
+package dev.topa.app;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
@@ -7,6 +7,8 @@ import dev.topa.glue.GlueTask;
 import dev.topa.glue.Metric;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.MemoryTracker;
+import dev.topa.train.FineTunedModel;
+import dev.topa.train.Trainer;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -15,10 +17,10 @@ import java.util.Locale;
 import java.util.Map;
 
 /** report.json and report.md of a fine-tuning run: metrics per epoch, the best, parameters, memory. */
-public final class TrainingReport {
+final class TrainingReport {
     private TrainingReport() {}
 
-    public static void write(Path dir, GlueTask task, String method, String model, long trainable, long total,
+    static void write(Path dir, GlueTask task, String method, String model, long trainable, long total,
             List<Trainer.EpochResult> epochs, MemoryTracker memory) throws IOException {
         ObjectMapper json = new ObjectMapper();
         ObjectNode r = json.createObjectNode();
