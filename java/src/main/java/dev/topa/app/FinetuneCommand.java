@@ -47,6 +47,9 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--out", required = true, description = "where the best model (LoRA merged), head, tokenizer and report go")
     Path out;
 
+    @Option(names = "--resume", description = "continue from the checkpoint in --out (written after every epoch)")
+    boolean resume;
+
     @Option(names = "--epochs", description = "default: 3")
     Integer epochs;
 
@@ -107,6 +110,14 @@ final class FinetuneCommand implements Callable<Integer> {
                 List<Trainer.Item> train = Trainer.items(trainEx, tok), dev = Trainer.items(devEx, tok);
                 CpuBackend be = CpuBackend.create();
                 double[] best = {Double.NEGATIVE_INFINITY};
+                Path checkpoint = out.resolve("checkpoint.safetensors");
+                if (resume) {
+                    if (!java.nio.file.Files.isRegularFile(checkpoint))
+                        throw new IllegalArgumentException("--resume: no checkpoint at " + checkpoint);
+                    Map<String, String> meta = trainer.loadCheckpoint(checkpoint);
+                    best[0] = Double.parseDouble(meta.getOrDefault("best_dev", "-Infinity"));
+                    System.out.printf(Locale.ROOT, "resumed after epoch %d (best dev %s so far)%n", trainer.epochsDone(), best[0]);
+                }
                 ProgressBar[] bar = {null};
                 List<Double> stepLoss = new java.util.ArrayList<>();
                 long[] seen = {0, System.nanoTime()};
@@ -123,6 +134,11 @@ final class FinetuneCommand implements Callable<Integer> {
                             throw new java.io.UncheckedIOException("cannot save the best model into " + out, e);
                         }
                         System.out.println("  best so far: saved to " + out);
+                    }
+                    try {
+                        trainer.saveCheckpoint(checkpoint, Map.of("best_dev", Double.toString(best[0])));
+                    } catch (java.io.IOException e) {
+                        throw new java.io.UncheckedIOException("cannot write the checkpoint " + checkpoint, e);
                     }
                 }, st -> {
                     stepLoss.add(st.loss());

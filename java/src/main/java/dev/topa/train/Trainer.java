@@ -58,6 +58,7 @@ public final class Trainer implements AutoCloseable {
     private final TensorScope optimizerScope = new TensorScope("adamw state", MemoryCategory.OPTIMIZER);
     private final StepArena arena = new StepArena("train step");
     private long step;
+    private int epochsDone;
 
     public Trainer(Backend be, BertModel model, BertTraining training, TaskHead head, GlueTask task, Config cfg) {
         this.be = be;
@@ -74,6 +75,58 @@ public final class Trainer implements AutoCloseable {
         head.gradients().forEach(grads::put);
         for (String n : params.keySet())
             moments.put(n, new Tensor[] {optimizerScope.zeros(params.get(n).shape()), optimizerScope.zeros(params.get(n).shape())});
+    }
+
+    /**
+     * Writes what resuming needs, atomically, into one safetensors file: every trainable parameter
+     * (frozen weights come from the model files), both AdamW moments, and the step and epoch
+     * reached (metadata).
+     */
+    public void saveCheckpoint(java.nio.file.Path file) throws java.io.IOException {
+        saveCheckpoint(file, Map.of());
+    }
+
+    /** As above, with the caller's own metadata (e.g. the best dev metric so far) kept beside. */
+    public void saveCheckpoint(java.nio.file.Path file, Map<String, String> extra) throws java.io.IOException {
+        Map<String, Tensor> t = new LinkedHashMap<>();
+        params.forEach((n, p) -> {
+            t.put(n, p);
+            t.put("adamw.m." + n, moments.get(n)[0]);
+            t.put("adamw.v." + n, moments.get(n)[1]);
+        });
+        Map<String, String> meta = new LinkedHashMap<>(extra);
+        meta.put("step", Long.toString(step));
+        meta.put("epoch", Integer.toString(epochsDone));
+        meta.put("format", "topa-checkpoint");
+        dev.topa.io.Safetensors.write(file, t, meta);
+    }
+
+    /**
+     * Restores a {@link #saveCheckpoint} of the same model and method; fit then continues after its
+     * epoch. Returns the checkpoint's metadata.
+     */
+    public Map<String, String> loadCheckpoint(java.nio.file.Path file) {
+        try (dev.topa.io.Safetensors st = dev.topa.io.Safetensors.read(file)) {
+            for (String n : params.keySet()) {
+                Tensor[] mv = moments.get(n);
+                String[] names = {n, "adamw.m." + n, "adamw.v." + n};
+                Tensor[] into = {params.get(n), mv[0], mv[1]};
+                for (int i = 0; i < 3; i++) {
+                    dev.topa.io.Safetensors.Entry e = st.entries().get(names[i]);
+                    if (e == null || e.numel() != into[i].numel())
+                        throw new dev.topa.io.ModelFormatException(file + ": checkpoint lacks " + names[i]
+                                + " (or it has another size): not a checkpoint of this model and method");
+                    into[i].copyFrom(e.floats(file));
+                }
+            }
+            step = Long.parseLong(st.metadata().getOrDefault("step", "0"));
+            epochsDone = Integer.parseInt(st.metadata().getOrDefault("epoch", "0"));
+            return Map.copyOf(st.metadata());
+        }
+    }
+
+    public int epochsDone() {
+        return epochsDone;
     }
 
     public long trainableParameters() {
@@ -93,7 +146,7 @@ public final class Trainer implements AutoCloseable {
         long stepsPerEpoch = (train.size() + cfg.batchSize() - 1) / cfg.batchSize();
         long total = stepsPerEpoch * cfg.epochs(), warmup = Math.round(total * cfg.warmupRatio());
         List<EpochResult> out = new ArrayList<>();
-        for (int epoch = 1; epoch <= cfg.epochs(); epoch++) {
+        for (int epoch = epochsDone + 1; epoch <= cfg.epochs(); epoch++) {
             long t0 = System.nanoTime();
             List<Item> order = new ArrayList<>(train);
             java.util.Collections.shuffle(order, new java.util.Random(new SplittableRandom(cfg.seed() + epoch).nextLong()));
@@ -107,6 +160,7 @@ public final class Trainer implements AutoCloseable {
                 batches++;
                 onStep.accept(new StepInfo(epoch, batches, (int) stepsPerEpoch, loss, batch.size()));
             }
+            epochsDone = epoch;
             EpochResult r = new EpochResult(epoch, lossSum / batches, evaluate(dev), (System.nanoTime() - t0) * 1e-9);
             out.add(r);
             afterEpoch.accept(r);

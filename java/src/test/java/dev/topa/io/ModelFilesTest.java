@@ -23,11 +23,11 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /** Safetensors and Hugging Face directories: round trips, and one test per kind of bad file. */
-class ModelFilesTest {
+public class ModelFilesTest {
     @TempDir
     Path tmp;
 
-    static BertModel tinyRandomModel() {
+    public static BertModel tinyRandomModel() {
         BertModel m = new BertModel(new BertConfig(50, 16, 20, 2, 4, new int[] {4, 3}, new int[] {32, 24}, 1e-12f));
         SplittableRandom rnd = new SplittableRandom(3);
         for (Tensor t : m.parameters().values()) {
