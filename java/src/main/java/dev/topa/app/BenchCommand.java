@@ -14,6 +14,7 @@ import java.util.Locale;
 import java.util.SplittableRandom;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "bench", description = "Benchmarks of the engine.", subcommands = {BenchCommand.Kernels.class})
@@ -25,8 +26,8 @@ final class BenchCommand {
             "other ops at batch x seq = M tokens, then the memory the run held.",
             "For the comparison with OpenBLAS run bench/gemm.sh (JMH)."})
     static final class Kernels implements Callable<Integer> {
-        @Option(names = "--threads", description = "kernel threads (default: all cores)")
-        int threads;
+        @Mixin
+        ThreadsOption threads;
 
         @Option(names = "--isa", description = "one of ${COMPLETION-CANDIDATES} (default: best supported)")
         Isa isa;
@@ -41,7 +42,7 @@ final class BenchCommand {
 
         @Override
         public Integer call() {
-            CpuKernels.setNumThreads(threads);
+            threads.apply();
             Backend be = isa == null ? CpuBackend.create() : CpuBackend.create(isa);
             System.out.println("backend: " + be.name());
             System.out.println("threads: " + CpuKernels.numThreads());

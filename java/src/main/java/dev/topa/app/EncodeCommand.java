@@ -1,7 +1,6 @@
 package dev.topa.app;
 
 import dev.topa.backend.cpu.CpuBackend;
-import dev.topa.backend.cpu.CpuKernels;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.Safetensors;
@@ -20,6 +19,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "encode", description = {"Run the encoder over text, one input per line, and write last_hidden_state",
@@ -48,12 +48,12 @@ final class EncodeCommand implements Callable<Integer> {
     @Option(names = "--batch-size", defaultValue = "32", description = "sequences per forward pass (default: ${DEFAULT-VALUE})")
     int batchSize;
 
-    @Option(names = "--threads", description = "kernel threads (default: all cores)")
-    int threads;
+    @Mixin
+    ThreadsOption threads;
 
     @Override
     public Integer call() throws Exception {
-        CpuKernels.setNumThreads(threads);
+        threads.apply();
         List<String> a = Files.readAllLines(input, StandardCharsets.UTF_8);
         List<String> b = pairFile == null ? null : Files.readAllLines(pairFile, StandardCharsets.UTF_8);
         if (b != null && b.size() != a.size())

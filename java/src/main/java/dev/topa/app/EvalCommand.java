@@ -1,7 +1,6 @@
 package dev.topa.app;
 
 import dev.topa.backend.cpu.CpuBackend;
-import dev.topa.backend.cpu.CpuKernels;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
@@ -13,6 +12,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "eval", description = "Evaluate a model written by topa finetune on a GLUE dev split.")
@@ -29,12 +29,12 @@ final class EvalCommand implements Callable<Integer> {
     @Option(names = "--split", description = "dev split (default: the task's first; MNLI: dev_matched)")
     String split;
 
-    @Option(names = "--threads", description = "kernel threads (default: all cores)")
-    int threads;
+    @Mixin
+    ThreadsOption threads;
 
     @Override
     public Integer call() throws Exception {
-        CpuKernels.setNumThreads(threads);
+        threads.apply();
         try (FineTunedModel.Loaded ft = FineTunedModel.load(model);
                 BertTokenizer tok = new BertTokenizer(ft.tokenizer(), ft.maxSeqLen());
                 Predictor p = new Predictor(CpuBackend.create(), ft.model(), ft.head())) {

@@ -1,7 +1,6 @@
 package dev.topa.app;
 
 import dev.topa.backend.cpu.CpuBackend;
-import dev.topa.backend.cpu.CpuKernels;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.glue.Metric;
@@ -25,6 +24,7 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.function.Predicate;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "finetune", description = {"Fine-tune the encoder on a GLUE task (full or LoRA) and report the dev metric,",
@@ -78,12 +78,12 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--seed", defaultValue = "42", description = "default: ${DEFAULT-VALUE}")
     long seed;
 
-    @Option(names = "--threads", description = "kernel threads (default: all cores)")
-    int threads;
+    @Mixin
+    ThreadsOption threads;
 
     @Override
     public Integer call() throws Exception {
-        CpuKernels.setNumThreads(threads);
+        threads.apply();
         GlueTask t = GlueTask.parse(task);
         List<Example> trainEx = t.train(dataDir), devEx = t.dev(dataDir, t.devSplits().get(0));
         if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
