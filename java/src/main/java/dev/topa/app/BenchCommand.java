@@ -69,6 +69,21 @@ final class BenchCommand {
                 float scale = (float) (1 / Math.sqrt(hidden / heads));
                 report("attention_forward_ms", median(() -> be.attentionForward(out, probs, qkv, null, heads, scale)));
                 report("attention_backward_ms", median(() -> be.attentionBackward(dqkv, h, probs, qkv, heads, scale)));
+                Tensor pooled = scope.allocate(DType.F32, batch, hidden);
+                report("mean_pool_ms", median(() -> be.meanPoolForward(pooled, h, null)));
+                // a 768 x 768 projection: plain, pre-packed weight, and with a rank-8 LoRA adapter
+                Tensor w = random(scope, rnd, hidden, hidden), bias = random(scope, rnd, hidden);
+                Tensor la = random(scope, rnd, 8, hidden), lb = random(scope, rnd, hidden, 8);
+                Tensor u = scope.allocate(DType.F32, (long) batch * seq, 8), dyB = scope.allocate(DType.F32, (long) batch * seq, 8);
+                Tensor dla = scope.allocate(DType.F32, 8, hidden).fill(0f), dlb = scope.allocate(DType.F32, hidden, 8).fill(0f);
+                var packedW = be.packLinearWeight(w, scope);
+                double plain = median(() -> be.linearForward(out, h, w, bias));
+                report("linear_768_ms", plain);
+                report("linear_768_packed_ms", median(() -> be.linearForward(out, h, packedW, bias)));
+                double lora = median(() -> be.loraForward(out, u, h, w, bias, la, lb, 2f));
+                report("lora_r8_forward_ms", lora);
+                System.out.printf(Locale.ROOT, "lora_r8_forward_over_linear: %.3f%n", lora / plain);
+                report("lora_r8_backward_ms", median(() -> be.loraBackward(h2, null, null, dla, dlb, dyB, out, h, u, w, la, lb, 2f)));
             }
             System.out.print(MemoryTracker.of(be.device()).report());
             return 0;

@@ -137,8 +137,7 @@ public final class BertTraining implements AutoCloseable {
             throw new IllegalStateException("backward needs the activations of a forward in the same step");
         long b = dOut.dim(0), s = dOut.dim(1);
         int c = cfg.hidden();
-        Tensor dh = arena.allocate(DType.F32, b, s, c);
-        dh.data().copyFrom(dOut.data());
+        Tensor dh = dOut; // each layer only reads its output gradient and returns a new one
         for (int l = cfg.layers() - 1; l >= 0; l--) dh = layerBackward(be, arena, l, saved.layers()[l], dh);
         // embeddings: LayerNorm, then the scatter-add into the tables
         Tensor dEmb = arena.allocate(DType.F32, b, s, c);
@@ -152,7 +151,7 @@ public final class BertTraining implements AutoCloseable {
                     cfg.typeVocabSize() > 0 ? p("embeddings.token_type_embeddings.weight") : null);
     }
 
-    /** Returns dL/d(layer input). dOut is consumed (reused as scratch). */
+    /** Returns dL/d(layer input), in a new tensor; dOut is only read. */
     private Tensor layerBackward(Backend be, StepArena arena, int l, Layer sv, Tensor dOut) {
         String n = "encoder.layer." + l + ".";
         long b = dOut.dim(0), s = dOut.dim(1);

@@ -215,7 +215,8 @@ public final class Tensor {
 
     public Tensor fill(float v) {
         MemorySegment s = host();
-        if (dtype == DType.F32) for (long i = 0; i < numel; i++) s.setAtIndex(F32, i, v);
+        if (Float.floatToRawIntBits(v) == 0) s.asSlice(0, byteSize()).fill((byte) 0); // +0.0 is all zero bits: a memset
+        else if (dtype == DType.F32) for (long i = 0; i < numel; i++) s.setAtIndex(F32, i, v);
         else for (long i = 0; i < numel; i++) setFloat(i, v);
         return this;
     }

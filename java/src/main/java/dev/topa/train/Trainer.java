@@ -57,6 +57,7 @@ public final class Trainer implements AutoCloseable {
     private final Map<String, Tensor[]> moments = new LinkedHashMap<>();
     private final TensorScope optimizerScope = new TensorScope("adamw state", MemoryCategory.OPTIMIZER);
     private final StepArena arena = new StepArena("train step");
+    private final Predictor predictor;
     private long step;
     private int epochsDone;
 
@@ -73,6 +74,7 @@ public final class Trainer implements AutoCloseable {
         });
         head.parameters().forEach(params::put);
         head.gradients().forEach(grads::put);
+        predictor = new Predictor(be, model, head);
         for (String n : params.keySet())
             moments.put(n, new Tensor[] {optimizerScope.zeros(params.get(n).shape()), optimizerScope.zeros(params.get(n).shape())});
     }
@@ -247,14 +249,13 @@ public final class Trainer implements AutoCloseable {
 
     /** The task's official metrics on labelled items (inference path, batches by length). */
     public Map<Metric, Double> evaluate(List<Item> items) {
-        try (Predictor p = new Predictor(be, model, head)) {
-            return Predictor.metrics(task, p.outputs(items.stream().map(Item::tokens).toList(), 64),
-                    items.stream().map(Item::example).toList());
-        }
+        return Predictor.metrics(task, predictor.outputs(items.stream().map(Item::tokens).toList(), 64),
+                items.stream().map(Item::example).toList());
     }
 
     @Override
     public void close() {
+        predictor.close();
         arena.close();
         optimizerScope.close();
     }
