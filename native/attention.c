@@ -1,6 +1,8 @@
 /* Multi-head scaled-dot-product attention. Each (batch, head) pair is one task for one thread:
  * scores = scale Q K^T and the probabilities live in one S x S buffer (the saved probs, or the
- * thread's scratch), the masked softmax runs in place on it, and out = P V. The two products run
+ * thread's scratch), the masked softmax runs in place on it, and out = P V. Backward can
+ * recompute P per head instead of reading a saved [B, H, S, S] tensor: two small GEMMs per head
+ * buy back the largest activation of a training step. The two products run
  * on the packed single-thread GEMM, so the work is GEMM-bound, not loop-bound. */
 #include "topa_cpu.h"
 
@@ -30,25 +32,41 @@ static void masked_softmax_row(float *p, const int32_t *mask, int64_t S) {
     for (int64_t j = 0; j < S; j++) p[j] *= inv;
 }
 
+/* P = masked softmax(scale Q K^T) of one (batch, head) into p [S, S]. */
+static int head_probs(float *p, const float *qb, const float *kb, int64_t ld, const int32_t *mb,
+                      int64_t S, int64_t D, float scale) {
+    int st = TOPA_FN(sgemm_serial)(0, 1, S, S, D, scale, qb, ld, kb, ld, 0.0f, p, S);
+    for (int64_t i = 0; i < S; i++) masked_softmax_row(p + i * S, mb, S);
+    return st;
+}
+
+/* pd = dropout(p) for the [S, S] block of head bh (may alias). */
+static void head_dropout(float *pd, const float *p, int64_t bh, int64_t S, uint32_t key,
+                         uint32_t threshold, float scale) {
+    uint32_t base = (uint32_t)(bh * S * S);
+    for (int64_t e = 0; e < S * S; e++)
+        pd[e] = topa_dropout_keep(base + (uint32_t)e, key, threshold) ? p[e] * scale : 0.0f;
+}
+
 int TOPA_FN(attention_forward)(float *out, int64_t ldo, float *probs, const float *q,
                                 const float *k, const float *v, int64_t ld, const int32_t *mask,
-                                int64_t B, int64_t S, int64_t H, int64_t D, float scale) {
+                                int64_t B, int64_t S, int64_t H, int64_t D, float scale,
+                                uint32_t drop_key, uint32_t drop_threshold, float drop_scale) {
     int failed = 0;
 #pragma omp parallel for num_threads(topa_get_num_threads()) schedule(dynamic, 1) if (B * H > 1)
     for (int64_t bh = 0; bh < B * H; bh++) {
         int64_t b = bh / H, h = bh % H;
         float *p = probs ? probs + bh * S * S : topa_thread_scratch(TOPA_SCRATCH_ATTENTION, S * S);
-        if (!p) {
+        float *pd = drop_threshold ? topa_thread_scratch(TOPA_SCRATCH_ATTENTION_P, S * S) : p;
+        if (!p || !pd) {
 #pragma omp atomic write
             failed = 1;
             continue;
         }
-        const float *qb = q + b * S * ld + h * D, *kb = k + b * S * ld + h * D,
-                    *vb = v + b * S * ld + h * D;
-        const int32_t *mb = mask ? mask + b * S : NULL;
-        int st = TOPA_FN(sgemm_serial)(0, 1, S, S, D, scale, qb, ld, kb, ld, 0.0f, p, S);
-        for (int64_t i = 0; i < S; i++) masked_softmax_row(p + i * S, mb, S);
-        st |= TOPA_FN(sgemm_serial)(0, 0, S, D, S, 1.0f, p, S, vb, ld, 0.0f,
+        int64_t off = b * S * ld + h * D;
+        int st = head_probs(p, q + off, k + off, ld, mask ? mask + b * S : NULL, S, D, scale);
+        if (drop_threshold) head_dropout(pd, p, bh, S, drop_key, drop_threshold, drop_scale);
+        st |= TOPA_FN(sgemm_serial)(0, 0, S, D, S, 1.0f, pd, S, v + off, ld, 0.0f,
                                     out + b * S * ldo + h * D, ldo);
         if (st) {
 #pragma omp atomic write
@@ -60,23 +78,33 @@ int TOPA_FN(attention_forward)(float *out, int64_t ldo, float *probs, const floa
 
 int TOPA_FN(attention_backward)(float *dq, float *dk, float *dv, int64_t ldd, const float *dout,
                                 int64_t ldo, const float *probs, const float *q, const float *k,
-                                const float *v, int64_t ld, int64_t B, int64_t S, int64_t H,
-                                int64_t D, float scale) {
+                                const float *v, int64_t ld, const int32_t *mask, int64_t B,
+                                int64_t S, int64_t H, int64_t D, float scale, uint32_t drop_key,
+                                uint32_t drop_threshold, float drop_scale) {
     int failed = 0;
 #pragma omp parallel for num_threads(topa_get_num_threads()) schedule(dynamic, 1) if (B * H > 1)
     for (int64_t bh = 0; bh < B * H; bh++) {
         int64_t b = bh / H, h = bh % H;
         float *ds = topa_thread_scratch(TOPA_SCRATCH_ATTENTION, S * S);
-        if (!ds) {
+        float *p = probs ? (float *)probs + bh * S * S : topa_thread_scratch(TOPA_SCRATCH_ATTENTION_P, S * S);
+        if (!ds || !p) {
 #pragma omp atomic write
             failed = 1;
             continue;
         }
-        const float *p = probs + bh * S * S;
         int64_t off = b * S * ld + h * D, offd = b * S * ldd + h * D;
         const float *dob = dout + b * S * ldo + h * D;
-        /* dP = dO V^T, then dS = P * (dP - rowsum(dP * P)) in place */
-        int st = TOPA_FN(sgemm_serial)(0, 1, S, S, D, 1.0f, dob, ldo, v + off, ld, 0.0f, ds, S);
+        int st = probs ? 0 : head_probs(p, q + off, k + off, ld, mask ? mask + b * S : NULL, S, D, scale);
+        /* dV = Pd^T dO, with Pd (the dropped probabilities) formed in ds before ds is needed */
+        const float *pd = p;
+        if (drop_threshold) {
+            head_dropout(ds, p, bh, S, drop_key, drop_threshold, drop_scale);
+            pd = ds;
+        }
+        st |= TOPA_FN(sgemm_serial)(1, 0, S, D, S, 1.0f, pd, S, dob, ldo, 0.0f, dv + offd, ldd);
+        /* dPd = dO V^T; dP = dropout(dPd); dS = P * (dP - rowsum(dP * P)), in place */
+        st |= TOPA_FN(sgemm_serial)(0, 1, S, S, D, 1.0f, dob, ldo, v + off, ld, 0.0f, ds, S);
+        if (drop_threshold) head_dropout(ds, ds, bh, S, drop_key, drop_threshold, drop_scale);
         for (int64_t i = 0; i < S; i++) {
             float *dr = ds + i * S;
             const float *pr = p + i * S;
@@ -86,7 +114,6 @@ int TOPA_FN(attention_backward)(float *dq, float *dk, float *dv, int64_t ldd, co
         }
         st |= TOPA_FN(sgemm_serial)(0, 0, S, D, S, scale, ds, S, k + off, ld, 0.0f, dq + offd, ldd);
         st |= TOPA_FN(sgemm_serial)(1, 0, S, D, S, scale, ds, S, q + off, ld, 0.0f, dk + offd, ldd);
-        st |= TOPA_FN(sgemm_serial)(1, 0, S, D, S, 1.0f, p, S, dob, ldo, 0.0f, dv + offd, ldd);
         if (st) {
 #pragma omp atomic write
             failed = 1;

@@ -34,7 +34,8 @@ float *topa_thread_scratch(int slot, int64_t floats);
 #define TOPA_SCRATCH_GEMM_A 0
 #define TOPA_SCRATCH_GEMM_B 1
 #define TOPA_SCRATCH_ATTENTION 2
-#define TOPA_SCRATCH_SLOTS 3
+#define TOPA_SCRATCH_ATTENTION_P 3
+#define TOPA_SCRATCH_SLOTS 4
 
 #ifdef TOPA_SUFFIX
 #define TOPA_CAT_(a, b) a##b
@@ -100,16 +101,27 @@ void TOPA_FN(softmax_backward)(float *dx, const float *dy, const float *y, int64
  * Multi-head scaled-dot-product attention. q, k, v: [B, S, H*D] rows with row stride ld (so they
  * may sit inside one fused QKV buffer, ld = 3*H*D). mask [B, S]: 1 = real token, 0 = padding
  * (keys that are padding get no weight); NULL = no padding. out [B, S, H*D], row stride ldo.
- * probs [B, H, S, S] receives the attention probabilities when not NULL (backward needs them).
- * Both directions return 0 or TOPA_ERR_ALLOC. */
+ * probs [B, H, S, S] receives the attention probabilities (before dropout) when not NULL.
+ * Dropout on the probabilities (drop_threshold 0: none) keeps element ((b*H + h)*S + i)*S + j of
+ * [B, H, S, S] as topa_dropout_keep decides. Both directions return 0 or TOPA_ERR_ALLOC. */
 int TOPA_FN(attention_forward)(float *out, int64_t ldo, float *probs, const float *q,
                                 const float *k, const float *v, int64_t ld, const int32_t *mask,
-                                int64_t B, int64_t S, int64_t H, int64_t D, float scale);
-/* dq, dk, dv (overwritten, row stride ldd) from dout (row stride ldo) and the saved probs. */
+                                int64_t B, int64_t S, int64_t H, int64_t D, float scale,
+                                uint32_t drop_key, uint32_t drop_threshold, float drop_scale);
+/* dq, dk, dv (overwritten, row stride ldd) from dout (row stride ldo). probs: those forward saved,
+ * or NULL to recompute them per (batch, head) in thread scratch from q, k and mask -- a
+ * flash-style backward that keeps no [B, H, S, S] tensor between the passes. */
 int TOPA_FN(attention_backward)(float *dq, float *dk, float *dv, int64_t ldd, const float *dout,
                                 int64_t ldo, const float *probs, const float *q, const float *k,
-                                const float *v, int64_t ld, int64_t B, int64_t S, int64_t H,
-                                int64_t D, float scale);
+                                const float *v, int64_t ld, const int32_t *mask, int64_t B,
+                                int64_t S, int64_t H, int64_t D, float scale, uint32_t drop_key,
+                                uint32_t drop_threshold, float drop_scale);
+
+/* ---- dropout.c ----
+ * out = (accumulate ? out : 0) + keep(i) * in * scale over n elements (out may alias in); the
+ * same call with the same key serves forward (in = x) and backward (in = dy). */
+void TOPA_FN(dropout)(float *out, const float *in, int64_t n, uint32_t key, uint32_t threshold,
+                      float scale, int accumulate);
 
 /* ---- embedding.c ----
  * out[b,s,:] = wte[ids] + wpe[pos] + wtt[type]; pos = s when pos_ids is NULL, type = 0 when
@@ -162,6 +174,24 @@ static inline void topa_column_share(int tid, int nth, int64_t n, int64_t *lo, i
     int64_t per = ((n + nth - 1) / nth + 15) & ~(int64_t)15;
     *lo = tid * per < n ? tid * per : n;
     *hi = (tid + 1) * per < n ? (tid + 1) * per : n;
+}
+
+/* A 32-bit integer hash (bijective, low bias: xor-shift-multiply rounds) behind every dropout
+ * mask. Multipliers are applied to 32-bit values only, so a 64-bit signed implementation (numpy,
+ * torch) reproduces it exactly by masking to 32 bits after each product. */
+static inline uint32_t topa_hash32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+/* Dropout's keep decision for element i under key: a 24-bit uniform against threshold =
+ * floor(p * 2^24), so p = 0 (threshold 0) keeps everything. */
+static inline int topa_dropout_keep(uint32_t i, uint32_t key, uint32_t threshold) {
+    return (topa_hash32(i ^ key) >> 8) >= threshold;
 }
 
 /* Vectorisable exp: Cody-Waite range reduction and a degree-6 polynomial, ~1.5 ulp on

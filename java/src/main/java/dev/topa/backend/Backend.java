@@ -94,7 +94,14 @@ public abstract class Backend implements AutoCloseable {
      * columns of the same GEMM as the weight, so C is written once.
      */
     public final void loraForward(Tensor y, Tensor u, Tensor x, Tensor w, Tensor bias, Tensor a, Tensor b, float scale) {
+        loraForward(y, u, x, x, w, bias, a, b, scale);
+    }
+
+    /** As above with the adapter reading xLora (x after LoRA dropout): u = xLora A^T, y = x W^T + bias + scale u B^T. */
+    public final void loraForward(Tensor y, Tensor u, Tensor x, Tensor xLora, Tensor w, Tensor bias, Tensor a, Tensor b,
+            float scale) {
         String op = "loraForward";
+        if (xLora != x) sameShape(op, "xLora", xLora, x);
         long m = rows(x), r = loraRank(op, w, a, b);
         f32(op, "x", x);
         check(cols(x) == w.dim(1), op, "x has " + cols(x) + " features, W takes " + w.dim(1));
@@ -102,7 +109,7 @@ public abstract class Backend implements AutoCloseable {
         check(rows(y) == m && cols(y) == w.dim(0), op, "y " + shape(y) + " is not [" + m + ", " + w.dim(0) + "]");
         vector(op, "u", u, m * r);
         if (bias != null) vector(op, "bias", bias, w.dim(0));
-        gemm(false, true, 1f, x, a, 0f, u.reshape(m, r), null);
+        gemm(false, true, 1f, xLora, a, 0f, u.reshape(m, r), null);
         kGemmAugmented(false, true, m, w.dim(0), w.dim(1), x, w, r, u, scale, true, b, 0f, y, bias);
     }
 
@@ -229,51 +236,82 @@ public abstract class Backend implements AutoCloseable {
         kSoftmaxBackward(dx, dy, y, rows(y), cols(y));
     }
 
+    // ---------------------------------------------------------------- dropout
+
+    /**
+     * out = (accumulate ? out : 0) + dropout(in): the forward of a dropout site, and with the same
+     * draw its backward (in = dy). out may be in.
+     */
+    public final void dropout(Tensor out, Tensor in, Dropout dropout, boolean accumulate) {
+        String op = "dropout";
+        f32(op, "in", in);
+        sameShape(op, "out", out, in);
+        kDropout(out, in, in.numel(), dropout, accumulate);
+    }
+
     // ---------------------------------------------------------------- attention
 
     /**
      * Multi-head attention over a fused projection qkv [B, S, 3*H*D] (Q, K, V side by side on the
      * last dim): out [B, S, H*D] = softmax(scale Q K^T + padding mask) V per head. mask [B, S] i32
-     * (1 real token, 0 padding) or null; probs [B, H, S, S] receives the probabilities (null in
-     * inference; backward needs them).
+     * (1 real token, 0 padding) or null; probs [B, H, S, S] receives the probabilities (or null).
      */
     public final void attentionForward(Tensor out, Tensor probs, Tensor qkv, Tensor mask, int heads, float scale) {
+        attentionForward(out, probs, qkv, mask, heads, scale, Dropout.NONE);
+    }
+
+    /** As above with dropout on the probabilities (element index over [B, H, S, S]); probs are saved before it. */
+    public final void attentionForward(Tensor out, Tensor probs, Tensor qkv, Tensor mask, int heads, float scale,
+            Dropout dropout) {
         String op = "attentionForward";
-        long[] d = attentionDims(op, qkv, heads);
+        long[] d = attentionDims(op, qkv, heads, mask);
         long bsz = d[0], s = d[1], c = d[2];
         f32(op, "out", out);
         check(out.numel() == bsz * s * c, op, "out " + shape(out) + " is not [" + bsz + "," + s + "," + c + "]");
-        if (probs != null) {
-            f32(op, "probs", probs);
-            check(probs.numel() == bsz * heads * s * s, op, "probs " + shape(probs) + " is not [" + bsz + "," + heads
-                    + "," + s + "," + s + "]");
-        }
-        if (mask != null) {
-            check(mask.dtype() == DType.I32 && mask.numel() == bsz * s, op, "mask must be i32 [" + bsz + "," + s
-                    + "], got " + mask);
-            onDevice(op, "mask", mask);
-        }
-        kAttentionForward(out, probs, qkv, mask, bsz, s, heads, c / heads, scale);
+        probsShape(op, probs, bsz, heads, s);
+        kAttentionForward(out, probs, qkv, mask, bsz, s, heads, c / heads, scale, dropout);
     }
 
-    /** dqkv [B, S, 3*H*D] (overwritten) from dout [B, S, H*D] and the probs saved by forward. */
+    /** dqkv [B, S, 3*H*D] (overwritten) from dout [B, S, H*D] and the probs saved by forward (no mask, no dropout). */
     public final void attentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, int heads, float scale) {
+        check(probs != null, "attentionBackward", "probs are required without a mask to recompute them from");
+        attentionBackward(dqkv, dout, probs, qkv, null, heads, scale, Dropout.NONE);
+    }
+
+    /**
+     * dqkv from dout. probs: those forward saved, or null to recompute them per head from qkv and
+     * mask (flash-style: no [B, H, S, S] tensor lives between forward and backward); dropout the
+     * same draw as forward's.
+     */
+    public final void attentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, Tensor mask, int heads,
+            float scale, Dropout dropout) {
         String op = "attentionBackward";
-        long[] d = attentionDims(op, qkv, heads);
+        long[] d = attentionDims(op, qkv, heads, mask);
         long bsz = d[0], s = d[1], c = d[2];
         sameShape(op, "dqkv", dqkv, qkv);
         f32(op, "dout", dout);
         check(dout.numel() == bsz * s * c, op, "dout " + shape(dout) + " is not [" + bsz + "," + s + "," + c + "]");
-        f32(op, "probs", probs);
-        check(probs.numel() == bsz * heads * s * s, op, "probs " + shape(probs) + " does not match qkv");
-        kAttentionBackward(dqkv, dout, probs, qkv, bsz, s, heads, c / heads, scale);
+        probsShape(op, probs, bsz, heads, s);
+        kAttentionBackward(dqkv, dout, probs, qkv, mask, bsz, s, heads, c / heads, scale, dropout);
     }
 
-    private long[] attentionDims(String op, Tensor qkv, int heads) {
+    private void probsShape(String op, Tensor probs, long bsz, int heads, long s) {
+        if (probs == null) return;
+        f32(op, "probs", probs);
+        check(probs.numel() == bsz * heads * s * s, op, "probs " + shape(probs) + " is not [" + bsz + "," + heads + ","
+                + s + "," + s + "]");
+    }
+
+    private long[] attentionDims(String op, Tensor qkv, int heads, Tensor mask) {
         f32(op, "qkv", qkv);
         check(qkv.rank() == 3 && qkv.dim(2) % 3 == 0, op, "qkv must be [B, S, 3*H*D], got " + shape(qkv));
         long c = qkv.dim(2) / 3;
         check(heads > 0 && c % heads == 0, op, "hidden " + c + " is not divisible by " + heads + " heads");
+        if (mask != null) {
+            check(mask.dtype() == DType.I32 && mask.numel() == qkv.dim(0) * qkv.dim(1), op, "mask must be i32 ["
+                    + qkv.dim(0) + "," + qkv.dim(1) + "], got " + mask);
+            onDevice(op, "mask", mask);
+        }
         return new long[] {qkv.dim(0), qkv.dim(1), c};
     }
 
@@ -455,10 +493,12 @@ public abstract class Backend implements AutoCloseable {
     protected abstract void kSoftmaxBackward(Tensor dx, Tensor dy, Tensor y, long rows, long cols);
 
     protected abstract void kAttentionForward(Tensor out, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq,
-            long heads, long headDim, float scale);
+            long heads, long headDim, float scale, Dropout dropout);
 
-    protected abstract void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, long batch,
-            long seq, long heads, long headDim, float scale);
+    protected abstract void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, Tensor mask,
+            long batch, long seq, long heads, long headDim, float scale, Dropout dropout);
+
+    protected abstract void kDropout(Tensor out, Tensor in, long n, Dropout dropout, boolean accumulate);
 
     /** Returns 0, or 1 + the flat index of the first token with an out-of-table id. */
     protected abstract int kEmbeddingForward(Tensor out, Tensor ids, Tensor posIds, Tensor typeIds, Tensor wte,

@@ -35,6 +35,7 @@ public final class BertModel implements AutoCloseable {
     public record Adapter(Tensor a, Tensor b, float scale, boolean blockDiagonal) {}
 
     private Adapter[][] adapters;
+    private double loraDropout;
     /** Per layer {QKV, attention output, FFN in, FFN out} packed for one backend, or null. */
     private PackedWeight[][] packed;
     private String packedFor;
@@ -140,6 +141,12 @@ public final class BertModel implements AutoCloseable {
                 }
         }
         adapters = ad;
+        loraDropout = lora.dropout();
+    }
+
+    /** Dropout on the adapters' input during training (0 without adapters). */
+    public double loraDropout() {
+        return loraDropout;
     }
 
     private static void uniform(Tensor t, int fanIn, java.util.SplittableRandom rnd) {

@@ -1,6 +1,7 @@
 package dev.topa.model;
 
 import dev.topa.backend.Backend;
+import dev.topa.backend.Dropout;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
@@ -16,10 +17,13 @@ import java.util.function.Predicate;
  * {@link BertModel}, layer by layer as in llm.c: no general autograd. Only trainable parameters
  * get gradient buffers (category gradients); through frozen ones backward computes dX only.
  *
- * <p>Saved per layer: the layer input, the fused QKV projection, the attention probabilities, the
- * attention context, both LayerNorm inputs with their mean/rstd, the first LayerNorm's output, the
- * FFN pre-activation (GEMM output without bias; bias + GELU is recomputed in backward) and the GELU
- * output.
+ * <p>Saved per layer (in the step arena): the fused QKV projection, the attention context, both
+ * LayerNorm inputs with their mean/rstd, the FFN pre-activation (GEMM output without bias), the
+ * layer output and LoRA's x A^T. Recomputed in backward instead of kept, because each costs far
+ * less to redo than its memory is worth: the attention probabilities (inside the attention
+ * backward kernel, per head), the first LayerNorm's output, the GELU output, and every dropout mask
+ * (counter-based, see {@link Dropout}). Per-layer temporaries of forward and backward live in a
+ * scratch arena released after each layer, so the peak holds one layer's temporaries, not six.
  */
 public final class BertTraining implements AutoCloseable {
     private final BertModel model;
@@ -27,18 +31,31 @@ public final class BertTraining implements AutoCloseable {
     private final TensorScope gradScope = new TensorScope("bert gradients", MemoryCategory.GRADIENTS);
     private final Map<String, Tensor> grads = new LinkedHashMap<>();
     private final Tensor[] qkvWeightGrad, qkvBiasGrad;
+    private final DropoutConfig dropout;
+    /** Per-layer temporaries (forward and backward), released after each layer. */
+    private final StepArena scratch = new StepArena("layer scratch");
+    private long dropoutSeed, dropoutStep;
     private Saved saved;
 
+    /** Dropout sites: the embeddings, then per layer 16 sites from 1 + 16 l (see {@link #site}). */
+    static final int SITE_EMBEDDINGS = 0, SITE_PROBS = 0, SITE_ATT_OUT = 1, SITE_FFN_OUT = 2, SITE_LORA = 3;
+
     /** u: per linear slot, x A^T of its LoRA adapter (null without one). */
-    private record Layer(Tensor in, Tensor qkv, Tensor probs, Tensor ctx, Tensor sum1, Tensor mean1, Tensor rstd1, Tensor h1,
-            Tensor pre, Tensor act, Tensor sum2, Tensor mean2, Tensor rstd2, Tensor out, Tensor[] u) {}
+    private record Layer(Tensor in, Tensor qkv, Tensor ctx, Tensor sum1, Tensor mean1, Tensor rstd1, Tensor pre, Tensor sum2,
+            Tensor mean2, Tensor rstd2, Tensor out, Tensor[] u) {}
 
     private record Saved(Tensor ids, Tensor types, Tensor mask, Tensor emb, Tensor mean0, Tensor rstd0, Layer[] layers) {}
 
-    /** trainable: which parameters (by name) get gradients. */
+    /** trainable: which parameters (by name) get gradients. No dropout. */
     public BertTraining(BertModel model, Predicate<String> trainable) {
+        this(model, trainable, DropoutConfig.NONE);
+    }
+
+    /** trainable: which parameters (by name) get gradients; dropout as configured (LoRA's from the model). */
+    public BertTraining(BertModel model, Predicate<String> trainable, DropoutConfig dropout) {
         this.model = model;
         this.cfg = model.config();
+        this.dropout = dropout;
         qkvWeightGrad = new Tensor[cfg.layers()];
         qkvBiasGrad = new Tensor[cfg.layers()];
         for (int l = 0; l < cfg.layers(); l++) {
@@ -65,6 +82,24 @@ public final class BertTraining implements AutoCloseable {
         return name.matches("encoder\\.layer\\.\\d+\\.attention\\.self\\.(query|key|value)\\.(weight|bias)");
     }
 
+    /**
+     * Sets the dropout draw of the next forward/backward: masks are a function of (seed, step,
+     * site), so a resumed run redraws exactly the masks an unbroken one would have.
+     */
+    public void setDropoutStep(long seed, long step) {
+        this.dropoutSeed = seed;
+        this.dropoutStep = step;
+    }
+
+    /** The key for a dropout site of the current step. */
+    Dropout dropout(double p, int site) {
+        return p > 0 ? new Dropout(p, Dropout.key(dropoutSeed, dropoutStep, site)) : Dropout.NONE;
+    }
+
+    static int site(int layer, int k) {
+        return 1 + 16 * layer + k;
+    }
+
     /** Gradients of the trainable parameters, by name (q/k/v views into fused buffers). */
     public Map<String, Tensor> gradients() {
         return Collections.unmodifiableMap(grads);
@@ -88,43 +123,66 @@ public final class BertTraining implements AutoCloseable {
         long b = ids.dim(0), s = ids.dim(1);
         int c = cfg.hidden();
         float eps = cfg.layerNormEps();
+        scratch.reset();
         Tensor emb = arena.allocate(DType.F32, b, s, c);
         be.embeddingForward(emb, ids, null, types, p("embeddings.word_embeddings.weight"),
                 p("embeddings.position_embeddings.weight"), cfg.typeVocabSize() > 0 ? p("embeddings.token_type_embeddings.weight") : null);
         Tensor mean0 = arena.allocate(DType.F32, b * s), rstd0 = arena.allocate(DType.F32, b * s);
         Tensor h = arena.allocate(DType.F32, b, s, c);
         be.layernormForward(h, mean0, rstd0, null, emb, null, p("embeddings.LayerNorm.weight"), p("embeddings.LayerNorm.bias"), eps);
+        Dropout d0 = dropout(dropout.hidden(), SITE_EMBEDDINGS);
+        if (d0.active()) be.dropout(h, h, d0, false);
         Layer[] layers = new Layer[cfg.layers()];
         for (int l = 0; l < cfg.layers(); l++) {
             String n = "encoder.layer." + l + ".";
             int a = cfg.attentionWidth(l), f = cfg.ffn(l);
+            StepArena.Mark mark = scratch.mark();
             Tensor[] u = new Tensor[4];
             Tensor qkv = arena.allocate(DType.F32, b, s, 3L * a);
-            u[BertModel.QKV] = model.linear(be, arena, qkv, h, l, BertModel.QKV, model.qkvWeight(l), model.qkvBias(l));
-            Tensor probs = arena.allocate(DType.F32, b, cfg.heads(l), s, s);
+            u[BertModel.QKV] = linearForward(be, arena, qkv, h, l, BertModel.QKV, model.qkvWeight(l), model.qkvBias(l));
             Tensor ctx = arena.allocate(DType.F32, b, s, a);
-            be.attentionForward(ctx, probs, qkv, mask, cfg.heads(l), scale());
-            Tensor att = arena.allocate(DType.F32, b, s, c);
-            u[BertModel.ATT_OUT] = model.linear(be, arena, att, ctx, l, BertModel.ATT_OUT, p(n + "attention.output.dense.weight"),
+            be.attentionForward(ctx, null, qkv, mask, cfg.heads(l), scale(), dropout(dropout.attention(), site(l, SITE_PROBS)));
+            Tensor att = scratch.allocate(DType.F32, b, s, c);
+            u[BertModel.ATT_OUT] = linearForward(be, arena, att, ctx, l, BertModel.ATT_OUT, p(n + "attention.output.dense.weight"),
                     p(n + "attention.output.dense.bias"));
-            Tensor sum1 = arena.allocate(DType.F32, b, s, c), h1 = arena.allocate(DType.F32, b, s, c);
+            Dropout dAtt = dropout(dropout.hidden(), site(l, SITE_ATT_OUT));
+            if (dAtt.active()) be.dropout(att, att, dAtt, false);
+            Tensor sum1 = arena.allocate(DType.F32, b, s, c), h1 = scratch.allocate(DType.F32, b, s, c);
             Tensor mean1 = arena.allocate(DType.F32, b * s), rstd1 = arena.allocate(DType.F32, b * s);
             be.layernormForward(h1, mean1, rstd1, sum1, att, h, p(n + "attention.output.LayerNorm.weight"),
                     p(n + "attention.output.LayerNorm.bias"), eps);
-            Tensor pre = arena.allocate(DType.F32, b, s, f), act = arena.allocate(DType.F32, b, s, f);
-            u[BertModel.FFN_IN] = model.linear(be, arena, pre, h1, l, BertModel.FFN_IN, p(n + "intermediate.dense.weight"), null);
+            Tensor pre = arena.allocate(DType.F32, b, s, f), act = scratch.allocate(DType.F32, b, s, f);
+            u[BertModel.FFN_IN] = linearForward(be, arena, pre, h1, l, BertModel.FFN_IN, p(n + "intermediate.dense.weight"), null);
             be.biasGeluForward(act, pre, p(n + "intermediate.dense.bias"));
-            Tensor out = arena.allocate(DType.F32, b, s, c);
-            u[BertModel.FFN_OUT] = model.linear(be, arena, out, act, l, BertModel.FFN_OUT, p(n + "output.dense.weight"),
+            Tensor out = scratch.allocate(DType.F32, b, s, c);
+            u[BertModel.FFN_OUT] = linearForward(be, arena, out, act, l, BertModel.FFN_OUT, p(n + "output.dense.weight"),
                     p(n + "output.dense.bias"));
+            Dropout dOut = dropout(dropout.hidden(), site(l, SITE_FFN_OUT));
+            if (dOut.active()) be.dropout(out, out, dOut, false);
             Tensor sum2 = arena.allocate(DType.F32, b, s, c), h2 = arena.allocate(DType.F32, b, s, c);
             Tensor mean2 = arena.allocate(DType.F32, b * s), rstd2 = arena.allocate(DType.F32, b * s);
             be.layernormForward(h2, mean2, rstd2, sum2, out, h1, p(n + "output.LayerNorm.weight"), p(n + "output.LayerNorm.bias"), eps);
-            layers[l] = new Layer(h, qkv, probs, ctx, sum1, mean1, rstd1, h1, pre, act, sum2, mean2, rstd2, h2, u);
+            scratch.release(mark);
+            layers[l] = new Layer(h, qkv, ctx, sum1, mean1, rstd1, pre, sum2, mean2, rstd2, h2, u);
             h = h2;
         }
         saved = new Saved(ids, types, mask, emb, mean0, rstd0, layers);
         return h;
+    }
+
+    /** y = x W^T + bias (+ LoRA, its x A^T kept in the step arena and returned; else null). */
+    private Tensor linearForward(Backend be, StepArena arena, Tensor y, Tensor x, int l, int slot, Tensor w, Tensor bias) {
+        BertModel.Adapter ad = model.adapter(l, slot);
+        if (ad == null) {
+            be.linearForward(y, x, w, bias);
+            return null;
+        }
+        Tensor u = arena.allocate(DType.F32, x.numel() / x.dim(-1), ad.a().dim(0));
+        Dropout d = dropout(model.loraDropout(), site(l, SITE_LORA + slot));
+        Tensor xLora = x;
+        if (d.active()) be.dropout(xLora = scratch.allocate(DType.F32, x.shape()), x, d, false);
+        be.loraForward(y, u, x, xLora, w, bias, ad.a(), ad.b(), ad.scale());
+        return u;
     }
 
     private float scale() {
@@ -137,9 +195,17 @@ public final class BertTraining implements AutoCloseable {
             throw new IllegalStateException("backward needs the activations of a forward in the same step");
         long b = dOut.dim(0), s = dOut.dim(1);
         int c = cfg.hidden();
-        Tensor dh = dOut; // each layer only reads its output gradient and returns a new one
-        for (int l = cfg.layers() - 1; l >= 0; l--) dh = layerBackward(be, arena, l, saved.layers()[l], dh);
-        // embeddings: LayerNorm, then the scatter-add into the tables
+        // layer input gradients alternate between two buffers: a layer reads one and writes the other
+        Tensor[] pingPong = {arena.allocate(DType.F32, b, s, c), arena.allocate(DType.F32, b, s, c)};
+        Tensor dh = dOut;
+        for (int l = cfg.layers() - 1; l >= 0; l--) {
+            Tensor dIn = pingPong[l % 2];
+            layerBackward(be, l, saved.layers()[l], dh, dIn);
+            dh = dIn;
+        }
+        // embeddings: dropout, LayerNorm, then the scatter-add into the tables
+        Dropout d0 = dropout(dropout.hidden(), SITE_EMBEDDINGS);
+        if (d0.active()) be.dropout(dh, dh, d0, false);
         Tensor dEmb = arena.allocate(DType.F32, b, s, c);
         be.layernormBackward(dEmb, grads.get("embeddings.LayerNorm.weight"), grads.get("embeddings.LayerNorm.bias"), dh,
                 saved.emb(), saved.mean0(), saved.rstd0(), p("embeddings.LayerNorm.weight"), false);
@@ -151,47 +217,62 @@ public final class BertTraining implements AutoCloseable {
                     cfg.typeVocabSize() > 0 ? p("embeddings.token_type_embeddings.weight") : null);
     }
 
-    /** Returns dL/d(layer input), in a new tensor; dOut is only read. */
-    private Tensor layerBackward(Backend be, StepArena arena, int l, Layer sv, Tensor dOut) {
+    /** Writes dL/d(layer input) into dIn; dOut is only read. */
+    private void layerBackward(Backend be, int l, Layer sv, Tensor dOut, Tensor dIn) {
         String n = "encoder.layer." + l + ".";
         long b = dOut.dim(0), s = dOut.dim(1);
         int c = cfg.hidden(), a = cfg.attentionWidth(l), f = cfg.ffn(l);
-        // LN2: x = out + h1  ->  dx (shared by the FFN output and the residual to h1)
-        Tensor dx2 = arena.allocate(DType.F32, b, s, c);
+        StepArena.Mark mark = scratch.mark();
+        // LN2: x = dropout(out) + h1  ->  dx2 (shared by the FFN output and the residual to h1)
+        Tensor dx2 = scratch.allocate(DType.F32, b, s, c);
         be.layernormBackward(dx2, grads.get(n + "output.LayerNorm.weight"), grads.get(n + "output.LayerNorm.bias"), dOut,
                 sv.sum2(), sv.mean2(), sv.rstd2(), p(n + "output.LayerNorm.weight"), false);
-        // FFN out: out = act W2^T + b2
-        Tensor dAct = arena.allocate(DType.F32, b, s, f);
-        linearBackward(be, arena, l, BertModel.FFN_OUT, dAct, false, grads.get(n + "output.dense.weight"),
-                grads.get(n + "output.dense.bias"), dx2, sv.act(), sv.u(), p(n + "output.dense.weight"));
-        // GELU (bias recomputed from the saved pre-activation), in place
+        Tensor dFfnOut = droppedGradient(be, dx2, dropout(dropout.hidden(), site(l, SITE_FFN_OUT)));
+        // FFN out: out = act W2^T + b2, act = GELU(pre + b1) recomputed
+        Tensor act = scratch.allocate(DType.F32, b, s, f);
+        be.biasGeluForward(act, sv.pre(), p(n + "intermediate.dense.bias"));
+        Tensor dAct = scratch.allocate(DType.F32, b, s, f);
+        linearBackward(be, l, BertModel.FFN_OUT, dAct, false, grads.get(n + "output.dense.weight"),
+                grads.get(n + "output.dense.bias"), dFfnOut, act, sv.u(), p(n + "output.dense.weight"));
         be.biasGeluBackward(dAct, grads.get(n + "intermediate.dense.bias"), dAct, sv.pre(), p(n + "intermediate.dense.bias"));
-        // FFN in: pre = h1 W1^T; dh1 = dx2 (residual) + dPre W1, accumulated into dx2
-        linearBackward(be, arena, l, BertModel.FFN_IN, dx2, true, grads.get(n + "intermediate.dense.weight"), null, dAct,
-                sv.h1(), sv.u(), p(n + "intermediate.dense.weight"));
-        Tensor dh1 = dx2;
-        // LN1: x = att + in
-        Tensor dx1 = arena.allocate(DType.F32, b, s, c);
-        be.layernormBackward(dx1, grads.get(n + "attention.output.LayerNorm.weight"), grads.get(n + "attention.output.LayerNorm.bias"),
-                dh1, sv.sum1(), sv.mean1(), sv.rstd1(), p(n + "attention.output.LayerNorm.weight"), false);
+        // FFN in: pre = h1 W1^T with h1 = LN1(sum1) recomputed; dh1 = dx2 (residual) + dPre W1, into dx2
+        Tensor h1 = scratch.allocate(DType.F32, b, s, c), stat = scratch.allocate(DType.F32, 2, b * s);
+        be.layernormForward(h1, stat.rows(0, 1).reshape(b * s), stat.rows(1, 2).reshape(b * s), null, sv.sum1(), null,
+                p(n + "attention.output.LayerNorm.weight"), p(n + "attention.output.LayerNorm.bias"), cfg.layerNormEps());
+        linearBackward(be, l, BertModel.FFN_IN, dx2, true, grads.get(n + "intermediate.dense.weight"), null, dAct, h1, sv.u(),
+                p(n + "intermediate.dense.weight"));
+        // LN1: x = dropout(att) + in  ->  dIn (the residual), and att's gradient through the dropout
+        be.layernormBackward(dIn, grads.get(n + "attention.output.LayerNorm.weight"), grads.get(n + "attention.output.LayerNorm.bias"),
+                dx2, sv.sum1(), sv.mean1(), sv.rstd1(), p(n + "attention.output.LayerNorm.weight"), false);
+        Tensor dAtt = droppedGradient(be, dIn, dropout(dropout.hidden(), site(l, SITE_ATT_OUT)));
         // attention output: att = ctx Wo^T + bo
-        Tensor dCtx = arena.allocate(DType.F32, b, s, a);
-        linearBackward(be, arena, l, BertModel.ATT_OUT, dCtx, false, grads.get(n + "attention.output.dense.weight"),
-                grads.get(n + "attention.output.dense.bias"), dx1, sv.ctx(), sv.u(), p(n + "attention.output.dense.weight"));
-        Tensor dQkv = arena.allocate(DType.F32, b, s, 3L * a);
-        be.attentionBackward(dQkv, dCtx, sv.probs(), sv.qkv(), cfg.heads(l), scale());
-        // QKV: qkv = in Wqkv^T + bqkv; d(in) = dx1 (residual) + dQkv Wqkv, accumulated into dx1
-        linearBackward(be, arena, l, BertModel.QKV, dx1, true, qkvWeightGrad[l], qkvBiasGrad[l], dQkv, sv.in(), sv.u(),
-                model.qkvWeight(l));
-        return dx1;
+        Tensor dCtx = scratch.allocate(DType.F32, b, s, a);
+        linearBackward(be, l, BertModel.ATT_OUT, dCtx, false, grads.get(n + "attention.output.dense.weight"),
+                grads.get(n + "attention.output.dense.bias"), dAtt, sv.ctx(), sv.u(), p(n + "attention.output.dense.weight"));
+        Tensor dQkv = scratch.allocate(DType.F32, b, s, 3L * a);
+        be.attentionBackward(dQkv, dCtx, null, sv.qkv(), saved.mask(), cfg.heads(l), scale(),
+                dropout(dropout.attention(), site(l, SITE_PROBS)));
+        // QKV: qkv = in Wqkv^T + bqkv; d(in) += dQkv Wqkv
+        linearBackward(be, l, BertModel.QKV, dIn, true, qkvWeightGrad[l], qkvBiasGrad[l], dQkv, sv.in(), sv.u(), model.qkvWeight(l));
+        scratch.release(mark);
+    }
+
+    /** The gradient before a dropout site from the one after it (dy itself when the site is off). */
+    private Tensor droppedGradient(Backend be, Tensor dy, Dropout d) {
+        if (!d.active()) return dy;
+        Tensor out = scratch.allocate(DType.F32, dy.shape());
+        be.dropout(out, dy, d, false);
+        return out;
     }
 
     /**
      * Backward of one linear slot, y = x W^T + b (+ LoRA): dx (accumulate: +=) always; dw, dbias
-     * when trainable (non-null); the adapter's dA, dB when the slot has one.
+     * when trainable (non-null); the adapter's dA, dB when the slot has one. Without LoRA dropout
+     * the adapter's backward is the fused one (dY B once, one augmented GEMM for dx); with it, dx
+     * gets the adapter's share through the regenerated mask.
      */
-    private void linearBackward(Backend be, StepArena arena, int l, int slot, Tensor dx, boolean accumulate, Tensor dw,
-            Tensor dbias, Tensor dy, Tensor x, Tensor[] u, Tensor w) {
+    private void linearBackward(Backend be, int l, int slot, Tensor dx, boolean accumulate, Tensor dw, Tensor dbias, Tensor dy,
+            Tensor x, Tensor[] u, Tensor w) {
         BertModel.Adapter ad = model.adapter(l, slot);
         if (ad == null) {
             if (dw != null) be.gemm(true, false, 1f, dy, x, 1f, dw, null);
@@ -201,8 +282,24 @@ public final class BertTraining implements AutoCloseable {
         }
         String n = BertModel.slotName(l, slot);
         Tensor dA = grads.get(n + ".lora_A"), dB = grads.get(n + ".lora_B");
-        Tensor g = arena.allocate(DType.F32, u[slot].shape());
-        be.loraBackward(dx, accumulate, dw, dbias, dA, dB, g, dy, x, u[slot], w, ad.a(), ad.b(), ad.scale());
+        long m = u[slot].dim(0), r = u[slot].dim(1);
+        Tensor g = scratch.allocate(DType.F32, m, r);
+        Dropout d = dropout(model.loraDropout(), site(l, SITE_LORA + slot));
+        if (!d.active()) {
+            be.loraBackward(dx, accumulate, dw, dbias, dA, dB, g, dy, x, u[slot], w, ad.a(), ad.b(), ad.scale());
+        } else {
+            Tensor xLora = scratch.allocate(DType.F32, x.shape()), dxLora = scratch.allocate(DType.F32, dx.shape());
+            be.dropout(xLora, x, d, false);
+            // frozen-base part and dA/dB/dW/dbias from the fused op (its dx is the base's only: zero rank-r share)
+            be.gemm(false, false, 1f, dy, ad.b(), 0f, g, null);
+            be.gemm(false, false, ad.scale(), g, ad.a(), 0f, dxLora, null);
+            be.gemm(false, false, 1f, dy, w, accumulate ? 1f : 0f, dx, null);
+            be.dropout(dx, dxLora, d, true);
+            if (dA != null) be.gemm(true, false, ad.scale(), g, xLora, 1f, dA, null);
+            if (dB != null) be.gemm(true, false, ad.scale(), dy, u[slot], 1f, dB, null);
+            if (dbias != null) be.biasBackward(dbias, dy);
+            if (dw != null) be.gemm(true, false, 1f, dy, x, 1f, dw, null);
+        }
         if (ad.blockDiagonal() && dB != null) zeroOffDiagonal(dB, 3);
     }
 
@@ -216,6 +313,7 @@ public final class BertTraining implements AutoCloseable {
 
     @Override
     public void close() {
+        scratch.close();
         gradScope.close();
     }
 }

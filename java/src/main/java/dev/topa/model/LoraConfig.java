@@ -4,8 +4,12 @@ import java.util.EnumSet;
 import java.util.Locale;
 import java.util.Set;
 
-/** LoRA hyper-parameters: rank r, alpha (scale = alpha / r), targets. (Adapter dropout: not yet.) */
-public record LoraConfig(int rank, double alpha, Set<Target> targets) {
+/**
+ * LoRA hyper-parameters: rank r, alpha (scale = alpha / r), targets, and dropout on the adapter's
+ * input (PEFT's lora_dropout; 0 keeps the fused one-GEMM path in backward too). On the fused
+ * query/key/value slot one mask serves all three adapters (PEFT draws one per module).
+ */
+public record LoraConfig(int rank, double alpha, Set<Target> targets, double dropout) {
     /** The linear layers an adapter can sit on, by their Hugging Face module names. */
     public enum Target {
         QUERY("attention.self.query"), KEY("attention.self.key"), VALUE("attention.self.value"),
@@ -36,7 +40,12 @@ public record LoraConfig(int rank, double alpha, Set<Target> targets) {
         }
     }
 
+    public LoraConfig(int rank, double alpha, Set<Target> targets) {
+        this(rank, alpha, targets, 0);
+    }
+
     public LoraConfig {
+        if (!(dropout >= 0 && dropout < 1)) throw new IllegalArgumentException("LoRA dropout must be in [0, 1), got " + dropout);
         if (rank < 1) throw new IllegalArgumentException("LoRA rank must be >= 1, got " + rank);
         if (!(alpha > 0)) throw new IllegalArgumentException("LoRA alpha must be > 0, got " + alpha);
         if (targets.isEmpty()) throw new IllegalArgumentException("LoRA needs at least one target");

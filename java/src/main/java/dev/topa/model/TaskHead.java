@@ -1,6 +1,7 @@
 package dev.topa.model;
 
 import dev.topa.backend.Backend;
+import dev.topa.backend.Dropout;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
@@ -24,6 +25,9 @@ public final class TaskHead implements AutoCloseable {
     private final TensorScope gradScope = new TensorScope("task head gradients", MemoryCategory.GRADIENTS);
     private final Tensor weight, bias, dWeight, dBias;
     private Tensor pooled, mask;
+    private Dropout dropout = Dropout.NONE;
+    /** The dropout site of the pooled representation (outside the encoder's site numbering). */
+    public static final int DROPOUT_SITE = 0x7fffffff;
 
     public TaskHead(int hidden, int outputs, long seed) {
         this.outputs = outputs;
@@ -66,10 +70,17 @@ public final class TaskHead implements AutoCloseable {
 
     /** Logits (or regression values) [B, outputs] from hidden [B, S, C]; keeps what backward needs. */
     public Tensor forward(Backend be, StepArena arena, Tensor hidden, Tensor mask) {
+        return forward(be, arena, hidden, mask, Dropout.NONE);
+    }
+
+    /** As above with dropout on the pooled representation (training). */
+    public Tensor forward(Backend be, StepArena arena, Tensor hidden, Tensor mask, Dropout dropout) {
         long b = hidden.dim(0), c = hidden.dim(2);
         pooled = arena.allocate(DType.F32, b, c);
         this.mask = mask;
+        this.dropout = dropout;
         be.meanPoolForward(pooled, hidden, mask);
+        if (dropout.active()) be.dropout(pooled, pooled, dropout, false);
         Tensor out = arena.allocate(DType.F32, b, outputs);
         be.linearForward(out, pooled, weight, bias);
         return out;
@@ -80,6 +91,7 @@ public final class TaskHead implements AutoCloseable {
         long b = pooled.dim(0), c = pooled.dim(1);
         Tensor dPooled = arena.allocate(DType.F32, b, c);
         be.linearBackward(dPooled, dWeight, dBias, dOut, pooled, weight);
+        if (dropout.active()) be.dropout(dPooled, dPooled, dropout, false);
         Tensor dHidden = arena.allocate(DType.F32, b, seq, c);
         be.meanPoolBackward(dHidden, dPooled, mask);
         return dHidden;

@@ -10,7 +10,9 @@ import java.util.List;
  * the step: every tensor handed out becomes invalid (using one throws) and the memory is reused by
  * the next step. Chunks are kept, not freed, because first-touch of fresh pages is slow and a
  * training step needs the same amount every time; the tracker sees the bytes handed out as live
- * until reset, and {@link #reservedBytes()} tells what the chunks hold.
+ * until reset, and {@link #reservedBytes()} tells what the chunks hold. Within a step,
+ * {@link #mark()} and {@link #release(Mark)} free everything allocated after the mark (a layer's
+ * backward temporaries), so peak memory is what one layer needs, not the sum over layers.
  */
 public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.Owner {
     private static final long ALIGNMENT = 64;
@@ -25,7 +27,10 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
     private final long chunkBytes;
     private int chunk;      // chunk being filled
     private long offset;    // bytes used in it
-    private volatile long epoch;
+    private long steps;           // resets so far
+    private long serial;          // token of the last allocation (tokens only grow)
+    private volatile long stepStart; // tokens <= stepStart belong to earlier steps
+    private final List<long[]> released = new ArrayList<>(); // (from, to]: token ranges freed this step
     private long reserved;
     private volatile boolean closed;
 
@@ -73,7 +78,26 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
         offset += padded;
         tracker.add(category, bytes);
         liveByCategory[category.ordinal()] += bytes;
-        return new Tensor(Device.CPU, dtype, shape, seg, category, this, epoch);
+        return new Tensor(Device.CPU, dtype, shape, seg, category, this, ++serial);
+    }
+
+    /** A point in this step's allocations to {@link #release} back to. */
+    public record Mark(long step, int chunk, long offset, long serial, long[] live) {}
+
+    public synchronized Mark mark() {
+        return new Mark(steps, chunk, offset, serial, liveByCategory.clone());
+    }
+
+    /** Frees every tensor allocated after the mark (they become invalid); earlier ones stay. */
+    public synchronized void release(Mark m) {
+        if (m.step() != steps) throw new IllegalStateException("mark of step arena '" + name + "' is from an earlier step");
+        for (MemoryCategory c : MemoryCategory.values()) {
+            tracker.add(c, m.live()[c.ordinal()] - liveByCategory[c.ordinal()]);
+            liveByCategory[c.ordinal()] = m.live()[c.ordinal()];
+        }
+        if (serial > m.serial()) released.add(new long[] {m.serial(), serial});
+        chunk = m.chunk();
+        offset = m.offset();
     }
 
     /** Ends the step: all tensors from it become invalid; their memory is reused. */
@@ -84,7 +108,9 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
         }
         chunk = 0;
         offset = 0;
-        epoch++;
+        stepStart = serial;
+        steps++;
+        released.clear();
     }
 
     /** Bytes the arena's chunks hold (what the process really keeps for activations). */
@@ -93,8 +119,11 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
     }
 
     @Override
-    public boolean alive(long e) {
-        return !closed && e == epoch;
+    public synchronized boolean alive(long token) {
+        if (closed || token <= stepStart) return false;
+        for (long[] r : released)
+            if (token > r[0] && token <= r[1]) return false;
+        return true;
     }
 
     @Override

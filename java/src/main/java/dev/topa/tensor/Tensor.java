@@ -13,7 +13,7 @@ import java.util.Arrays;
 public final class Tensor {
     /** What a tensor's storage lives and dies with. */
     interface Owner {
-        boolean alive(long epoch);
+        boolean alive(long token);
 
         String describe();
     }

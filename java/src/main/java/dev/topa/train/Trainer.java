@@ -2,6 +2,7 @@ package dev.topa.train;
 
 import dev.topa.backend.AdamWConfig;
 import dev.topa.backend.Backend;
+import dev.topa.backend.Dropout;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.glue.Metric;
@@ -29,8 +30,13 @@ import java.util.SplittableRandom;
  * all-reduce would go for data-parallel training.
  */
 public final class Trainer implements AutoCloseable {
+    /** headDropout: on the pooled representation (the encoder's dropout is the BertTraining's). */
     public record Config(int epochs, int batchSize, double lr, double weightDecay, double warmupRatio, double maxGradNorm,
-            long seed) {}
+            long seed, double headDropout) {
+        public Config(int epochs, int batchSize, double lr, double weightDecay, double warmupRatio, double maxGradNorm, long seed) {
+            this(epochs, batchSize, lr, weightDecay, warmupRatio, maxGradNorm, seed, 0);
+        }
+    }
 
     public record EpochResult(int epoch, double trainLoss, Map<Metric, Double> dev, double seconds) {}
 
@@ -182,8 +188,12 @@ public final class Trainer implements AutoCloseable {
         arena.reset();
         List<BertTokenizer.Encoded> toks = batch.stream().map(Item::tokens).toList();
         BertTokenizer.Batch b = BertTokenizer.pad(toks, arena);
+        // dropout masks are drawn from (seed, step): a resumed run redraws the same ones
+        training.setDropoutStep(cfg.seed(), step + 1);
         Tensor hidden = training.forward(be, arena, b.ids(), b.types(), b.mask());
-        Tensor out = head.forward(be, arena, hidden, b.mask());
+        Dropout headDrop = cfg.headDropout() > 0
+                ? new Dropout(cfg.headDropout(), Dropout.key(cfg.seed(), step + 1, TaskHead.DROPOUT_SITE)) : Dropout.NONE;
+        Tensor out = head.forward(be, arena, hidden, b.mask(), headDrop);
         Tensor dOut = arena.allocate(DType.F32, out.shape());
         double loss;
         if (task.isRegression()) {

@@ -295,8 +295,47 @@ class BackendOpsTest {
                 int samples = bsz * seq * c > 100_000 ? 12 : 64;
                 assertGradient(name + " dqkv", v -> dot(wy, Reference.attention(v, maskF, bsz, seq, heads, hd, scale, null)),
                         qd, dqkv.toFloatArray(), rnd, samples, GRAD_BOUND);
+                // training path: probabilities recomputed in backward, with and without dropout on them
+                for (Dropout drop : new Dropout[] {Dropout.NONE, new Dropout(0.25, rnd.nextInt())}) {
+                    String dn = name + (drop.active() ? " dropout 0.25" : "") + " recomputed probs";
+                    Tensor out3 = poisoned(s, bsz, seq, c);
+                    be.attentionForward(out3, null, qkv, tmask, heads, scale, drop);
+                    assertClose(dn + " out", Reference.attention(qd, mask, bsz, seq, heads, hd, scale, null, drop), out3, GEMM_BOUND);
+                    Tensor dqkv2 = poisoned(s, bsz, seq, 3 * c);
+                    be.attentionBackward(dqkv2, dout, null, qkv, tmask, heads, scale, drop);
+                    assertGradient(dn + " dqkv", v -> dot(wy, Reference.attention(v, maskF, bsz, seq, heads, hd, scale, null, drop)),
+                            qd, dqkv2.toFloatArray(), rnd, samples, GRAD_BOUND);
+                }
             });
         });
+    }
+
+    // ------------------------------------------------------------------ dropout
+
+    @TestFactory
+    Stream<DynamicTest> dropout() {
+        return Stream.of(1, 17, 100_003).flatMap(n -> onEveryBackend("dropout n=" + n, (be, s, rnd) -> {
+            Dropout d = new Dropout(0.3, rnd.nextInt());
+            double[] xd = random(rnd, n);
+            Tensor x = f32(s, xd, n), out = poisoned(s, n);
+            be.dropout(out, x, d, false);
+            double[] ref = Reference.dropout(xd, d);
+            assertClose("dropout n=" + n, ref, out, ROW_BOUND);
+            // accumulate: out += dropout(x), here onto a copy of x
+            Tensor acc = f32(s, xd, n);
+            be.dropout(acc, x, d, true);
+            assertClose("dropout accumulate n=" + n, Reference.add(xd, ref), acc, ROW_BOUND);
+            // in place gives the same draw
+            be.dropout(x, x, d, false);
+            assertClose("dropout in place n=" + n, ref, x, ROW_BOUND);
+            if (n > 100_000) {
+                long kept = java.util.stream.IntStream.range(0, n).filter(i -> d.keep(i)).count();
+                assertEquals(0.7, kept / (double) n, 0.01, "kept fraction at p = 0.3");
+                Dropout other = new Dropout(0.3, d.key() + 1);
+                long same = java.util.stream.IntStream.range(0, n).filter(i -> d.keep(i) == other.keep(i)).count();
+                assertEquals(0.58, same / (double) n, 0.01, "masks of neighbouring keys agree only by chance (0.7^2 + 0.3^2)");
+            }
+        }));
     }
 
     // ------------------------------------------------------------------ embeddings

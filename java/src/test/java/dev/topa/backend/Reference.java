@@ -91,6 +91,12 @@ public final class Reference {
 
     /** out [B,S,H*D] from qkv [B,S,3*H*D]; mask [B,S] (1 keep, 0 pad) or null; probs [B,H,S,S] if not null. */
     public static double[] attention(double[] qkv, int[] mask, int bsz, int s, int h, int d, double scale, double[] probs) {
+        return attention(qkv, mask, bsz, s, h, d, scale, probs, Dropout.NONE);
+    }
+
+    /** As above with dropout on the probabilities (probs receives them before it). */
+    public static double[] attention(double[] qkv, int[] mask, int bsz, int s, int h, int d, double scale, double[] probs,
+            Dropout drop) {
         int c = h * d;
         double[] out = new double[bsz * s * c];
         double[] p = new double[s];
@@ -113,7 +119,9 @@ public final class Reference {
                     for (int j = 0; j < s; j++) sum += p[j] = mx == Double.NEGATIVE_INFINITY ? 0 : Math.exp(p[j] - mx);
                     for (int j = 0; j < s; j++) {
                         p[j] = sum == 0 ? 0 : p[j] / sum;
-                        if (probs != null) probs[((b * h + hh) * s + i) * s + j] = p[j];
+                        int e = ((b * h + hh) * s + i) * s + j;
+                        if (probs != null) probs[e] = p[j];
+                        if (drop.active()) p[j] = drop.keep(e) ? p[j] * drop.scale() : 0;
                     }
                     for (int e = 0; e < d; e++) {
                         double acc = 0;
@@ -121,6 +129,13 @@ public final class Reference {
                         out[(b * s + i) * c + hh * d + e] = acc;
                     }
                 }
+        return out;
+    }
+
+    /** dropout(x): kept elements scaled by 1 / (1 - p), the rest 0. */
+    public static double[] dropout(double[] x, Dropout d) {
+        double[] out = new double[x.length];
+        for (int i = 0; i < x.length; i++) out[i] = d.keep(i) ? x[i] * d.scale() : 0;
         return out;
     }
 

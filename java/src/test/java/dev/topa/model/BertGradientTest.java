@@ -3,6 +3,7 @@ package dev.topa.model;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.topa.backend.Dropout;
 import dev.topa.backend.Reference;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.tensor.DType;
@@ -49,33 +50,63 @@ class BertGradientTest {
         return e;
     }
 
-    /** float64 forward of the model with the given parameter values: last_hidden_state flattened. */
+    /** The dropout of one forward: hidden, attention and LoRA probabilities, drawn for (seed, step). */
+    record Drops(double hidden, double attention, double lora, long seed, long step) {
+        static final Drops NONE = new Drops(0, 0, 0, 0, 0);
+
+        Dropout at(double p, int site) {
+            return p > 0 ? new Dropout(p, Dropout.key(seed, step, site)) : Dropout.NONE;
+        }
+    }
+
+    /** x W^T + bias (+ the adapter's s (dropout(x) A^T) B^T, as (W_eff - W) applied to dropout(x)). */
+    static double[] linear(BertConfig c, Map<String, double[]> w, int l, String module, double[] x, int n, int in, int out,
+            double ls, Dropout loraDrop, double[] bias) {
+        double[] base = w.get("encoder.layer." + l + "." + module + ".weight"), eff = effective(c, w, l, module, ls);
+        if (!loraDrop.active() || eff == base) return Reference.gemm(false, true, n, out, in, 1, x, eff, 0, null, bias);
+        double[] delta = eff.clone();
+        for (int i = 0; i < delta.length; i++) delta[i] -= base[i];
+        double[] y = Reference.gemm(false, true, n, out, in, 1, x, base, 0, null, bias);
+        return Reference.add(y, Reference.gemm(false, true, n, out, in, 1, Reference.dropout(x, loraDrop), delta, 0, null, null));
+    }
+
     static double[] referenceForward(BertConfig c, Map<String, double[]> w, int[] ids, int[] types, int[] mask, double ls) {
+        return referenceForward(c, w, ids, types, mask, ls, Drops.NONE);
+    }
+
+    /** float64 forward of the model with the given parameter values: last_hidden_state flattened. */
+    static double[] referenceForward(BertConfig c, Map<String, double[]> w, int[] ids, int[] types, int[] mask, double ls, Drops dr) {
         int n = B * S, h = c.hidden();
         double[] x = Reference.embedding(ids, null, types, w.get("embeddings.word_embeddings.weight"),
                 w.get("embeddings.position_embeddings.weight"), w.get("embeddings.token_type_embeddings.weight"), S, h);
         x = Reference.layernorm(x, w.get("embeddings.LayerNorm.weight"), w.get("embeddings.LayerNorm.bias"), n, h, c.layerNormEps());
+        x = Reference.dropout(x, dr.at(dr.hidden(), BertTraining.SITE_EMBEDDINGS));
         for (int l = 0; l < c.layers(); l++) {
             String p = "encoder.layer." + l + ".";
             int a = c.attentionWidth(l), f = c.ffn(l);
-            double[] q = Reference.gemm(false, true, n, a, h, 1, x, effective(c, w, l, "attention.self.query", ls), 0, null, w.get(p + "attention.self.query.bias"));
-            double[] k = Reference.gemm(false, true, n, a, h, 1, x, effective(c, w, l, "attention.self.key", ls), 0, null, w.get(p + "attention.self.key.bias"));
-            double[] v = Reference.gemm(false, true, n, a, h, 1, x, effective(c, w, l, "attention.self.value", ls), 0, null, w.get(p + "attention.self.value.bias"));
+            Dropout qkvDrop = dr.at(dr.lora(), BertTraining.site(l, BertTraining.SITE_LORA + BertModel.QKV));
+            double[] q = linear(c, w, l, "attention.self.query", x, n, h, a, ls, qkvDrop, w.get(p + "attention.self.query.bias"));
+            double[] k = linear(c, w, l, "attention.self.key", x, n, h, a, ls, qkvDrop, w.get(p + "attention.self.key.bias"));
+            double[] v = linear(c, w, l, "attention.self.value", x, n, h, a, ls, qkvDrop, w.get(p + "attention.self.value.bias"));
             double[] qkv = new double[n * 3 * a];
             for (int t = 0; t < n; t++) {
                 System.arraycopy(q, t * a, qkv, t * 3 * a, a);
                 System.arraycopy(k, t * a, qkv, t * 3 * a + a, a);
                 System.arraycopy(v, t * a, qkv, t * 3 * a + 2 * a, a);
             }
-            double[] ctx = Reference.attention(qkv, mask, B, S, c.heads(l), c.headDim(), 1 / Math.sqrt(c.headDim()), null);
-            double[] att = Reference.gemm(false, true, n, h, a, 1, ctx, effective(c, w, l, "attention.output.dense", ls), 0, null,
-                    w.get(p + "attention.output.dense.bias"));
+            double[] ctx = Reference.attention(qkv, mask, B, S, c.heads(l), c.headDim(), 1 / Math.sqrt(c.headDim()), null,
+                    dr.at(dr.attention(), BertTraining.site(l, BertTraining.SITE_PROBS)));
+            double[] att = linear(c, w, l, "attention.output.dense", ctx, n, a, h, ls,
+                    dr.at(dr.lora(), BertTraining.site(l, BertTraining.SITE_LORA + BertModel.ATT_OUT)), w.get(p + "attention.output.dense.bias"));
+            att = Reference.dropout(att, dr.at(dr.hidden(), BertTraining.site(l, BertTraining.SITE_ATT_OUT)));
             double[] h1 = Reference.layernorm(Reference.add(att, x), w.get(p + "attention.output.LayerNorm.weight"),
                     w.get(p + "attention.output.LayerNorm.bias"), n, h, c.layerNormEps());
-            double[] pre = Reference.gemm(false, true, n, f, h, 1, h1, effective(c, w, l, "intermediate.dense", ls), 0, null, null);
+            double[] pre = linear(c, w, l, "intermediate.dense", h1, n, h, f, ls,
+                    dr.at(dr.lora(), BertTraining.site(l, BertTraining.SITE_LORA + BertModel.FFN_IN)), null);
             double[] act = Reference.biasGelu(pre, w.get(p + "intermediate.dense.bias"), n, f);
-            double[] out = Reference.gemm(false, true, n, h, f, 1, act, effective(c, w, l, "output.dense", ls), 0, null,
-                    w.get(p + "output.dense.bias"));
+            double[] out = linear(c, w, l, "output.dense", act, n, f, h, ls,
+                    dr.at(dr.lora(), BertTraining.site(l, BertTraining.SITE_LORA + BertModel.FFN_OUT)), w.get(p + "output.dense.bias"));
+            out = Reference.dropout(out, dr.at(dr.hidden(), BertTraining.site(l, BertTraining.SITE_FFN_OUT)));
             x = Reference.layernorm(Reference.add(out, h1), w.get(p + "output.LayerNorm.weight"), w.get(p + "output.LayerNorm.bias"),
                     n, h, c.layerNormEps());
         }
@@ -95,7 +126,19 @@ class BertGradientTest {
                 name -> name.contains("lora_") || name.contains("LayerNorm"));
     }
 
+    @Test
+    void gradientsWithDropoutMatchFiniteDifferences() {
+        // hidden, attention-probability and LoRA dropout at once; the masks are fixed by (seed, step)
+        Drops drops = new Drops(0.15, 0.2, 0.25, 99, 3);
+        check(new LoraConfig(2, 3.0, java.util.EnumSet.allOf(LoraConfig.Target.class), drops.lora()),
+                name -> name.contains("lora_") || name.contains("LayerNorm") || name.contains("bias"), drops);
+    }
+
     private void check(LoraConfig lora, java.util.function.Predicate<String> trainable) {
+        check(lora, trainable, Drops.NONE);
+    }
+
+    private void check(LoraConfig lora, java.util.function.Predicate<String> trainable, Drops drops) {
         BertConfig cfg = new BertConfig(23, 16, 9, 2, 4, new int[] {4, 3}, new int[] {32, 24}, 1e-6f);
         double loraScale = lora == null ? 0 : lora.scale();
         SplittableRandom rnd = new SplittableRandom(11);
@@ -107,14 +150,16 @@ class BertGradientTest {
         }
         try (BertModel model = new BertModel(cfg)) {
             if (lora != null) model.addLora(lora, 5);
-            try (BertTraining train = new BertTraining(model, trainable); StepArena arena = new StepArena("grad check")) {
-                run(cfg, model, train, arena, rnd, ids, types, mask, loraScale, trainable);
+            try (BertTraining train = new BertTraining(model, trainable, new DropoutConfig(drops.hidden(), drops.attention()));
+                    StepArena arena = new StepArena("grad check")) {
+                train.setDropoutStep(drops.seed(), drops.step());
+                run(cfg, model, train, arena, rnd, ids, types, mask, loraScale, trainable, drops);
             }
         }
     }
 
     private void run(BertConfig cfg, BertModel model, BertTraining train, StepArena arena, SplittableRandom rnd, int[] ids,
-            int[] types, int[] mask, double loraScale, java.util.function.Predicate<String> trainable) {
+            int[] types, int[] mask, double loraScale, java.util.function.Predicate<String> trainable, Drops drops) {
         {
             Map<String, double[]> w = new HashMap<>();
             for (var e : model.parameters().entrySet()) {
@@ -144,7 +189,7 @@ class BertGradientTest {
             Tensor tid = arena.allocate(DType.I32, B, S).copyFrom(ids), tty = arena.allocate(DType.I32, B, S).copyFrom(types);
             Tensor tm = arena.allocate(DType.I32, B, S).copyFrom(mask);
             Tensor out = train.forward(be, arena, tid, tty, tm);
-            double[] ref = referenceForward(cfg, w, ids, types, mask, loraScale);
+            double[] ref = referenceForward(cfg, w, ids, types, mask, loraScale, drops);
             float[] got = out.toFloatArray();
             double num = 0, den = 0;
             for (int i = 0; i < ref.length; i++) {
@@ -165,9 +210,9 @@ class BertGradientTest {
                 for (int ci : coords) {
                     double keep = x[ci], step = 1e-5;
                     x[ci] = keep + step;
-                    double up = dot(dy, referenceForward(cfg, w, ids, types, mask, loraScale));
+                    double up = dot(dy, referenceForward(cfg, w, ids, types, mask, loraScale, drops));
                     x[ci] = keep - step;
-                    double down = dot(dy, referenceForward(cfg, w, ids, types, mask, loraScale));
+                    double down = dot(dy, referenceForward(cfg, w, ids, types, mask, loraScale, drops));
                     x[ci] = keep;
                     double fd = (up - down) / (2 * step);
                     n2 += (g[ci] - fd) * (g[ci] - fd);

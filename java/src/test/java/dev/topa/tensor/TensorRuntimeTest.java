@@ -59,6 +59,27 @@ class TensorRuntimeTest {
     }
 
     @Test
+    void stepArenaReleaseFreesOnlyWhatCameAfterTheMark() {
+        long act0 = cpu.live(MemoryCategory.ACTIVATIONS);
+        try (StepArena arena = new StepArena("step", MemoryCategory.ACTIVATIONS, 1 << 20)) {
+            Tensor kept = arena.allocate(DType.F32, 100).fill(7f);
+            StepArena.Mark mark = arena.mark();
+            Tensor temp = arena.allocate(DType.F32, 1000);
+            long addr = temp.data().address();
+            arena.release(mark);
+            assertEquals(act0 + 400, cpu.live(MemoryCategory.ACTIVATIONS));
+            assertThrows(IllegalStateException.class, temp::data);
+            assertEquals(7f, kept.getFloat(99), "tensors from before the mark stay valid");
+            Tensor next = arena.allocate(DType.F32, 1000);
+            assertEquals(addr, next.data().address(), "released memory is reused");
+            assertThrows(IllegalStateException.class, temp::data, "a released tensor stays invalid after reuse");
+            arena.reset();
+            assertThrows(IllegalStateException.class, () -> arena.release(mark), "a mark from an earlier step");
+        }
+        assertEquals(act0, cpu.live(MemoryCategory.ACTIVATIONS));
+    }
+
+    @Test
     void viewsShareStorage() {
         try (TensorScope s = new TensorScope("views", MemoryCategory.ACTIVATIONS)) {
             Tensor t = s.allocate(DType.F32, 4, 3);

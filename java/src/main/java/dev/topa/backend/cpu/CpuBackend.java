@@ -8,6 +8,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 import dev.topa.backend.AdamWConfig;
 import dev.topa.backend.Backend;
+import dev.topa.backend.Dropout;
 import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.MemoryTracker;
@@ -31,7 +32,7 @@ public final class CpuBackend extends Backend {
 
     private final Isa isa;
     private final MethodHandle sgemm, sgemmAug, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
-            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward,
+            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward, dropout,
             embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
             mseBackward, adamwStep;
 
@@ -52,9 +53,10 @@ public final class CpuBackend extends Backend {
         biasGeluBackward = bind("bias_gelu_backward", false, FunctionDescriptor.ofVoid(A, A, A, A, A, L, L));
         softmaxForward = bind("softmax_forward", false, FunctionDescriptor.ofVoid(A, A, L, L));
         softmaxBackward = bind("softmax_backward", false, FunctionDescriptor.ofVoid(A, A, A, L, L));
-        attentionForward = bind("attention_forward", false, FunctionDescriptor.of(I, A, L, A, A, A, A, L, A, L, L, L, L, F));
+        attentionForward = bind("attention_forward", false, FunctionDescriptor.of(I, A, L, A, A, A, A, L, A, L, L, L, L, F, I, I, F));
+        dropout = bind("dropout", false, FunctionDescriptor.ofVoid(A, A, L, I, I, F, I));
         attentionBackward = bind("attention_backward", false,
-                FunctionDescriptor.of(I, A, A, A, L, A, L, A, A, A, A, L, L, L, L, L, F));
+                FunctionDescriptor.of(I, A, A, A, L, A, L, A, A, A, A, L, A, L, L, L, L, F, I, I, F));
         embeddingForward = bind("embedding_forward", false, FunctionDescriptor.of(I, A, A, A, A, A, A, A, L, L, L, L, L, L));
         embeddingBackward = bind("embedding_backward", false, FunctionDescriptor.ofVoid(A, A, A, A, A, A, A, L, L, L));
         meanPoolForward = bind("mean_pool_forward", false, FunctionDescriptor.ofVoid(A, A, A, L, L, L));
@@ -241,11 +243,12 @@ public final class CpuBackend extends Backend {
 
     @Override
     protected void kAttentionForward(Tensor out, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq,
-            long heads, long headDim, float scale) {
+            long heads, long headDim, float scale, Dropout dropout) {
         long c = heads * headDim;
         try {
             int st = (int) attentionForward.invokeExact(seg(out), c, seg(probs), seg(qkv), offset(qkv, c),
-                    offset(qkv, 2 * c), 3 * c, seg(mask), batch, seq, heads, headDim, scale);
+                    offset(qkv, 2 * c), 3 * c, seg(mask), batch, seq, heads, headDim, scale, dropout.key(),
+                    dropout.threshold(), dropout.scale());
             status("attentionForward", st);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
@@ -254,18 +257,27 @@ public final class CpuBackend extends Backend {
     }
 
     @Override
-    protected void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, long batch, long seq,
-            long heads, long headDim, float scale) {
+    protected void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, Tensor mask, long batch,
+            long seq, long heads, long headDim, float scale, Dropout dropout) {
         long c = heads * headDim;
         try {
             int st = (int) attentionBackward.invokeExact(seg(dqkv), offset(dqkv, c), offset(dqkv, 2 * c), 3 * c,
-                    seg(dout), c, seg(probs), seg(qkv), offset(qkv, c), offset(qkv, 2 * c), 3 * c, batch, seq, heads,
-                    headDim, scale);
+                    seg(dout), c, seg(probs), seg(qkv), offset(qkv, c), offset(qkv, 2 * c), 3 * c, seg(mask), batch, seq,
+                    heads, headDim, scale, dropout.key(), dropout.threshold(), dropout.scale());
             status("attentionBackward", st);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }
         syncWorkspace();
+    }
+
+    @Override
+    protected void kDropout(Tensor out, Tensor in, long n, Dropout d, boolean accumulate) {
+        try {
+            dropout.invokeExact(seg(out), seg(in), n, d.key(), d.threshold(), d.scale(), accumulate ? 1 : 0);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
     }
 
     @Override
