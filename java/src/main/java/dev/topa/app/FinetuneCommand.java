@@ -12,7 +12,9 @@ import dev.topa.model.LoraConfig;
 import dev.topa.model.TaskHead;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.FineTunedModel;
+import dev.topa.train.Recipe;
 import dev.topa.train.Trainer;
+import java.util.Set;
 import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
@@ -22,7 +24,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import java.util.function.Predicate;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -30,13 +31,11 @@ import picocli.CommandLine.Option;
 @Command(name = "finetune", description = {"Fine-tune the encoder on a GLUE task (full or LoRA) and report the dev metric,",
         "trainable parameters, time per epoch and peak memory."})
 final class FinetuneCommand implements Callable<Integer> {
-    enum Method { FULL, LORA }
-
     @Option(names = "--task", required = true, description = "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
     String task;
 
     @Option(names = "--method", defaultValue = "lora", description = "full or lora (default: ${DEFAULT-VALUE})")
-    Method method;
+    Recipe.Method method;
 
     @Option(names = "--model", defaultValue = "default", description = "as for encode (default: ${DEFAULT-VALUE})")
     String model;
@@ -50,33 +49,71 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--resume", description = "continue from the checkpoint in --out (written after every epoch)")
     boolean resume;
 
-    @Option(names = "--epochs", description = "default: 3")
+    @Option(names = "--epochs", description = "default: per task (5 full / 10 LoRA on small tasks, 3 on large ones)")
     Integer epochs;
 
     @Option(names = "--lr", description = "peak learning rate (default: 1e-3 for LoRA, 5e-5 for full)")
     Double lr;
 
-    @Option(names = "--batch-size", defaultValue = "32", description = "default: ${DEFAULT-VALUE}")
-    int batchSize;
+    @Option(names = "--batch-size", description = "default: 32")
+    Integer batchSize;
 
-    @Option(names = "--max-seq-len", defaultValue = "128", description = "default: ${DEFAULT-VALUE}")
-    int maxSeqLen;
+    @Option(names = "--max-seq-len", description = "default: 128")
+    Integer maxSeqLen;
 
-    @Option(names = "--lora-rank", defaultValue = "8", description = "default: ${DEFAULT-VALUE}")
-    int loraRank;
+    @Option(names = "--warmup-ratio", description = "share of steps with linear warmup (default: 0.06)")
+    Double warmupRatio;
 
-    @Option(names = "--lora-alpha", defaultValue = "16", description = "default: ${DEFAULT-VALUE}")
-    double loraAlpha;
+    @Option(names = "--weight-decay", description = "AdamW decoupled decay, not on biases and LayerNorm (default: 0.01)")
+    Double weightDecay;
 
-    @Option(names = "--lora-targets", split = ",", defaultValue = "query,key,value,attention.output,intermediate,output",
-            description = "comma-separated (default: ${DEFAULT-VALUE})")
+    @Option(names = "--dropout", description = "hidden dropout: embeddings, attention and FFN outputs, pooled (default: 0.1)")
+    Double dropout;
+
+    @Option(names = "--attention-dropout", description = "dropout on attention probabilities (default: 0.1)")
+    Double attentionDropout;
+
+    @Option(names = "--lora-rank", description = "default: 8")
+    Integer loraRank;
+
+    @Option(names = "--lora-alpha", description = "scale = alpha / rank (default: 16)")
+    Double loraAlpha;
+
+    @Option(names = "--lora-dropout", description = "dropout on the adapters' input (default: 0)")
+    Double loraDropout;
+
+    @Option(names = "--lora-targets", split = ",",
+            description = "comma-separated among query,key,value,attention.output,intermediate,output (default: all six)")
     List<String> loraTargets;
 
     @Option(names = "--train-limit", description = "use only the first N training examples")
     Integer trainLimit;
 
-    @Option(names = "--seed", defaultValue = "42", description = "default: ${DEFAULT-VALUE}")
-    long seed;
+    @Option(names = "--seed", description = "default: 42")
+    Long seed;
+
+    @Option(names = "--export-recipe", hidden = true,
+            description = "write the recipe, initial parameters, tokenized data and batch order here for the PyTorch replay, then stop")
+    Path exportRecipe;
+
+    /** The task's defaults with every given option applied. */
+    Recipe recipe(GlueTask t) {
+        Recipe d = Recipe.defaults(t, method);
+        Set<LoraConfig.Target> targets = d.loraTargets();
+        if (loraTargets != null) {
+            EnumSet<LoraConfig.Target> chosen = EnumSet.noneOf(LoraConfig.Target.class);
+            for (String s : loraTargets) chosen.add(LoraConfig.Target.parse(s.trim()));
+            targets = chosen;
+        }
+        return new Recipe(method, or(epochs, d.epochs()), or(lr, d.lr()), or(batchSize, d.batchSize()), or(maxSeqLen, d.maxSeqLen()),
+                or(warmupRatio, d.warmupRatio()), or(weightDecay, d.weightDecay()), d.maxGradNorm(), or(dropout, d.hiddenDropout()),
+                or(attentionDropout, d.attentionDropout()), or(loraRank, d.loraRank()), or(loraAlpha, d.loraAlpha()),
+                or(loraDropout, d.loraDropout()), targets, or(seed, d.seed()));
+    }
+
+    private static <T> T or(T given, T otherwise) {
+        return given != null ? given : otherwise;
+    }
 
     @Mixin
     ThreadsOption threads;
@@ -85,25 +122,24 @@ final class FinetuneCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         threads.apply();
         GlueTask t = GlueTask.parse(task);
+        Recipe rc = recipe(t);
         List<Example> trainEx = t.train(dataDir), devEx = t.dev(dataDir, t.devSplits().get(0));
         if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
-        boolean lora = method == Method.LORA;
-        Trainer.Config cfg = new Trainer.Config(epochs != null ? epochs : 3, batchSize, lr != null ? lr : lora ? 1e-3 : 5e-5,
-                0.01, 0.06, 1.0, seed);
+        boolean lora = rc.method() == Recipe.Method.LORA;
+        Trainer.Config cfg = rc.trainerConfig();
         ModelLoader.Loaded loaded = ModelLoader.load(model);
         try (BertModel m = loaded.model();
-                BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(maxSeqLen, m.config().maxPositions()))) {
-            Predicate<String> trainable = n -> true;
-            if (lora) {
-                EnumSet<LoraConfig.Target> targets = EnumSet.noneOf(LoraConfig.Target.class);
-                for (String s : loraTargets) targets.add(LoraConfig.Target.parse(s.trim()));
-                m.addLora(new LoraConfig(loraRank, loraAlpha, targets), seed);
-                trainable = n -> n.contains("lora_") || n.contains("LayerNorm");
-            }
-            try (BertTraining training = new BertTraining(m, trainable);
-                    TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), seed);
+                BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), m.config().maxPositions()))) {
+            if (lora) m.addLora(rc.loraConfig(), rc.seed());
+            try (BertTraining training = new BertTraining(m, rc.trainable(), rc.dropout());
+                    TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), rc.seed());
                     Trainer trainer = new Trainer(CpuBackend.create(), m, training, head, t, cfg)) {
-                System.out.printf(Locale.ROOT, "task: %s, method: %s, model: %s%n", t.folder(), method.name().toLowerCase(Locale.ROOT),
+                if (exportRecipe != null) {
+                    RecipeExport.write(exportRecipe, t, rc, m, head, Trainer.items(trainEx, tok), Trainer.items(devEx, tok));
+                    System.out.println("recipe, initial parameters, data and batch order written to " + exportRecipe);
+                    return 0;
+                }
+                System.out.printf(Locale.ROOT, "task: %s, method: %s, model: %s%n", t.folder(), rc.method().label(),
                         loaded.description());
                 System.out.printf(Locale.ROOT, "train examples: %d, dev examples: %d, trainable parameters: %d%n", trainEx.size(),
                         devEx.size(), trainer.trainableParameters());
@@ -155,9 +191,9 @@ final class FinetuneCommand implements Callable<Integer> {
                             seen[0] / ((System.nanoTime() - seen[1]) * 1e-9)));
                 });
                 long total = m.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
-                TrainingReport.write(out, t, method.name().toLowerCase(Locale.ROOT), loaded.description(), trainer.trainableParameters(),
+                TrainingReport.write(out, t, rc, loaded.description(), trainer.trainableParameters(),
                         total, results, MemoryTracker.of(be.device()));
-                TrainingPlot.write(out.resolve("report.png"), t.folder() + ", " + method.name().toLowerCase(Locale.ROOT), stepLoss,
+                TrainingPlot.write(out.resolve("report.png"), t.folder() + ", " + rc.method().label(), stepLoss,
                         results.stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
                 System.out.print(MemoryTracker.of(be.device()).report());
                 System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("report.png"));

@@ -8,6 +8,7 @@ import dev.topa.glue.Metric;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.FineTunedModel;
+import dev.topa.train.Recipe;
 import dev.topa.train.Trainer;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -20,12 +21,15 @@ import java.util.Map;
 final class TrainingReport {
     private TrainingReport() {}
 
-    static void write(Path dir, GlueTask task, String method, String model, long trainable, long total,
+    static void write(Path dir, GlueTask task, Recipe recipe, String model, long trainable, long total,
             List<Trainer.EpochResult> epochs, MemoryTracker memory) throws IOException {
+        String method = recipe.method().label();
         ObjectMapper json = new ObjectMapper();
         ObjectNode r = json.createObjectNode();
         r.put("task", task.folder());
         r.put("method", method);
+        r.put("main_metric", task.mainMetric().name().toLowerCase(Locale.ROOT));
+        r.set("recipe", json.valueToTree(recipe.describe()));
         r.put("model", model);
         r.put("trainable_parameters", trainable);
         r.put("total_parameters", total);
@@ -54,6 +58,7 @@ final class TrainingReport {
         StringBuilder md = new StringBuilder();
         md.append("# ").append(task.folder()).append(" — ").append(method).append("\n\n");
         md.append("- model: ").append(model).append('\n');
+        md.append("- recipe: ").append(recipe.describe()).append('\n');
         md.append(String.format(Locale.ROOT, "- trainable parameters: %,d of %,d (%.2f%%)%n", trainable, total, 100.0 * trainable / total));
         md.append("- training peak memory: ").append(MemoryTracker.human(memory.totalPeak())).append("\n\n");
         md.append("| epoch | train loss | ");

@@ -255,11 +255,18 @@ public final class BertModel implements AutoCloseable {
         Tensor h = arena.allocate(DType.F32, b, s, c);
         be.layernormForward(h, mean, rstd, null, emb, null, params.get("embeddings.LayerNorm.weight"),
                 params.get("embeddings.LayerNorm.bias"), config.layerNormEps());
-        for (int l = 0; l < config.layers(); l++) h = layerForward(be, arena, l, h, mask, mean, rstd);
+        // layer outputs alternate between two buffers; each layer's temporaries are released after it
+        Tensor[] pingPong = {arena.allocate(DType.F32, b, s, c), arena.allocate(DType.F32, b, s, c)};
+        for (int l = 0; l < config.layers(); l++) {
+            StepArena.Mark mark = arena.mark();
+            layerForward(be, arena, l, h, pingPong[l % 2], mask, mean, rstd);
+            arena.release(mark);
+            h = pingPong[l % 2];
+        }
         return h;
     }
 
-    private Tensor layerForward(Backend be, StepArena arena, int l, Tensor h, Tensor mask, Tensor mean, Tensor rstd) {
+    private void layerForward(Backend be, StepArena arena, int l, Tensor h, Tensor h2, Tensor mask, Tensor mean, Tensor rstd) {
         String p = "encoder.layer." + l + ".";
         long b = h.dim(0), s = h.dim(1);
         int c = config.hidden(), a = config.attentionWidth(l), f = config.ffn(l);
@@ -279,10 +286,8 @@ public final class BertModel implements AutoCloseable {
         be.biasGeluForward(inter, inter, params.get(p + "intermediate.dense.bias"));
         Tensor out = arena.allocate(DType.F32, b, s, c);
         linear(be, arena, out, inter, l, FFN_OUT, params.get(p + "output.dense.weight"), params.get(p + "output.dense.bias"));
-        Tensor h2 = arena.allocate(DType.F32, b, s, c);
         be.layernormForward(h2, mean, rstd, null, out, h1, params.get(p + "output.LayerNorm.weight"),
                 params.get(p + "output.LayerNorm.bias"), eps);
-        return h2;
     }
 
     @Override

@@ -156,8 +156,8 @@ public final class Trainer implements AutoCloseable {
         List<EpochResult> out = new ArrayList<>();
         for (int epoch = epochsDone + 1; epoch <= cfg.epochs(); epoch++) {
             long t0 = System.nanoTime();
-            List<Item> order = new ArrayList<>(train);
-            java.util.Collections.shuffle(order, new java.util.Random(new SplittableRandom(cfg.seed() + epoch).nextLong()));
+            List<Item> order = new ArrayList<>(train.size());
+            for (int i : epochOrder(train.size(), cfg.seed(), epoch)) order.add(train.get(i));
             double lossSum = 0;
             int batches = 0;
             for (int i = 0; i < order.size(); i += cfg.batchSize()) {
@@ -174,6 +174,14 @@ public final class Trainer implements AutoCloseable {
             afterEpoch.accept(r);
         }
         return out;
+    }
+
+    /** The order in which epoch (from 1) visits n training examples: a seeded shuffle. */
+    public static int[] epochOrder(int n, long seed, int epoch) {
+        List<Integer> idx = new ArrayList<>(n);
+        for (int i = 0; i < n; i++) idx.add(i);
+        java.util.Collections.shuffle(idx, new java.util.Random(new SplittableRandom(seed + epoch).nextLong()));
+        return idx.stream().mapToInt(Integer::intValue).toArray();
     }
 
     /** One optimizer step on a batch; returns its loss. */

@@ -1,0 +1,99 @@
+package dev.topa.train;
+
+import dev.topa.glue.GlueTask;
+import dev.topa.model.DropoutConfig;
+import dev.topa.model.LoraConfig;
+import java.util.EnumSet;
+import java.util.LinkedHashMap;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * Everything that defines a fine-tuning run besides the model and the data: what {@code topa
+ * finetune} trains with, what the PyTorch reference replays (bench/glue.sh), what report.json
+ * records. {@link #defaults} gives the per-task defaults.
+ */
+public record Recipe(Method method, int epochs, double lr, int batchSize, int maxSeqLen, double warmupRatio,
+        double weightDecay, double maxGradNorm, double hiddenDropout, double attentionDropout, int loraRank,
+        double loraAlpha, double loraDropout, Set<LoraConfig.Target> loraTargets, long seed) {
+
+    public enum Method {
+        FULL, LORA;
+
+        public String label() {
+            return name().toLowerCase(Locale.ROOT);
+        }
+    }
+
+    public Recipe {
+        if (epochs < 1) throw new IllegalArgumentException("epochs must be >= 1, got " + epochs);
+        if (batchSize < 1) throw new IllegalArgumentException("batch size must be >= 1, got " + batchSize);
+        if (!(lr > 0)) throw new IllegalArgumentException("learning rate must be > 0, got " + lr);
+        if (maxSeqLen < 2) throw new IllegalArgumentException("max sequence length must be >= 2, got " + maxSeqLen);
+        if (!(warmupRatio >= 0 && warmupRatio <= 1)) throw new IllegalArgumentException("warmup ratio must be in [0, 1], got " + warmupRatio);
+        new DropoutConfig(hiddenDropout, attentionDropout); // validates
+        loraTargets = Set.copyOf(loraTargets);
+        if (method == Method.LORA) new LoraConfig(loraRank, loraAlpha, loraTargets, loraDropout); // validates
+    }
+
+    /**
+     * Per-task defaults on the default model (MiniLM-L6, 22M parameters): BERT's dropout 0.1;
+     * AdamW with weight decay 0.01, 6% warmup, clipping at 1. Full fine-tuning at lr 5e-5; LoRA
+     * (r 8, alpha 16, all six linears, LayerNorm trained) at lr 1e-3, the rate LoRA papers use for
+     * BERT-sized encoders. Small tasks (under 10k training examples) get more epochs: on RTE
+     * three epochs left both methods near chance (see bench/RESULTS.md).
+     */
+    public static Recipe defaults(GlueTask task, Method method) {
+        boolean small = switch (task) {
+            case COLA, MRPC, STSB, RTE, WNLI -> true;
+            default -> false;
+        };
+        int epochs = method == Method.FULL ? (small ? 5 : 3) : (small ? 10 : 3);
+        if (task == GlueTask.WNLI) epochs = 3; // 635 examples of an adversarial set: more epochs only memorise
+        double lr = method == Method.FULL ? 5e-5 : 1e-3;
+        return new Recipe(method, epochs, lr, 32, 128, 0.06, 0.01, 1.0, 0.1, 0.1, 8, 16, 0.0,
+                EnumSet.allOf(LoraConfig.Target.class), 42);
+    }
+
+    public LoraConfig loraConfig() {
+        return new LoraConfig(loraRank, loraAlpha, loraTargets, loraDropout);
+    }
+
+    public DropoutConfig dropout() {
+        return new DropoutConfig(hiddenDropout, attentionDropout);
+    }
+
+    /** The trainer's part (the head's dropout is the hidden one, as BertForSequenceClassification's). */
+    public Trainer.Config trainerConfig() {
+        return new Trainer.Config(epochs, batchSize, lr, weightDecay, warmupRatio, maxGradNorm, seed, hiddenDropout);
+    }
+
+    /** Which parameters train: everything (full), or the adapters and LayerNorms (LoRA, as the paper). */
+    public java.util.function.Predicate<String> trainable() {
+        return method == Method.FULL ? n -> true : n -> n.contains("lora_") || n.contains("LayerNorm") || n.startsWith("head.");
+    }
+
+    /** Flat, for report.json and the PyTorch replay. */
+    public Map<String, Object> describe() {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("method", method.label());
+        m.put("epochs", epochs);
+        m.put("lr", lr);
+        m.put("batch_size", batchSize);
+        m.put("max_seq_len", maxSeqLen);
+        m.put("warmup_ratio", warmupRatio);
+        m.put("weight_decay", weightDecay);
+        m.put("max_grad_norm", maxGradNorm);
+        m.put("hidden_dropout", hiddenDropout);
+        m.put("attention_dropout", attentionDropout);
+        if (method == Method.LORA) {
+            m.put("lora_rank", loraRank);
+            m.put("lora_alpha", loraAlpha);
+            m.put("lora_dropout", loraDropout);
+            m.put("lora_targets", loraTargets.stream().sorted().map(t -> t.module()).toList());
+        }
+        m.put("seed", seed);
+        return m;
+    }
+}
