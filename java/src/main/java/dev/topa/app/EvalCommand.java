@@ -2,6 +2,7 @@ package dev.topa.app;
 
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.Example;
+import dev.topa.glue.GlueDownload;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.train.FineTunedModel;
@@ -23,7 +24,8 @@ final class EvalCommand implements Callable<Integer> {
     @Option(names = "--task", description = "default: the task the model was trained for")
     String task;
 
-    @Option(names = "--data-dir", required = true, description = "GLUE data: one folder per task")
+    @Option(names = "--data-dir", description = {"GLUE data: one folder per task (default: downloaded into the cache;",
+            "TOPA_GLUE_URL sets the source, TOPA_OFFLINE=1 uses the cache only)"})
     Path dataDir;
 
     @Option(names = "--split", description = "dev split (default: the task's first; MNLI: dev_matched)")
@@ -43,7 +45,7 @@ final class EvalCommand implements Callable<Integer> {
                 throw new IllegalArgumentException(model + " has a " + ft.head().outputs() + "-output head; " + t.folder()
                         + " needs " + t.numLabels());
             String s = split == null ? t.devSplits().get(0) : split;
-            List<Example> dev = t.dev(dataDir, s);
+            List<Example> dev = t.dev(dataDir != null ? dataDir : GlueDownload.dataDir(t), s);
             List<Trainer.Item> items = Trainer.items(dev, tok);
             long t0 = System.nanoTime();
             var metrics = Predictor.metrics(t, p.outputs(items.stream().map(Trainer.Item::tokens).toList(), 64), dev);

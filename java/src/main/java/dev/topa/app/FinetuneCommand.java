@@ -40,7 +40,8 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--model", defaultValue = "default", description = "as for encode (default: ${DEFAULT-VALUE})")
     String model;
 
-    @Option(names = "--data-dir", required = true, description = "GLUE data: one folder per task (SST-2/train.tsv, ...)")
+    @Option(names = "--data-dir", description = {"GLUE data: one folder per task (SST-2/train.tsv, ...); default: downloaded",
+            "into the cache (TOPA_GLUE_URL sets the source, TOPA_OFFLINE=1 uses the cache only)"})
     Path dataDir;
 
     @Option(names = "--out", required = true, description = "where the best model (LoRA merged), head, tokenizer and report go")
@@ -123,7 +124,8 @@ final class FinetuneCommand implements Callable<Integer> {
         threads.apply();
         GlueTask t = GlueTask.parse(task);
         Recipe rc = recipe(t);
-        List<Example> trainEx = t.train(dataDir), devEx = t.dev(dataDir, t.devSplits().get(0));
+        Path data = dataDir != null ? dataDir : dev.topa.glue.GlueDownload.dataDir(t);
+        List<Example> trainEx = t.train(data), devEx = t.dev(data, t.devSplits().get(0));
         if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
         boolean lora = rc.method() == Recipe.Method.LORA;
         Trainer.Config cfg = rc.trainerConfig();

@@ -86,6 +86,15 @@ public enum GlueTask {
         return metrics.get(0);
     }
 
+    /** File names of the training split and the first dev split, inside the task's folder. */
+    public String trainFile() {
+        return trainFiles.get(0) + ".tsv";
+    }
+
+    public String devFile() {
+        return devFiles.get(0) + ".tsv";
+    }
+
     public List<String> devSplits() {
         return devFiles;
     }
