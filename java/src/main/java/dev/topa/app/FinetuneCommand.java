@@ -90,6 +90,10 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--train-limit", description = "use only the first N training examples")
     Integer trainLimit;
 
+    @Option(names = "--eval-every", defaultValue = "0",
+            description = "also evaluate on dev every N optimizer steps (default: after each epoch only)")
+    int evalEvery;
+
     @Option(names = "--seed", description = "default: 42")
     Long seed;
 
@@ -128,7 +132,7 @@ final class FinetuneCommand implements Callable<Integer> {
         List<Example> trainEx = t.train(data), devEx = t.dev(data, t.devSplits().get(0));
         if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
         boolean lora = rc.method() == Recipe.Method.LORA;
-        Trainer.Config cfg = rc.trainerConfig();
+        Trainer.Config cfg = rc.trainerConfig(evalEvery);
         ModelLoader.Loaded loaded = ModelLoader.load(model);
         try (BertModel m = loaded.model();
                 BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), m.config().maxPositions()))) {
@@ -160,10 +164,12 @@ final class FinetuneCommand implements Callable<Integer> {
                 List<Double> stepLoss = new java.util.ArrayList<>();
                 long[] seen = {0, System.nanoTime()};
                 List<Trainer.EpochResult> results = trainer.fit(train, dev, r -> {
-                    if (bar[0] != null) bar[0].close();
-                    bar[0] = null;
-                    System.out.printf(Locale.ROOT, "epoch %d: train loss %.4f, dev %s, %.1f s%n", r.epoch(), r.trainLoss(),
-                            format(r.dev()), r.seconds());
+                    if (bar[0] != null && r.endOfEpoch()) {
+                        bar[0].close();
+                        bar[0] = null;
+                    }
+                    System.out.printf(Locale.ROOT, "epoch %d%s: train loss %.4f, dev %s, %.1f s%n", r.epoch(),
+                            r.endOfEpoch() ? "" : " (step " + r.step() + ")", r.trainLoss(), format(r.dev()), r.seconds());
                     if (r.dev().get(t.mainMetric()) > best[0]) {
                         best[0] = r.dev().get(t.mainMetric());
                         try {
@@ -173,7 +179,7 @@ final class FinetuneCommand implements Callable<Integer> {
                         }
                         System.out.println("  best so far: saved to " + out);
                     }
-                    try {
+                    if (r.endOfEpoch()) try { // resuming restarts at an epoch boundary
                         trainer.saveCheckpoint(checkpoint, Map.of("best_dev", Double.toString(best[0])));
                     } catch (java.io.IOException e) {
                         throw new java.io.UncheckedIOException("cannot write the checkpoint " + checkpoint, e);

@@ -38,6 +38,7 @@ final class TrainingReport {
         for (Trainer.EpochResult e : epochs) {
             ObjectNode n = ep.addObject();
             n.put("epoch", e.epoch());
+            n.put("step", e.step());
             n.put("train_loss", e.trainLoss());
             n.put("seconds", e.seconds());
             ObjectNode d = n.putObject("dev");
@@ -47,6 +48,7 @@ final class TrainingReport {
         if (best != null) {
             ObjectNode b = r.putObject("best");
             b.put("epoch", best.epoch());
+            b.put("step", best.step());
             best.dev().forEach((k, v) -> b.put(k.name().toLowerCase(Locale.ROOT), v));
         }
         ObjectNode mem = r.putObject("memory_" + memory.device());
@@ -61,12 +63,12 @@ final class TrainingReport {
         md.append("- recipe: ").append(recipe.describe()).append('\n');
         md.append(String.format(Locale.ROOT, "- trainable parameters: %,d of %,d (%.2f%%)%n", trainable, total, 100.0 * trainable / total));
         md.append("- training peak memory: ").append(MemoryTracker.human(memory.totalPeak())).append("\n\n");
-        md.append("| epoch | train loss | ");
+        md.append("| epoch | step | train loss | ");
         for (Metric m : task.metrics()) md.append("dev ").append(m.name().toLowerCase(Locale.ROOT)).append(" | ");
-        md.append("seconds |\n|---|---|");
+        md.append("seconds |\n|---|---|---|");
         md.append("---|".repeat(task.metrics().size())).append("---|\n");
         for (Trainer.EpochResult e : epochs) {
-            md.append(String.format(Locale.ROOT, "| %d | %.4f | ", e.epoch(), e.trainLoss()));
+            md.append(String.format(Locale.ROOT, "| %d | %d | %.4f | ", e.epoch(), e.step(), e.trainLoss()));
             for (Metric m : task.metrics()) md.append(String.format(Locale.ROOT, "%.4f | ", e.dev().get(m)));
             md.append(String.format(Locale.ROOT, "%.1f |%n", e.seconds()));
         }

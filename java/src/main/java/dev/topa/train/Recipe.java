@@ -65,8 +65,8 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
     }
 
     /** The trainer's part (the head's dropout is the hidden one, as BertForSequenceClassification's). */
-    public Trainer.Config trainerConfig() {
-        return new Trainer.Config(epochs, batchSize, lr, weightDecay, warmupRatio, maxGradNorm, seed, hiddenDropout);
+    public Trainer.Config trainerConfig(int evalEvery) {
+        return new Trainer.Config(epochs, batchSize, lr, weightDecay, warmupRatio, maxGradNorm, seed, hiddenDropout, evalEvery);
     }
 
     /** Which parameters train: everything (full), or the adapters and LayerNorms (LoRA, as the paper). */

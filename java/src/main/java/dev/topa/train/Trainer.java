@@ -31,14 +31,20 @@ import java.util.SplittableRandom;
  */
 public final class Trainer implements AutoCloseable {
     /** headDropout: on the pooled representation (the encoder's dropout is the BertTraining's). */
+    /** evalEvery: optimizer steps between dev evaluations (0: after each epoch only; epochs always end with one). */
     public record Config(int epochs, int batchSize, double lr, double weightDecay, double warmupRatio, double maxGradNorm,
-            long seed, double headDropout) {
+            long seed, double headDropout, int evalEvery) {
         public Config(int epochs, int batchSize, double lr, double weightDecay, double warmupRatio, double maxGradNorm, long seed) {
-            this(epochs, batchSize, lr, weightDecay, warmupRatio, maxGradNorm, seed, 0);
+            this(epochs, batchSize, lr, weightDecay, warmupRatio, maxGradNorm, seed, 0, 0);
         }
     }
 
-    public record EpochResult(int epoch, double trainLoss, Map<Metric, Double> dev, double seconds) {}
+    /**
+     * One dev evaluation: after optimizer step {@code step} in epoch {@code epoch}; trainLoss is the
+     * mean since the previous evaluation, seconds the time since then; endOfEpoch marks the last of
+     * an epoch (where checkpoints are written).
+     */
+    public record EpochResult(int epoch, long step, boolean endOfEpoch, double trainLoss, Map<Metric, Double> dev, double seconds) {}
 
     /** Progress after each optimizer step: epoch (from 1), batch (from 1) of batches, the batch's loss. */
     public record StepInfo(int epoch, int batch, int batches, double loss, int examples) {}
@@ -159,19 +165,26 @@ public final class Trainer implements AutoCloseable {
             List<Item> order = new ArrayList<>(train.size());
             for (int i : epochOrder(train.size(), cfg.seed(), epoch)) order.add(train.get(i));
             double lossSum = 0;
-            int batches = 0;
+            int batches = 0, sinceEval = 0;
             for (int i = 0; i < order.size(); i += cfg.batchSize()) {
                 List<Item> batch = order.subList(i, Math.min(order.size(), i + cfg.batchSize()));
                 double lr = cfg.lr() * (step < warmup ? (step + 1.0) / warmup : Math.max(0, (double) (total - step) / Math.max(1, total - warmup)));
                 double loss = trainStep(batch, lr);
                 lossSum += loss;
                 batches++;
+                sinceEval++;
                 onStep.accept(new StepInfo(epoch, batches, (int) stepsPerEpoch, loss, batch.size()));
+                boolean last = i + cfg.batchSize() >= order.size();
+                if (last) epochsDone = epoch;
+                if (last || (cfg.evalEvery() > 0 && step % cfg.evalEvery() == 0)) {
+                    EpochResult r = new EpochResult(epoch, step, last, lossSum / sinceEval, evaluate(dev), (System.nanoTime() - t0) * 1e-9);
+                    out.add(r);
+                    afterEpoch.accept(r);
+                    lossSum = 0;
+                    sinceEval = 0;
+                    t0 = System.nanoTime();
+                }
             }
-            epochsDone = epoch;
-            EpochResult r = new EpochResult(epoch, lossSum / batches, evaluate(dev), (System.nanoTime() - t0) * 1e-9);
-            out.add(r);
-            afterEpoch.accept(r);
         }
         return out;
     }

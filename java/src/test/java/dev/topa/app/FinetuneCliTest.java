@@ -37,7 +37,8 @@ class FinetuneCliTest {
         Path glue = TestData.glue();
         Path out = dir.resolve("rte");
         String[] ft = run("finetune", "--task", "rte", "--data-dir", glue.toString(), "--method", "lora", "--epochs", "1",
-                "--train-limit", "48", "--batch-size", "16", "--max-seq-len", "64", "--out", out.toString());
+                "--train-limit", "48", "--batch-size", "16", "--max-seq-len", "64", "--eval-every", "2", "--lora-dropout", "0.1",
+                "--out", out.toString());
         assertEquals("0", ft[0], ft[2]);
         for (String f : new String[] {"config.json", "model.safetensors", "head.safetensors", "tokenizer.json", "task.json", "report.json",
                 "report.md", "report.png"})
@@ -46,6 +47,11 @@ class FinetuneCliTest {
         assertEquals(TrainingPlot.WIDTH, png.getWidth(), "report.png is a readable image of the plot's size");
         var report = new ObjectMapper().readTree(out.resolve("report.json").toFile());
         double trained = report.get("best").get("accuracy").asDouble();
+        // 48 examples in batches of 16: evaluations after step 2 (--eval-every) and at the epoch's end (step 3)
+        assertEquals(2, report.get("epochs").size(), report.toString());
+        assertEquals(2, report.get("epochs").get(0).get("step").asInt());
+        assertEquals(3, report.get("epochs").get(1).get("step").asInt());
+        assertEquals(0.1, report.get("recipe").get("lora_dropout").asDouble());
         assertTrue(report.get("trainable_parameters").asLong() < report.get("total_parameters").asLong() / 20);
         String[] ev = run("eval", "--model", out.toString(), "--data-dir", glue.toString());
         assertEquals("0", ev[0], ev[2]);
