@@ -157,9 +157,13 @@ float TOPA_FN(mse_forward)(const float *pred, const float *target, int64_t N);
 void TOPA_FN(mse_backward)(float *dpred, const float *pred, const float *target, int64_t N,
                            float dloss);
 
-/* ---- adamw.c ---- one decoupled-weight-decay Adam step (PyTorch AdamW semantics), t >= 1. */
+/* ---- adamw.c ---- one decoupled-weight-decay Adam step (PyTorch AdamW semantics), t >= 1, on
+ * the gradient times grad_scale (global-norm clipping folded in: no pass rescales the gradients).
+ * sum_squares: sum of x^2 in double, for the global gradient norm. */
 void TOPA_FN(adamw_step)(float *param, const float *grad, float *m, float *v, int64_t n, double lr,
-                         double beta1, double beta2, double eps, double weight_decay, int64_t t);
+                         double beta1, double beta2, double eps, double weight_decay, int64_t t,
+                         float grad_scale);
+double TOPA_FN(sum_squares)(const float *x, int64_t n);
 
 /* ---- internal helpers shared by the kernel files ---- */
 /* Single-threaded GEMM for use inside parallel loops (attention). */

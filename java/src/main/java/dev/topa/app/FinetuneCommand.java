@@ -87,6 +87,10 @@ final class FinetuneCommand implements Callable<Integer> {
             description = "comma-separated among query,key,value,attention.output,intermediate,output (default: all six)")
     List<String> loraTargets;
 
+    @Option(names = "--recompute-projections", arity = "1", paramLabel = "true|false",
+            description = "recompute the QKV and FFN-in GEMMs in backward instead of keeping them (default: true for LoRA)")
+    Boolean recomputeProjections;
+
     @Option(names = "--train-limit", description = "use only the first N training examples")
     Integer trainLimit;
 
@@ -113,7 +117,7 @@ final class FinetuneCommand implements Callable<Integer> {
         return new Recipe(method, or(epochs, d.epochs()), or(lr, d.lr()), or(batchSize, d.batchSize()), or(maxSeqLen, d.maxSeqLen()),
                 or(warmupRatio, d.warmupRatio()), or(weightDecay, d.weightDecay()), d.maxGradNorm(), or(dropout, d.hiddenDropout()),
                 or(attentionDropout, d.attentionDropout()), or(loraRank, d.loraRank()), or(loraAlpha, d.loraAlpha()),
-                or(loraDropout, d.loraDropout()), targets, or(seed, d.seed()));
+                or(loraDropout, d.loraDropout()), targets, or(recomputeProjections, d.recomputeProjections()), or(seed, d.seed()));
     }
 
     private static <T> T or(T given, T otherwise) {
@@ -137,7 +141,7 @@ final class FinetuneCommand implements Callable<Integer> {
         try (BertModel m = loaded.model();
                 BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), m.config().maxPositions()))) {
             if (lora) m.addLora(rc.loraConfig(), rc.seed());
-            try (BertTraining training = new BertTraining(m, rc.trainable(), rc.dropout());
+            try (BertTraining training = new BertTraining(m, rc.trainable(), rc.dropout(), rc.recomputeProjections());
                     TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), rc.seed());
                     Trainer trainer = new Trainer(CpuBackend.create(), m, training, head, t, cfg)) {
                 if (exportRecipe != null) {

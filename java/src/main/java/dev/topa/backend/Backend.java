@@ -448,13 +448,24 @@ public abstract class Backend implements AutoCloseable {
 
     /** One AdamW step (PyTorch semantics) on param with grad and moments m, v; step counts from 1. */
     public final void adamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWConfig cfg, long step) {
+        adamwStep(param, grad, m, v, cfg, step, 1f);
+    }
+
+    /** As above on gradScale * grad (gradient clipping without rescaling the gradient tensors). */
+    public final void adamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWConfig cfg, long step, float gradScale) {
         String op = "adamwStep";
         f32(op, "param", param);
         sameShape(op, "grad", grad, param);
         sameShape(op, "m", m, param);
         sameShape(op, "v", v, param);
         check(step >= 1, op, "step counts from 1, got " + step);
-        kAdamwStep(param, grad, m, v, param.numel(), cfg, step);
+        kAdamwStep(param, grad, m, v, param.numel(), cfg, step, gradScale);
+    }
+
+    /** Sum of squares of a tensor's elements, accumulated in double (global gradient norms). */
+    public final double sumOfSquares(Tensor x) {
+        f32("sumOfSquares", "x", x);
+        return kSumOfSquares(x, x.numel());
     }
 
     // ---------------------------------------------------------------- kernels (backend-specific)
@@ -523,7 +534,9 @@ public abstract class Backend implements AutoCloseable {
     protected abstract void kMseBackward(Tensor dpred, Tensor pred, Tensor target, long n, float dloss);
 
     protected abstract void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg,
-            long step);
+            long step, float gradScale);
+
+    protected abstract double kSumOfSquares(Tensor x, long n);
 
     // ---------------------------------------------------------------- checks
 

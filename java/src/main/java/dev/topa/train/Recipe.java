@@ -16,7 +16,7 @@ import java.util.Set;
  */
 public record Recipe(Method method, int epochs, double lr, int batchSize, int maxSeqLen, double warmupRatio,
         double weightDecay, double maxGradNorm, double hiddenDropout, double attentionDropout, int loraRank,
-        double loraAlpha, double loraDropout, Set<LoraConfig.Target> loraTargets, long seed) {
+        double loraAlpha, double loraDropout, Set<LoraConfig.Target> loraTargets, boolean recomputeProjections, long seed) {
 
     public enum Method {
         FULL, LORA;
@@ -52,8 +52,11 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
         int epochs = method == Method.FULL ? (small ? 5 : 3) : (small ? 10 : 3);
         if (task == GlueTask.WNLI) epochs = 3; // 635 examples of an adversarial set: more epochs only memorise
         double lr = method == Method.FULL ? 5e-5 : 1e-3;
+        // LoRA recomputes the QKV and FFN-in GEMMs in backward: memory is the point of adapters, and
+        // their frozen backbone's activations are what fills it; full fine-tuning's memory is mostly
+        // weights, gradients and optimizer state, so it keeps its activations and its speed
         return new Recipe(method, epochs, lr, 32, 128, 0.06, 0.01, 1.0, 0.1, 0.1, 8, 16, 0.0,
-                EnumSet.allOf(LoraConfig.Target.class), 42);
+                EnumSet.allOf(LoraConfig.Target.class), method == Method.LORA, 42);
     }
 
     public LoraConfig loraConfig() {
@@ -93,6 +96,7 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
             m.put("lora_dropout", loraDropout);
             m.put("lora_targets", loraTargets.stream().sorted().map(t -> t.module()).toList());
         }
+        m.put("recompute_projections", recomputeProjections);
         m.put("seed", seed);
         return m;
     }

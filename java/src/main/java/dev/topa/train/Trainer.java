@@ -15,8 +15,6 @@ import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorScope;
-import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -249,33 +247,19 @@ public final class Trainer implements AutoCloseable {
 
     private void optimizerStep(double lr) {
         step++;
-        double norm = Math.sqrt(grads.values().stream().mapToDouble(Trainer::squaredNorm).sum());
+        double sq = 0;
+        for (Tensor g : grads.values()) sq += be.sumOfSquares(g);
+        double norm = Math.sqrt(sq);
         if (!Double.isFinite(norm)) throw new ArithmeticException("gradient norm is " + norm + " at step " + step);
         float clip = norm > cfg.maxGradNorm() && cfg.maxGradNorm() > 0 ? (float) (cfg.maxGradNorm() / norm) : 1f;
         for (Map.Entry<String, Tensor> e : params.entrySet()) {
             String n = e.getKey();
-            Tensor g = grads.get(n);
-            if (clip != 1f) scale(g, clip);
             boolean decay = !(n.endsWith("bias") || n.contains("LayerNorm"));
             Tensor[] mv = moments.get(n);
-            be.adamwStep(e.getValue(), g, mv[0], mv[1], new AdamWConfig(lr, 0.9, 0.999, 1e-8, decay ? cfg.weightDecay() : 0), step);
+            be.adamwStep(e.getValue(), grads.get(n), mv[0], mv[1], new AdamWConfig(lr, 0.9, 0.999, 1e-8, decay ? cfg.weightDecay() : 0),
+                    step, clip);
         }
         zeroGradients();
-    }
-
-    private static double squaredNorm(Tensor t) {
-        MemorySegment s = t.data();
-        double sum = 0;
-        for (long i = 0; i < t.numel(); i++) {
-            double v = s.getAtIndex(ValueLayout.JAVA_FLOAT, i);
-            sum += v * v;
-        }
-        return sum;
-    }
-
-    private static void scale(Tensor t, float f) {
-        MemorySegment s = t.data();
-        for (long i = 0; i < t.numel(); i++) s.setAtIndex(ValueLayout.JAVA_FLOAT, i, s.getAtIndex(ValueLayout.JAVA_FLOAT, i) * f);
     }
 
     /** The task's official metrics on labelled items (inference path, batches by length). */

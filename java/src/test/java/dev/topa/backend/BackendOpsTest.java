@@ -482,12 +482,26 @@ class BackendOpsTest {
             AdamWConfig cfg = new AdamWConfig(lr, b1, b2, eps, wd);
             for (int step = 1; step <= 3; step++) {
                 Tensor g = f32(s, random(rnd, n), n);
-                Reference.adamw(pd, asDouble(g), md, vd, lr, b1, b2, eps, wd, step);
-                be.adamwStep(p, g, m, v, cfg, step);
+                float clip = step == 2 ? 0.37f : 1f; // step 2: a clipped gradient, scaled inside the kernel
+                double[] gd = asDouble(g);
+                for (int i = 0; i < n; i++) gd[i] = (float) (gd[i] * clip);
+                Reference.adamw(pd, gd, md, vd, lr, b1, b2, eps, wd, step);
+                be.adamwStep(p, g, m, v, cfg, step, clip);
                 assertClose("adamw step " + step + " param", pd, p, ROW_BOUND);
                 assertClose("adamw step " + step + " m", md, m, ROW_BOUND);
                 assertClose("adamw step " + step + " v", vd, v, ROW_BOUND);
             }
+        }));
+    }
+
+    @TestFactory
+    Stream<DynamicTest> sumOfSquares() {
+        return Stream.of(1, 15, 100_003).flatMap(n -> onEveryBackend("sumOfSquares n=" + n, (be, s, rnd) -> {
+            double[] x = random(rnd, n);
+            Tensor t = f32(s, x, n);
+            double ref = 0;
+            for (double v : asDouble(t)) ref += v * v;
+            assertEquals(ref, be.sumOfSquares(t), 1e-12 * ref);
         }));
     }
 

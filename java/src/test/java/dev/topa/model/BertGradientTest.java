@@ -134,6 +134,41 @@ class BertGradientTest {
                 name -> name.contains("lora_") || name.contains("LayerNorm") || name.contains("bias"), drops);
     }
 
+    @Test
+    void recomputingProjectionsGivesIdenticalGradients() {
+        BertConfig cfg = new BertConfig(23, 16, 9, 2, 4, new int[] {4, 3}, new int[] {32, 24}, 1e-6f);
+        SplittableRandom rnd = new SplittableRandom(3);
+        int[] ids = new int[B * S], types = new int[B * S], mask = new int[B * S];
+        for (int i = 0; i < B * S; i++) {
+            ids[i] = rnd.nextInt(23);
+            mask[i] = (i % S) < S - 2 * (i / S) ? 1 : 0;
+        }
+        try (BertModel model = new BertModel(cfg)) {
+            model.addLora(new LoraConfig(2, 4.0, java.util.EnumSet.allOf(LoraConfig.Target.class), 0.2), 5);
+            for (Tensor t : model.parameters().values()) {
+                float[] v = new float[(int) t.numel()];
+                for (int i = 0; i < v.length; i++) v[i] = (float) (rnd.nextDouble() - 0.5);
+                t.copyFrom(v);
+            }
+            float[] dy = new float[B * S * cfg.hidden()];
+            for (int i = 0; i < dy.length; i++) dy[i] = (float) (rnd.nextDouble() - 0.5);
+            Map<String, float[]>[] got = new Map[2];
+            for (int k = 0; k < 2; k++)
+                try (BertTraining train = new BertTraining(model, n -> n.contains("lora_") || n.contains("LayerNorm") || n.contains("bias"),
+                        new DropoutConfig(0.1, 0.1), k == 1); StepArena arena = new StepArena("recompute")) {
+                    train.setDropoutStep(5, 2);
+                    CpuBackend be = CpuBackend.create();
+                    train.forward(be, arena, arena.allocate(DType.I32, B, S).copyFrom(ids), arena.allocate(DType.I32, B, S).copyFrom(types),
+                            arena.allocate(DType.I32, B, S).copyFrom(mask));
+                    train.backward(be, arena, arena.allocate(DType.F32, B, S, cfg.hidden()).copyFrom(dy));
+                    got[k] = new HashMap<>();
+                    for (var e : train.gradients().entrySet()) got[k].put(e.getKey(), e.getValue().toFloatArray());
+                }
+            assertEquals(got[0].keySet(), got[1].keySet());
+            for (String n : got[0].keySet()) org.junit.jupiter.api.Assertions.assertArrayEquals(got[0].get(n), got[1].get(n), n);
+        }
+    }
+
     private void check(LoraConfig lora, java.util.function.Predicate<String> trainable) {
         check(lora, trainable, Drops.NONE);
     }

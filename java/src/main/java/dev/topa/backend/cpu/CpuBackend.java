@@ -34,7 +34,7 @@ public final class CpuBackend extends Backend {
     private final MethodHandle sgemm, sgemmAug, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
             biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward, dropout,
             embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
-            mseBackward, adamwStep;
+            mseBackward, adamwStep, sumSquares;
 
     private CpuBackend(Isa isa) {
         if (!isa.supported())
@@ -65,7 +65,8 @@ public final class CpuBackend extends Backend {
         crossEntropyBackward = bind("cross_entropy_backward", true, FunctionDescriptor.ofVoid(A, A, A, L, L, F));
         mseForward = bind("mse_forward", true, FunctionDescriptor.of(F, A, A, L));
         mseBackward = bind("mse_backward", true, FunctionDescriptor.ofVoid(A, A, A, L, F));
-        adamwStep = bind("adamw_step", false, FunctionDescriptor.ofVoid(A, A, A, A, L, D, D, D, D, D, L));
+        adamwStep = bind("adamw_step", false, FunctionDescriptor.ofVoid(A, A, A, A, L, D, D, D, D, D, L, F));
+        sumSquares = bind("sum_squares", false, FunctionDescriptor.of(D, A, L));
     }
 
     /** The backend for the best ISA of this CPU. */
@@ -361,10 +362,20 @@ public final class CpuBackend extends Backend {
     }
 
     @Override
-    protected void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg, long step) {
+    protected void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg, long step,
+            float gradScale) {
         try {
             adamwStep.invokeExact(seg(param), seg(grad), seg(m), seg(v), n, cfg.lr(), cfg.beta1(), cfg.beta2(),
-                    cfg.eps(), cfg.weightDecay(), step);
+                    cfg.eps(), cfg.weightDecay(), step, gradScale);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected double kSumOfSquares(Tensor x, long n) {
+        try {
+            return (double) sumSquares.invokeExact(seg(x), n);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }
