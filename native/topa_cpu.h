@@ -123,6 +123,13 @@ int TOPA_FN(attention_backward)(float *dq, float *dk, float *dv, int64_t ldd, co
 void TOPA_FN(dropout)(float *out, const float *in, int64_t n, uint32_t key, uint32_t threshold,
                       float scale, int accumulate);
 
+/* ---- importance.c ----
+ * out[b, g] = sum over t < S, d < D of x[b, t, g*D + d] * dx[b, t, g*D + d]: per example, the
+ * gradient of a multiplicative mask on feature group g (a head: D = head size; an FFN neuron:
+ * D = 1), from the masked tensor x and its gradient dx, both [B, S, G*D]. out overwritten. */
+void TOPA_FN(group_dot)(float *out, const float *x, const float *dx, int64_t B, int64_t S,
+                        int64_t G, int64_t D);
+
 /* ---- embedding.c ----
  * out[b,s,:] = wte[ids] + wpe[pos] + wtt[type]; pos = s when pos_ids is NULL, type = 0 when
  * type_ids is NULL (wtt NULL: no type table). Returns 0, or 1 + i when token i (flat index over

@@ -249,6 +249,23 @@ public abstract class Backend implements AutoCloseable {
         kDropout(out, in, in.numel(), dropout, accumulate);
     }
 
+    // ---------------------------------------------------------------- importance
+
+    /**
+     * out [B, G] = per example, the gradient of a multiplicative mask on each of G feature groups
+     * of x [B, S, G*D] (heads of an attention context: D = head size; FFN neurons: D = 1), given
+     * dx = dL/dx: the sum over tokens and the group's features of x * dx.
+     */
+    public final void groupDot(Tensor out, Tensor x, Tensor dx, int groups) {
+        String op = "groupDot";
+        f32(op, "x", x);
+        sameShape(op, "dx", dx, x);
+        check(x.rank() == 3 && groups > 0 && x.dim(2) % groups == 0, op, "x must be [B, S, G*D] with G = " + groups + ", got " + shape(x));
+        f32(op, "out", out);
+        check(out.numel() == x.dim(0) * groups, op, "out " + shape(out) + " is not [" + x.dim(0) + "," + groups + "]");
+        kGroupDot(out, x, dx, x.dim(0), x.dim(1), groups, x.dim(2) / groups);
+    }
+
     // ---------------------------------------------------------------- attention
 
     /**
@@ -508,6 +525,8 @@ public abstract class Backend implements AutoCloseable {
 
     protected abstract void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, Tensor mask,
             long batch, long seq, long heads, long headDim, float scale, Dropout dropout);
+
+    protected abstract void kGroupDot(Tensor out, Tensor x, Tensor dx, long batch, long seq, long groups, long width);
 
     protected abstract void kDropout(Tensor out, Tensor in, long n, Dropout dropout, boolean accumulate);
 

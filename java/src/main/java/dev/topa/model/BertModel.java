@@ -36,6 +36,7 @@ public final class BertModel implements AutoCloseable {
 
     private Adapter[][] adapters;
     private double loraDropout;
+    private LoraConfig lora;
     /** Per layer {QKV, attention output, FFN in, FFN out} packed for one backend, or null. */
     private PackedWeight[][] packed;
     private String packedFor;
@@ -118,7 +119,7 @@ public final class BertModel implements AutoCloseable {
             LoraConfig.Target[] qkv = {LoraConfig.Target.QUERY, LoraConfig.Target.KEY, LoraConfig.Target.VALUE};
             boolean[] on = new boolean[3];
             for (int i = 0; i < 3; i++) on[i] = lora.targets().contains(qkv[i]);
-            if (on[0] || on[1] || on[2]) {
+            if ((on[0] || on[1] || on[2]) && a > 0) { // a layer pruned to no heads has no QKV projection to adapt
                 Tensor ta = scope.allocate(MemoryCategory.ADAPTERS, DType.F32, 3L * r, c).fill(0f);
                 for (int i = 0; i < 3; i++) if (on[i]) uniform(ta.rows((long) i * r, (long) (i + 1) * r), c, rnd);
                 ad[l][QKV] = new Adapter(ta, scope.allocate(MemoryCategory.ADAPTERS, DType.F32, 3L * a, 3L * r).fill(0f),
@@ -127,7 +128,7 @@ public final class BertModel implements AutoCloseable {
             int[][] shapes = {null, {c, a}, {f, c}, {c, f}}; // {out, in}
             LoraConfig.Target[] targets = {null, LoraConfig.Target.ATTENTION_OUTPUT, LoraConfig.Target.FFN_IN, LoraConfig.Target.FFN_OUT};
             for (int slot = 1; slot < 4; slot++)
-                if (lora.targets().contains(targets[slot])) {
+                if (lora.targets().contains(targets[slot]) && shapes[slot][0] > 0 && shapes[slot][1] > 0) {
                     Tensor ta = scope.allocate(MemoryCategory.ADAPTERS, DType.F32, r, shapes[slot][1]);
                     uniform(ta, shapes[slot][1], rnd);
                     ad[l][slot] = new Adapter(ta, scope.allocate(MemoryCategory.ADAPTERS, DType.F32, shapes[slot][0], r).fill(0f),
@@ -142,6 +143,12 @@ public final class BertModel implements AutoCloseable {
         }
         adapters = ad;
         loraDropout = lora.dropout();
+        this.lora = lora;
+    }
+
+    /** The adapters' configuration, or null without adapters. */
+    public LoraConfig loraConfig() {
+        return lora;
     }
 
     /** Dropout on the adapters' input during training (0 without adapters). */
@@ -216,10 +223,10 @@ public final class BertModel implements AutoCloseable {
         PackedWeight[][] p = new PackedWeight[config.layers()][];
         for (int l = 0; l < config.layers(); l++) {
             String n = "encoder.layer." + l + ".";
-            p[l] = new PackedWeight[] {be.packLinearWeight(qkvWeight[l], scope),
-                    be.packLinearWeight(params.get(n + "attention.output.dense.weight"), scope),
-                    be.packLinearWeight(params.get(n + "intermediate.dense.weight"), scope),
-                    be.packLinearWeight(params.get(n + "output.dense.weight"), scope)};
+            Tensor[] w = {qkvWeight[l], params.get(n + "attention.output.dense.weight"), params.get(n + "intermediate.dense.weight"),
+                    params.get(n + "output.dense.weight")};
+            p[l] = new PackedWeight[4];
+            for (int slot = 0; slot < 4; slot++) if (w[slot].numel() > 0) p[l][slot] = be.packLinearWeight(w[slot], scope);
         }
         packed = p;
         packedFor = be.name();
@@ -233,7 +240,7 @@ public final class BertModel implements AutoCloseable {
             be.loraForward(y, u, x, w, bias, ad.a(), ad.b(), ad.scale());
             return u;
         }
-        if (packed != null && be.name().equals(packedFor)) be.linearForward(y, x, packed[layer][slot], bias);
+        if (packed != null && be.name().equals(packedFor) && packed[layer][slot] != null) be.linearForward(y, x, packed[layer][slot], bias);
         else be.linearForward(y, x, w, bias);
         return null;
     }
@@ -271,23 +278,38 @@ public final class BertModel implements AutoCloseable {
         long b = h.dim(0), s = h.dim(1);
         int c = config.hidden(), a = config.attentionWidth(l), f = config.ffn(l);
         float eps = config.layerNormEps();
-        Tensor qkv = arena.allocate(DType.F32, b, s, 3L * a);
-        linear(be, arena, qkv, h, l, QKV, qkvWeight[l], qkvBias[l]);
-        Tensor ctx = arena.allocate(DType.F32, b, s, a);
-        be.attentionForward(ctx, null, qkv, mask, config.heads(l), (float) (1 / Math.sqrt(config.headDim())));
         Tensor att = arena.allocate(DType.F32, b, s, c);
-        linear(be, arena, att, ctx, l, ATT_OUT, params.get(p + "attention.output.dense.weight"),
-                params.get(p + "attention.output.dense.bias"));
+        if (a > 0) {
+            Tensor qkv = arena.allocate(DType.F32, b, s, 3L * a);
+            linear(be, arena, qkv, h, l, QKV, qkvWeight[l], qkvBias[l]);
+            Tensor ctx = arena.allocate(DType.F32, b, s, a);
+            be.attentionForward(ctx, null, qkv, mask, config.heads(l), (float) (1 / Math.sqrt(config.headDim())));
+            linear(be, arena, att, ctx, l, ATT_OUT, params.get(p + "attention.output.dense.weight"),
+                    params.get(p + "attention.output.dense.bias"));
+        } else {
+            broadcastRows(att, params.get(p + "attention.output.dense.bias")); // every head pruned: the block is its bias
+        }
         Tensor h1 = arena.allocate(DType.F32, b, s, c);
         be.layernormForward(h1, mean, rstd, null, att, h, params.get(p + "attention.output.LayerNorm.weight"),
                 params.get(p + "attention.output.LayerNorm.bias"), eps);
-        Tensor inter = arena.allocate(DType.F32, b, s, f);
-        linear(be, arena, inter, h1, l, FFN_IN, params.get(p + "intermediate.dense.weight"), null);
-        be.biasGeluForward(inter, inter, params.get(p + "intermediate.dense.bias"));
         Tensor out = arena.allocate(DType.F32, b, s, c);
-        linear(be, arena, out, inter, l, FFN_OUT, params.get(p + "output.dense.weight"), params.get(p + "output.dense.bias"));
+        if (f > 0) {
+            Tensor inter = arena.allocate(DType.F32, b, s, f);
+            linear(be, arena, inter, h1, l, FFN_IN, params.get(p + "intermediate.dense.weight"), null);
+            be.biasGeluForward(inter, inter, params.get(p + "intermediate.dense.bias"));
+            linear(be, arena, out, inter, l, FFN_OUT, params.get(p + "output.dense.weight"), params.get(p + "output.dense.bias"));
+        } else {
+            broadcastRows(out, params.get(p + "output.dense.bias")); // every neuron pruned
+        }
         be.layernormForward(h2, mean, rstd, null, out, h1, params.get(p + "output.LayerNorm.weight"),
                 params.get(p + "output.LayerNorm.bias"), eps);
+    }
+
+    /** y[i, :] = bias for every row: the output of a linear layer left with no inputs. */
+    static void broadcastRows(Tensor y, Tensor bias) {
+        long c = bias.numel(), rows = y.numel() / c;
+        java.lang.foreign.MemorySegment src = bias.data(), dst = y.data();
+        for (long r = 0; r < rows; r++) java.lang.foreign.MemorySegment.copy(src, 0, dst, r * c * 4, c * 4);
     }
 
     @Override

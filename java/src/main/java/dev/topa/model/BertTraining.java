@@ -37,6 +37,23 @@ public final class BertTraining implements AutoCloseable {
     /** Per-layer temporaries (forward and backward), released after each layer. */
     private final StepArena scratch = new StepArena("layer scratch");
     private long dropoutSeed, dropoutStep;
+    private MaskGradientListener maskGradients;
+
+    /**
+     * Receives, during backward, per example the gradient of a multiplicative mask on each
+     * attention head (ctx_h' = m_h ctx_h) and each FFN neuron (act_j' = m_j act_j) of a layer, at
+     * m = 1: perExample [B, heads] or [B, ffn], valid only during the call.
+     */
+    public interface MaskGradientListener {
+        void heads(int layer, Tensor perExample);
+
+        void neurons(int layer, Tensor perExample);
+    }
+
+    /** Collects head and neuron mask gradients in every following backward (null: stop). */
+    public void setMaskGradientListener(MaskGradientListener listener) {
+        this.maskGradients = listener;
+    }
     private Saved saved;
 
     /** Dropout sites: the embeddings, then per layer 16 sites from 1 + 16 l (see {@link #site}). */
@@ -152,25 +169,34 @@ public final class BertTraining implements AutoCloseable {
             StepArena.Mark mark = scratch.mark();
             Tensor[] u = new Tensor[4];
             StepArena keep = recomputeProjections ? scratch : arena; // where the recomputable projections go
-            Tensor qkv = keep.allocate(DType.F32, b, s, 3L * a);
-            u[BertModel.QKV] = linearForward(be, arena, qkv, h, l, BertModel.QKV, model.qkvWeight(l), model.qkvBias(l));
-            Tensor ctx = arena.allocate(DType.F32, b, s, a);
-            be.attentionForward(ctx, null, qkv, mask, cfg.heads(l), scale(), dropout(dropout.attention(), site(l, SITE_PROBS)));
-            Tensor att = scratch.allocate(DType.F32, b, s, c);
-            u[BertModel.ATT_OUT] = linearForward(be, arena, att, ctx, l, BertModel.ATT_OUT, p(n + "attention.output.dense.weight"),
-                    p(n + "attention.output.dense.bias"));
+            Tensor qkv = null, ctx = null, att = scratch.allocate(DType.F32, b, s, c);
+            if (a > 0) {
+                qkv = keep.allocate(DType.F32, b, s, 3L * a);
+                u[BertModel.QKV] = linearForward(be, arena, qkv, h, l, BertModel.QKV, model.qkvWeight(l), model.qkvBias(l));
+                ctx = arena.allocate(DType.F32, b, s, a);
+                be.attentionForward(ctx, null, qkv, mask, cfg.heads(l), scale(), dropout(dropout.attention(), site(l, SITE_PROBS)));
+                u[BertModel.ATT_OUT] = linearForward(be, arena, att, ctx, l, BertModel.ATT_OUT, p(n + "attention.output.dense.weight"),
+                        p(n + "attention.output.dense.bias"));
+            } else {
+                BertModel.broadcastRows(att, p(n + "attention.output.dense.bias")); // no heads left: the block is its bias
+            }
             Dropout dAtt = dropout(dropout.hidden(), site(l, SITE_ATT_OUT));
             if (dAtt.active()) be.dropout(att, att, dAtt, false);
             Tensor sum1 = arena.allocate(DType.F32, b, s, c), h1 = scratch.allocate(DType.F32, b, s, c);
             Tensor mean1 = arena.allocate(DType.F32, b * s), rstd1 = arena.allocate(DType.F32, b * s);
             be.layernormForward(h1, mean1, rstd1, sum1, att, h, p(n + "attention.output.LayerNorm.weight"),
                     p(n + "attention.output.LayerNorm.bias"), eps);
-            Tensor pre = keep.allocate(DType.F32, b, s, f), act = scratch.allocate(DType.F32, b, s, f);
-            u[BertModel.FFN_IN] = linearForward(be, arena, pre, h1, l, BertModel.FFN_IN, p(n + "intermediate.dense.weight"), null);
-            be.biasGeluForward(act, pre, p(n + "intermediate.dense.bias"));
-            Tensor out = scratch.allocate(DType.F32, b, s, c);
-            u[BertModel.FFN_OUT] = linearForward(be, arena, out, act, l, BertModel.FFN_OUT, p(n + "output.dense.weight"),
-                    p(n + "output.dense.bias"));
+            Tensor pre = null, out = scratch.allocate(DType.F32, b, s, c);
+            if (f > 0) {
+                pre = keep.allocate(DType.F32, b, s, f);
+                Tensor act = scratch.allocate(DType.F32, b, s, f);
+                u[BertModel.FFN_IN] = linearForward(be, arena, pre, h1, l, BertModel.FFN_IN, p(n + "intermediate.dense.weight"), null);
+                be.biasGeluForward(act, pre, p(n + "intermediate.dense.bias"));
+                u[BertModel.FFN_OUT] = linearForward(be, arena, out, act, l, BertModel.FFN_OUT, p(n + "output.dense.weight"),
+                        p(n + "output.dense.bias"));
+            } else {
+                BertModel.broadcastRows(out, p(n + "output.dense.bias")); // no neurons left
+            }
             Dropout dOut = dropout(dropout.hidden(), site(l, SITE_FFN_OUT));
             if (dOut.active()) be.dropout(out, out, dOut, false);
             Tensor sum2 = arena.allocate(DType.F32, b, s, c), h2 = arena.allocate(DType.F32, b, s, c);
@@ -244,6 +270,23 @@ public final class BertTraining implements AutoCloseable {
                 sv.sum2(), sv.mean2(), sv.rstd2(), p(n + "output.LayerNorm.weight"), false);
         StepArena.Mark ffn = scratch.mark(); // the FFN's temporaries end with its backward
         Tensor dFfnOut = droppedGradient(be, dx2, dropout(dropout.hidden(), site(l, SITE_FFN_OUT)));
+        if (f > 0) ffnBackward(be, l, sv, dx2, dFfnOut);
+        else if (grads.get(n + "output.dense.bias") != null) be.biasBackward(grads.get(n + "output.dense.bias"), dFfnOut);
+        scratch.release(ffn);
+        // LN1: x = dropout(att) + in  ->  dIn (the residual), and att's gradient through the dropout
+        be.layernormBackward(dIn, grads.get(n + "attention.output.LayerNorm.weight"), grads.get(n + "attention.output.LayerNorm.bias"),
+                dx2, sv.sum1(), sv.mean1(), sv.rstd1(), p(n + "attention.output.LayerNorm.weight"), false);
+        Tensor dAtt = droppedGradient(be, dIn, dropout(dropout.hidden(), site(l, SITE_ATT_OUT)));
+        if (a > 0) attentionBackward(be, l, sv, dAtt, dIn);
+        else if (grads.get(n + "attention.output.dense.bias") != null) be.biasBackward(grads.get(n + "attention.output.dense.bias"), dAtt);
+        scratch.release(mark);
+    }
+
+    /** The FFN block's backward: dx2 (the residual's gradient to h1) += the block's; dFfnOut = dL/d(FFN output). */
+    private void ffnBackward(Backend be, int l, Layer sv, Tensor dx2, Tensor dFfnOut) {
+        String n = "encoder.layer." + l + ".";
+        long b = dx2.dim(0), s = dx2.dim(1);
+        int c = cfg.hidden(), f = cfg.ffn(l);
         // h1 = LN1(sum1) recomputed; with recomputeProjections also pre = h1 W1^T
         Tensor h1 = scratch.allocate(DType.F32, b, s, c), stat = scratch.allocate(DType.F32, 2, b * s);
         be.layernormForward(h1, stat.rows(0, 1).reshape(b * s), stat.rows(1, 2).reshape(b * s), null, sv.sum1(), null,
@@ -259,20 +302,32 @@ public final class BertTraining implements AutoCloseable {
         be.biasGeluForward(act, pre, p(n + "intermediate.dense.bias"));
         linearBackward(be, l, BertModel.FFN_OUT, dAct, false, grads.get(n + "output.dense.weight"),
                 grads.get(n + "output.dense.bias"), dFfnOut, act, sv.u(), p(n + "output.dense.weight"));
+        if (maskGradients != null) {
+            Tensor g = scratch.allocate(DType.F32, b, f);
+            be.groupDot(g, act, dAct, f);
+            maskGradients.neurons(l, g);
+        }
         scratch.release(actMark);
         be.biasGeluBackward(dAct, grads.get(n + "intermediate.dense.bias"), dAct, pre, p(n + "intermediate.dense.bias"));
         // FFN in: pre = h1 W1^T; dh1 = dx2 (residual) + dPre W1, into dx2
         linearBackward(be, l, BertModel.FFN_IN, dx2, true, grads.get(n + "intermediate.dense.weight"), null, dAct, h1, sv.u(),
                 p(n + "intermediate.dense.weight"));
-        scratch.release(ffn);
-        // LN1: x = dropout(att) + in  ->  dIn (the residual), and att's gradient through the dropout
-        be.layernormBackward(dIn, grads.get(n + "attention.output.LayerNorm.weight"), grads.get(n + "attention.output.LayerNorm.bias"),
-                dx2, sv.sum1(), sv.mean1(), sv.rstd1(), p(n + "attention.output.LayerNorm.weight"), false);
-        Tensor dAtt = droppedGradient(be, dIn, dropout(dropout.hidden(), site(l, SITE_ATT_OUT)));
+    }
+
+    /** The attention block's backward: dIn (the residual's gradient) += the block's; dAtt = dL/d(attention output). */
+    private void attentionBackward(Backend be, int l, Layer sv, Tensor dAtt, Tensor dIn) {
+        String n = "encoder.layer." + l + ".";
+        long b = dIn.dim(0), s = dIn.dim(1);
+        int a = cfg.attentionWidth(l);
         // attention output: att = ctx Wo^T + bo
         Tensor dCtx = scratch.allocate(DType.F32, b, s, a);
         linearBackward(be, l, BertModel.ATT_OUT, dCtx, false, grads.get(n + "attention.output.dense.weight"),
                 grads.get(n + "attention.output.dense.bias"), dAtt, sv.ctx(), sv.u(), p(n + "attention.output.dense.weight"));
+        if (maskGradients != null) {
+            Tensor g = scratch.allocate(DType.F32, b, cfg.heads(l));
+            be.groupDot(g, sv.ctx(), dCtx, cfg.heads(l));
+            maskGradients.heads(l, g);
+        }
         Tensor qkv = sv.qkv();
         if (qkv == null)
             linearForward(be, scratch, qkv = scratch.allocate(DType.F32, b, s, 3L * a), sv.in(), l, BertModel.QKV, model.qkvWeight(l),
@@ -282,7 +337,6 @@ public final class BertTraining implements AutoCloseable {
                 dropout(dropout.attention(), site(l, SITE_PROBS)));
         // QKV: qkv = in Wqkv^T + bqkv; d(in) += dQkv Wqkv
         linearBackward(be, l, BertModel.QKV, dIn, true, qkvWeightGrad[l], qkvBiasGrad[l], dQkv, sv.in(), sv.u(), model.qkvWeight(l));
-        scratch.release(mark);
     }
 
     /** The gradient before a dropout site from the one after it (dy itself when the site is off). */

@@ -32,7 +32,7 @@ public final class CpuBackend extends Backend {
 
     private final Isa isa;
     private final MethodHandle sgemm, sgemmAug, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
-            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward, dropout,
+            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward, dropout, groupDot,
             embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
             mseBackward, adamwStep, sumSquares;
 
@@ -55,6 +55,7 @@ public final class CpuBackend extends Backend {
         softmaxBackward = bind("softmax_backward", false, FunctionDescriptor.ofVoid(A, A, A, L, L));
         attentionForward = bind("attention_forward", false, FunctionDescriptor.of(I, A, L, A, A, A, A, L, A, L, L, L, L, F, I, I, F));
         dropout = bind("dropout", false, FunctionDescriptor.ofVoid(A, A, L, I, I, F, I));
+        groupDot = bind("group_dot", false, FunctionDescriptor.ofVoid(A, A, A, L, L, L, L));
         attentionBackward = bind("attention_backward", false,
                 FunctionDescriptor.of(I, A, A, A, L, A, L, A, A, A, A, L, A, L, L, L, L, F, I, I, F));
         embeddingForward = bind("embedding_forward", false, FunctionDescriptor.of(I, A, A, A, A, A, A, A, L, L, L, L, L, L));
@@ -270,6 +271,15 @@ public final class CpuBackend extends Backend {
             throw CpuKernels.rethrow(t);
         }
         syncWorkspace();
+    }
+
+    @Override
+    protected void kGroupDot(Tensor out, Tensor x, Tensor dx, long batch, long seq, long groups, long width) {
+        try {
+            groupDot.invokeExact(seg(out), seg(x), seg(dx), batch, seq, groups, width);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
     }
 
     @Override

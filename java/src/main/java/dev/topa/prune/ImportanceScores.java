@@ -1,0 +1,100 @@
+package dev.topa.prune;
+
+import dev.topa.model.BertConfig;
+import dev.topa.model.BertTraining;
+import dev.topa.tensor.Tensor;
+
+/**
+ * Task-oriented importance of every attention head and FFN neuron, accumulated from the mask
+ * gradients backward reports (no weight gradients kept): first-order Taylor, the sum over batches
+ * of |dL/dm| (the paper's head score), and Fisher, the sum over examples of (dL/dm)^2.
+ */
+public final class ImportanceScores implements BertTraining.MaskGradientListener {
+    public enum Scorer { TAYLOR, FISHER }
+
+    private final double[][] headTaylor, headFisher, neuronTaylor, neuronFisher;
+    private long batches;
+
+    public ImportanceScores(BertConfig cfg) {
+        int n = cfg.layers();
+        headTaylor = new double[n][];
+        headFisher = new double[n][];
+        neuronTaylor = new double[n][];
+        neuronFisher = new double[n][];
+        for (int l = 0; l < n; l++) {
+            headTaylor[l] = new double[cfg.heads(l)];
+            headFisher[l] = new double[cfg.heads(l)];
+            neuronTaylor[l] = new double[cfg.ffn(l)];
+            neuronFisher[l] = new double[cfg.ffn(l)];
+        }
+    }
+
+    @Override
+    public void heads(int layer, Tensor perExample) {
+        if (layer == headTaylor.length - 1) batches++; // backward visits the last layer first, once per batch
+        accumulate(perExample, headTaylor[layer], headFisher[layer]);
+    }
+
+    @Override
+    public void neurons(int layer, Tensor perExample) {
+        accumulate(perExample, neuronTaylor[layer], neuronFisher[layer]);
+    }
+
+    private static void accumulate(Tensor perExample, double[] taylor, double[] fisher) {
+        float[] g = perExample.toFloatArray();
+        int groups = taylor.length, examples = g.length / Math.max(1, groups);
+        for (int j = 0; j < groups; j++) {
+            double sum = 0, sq = 0;
+            for (int b = 0; b < examples; b++) {
+                double v = g[b * groups + j];
+                sum += v;
+                sq += v * v;
+            }
+            taylor[j] += Math.abs(sum);
+            fisher[j] += sq;
+        }
+    }
+
+    /** Batches seen (backward passes with the listener set). */
+    public long batches() {
+        return batches;
+    }
+
+    /** Per layer, per head. */
+    public double[][] heads(Scorer s) {
+        return copy(s == Scorer.TAYLOR ? headTaylor : headFisher);
+    }
+
+    /** Per layer, per FFN neuron. */
+    public double[][] neurons(Scorer s) {
+        return copy(s == Scorer.TAYLOR ? neuronTaylor : neuronFisher);
+    }
+
+    /**
+     * The paper's normalisation of head scores: each layer's vector divided by its L2 norm, then
+     * min-max over all heads of the model, so layers compete on one scale.
+     */
+    public static double[][] normalized(double[][] scores) {
+        double[][] out = copy(scores);
+        double min = Double.POSITIVE_INFINITY, max = Double.NEGATIVE_INFINITY;
+        for (double[] layer : out) {
+            double norm = 0;
+            for (double v : layer) norm += v * v;
+            norm = Math.sqrt(norm);
+            for (int i = 0; i < layer.length; i++) {
+                if (norm > 0) layer[i] /= norm;
+                min = Math.min(min, layer[i]);
+                max = Math.max(max, layer[i]);
+            }
+        }
+        for (double[] layer : out)
+            for (int i = 0; i < layer.length; i++) layer[i] = max > min ? (layer[i] - min) / (max - min) : 0;
+        return out;
+    }
+
+    private static double[][] copy(double[][] a) {
+        double[][] c = new double[a.length][];
+        for (int i = 0; i < a.length; i++) c[i] = a[i].clone();
+        return c;
+    }
+}
