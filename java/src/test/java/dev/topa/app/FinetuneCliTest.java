@@ -64,4 +64,24 @@ class FinetuneCliTest {
         assertEquals("1", bad[0]);
         assertTrue(bad[2].contains("RTE needs two texts"), bad[2]);
     }
+
+    @Test
+    void pruneAdaptRemovesHalfTheUnitsAndTheReloadedModelScoresTheSame(@TempDir Path dir) throws Exception {
+        Path glue = TestData.glue();
+        Path out = dir.resolve("pa");
+        String[] pa = run("prune-adapt", "--task", "rte", "--data-dir", glue.toString(), "--epochs", "1", "--train-limit", "48",
+                "--batch-size", "16", "--max-seq-len", "64", "--score-examples", "32", "--sparsity", "0.5", "--out", out.toString());
+        assertEquals("0", pa[0], pa[2]);
+        var p = new ObjectMapper().readTree(out.resolve("pruning.json").toFile());
+        int heads = 0, neurons = 0;
+        for (var h : p.get("heads_per_layer")) heads += h.asInt();
+        for (var f : p.get("ffn_per_layer")) neurons += f.asInt();
+        assertEquals(36, heads, "half of MiniLM's 72 heads stay");
+        assertEquals(4608, neurons, "half of its 9216 FFN neurons stay");
+        assertTrue(p.get("encoder_parameters_pruned").asLong() < 0.55 * p.get("encoder_parameters_dense").asLong());
+        String[] ev = run("eval", "--model", out.toString(), "--data-dir", glue.toString());
+        assertEquals("0", ev[0], ev[2]);
+        assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", p.get("best_dev").asDouble())),
+                "the exported pruned model must score what training saw:\n" + ev[1]);
+    }
 }

@@ -1,0 +1,184 @@
+package dev.topa.app;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueDownload;
+import dev.topa.glue.GlueTask;
+import dev.topa.io.BertTokenizer;
+import dev.topa.io.ModelLoader;
+import dev.topa.model.BertModel;
+import dev.topa.model.BertTraining;
+import dev.topa.model.TaskHead;
+import dev.topa.prune.ImportanceScores;
+import dev.topa.prune.StructuredPruning;
+import dev.topa.tensor.Device;
+import dev.topa.tensor.MemoryTracker;
+import dev.topa.train.FineTunedModel;
+import dev.topa.train.Recipe;
+import dev.topa.train.Trainer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+@Command(name = "prune-adapt", description = {"The Pruning-Adapter, one-shot structured (first cut): a short LoRA warm-up on the task",
+        "scores every attention head and FFN neuron from mask gradients, the lowest-scored are physically removed, and LoRA",
+        "training continues on the smaller frozen backbone; the best model is saved merged, with per-layer shapes."})
+final class PruneAdaptCommand implements Callable<Integer> {
+    enum Structure { HEADS, HEADS_FFN }
+
+    @Option(names = "--task", required = true, description = "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    String task;
+
+    @Option(names = "--model", defaultValue = "default", description = "as for encode (default: ${DEFAULT-VALUE})")
+    String model;
+
+    @Option(names = "--data-dir", description = "GLUE data (default: downloaded into the cache, as for finetune)")
+    Path dataDir;
+
+    @Option(names = "--out", required = true, description = "where the pruned, merged model and the report go")
+    Path out;
+
+    @Option(names = "--sparsity", defaultValue = "0.3",
+            description = "fraction of the heads (and, with heads+ffn, of the FFN neurons) removed, in [0, 1) (default: ${DEFAULT-VALUE})")
+    double sparsity;
+
+    @Option(names = "--structure", defaultValue = "heads_ffn", converter = StructureConverter.class,
+            description = "heads or heads+ffn (default: heads+ffn)")
+    Structure structure;
+
+    @Option(names = "--scorer", defaultValue = "taylor", description = "taylor or fisher (default: ${DEFAULT-VALUE})")
+    ImportanceScores.Scorer scorer;
+
+    @Option(names = "--score-examples", defaultValue = "512",
+            description = "training examples of the scoring warm-up (default: ${DEFAULT-VALUE})")
+    int scoreExamples;
+
+    @Option(names = "--train-limit", description = "use only the first N training examples")
+    Integer trainLimit;
+
+    @Option(names = "--eval-every", defaultValue = "0", description = "also evaluate every N steps (default: per epoch)")
+    int evalEvery;
+
+    @Mixin
+    RecipeOptions recipeOptions;
+
+    @Mixin
+    ThreadsOption threads;
+
+    static final class StructureConverter implements picocli.CommandLine.ITypeConverter<Structure> {
+        @Override
+        public Structure convert(String v) {
+            return switch (v.toLowerCase(Locale.ROOT)) {
+                case "heads" -> Structure.HEADS;
+                case "heads+ffn", "heads_ffn" -> Structure.HEADS_FFN;
+                default -> throw new IllegalArgumentException("--structure: heads or heads+ffn, got '" + v + "'");
+            };
+        }
+    }
+
+    @Override
+    public Integer call() throws Exception {
+        threads.apply();
+        if (!(sparsity >= 0 && sparsity < 1)) throw new IllegalArgumentException("--sparsity must be in [0, 1), got " + sparsity);
+        GlueTask t = GlueTask.parse(task);
+        Recipe rc = recipeOptions.recipe(t, Recipe.Method.LORA);
+        Path data = dataDir != null ? dataDir : GlueDownload.dataDir(t);
+        List<Example> trainEx = t.train(data), devEx = t.dev(data, t.devSplits().get(0));
+        if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
+        CpuBackend be = CpuBackend.create();
+        MemoryTracker mem = MemoryTracker.of(Device.CPU);
+        ModelLoader.Loaded loaded = ModelLoader.load(model);
+        try (BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), loaded.model().config().maxPositions()));
+                TaskHead head = new TaskHead(loaded.model().config().hidden(), t.numLabels(), rc.seed())) {
+            List<Trainer.Item> train = Trainer.items(trainEx, tok), dev = Trainer.items(devEx, tok);
+            BertModel dense = loaded.model();
+            dense.addLora(rc.loraConfig(), rc.seed());
+            long denseParams = encoderParameters(dense);
+            // 1. scoring warm-up: LoRA (and head) train while backward reports head and neuron mask gradients
+            ImportanceScores scores = new ImportanceScores(dense.config());
+            long t0 = System.nanoTime();
+            try (BertTraining warm = new BertTraining(dense, rc.trainable(), rc.dropout(), rc.recomputeProjections());
+                    Trainer trainer = new Trainer(be, dense, warm, head, t, rc.trainerConfig(0))) {
+                warm.setMaskGradientListener(scores);
+                int[] order = Trainer.epochOrder(train.size(), rc.seed(), 0);
+                int n = Math.min(scoreExamples, train.size());
+                for (int i = 0; i < n; i += rc.batchSize()) {
+                    List<Trainer.Item> batch = new ArrayList<>();
+                    for (int j = i; j < Math.min(n, i + rc.batchSize()); j++) batch.add(train.get(order[j]));
+                    trainer.trainStep(batch, rc.lr());
+                }
+            }
+            double scoreSeconds = (System.nanoTime() - t0) * 1e-9;
+            long scorePeak = mem.totalPeak();
+            // 2. choose and remove
+            boolean[][] keepHeads = keep(ImportanceScores.normalized(scores.heads(scorer)), sparsity);
+            boolean[][] keepNeurons = keep(ImportanceScores.normalized(scores.neurons(scorer)),
+                    structure == Structure.HEADS_FFN ? sparsity : 0);
+            BertModel pruned = StructuredPruning.compact(dense, keepHeads, keepNeurons);
+            dense.close();
+            long prunedParams = encoderParameters(pruned);
+            System.out.printf(Locale.ROOT, "scored %d batches (%s) in %.1f s, peak %s; heads per layer %s, FFN widths %s%n", scores.batches(),
+                    scorer.name().toLowerCase(Locale.ROOT), scoreSeconds, MemoryTracker.human(scorePeak),
+                    Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()));
+            System.out.printf(Locale.ROOT, "encoder parameters: %,d -> %,d (%.1f%% removed)%n", denseParams, prunedParams,
+                    100.0 * (denseParams - prunedParams) / denseParams);
+            // 3. adapters train on
+            Files.createDirectories(out);
+            try (pruned; BertTraining training = new BertTraining(pruned, rc.trainable(), rc.dropout(), rc.recomputeProjections());
+                    Trainer trainer = new Trainer(be, pruned, training, head, t, rc.trainerConfig(evalEvery))) {
+                TrainingLoop.Outcome run = TrainingLoop.run(be, trainer, train, dev, t, pruned, head, loaded.tokenizer(), tok.maxLength(), out,
+                        null, Double.NEGATIVE_INFINITY);
+                long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
+                TrainingReport.write(out, t, rc, loaded.description() + ", pruned", trainer.trainableParameters(), total, run.results(), mem);
+                TrainingPlot.write(out.resolve("report.png"), t.folder() + ", prune-adapt", run.stepLoss(),
+                        run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
+                ObjectMapper json = new ObjectMapper();
+                ObjectNode p = json.createObjectNode();
+                p.put("sparsity", sparsity);
+                p.put("structure", structure == Structure.HEADS ? "heads" : "heads+ffn");
+                p.put("scorer", scorer.name().toLowerCase(Locale.ROOT));
+                p.put("score_batches", scores.batches());
+                p.put("score_seconds", scoreSeconds);
+                p.put("score_peak_bytes", scorePeak);
+                p.put("encoder_parameters_dense", denseParams);
+                p.put("encoder_parameters_pruned", prunedParams);
+                p.set("heads_per_layer", json.valueToTree(pruned.config().heads()));
+                p.set("ffn_per_layer", json.valueToTree(pruned.config().ffn()));
+                p.put("best_dev", run.best());
+                p.put("model_bytes_on_disk", Files.size(out.resolve("model.safetensors")));
+                FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
+                System.out.print(mem.report());
+                System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("pruning.json"));
+            }
+        }
+        return 0;
+    }
+
+    /** Encoder parameters (every layer's weights and biases, no embeddings, no adapters). */
+    static long encoderParameters(BertModel m) {
+        return m.parameters().entrySet().stream().filter(e -> e.getKey().startsWith("encoder.") && !e.getKey().contains(".lora_"))
+                .mapToLong(e -> e.getValue().numel()).sum();
+    }
+
+    /** Keeps all but the round(fraction * total) lowest-scored units over the whole model. */
+    static boolean[][] keep(double[][] scores, double fraction) {
+        List<int[]> units = new ArrayList<>();
+        for (int l = 0; l < scores.length; l++) for (int i = 0; i < scores[l].length; i++) units.add(new int[] {l, i});
+        units.sort(Comparator.comparingDouble(u -> scores[u[0]][u[1]]));
+        boolean[][] keep = new boolean[scores.length][];
+        for (int l = 0; l < scores.length; l++) Arrays.fill(keep[l] = new boolean[scores[l].length], true);
+        long remove = Math.round(fraction * units.size());
+        for (int i = 0; i < remove; i++) keep[units.get(i)[0]][units.get(i)[1]] = false;
+        return keep;
+    }
+}
