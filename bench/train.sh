@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One training step of the default model's shape (MiniLM-L6, batch 32 x seq 128): topa vs PyTorch
 # CPU eager at its best here (Debian python3-torch with libopenblas0-openmp, SkylakeX kernel,
-# 2 threads), full fine-tuning and LoRA (r 8, all six linears). Each engine and method runs in its
-# own process, one after the other. Prints `name: value` lines, ending with
-# lora_step_speedup_vs_pytorch, full_step_speedup_vs_pytorch, lora_over_full_peak_memory.
+# 2 threads), full fine-tuning and LoRA (r 8, all six linears). topa runs full fine-tuning, LoRA as
+# `topa finetune` defaults to (fp32, QKV/FFN-in recomputed: lora-recompute) and LoRA with the frozen
+# base in bf16 (lora-recompute-bf16). Each engine and method runs in its own process, one after the
+# other. Prints `name: value` lines, ending with lora_step_speedup_vs_pytorch (the fp32 default),
+# full_step_speedup_vs_pytorch, lora_over_full_peak_memory.
 # Usage: bench/train.sh   (env: THREADS=2, STEPS=5)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 mvn -q -B -f "$root/pom.xml" -DskipTests package >&2
 out="$(mktemp)"
-for m in full lora; do
+for m in full lora-recompute lora-recompute-bf16; do
     "$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx12g -cp "$root/bench/target/benchmarks.jar" \
         dev.topa.bench.TrainBench "$m" "$threads" "$steps" 2>/dev/null | tee -a "$out"
 done
@@ -29,8 +31,9 @@ for m in full lora; do
         OMP_NUM_THREADS="$threads" /usr/bin/python3 "$root/bench/reference/train_step.py" "$m" "$steps" | tee -a "$out"
 done
 awk -F': ' '{v[$1] = $2} END {
-    printf "lora_step_speedup_vs_pytorch: %.3f\n", v["lora_pytorch_step_seconds"] / v["lora_step_seconds"];
+    printf "lora_bf16_step_speedup_vs_pytorch: %.3f\n", v["lora_pytorch_step_seconds"] / v["lora-recompute-bf16_step_seconds"];
+    printf "lora_step_speedup_vs_pytorch: %.3f\n", v["lora_pytorch_step_seconds"] / v["lora-recompute_step_seconds"];
     printf "full_step_speedup_vs_pytorch: %.3f\n", v["full_pytorch_step_seconds"] / v["full_step_seconds"];
-    printf "lora_over_full_peak_memory: %.3f\n", v["lora_peak_mib"] / v["full_peak_mib"];
+    printf "lora_over_full_peak_memory: %.3f\n", v["lora-recompute_peak_mib"] / v["full_peak_mib"];
 }' "$out"
 rm -f "$out"

@@ -32,6 +32,13 @@ int topa_cpu_best_isa(void) {
     return TOPA_ISA_SCALAR;
 }
 
+int topa_cpu_has_avx512bf16(void) {
+    unsigned a, b, c, d;
+    if (topa_cpu_best_isa() != TOPA_ISA_AVX512) return 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 5) & 1;
+}
+
 void topa_set_num_threads(int n) { num_threads = n > 0 ? n : 0; }
 
 int topa_get_num_threads(void) { return num_threads > 0 ? num_threads : omp_get_num_procs(); }

@@ -28,6 +28,7 @@ int topa_cpu_best_isa(void);           /* best ISA this CPU and OS support */
 void topa_set_num_threads(int n);      /* threads used by every kernel; n <= 0 means all cores */
 int topa_get_num_threads(void);
 int64_t topa_workspace_bytes(void);    /* bytes held by kernel scratch buffers (per-thread packs) */
+int topa_cpu_has_avx512bf16(void);     /* VDPBF16PS usable (CPU flag and OS ZMM state) */
 /* A per-thread scratch buffer of at least `floats` floats, 64-byte aligned, kept and reused for
  * the thread's lifetime (slots: TOPA_SCRATCH_*). NULL when memory is not to be had. */
 float *topa_thread_scratch(int slot, int64_t floats);
@@ -71,6 +72,21 @@ int TOPA_FN(sgemm_packed)(int transA, int64_t M, int64_t N, int64_t K, float alp
                           const float *bias);
 /* dbias[cols] (+=) column sums of dy[rows, cols]: the bias gradient of a linear layer. */
 void TOPA_FN(bias_backward)(float *dbias, const float *dy, int64_t rows, int64_t cols);
+
+/* ---- gemm_bf16.c ----
+ * C[M,N] = alpha A op(B) + beta C + bias with A [M,K] fp32 row-major (rounded to bf16 as it is
+ * packed) and op(B) [K,N] packed once by bf16_pack_b (bf16_packed_size(K, N) uint16 elements;
+ * B stored [K,N], or [N,K] with transB). Sums in fp32. use_dpbf16 selects the AVX512_BF16
+ * micro-kernel (only where topa_cpu_has_avx512bf16()); otherwise a portable one. The layout is
+ * the same for every ISA. Optional low-rank term (K2 > 0): C += alpha scale2 A2 op(B2), A2 [M, K2]
+ * fp32, op(B2) [K2, N] (B2 [N, K2] with transB2, else [K2, N]): LoRA fused into the same pass.
+ * Returns 0 or TOPA_ERR_ALLOC. */
+int64_t TOPA_FN(bf16_packed_size)(int64_t K, int64_t N);
+void TOPA_FN(bf16_pack_b)(int transB, int64_t K, int64_t N, const float *B, int64_t ldb, uint16_t *packed);
+int TOPA_FN(bf16_gemm_packed)(int use_dpbf16, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                              int64_t lda, const uint16_t *packed, float beta, float *C, int64_t ldc,
+                              const float *bias, int64_t K2, const float *A2, float scale2, int transB2,
+                              const float *B2);
 
 /* ---- layernorm.c ----
  * out = LN(x + residual) * gamma + beta over the last dim; residual may be NULL. When residual is

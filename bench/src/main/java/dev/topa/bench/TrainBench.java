@@ -26,8 +26,8 @@ import java.util.SplittableRandom;
  * or LoRA (r 8 on all six linears, LayerNorm and head trained): median seconds per step after
  * warm-up steps, and the peak bytes the tensor runtime held (weights, adapters, optimizer state,
  * gradients, activations, kernel workspace). One method per process, so peaks do not mix.
- * Usage: TrainBench full|lora|full-recompute|lora-recompute [threads] [steps] (recompute: the QKV projection
- * and FFN pre-activation are recomputed in backward instead of kept).
+ * Usage: TrainBench full|lora[-recompute][-bf16] [threads] [steps] (recompute: the QKV projection and FFN
+ * pre-activation are recomputed in backward instead of kept; bf16: frozen weights multiply in bf16).
  */
 public final class TrainBench {
     public static void main(String[] args) {
@@ -43,8 +43,9 @@ public final class TrainBench {
             batch.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types), new Example("", null, i % 2, i % 2)));
         }
         try (BertModel model = OnnxBertReader.load(DefaultModel.directory().resolve("model.onnx"))) {
-            boolean lora = method.startsWith("lora"), recompute = method.endsWith("recompute");
+            boolean lora = method.startsWith("lora"), recompute = method.contains("recompute"), bf16 = method.contains("bf16");
             if (lora) model.addLora(new LoraConfig(8, 16, EnumSet.allOf(LoraConfig.Target.class)), 1);
+            if (bf16) model.packBf16ForTraining(CpuBackend.create());
             try (BertTraining training = new BertTraining(model, lora ? n -> n.contains("lora_") || n.contains("LayerNorm") : n -> true,
                     dev.topa.model.DropoutConfig.NONE, recompute);
                     TaskHead head = new TaskHead(model.config().hidden(), 2, 1);

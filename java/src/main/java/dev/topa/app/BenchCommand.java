@@ -53,6 +53,9 @@ final class BenchCommand {
                     Tensor x = random(scope, rnd, m, k), w = random(scope, rnd, n, k), y = scope.allocate(DType.F32, m, n);
                     double sec = median(() -> be.linearForward(y, x, w, null));
                     System.out.printf(Locale.ROOT, "gemm_%dx%dx%d_gflops: %.1f%n", m, k, n, 2.0 * m * k * n / sec * 1e-9);
+                    var wb = be.packBf16(w, true, scope); // the same product with a frozen bf16 weight
+                    double bsec = median(() -> be.gemmBf16(1f, x, wb, 0f, y, null));
+                    System.out.printf(Locale.ROOT, "gemm_bf16_%dx%dx%d_gflops: %.1f%n", m, k, n, 2.0 * m * k * n / bsec * 1e-9);
                 }
                 int batch = Math.max(1, m / 128), seq = Math.min(128, m), hidden = 768, heads = 12;
                 Tensor h = random(scope, rnd, batch, seq, hidden), h2 = random(scope, rnd, batch, seq, hidden);

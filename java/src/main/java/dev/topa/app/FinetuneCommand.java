@@ -76,6 +76,7 @@ final class FinetuneCommand implements Callable<Integer> {
         try (BertModel m = loaded.model();
                 BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), m.config().maxPositions()))) {
             if (lora) m.addLora(rc.loraConfig(), rc.seed());
+            if (rc.basePrecision() == Recipe.Precision.BF16) m.packBf16ForTraining(CpuBackend.create());
             try (BertTraining training = new BertTraining(m, rc.trainable(), rc.dropout(), rc.recomputeProjections());
                     TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), rc.seed());
                     Trainer trainer = new Trainer(CpuBackend.create(), m, training, head, t, cfg)) {

@@ -103,6 +103,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
             List<Trainer.Item> train = Trainer.items(trainEx, tok), dev = Trainer.items(devEx, tok);
             BertModel dense = loaded.model();
             dense.addLora(rc.loraConfig(), rc.seed());
+            if (rc.basePrecision() == Recipe.Precision.BF16) dense.packBf16ForTraining(be);
             long denseParams = encoderParameters(dense);
             // 1. scoring warm-up: LoRA (and head) train while backward reports head and neuron mask gradients
             ImportanceScores scores = new ImportanceScores(dense.config());
@@ -125,6 +126,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
             boolean[][] keepNeurons = keep(ImportanceScores.normalized(scores.neurons(scorer)),
                     structure == Structure.HEADS_FFN ? sparsity : 0);
             BertModel pruned = StructuredPruning.compact(dense, keepHeads, keepNeurons);
+            if (rc.basePrecision() == Recipe.Precision.BF16) pruned.packBf16ForTraining(be);
             dense.close();
             long prunedParams = encoderParameters(pruned);
             System.out.printf(Locale.ROOT, "scored %d batches (%s) in %.1f s, peak %s; heads per layer %s, FFN widths %s%n", scores.batches(),

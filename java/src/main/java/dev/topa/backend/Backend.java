@@ -53,6 +53,52 @@ public abstract class Backend implements AutoCloseable {
         gemm(false, true, 1f, x, w, 0f, y, bias);
     }
 
+    /**
+     * A frozen weight W [out, in] rounded to bf16 and packed for {@link #gemmBf16}: as W^T (the
+     * forward's operand, transposed = true) or as W (the input gradient's, transposed = false).
+     */
+    public final Bf16Weight packBf16(Tensor w, boolean transposed, dev.topa.tensor.TensorAllocator alloc) {
+        f32("packBf16", "W", w);
+        check(w.rank() == 2, "packBf16", "W must be [out, in], got " + shape(w));
+        long k = transposed ? w.dim(1) : w.dim(0), n = transposed ? w.dim(0) : w.dim(1);
+        Tensor packed = alloc.allocate(DType.BF16, kBf16PackedSize(k, n));
+        kBf16Pack(w, transposed, k, n, packed);
+        return new Bf16Weight(packed, k, n, name());
+    }
+
+    /**
+     * C [m, n] = alpha A op(B) + beta C + bias with A [m, k] rounded to bf16 on the fly and op(B)
+     * packed by {@link #packBf16}; products in bf16, sums in fp32 (mixed precision for frozen weights).
+     */
+    public final void gemmBf16(float alpha, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias) {
+        gemmBf16(alpha, a, b, beta, c, bias, null, 0f, false, null);
+    }
+
+    /**
+     * As above plus a low-rank fp32 term in the same pass: C = alpha (A op(B) + scale2 A2 op(B2)) +
+     * beta C + bias, A2 [m, r], op(B2) [r, n] (B2 [n, r] when transB2, else [r, n]): a LoRA update
+     * (forward: A2 = x A_lora^T, B2 = B_lora, transB2; input gradient: A2 = dy B_lora, B2 = A_lora).
+     */
+    public final void gemmBf16(float alpha, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias, Tensor a2, float scale2,
+            boolean transB2, Tensor b2) {
+        String op = "gemmBf16";
+        if (a2 != null) {
+            f32(op, "A2", a2);
+            f32(op, "B2", b2);
+            long r = cols(a2);
+            check(rows(a2) == rows(a), op, "A2 " + shape(a2) + " has " + rows(a2) + " rows, A has " + rows(a));
+            check(transB2 ? rows(b2) == b.n() && cols(b2) == r : rows(b2) == r && cols(b2) == b.n(), op,
+                    "B2 " + shape(b2) + " does not match A2 " + shape(a2) + " and n = " + b.n());
+        }
+        check(b.backend().equals(name()), op, "weight was packed by " + b.backend() + ", this backend is " + name());
+        f32(op, "A", a);
+        f32(op, "C", c);
+        check(cols(a) == b.k(), op, "A " + shape(a) + " has " + cols(a) + " columns, op(B) has " + b.k() + " rows");
+        check(rows(c) == rows(a) && cols(c) == b.n(), op, "C " + shape(c) + " is not [" + rows(a) + ", " + b.n() + "]");
+        if (bias != null) vector(op, "bias", bias, b.n());
+        kGemmBf16(rows(a), b.n(), b.k(), alpha, a, b, beta, c, bias, a2, scale2, transB2, b2);
+    }
+
     /** W [out, in] packed for {@link #linearForward(Tensor, Tensor, PackedWeight, Tensor)}, in memory from alloc. */
     public final PackedWeight packLinearWeight(Tensor w, dev.topa.tensor.TensorAllocator alloc) {
         f32("packLinearWeight", "W", w);
@@ -498,6 +544,13 @@ public abstract class Backend implements AutoCloseable {
             long k2, Tensor a2, float scale, boolean transB2, Tensor b2, float beta, Tensor c, Tensor bias);
 
     protected abstract long kPackedSize(long out, long in);
+
+    protected abstract long kBf16PackedSize(long k, long n);
+
+    protected abstract void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed);
+
+    protected abstract void kGemmBf16(long m, long n, long k, float alpha, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias,
+            Tensor a2, float scale2, boolean transB2, Tensor b2);
 
     protected abstract void kPackLinearWeight(Tensor w, long out, long in, Tensor packed);
 

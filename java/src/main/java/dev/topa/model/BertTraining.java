@@ -214,15 +214,22 @@ public final class BertTraining implements AutoCloseable {
     /** y = x W^T + bias (+ LoRA, its x A^T allocated from arena and returned; else null). */
     private Tensor linearForward(Backend be, StepArena arena, Tensor y, Tensor x, int l, int slot, Tensor w, Tensor bias) {
         BertModel.Adapter ad = model.adapter(l, slot);
+        dev.topa.backend.Bf16Weight[] half = frozenBf16(l, slot);
         if (ad == null) {
-            be.linearForward(y, x, w, bias);
+            if (half != null) be.gemmBf16(1f, x, half[0], 0f, y, bias);
+            else be.linearForward(y, x, w, bias);
             return null;
         }
         Tensor u = arena.allocate(DType.F32, x.numel() / x.dim(-1), ad.a().dim(0));
         Dropout d = dropout(model.loraDropout(), site(l, SITE_LORA + slot));
         Tensor xLora = x;
         if (d.active()) be.dropout(xLora = scratch.allocate(DType.F32, x.shape()), x, d, false);
-        be.loraForward(y, u, x, xLora, w, bias, ad.a(), ad.b(), ad.scale());
+        if (half != null) { // base product in bf16, the rank-r update in fp32 on top
+            be.gemm(false, true, 1f, xLora, ad.a(), 0f, u, null);
+            be.gemmBf16(1f, x, half[0], 0f, y, bias, u, ad.scale(), true, ad.b());
+        } else {
+            be.loraForward(y, u, x, xLora, w, bias, ad.a(), ad.b(), ad.scale());
+        }
         return u;
     }
 
@@ -339,6 +346,15 @@ public final class BertTraining implements AutoCloseable {
         linearBackward(be, l, BertModel.QKV, dIn, true, qkvWeightGrad[l], qkvBiasGrad[l], dQkv, sv.in(), sv.u(), model.qkvWeight(l));
     }
 
+    /** The bf16 packs of a slot's weight when the model has them and the weight is frozen here, else null. */
+    private dev.topa.backend.Bf16Weight[] frozenBf16(int l, int slot) {
+        dev.topa.backend.Bf16Weight[] half = model.bf16(l, slot);
+        if (half == null) return null;
+        String n = BertModel.slotName(l, slot);
+        boolean trained = slot == BertModel.QKV ? qkvWeightGrad[l] != null : grads.containsKey(n + ".weight");
+        return trained ? null : half;
+    }
+
     /** The gradient before a dropout site from the one after it (dy itself when the site is off). */
     private Tensor droppedGradient(Backend be, Tensor dy, Dropout d) {
         if (!d.active()) return dy;
@@ -356,10 +372,12 @@ public final class BertTraining implements AutoCloseable {
     private void linearBackward(Backend be, int l, int slot, Tensor dx, boolean accumulate, Tensor dw, Tensor dbias, Tensor dy,
             Tensor x, Tensor[] u, Tensor w) {
         BertModel.Adapter ad = model.adapter(l, slot);
+        dev.topa.backend.Bf16Weight[] half = dw == null ? frozenBf16(l, slot) : null;
         if (ad == null) {
             if (dw != null) be.gemm(true, false, 1f, dy, x, 1f, dw, null);
             if (dbias != null) be.biasBackward(dbias, dy);
-            be.gemm(false, false, 1f, dy, w, accumulate ? 1f : 0f, dx, null);
+            if (half != null) be.gemmBf16(1f, dy, half[1], accumulate ? 1f : 0f, dx, null);
+            else be.gemm(false, false, 1f, dy, w, accumulate ? 1f : 0f, dx, null);
             return;
         }
         String n = BertModel.slotName(l, slot);
@@ -367,7 +385,22 @@ public final class BertTraining implements AutoCloseable {
         long m = u[slot].dim(0), r = u[slot].dim(1);
         Tensor g = scratch.allocate(DType.F32, m, r);
         Dropout d = dropout(model.loraDropout(), site(l, SITE_LORA + slot));
-        if (!d.active()) {
+        if (half != null) { // frozen base in bf16: dX = dY W there, the adapter's share in fp32
+            Tensor xLora = x;
+            if (d.active()) be.dropout(xLora = scratch.allocate(DType.F32, x.shape()), x, d, false);
+            be.gemm(false, false, 1f, dy, ad.b(), 0f, g, null);
+            if (d.active()) {
+                be.gemmBf16(1f, dy, half[1], accumulate ? 1f : 0f, dx, null);
+                Tensor dxLora = scratch.allocate(DType.F32, dx.shape());
+                be.gemm(false, false, ad.scale(), g, ad.a(), 0f, dxLora, null);
+                be.dropout(dx, dxLora, d, true);
+            } else {
+                be.gemmBf16(1f, dy, half[1], accumulate ? 1f : 0f, dx, null, g, ad.scale(), false, ad.a());
+            }
+            if (dA != null) be.gemm(true, false, ad.scale(), g, xLora, 1f, dA, null);
+            if (dB != null) be.gemm(true, false, ad.scale(), dy, u[slot], 1f, dB, null);
+            if (dbias != null) be.biasBackward(dbias, dy);
+        } else if (!d.active()) {
             be.loraBackward(dx, accumulate, dw, dbias, dA, dB, g, dy, x, u[slot], w, ad.a(), ad.b(), ad.scale());
         } else {
             Tensor xLora = scratch.allocate(DType.F32, x.shape()), dxLora = scratch.allocate(DType.F32, dx.shape());

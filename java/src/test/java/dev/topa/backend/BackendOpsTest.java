@@ -310,6 +310,46 @@ class BackendOpsTest {
         });
     }
 
+    // ------------------------------------------------------------------ bf16 GEMM (frozen weights)
+
+    @TestFactory
+    Stream<DynamicTest> gemmBf16() {
+        int[][] cases = {{1, 1, 1}, {13, 37, 29}, {100, 70, 801}, {97, 33, 384}, {25, 64, 1}};
+        return Stream.of(cases).flatMap(cs -> Stream.of(true, false).flatMap(tr -> {
+            int m = cs[0], n = cs[1], k = cs[2];
+            String name = "gemmBf16 " + m + "x" + n + "x" + k + (tr ? " W^T" : " W");
+            return onEveryBackend(name, (be, s, rnd) -> {
+                // W [out, in]: op(B) = W^T needs W [n, k]; op(B) = W needs W [k, n]
+                Tensor w = tr ? f32(s, random(rnd, n * k), n, k) : f32(s, random(rnd, k * n), k, n);
+                Tensor a = f32(s, random(rnd, m * k), m, k), bias = f32(s, random(rnd, n), n);
+                double[] c0 = random(rnd, m * n);
+                Tensor c = f32(s, c0, m, n);
+                var packed = be.packBf16(w, tr, s);
+                be.gemmBf16(0.7f, a, packed, 0.3f, c, bias);
+                double[] ad = rounded(a), wd = rounded(w);
+                double[] ref = Reference.gemm(false, tr, m, n, k, 0.7, ad, wd, 0.3, c0, asDouble(bias));
+                assertClose(name, ref, c, GEMM_BOUND);
+                Tensor c2 = poisoned(s, m, n);
+                be.gemmBf16(1f, a, packed, 0f, c2, null); // beta 0 never reads C
+                assertClose(name + " beta 0", Reference.gemm(false, tr, m, n, k, 1, ad, wd, 0, null, null), c2, GEMM_BOUND);
+                // a rank-3 fp32 term in the same pass (LoRA): B2 [n, 3] (transB2) or [3, n]
+                Tensor a2 = f32(s, random(rnd, m * 3), m, 3), b2 = tr ? f32(s, random(rnd, n * 3), n, 3) : f32(s, random(rnd, 3 * n), 3, n);
+                Tensor c3 = f32(s, c0, m, n);
+                be.gemmBf16(0.7f, a, packed, 0.3f, c3, bias, a2, 1.5f, tr, b2);
+                double[] low = Reference.gemm(false, tr, m, n, 3, 0.7 * 1.5, asDouble(a2), asDouble(b2), 0, null, null);
+                assertClose(name + " + low rank", Reference.add(ref, low), c3, GEMM_BOUND);
+            });
+        }));
+    }
+
+    /** Values as bf16 holds them (round to nearest even). */
+    private static double[] rounded(Tensor t) {
+        float[] v = t.toFloatArray();
+        double[] out = new double[v.length];
+        for (int i = 0; i < v.length; i++) out[i] = dev.topa.tensor.Bf16.toFloat(dev.topa.tensor.Bf16.fromFloat(v[i]));
+        return out;
+    }
+
     // ------------------------------------------------------------------ dropout
 
     @TestFactory

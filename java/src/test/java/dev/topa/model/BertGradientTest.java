@@ -169,6 +169,59 @@ class BertGradientTest {
         }
     }
 
+    @Test
+    void bf16FrozenBaseStaysCloseToFp32() {
+        BertConfig cfg = new BertConfig(23, 32, 9, 2, 8, new int[] {4, 2}, new int[] {64, 48}, 1e-6f);
+        SplittableRandom rnd = new SplittableRandom(17);
+        int[] ids = new int[B * S], types = new int[B * S], mask = new int[B * S];
+        for (int i = 0; i < B * S; i++) {
+            ids[i] = rnd.nextInt(23);
+            mask[i] = (i % S) < S - 2 * (i / S) ? 1 : 0;
+        }
+        try (BertModel model = new BertModel(cfg)) {
+            model.addLora(new LoraConfig(4, 8.0, java.util.EnumSet.allOf(LoraConfig.Target.class), 0.1), 5);
+            for (var e : model.parameters().entrySet()) {
+                float[] v = new float[(int) e.getValue().numel()];
+                boolean gamma = e.getKey().endsWith("LayerNorm.weight");
+                // weights at a trained model's scale (~1/sqrt(fan-in)): random 0.5-scale weights amplify
+                // any rounding layer after layer and say nothing about bf16 on a real network
+                for (int i = 0; i < v.length; i++) v[i] = (float) (gamma ? 0.8 + 0.4 * rnd.nextDouble() : 0.3 * (rnd.nextDouble() - 0.5));
+                e.getValue().copyFrom(v);
+            }
+            float[] dy = new float[B * S * cfg.hidden()];
+            for (int i = 0; i < dy.length; i++) dy[i] = (float) (rnd.nextDouble() - 0.5);
+            CpuBackend be = CpuBackend.create();
+            float[][] outs = new float[2][];
+            Map<String, float[]>[] got = new Map[2];
+            for (int k = 0; k < 2; k++) {
+                if (k == 1) model.packBf16ForTraining(be);
+                try (BertTraining train = new BertTraining(model, n -> n.contains("lora_") || n.contains("LayerNorm"),
+                        new DropoutConfig(0.1, 0.1), true); StepArena arena = new StepArena("bf16")) {
+                    train.setDropoutStep(3, 1);
+                    outs[k] = train.forward(be, arena, arena.allocate(DType.I32, B, S).copyFrom(ids),
+                            arena.allocate(DType.I32, B, S).copyFrom(types), arena.allocate(DType.I32, B, S).copyFrom(mask)).toFloatArray();
+                    train.backward(be, arena, arena.allocate(DType.F32, B, S, cfg.hidden()).copyFrom(dy));
+                    got[k] = new HashMap<>();
+                    for (var e : train.gradients().entrySet()) got[k].put(e.getKey(), e.getValue().toFloatArray());
+                }
+            }
+            double fwd = rel(outs[0], outs[1]);
+            assertTrue(fwd < 2e-2 && fwd > 0, "bf16 forward vs fp32: " + fwd + " (0 would mean bf16 was not used)");
+            for (String n : got[0].keySet())
+                if (n.contains("lora_") || n.contains("LayerNorm.weight"))
+                    assertTrue(rel(got[0].get(n), got[1].get(n)) < 3e-2, n + ": bf16 vs fp32 gradient " + rel(got[0].get(n), got[1].get(n)));
+        }
+    }
+
+    private static double rel(float[] ref, float[] got) {
+        double num = 0, den = 0;
+        for (int i = 0; i < ref.length; i++) {
+            num += (got[i] - ref[i]) * (double) (got[i] - ref[i]);
+            den += ref[i] * (double) ref[i];
+        }
+        return Math.sqrt(num / Math.max(den, 1e-30));
+    }
+
     private void check(LoraConfig lora, java.util.function.Predicate<String> trainable) {
         check(lora, trainable, Drops.NONE);
     }

@@ -34,12 +34,17 @@ public final class CpuBackend extends Backend {
     private final MethodHandle sgemm, sgemmAug, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
             biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward, dropout, groupDot,
             embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
-            mseBackward, adamwStep, sumSquares;
+            mseBackward, adamwStep, sumSquares, bf16PackedSize, bf16Pack, bf16Gemm;
+    private final boolean dpbf16;
 
     private CpuBackend(Isa isa) {
         if (!isa.supported())
             throw new UnsupportedOperationException("this CPU does not support " + isa + " (best: " + Isa.best() + ")");
         this.isa = isa;
+        dpbf16 = isa == Isa.AVX512 && CpuKernels.hasAvx512Bf16();
+        bf16PackedSize = bind("bf16_packed_size", true, FunctionDescriptor.of(L, L, L));
+        bf16Pack = bind("bf16_pack_b", false, FunctionDescriptor.ofVoid(I, L, L, A, L, A));
+        bf16Gemm = bind("bf16_gemm_packed", false, FunctionDescriptor.of(I, I, L, L, L, F, A, L, A, F, A, L, A, L, A, F, I, A));
         sgemm = bind("sgemm", false, FunctionDescriptor.of(I, I, I, L, L, L, F, A, L, A, L, F, A, L, A));
         sgemmAug = bind("sgemm_aug", false,
                 FunctionDescriptor.of(I, I, I, L, L, L, F, A, L, A, L, L, A, L, F, I, A, L, F, A, L, A));
@@ -153,6 +158,43 @@ public final class CpuBackend extends Backend {
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }
+    }
+
+    @Override
+    protected long kBf16PackedSize(long k, long n) {
+        try {
+            return (long) bf16PackedSize.invokeExact(k, n);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed) {
+        try {
+            bf16Pack.invokeExact(transposed ? 1 : 0, k, n, seg(w), w.dim(1), seg(packed));
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kGemmBf16(long m, long n, long k, float alpha, Tensor a, dev.topa.backend.Bf16Weight b, float beta, Tensor c,
+            Tensor bias, Tensor a2, float scale2, boolean transB2, Tensor b2) {
+        try {
+            long r = a2 == null ? 0 : a2.dim(-1);
+            int st = (int) bf16Gemm.invokeExact(dpbf16 ? 1 : 0, m, n, k, alpha, seg(a), k, seg(b.data()), beta, seg(c), n, seg(bias),
+                    r, seg(a2), scale2, transB2 ? 1 : 0, seg(b2));
+            status("gemmBf16", st);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+        syncWorkspace();
+    }
+
+    /** Whether gemmBf16 runs on the AVX512_BF16 dot-product instructions (else a portable kernel). */
+    public boolean nativeBf16() {
+        return dpbf16;
     }
 
     @Override

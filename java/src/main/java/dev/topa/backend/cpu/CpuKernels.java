@@ -16,11 +16,21 @@ public final class CpuKernels {
         static final MethodHandle SET_THREADS = LIB.downcall("topa_set_num_threads", FunctionDescriptor.ofVoid(JAVA_INT), true);
         static final MethodHandle GET_THREADS = LIB.downcall("topa_get_num_threads", FunctionDescriptor.of(JAVA_INT), true);
         static final MethodHandle WORKSPACE = LIB.downcall("topa_workspace_bytes", FunctionDescriptor.of(JAVA_LONG), true);
+        static final MethodHandle HAS_BF16 = LIB.downcall("topa_cpu_has_avx512bf16", FunctionDescriptor.of(JAVA_INT), true);
     }
 
     static int bestIsa() {
         try {
             return (int) Handles.BEST_ISA.invokeExact();
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Whether this CPU runs AVX512_BF16 dot products (VDPBF16PS). */
+    public static boolean hasAvx512Bf16() {
+        try {
+            return (int) Handles.HAS_BF16.invokeExact() != 0;
         } catch (Throwable t) {
             throw rethrow(t);
         }
