@@ -53,21 +53,37 @@ void TOPA_FN(bf16_pack_b)(int transB, int64_t K, int64_t N, const float *B, int6
     }
 }
 
-/* A rows [m0, m0 + rows) x k [k0, k0 + kc) into MR-row panels of bf16 pairs. */
+/* Two floats as one bf16 pair (lo in the low half), round to nearest even, NaN kept quiet;
+ * branch-free so the row loop below vectorises. */
+static inline uint32_t pair_bf16(float lo, float hi) {
+    uint32_t a, b;
+    memcpy(&a, &lo, 4);
+    memcpy(&b, &hi, 4);
+    uint32_t ra = (a + 0x7fffu + ((a >> 16) & 1u)) >> 16, rb = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    ra = (a & 0x7fffffffu) > 0x7f800000u ? (a >> 16) | 0x40u : ra;
+    rb = (b & 0x7fffffffu) > 0x7f800000u ? (b >> 16) | 0x40u : rb;
+    return ra | (rb << 16);
+}
+
+/* A rows [m0, m0 + rows) x k [k0, k0 + kc) into MR-row panels of bf16 pairs: each row is converted
+ * along k (contiguous, vectorised), then the MR x pairs block is transposed into the panel. */
 static void pack_a(const float *A, int64_t lda, int64_t m0, int64_t rows, int64_t k0, int64_t kc, uint16_t *dst) {
-    int64_t pairs = (kc + 1) / 2;
+    int64_t pairs = (kc + 1) / 2, full = kc / 2;
+    uint32_t tmp[BMR * (BKC / 2)];
     for (int64_t r0 = 0; r0 < rows; r0 += BMR) {
-        uint16_t *panel = dst + (r0 / BMR) * pairs * BMR * 2;
+        uint32_t *panel = (uint32_t *)dst + (r0 / BMR) * pairs * BMR;
         for (int64_t i = 0; i < BMR; i++) {
-            const float *row = A + (m0 + r0 + i) * lda + k0;
-            int valid = r0 + i < rows;
-            for (int64_t p = 0; p < pairs; p++) {
-                float lo = valid ? row[2 * p] : 0.0f;
-                float hi = valid && 2 * p + 1 < kc ? row[2 * p + 1] : 0.0f;
-                panel[(p * BMR + i) * 2] = to_bf16(lo);
-                panel[(p * BMR + i) * 2 + 1] = to_bf16(hi);
+            uint32_t *t = tmp + i * pairs;
+            if (r0 + i >= rows) {
+                for (int64_t p = 0; p < pairs; p++) t[p] = 0;
+                continue;
             }
+            const float *row = A + (m0 + r0 + i) * lda + k0;
+            for (int64_t p = 0; p < full; p++) t[p] = pair_bf16(row[2 * p], row[2 * p + 1]);
+            if (full < pairs) t[full] = pair_bf16(row[2 * full], 0.0f);
         }
+        for (int64_t p = 0; p < pairs; p++)
+            for (int64_t i = 0; i < BMR; i++) panel[p * BMR + i] = tmp[i * pairs + p];
     }
 }
 
@@ -86,10 +102,24 @@ static void kernel_portable(int64_t pairs, const uint16_t *a, const uint16_t *b,
         }
 }
 
+/* The low-rank term of one tile: acc[i][j] += scale2 sum_r a2[i][r] b2[r][j] for rows i < mr,
+ * columns j < nr (b2 already offset to the tile's first column, row stride ldb2). */
+static void lowrank_portable(float *acc, int64_t K2, const float *a2, int64_t mr, float scale2, const float *b2,
+                             int64_t ldb2, int64_t nr) {
+    for (int64_t i = 0; i < mr; i++)
+        for (int64_t r = 0; r < K2; r++) {
+            float av = scale2 * a2[i * K2 + r];
+            for (int64_t j = 0; j < nr; j++) acc[i * BNR + j] += av * b2[r * ldb2 + j];
+        }
+}
+
 #if defined(__x86_64__) && defined(TOPA_BF16_KERNEL)
 #include <immintrin.h>
+/* VDPBF16PS tile; the low-rank term (K2 > 0) is added while the sums are still in registers. */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void kernel_dpbf16(int64_t pairs, const uint16_t *a,
-                                                                                  const uint16_t *b, float *acc) {
+                                                                                  const uint16_t *b, float *acc, int64_t K2,
+                                                                                  const float *a2, int64_t mr, float scale2,
+                                                                                  const float *b2, int64_t ldb2, int64_t nr) {
     __m512 c[BMR][2];
     for (int i = 0; i < BMR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
     const int32_t *ap = (const int32_t *)a;
@@ -100,6 +130,19 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void kernel_dpbf16
             __m512bh av = (__m512bh)_mm512_set1_epi32(ap[p * BMR + i]);
             c[i][0] = _mm512_dpbf16_ps(c[i][0], av, b0);
             c[i][1] = _mm512_dpbf16_ps(c[i][1], av, b1);
+        }
+    }
+    if (K2 > 0) {
+        __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1u);
+        __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0;
+        for (int64_t r = 0; r < K2; r++) {
+            __m512 lo = _mm512_maskz_loadu_ps(m0, b2 + r * ldb2), hi = _mm512_maskz_loadu_ps(m1, b2 + r * ldb2 + 16);
+            for (int i = 0; i < BMR; i++) {
+                if (i >= mr) break;
+                __m512 av = _mm512_set1_ps(scale2 * a2[i * K2 + r]);
+                c[i][0] = _mm512_fmadd_ps(av, lo, c[i][0]);
+                c[i][1] = _mm512_fmadd_ps(av, hi, c[i][1]);
+            }
         }
     }
     for (int i = 0; i < BMR; i++) {
@@ -114,6 +157,14 @@ int TOPA_FN(bf16_gemm_packed)(int use_dpbf16, int64_t M, int64_t N, int64_t K, f
                               const float *bias, int64_t K2, const float *A2, float scale2, int transB2,
                               const float *B2) {
     if (M <= 0 || N <= 0) return 0;
+    if (K2 > 0 && transB2) { /* [N, K2] -> [K2, N] once, so the epilogue's inner loop runs along N */
+        float *t = topa_thread_scratch(TOPA_SCRATCH_LOWRANK, K2 * N);
+        if (!t) return TOPA_ERR_ALLOC;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t r = 0; r < K2; r++) t[r * N + n] = B2[n * K2 + r];
+        B2 = t;
+        transB2 = 0;
+    }
     int64_t pairs_total = (K + 1) / 2, blocks = (M + BMC - 1) / BMC, npanels = (N + BNR - 1) / BNR;
     int failed = 0;
 #pragma omp parallel for num_threads(topa_get_num_threads()) schedule(dynamic, 1) if (M * N * K > 1 << 18)
@@ -134,25 +185,19 @@ int TOPA_FN(bf16_gemm_packed)(int use_dpbf16, int64_t M, int64_t N, int64_t K, f
                 const uint16_t *bp = packed + (pn * pairs_total + k0 / 2) * BNR * 2;
                 for (int64_t r0 = 0; r0 < rows; r0 += BMR) {
                     const uint16_t *ap = apack + (r0 / BMR) * pairs * BMR * 2;
-#if defined(__x86_64__) && defined(TOPA_BF16_KERNEL)
-                    if (use_dpbf16) kernel_dpbf16(pairs, ap, bp, acc);
-                    else
-#endif
-                        kernel_portable(pairs, ap, bp, acc);
-                    (void)use_dpbf16;
                     int64_t mr = rows - r0 < BMR ? rows - r0 : BMR, n0 = pn * BNR, nr = N - n0 < BNR ? N - n0 : BNR;
-                    if (k0 == 0 && K2 > 0) /* the low-rank term, fp32, once per tile while it is in cache */
-                        for (int64_t i = 0; i < mr; i++) {
-                            const float *a2 = A2 + (m0 + r0 + i) * K2;
-                            float *t = acc + i * BNR;
-                            for (int64_t r = 0; r < K2; r++) {
-                                float av = scale2 * a2[r];
-                                if (transB2)
-                                    for (int64_t j = 0; j < nr; j++) t[j] += av * B2[(n0 + j) * K2 + r];
-                                else
-                                    for (int64_t j = 0; j < nr; j++) t[j] += av * B2[r * N + n0 + j];
-                            }
-                        }
+                    int64_t k2 = k0 == 0 ? K2 : 0; /* the low-rank term once per tile */
+                    const float *a2 = k2 ? A2 + (m0 + r0) * K2 : NULL, *b2 = k2 ? B2 + n0 : NULL;
+#if defined(__x86_64__) && defined(TOPA_BF16_KERNEL)
+                    if (use_dpbf16) {
+                        kernel_dpbf16(pairs, ap, bp, acc, k2, a2, mr, scale2, b2, N, nr);
+                    } else
+#endif
+                    {
+                        kernel_portable(pairs, ap, bp, acc);
+                        if (k2) lowrank_portable(acc, k2, a2, mr, scale2, b2, N, nr);
+                    }
+                    (void)use_dpbf16;
                     for (int64_t i = 0; i < mr; i++) {
                         float *c = C + (m0 + r0 + i) * ldc + n0;
                         const float *t = acc + i * BNR;

@@ -36,7 +36,8 @@ float *topa_thread_scratch(int slot, int64_t floats);
 #define TOPA_SCRATCH_GEMM_B 1
 #define TOPA_SCRATCH_ATTENTION 2
 #define TOPA_SCRATCH_ATTENTION_P 3
-#define TOPA_SCRATCH_SLOTS 4
+#define TOPA_SCRATCH_LOWRANK 4
+#define TOPA_SCRATCH_SLOTS 5
 
 #ifdef TOPA_SUFFIX
 #define TOPA_CAT_(a, b) a##b

@@ -36,7 +36,9 @@ class BackendOpsTest {
     @TestFactory
     Stream<DynamicTest> gemmForward() {
         List<Stream<DynamicTest>> all = new ArrayList<>();
-        int[][] small = {{1, 1, 1}, {7, 33, 129}, {33, 7, 1}, {129, 129, 33}, {1, 768, 384}, {15, 65, 17}};
+        int[][] small = {{1, 1, 1}, {7, 33, 129}, {33, 7, 1}, {129, 129, 33}, {1, 768, 384}, {15, 65, 17},
+                // LoRA's rank-r shapes (the skinny kernels): [M, r] outputs and sums over 300+ tokens
+                {300, 8, 96}, {8, 300, 96}, {300, 24, 65}, {24, 130, 300}, {130, 8, 300}, {513, 32, 77}};
         int[][] bert = {{128, 768, 768}, {128, 3072, 768}, {128, 768, 3072}};
         for (int[] s : small)
             for (int t = 0; t < 4; t++) all.add(gemmCase(s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0));
@@ -66,6 +68,10 @@ class BackendOpsTest {
             be.gemm(tA, tB, 1.3f, ta, tb, 0.7f, c2, null);
             assertClose(name + " alpha=1.3 beta=0.7", Reference.gemm(tA, tB, m, n, k, 1.3, asDouble(ta), asDouble(tb),
                     0.7, c0f, null), c2, GEMM_BOUND);
+            Tensor c3 = poisoned(s, m, n); // beta = 0 without bias (the skinny kernels' path): C never read
+            be.gemm(tA, tB, 0.5f, ta, tb, 0f, c3, null);
+            assertClose(name + " beta=0", Reference.gemm(tA, tB, m, n, k, 0.5, asDouble(ta), asDouble(tb), 0, null, null), c3,
+                    GEMM_BOUND);
         });
     }
 
