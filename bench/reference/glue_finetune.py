@@ -97,6 +97,8 @@ class Model:
     def __init__(self, cfg, params, recipe):
         self.cfg, self.p, self.r = cfg, params, recipe
         self.lora_scale = cfg["lora_scale"]
+        # topa's --base-precision bf16: frozen base weights and their inputs rounded to bf16, sums in fp32
+        self.bf16 = recipe.get("base_precision", "fp32") == "bf16"
 
     def linear(self, layer, slot, module, x, drop_lora, bias=True):
         n = f"encoder.layer.{layer}."
@@ -107,7 +109,10 @@ class Model:
             lora = n + "attention.self.qkv"
         else:
             w, b, lora = p[n + module + ".weight"], p.get(n + module + ".bias") if bias else None, n + module
-        y = x @ w.T
+        if self.bf16:
+            y = x.bfloat16().float() @ w.detach().bfloat16().float().T
+        else:
+            y = x @ w.T
         if b is not None:
             y = y + b
         if lora + ".lora_A" in p:
