@@ -10,6 +10,7 @@ import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertTraining;
+import dev.topa.model.DropoutConfig;
 import dev.topa.model.TaskHead;
 import dev.topa.prune.ImportanceScores;
 import dev.topa.prune.StructuredPruning;
@@ -36,6 +37,14 @@ import picocli.CommandLine.Option;
 final class PruneAdaptCommand implements Callable<Integer> {
     enum Structure { HEADS, HEADS_FFN }
 
+    enum Preset { TOPA, PAPER }
+
+    @Option(names = "--recipe", defaultValue = "topa", description = {"topa: scores gathered during a LoRA warm-up, heads and",
+            "FFN neurons, LoRA on all six linears; paper: the paper's preset (head scores on the pretrained model with a",
+            "training head, ~30% of heads removed, LoRA on q/k/v with per-layer rank 8/4 by importance, scaling 1/r,",
+            "lr 2e-5, up to 30 epochs) (default: ${DEFAULT-VALUE})"})
+    Preset preset;
+
     @Option(names = "--task", required = true, description = "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
     String task;
 
@@ -48,12 +57,12 @@ final class PruneAdaptCommand implements Callable<Integer> {
     @Option(names = "--out", required = true, description = "where the pruned, merged model and the report go")
     Path out;
 
-    @Option(names = "--sparsity", defaultValue = "0.3",
-            description = "fraction of the heads (and, with heads+ffn, of the FFN neurons) removed, in [0, 1) (default: ${DEFAULT-VALUE})")
-    double sparsity;
+    @Option(names = "--sparsity", description = {"fraction of the heads (and, with heads+ffn, of the FFN neurons) removed,",
+            "in [0, 1) (default: 0.3; paper: 43/144)"})
+    Double sparsity;
 
-    @Option(names = "--structure", defaultValue = "heads_ffn", converter = StructureConverter.class,
-            description = "heads or heads+ffn (default: heads+ffn)")
+    @Option(names = "--structure", converter = StructureConverter.class,
+            description = "heads or heads+ffn (default: heads+ffn; paper: heads)")
     Structure structure;
 
     @Option(names = "--scorer", defaultValue = "taylor", description = "taylor or fisher (default: ${DEFAULT-VALUE})")
@@ -89,9 +98,12 @@ final class PruneAdaptCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         threads.apply();
-        if (!(sparsity >= 0 && sparsity < 1)) throw new IllegalArgumentException("--sparsity must be in [0, 1), got " + sparsity);
+        boolean paper = preset == Preset.PAPER;
+        double fraction = sparsity != null ? sparsity : paper ? 43.0 / 144 : 0.3;
+        if (!(fraction >= 0 && fraction < 1)) throw new IllegalArgumentException("--sparsity must be in [0, 1), got " + fraction);
+        Structure shape = structure != null ? structure : paper ? Structure.HEADS : Structure.HEADS_FFN;
         GlueTask t = GlueTask.parse(task);
-        Recipe rc = recipeOptions.recipe(t, Recipe.Method.LORA);
+        Recipe rc = paper ? recipeOptions.applyTo(Recipe.paper(t)) : recipeOptions.recipe(t, Recipe.Method.LORA);
         Path data = dataDir != null ? dataDir : GlueDownload.dataDir(t);
         List<Example> trainEx = t.train(data), devEx = t.dev(data, t.devSplits().get(0));
         if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
@@ -102,36 +114,44 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 TaskHead head = new TaskHead(loaded.model().config().hidden(), t.numLabels(), rc.seed())) {
             List<Trainer.Item> train = Trainer.items(trainEx, tok), dev = Trainer.items(devEx, tok);
             BertModel dense = loaded.model();
-            dense.addLora(rc.loraConfig(), rc.seed());
-            if (rc.basePrecision() == Recipe.Precision.BF16) dense.packBf16ForTraining(be);
             long denseParams = encoderParameters(dense);
-            // 1. scoring warm-up: LoRA (and head) train while backward reports head and neuron mask gradients
+            // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
+            if (!paper) dense.addLora(rc.loraConfig(), rc.seed());
+            if (!paper && rc.basePrecision() == Recipe.Precision.BF16) dense.packBf16ForTraining(be);
             ImportanceScores scores = new ImportanceScores(dense.config());
             long t0 = System.nanoTime();
-            try (BertTraining warm = new BertTraining(dense, rc.trainable(), rc.dropout(), rc.recomputeProjections());
-                    Trainer trainer = new Trainer(be, dense, warm, head, t, rc.trainerConfig(0))) {
+            Recipe scoring = paper ? withLr(rc, 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
+            try (BertTraining warm = new BertTraining(dense, paper ? n -> false : rc.trainable(), paper ? DropoutConfig.NONE : rc.dropout(),
+                    rc.recomputeProjections()); Trainer trainer = new Trainer(be, dense, warm, head, t, scoring.trainerConfig(0))) {
                 warm.setMaskGradientListener(scores);
                 int[] order = Trainer.epochOrder(train.size(), rc.seed(), 0);
                 int n = Math.min(scoreExamples, train.size());
                 for (int i = 0; i < n; i += rc.batchSize()) {
                     List<Trainer.Item> batch = new ArrayList<>();
                     for (int j = i; j < Math.min(n, i + rc.batchSize()); j++) batch.add(train.get(order[j]));
-                    trainer.trainStep(batch, rc.lr());
+                    trainer.trainStep(batch, scoring.lr());
                 }
             }
             double scoreSeconds = (System.nanoTime() - t0) * 1e-9;
             long scorePeak = mem.totalPeak();
             // 2. choose and remove
-            boolean[][] keepHeads = keep(ImportanceScores.normalized(scores.heads(scorer)), sparsity);
-            boolean[][] keepNeurons = keep(ImportanceScores.normalized(scores.neurons(scorer)),
-                    structure == Structure.HEADS_FFN ? sparsity : 0);
+            double[][] headScores = ImportanceScores.normalized(scores.heads(scorer));
+            boolean[][] keepHeads = keep(headScores, fraction);
+            boolean[][] keepNeurons = keep(ImportanceScores.normalized(scores.neurons(scorer)), shape == Structure.HEADS_FFN ? fraction : 0);
             BertModel pruned = StructuredPruning.compact(dense, keepHeads, keepNeurons);
-            if (rc.basePrecision() == Recipe.Precision.BF16) pruned.packBf16ForTraining(be);
             dense.close();
+            List<Integer> layerRanks = List.of();
+            if (paper) { // the paper's per-layer ranks: rank 8 for the layers whose heads matter most, 4 elsewhere
+                layerRanks = layerRanks(headScores, rc.loraRank(), Math.max(1, rc.loraRank() / 2));
+                pruned.addLora(new dev.topa.model.LoraConfig(rc.loraRank(), rc.loraAlpha(), rc.loraTargets(), rc.loraDropout(), layerRanks),
+                        rc.seed());
+            }
+            if (rc.basePrecision() == Recipe.Precision.BF16) pruned.packBf16ForTraining(be);
             long prunedParams = encoderParameters(pruned);
-            System.out.printf(Locale.ROOT, "scored %d batches (%s) in %.1f s, peak %s; heads per layer %s, FFN widths %s%n", scores.batches(),
-                    scorer.name().toLowerCase(Locale.ROOT), scoreSeconds, MemoryTracker.human(scorePeak),
-                    Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()));
+            System.out.printf(Locale.ROOT, "scored %d batches (%s, %s) in %.1f s, peak %s; heads per layer %s, FFN widths %s%s%n",
+                    scores.batches(), scorer.name().toLowerCase(Locale.ROOT), paper ? "paper" : "topa", scoreSeconds,
+                    MemoryTracker.human(scorePeak), Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()),
+                    layerRanks.isEmpty() ? "" : ", LoRA ranks " + layerRanks);
             System.out.printf(Locale.ROOT, "encoder parameters: %,d -> %,d (%.1f%% removed)%n", denseParams, prunedParams,
                     100.0 * (denseParams - prunedParams) / denseParams);
             // 3. adapters train on
@@ -146,8 +166,9 @@ final class PruneAdaptCommand implements Callable<Integer> {
                         run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
                 ObjectMapper json = new ObjectMapper();
                 ObjectNode p = json.createObjectNode();
-                p.put("sparsity", sparsity);
-                p.put("structure", structure == Structure.HEADS ? "heads" : "heads+ffn");
+                p.put("recipe", paper ? "paper" : "topa");
+                p.put("sparsity", fraction);
+                p.put("structure", shape == Structure.HEADS ? "heads" : "heads+ffn");
                 p.put("scorer", scorer.name().toLowerCase(Locale.ROOT));
                 p.put("score_batches", scores.batches());
                 p.put("score_seconds", scoreSeconds);
@@ -156,6 +177,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 p.put("encoder_parameters_pruned", prunedParams);
                 p.set("heads_per_layer", json.valueToTree(pruned.config().heads()));
                 p.set("ffn_per_layer", json.valueToTree(pruned.config().ffn()));
+                if (!layerRanks.isEmpty()) p.set("lora_rank_per_layer", json.valueToTree(layerRanks));
                 p.put("best_dev", run.best());
                 p.put("model_bytes_on_disk", Files.size(out.resolve("model.safetensors")));
                 FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
@@ -164,6 +186,33 @@ final class PruneAdaptCommand implements Callable<Integer> {
             }
         }
         return 0;
+    }
+
+    private static Recipe withLr(Recipe r, double lr) {
+        return new Recipe(r.method(), r.epochs(), lr, r.batchSize(), r.maxSeqLen(), r.warmupRatio(), r.weightDecay(), r.maxGradNorm(),
+                r.hiddenDropout(), r.attentionDropout(), r.loraRank(), r.loraAlpha(), r.loraDropout(), r.loraTargets(),
+                r.recomputeProjections(), r.basePrecision(), r.seed());
+    }
+
+    /**
+     * The paper's rank assignment by exact layer index: heads ranked by importance over the whole
+     * model (1 = most important), each layer's ranks summed; the third of the layers with the lowest
+     * sums (4 of 12 in the paper, at least one) get the high rank, the others the low one.
+     */
+    static List<Integer> layerRanks(double[][] headScores, int high, int low) {
+        List<int[]> heads = new ArrayList<>();
+        for (int l = 0; l < headScores.length; l++) for (int h = 0; h < headScores[l].length; h++) heads.add(new int[] {l, h});
+        heads.sort(Comparator.comparingDouble((int[] u) -> -headScores[u[0]][u[1]]));
+        long[] rankSum = new long[headScores.length];
+        for (int i = 0; i < heads.size(); i++) rankSum[heads.get(i)[0]] += i + 1;
+        Integer[] layers = new Integer[headScores.length];
+        for (int l = 0; l < layers.length; l++) layers[l] = l;
+        Arrays.sort(layers, Comparator.comparingLong(l -> rankSum[l]));
+        int highCount = Math.max(1, Math.round(headScores.length / 3f));
+        Integer[] ranks = new Integer[headScores.length];
+        Arrays.fill(ranks, low);
+        for (int i = 0; i < highCount; i++) ranks[layers[i]] = high;
+        return List.of(ranks);
     }
 
     /** Encoder parameters (every layer's weights and biases, no embeddings, no adapters). */

@@ -60,7 +60,12 @@ final class RecipeOptions {
 
     /** The task's defaults with every given option applied. */
     Recipe recipe(GlueTask t, Recipe.Method method) {
-        Recipe d = Recipe.defaults(t, method);
+        return applyTo(Recipe.defaults(t, method));
+    }
+
+    /** The given defaults with every option the user gave applied. */
+    Recipe applyTo(Recipe d) {
+        Recipe.Method method = d.method();
         Set<LoraConfig.Target> targets = d.loraTargets();
         if (loraTargets != null) {
             EnumSet<LoraConfig.Target> chosen = EnumSet.noneOf(LoraConfig.Target.class);

@@ -114,10 +114,13 @@ public final class BertModel implements AutoCloseable {
     public void addLora(LoraConfig lora, long seed) {
         if (adapters != null) throw new IllegalStateException("this model already has LoRA adapters");
         java.util.SplittableRandom rnd = new java.util.SplittableRandom(seed);
-        int r = lora.rank(), c = config.hidden();
+        int c = config.hidden();
+        if (!lora.layerRanks().isEmpty() && lora.layerRanks().size() != config.layers())
+            throw new IllegalArgumentException("LoRA layer ranks " + lora.layerRanks() + " do not cover the model's " + config.layers()
+                    + " layers");
         Adapter[][] ad = new Adapter[config.layers()][4];
         for (int l = 0; l < config.layers(); l++) {
-            int a = config.attentionWidth(l), f = config.ffn(l);
+            int a = config.attentionWidth(l), f = config.ffn(l), r = lora.rank(l);
             LoraConfig.Target[] qkv = {LoraConfig.Target.QUERY, LoraConfig.Target.KEY, LoraConfig.Target.VALUE};
             boolean[] on = new boolean[3];
             for (int i = 0; i < 3; i++) on[i] = lora.targets().contains(qkv[i]);
@@ -125,7 +128,7 @@ public final class BertModel implements AutoCloseable {
                 Tensor ta = scope.allocate(MemoryCategory.ADAPTERS, DType.F32, 3L * r, c).fill(0f);
                 for (int i = 0; i < 3; i++) if (on[i]) uniform(ta.rows((long) i * r, (long) (i + 1) * r), c, rnd);
                 ad[l][QKV] = new Adapter(ta, scope.allocate(MemoryCategory.ADAPTERS, DType.F32, 3L * a, 3L * r).fill(0f),
-                        lora.scale(), true);
+                        lora.scale(l), true);
             }
             int[][] shapes = {null, {c, a}, {f, c}, {c, f}}; // {out, in}
             LoraConfig.Target[] targets = {null, LoraConfig.Target.ATTENTION_OUTPUT, LoraConfig.Target.FFN_IN, LoraConfig.Target.FFN_OUT};
@@ -134,7 +137,7 @@ public final class BertModel implements AutoCloseable {
                     Tensor ta = scope.allocate(MemoryCategory.ADAPTERS, DType.F32, r, shapes[slot][1]);
                     uniform(ta, shapes[slot][1], rnd);
                     ad[l][slot] = new Adapter(ta, scope.allocate(MemoryCategory.ADAPTERS, DType.F32, shapes[slot][0], r).fill(0f),
-                            lora.scale(), false);
+                            lora.scale(l), false);
                 }
             for (int slot = 0; slot < 4; slot++)
                 if (ad[l][slot] != null) {

@@ -9,7 +9,7 @@ import java.util.Set;
  * input (PEFT's lora_dropout; 0 keeps the fused one-GEMM path in backward too). On the fused
  * query/key/value slot one mask serves all three adapters (PEFT draws one per module).
  */
-public record LoraConfig(int rank, double alpha, Set<Target> targets, double dropout) {
+public record LoraConfig(int rank, double alpha, Set<Target> targets, double dropout, java.util.List<Integer> layerRanks) {
     /** The linear layers an adapter can sit on, by their Hugging Face module names. */
     public enum Target {
         QUERY("attention.self.query"), KEY("attention.self.key"), VALUE("attention.self.value"),
@@ -44,7 +44,13 @@ public record LoraConfig(int rank, double alpha, Set<Target> targets, double dro
         this(rank, alpha, targets, 0);
     }
 
+    public LoraConfig(int rank, double alpha, Set<Target> targets, double dropout) {
+        this(rank, alpha, targets, dropout, java.util.List.of());
+    }
+
     public LoraConfig {
+        layerRanks = java.util.List.copyOf(layerRanks);
+        for (int r : layerRanks) if (r < 1) throw new IllegalArgumentException("LoRA layer ranks must be >= 1, got " + layerRanks);
         if (!(dropout >= 0 && dropout < 1)) throw new IllegalArgumentException("LoRA dropout must be in [0, 1), got " + dropout);
         if (rank < 1) throw new IllegalArgumentException("LoRA rank must be >= 1, got " + rank);
         if (!(alpha > 0)) throw new IllegalArgumentException("LoRA alpha must be > 0, got " + alpha);
@@ -54,5 +60,15 @@ public record LoraConfig(int rank, double alpha, Set<Target> targets, double dro
 
     public float scale() {
         return (float) (alpha / rank);
+    }
+
+    /** The rank of a layer's adapters: its own where layerRanks gives one (empty: rank everywhere). */
+    public int rank(int layer) {
+        return layerRanks.isEmpty() ? rank : layerRanks.get(layer);
+    }
+
+    /** alpha / rank(layer). */
+    public float scale(int layer) {
+        return (float) (alpha / rank(layer));
     }
 }

@@ -65,6 +65,17 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
                 EnumSet.allOf(LoraConfig.Target.class), method == Method.LORA, Precision.FP32, 42);
     }
 
+    /**
+     * The paper's recipe (Wang, Yang, Sun 2023, as its released code runs): LoRA on query, key and
+     * value with scaling 1/r (alpha 1; rank 8 here, 4 on less important layers when the caller
+     * assigns per-layer ranks), LoRA and LayerNorm trained, lr 2e-5, batch 32, up to 30 epochs, no
+     * warmup or weight decay (the Hugging Face Trainer's defaults it ran with), fp32.
+     */
+    public static Recipe paper(GlueTask task) {
+        return new Recipe(Method.LORA, 30, 2e-5, 32, 128, 0.0, 0.0, 1.0, 0.1, 0.1, 8, 1.0, 0.0,
+                EnumSet.of(LoraConfig.Target.QUERY, LoraConfig.Target.KEY, LoraConfig.Target.VALUE), true, Precision.FP32, 42);
+    }
+
     public LoraConfig loraConfig() {
         return new LoraConfig(loraRank, loraAlpha, loraTargets, loraDropout);
     }

@@ -84,4 +84,35 @@ class FinetuneCliTest {
         assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", p.get("best_dev").asDouble())),
                 "the exported pruned model must score what training saw:\n" + ev[1]);
     }
+
+    @Test
+    void paperPresetPrunesHeadsOnlyAndGivesImportantLayersTheHigherRank(@TempDir Path dir) throws Exception {
+        Path out = dir.resolve("paper");
+        String[] pa = run("prune-adapt", "--recipe", "paper", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "1",
+                "--train-limit", "48", "--batch-size", "16", "--max-seq-len", "64", "--score-examples", "32", "--out", out.toString());
+        assertEquals("0", pa[0], pa[2]);
+        var p = new ObjectMapper().readTree(out.resolve("pruning.json").toFile());
+        int heads = 0;
+        for (var h : p.get("heads_per_layer")) heads += h.asInt();
+        assertEquals(72 - Math.round(72 * 43.0 / 144), heads, "the paper removes 43 of 144 heads: the same fraction of MiniLM's 72");
+        for (var f : p.get("ffn_per_layer")) assertEquals(1536, f.asInt(), "the paper prunes heads only");
+        int high = 0;
+        for (var r : p.get("lora_rank_per_layer")) high += r.asInt() == 8 ? 1 : 0;
+        assertEquals(2, high, "a third of the layers (4 of 12 in the paper, 2 of 6 here) get rank 8");
+        var report = new ObjectMapper().readTree(out.resolve("report.json").toFile());
+        assertEquals(2e-5, report.get("recipe").get("lr").asDouble());
+    }
+
+    @Test
+    void layerRanksFollowHeadImportanceByExactLayerIndex() {
+        // layer 2 holds the most important heads, then layer 0; a substring match would confuse 1 and 11
+        double[][] scores = new double[12][];
+        for (int l = 0; l < 12; l++) scores[l] = new double[] {0.1 * (l % 3), 0.05};
+        scores[2] = new double[] {0.99, 0.98};
+        scores[0] = new double[] {0.97, 0.96};
+        scores[11] = new double[] {0.95, 0.94};
+        scores[1] = new double[] {0.93, 0.92};
+        var ranks = PruneAdaptCommand.layerRanks(scores, 8, 4);
+        assertEquals(java.util.List.of(8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4, 8), ranks);
+    }
 }
