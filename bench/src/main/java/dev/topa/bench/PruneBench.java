@@ -1,0 +1,147 @@
+package dev.topa.bench;
+
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.backend.cpu.CpuKernels;
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueTask;
+import dev.topa.io.BertTokenizer;
+import dev.topa.io.DefaultModel;
+import dev.topa.io.OnnxBertReader;
+import dev.topa.model.BertModel;
+import dev.topa.model.BertTraining;
+import dev.topa.model.DropoutConfig;
+import dev.topa.model.LoraConfig;
+import dev.topa.model.TaskHead;
+import dev.topa.prune.StructuredPruning;
+import dev.topa.tensor.DType;
+import dev.topa.tensor.Device;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.MemoryTracker;
+import dev.topa.tensor.StepArena;
+import dev.topa.tensor.Tensor;
+import dev.topa.train.Trainer;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.EnumSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.SplittableRandom;
+
+/**
+ * The default model with half of its heads and FFN neurons structurally removed (every other one:
+ * speed and memory do not depend on which) against the dense model. Modes, one per process so peaks
+ * do not mix: {@code infer} -- batch 32 x seq 128 encoder throughput of both (alternating blocks,
+ * median) and the encoder's peak inference memory (its weights + the forward's activations; the
+ * embedding tables reported on their own); {@code train} -- the Pruning-Adapter training step's
+ * whole peak (pruned backbone, LoRA r 8 on all six linears + LayerNorm + head, recomputation as
+ * LoRA's default) at batch 32 x seq 128. Prints `name: value` lines.
+ * Usage: PruneBench infer|train [threads] [iterations]
+ */
+public final class PruneBench {
+    public static void main(String[] args) throws Exception {
+        String mode = args[0];
+        int threads = args.length > 1 ? Integer.parseInt(args[1]) : 2, iterations = args.length > 2 ? Integer.parseInt(args[2]) : 10;
+        CpuKernels.setNumThreads(threads);
+        try (BertModel dense = OnnxBertReader.load(DefaultModel.directory().resolve("model.onnx"))) {
+            var c = dense.config();
+            boolean[][] heads = new boolean[c.layers()][], neurons = new boolean[c.layers()][];
+            for (int l = 0; l < c.layers(); l++) {
+                heads[l] = new boolean[c.heads(l)];
+                neurons[l] = new boolean[c.ffn(l)];
+                for (int h = 0; h < heads[l].length; h++) heads[l][h] = h % 2 == 0;
+                for (int j = 0; j < neurons[l].length; j++) neurons[l][j] = j % 2 == 0;
+            }
+            if (mode.equals("train")) {
+                try (BertModel pruned = StructuredPruning.compact(dense, heads, neurons)) {
+                    dense.close();
+                    train(pruned);
+                }
+                return;
+            }
+            try (BertModel pruned = StructuredPruning.compact(dense, heads, neurons)) {
+                infer(dense, pruned, iterations);
+            }
+        }
+    }
+
+    private static long encoderBytes(BertModel m) {
+        return m.parameters().entrySet().stream().filter(e -> e.getKey().startsWith("encoder.")).mapToLong(e -> e.getValue().numel() * 4)
+                .sum();
+    }
+
+    private static void infer(BertModel dense, BertModel pruned, int iterations) {
+        CpuBackend be = CpuBackend.create();
+        MemoryTracker mem = MemoryTracker.of(Device.CPU);
+        int b = 32, s = 128;
+        SplittableRandom rnd = new SplittableRandom(3);
+        int[] ids = new int[b * s];
+        for (int i = 0; i < ids.length; i++) ids[i] = i % s == 0 ? 101 : rnd.nextInt(1000, 30000);
+        BertModel[] models = {dense, pruned};
+        double[][] times = new double[2][];
+        long[] activationPeak = new long[2];
+        for (BertModel m : models) m.packForInference(be);
+        try (StepArena arena = new StepArena("prune bench")) {
+            for (int k = 0; k < 2; k++) times[k] = new double[iterations];
+            for (int block = 0; block < iterations; block++)
+                for (int k = 0; k < 2; k++) {
+                    for (int warm = 0; warm < (block == 0 ? 3 : 1); warm++) run(be, models[k], arena, ids, b, s);
+                    long before = mem.live(MemoryCategory.ACTIVATIONS) + mem.live(MemoryCategory.WORKSPACE);
+                    mem.resetPeaks();
+                    long t0 = System.nanoTime();
+                    run(be, models[k], arena, ids, b, s);
+                    times[k][block] = (System.nanoTime() - t0) * 1e-9;
+                    activationPeak[k] = Math.max(activationPeak[k], mem.peak(MemoryCategory.ACTIVATIONS) + mem.peak(MemoryCategory.WORKSPACE) - before);
+                }
+        }
+        double[] med = new double[2];
+        for (int k = 0; k < 2; k++) {
+            Arrays.sort(times[k]);
+            med[k] = times[k][iterations / 2];
+        }
+        long denseEnc = encoderBytes(dense) + activationPeak[0], prunedEnc = encoderBytes(pruned) + activationPeak[1];
+        System.out.printf(Locale.ROOT, "dense_heads_per_layer: %s%n", Arrays.toString(dense.config().heads()));
+        System.out.printf(Locale.ROOT, "pruned_heads_per_layer: %s%n", Arrays.toString(pruned.config().heads()));
+        System.out.printf(Locale.ROOT, "pruned_ffn_per_layer: %s%n", Arrays.toString(pruned.config().ffn()));
+        System.out.printf(Locale.ROOT, "encoder_parameters_dense: %d%n", encoderBytes(dense) / 4);
+        System.out.printf(Locale.ROOT, "encoder_parameters_pruned: %d%n", encoderBytes(pruned) / 4);
+        System.out.printf(Locale.ROOT, "embedding_tables_mib: %.1f%n", (dense.parameterBytes() - encoderBytes(dense)) / 1048576.0);
+        System.out.printf(Locale.ROOT, "dense_b32_s128_seq_per_s: %.1f%n", b / med[0]);
+        System.out.printf(Locale.ROOT, "pruned50_b32_s128_seq_per_s: %.1f%n", b / med[1]);
+        System.out.printf(Locale.ROOT, "dense_encoder_peak_mib: %.1f%n", denseEnc / 1048576.0);
+        System.out.printf(Locale.ROOT, "pruned50_encoder_peak_mib: %.1f%n", prunedEnc / 1048576.0);
+        System.out.printf(Locale.ROOT, "infer_speedup_50: %.3f%n", med[0] / med[1]);
+        System.out.printf(Locale.ROOT, "infer_memory_ratio_50: %.3f%n", (double) prunedEnc / denseEnc);
+    }
+
+    private static void run(CpuBackend be, BertModel m, StepArena arena, int[] ids, int b, int s) {
+        arena.reset();
+        Tensor t = arena.allocate(DType.I32, b, s).copyFrom(ids);
+        m.forward(be, arena, t, null, null);
+    }
+
+    private static void train(BertModel pruned) {
+        int b = 32, s = 128;
+        SplittableRandom rnd = new SplittableRandom(7);
+        List<Trainer.Item> batch = new ArrayList<>();
+        for (int i = 0; i < b; i++) {
+            int[] ids = new int[s], types = new int[s];
+            for (int t = 0; t < s; t++) ids[t] = t == 0 ? 101 : t == s - 1 ? 102 : rnd.nextInt(1000, 30000);
+            batch.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types), new Example("", null, i % 2, i % 2)));
+        }
+        pruned.addLora(new LoraConfig(8, 16, EnumSet.allOf(LoraConfig.Target.class)), 1);
+        try (BertTraining training = new BertTraining(pruned, n -> n.contains("lora_") || n.contains("LayerNorm"), DropoutConfig.NONE, true);
+                TaskHead head = new TaskHead(pruned.config().hidden(), 2, 1);
+                Trainer trainer = new Trainer(CpuBackend.create(), pruned, training, head, GlueTask.SST2,
+                        new Trainer.Config(1, b, 1e-4, 0.01, 0, 1.0, 1))) {
+            double[] t = new double[5];
+            for (int i = -2; i < t.length; i++) {
+                long t0 = System.nanoTime();
+                trainer.trainStep(batch, 1e-5);
+                if (i >= 0) t[i] = (System.nanoTime() - t0) * 1e-9;
+            }
+            Arrays.sort(t);
+            System.out.printf(Locale.ROOT, "prune_adapt50_step_seconds: %.3f%n", t[t.length / 2]);
+            System.out.printf(Locale.ROOT, "prune_adapt50_peak_mib: %.1f%n", MemoryTracker.of(Device.CPU).totalPeak() / 1048576.0);
+        }
+    }
+}
