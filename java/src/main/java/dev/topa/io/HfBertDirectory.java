@@ -75,7 +75,11 @@ public final class HfBertDirectory {
         }
         if (!v.isArray() || v.size() != layers)
             throw new ModelFormatException(file + ": " + key + " must list " + layers + " values");
-        for (int i = 0; i < layers; i++) out[i] = v.get(i).asInt();
+        for (int i = 0; i < layers; i++) {
+            if (!v.get(i).canConvertToInt() || v.get(i).asInt() < 0)
+                throw new ModelFormatException(file + ": " + key + "[" + i + "] is " + v.get(i) + ", not a count >= 0");
+            out[i] = v.get(i).asInt();
+        }
         return out;
     }
 

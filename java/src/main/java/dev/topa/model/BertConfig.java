@@ -14,6 +14,9 @@ public record BertConfig(int vocabSize, int hidden, int maxPositions, int typeVo
         if (heads.length != ffn.length)
             throw new IllegalArgumentException("per-layer heads (" + heads.length + ") and FFN widths (" + ffn.length
                     + ") disagree on the number of layers");
+        for (int l = 0; l < heads.length; l++)
+            if (heads[l] < 0 || ffn[l] < 0)
+                throw new IllegalArgumentException("layer " + l + ": negative head count or FFN width (" + heads[l] + ", " + ffn[l] + ")");
         if (vocabSize <= 0 || hidden <= 0 || maxPositions <= 0 || headDim <= 0 || !(layerNormEps > 0))
             throw new IllegalArgumentException("bad BERT config: " + Arrays.toString(new double[] {vocabSize, hidden,
                     maxPositions, headDim, layerNormEps}));

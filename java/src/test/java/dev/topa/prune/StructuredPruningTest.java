@@ -213,6 +213,35 @@ class StructuredPruningTest {
     }
 
     @Test
+    void prunedModelExportsAndReloadsExactly(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        CpuBackend be = CpuBackend.create();
+        try (BertModel dense = randomModel(19); BertModel pruned = StructuredPruning.compact(dense, HEADS, NEURONS);
+                dev.topa.tensor.TensorScope scope = new dev.topa.tensor.TensorScope("merge", dev.topa.tensor.MemoryCategory.WORKSPACE);
+                StepArena arena = new StepArena("export")) {
+            Map<String, Tensor> merged = pruned.mergedParameters(be, scope);
+            dev.topa.io.HfBertDirectory.save(pruned.config(), merged, dir);
+            try (BertModel back = dev.topa.io.HfBertDirectory.load(dir)) {
+                assertEquals(pruned.config(), back.config(), "per-layer heads and FFN widths survive the export");
+                for (var e : merged.entrySet())
+                    assertArrayEquals(e.getValue().toFloatArray(), back.parameter(e.getKey()).toFloatArray(), e.getKey() + " bit-exact");
+                Tensor[] in = inputs(arena);
+                float[] adapted = pruned.forward(be, arena, in[0], in[1], in[2]).toFloatArray();
+                float[] reloaded = back.forward(be, arena, in[0], in[1], in[2]).toFloatArray();
+                assertTrue(relErr(adapted, reloaded) <= 1e-5, "merged export vs unmerged adapters: " + relErr(adapted, reloaded));
+            }
+            // a config whose per-layer shapes disagree with the tensors is refused, naming file and tensor
+            java.nio.file.Path cfg = dir.resolve("config.json");
+            String json = java.nio.file.Files.readString(cfg);
+            java.nio.file.Files.writeString(cfg, json.replaceFirst("\"topa_heads_per_layer\"\\s*:\\s*\\[\\s*0", "\"topa_heads_per_layer\" : [ 2"));
+            var e = assertThrows(RuntimeException.class, () -> dev.topa.io.HfBertDirectory.load(dir).close());
+            assertTrue(e.getMessage().contains("layer.0") || e.getMessage().contains("encoder.layer.0"), e.getMessage());
+            java.nio.file.Files.writeString(cfg, json.replaceFirst("\"topa_ffn_per_layer\"\\s*:\\s*\\[\\s*13", "\"topa_ffn_per_layer\" : [ -1"));
+            var e2 = assertThrows(RuntimeException.class, () -> dev.topa.io.HfBertDirectory.load(dir).close());
+            assertTrue(e2.getMessage().contains("topa_ffn_per_layer[0]"), e2.getMessage());
+        }
+    }
+
+    @Test
     void badKeepMasksAreRejected() {
         try (BertModel m = randomModel(3)) {
             var e = assertThrows(IllegalArgumentException.class,
