@@ -89,6 +89,18 @@ int TOPA_FN(bf16_gemm_packed)(int use_dpbf16, int64_t M, int64_t N, int64_t K, f
                               const float *bias, int64_t K2, const float *A2, float scale2, int transB2,
                               const float *B2);
 
+/* ---- blocksparse.c ---- 32 x 32 block-sparse linear layers (dimensions multiples of 32).
+ * bsr_pack: W [out, in] with block mask [out/32][in/32] into values [kept][32][32], rowptr, colidx
+ * (transposed: W^T's blocks, for the input gradient). bsr_linear: Y[M, N] = X[M, K] P^T + beta Y
+ * + bias + scale U[M, r] Lt[r, N] for the packed P [N, K]; returns 1 when N or K is not a multiple
+ * of 32. */
+int64_t TOPA_FN(bsr_kept_blocks)(const uint8_t *mask, int64_t out, int64_t in);
+void TOPA_FN(bsr_pack)(const float *W, int64_t out, int64_t in, const uint8_t *mask, int transposed, float *values,
+                       int32_t *rowptr, int32_t *colidx);
+int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t ldx, const float *values,
+                        const int32_t *rowptr, const int32_t *colidx, const float *bias, float beta, float *Y,
+                        int64_t ldy, int64_t r, const float *U, const float *Lt, float scale);
+
 /* ---- layernorm.c ----
  * out = LN(x + residual) * gamma + beta over the last dim; residual may be NULL. When residual is
  * given and sum is not NULL, sum receives x + residual (what backward needs). mean/rstd [rows]

@@ -35,13 +35,18 @@ import java.util.SplittableRandom;
  * embedding tables reported on their own); {@code train} -- the Pruning-Adapter training step's
  * whole peak (pruned backbone, LoRA r 8 on all six linears + LayerNorm + head, recomputation as
  * LoRA's default) at batch 32 x seq 128. Prints `name: value` lines.
- * Usage: PruneBench infer|train [threads] [iterations]
+ * {@code blocksparse} -- see {@link #blockSparse}.
+ * Usage: PruneBench infer|train|blocksparse [threads] [iterations]
  */
 public final class PruneBench {
     public static void main(String[] args) throws Exception {
         String mode = args[0];
         int threads = args.length > 1 ? Integer.parseInt(args[1]) : 2, iterations = args.length > 2 ? Integer.parseInt(args[2]) : 10;
         CpuKernels.setNumThreads(threads);
+        if (mode.equals("blocksparse")) {
+            blockSparse(iterations);
+            return;
+        }
         try (BertModel dense = OnnxBertReader.load(DefaultModel.directory().resolve("model.onnx"))) {
             var c = dense.config();
             boolean[][] heads = new boolean[c.layers()][], neurons = new boolean[c.layers()][];
@@ -111,6 +116,61 @@ public final class PruneBench {
         System.out.printf(Locale.ROOT, "pruned50_encoder_peak_mib: %.1f%n", prunedEnc / 1048576.0);
         System.out.printf(Locale.ROOT, "infer_speedup_50: %.3f%n", med[0] / med[1]);
         System.out.printf(Locale.ROOT, "infer_memory_ratio_50: %.3f%n", (double) prunedEnc / denseEnc);
+    }
+
+    /**
+     * 80% block sparsity (20% of the 32 x 32 blocks kept, at random) at BERT-base's FFN shapes, 4096
+     * tokens: the block-sparse kernel against our dense GEMM on the same (masked) weight, forward
+     * Y = X W^T and input gradient dX = dY W; the ratio of times is the effective speed-up.
+     */
+    private static void blockSparse(int iterations) {
+        CpuBackend be = CpuBackend.create();
+        SplittableRandom rnd = new SplittableRandom(5);
+        long m = 4096;
+        double minFwd = Double.MAX_VALUE, minBwd = Double.MAX_VALUE;
+        try (dev.topa.tensor.TensorScope scope = new dev.topa.tensor.TensorScope("blocksparse", MemoryCategory.ACTIVATIONS)) {
+            for (long[] shape : new long[][] {{3072, 768}, {768, 3072}}) {
+                long out = shape[0], in = shape[1];
+                boolean[][] mask = new boolean[(int) out / 32][(int) in / 32];
+                for (boolean[] row : mask) for (int j = 0; j < row.length; j++) row[j] = rnd.nextDouble() < 0.2;
+                Tensor w = random(scope, rnd, out, in), x = random(scope, rnd, m, in), y = scope.allocate(DType.F32, m, out);
+                Tensor dy = random(scope, rnd, m, out), dx = scope.allocate(DType.F32, m, in);
+                var fwd = be.packBlockSparse(w, mask, false, scope);
+                var bwd = be.packBlockSparse(w, mask, true, scope);
+                double dF = median(iterations, () -> be.linearForward(y, x, w, null));
+                double sF = median(iterations, () -> be.blockSparseLinear(y, x, fwd, null, 0f, null, null, 0f));
+                double dB = median(iterations, () -> be.gemm(false, false, 1f, dy, w, 0f, dx, null));
+                double sB = median(iterations, () -> be.blockSparseLinear(dx, dy, bwd, null, 0f, null, null, 0f));
+                String tag = m + "x" + in + "x" + out;
+                System.out.printf(Locale.ROOT, "blocksparse80_%s_density: %.3f%n", tag, fwd.density());
+                System.out.printf(Locale.ROOT, "blocksparse80_%s_fwd_ms: dense %.2f, sparse %.2f%n", tag, dF * 1e3, sF * 1e3);
+                System.out.printf(Locale.ROOT, "blocksparse80_%s_bwd_ms: dense %.2f, sparse %.2f%n", tag, dB * 1e3, sB * 1e3);
+                System.out.printf(Locale.ROOT, "blocksparse80_%s_dense_gflops: %.1f%n", tag, 2.0 * m * in * out / dF * 1e-9);
+                System.out.printf(Locale.ROOT, "blocksparse80_%s_sparse_kept_gflops: %.1f%n", tag, 2.0 * m * in * out * fwd.density() / sF * 1e-9);
+                minFwd = Math.min(minFwd, dF / sF);
+                minBwd = Math.min(minBwd, dB / sB);
+            }
+        }
+        System.out.printf(Locale.ROOT, "blocksparse80_fwd_speedup: %.3f%n", minFwd);
+        System.out.printf(Locale.ROOT, "blocksparse80_bwd_speedup: %.3f%n", minBwd);
+    }
+
+    private static Tensor random(dev.topa.tensor.TensorScope scope, SplittableRandom rnd, long... shape) {
+        float[] v = new float[(int) Tensor.numel(shape)];
+        for (int i = 0; i < v.length; i++) v[i] = (float) (rnd.nextDouble() - 0.5);
+        return scope.allocate(DType.F32, shape).copyFrom(v);
+    }
+
+    private static double median(int n, Runnable r) {
+        for (int i = 0; i < 2; i++) r.run();
+        double[] t = new double[n];
+        for (int i = 0; i < n; i++) {
+            long t0 = System.nanoTime();
+            r.run();
+            t[i] = (System.nanoTime() - t0) * 1e-9;
+        }
+        Arrays.sort(t);
+        return t[n / 2];
     }
 
     private static void run(CpuBackend be, BertModel m, StepArena arena, int[] ids, int b, int s) {

@@ -99,6 +99,57 @@ public abstract class Backend implements AutoCloseable {
         kGemmBf16(rows(a), b.n(), b.k(), alpha, a, b, beta, c, bias, a2, scale2, transB2, b2);
     }
 
+    /**
+     * W [out, in] with a block mask [out/32][in/32] (true = kept) into the block-sparse format: as W
+     * for Y = X W^T (transposed = false) or as W^T for dX = dY W (transposed = true).
+     */
+    public final BlockSparseWeight packBlockSparse(Tensor w, boolean[][] blockMask, boolean transposed,
+            dev.topa.tensor.TensorAllocator alloc) {
+        String op = "packBlockSparse";
+        f32(op, "W", w);
+        int b = BlockSparseWeight.BLOCK;
+        check(w.rank() == 2 && w.dim(0) % b == 0 && w.dim(1) % b == 0, op, "W must be [out, in] with both multiples of " + b + ", got "
+                + shape(w));
+        long ob = w.dim(0) / b, ib = w.dim(1) / b;
+        check(blockMask.length == ob, op, "block mask has " + blockMask.length + " block-rows, W has " + ob);
+        byte[] mask = new byte[(int) (ob * ib)];
+        long kept = 0;
+        for (int r = 0; r < ob; r++) {
+            check(blockMask[r].length == ib, op, "block mask row " + r + " has " + blockMask[r].length + " blocks, W has " + ib);
+            for (int c = 0; c < ib; c++) if (blockMask[r][c]) {
+                mask[(int) (r * ib + c)] = 1;
+                kept++;
+            }
+        }
+        long n = transposed ? w.dim(1) : w.dim(0), k = transposed ? w.dim(0) : w.dim(1);
+        Tensor values = alloc.allocate(DType.F32, kept, b, b), rowptr = alloc.allocate(DType.I32, n / b + 1),
+                colidx = alloc.allocate(DType.I32, Math.max(kept, 1));
+        kBlockSparsePack(w, mask, transposed, values, rowptr, colidx);
+        return new BlockSparseWeight(values, rowptr, colidx, n, k, kept, name());
+    }
+
+    /**
+     * y [m, n] = x [m, k] P^T + beta y + bias (+ scale u [m, r] lt [r, n], a LoRA term: u = x A^T with
+     * lt = B^T forward, u = dy B with lt = A for the input gradient); u and lt may be null.
+     */
+    public final void blockSparseLinear(Tensor y, Tensor x, BlockSparseWeight p, Tensor bias, float beta, Tensor u, Tensor lt,
+            float scale) {
+        String op = "blockSparseLinear";
+        check(p.backend().equals(name()), op, "weight was packed by " + p.backend() + ", this backend is " + name());
+        f32(op, "x", x);
+        f32(op, "y", y);
+        check(cols(x) == p.k(), op, "x has " + cols(x) + " features, the packed weight takes " + p.k());
+        check(rows(y) == rows(x) && cols(y) == p.n(), op, "y " + shape(y) + " is not [" + rows(x) + ", " + p.n() + "]");
+        if (bias != null) vector(op, "bias", bias, p.n());
+        if (u != null) {
+            f32(op, "u", u);
+            f32(op, "lt", lt);
+            check(rows(u) == rows(x) && lt.rank() == 2 && lt.dim(0) == cols(u) && lt.dim(1) == p.n(), op, "u " + shape(u) + " and lt "
+                    + shape(lt) + " do not make a [" + rows(x) + ", " + p.n() + "] term");
+        }
+        kBlockSparseLinear(y, x, p, bias, beta, u, lt, scale);
+    }
+
     /** W [out, in] packed for {@link #linearForward(Tensor, Tensor, PackedWeight, Tensor)}, in memory from alloc. */
     public final PackedWeight packLinearWeight(Tensor w, dev.topa.tensor.TensorAllocator alloc) {
         f32("packLinearWeight", "W", w);
@@ -546,6 +597,11 @@ public abstract class Backend implements AutoCloseable {
     protected abstract long kPackedSize(long out, long in);
 
     protected abstract long kBf16PackedSize(long k, long n);
+
+    protected abstract void kBlockSparsePack(Tensor w, byte[] mask, boolean transposed, Tensor values, Tensor rowptr, Tensor colidx);
+
+    protected abstract void kBlockSparseLinear(Tensor y, Tensor x, BlockSparseWeight p, Tensor bias, float beta, Tensor u, Tensor lt,
+            float scale);
 
     protected abstract void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed);
 

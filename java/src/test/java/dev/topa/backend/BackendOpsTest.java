@@ -348,6 +348,54 @@ class BackendOpsTest {
         }));
     }
 
+    // ------------------------------------------------------------------ block-sparse linear
+
+    @TestFactory
+    Stream<DynamicTest> blockSparseLinear() {
+        double[][] cases = {{37, 64, 96, 0.5}, {100, 96, 64, 0.3}, {13, 32, 32, 1.0}, {200, 128, 160, 0.2}, {5, 64, 64, 0.0}};
+        return Stream.of(cases).flatMap(cs -> {
+            int m = (int) cs[0], out = (int) cs[1], in = (int) cs[2];
+            double density = cs[3];
+            String name = "blockSparse M=" + m + " " + out + "x" + in + " density " + density;
+            return onEveryBackend(name, (be, s, rnd) -> {
+                int ob = out / 32, ib = in / 32, r = 3;
+                boolean[][] mask = new boolean[ob][ib];
+                for (int i = 0; i < ob; i++) for (int j = 0; j < ib; j++) mask[i][j] = rnd.nextDouble() < density;
+                double[] wd = random(rnd, out * in);
+                for (int o = 0; o < out; o++) for (int i = 0; i < in; i++) if (!mask[o / 32][i / 32]) wd[o * in + i] = 0;
+                Tensor w = f32(s, random(rnd, out * in), out, in); // masked-out values must not matter: fill them with noise
+                float[] wv = w.toFloatArray();
+                for (int o = 0; o < out; o++) for (int i = 0; i < in; i++) if (mask[o / 32][i / 32]) wv[o * in + i] = (float) wd[o * in + i];
+                w.copyFrom(wv);
+                // forward: y = x Wm^T + 0.5 y0 + bias + 1.5 u B^T
+                Tensor x = f32(s, random(rnd, m * in), m, in), bias = f32(s, random(rnd, out), out);
+                Tensor u = f32(s, random(rnd, m * r), m, r), bt = f32(s, random(rnd, r * out), r, out);
+                double[] y0 = random(rnd, m * out);
+                Tensor y = f32(s, y0, m, out);
+                var fwd = be.packBlockSparse(w, mask, false, s);
+                be.blockSparseLinear(y, x, fwd, bias, 0.5f, u, bt, 1.5f);
+                double[] ref = Reference.gemm(false, true, m, out, in, 1, asDouble(x), masked(w, mask), 0.5, asDouble(f32(s, y0, m, out)),
+                        asDouble(bias));
+                ref = Reference.add(ref, Reference.gemm(false, false, m, out, r, 1.5, asDouble(u), asDouble(bt), 0, null, null));
+                assertClose(name + " forward", ref, y, GEMM_BOUND);
+                // input gradient: dx = dy Wm (beta 0: dx poisoned, never read)
+                Tensor dy = f32(s, random(rnd, m * out), m, out), dx = poisoned(s, m, in);
+                var bwd = be.packBlockSparse(w, mask, true, s);
+                be.blockSparseLinear(dx, dy, bwd, null, 0f, null, null, 0f);
+                assertClose(name + " input gradient", Reference.gemm(false, false, m, in, out, 1, asDouble(dy), masked(w, mask), 0,
+                        null, null), dx, GEMM_BOUND);
+            });
+        });
+    }
+
+    /** W's values with everything outside the kept blocks zero: the dense "masked zeros" reference. */
+    private static double[] masked(Tensor w, boolean[][] mask) {
+        double[] v = asDouble(w);
+        long in = w.dim(1);
+        for (int i = 0; i < v.length; i++) if (!mask[(int) (i / in / 32)][(int) (i % in / 32)]) v[i] = 0;
+        return v;
+    }
+
     /** Values as bf16 holds them (round to nearest even). */
     private static double[] rounded(Tensor t) {
         float[] v = t.toFloatArray();

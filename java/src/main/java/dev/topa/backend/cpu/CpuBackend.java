@@ -34,7 +34,7 @@ public final class CpuBackend extends Backend {
     private final MethodHandle sgemm, sgemmAug, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
             biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward, dropout, groupDot,
             embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
-            mseBackward, adamwStep, sumSquares, bf16PackedSize, bf16Pack, bf16Gemm;
+            mseBackward, adamwStep, sumSquares, bf16PackedSize, bf16Pack, bf16Gemm, bsrPack, bsrLinear;
     private final boolean dpbf16;
 
     private CpuBackend(Isa isa) {
@@ -43,6 +43,8 @@ public final class CpuBackend extends Backend {
         this.isa = isa;
         dpbf16 = isa == Isa.AVX512 && CpuKernels.hasAvx512Bf16();
         bf16PackedSize = bind("bf16_packed_size", true, FunctionDescriptor.of(L, L, L));
+        bsrPack = bind("bsr_pack", false, FunctionDescriptor.ofVoid(A, L, L, A, I, A, A, A));
+        bsrLinear = bind("bsr_linear", false, FunctionDescriptor.of(I, L, L, L, A, L, A, A, A, A, F, A, L, L, A, A, F));
         bf16Pack = bind("bf16_pack_b", false, FunctionDescriptor.ofVoid(I, L, L, A, L, A));
         bf16Gemm = bind("bf16_gemm_packed", false, FunctionDescriptor.of(I, I, L, L, L, F, A, L, A, F, A, L, A, L, A, F, I, A));
         sgemm = bind("sgemm", false, FunctionDescriptor.of(I, I, I, L, L, L, F, A, L, A, L, F, A, L, A));
@@ -190,6 +192,30 @@ public final class CpuBackend extends Backend {
             throw CpuKernels.rethrow(t);
         }
         syncWorkspace();
+    }
+
+    @Override
+    protected void kBlockSparsePack(Tensor w, byte[] mask, boolean transposed, Tensor values, Tensor rowptr, Tensor colidx) {
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            MemorySegment m = arena.allocate(Math.max(1, mask.length));
+            MemorySegment.copy(mask, 0, m, java.lang.foreign.ValueLayout.JAVA_BYTE, 0, mask.length);
+            bsrPack.invokeExact(seg(w), w.dim(0), w.dim(1), m, transposed ? 1 : 0, seg(values), seg(rowptr), seg(colidx));
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kBlockSparseLinear(Tensor y, Tensor x, dev.topa.backend.BlockSparseWeight p, Tensor bias, float beta, Tensor u,
+            Tensor lt, float scale) {
+        try {
+            long m = x.numel() / p.k(), r = u == null ? 0 : lt.dim(0);
+            int st = (int) bsrLinear.invokeExact(m, p.n(), p.k(), seg(x), p.k(), seg(p.values()), seg(p.rowptr()), seg(p.colidx()),
+                    seg(bias), beta, seg(y), p.n(), r, seg(u), seg(lt), scale);
+            status("blockSparseLinear", st);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
     }
 
     /** Whether gemmBf16 runs on the AVX512_BF16 dot-product instructions (else a portable kernel). */

@@ -1,0 +1,90 @@
+/* Block-sparse linear layers: W [out, in] kept only in 32 x 32 blocks (block-sparse rows: for each
+ * block-row of 32 outputs, the kept 32-wide input blocks). Y = X W^T + bias (+ a rank-r LoRA term)
+ * reads X straight from memory -- each input is broadcast against 32 contiguous output weights --
+ * so the work is the kept blocks' FLOPs at the dense micro-kernel's shape (MR tokens x 32 outputs).
+ * The input gradient dX = dY W is the same kernel over W^T's blocks (packed with transposed = 1).
+ * Dimensions must be multiples of 32. */
+#include "topa_cpu.h"
+
+#include <omp.h>
+
+#define SB 32 /* block edge */
+#define SMR 12
+
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+
+int64_t TOPA_FN(bsr_kept_blocks)(const uint8_t *mask, int64_t out, int64_t in) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < (out / SB) * (in / SB); i++) n += mask[i] != 0;
+    return n;
+}
+
+/* mask [out/32][in/32] (of W). transposed: pack W^T [in, out] (its block-rows are W's block-columns).
+ * values [kept][32 inputs][32 outputs] (each input's 32 output weights contiguous), rowptr
+ * [rows + 1], colidx [kept]: block-rows of the packed operand, in increasing column order. */
+void TOPA_FN(bsr_pack)(const float *W, int64_t out, int64_t in, const uint8_t *mask, int transposed, float *values,
+                       int32_t *rowptr, int32_t *colidx) {
+    int64_t ob = out / SB, ib = in / SB, rows = transposed ? ib : ob, cols = transposed ? ob : ib, k = 0;
+    rowptr[0] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < cols; c++) {
+            int64_t wr = transposed ? c : r, wc = transposed ? r : c; /* block of W */
+            if (!mask[wr * ib + wc]) continue;
+            float *v = values + k * SB * SB;
+            for (int64_t i = 0; i < SB; i++)     /* input of the packed operand */
+                for (int64_t o = 0; o < SB; o++) /* output of the packed operand */
+                    v[i * SB + o] = transposed ? W[(wr * SB + i) * in + wc * SB + o] : W[(wr * SB + o) * in + wc * SB + i];
+            colidx[k++] = (int32_t)c;
+        }
+        rowptr[r + 1] = (int32_t)k;
+    }
+}
+
+/* Y[M, N] = alpha * X[M, K] P^T + beta Y + bias, P the packed operand [N, K] in blocks; optional
+ * low-rank term scale * U[M, r] Lt[r, N] (LoRA: U = x A^T, Lt = B^T; or U = dy B, Lt = A). */
+int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t ldx, const float *values,
+                        const int32_t *rowptr, const int32_t *colidx, const float *bias, float beta, float *Y,
+                        int64_t ldy, int64_t r, const float *U, const float *Lt, float scale) {
+    if (N % SB || K % SB) return 1;
+    int64_t tiles = (M + SMR - 1) / SMR, rows = N / SB;
+#pragma omp parallel for num_threads(topa_get_num_threads()) schedule(dynamic, 4) if (M * N > 1 << 14)
+    for (int64_t t = 0; t < tiles; t++) {
+        int64_t m0 = t * SMR, mr = M - m0 < SMR ? M - m0 : SMR;
+        const float *xr[SMR];
+        for (int i = 0; i < SMR; i++) xr[i] = X + (m0 + (i < mr ? i : 0)) * ldx; /* rows past M repeat row 0, never stored */
+        for (int64_t br = 0; br < rows; br++) {
+            v16 c0[SMR], c1[SMR];
+            for (int i = 0; i < SMR; i++) c0[i] = c1[i] = (v16){0};
+            for (int32_t k = rowptr[br]; k < rowptr[br + 1]; k++) {
+                const float *v = values + (int64_t)k * SB * SB;
+                int64_t col = (int64_t)colidx[k] * SB;
+                for (int64_t e = 0; e < SB; e++) {
+                    v16 w0 = *(const v16 *)(v + e * SB), w1 = *(const v16 *)(v + e * SB + 16);
+                    for (int i = 0; i < SMR; i++) {
+                        float xv = xr[i][col + e];
+                        c0[i] += xv * w0;
+                        c1[i] += xv * w1;
+                    }
+                }
+            }
+            int64_t n0 = br * SB;
+            for (int64_t q = 0; q < r; q++) {
+                v16 l0 = *(const v16 *)(Lt + q * N + n0), l1 = *(const v16 *)(Lt + q * N + n0 + 16);
+                for (int i = 0; i < SMR; i++) {
+                    float uv = scale * U[(m0 + (i < mr ? i : 0)) * r + q];
+                    c0[i] += uv * l0;
+                    c1[i] += uv * l1;
+                }
+            }
+            for (int64_t i = 0; i < mr; i++) {
+                float *y = Y + (m0 + i) * ldy + n0;
+                for (int j = 0; j < 16; j++) {
+                    float a = c0[i][j], b = c1[i][j];
+                    y[j] = a + (beta != 0.0f ? beta * y[j] : 0.0f) + (bias ? bias[n0 + j] : 0.0f);
+                    y[16 + j] = b + (beta != 0.0f ? beta * y[16 + j] : 0.0f) + (bias ? bias[n0 + 16 + j] : 0.0f);
+                }
+            }
+        }
+    }
+    return 0;
+}
