@@ -72,6 +72,10 @@ final class PruneAdaptCommand implements Callable<Integer> {
             description = "training examples of the scoring warm-up (default: ${DEFAULT-VALUE})")
     int scoreExamples;
 
+    @Option(names = "--inference-iterations", defaultValue = "10",
+            description = "timed forwards per figure when measuring the saved model's serving speed (0: skip; default: ${DEFAULT-VALUE})")
+    int inferenceIterations;
+
     @Option(names = "--train-limit", description = "use only the first N training examples")
     Integer trainLimit;
 
@@ -180,6 +184,14 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 if (!layerRanks.isEmpty()) p.set("lora_rank_per_layer", json.valueToTree(layerRanks));
                 p.put("best_dev", run.best());
                 p.put("model_bytes_on_disk", Files.size(out.resolve("model.safetensors")));
+                if (inferenceIterations > 0) try (FineTunedModel.Loaded saved = FineTunedModel.load(out)) {
+                    InferenceProbe.Figures f = InferenceProbe.measure(be, saved.model(), inferenceIterations);
+                    p.put("inference_b1_s128_latency_ms", f.latencyB1Ms());
+                    p.put("inference_b32_s128_seq_per_s", f.throughputB32());
+                    p.put("inference_b32_activation_peak_bytes", f.activationPeakBytes());
+                    p.put("inference_weight_bytes", saved.model().parameterBytes());
+                    System.out.printf(Locale.ROOT, "saved model: batch 1 %.1f ms, batch 32 %.1f seq/s%n", f.latencyB1Ms(), f.throughputB32());
+                }
                 FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
                 System.out.print(mem.report());
                 System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("pruning.json"));

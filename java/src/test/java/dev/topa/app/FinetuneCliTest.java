@@ -70,7 +70,8 @@ class FinetuneCliTest {
         Path glue = TestData.glue();
         Path out = dir.resolve("pa");
         String[] pa = run("prune-adapt", "--task", "rte", "--data-dir", glue.toString(), "--epochs", "1", "--train-limit", "48",
-                "--batch-size", "16", "--max-seq-len", "64", "--score-examples", "32", "--sparsity", "0.5", "--out", out.toString());
+                "--batch-size", "16", "--max-seq-len", "64", "--score-examples", "32", "--sparsity", "0.5", "--inference-iterations", "2",
+                "--out", out.toString());
         assertEquals("0", pa[0], pa[2]);
         var p = new ObjectMapper().readTree(out.resolve("pruning.json").toFile());
         int heads = 0, neurons = 0;
@@ -79,6 +80,7 @@ class FinetuneCliTest {
         assertEquals(36, heads, "half of MiniLM's 72 heads stay");
         assertEquals(4608, neurons, "half of its 9216 FFN neurons stay");
         assertTrue(p.get("encoder_parameters_pruned").asLong() < 0.55 * p.get("encoder_parameters_dense").asLong());
+        assertTrue(p.get("inference_b32_s128_seq_per_s").asDouble() > 0 && p.get("inference_b1_s128_latency_ms").asDouble() > 0);
         String[] ev = run("eval", "--model", out.toString(), "--data-dir", glue.toString());
         assertEquals("0", ev[0], ev[2]);
         assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", p.get("best_dev").asDouble())),
@@ -89,7 +91,8 @@ class FinetuneCliTest {
     void paperPresetPrunesHeadsOnlyAndGivesImportantLayersTheHigherRank(@TempDir Path dir) throws Exception {
         Path out = dir.resolve("paper");
         String[] pa = run("prune-adapt", "--recipe", "paper", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "1",
-                "--train-limit", "48", "--batch-size", "16", "--max-seq-len", "64", "--score-examples", "32", "--out", out.toString());
+                "--train-limit", "48", "--batch-size", "16", "--max-seq-len", "64", "--score-examples", "32", "--inference-iterations", "0",
+                "--out", out.toString());
         assertEquals("0", pa[0], pa[2]);
         var p = new ObjectMapper().readTree(out.resolve("pruning.json").toFile());
         int heads = 0;
