@@ -29,7 +29,8 @@ final class FinetuneCommand implements Callable<Integer> {
     @Option(names = "--task", required = true, description = "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
     String task;
 
-    @Option(names = "--method", defaultValue = "lora", description = "full or lora (default: ${DEFAULT-VALUE})")
+    @Option(names = "--method", defaultValue = "lora", description = {"full, lora, or prune (structured pruning to --sparsity,",
+            "then full fine-tuning of what remains: the pruning-only baseline) (default: ${DEFAULT-VALUE})"})
     Recipe.Method method;
 
     @Option(names = "--model", defaultValue = "default", description = "as for encode (default: ${DEFAULT-VALUE})")
@@ -59,11 +60,36 @@ final class FinetuneCommand implements Callable<Integer> {
     @Mixin
     RecipeOptions recipeOptions;
 
+    /** --method prune runs as prune-adapt without adapters: heads and neurons scored and removed, then every weight trains. */
+    private int pruneOnly() throws Exception {
+        if (resume || exportRecipe != null) throw new IllegalArgumentException("--method prune supports neither --resume nor --export-recipe");
+        PruneAdaptCommand p = new PruneAdaptCommand();
+        p.pruneOnly = true;
+        p.task = task;
+        p.model = model;
+        p.dataDir = dataDir;
+        p.out = out;
+        p.sparsity = sparsity;
+        p.scorer = dev.topa.prune.ImportanceScores.Scorer.TAYLOR;
+        p.scoreExamples = 512;
+        p.trainLimit = trainLimit;
+        p.evalEvery = evalEvery;
+        p.inferenceIterations = 10;
+        p.preset = PruneAdaptCommand.Preset.TOPA;
+        p.recipeOptions = recipeOptions;
+        p.threads = threads;
+        return p.call();
+    }
+
     @Mixin
     ThreadsOption threads;
 
+    @Option(names = "--sparsity", description = "with --method prune: fraction of heads and FFN neurons removed (default: 0.3)")
+    Double sparsity;
+
     @Override
     public Integer call() throws Exception {
+        if (method == Recipe.Method.PRUNE) return pruneOnly();
         threads.apply();
         GlueTask t = GlueTask.parse(task);
         Recipe rc = recipeOptions.recipe(t, method);

@@ -85,6 +85,9 @@ final class PruneAdaptCommand implements Callable<Integer> {
     @Mixin
     RecipeOptions recipeOptions;
 
+    /** Set by `topa finetune --method prune`: the pruning-only baseline (no adapters; full fine-tuning of what remains). */
+    boolean pruneOnly;
+
     @Mixin
     ThreadsOption threads;
 
@@ -103,11 +106,14 @@ final class PruneAdaptCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         threads.apply();
         boolean paper = preset == Preset.PAPER;
+        // the pruning-only baseline scores as the paper does (pretrained weights, a training head), then trains every weight
+        boolean headScoring = paper || pruneOnly;
         double fraction = sparsity != null ? sparsity : paper ? 43.0 / 144 : 0.3;
         if (!(fraction >= 0 && fraction < 1)) throw new IllegalArgumentException("--sparsity must be in [0, 1), got " + fraction);
         Structure shape = structure != null ? structure : paper ? Structure.HEADS : Structure.HEADS_FFN;
         GlueTask t = GlueTask.parse(task);
-        Recipe rc = paper ? recipeOptions.applyTo(Recipe.paper(t)) : recipeOptions.recipe(t, Recipe.Method.LORA);
+        Recipe rc = pruneOnly ? recipeOptions.recipe(t, Recipe.Method.PRUNE)
+                : paper ? recipeOptions.applyTo(Recipe.paper(t)) : recipeOptions.recipe(t, Recipe.Method.LORA);
         Path data = dataDir != null ? dataDir : GlueDownload.dataDir(t);
         List<Example> trainEx = t.train(data), devEx = t.dev(data, t.devSplits().get(0));
         if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
@@ -120,12 +126,12 @@ final class PruneAdaptCommand implements Callable<Integer> {
             BertModel dense = loaded.model();
             long denseParams = encoderParameters(dense);
             // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
-            if (!paper) dense.addLora(rc.loraConfig(), rc.seed());
-            if (!paper && rc.basePrecision() == Recipe.Precision.BF16) dense.packBf16ForTraining(be);
+            if (!headScoring) dense.addLora(rc.loraConfig(), rc.seed());
+            if (!headScoring && rc.basePrecision() == Recipe.Precision.BF16) dense.packBf16ForTraining(be);
             ImportanceScores scores = new ImportanceScores(dense.config());
             long t0 = System.nanoTime();
-            Recipe scoring = paper ? withLr(rc, 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
-            try (BertTraining warm = new BertTraining(dense, paper ? n -> false : rc.trainable(), paper ? DropoutConfig.NONE : rc.dropout(),
+            Recipe scoring = headScoring ? withLr(rc, 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
+            try (BertTraining warm = new BertTraining(dense, headScoring ? n -> false : rc.trainable(), headScoring ? DropoutConfig.NONE : rc.dropout(),
                     rc.recomputeProjections()); Trainer trainer = new Trainer(be, dense, warm, head, t, scoring.trainerConfig(0))) {
                 warm.setMaskGradientListener(scores);
                 int[] order = Trainer.epochOrder(train.size(), rc.seed(), 0);
@@ -170,7 +176,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
                         run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
                 ObjectMapper json = new ObjectMapper();
                 ObjectNode p = json.createObjectNode();
-                p.put("recipe", paper ? "paper" : "topa");
+                p.put("recipe", pruneOnly ? "prune-only" : paper ? "paper" : "topa");
                 p.put("sparsity", fraction);
                 p.put("structure", shape == Structure.HEADS ? "heads" : "heads+ffn");
                 p.put("scorer", scorer.name().toLowerCase(Locale.ROOT));

@@ -23,7 +23,8 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
     public enum Precision { FP32, BF16 }
 
     public enum Method {
-        FULL, LORA;
+        /** full: every weight trains; lora: adapters on a frozen backbone; prune: structured pruning, then full fine-tuning of what remains. */
+        FULL, LORA, PRUNE;
 
         public String label() {
             return name().toLowerCase(Locale.ROOT);
@@ -39,7 +40,7 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
         new DropoutConfig(hiddenDropout, attentionDropout); // validates
         loraTargets = Set.copyOf(loraTargets);
         if (method == Method.LORA) new LoraConfig(loraRank, loraAlpha, loraTargets, loraDropout); // validates
-        if (method == Method.FULL && basePrecision == Precision.BF16)
+        if (method != Method.LORA && basePrecision == Precision.BF16)
             throw new IllegalArgumentException("bf16 base precision needs frozen base weights (LoRA), not full fine-tuning");
     }
 
@@ -55,9 +56,10 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
             case COLA, MRPC, STSB, RTE, WNLI -> true;
             default -> false;
         };
-        int epochs = method == Method.FULL ? (small ? 5 : 3) : (small ? 10 : 3);
+        boolean lora = method == Method.LORA;
+        int epochs = !lora ? (small ? 5 : 3) : (small ? 10 : 3);
         if (task == GlueTask.WNLI) epochs = 3; // 635 examples of an adversarial set: more epochs only memorise
-        double lr = method == Method.FULL ? 5e-5 : 1e-3;
+        double lr = !lora ? 5e-5 : 1e-3;
         // LoRA recomputes the QKV and FFN-in GEMMs in backward: memory is the point of adapters, and
         // their frozen backbone's activations are what fills it; full fine-tuning's memory is mostly
         // weights, gradients and optimizer state, so it keeps its activations and its speed
@@ -91,7 +93,7 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
 
     /** Which parameters train: everything (full), or the adapters and LayerNorms (LoRA, as the paper). */
     public java.util.function.Predicate<String> trainable() {
-        return method == Method.FULL ? n -> true : n -> n.contains("lora_") || n.contains("LayerNorm") || n.startsWith("head.");
+        return method != Method.LORA ? n -> true : n -> n.contains("lora_") || n.contains("LayerNorm") || n.startsWith("head.");
     }
 
     /** Flat, for report.json and the PyTorch replay. */

@@ -118,4 +118,18 @@ class FinetuneCliTest {
         var ranks = PruneAdaptCommand.layerRanks(scores, 8, 4);
         assertEquals(java.util.List.of(8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4, 8), ranks);
     }
+
+    @Test
+    void pruneMethodIsThePruningOnlyBaseline(@TempDir Path dir) throws Exception {
+        Path out = dir.resolve("prune");
+        String[] r = run("finetune", "--method", "prune", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "1",
+                "--train-limit", "32", "--batch-size", "16", "--max-seq-len", "48", "--sparsity", "0.5", "--out", out.toString());
+        assertEquals("0", r[0], r[2]);
+        var p = new ObjectMapper().readTree(out.resolve("pruning.json").toFile());
+        assertEquals("prune-only", p.get("recipe").asText());
+        var report = new ObjectMapper().readTree(out.resolve("report.json").toFile());
+        assertEquals(report.get("total_parameters").asLong() + 384 * 2 + 2, report.get("trainable_parameters").asLong(),
+                "every weight of the pruned model trains (plus the head)");
+        assertEquals("prune", report.get("recipe").get("method").asText());
+    }
 }
