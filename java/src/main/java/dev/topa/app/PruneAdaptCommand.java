@@ -13,6 +13,7 @@ import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.model.TaskHead;
 import dev.topa.prune.ImportanceScores;
+import dev.topa.prune.MaskedPruning;
 import dev.topa.prune.StructuredPruning;
 import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryTracker;
@@ -64,6 +65,16 @@ final class PruneAdaptCommand implements Callable<Integer> {
     @Option(names = "--structure", converter = StructureConverter.class,
             description = "heads or heads+ffn (default: heads+ffn; paper: heads)")
     Structure structure;
+
+    enum Schedule { ONESHOT, GRADUAL }
+
+    @Option(names = "--schedule", defaultValue = "oneshot", description = {"oneshot: remove everything after the scoring warm-up;",
+            "gradual: mask more units as adapters train, on a cubic schedule over the first --ramp of the steps, scores still",
+            "accumulating, then remove them (topa recipe only) (default: ${DEFAULT-VALUE})"})
+    Schedule schedule;
+
+    @Option(names = "--ramp", defaultValue = "0.6", description = "gradual: share of the training steps over which the target ramps up (default: ${DEFAULT-VALUE})")
+    double ramp;
 
     @Option(names = "--scorer", defaultValue = "taylor", description = "taylor or fisher (default: ${DEFAULT-VALUE})")
     ImportanceScores.Scorer scorer;
@@ -144,6 +155,11 @@ final class PruneAdaptCommand implements Callable<Integer> {
             }
             double scoreSeconds = (System.nanoTime() - t0) * 1e-9;
             long scorePeak = mem.totalPeak();
+            if (schedule == Schedule.GRADUAL) {
+                if (headScoring) throw new IllegalArgumentException("--schedule gradual goes with the topa recipe (adapters score as they train)");
+                gradual(be, mem, t, rc, dense, head, scores, fraction, shape, train, dev, loaded, tok, denseParams, scoreSeconds, scorePeak);
+                return 0;
+            }
             // 2. choose and remove
             double[][] headScores = ImportanceScores.normalized(scores.heads(scorer));
             boolean[][] keepHeads = keep(headScores, fraction);
@@ -204,6 +220,73 @@ final class PruneAdaptCommand implements Callable<Integer> {
             }
         }
         return 0;
+    }
+
+    /** Gradual pruning: masks grow on the cubic schedule while the adapters train on; the best model is saved compacted. */
+    private void gradual(CpuBackend be, MemoryTracker mem, GlueTask t, Recipe rc, BertModel dense, TaskHead head, ImportanceScores scores,
+            double fraction, Structure shape, List<Trainer.Item> train, List<Trainer.Item> dev, ModelLoader.Loaded loaded, BertTokenizer tok,
+            long denseParams, double scoreSeconds, long scorePeak) throws Exception {
+        MaskedPruning masks = new MaskedPruning(dense.config());
+        long stepsPerEpoch = (train.size() + rc.batchSize() - 1) / rc.batchSize();
+        long rampSteps = Math.max(1, Math.round(ramp * stepsPerEpoch * rc.epochs())), every = Math.max(1, rampSteps / 10);
+        long[] step = {0};
+        Files.createDirectories(out);
+        try (dense; BertTraining training = new BertTraining(dense, rc.trainable(), rc.dropout(), rc.recomputeProjections());
+                Trainer trainer = new Trainer(be, dense, training, head, t, rc.trainerConfig(evalEvery))) {
+            training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
+            TrainingLoop.Outcome run = TrainingLoop.run(be, trainer, train, dev, t, dense, head, loaded.tokenizer(), tok.maxLength(), out, null,
+                    Double.NEGATIVE_INFINITY, st -> {
+                        step[0]++;
+                        if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
+                            double target = MaskedPruning.cubicTarget(fraction, step[0], rampSteps);
+                            boolean[][] h = keep(masked(ImportanceScores.normalized(scores.heads(scorer)), masks.keptHeads()), target);
+                            boolean[][] n = keep(masked(ImportanceScores.normalized(scores.neurons(scorer)), masks.keptNeurons()),
+                                    shape == Structure.HEADS_FFN ? target : 0);
+                            masks.update(dense, h, n);
+                        } else {
+                            masks.enforce(dense);
+                        }
+                    }, () -> step[0] >= rampSteps ? masks.compact(dense) : null);
+            try (BertModel pruned = masks.compact(dense)) {
+                long prunedParams = encoderParameters(pruned);
+                System.out.printf(Locale.ROOT, "gradual pruning over %d steps: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d%n",
+                        rampSteps, Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), denseParams, prunedParams);
+                long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
+                TrainingReport.write(out, t, rc, loaded.description() + ", pruned gradually", trainer.trainableParameters(), total,
+                        run.results(), mem);
+                TrainingPlot.write(out.resolve("report.png"), t.folder() + ", prune-adapt (gradual)", run.stepLoss(),
+                        run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
+                ObjectMapper json = new ObjectMapper();
+                ObjectNode p = json.createObjectNode();
+                p.put("recipe", "topa");
+                p.put("schedule", "gradual");
+                p.put("ramp_steps", rampSteps);
+                p.put("sparsity", fraction);
+                p.put("structure", shape == Structure.HEADS ? "heads" : "heads+ffn");
+                p.put("scorer", scorer.name().toLowerCase(Locale.ROOT));
+                p.put("score_seconds", scoreSeconds);
+                p.put("score_peak_bytes", scorePeak);
+                p.put("encoder_parameters_dense", denseParams);
+                p.put("encoder_parameters_pruned", prunedParams);
+                p.set("heads_per_layer", json.valueToTree(pruned.config().heads()));
+                p.set("ffn_per_layer", json.valueToTree(pruned.config().ffn()));
+                p.put("best_dev", run.best());
+                p.put("model_bytes_on_disk", Files.size(out.resolve("model.safetensors")));
+                FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
+                System.out.print(mem.report());
+                System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("pruning.json"));
+            }
+        }
+    }
+
+    /** Scores with units already masked placed below every live one, so masks only grow. */
+    private static double[][] masked(double[][] scores, boolean[][] kept) {
+        double[][] out = new double[scores.length][];
+        for (int l = 0; l < scores.length; l++) {
+            out[l] = scores[l].clone();
+            for (int i = 0; i < out[l].length; i++) if (!kept[l][i]) out[l][i] = -1;
+        }
+        return out;
     }
 
     private static Recipe withLr(Recipe r, double lr) {

@@ -31,6 +31,17 @@ final class TrainingLoop {
 
     static Outcome run(Backend be, Trainer trainer, List<Trainer.Item> train, List<Trainer.Item> dev, GlueTask t, BertModel m,
             TaskHead head, Path tokenizer, int maxSeqLen, Path out, Path checkpoint, double bestSoFar) {
+        return run(be, trainer, train, dev, t, m, head, tokenizer, maxSeqLen, out, checkpoint, bestSoFar, s -> {}, null);
+    }
+
+    /**
+     * As above; afterStep runs after each optimizer step (gradual pruning's masks), and export, when
+     * given, makes the model that is saved as the best so far (a compacted copy, closed after saving;
+     * null while the model is not in its final shape, so nothing is saved yet).
+     */
+    static Outcome run(Backend be, Trainer trainer, List<Trainer.Item> train, List<Trainer.Item> dev, GlueTask t, BertModel m,
+            TaskHead head, Path tokenizer, int maxSeqLen, Path out, Path checkpoint, double bestSoFar,
+            java.util.function.Consumer<Trainer.StepInfo> afterStep, java.util.function.Supplier<BertModel> export) {
         double[] best = {bestSoFar};
         ProgressBar[] bar = {null};
         List<Double> stepLoss = new ArrayList<>();
@@ -43,13 +54,25 @@ final class TrainingLoop {
             System.out.printf(Locale.ROOT, "epoch %d%s: train loss %.4f, dev %s, %.1f s%n", r.epoch(),
                     r.endOfEpoch() ? "" : " (step " + r.step() + ")", r.trainLoss(), format(r.dev()), r.seconds());
             if (r.dev().get(t.mainMetric()) > best[0]) {
-                best[0] = r.dev().get(t.mainMetric());
                 try {
-                    FineTunedModel.save(out, be, m, head, t, tokenizer, maxSeqLen);
+                    if (export == null) {
+                        FineTunedModel.save(out, be, m, head, t, tokenizer, maxSeqLen);
+                        best[0] = r.dev().get(t.mainMetric());
+                        System.out.println("  best so far: saved to " + out);
+                    } else {
+                        try (BertModel saved = export.get()) {
+                            if (saved == null) {
+                                System.out.println("  not saved: the model has not reached its final shape yet");
+                            } else {
+                                FineTunedModel.save(out, be, saved, head, t, tokenizer, maxSeqLen);
+                                best[0] = r.dev().get(t.mainMetric());
+                                System.out.println("  best so far: saved to " + out);
+                            }
+                        }
+                    }
                 } catch (IOException e) {
                     throw new UncheckedIOException("cannot save the best model into " + out, e);
                 }
-                System.out.println("  best so far: saved to " + out);
             }
             if (checkpoint != null && r.endOfEpoch()) try { // resuming restarts at an epoch boundary
                 trainer.saveCheckpoint(checkpoint, Map.of("best_dev", Double.toString(best[0])));
@@ -57,6 +80,7 @@ final class TrainingLoop {
                 throw new UncheckedIOException("cannot write the checkpoint " + checkpoint, e);
             }
         }, st -> {
+            afterStep.accept(st);
             stepLoss.add(st.loss());
             if (bar[0] == null) {
                 bar[0] = new ProgressBarBuilder().setTaskName("epoch " + st.epoch()).setInitialMax(st.batches())

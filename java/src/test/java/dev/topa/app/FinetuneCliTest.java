@@ -132,4 +132,21 @@ class FinetuneCliTest {
                 "every weight of the pruned model trains (plus the head)");
         assertEquals("prune", report.get("recipe").get("method").asText());
     }
+
+    @Test
+    void gradualScheduleEndsAtTheTargetAndTheSavedCompactModelScoresTheSame(@TempDir Path dir) throws Exception {
+        Path out = dir.resolve("gradual");
+        String[] pa = run("prune-adapt", "--schedule", "gradual", "--ramp", "0.5", "--task", "rte", "--data-dir", TestData.glue().toString(),
+                "--epochs", "2", "--train-limit", "64", "--batch-size", "16", "--max-seq-len", "48", "--score-examples", "16",
+                "--sparsity", "0.5", "--out", out.toString());
+        assertEquals("0", pa[0], pa[2]);
+        var p = new ObjectMapper().readTree(out.resolve("pruning.json").toFile());
+        int heads = 0;
+        for (var h : p.get("heads_per_layer")) heads += h.asInt();
+        assertEquals(36, heads, "the cubic ramp reaches the target: half of the 72 heads");
+        String[] ev = run("eval", "--model", out.toString(), "--data-dir", TestData.glue().toString());
+        assertEquals("0", ev[0], ev[2]);
+        assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", p.get("best_dev").asDouble())),
+                "the masked model trained and the compacted one saved must agree:\n" + ev[1] + "\nbest " + p.get("best_dev"));
+    }
 }

@@ -1,0 +1,108 @@
+package dev.topa.prune;
+
+import dev.topa.model.BertConfig;
+import dev.topa.model.BertModel;
+import dev.topa.tensor.Tensor;
+
+/**
+ * Gradual structured pruning while adapters train: removed heads and neurons are masked in place
+ * (their value rows and FFN-in rows zeroed, with the matching rows of the adapters' B), which makes
+ * their contexts and activations exactly zero -- the model computes what the compacted one will
+ * (StructuredPruning's tests hold the two equal) -- and the masks only grow. {@link #enforce} re-zeroes
+ * the adapter rows after each optimizer step (their gradients are not zero); {@link #compact}
+ * removes the masked units physically at the end. The target follows a cubic schedule,
+ * s(t) = S (1 - (1 - t / T)^3), fast at first and gentle near the end.
+ */
+public final class MaskedPruning {
+    private final BertConfig cfg;
+    private final boolean[][] keepHeads, keepNeurons;
+
+    public MaskedPruning(BertConfig cfg) {
+        this.cfg = cfg;
+        keepHeads = new boolean[cfg.layers()][];
+        keepNeurons = new boolean[cfg.layers()][];
+        for (int l = 0; l < cfg.layers(); l++) {
+            keepHeads[l] = new boolean[cfg.heads(l)];
+            keepNeurons[l] = new boolean[cfg.ffn(l)];
+            java.util.Arrays.fill(keepHeads[l], true);
+            java.util.Arrays.fill(keepNeurons[l], true);
+        }
+    }
+
+    /** The cubic schedule's target at step (of steps over which pruning ramps up), for a final fraction. */
+    public static double cubicTarget(double finalFraction, long step, long steps) {
+        double t = Math.min(1.0, step / (double) Math.max(1, steps));
+        return finalFraction * (1 - Math.pow(1 - t, 3));
+    }
+
+    /** Masks further units so that the given masks (which must include every unit masked so far) hold. */
+    public void update(BertModel model, boolean[][] heads, boolean[][] neurons) {
+        for (int l = 0; l < cfg.layers(); l++) {
+            String n = "encoder.layer." + l + ".";
+            int d = cfg.headDim(), a = cfg.attentionWidth(l);
+            for (int h = 0; h < keepHeads[l].length; h++)
+                if (keepHeads[l][h] && !heads[l][h]) {
+                    keepHeads[l][h] = false;
+                    zeroRows(model.parameter(n + "attention.self.value.weight"), (long) h * d, d);
+                    zeroRows(model.parameter(n + "attention.self.value.bias"), (long) h * d, d);
+                }
+            for (int j = 0; j < keepNeurons[l].length; j++)
+                if (keepNeurons[l][j] && !neurons[l][j]) {
+                    keepNeurons[l][j] = false;
+                    zeroRows(model.parameter(n + "intermediate.dense.weight"), j, 1);
+                    zeroRows(model.parameter(n + "intermediate.dense.bias"), j, 1);
+                }
+        }
+        enforce(model);
+    }
+
+    /** Re-zeroes the adapter rows of masked units (after each optimizer step). */
+    public void enforce(BertModel model) {
+        for (int l = 0; l < cfg.layers(); l++) {
+            String n = "encoder.layer." + l + ".";
+            int d = cfg.headDim(), a = cfg.attentionWidth(l);
+            Tensor qkvB = model.parameters().get(n + "attention.self.qkv.lora_B"), ffnB = model.parameters().get(n + "intermediate.dense.lora_B");
+            for (int h = 0; h < keepHeads[l].length; h++)
+                if (!keepHeads[l][h] && qkvB != null) zeroRows(qkvB, 2L * a + (long) h * d, d);
+            for (int j = 0; j < keepNeurons[l].length; j++)
+                if (!keepNeurons[l][j] && ffnB != null) zeroRows(ffnB, j, 1);
+        }
+    }
+
+    /** The masked model with its masked units physically removed. */
+    public BertModel compact(BertModel model) {
+        return StructuredPruning.compact(model, keepHeads, keepNeurons);
+    }
+
+    public boolean[][] keptHeads() {
+        return copy(keepHeads);
+    }
+
+    public boolean[][] keptNeurons() {
+        return copy(keepNeurons);
+    }
+
+    /** Removed fraction of all heads and neurons. */
+    public double removedFraction() {
+        long total = 0, removed = 0;
+        for (boolean[][] m : new boolean[][][] {keepHeads, keepNeurons})
+            for (boolean[] layer : m)
+                for (boolean k : layer) {
+                    total++;
+                    if (!k) removed++;
+                }
+        return removed / (double) total;
+    }
+
+    private static boolean[][] copy(boolean[][] a) {
+        boolean[][] c = new boolean[a.length][];
+        for (int i = 0; i < a.length; i++) c[i] = a[i].clone();
+        return c;
+    }
+
+    private static void zeroRows(Tensor t, long from, long count) {
+        long cols = t.rank() == 1 ? 1 : t.dim(1);
+        java.lang.foreign.MemorySegment s = t.data();
+        s.asSlice(from * cols * 4, count * cols * 4).fill((byte) 0);
+    }
+}
