@@ -76,6 +76,12 @@ final class PruneAdaptCommand implements Callable<Integer> {
     @Option(names = "--ramp", defaultValue = "0.6", description = "gradual: share of the training steps over which the target ramps up (default: ${DEFAULT-VALUE})")
     double ramp;
 
+    @Option(names = "--min-heads", defaultValue = "0", description = "per-layer floor: heads every layer keeps (default: ${DEFAULT-VALUE})")
+    int minHeads;
+
+    @Option(names = "--min-ffn", defaultValue = "0", description = "per-layer floor: FFN neurons every layer keeps (default: ${DEFAULT-VALUE})")
+    int minFfn;
+
     @Option(names = "--scorer", defaultValue = "taylor", description = "taylor or fisher (default: ${DEFAULT-VALUE})")
     ImportanceScores.Scorer scorer;
 
@@ -162,8 +168,8 @@ final class PruneAdaptCommand implements Callable<Integer> {
             }
             // 2. choose and remove
             double[][] headScores = ImportanceScores.normalized(scores.heads(scorer));
-            boolean[][] keepHeads = keep(headScores, fraction);
-            boolean[][] keepNeurons = keep(ImportanceScores.normalized(scores.neurons(scorer)), shape == Structure.HEADS_FFN ? fraction : 0);
+            boolean[][] keepHeads = keep(headScores, fraction, minHeads);
+            boolean[][] keepNeurons = keep(ImportanceScores.normalized(scores.neurons(scorer)), shape == Structure.HEADS_FFN ? fraction : 0, minFfn);
             BertModel pruned = StructuredPruning.compact(dense, keepHeads, keepNeurons);
             dense.close();
             List<Integer> layerRanks = List.of();
@@ -239,9 +245,9 @@ final class PruneAdaptCommand implements Callable<Integer> {
                         step[0]++;
                         if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
                             double target = MaskedPruning.cubicTarget(fraction, step[0], rampSteps);
-                            boolean[][] h = keep(masked(ImportanceScores.normalized(scores.heads(scorer)), masks.keptHeads()), target);
+                            boolean[][] h = keep(masked(ImportanceScores.normalized(scores.heads(scorer)), masks.keptHeads()), target, minHeads);
                             boolean[][] n = keep(masked(ImportanceScores.normalized(scores.neurons(scorer)), masks.keptNeurons()),
-                                    shape == Structure.HEADS_FFN ? target : 0);
+                                    shape == Structure.HEADS_FFN ? target : 0, minFfn);
                             masks.update(dense, h, n);
                         } else {
                             masks.enforce(dense);
@@ -324,13 +330,29 @@ final class PruneAdaptCommand implements Callable<Integer> {
 
     /** Keeps all but the round(fraction * total) lowest-scored units over the whole model. */
     static boolean[][] keep(double[][] scores, double fraction) {
+        return keep(scores, fraction, 0);
+    }
+
+    /**
+     * As above, but every layer keeps at least floor units (its best-scored ones): the floor wins
+     * over the global fraction.
+     */
+    static boolean[][] keep(double[][] scores, double fraction, int floor) {
         List<int[]> units = new ArrayList<>();
         for (int l = 0; l < scores.length; l++) for (int i = 0; i < scores[l].length; i++) units.add(new int[] {l, i});
         units.sort(Comparator.comparingDouble(u -> scores[u[0]][u[1]]));
         boolean[][] keep = new boolean[scores.length][];
         for (int l = 0; l < scores.length; l++) Arrays.fill(keep[l] = new boolean[scores[l].length], true);
         long remove = Math.round(fraction * units.size());
-        for (int i = 0; i < remove; i++) keep[units.get(i)[0]][units.get(i)[1]] = false;
+        int[] left = new int[scores.length];
+        for (int l = 0; l < scores.length; l++) left[l] = scores[l].length;
+        for (int i = 0, removed = 0; i < units.size() && removed < remove; i++) {
+            int[] u = units.get(i);
+            if (left[u[0]] <= floor) continue; // this layer is at its floor
+            keep[u[0]][u[1]] = false;
+            left[u[0]]--;
+            removed++;
+        }
         return keep;
     }
 }

@@ -149,4 +149,14 @@ class FinetuneCliTest {
         assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", p.get("best_dev").asDouble())),
                 "the masked model trained and the compacted one saved must agree:\n" + ev[1] + "\nbest " + p.get("best_dev"));
     }
+
+    @Test
+    void perLayerFloorsWinOverTheGlobalFraction() {
+        double[][] scores = {{0.1, 0.2, 0.3}, {0.9, 0.8, 0.7}};
+        boolean[][] k = PruneAdaptCommand.keep(scores, 0.5, 2);
+        assertEquals(java.util.List.of(false, true, true), java.util.List.of(k[0][0], k[0][1], k[0][2]), "layer 0 stops at its floor of 2");
+        assertEquals(java.util.List.of(true, true, false), java.util.List.of(k[1][0], k[1][1], k[1][2]), "the rest comes from layer 1");
+        boolean[][] none = PruneAdaptCommand.keep(scores, 0.5, 0);
+        assertEquals(0, java.util.stream.IntStream.range(0, 3).filter(i -> none[0][i]).count(), "without a floor layer 0 goes entirely");
+    }
 }
