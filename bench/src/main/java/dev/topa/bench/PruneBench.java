@@ -181,13 +181,7 @@ public final class PruneBench {
 
     private static void train(BertModel pruned) {
         int b = 32, s = 128;
-        SplittableRandom rnd = new SplittableRandom(7);
-        List<Trainer.Item> batch = new ArrayList<>();
-        for (int i = 0; i < b; i++) {
-            int[] ids = new int[s], types = new int[s];
-            for (int t = 0; t < s; t++) ids[t] = t == 0 ? 101 : t == s - 1 ? 102 : rnd.nextInt(1000, 30000);
-            batch.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types), new Example("", null, i % 2, i % 2)));
-        }
+        List<Trainer.Item> batch = TrainBench.syntheticBatch(b, s);
         pruned.addLora(new LoraConfig(8, 16, EnumSet.allOf(LoraConfig.Target.class)), 1);
         try (BertTraining training = new BertTraining(pruned, n -> n.contains("lora_") || n.contains("LayerNorm"), DropoutConfig.NONE, true);
                 TaskHead head = new TaskHead(pruned.config().hidden(), 2, 1);

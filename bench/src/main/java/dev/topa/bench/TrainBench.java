@@ -30,11 +30,8 @@ import java.util.SplittableRandom;
  * pre-activation are recomputed in backward instead of kept; bf16: frozen weights multiply in bf16).
  */
 public final class TrainBench {
-    public static void main(String[] args) {
-        String method = args[0];
-        int threads = args.length > 1 ? Integer.parseInt(args[1]) : 2, steps = args.length > 2 ? Integer.parseInt(args[2]) : 5;
-        CpuKernels.setNumThreads(threads);
-        int b = 32, s = 128;
+    /** b sequences of s random word-piece ids ([CLS] ... [SEP]) with alternating labels: a full-length training batch. */
+    static List<Trainer.Item> syntheticBatch(int b, int s) {
         SplittableRandom rnd = new SplittableRandom(7);
         List<Trainer.Item> batch = new ArrayList<>();
         for (int i = 0; i < b; i++) {
@@ -42,6 +39,15 @@ public final class TrainBench {
             for (int t = 0; t < s; t++) ids[t] = t == 0 ? 101 : t == s - 1 ? 102 : rnd.nextInt(1000, 30000);
             batch.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types), new Example("", null, i % 2, i % 2)));
         }
+        return batch;
+    }
+
+    public static void main(String[] args) {
+        String method = args[0];
+        int threads = args.length > 1 ? Integer.parseInt(args[1]) : 2, steps = args.length > 2 ? Integer.parseInt(args[2]) : 5;
+        CpuKernels.setNumThreads(threads);
+        int b = 32, s = 128;
+        List<Trainer.Item> batch = syntheticBatch(b, s);
         try (BertModel model = OnnxBertReader.load(DefaultModel.directory().resolve("model.onnx"))) {
             boolean lora = method.startsWith("lora"), recompute = method.contains("recompute"), bf16 = method.contains("bf16");
             if (lora) model.addLora(new LoraConfig(8, 16, EnumSet.allOf(LoraConfig.Target.class)), 1);

@@ -192,37 +192,14 @@ final class PruneAdaptCommand implements Callable<Integer> {
                     Trainer trainer = new Trainer(be, pruned, training, head, t, rc.trainerConfig(evalEvery))) {
                 TrainingLoop.Outcome run = TrainingLoop.run(be, trainer, train, dev, t, pruned, head, loaded.tokenizer(), tok.maxLength(), out,
                         null, Double.NEGATIVE_INFINITY);
-                long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
-                TrainingReport.write(out, t, rc, loaded.description() + ", pruned", trainer.trainableParameters(), total, run.results(), mem);
-                TrainingPlot.write(out.resolve("report.png"), t.folder() + ", prune-adapt", run.stepLoss(),
-                        run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
-                ObjectMapper json = new ObjectMapper();
-                ObjectNode p = json.createObjectNode();
-                p.put("recipe", pruneOnly ? "prune-only" : paper ? "paper" : "topa");
-                p.put("sparsity", fraction);
-                p.put("structure", shape == Structure.HEADS ? "heads" : "heads+ffn");
-                p.put("scorer", scorer.name().toLowerCase(Locale.ROOT));
-                p.put("score_batches", scores.batches());
-                p.put("score_seconds", scoreSeconds);
-                p.put("score_peak_bytes", scorePeak);
-                p.put("encoder_parameters_dense", denseParams);
-                p.put("encoder_parameters_pruned", prunedParams);
-                p.set("heads_per_layer", json.valueToTree(pruned.config().heads()));
-                p.set("ffn_per_layer", json.valueToTree(pruned.config().ffn()));
-                if (!layerRanks.isEmpty()) p.set("lora_rank_per_layer", json.valueToTree(layerRanks));
-                p.put("best_dev", run.best());
-                p.put("model_bytes_on_disk", Files.size(out.resolve("model.safetensors")));
-                if (inferenceIterations > 0) try (FineTunedModel.Loaded saved = FineTunedModel.load(out)) {
-                    InferenceProbe.Figures f = InferenceProbe.measure(be, saved.model(), inferenceIterations);
-                    p.put("inference_b1_s128_latency_ms", f.latencyB1Ms());
-                    p.put("inference_b32_s128_seq_per_s", f.throughputB32());
-                    p.put("inference_b32_activation_peak_bytes", f.activationPeakBytes());
-                    p.put("inference_weight_bytes", saved.model().parameterBytes());
-                    System.out.printf(Locale.ROOT, "saved model: batch 1 %.1f ms, batch 32 %.1f seq/s%n", f.latencyB1Ms(), f.throughputB32());
-                }
-                FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
-                System.out.print(mem.report());
-                System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("pruning.json"));
+                final List<Integer> ranks = layerRanks;
+                writeReports(be, mem, t, rc, loaded.description() + ", pruned", "prune-adapt", trainer, pruned, run, fraction, shape,
+                        denseParams, scoreSeconds, scorePeak, p -> {
+                            p.put("recipe", pruneOnly ? "prune-only" : paper ? "paper" : "topa");
+                            p.put("schedule", "oneshot");
+                            p.put("score_batches", scores.batches());
+                            if (!ranks.isEmpty()) p.set("lora_rank_per_layer", new ObjectMapper().valueToTree(ranks));
+                        });
             }
         }
         return 0;
@@ -257,32 +234,52 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 long prunedParams = encoderParameters(pruned);
                 System.out.printf(Locale.ROOT, "gradual pruning over %d steps: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d%n",
                         rampSteps, Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), denseParams, prunedParams);
-                long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
-                TrainingReport.write(out, t, rc, loaded.description() + ", pruned gradually", trainer.trainableParameters(), total,
-                        run.results(), mem);
-                TrainingPlot.write(out.resolve("report.png"), t.folder() + ", prune-adapt (gradual)", run.stepLoss(),
-                        run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
-                ObjectMapper json = new ObjectMapper();
-                ObjectNode p = json.createObjectNode();
-                p.put("recipe", "topa");
-                p.put("schedule", "gradual");
-                p.put("ramp_steps", rampSteps);
-                p.put("sparsity", fraction);
-                p.put("structure", shape == Structure.HEADS ? "heads" : "heads+ffn");
-                p.put("scorer", scorer.name().toLowerCase(Locale.ROOT));
-                p.put("score_seconds", scoreSeconds);
-                p.put("score_peak_bytes", scorePeak);
-                p.put("encoder_parameters_dense", denseParams);
-                p.put("encoder_parameters_pruned", prunedParams);
-                p.set("heads_per_layer", json.valueToTree(pruned.config().heads()));
-                p.set("ffn_per_layer", json.valueToTree(pruned.config().ffn()));
-                p.put("best_dev", run.best());
-                p.put("model_bytes_on_disk", Files.size(out.resolve("model.safetensors")));
-                FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
-                System.out.print(mem.report());
-                System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("pruning.json"));
+                writeReports(be, mem, t, rc, loaded.description() + ", pruned gradually", "prune-adapt (gradual)", trainer, pruned, run,
+                        fraction, shape, denseParams, scoreSeconds, scorePeak, p -> {
+                            p.put("recipe", "topa");
+                            p.put("schedule", "gradual");
+                            p.put("ramp_steps", rampSteps);
+                        });
             }
         }
+    }
+
+    /**
+     * report.json/md/png and pruning.json (shapes, parameters, scoring cost, best dev, size on disk,
+     * the saved model's serving figures) of a finished run; extra adds the variant's own fields.
+     */
+    private void writeReports(CpuBackend be, MemoryTracker mem, GlueTask t, Recipe rc, String description, String plotTitle,
+            Trainer trainer, BertModel pruned, TrainingLoop.Outcome run, double fraction, Structure shape, long denseParams,
+            double scoreSeconds, long scorePeak, java.util.function.Consumer<ObjectNode> extra) throws java.io.IOException {
+        long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
+        TrainingReport.write(out, t, rc, description, trainer.trainableParameters(), total, run.results(), mem);
+        TrainingPlot.write(out.resolve("report.png"), t.folder() + ", " + plotTitle, run.stepLoss(),
+                run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode p = json.createObjectNode();
+        extra.accept(p);
+        p.put("sparsity", fraction);
+        p.put("structure", shape == Structure.HEADS ? "heads" : "heads+ffn");
+        p.put("scorer", scorer.name().toLowerCase(Locale.ROOT));
+        p.put("score_seconds", scoreSeconds);
+        p.put("score_peak_bytes", scorePeak);
+        p.put("encoder_parameters_dense", denseParams);
+        p.put("encoder_parameters_pruned", encoderParameters(pruned));
+        p.set("heads_per_layer", json.valueToTree(pruned.config().heads()));
+        p.set("ffn_per_layer", json.valueToTree(pruned.config().ffn()));
+        p.put("best_dev", run.best());
+        p.put("model_bytes_on_disk", Files.size(out.resolve("model.safetensors")));
+        if (inferenceIterations > 0) try (FineTunedModel.Loaded saved = FineTunedModel.load(out)) {
+            InferenceProbe.Figures f = InferenceProbe.measure(be, saved.model(), inferenceIterations);
+            p.put("inference_b1_s128_latency_ms", f.latencyB1Ms());
+            p.put("inference_b32_s128_seq_per_s", f.throughputB32());
+            p.put("inference_b32_activation_peak_bytes", f.activationPeakBytes());
+            p.put("inference_weight_bytes", saved.model().parameterBytes());
+            System.out.printf(Locale.ROOT, "saved model: batch 1 %.1f ms, batch 32 %.1f seq/s%n", f.latencyB1Ms(), f.throughputB32());
+        }
+        FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
+        System.out.print(mem.report());
+        System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("pruning.json"));
     }
 
     /** Scores with units already masked placed below every live one, so masks only grow. */
