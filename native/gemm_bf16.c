@@ -19,12 +19,12 @@
 #define BKC 384 /* k per block: 12 x 384 x 2 B of A and 384 x 32 x 2 B of B stay in L1/L2 */
 #define BMC (BMR * 8)
 
+/* fp32 -> bf16, round to nearest even, NaN kept quiet; branch-free so packing loops vectorise. */
 static inline uint16_t to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);                                              /* round to nearest even */
-    return (uint16_t)(u >> 16);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
 }
 
 static inline float from_bf16(uint16_t h) {
@@ -53,16 +53,9 @@ void TOPA_FN(bf16_pack_b)(int transB, int64_t K, int64_t N, const float *B, int6
     }
 }
 
-/* Two floats as one bf16 pair (lo in the low half), round to nearest even, NaN kept quiet;
- * branch-free so the row loop below vectorises. */
+/* Two floats as one bf16 pair (lo in the low half). */
 static inline uint32_t pair_bf16(float lo, float hi) {
-    uint32_t a, b;
-    memcpy(&a, &lo, 4);
-    memcpy(&b, &hi, 4);
-    uint32_t ra = (a + 0x7fffu + ((a >> 16) & 1u)) >> 16, rb = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
-    ra = (a & 0x7fffffffu) > 0x7f800000u ? (a >> 16) | 0x40u : ra;
-    rb = (b & 0x7fffffffu) > 0x7f800000u ? (b >> 16) | 0x40u : rb;
-    return ra | (rb << 16);
+    return (uint32_t)to_bf16(lo) | ((uint32_t)to_bf16(hi) << 16);
 }
 
 /* A rows [m0, m0 + rows) x k [k0, k0 + kc) into MR-row panels of bf16 pairs: each row is converted
@@ -179,7 +172,6 @@ int TOPA_FN(bf16_gemm_packed)(int use_dpbf16, int64_t M, int64_t N, int64_t K, f
         float *acc = (float *)(apack + BMC * BKC); /* one MR x NR tile after the packed A */
         for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += BKC) {
             int64_t kc = K - k0 < BKC ? K - k0 : BKC, pairs = (kc + 1) / 2;
-            if (kc < 0) kc = 0;
             pack_a(A, lda, m0, rows, k0, kc, apack);
             for (int64_t pn = 0; pn < npanels; pn++) {
                 const uint16_t *bp = packed + (pn * pairs_total + k0 / 2) * BNR * 2;
@@ -197,7 +189,6 @@ int TOPA_FN(bf16_gemm_packed)(int use_dpbf16, int64_t M, int64_t N, int64_t K, f
                         kernel_portable(pairs, ap, bp, acc);
                         if (k2) lowrank_portable(acc, k2, a2, mr, scale2, b2, N, nr);
                     }
-                    (void)use_dpbf16;
                     for (int64_t i = 0; i < mr; i++) {
                         float *c = C + (m0 + r0 + i) * ldc + n0;
                         const float *t = acc + i * BNR;

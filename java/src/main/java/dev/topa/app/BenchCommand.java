@@ -74,6 +74,11 @@ final class BenchCommand {
                 report("attention_backward_ms", median(() -> be.attentionBackward(dqkv, h, probs, qkv, heads, scale)));
                 Tensor pooled = scope.allocate(DType.F32, batch, hidden);
                 report("mean_pool_ms", median(() -> be.meanPoolForward(pooled, h, null)));
+                var drop = new dev.topa.backend.Dropout(0.1, 12345);
+                report("dropout_ms", median(() -> be.dropout(out, h, drop, false)));
+                Tensor headGrads = scope.allocate(DType.F32, batch, heads);
+                report("head_mask_gradient_ms", median(() -> be.groupDot(headGrads, h, h2, heads)));
+                report("sum_of_squares_ms", median(() -> be.sumOfSquares(ffn)));
                 // a 768 x 768 projection: plain, pre-packed weight, and with a rank-8 LoRA adapter
                 Tensor w = random(scope, rnd, hidden, hidden), bias = random(scope, rnd, hidden);
                 Tensor la = random(scope, rnd, 8, hidden), lb = random(scope, rnd, hidden, 8);

@@ -77,9 +77,10 @@ public final class BertTraining implements AutoCloseable {
 
     /**
      * As above; recomputeProjections: do not keep the fused QKV projection and the FFN
-     * pre-activation (the two largest saved tensors, 44 of ~69 floats per token and layer at
-     * MiniLM's shape) but redo their GEMMs in backward: about 30% more forward FLOPs for roughly
-     * 40% less activation memory. Results are identical (same kernels, same inputs).
+     * pre-activation (the two largest saved tensors, 44 of ~69 MiB a layer at MiniLM's shape,
+     * batch 32 x 128) but redo their GEMMs in backward: ~58% more forward GEMM FLOPs (~30%
+     * more GEMM FLOPs in a LoRA step) for ~46% less activation memory (bench/RESULTS.md). Results are
+     * identical (same kernels, same inputs).
      */
     public BertTraining(BertModel model, Predicate<String> trainable, DropoutConfig dropout, boolean recomputeProjections) {
         this.model = model;

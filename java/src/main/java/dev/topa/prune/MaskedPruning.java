@@ -39,7 +39,7 @@ public final class MaskedPruning {
     public void update(BertModel model, boolean[][] heads, boolean[][] neurons) {
         for (int l = 0; l < cfg.layers(); l++) {
             String n = "encoder.layer." + l + ".";
-            int d = cfg.headDim(), a = cfg.attentionWidth(l);
+            int d = cfg.headDim();
             for (int h = 0; h < keepHeads[l].length; h++)
                 if (keepHeads[l][h] && !heads[l][h]) {
                     keepHeads[l][h] = false;
@@ -80,18 +80,6 @@ public final class MaskedPruning {
 
     public boolean[][] keptNeurons() {
         return copy(keepNeurons);
-    }
-
-    /** Removed fraction of all heads and neurons. */
-    public double removedFraction() {
-        long total = 0, removed = 0;
-        for (boolean[][] m : new boolean[][][] {keepHeads, keepNeurons})
-            for (boolean[] layer : m)
-                for (boolean k : layer) {
-                    total++;
-                    if (!k) removed++;
-                }
-        return removed / (double) total;
     }
 
     private static boolean[][] copy(boolean[][] a) {

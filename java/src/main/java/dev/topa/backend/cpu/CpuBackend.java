@@ -218,11 +218,6 @@ public final class CpuBackend extends Backend {
         }
     }
 
-    /** Whether gemmBf16 runs on the AVX512_BF16 dot-product instructions (else a portable kernel). */
-    public boolean nativeBf16() {
-        return dpbf16;
-    }
-
     @Override
     protected void kPackLinearWeight(Tensor w, long out, long in, Tensor packed) {
         try {
