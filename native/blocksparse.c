@@ -41,10 +41,13 @@ void TOPA_FN(bsr_pack)(const float *W, int64_t out, int64_t in, const uint8_t *m
 }
 
 /* Y[M, N] = alpha * X[M, K] P^T + beta Y + bias, P the packed operand [N, K] in blocks; optional
- * low-rank term scale * U[M, r] Lt[r, N] (LoRA: U = x A^T, Lt = B^T; or U = dy B, Lt = A). */
+ * low-rank term scale * U[M, r] Lt[r, N] (LoRA: U = x A^T, Lt = B^T; or U = dy B, Lt = A). With
+ * ublocks the term is masked like P: U is [M, (K/32) r], one rank-r product per input block, and
+ * block-row br adds (the sum of U over its kept blocks) Lt[:, br] -- i.e. Y gets X (M o (B A))^T,
+ * the adapter's update only inside the kept blocks. */
 int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t ldx, const float *values,
                         const int32_t *rowptr, const int32_t *colidx, const float *bias, float beta, float *Y,
-                        int64_t ldy, int64_t r, const float *U, const float *Lt, float scale) {
+                        int64_t ldy, int64_t r, const float *U, const float *Lt, float scale, int ublocks) {
     if (N % SB || K % SB) return 1;
     int64_t tiles = (M + SMR - 1) / SMR, rows = N / SB;
 #pragma omp parallel for num_threads(topa_get_num_threads()) schedule(dynamic, 4) if (M * N > 1 << 14)
@@ -68,10 +71,18 @@ int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t
                 }
             }
             int64_t n0 = br * SB;
-            for (int64_t q = 0; q < r; q++) {
+            for (int64_t q = 0; q < r && U; q++) {
                 v16 l0 = *(const v16 *)(Lt + q * N + n0), l1 = *(const v16 *)(Lt + q * N + n0 + 16);
                 for (int i = 0; i < SMR; i++) {
-                    float uv = scale * U[(m0 + (i < mr ? i : 0)) * r + q];
+                    int64_t row = m0 + (i < mr ? i : 0);
+                    float uv = 0.0f;
+                    if (!ublocks) {
+                        uv = U[row * r + q];
+                    } else {
+                        const float *ur = U + row * (K / SB) * r + q;
+                        for (int32_t k = rowptr[br]; k < rowptr[br + 1]; k++) uv += ur[(int64_t)colidx[k] * r];
+                    }
+                    uv *= scale;
                     c0[i] += uv * l0;
                     c1[i] += uv * l1;
                 }
@@ -87,4 +98,57 @@ int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t
         }
     }
     return 0;
+}
+
+/* U[M, (K/32) r]: U[m, c r + q] = sum over input block c of X[m, c 32 + e] A[q, c 32 + e] -- the
+ * rank-r product one 32-wide input block at a time, what the masked low-rank term of bsr_linear
+ * sums over each block-row's kept blocks. A is [r, K]. */
+void TOPA_FN(bsr_block_lowrank)(int64_t M, int64_t K, int64_t r, const float *X, int64_t ldx, const float *A, float *U) {
+    int64_t cb = K / SB;
+#pragma omp parallel for num_threads(topa_get_num_threads()) schedule(static) if (M * K * r > 1 << 16)
+    for (int64_t m = 0; m < M; m++) {
+        const float *x = X + m * ldx;
+        float *u = U + m * cb * r;
+        for (int64_t c = 0; c < cb; c++) {
+            v16 x0 = *(const v16 *)(x + c * SB), x1 = *(const v16 *)(x + c * SB + 16);
+            for (int64_t q = 0; q < r; q++) {
+                v16 p = x0 * *(const v16 *)(A + q * K + c * SB) + x1 * *(const v16 *)(A + q * K + c * SB + 16);
+                float s = 0.0f;
+                for (int j = 0; j < 16; j++) s += p[j];
+                u[c * r + q] = s;
+            }
+        }
+    }
+}
+
+/* D[N, r] += scale * sum_m DY[m, n] Us_br(n)[m, :], Us_br the sum of U[m, colidx[k] r ...] over the
+ * kept blocks k of block-row br = n / 32 of the packed P [N, K] (U [M, (K/32) r] from
+ * bsr_block_lowrank): the masked low-rank term's weight gradient -- dB with P = W, U = x A^T per
+ * block and DY = dy; dA^T with P = W^T, U = dy B per block and DY = x. Block-rows run in parallel. */
+void TOPA_FN(bsr_lowrank_grad)(int64_t M, int64_t N, int64_t K, int64_t r, const float *DY, int64_t lddy, const int32_t *rowptr,
+                               const int32_t *colidx, const float *U, float scale, float *D) {
+    int64_t rows = N / SB, cb = K / SB;
+#pragma omp parallel for num_threads(topa_get_num_threads()) schedule(dynamic, 1) if (M * N * r > 1 << 16)
+    for (int64_t br = 0; br < rows; br++) {
+        if (rowptr[br] == rowptr[br + 1]) continue; /* nothing kept: the term is zero here */
+        v16 acc0[64], acc1[64]; /* r <= 64 */
+        float us[64];
+        for (int64_t q = 0; q < r; q++) acc0[q] = acc1[q] = (v16){0};
+        for (int64_t m = 0; m < M; m++) {
+            const float *u = U + m * cb * r;
+            for (int64_t q = 0; q < r; q++) us[q] = 0.0f;
+            for (int32_t k = rowptr[br]; k < rowptr[br + 1]; k++)
+                for (int64_t q = 0; q < r; q++) us[q] += u[(int64_t)colidx[k] * r + q];
+            v16 d0 = *(const v16 *)(DY + m * lddy + br * SB), d1 = *(const v16 *)(DY + m * lddy + br * SB + 16);
+            for (int64_t q = 0; q < r; q++) {
+                acc0[q] += us[q] * d0;
+                acc1[q] += us[q] * d1;
+            }
+        }
+        for (int j = 0; j < 16; j++)
+            for (int64_t q = 0; q < r; q++) {
+                D[(br * SB + j) * r + q] += scale * acc0[q][j];
+                D[(br * SB + 16 + j) * r + q] += scale * acc1[q][j];
+            }
+    }
 }

@@ -2,6 +2,7 @@ package dev.topa.app;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueDownload;
@@ -12,6 +13,7 @@ import dev.topa.model.BertModel;
 import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.model.TaskHead;
+import dev.topa.prune.BlockScores;
 import dev.topa.prune.ImportanceScores;
 import dev.topa.prune.MaskedPruning;
 import dev.topa.prune.StructuredPruning;
@@ -32,11 +34,12 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
-@Command(name = "prune-adapt", description = {"The Pruning-Adapter, one-shot structured (first cut): a short LoRA warm-up on the task",
-        "scores every attention head and FFN neuron from mask gradients, the lowest-scored are physically removed, and LoRA",
-        "training continues on the smaller frozen backbone; the best model is saved merged, with per-layer shapes."})
+@Command(name = "prune-adapt", description = {"The Pruning-Adapter: a short LoRA warm-up on the task scores every attention head and",
+        "FFN neuron (mask gradients) or every 32 x 32 weight block (Taylor), the lowest-scored are physically removed (one-shot or",
+        "on a cubic schedule), and LoRA training continues on the smaller frozen backbone; the best model is saved merged, with",
+        "per-layer shapes or kept blocks only."})
 final class PruneAdaptCommand implements Callable<Integer> {
-    enum Structure { HEADS, HEADS_FFN }
+    enum Structure { HEADS, HEADS_FFN, BLOCKS }
 
     enum Preset { TOPA, PAPER }
 
@@ -63,7 +66,8 @@ final class PruneAdaptCommand implements Callable<Integer> {
     Double sparsity;
 
     @Option(names = "--structure", converter = StructureConverter.class,
-            description = "heads or heads+ffn (default: heads+ffn; paper: heads)")
+            description = {"heads, heads+ffn, or blocks (32 x 32 blocks of every encoder linear weight, stored and multiplied",
+                    "block-sparse) (default: heads+ffn; paper: heads)"})
     Structure structure;
 
     enum Schedule { ONESHOT, GRADUAL }
@@ -82,8 +86,22 @@ final class PruneAdaptCommand implements Callable<Integer> {
     @Option(names = "--min-ffn", defaultValue = "0", description = "per-layer floor: FFN neurons every layer keeps (default: ${DEFAULT-VALUE})")
     int minFfn;
 
-    @Option(names = "--scorer", defaultValue = "taylor", description = "taylor or fisher (default: ${DEFAULT-VALUE})")
+    @Option(names = "--scorer", defaultValue = "taylor", converter = ScorerConverter.class, description = {"taylor or fisher for",
+            "heads and neurons (mask gradients); for blocks taylor (exact |W dL/dW|, one layer at a time) or lora-taylor",
+            "(dL/dW estimated from the adapters' gradients) (default: ${DEFAULT-VALUE})"})
     ImportanceScores.Scorer scorer;
+
+    static final class ScorerConverter implements picocli.CommandLine.ITypeConverter<ImportanceScores.Scorer> {
+        @Override
+        public ImportanceScores.Scorer convert(String v) {
+            return switch (v.toLowerCase(Locale.ROOT)) {
+                case "taylor" -> ImportanceScores.Scorer.TAYLOR;
+                case "fisher" -> ImportanceScores.Scorer.FISHER;
+                case "lora-taylor", "lora_taylor" -> ImportanceScores.Scorer.LORA_TAYLOR;
+                default -> throw new IllegalArgumentException("--scorer: taylor, fisher or lora-taylor, got '" + v + "'");
+            };
+        }
+    }
 
     @Option(names = "--score-examples", defaultValue = "512",
             description = "training examples of the scoring warm-up (default: ${DEFAULT-VALUE})")
@@ -114,7 +132,10 @@ final class PruneAdaptCommand implements Callable<Integer> {
             return switch (v.toLowerCase(Locale.ROOT)) {
                 case "heads" -> Structure.HEADS;
                 case "heads+ffn", "heads_ffn" -> Structure.HEADS_FFN;
-                default -> throw new IllegalArgumentException("--structure: heads or heads+ffn, got '" + v + "'");
+                case "blocks" -> Structure.BLOCKS;
+                case "both" -> throw new IllegalArgumentException("--structure both (heads+ffn, then blocks inside what is left) is not"
+                        + " implemented yet: use heads+ffn or blocks");
+                default -> throw new IllegalArgumentException("--structure: heads, heads+ffn or blocks, got '" + v + "'");
             };
         }
     }
@@ -131,6 +152,8 @@ final class PruneAdaptCommand implements Callable<Integer> {
         GlueTask t = GlueTask.parse(task);
         Recipe rc = pruneOnly ? recipeOptions.recipe(t, Recipe.Method.PRUNE)
                 : paper ? recipeOptions.applyTo(Recipe.paper(t)) : recipeOptions.recipe(t, Recipe.Method.LORA);
+        // memory first: bf16 packs would hold a second copy of the frozen weights (bf16 only when asked for)
+        if (recipeOptions.basePrecision == null) rc = rc.withBasePrecision(Recipe.Precision.FP32);
         Path data = dataDir != null ? dataDir : GlueDownload.dataDir(t);
         List<Example> trainEx = t.train(data), devEx = t.dev(data, t.devSplits().get(0));
         if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
@@ -143,14 +166,26 @@ final class PruneAdaptCommand implements Callable<Integer> {
             BertModel dense = loaded.model();
             long denseParams = encoderParameters(dense);
             // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
+            boolean blocks = shape == Structure.BLOCKS;
+            if (blocks && headScoring) throw new IllegalArgumentException("--structure blocks goes with the topa recipe");
+            if (blocks && schedule == Schedule.GRADUAL)
+                throw new IllegalArgumentException("--structure blocks is one-shot for now (--schedule oneshot)");
+            if (blocks && scorer == ImportanceScores.Scorer.FISHER)
+                throw new IllegalArgumentException("--structure blocks scores with taylor or lora-taylor, not fisher");
+            if (!blocks && scorer == ImportanceScores.Scorer.LORA_TAYLOR)
+                throw new IllegalArgumentException("--scorer lora-taylor scores weight blocks: use it with --structure blocks");
             if (!headScoring) dense.addLora(rc.loraConfig(), rc.seed());
-            if (!headScoring && rc.basePrecision() == Recipe.Precision.BF16) dense.packBf16ForTraining(be);
+            if (!headScoring && !blocks && rc.basePrecision() == Recipe.Precision.BF16) dense.packBf16ForTraining(be);
             ImportanceScores scores = new ImportanceScores(dense.config());
+            BlockScores blockScores = blocks ? new BlockScores(dense.config(),
+                    scorer == ImportanceScores.Scorer.LORA_TAYLOR ? BlockScores.Method.LORA : BlockScores.Method.EXACT)
+                    : null;
             long t0 = System.nanoTime();
             Recipe scoring = headScoring ? withLr(rc, 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
             try (BertTraining warm = new BertTraining(dense, headScoring ? n -> false : rc.trainable(), headScoring ? DropoutConfig.NONE : rc.dropout(),
                     rc.recomputeProjections()); Trainer trainer = new Trainer(be, dense, warm, head, t, scoring.trainerConfig(0))) {
                 warm.setMaskGradientListener(scores);
+                if (blocks) warm.setWeightGradientListener(blockScores);
                 int[] order = Trainer.epochOrder(train.size(), rc.seed(), 0);
                 int n = Math.min(scoreExamples, train.size());
                 for (int i = 0; i < n; i += rc.batchSize()) {
@@ -164,6 +199,10 @@ final class PruneAdaptCommand implements Callable<Integer> {
             if (schedule == Schedule.GRADUAL) {
                 if (headScoring) throw new IllegalArgumentException("--schedule gradual goes with the topa recipe (adapters score as they train)");
                 gradual(be, mem, t, rc, dense, head, scores, fraction, shape, train, dev, loaded, tok, denseParams, scoreSeconds, scorePeak);
+                return 0;
+            }
+            if (blocks) {
+                blockPruned(be, mem, t, rc, dense, head, blockScores, fraction, train, dev, loaded, tok, denseParams, scoreSeconds, scorePeak);
                 return 0;
             }
             // 2. choose and remove
@@ -203,6 +242,44 @@ final class PruneAdaptCommand implements Callable<Integer> {
             }
         }
         return 0;
+    }
+
+    /**
+     * Block pruning: the globally lowest-scored 32 x 32 blocks of the encoder's linear weights go
+     * until the fraction of encoder parameters is reached; the weights become block-sparse (stored
+     * and multiplied as kept blocks only), the warm-up's adapters train on, and the best model is
+     * saved merged inside the mask, in the block-sparse layout.
+     */
+    private void blockPruned(CpuBackend be, MemoryTracker mem, GlueTask t, Recipe rc, BertModel dense, TaskHead head,
+            BlockScores blockScores, double fraction, List<Trainer.Item> train, List<Trainer.Item> dev,
+            ModelLoader.Loaded loaded, BertTokenizer tok, long denseParams, double scoreSeconds, long scorePeak) throws Exception {
+        double[][][][] s = blockScores.scores();
+        long all = BlockScores.blockCount(s), block = (long) BlockSparseWeight.BLOCK * BlockSparseWeight.BLOCK;
+        long remove = Math.min(all, Math.round(fraction * denseParams / block));
+        dense.setBlockMasks(BlockScores.keep(s, remove));
+        blockScores.close();
+        dense.packBlockSparse(be);
+        System.out.printf(Locale.ROOT, "scored %d batches (block %s) in %.1f s, peak %s; %d of %d blocks removed (density %.3f)%n",
+                blockScores.batches(), scorer == ImportanceScores.Scorer.LORA_TAYLOR ? "lora-taylor" : "taylor, exact", scoreSeconds,
+                MemoryTracker.human(scorePeak), remove, all, dense.blockDensity());
+        System.out.printf(Locale.ROOT, "encoder parameters: %,d -> %,d (%.1f%% removed)%n", denseParams, encoderParameters(dense),
+                100.0 * (denseParams - encoderParameters(dense)) / denseParams);
+        Files.createDirectories(out);
+        try (dense; BertTraining training = new BertTraining(dense, rc.trainable(), rc.dropout(), rc.recomputeProjections());
+                Trainer trainer = new Trainer(be, dense, training, head, t, rc.trainerConfig(evalEvery))) {
+            TrainingLoop.Outcome run = TrainingLoop.run(be, trainer, train, dev, t, dense, head, loaded.tokenizer(), tok.maxLength(), out,
+                    null, Double.NEGATIVE_INFINITY);
+            writeReports(be, mem, t, rc, loaded.description() + ", block-pruned", "prune-adapt (blocks)", trainer, dense, run, fraction,
+                    Structure.BLOCKS, denseParams, scoreSeconds, scorePeak, p -> {
+                        p.put("recipe", "topa");
+                        p.put("schedule", "oneshot");
+                        p.put("score_batches", blockScores.batches());
+                        p.put("block_size", BlockSparseWeight.BLOCK);
+                        p.put("blocks_removed", remove);
+                        p.put("blocks_total", all);
+                        p.put("block_density", dense.blockDensity());
+                    });
+        }
     }
 
     /** Gradual pruning: masks grow on the cubic schedule while the adapters train on; the best model is saved compacted. */
@@ -259,7 +336,11 @@ final class PruneAdaptCommand implements Callable<Integer> {
         ObjectNode p = json.createObjectNode();
         extra.accept(p);
         p.put("sparsity", fraction);
-        p.put("structure", shape == Structure.HEADS ? "heads" : "heads+ffn");
+        p.put("structure", switch (shape) {
+            case HEADS -> "heads";
+            case HEADS_FFN -> "heads+ffn";
+            case BLOCKS -> "blocks";
+        });
         p.put("scorer", scorer.name().toLowerCase(Locale.ROOT));
         p.put("score_seconds", scoreSeconds);
         p.put("score_peak_bytes", scorePeak);
@@ -319,10 +400,14 @@ final class PruneAdaptCommand implements Callable<Integer> {
         return List.of(ranks);
     }
 
-    /** Encoder parameters (every layer's weights and biases, no embeddings, no adapters). */
+    /** Encoder parameters (every layer's weights and biases, no embeddings, no adapters; block-pruned blocks do not count). */
     static long encoderParameters(BertModel m) {
-        return m.parameters().entrySet().stream().filter(e -> e.getKey().startsWith("encoder.") && !e.getKey().contains(".lora_"))
+        long dense = m.parameters().entrySet().stream().filter(e -> e.getKey().startsWith("encoder.") && !e.getKey().contains(".lora_"))
                 .mapToLong(e -> e.getValue().numel()).sum();
+        long removed = 0;
+        for (boolean[][] mask : m.blockMasksByName().values())
+            for (boolean[] row : mask) for (boolean k : row) if (!k) removed += (long) BlockSparseWeight.BLOCK * BlockSparseWeight.BLOCK;
+        return dense - removed;
     }
 
     /** Keeps all but the round(fraction * total) lowest-scored units over the whole model. */

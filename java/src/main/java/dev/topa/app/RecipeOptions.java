@@ -52,15 +52,24 @@ final class RecipeOptions {
     Boolean recomputeProjections;
 
     @Option(names = "--base-precision", description = {"fp32 or bf16: frozen base weights multiplied in bf16 with fp32 sums",
-            "(LoRA only; about twice the GEMM rate on CPUs with AVX512_BF16) (default: fp32)"})
+            "(LoRA only; about twice the GEMM rate on CPUs with AVX512_BF16)",
+            "(default: finetune --method lora: bf16 where the CPU has AVX512_BF16, else fp32; full fine-tuning and prune-adapt: fp32)"})
     Recipe.Precision basePrecision;
 
     @Option(names = "--seed", description = "default: 42")
     Long seed;
 
-    /** The task's defaults with every given option applied. */
+    /**
+     * The task's defaults with every given option applied. LoRA's frozen base multiplies in bf16
+     * where the CPU does bf16 products in hardware: the frozen weights need no fp32 master copy,
+     * and it is what keeps the adapter step well ahead of fp32 eager PyTorch on a 2-core CPU
+     * (bench/RESULTS.md); {@code --base-precision fp32} opts out.
+     */
     Recipe recipe(GlueTask t, Recipe.Method method) {
-        return applyTo(Recipe.defaults(t, method));
+        Recipe r = applyTo(Recipe.defaults(t, method));
+        if (basePrecision != null || method != Recipe.Method.LORA) return r;
+        boolean hardware = dev.topa.backend.cpu.CpuBackend.create().fastBf16();
+        return hardware ? r.withBasePrecision(Recipe.Precision.BF16) : r;
     }
 
     /** The given defaults with every option the user gave applied. */

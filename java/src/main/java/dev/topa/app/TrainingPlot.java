@@ -21,20 +21,31 @@ final class TrainingPlot {
 
     /** stepLoss: one value per optimizer step; devMetric: one value per epoch, at its last step. */
     static void write(Path png, String title, List<Double> stepLoss, List<Double> devMetric, String metricName) throws IOException {
+        double[] x = new double[stepLoss.size()];
+        for (int i = 0; i < x.length; i++) x[i] = i + 1;
+        double[] e = new double[devMetric.size()];
+        for (int i = 0; i < e.length; i++) e[i] = i + 1;
+        render(png, WIDTH, g -> {
+            panel(g, 0, "train loss (" + title + ")", "step", x, stepLoss.stream().mapToDouble(Double::doubleValue).toArray(),
+                    new Color(30, 90, 200));
+            panel(g, WIDTH / 2, "dev " + metricName, "epoch", e, devMetric.stream().mapToDouble(Double::doubleValue).toArray(),
+                    new Color(200, 80, 30));
+        });
+    }
+
+    /** One curve y(x) on its own (half-width) panel, e.g. dev metric vs sparsity. */
+    static void curve(Path png, String title, String xLabel, double[] x, double[] y) throws IOException {
+        render(png, WIDTH / 2, g -> panel(g, 0, title, xLabel, x, y, new Color(200, 80, 30)));
+    }
+
+    private static void render(Path png, int width, java.util.function.Consumer<Graphics2D> draw) throws IOException {
         System.setProperty("java.awt.headless", "true");
-        BufferedImage img = new BufferedImage(WIDTH, HEIGHT, BufferedImage.TYPE_INT_RGB);
+        BufferedImage img = new BufferedImage(width, HEIGHT, BufferedImage.TYPE_INT_RGB);
         Graphics2D g = img.createGraphics();
         g.setRenderingHint(RenderingHints.KEY_ANTIALIASING, RenderingHints.VALUE_ANTIALIAS_ON);
         g.setColor(Color.WHITE);
-        g.fillRect(0, 0, WIDTH, HEIGHT);
-        double[] x = new double[stepLoss.size()];
-        for (int i = 0; i < x.length; i++) x[i] = i + 1;
-        panel(g, 0, "train loss (" + title + ")", "step", x, stepLoss.stream().mapToDouble(Double::doubleValue).toArray(),
-                new Color(30, 90, 200));
-        double[] e = new double[devMetric.size()];
-        for (int i = 0; i < e.length; i++) e[i] = i + 1;
-        panel(g, WIDTH / 2, "dev " + metricName, "epoch", e, devMetric.stream().mapToDouble(Double::doubleValue).toArray(),
-                new Color(200, 80, 30));
+        g.fillRect(0, 0, width, HEIGHT);
+        draw.accept(g);
         g.dispose();
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
         ImageIO.write(img, "png", bytes);

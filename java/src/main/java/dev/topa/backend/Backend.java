@@ -22,6 +22,11 @@ public abstract class Backend implements AutoCloseable {
     /** A short name such as {@code cpu-avx512}. */
     public abstract String name();
 
+    /** Whether bf16 products run in hardware here (so a bf16 frozen base is faster than fp32, not just smaller). */
+    public boolean fastBf16() {
+        return false;
+    }
+
     public MemoryTracker memory() {
         return MemoryTracker.of(device());
     }
@@ -134,6 +139,17 @@ public abstract class Backend implements AutoCloseable {
      */
     public final void blockSparseLinear(Tensor y, Tensor x, BlockSparseWeight p, Tensor bias, float beta, Tensor u, Tensor lt,
             float scale) {
+        blockSparseLinear(y, x, p, bias, beta, u, lt, scale, false);
+    }
+
+    /**
+     * As above; with perBlock the low-rank term is masked like P: u is [m, (k/32) r] from
+     * {@link #blockLowRank} (one rank-r product per 32-wide input block) and each 32-row block of y
+     * adds the sum of u over its kept blocks times lt -- y gets x (M o (lt^T-factor x A))^T, the
+     * adapter's update only inside the kept blocks (what merging inside the mask bakes in).
+     */
+    public final void blockSparseLinear(Tensor y, Tensor x, BlockSparseWeight p, Tensor bias, float beta, Tensor u, Tensor lt,
+            float scale, boolean perBlock) {
         String op = "blockSparseLinear";
         check(p.backend().equals(name()), op, "weight was packed by " + p.backend() + ", this backend is " + name());
         f32(op, "x", x);
@@ -144,10 +160,42 @@ public abstract class Backend implements AutoCloseable {
         if (u != null) {
             f32(op, "u", u);
             f32(op, "lt", lt);
-            check(rows(u) == rows(x) && lt.rank() == 2 && lt.dim(0) == cols(u) && lt.dim(1) == p.n(), op, "u " + shape(u) + " and lt "
-                    + shape(lt) + " do not make a [" + rows(x) + ", " + p.n() + "] term");
+            long r = lt.rank() == 2 ? lt.dim(0) : -1, uCols = perBlock ? p.k() / BlockSparseWeight.BLOCK * r : r;
+            check(rows(u) == rows(x) && lt.rank() == 2 && cols(u) == uCols && lt.dim(1) == p.n(), op, "u " + shape(u) + " and lt "
+                    + shape(lt) + " do not make a [" + rows(x) + ", " + p.n() + "] term" + (perBlock ? " (u per input block)" : ""));
         }
-        kBlockSparseLinear(y, x, p, bias, beta, u, lt, scale);
+        kBlockSparseLinear(y, x, p, bias, beta, u, lt, scale, perBlock);
+    }
+
+    /** u [m, (k/32) r]: u[:, c r + q] = x[:, 32 c ..] . a[q, 32 c ..], the rank-r product of each 32-wide input block; a [r, k]. */
+    public final void blockLowRank(Tensor u, Tensor x, Tensor a) {
+        String op = "blockLowRank";
+        f32(op, "u", u);
+        f32(op, "x", x);
+        f32(op, "a", a);
+        int b = BlockSparseWeight.BLOCK;
+        check(a.rank() == 2 && a.dim(1) % b == 0 && a.dim(0) <= 64, op, "a must be [r <= 64, k], k a multiple of " + b + ", got " + shape(a));
+        check(cols(x) == a.dim(1), op, "x has " + cols(x) + " features, a takes " + a.dim(1));
+        check(rows(u) == rows(x) && cols(u) == a.dim(1) / b * a.dim(0), op, "u " + shape(u) + " is not [" + rows(x) + ", "
+                + a.dim(1) / b * a.dim(0) + "]");
+        kBlockLowRank(u, x, a);
+    }
+
+    /**
+     * d [n, r] += scale sum_m dy[m, :] (u summed over the kept blocks of the row's block-row of P)[m, :]:
+     * the masked low-rank term's factor gradient (P = W: u from x and A, dy the output gradient,
+     * d = dB; P = W^T: u from dy and B^T, dy := x, d = dA^T).
+     */
+    public final void blockLowRankGradient(Tensor d, Tensor dy, BlockSparseWeight p, Tensor u, float scale) {
+        String op = "blockLowRankGradient";
+        check(p.backend().equals(name()), op, "weight was packed by " + p.backend() + ", this backend is " + name());
+        f32(op, "d", d);
+        f32(op, "dy", dy);
+        f32(op, "u", u);
+        check(d.rank() == 2 && d.dim(0) == p.n() && d.dim(1) <= 64, op, "d must be [" + p.n() + ", r <= 64], got " + shape(d));
+        check(cols(dy) == p.n(), op, "dy has " + cols(dy) + " columns, P has " + p.n() + " rows");
+        check(rows(u) == rows(dy) && cols(u) == p.k() / BlockSparseWeight.BLOCK * d.dim(1), op, "u " + shape(u) + " is not per input block");
+        kBlockLowRankGradient(d, dy, p, u, d.dim(1), scale);
     }
 
     /** W [out, in] packed for {@link #linearForward(Tensor, Tensor, PackedWeight, Tensor)}, in memory from alloc. */
@@ -600,8 +648,12 @@ public abstract class Backend implements AutoCloseable {
 
     protected abstract void kBlockSparsePack(Tensor w, byte[] mask, boolean transposed, Tensor values, Tensor rowptr, Tensor colidx);
 
+    protected abstract void kBlockLowRank(Tensor u, Tensor x, Tensor a);
+
+    protected abstract void kBlockLowRankGradient(Tensor d, Tensor dy, BlockSparseWeight p, Tensor u, long r, float scale);
+
     protected abstract void kBlockSparseLinear(Tensor y, Tensor x, BlockSparseWeight p, Tensor bias, float beta, Tensor u, Tensor lt,
-            float scale);
+            float scale, boolean perBlock);
 
     protected abstract void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed);
 

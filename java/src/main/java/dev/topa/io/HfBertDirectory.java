@@ -99,13 +99,24 @@ public final class HfBertDirectory {
             }
             BertModel model = new BertModel(config);
             try {
+                Map<String, boolean[][]> masks = new LinkedHashMap<>();
                 for (Map.Entry<String, Tensor> p : model.parameters().entrySet()) {
                     Safetensors.Entry e = entries.get(p.getKey());
+                    if (e == null && entries.containsKey(p.getKey() + BSR_VALUES)) {
+                        masks.put(p.getKey(), loadBlocks(dir, p.getKey(), p.getValue(), entries, where));
+                        continue;
+                    }
                     if (e == null) throw new ModelFormatException(dir + ": no tensor " + p.getKey() + " in " + shards(dir));
                     if (!Arrays.equals(e.shape(), p.getValue().shape()))
                         throw new ModelFormatException(where.get(p.getKey()) + ": tensor " + p.getKey() + " is "
                                 + Arrays.toString(e.shape()) + ", config.json implies " + Arrays.toString(p.getValue().shape()));
                     p.getValue().copyFrom(e.floats(where.get(p.getKey())));
+                }
+                if (!masks.isEmpty()) {
+                    if (blockSize(dir) != dev.topa.backend.BlockSparseWeight.BLOCK)
+                        throw new ModelFormatException(dir.resolve("config.json") + ": block-sparse tensors need \"topa_block_size\": "
+                                + dev.topa.backend.BlockSparseWeight.BLOCK);
+                    model.setBlockMasksByName(masks);
                 }
             } catch (RuntimeException ex) {
                 model.close();
@@ -114,6 +125,50 @@ public final class HfBertDirectory {
             return model;
         } finally {
             files.forEach(Safetensors::close);
+        }
+    }
+
+    /** Scatters a block-sparse weight's kept blocks into w (zeros elsewhere) and returns its block mask. */
+    private static boolean[][] loadBlocks(Path dir, String name, Tensor w, Map<String, Safetensors.Entry> entries, Map<String, Path> where) {
+        int b = dev.topa.backend.BlockSparseWeight.BLOCK;
+        Safetensors.Entry values = entries.get(name + BSR_VALUES), blocks = entries.get(name + BSR_BLOCKS);
+        Path file = where.get(name + BSR_VALUES);
+        if (blocks == null) throw new ModelFormatException(file + ": " + name + BSR_VALUES + " without " + name + BSR_BLOCKS);
+        if (w.rank() != 2 || w.dim(0) % b != 0 || w.dim(1) % b != 0)
+            throw new ModelFormatException(file + ": " + name + " is " + Arrays.toString(w.shape()) + ", not a multiple of " + b
+                    + " x " + b + " blocks");
+        if (!blocks.dtype().equals("I32") || blocks.shape().length != 1)
+            throw new ModelFormatException(file + ": " + name + BSR_BLOCKS + " must be a 1-d I32 tensor, is " + blocks.dtype() + " "
+                    + Arrays.toString(blocks.shape()));
+        int rows = (int) (w.dim(0) / b), cols = (int) (w.dim(1) / b);
+        int[] idx = new int[(int) blocks.numel()];
+        for (int i = 0; i < idx.length; i++) idx[i] = blocks.bytes().getAtIndex(java.lang.foreign.ValueLayout.JAVA_INT_UNALIGNED, i);
+        if (idx.length == 1 && idx[0] == -1) idx = new int[0]; // no block kept
+        long[] expect = {idx.length, b, b};
+        if (!Arrays.equals(values.shape(), expect) && !(idx.length == 0 && values.numel() == 0))
+            throw new ModelFormatException(file + ": " + name + BSR_VALUES + " is " + Arrays.toString(values.shape()) + ", its "
+                    + idx.length + " block indices imply " + Arrays.toString(expect));
+        boolean[][] mask = new boolean[rows][cols];
+        float[] v = idx.length == 0 ? new float[0] : values.floats(file);
+        w.fill(0f);
+        for (int i = 0; i < idx.length; i++) {
+            if (idx[i] < 0 || idx[i] >= rows * cols || (i > 0 && idx[i] <= idx[i - 1]))
+                throw new ModelFormatException(file + ": " + name + BSR_BLOCKS + "[" + i + "] = " + idx[i]
+                        + " is out of the " + rows + " x " + cols + " block grid or not increasing");
+            int r = idx[i] / cols, c = idx[i] % cols;
+            mask[r][c] = true;
+            for (int row = 0; row < b; row++)
+                java.lang.foreign.MemorySegment.copy(v, i * b * b + row * b, w.data(), java.lang.foreign.ValueLayout.JAVA_FLOAT,
+                        (((long) r * b + row) * w.dim(1) + (long) c * b) * 4, b);
+        }
+        return mask;
+    }
+
+    private static int blockSize(Path dir) {
+        try {
+            return JSON.readTree(dir.resolve("config.json").toFile()).path("topa_block_size").asInt(0);
+        } catch (IOException e) {
+            throw new ModelFormatException(dir.resolve("config.json") + ": " + e.getMessage(), e);
         }
     }
 
@@ -142,6 +197,51 @@ public final class HfBertDirectory {
 
     /** Writes a config and named tensors (e.g. with LoRA merged) as a Hugging Face directory. */
     public static void save(BertConfig c, Map<String, Tensor> tensors, Path dir) {
+        save(c, tensors, Map.of(), dir, null);
+    }
+
+    /** Suffixes of a block-sparse weight's two tensors: its kept blocks [kept, 32, 32] and their flat indices (row-major over the block grid). */
+    public static final String BSR_VALUES = ".bsr_values", BSR_BLOCKS = ".bsr_blocks";
+
+    /**
+     * As {@link #save(BertConfig, Map, Path)}, but every weight named in blockMasks is stored as its
+     * kept 32 x 32 blocks only (name + {@link #BSR_VALUES}, name + {@link #BSR_BLOCKS}; config.json
+     * says "topa_block_size": 32): the file holds what the model multiplies. scratch holds the
+     * gathered blocks while writing.
+     */
+    public static void save(BertConfig c, Map<String, Tensor> tensors, Map<String, boolean[][]> blockMasks, Path dir,
+            dev.topa.tensor.TensorAllocator scratch) {
+        if (!blockMasks.isEmpty()) {
+            Map<String, Tensor> sparse = new LinkedHashMap<>();
+            for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
+                boolean[][] m = blockMasks.get(e.getKey());
+                if (m == null) {
+                    sparse.put(e.getKey(), e.getValue());
+                    continue;
+                }
+                Tensor w = e.getValue();
+                int b = dev.topa.backend.BlockSparseWeight.BLOCK, cols = m[0].length;
+                List<Integer> kept = new ArrayList<>();
+                for (int r = 0; r < m.length; r++) for (int k = 0; k < cols; k++) if (m[r][k]) kept.add(r * cols + k);
+                Tensor values = scratch.allocate(dev.topa.tensor.DType.F32, kept.size(), b, b);
+                int[] idx = new int[kept.size()];
+                for (int i = 0; i < idx.length; i++) {
+                    idx[i] = kept.get(i);
+                    long r0 = (long) (idx[i] / cols) * b, c0 = (long) (idx[i] % cols) * b;
+                    for (int row = 0; row < b; row++)
+                        java.lang.foreign.MemorySegment.copy(w.data(), ((r0 + row) * w.dim(1) + c0) * 4, values.data(),
+                                ((long) i * b * b + (long) row * b) * 4, b * 4L);
+                }
+                sparse.put(e.getKey() + BSR_VALUES, values);
+                sparse.put(e.getKey() + BSR_BLOCKS, scratch.allocate(dev.topa.tensor.DType.I32, Math.max(1, idx.length)).copyFrom(
+                        idx.length > 0 ? idx : new int[] {-1}));
+            }
+            tensors = sparse;
+        }
+        writeDirectory(c, tensors, !blockMasks.isEmpty(), dir);
+    }
+
+    private static void writeDirectory(BertConfig c, Map<String, Tensor> tensors, boolean blockSparse, Path dir) {
         ObjectNode cfg = JSON.createObjectNode();
         cfg.put("model_type", "bert");
         cfg.putArray("architectures").add("BertModel");
@@ -156,6 +256,7 @@ public final class HfBertDirectory {
         cfg.put("hidden_act", "gelu");
         boolean uniform = Arrays.stream(c.heads()).allMatch(h -> h == c.hidden() / c.headDim())
                 && Arrays.stream(c.ffn()).allMatch(f -> f == c.ffn(0));
+        if (blockSparse) cfg.put("topa_block_size", dev.topa.backend.BlockSparseWeight.BLOCK);
         if (!uniform) {
             cfg.put("topa_head_dim", c.headDim());
             var h = cfg.putArray("topa_heads_per_layer");

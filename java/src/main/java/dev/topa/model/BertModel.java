@@ -1,6 +1,7 @@
 package dev.topa.model;
 
 import dev.topa.backend.Backend;
+import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.PackedWeight;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
@@ -39,6 +40,11 @@ public final class BertModel implements AutoCloseable {
     private LoraConfig lora;
     /** Per layer and slot, the frozen weight in bf16 as {W^T for forward, W for dX}, or null. */
     private dev.topa.backend.Bf16Weight[][][] bf16;
+    /** Per layer and slot, the kept 32 x 32 blocks [out/32][in/32] of a block-pruned weight, or null (dense). */
+    private boolean[][][][] blockMasks;
+    /** Per layer and slot, a block-pruned weight packed as {W for y = x W^T, W^T for dX = dY W}, or null. */
+    private BlockSparseWeight[][][] sparse;
+    private String sparseFor;
     /** Per layer {QKV, attention output, FFN in, FFN out} packed for one backend, or null. */
     private PackedWeight[][] packed;
     private String packedFor;
@@ -185,6 +191,8 @@ public final class BertModel implements AutoCloseable {
                 Tensor w = slot == QKV ? qkvWeight[l] : params.get(slotName(l, slot) + ".weight");
                 Tensor merged = scope.allocate(DType.F32, w.shape()).copyFrom(w);
                 be.gemm(false, false, ad.scale(), ad.b(), ad.a(), 1f, merged, null);
+                boolean[][] mask = blockMask(l, slot);
+                if (mask != null) zeroOutside(merged, mask); // merged inside the mask: the sparsity survives
                 if (slot == QKV) {
                     int a = config.attentionWidth(l);
                     String[] qkv = {"query", "key", "value"};
@@ -210,7 +218,8 @@ public final class BertModel implements AutoCloseable {
         return adapters == null ? null : adapters[layer][slot];
     }
 
-    static String slotName(int layer, int slot) {
+    /** "encoder.layer.L.<module>" of a linear slot (the fused QKV one as attention.self.qkv). */
+    public static String slotName(int layer, int slot) {
         return "encoder.layer." + layer + "." + SLOT_MODULE[slot];
     }
 
@@ -231,8 +240,10 @@ public final class BertModel implements AutoCloseable {
             Tensor[] w = {qkvWeight[l], params.get(n + "attention.output.dense.weight"), params.get(n + "intermediate.dense.weight"),
                     params.get(n + "output.dense.weight")};
             p[l] = new PackedWeight[4];
-            for (int slot = 0; slot < 4; slot++) if (w[slot].numel() > 0) p[l][slot] = be.packLinearWeight(w[slot], scope);
+            for (int slot = 0; slot < 4; slot++)
+                if (w[slot].numel() > 0 && blockMask(l, slot) == null) p[l][slot] = be.packLinearWeight(w[slot], scope);
         }
+        if (blockMasks != null) packBlockSparse(be);
         packed = p;
         packedFor = be.name();
     }
@@ -261,9 +272,168 @@ public final class BertModel implements AutoCloseable {
         return bf16 == null ? null : bf16[layer][slot];
     }
 
+    /** The weight of a linear slot (the fused [3A, C] one for QKV). */
+    Tensor slotWeight(int layer, int slot) {
+        return slot == QKV ? qkvWeight[layer] : params.get(slotName(layer, slot) + ".weight");
+    }
+
+    /**
+     * Makes linear weights block-sparse: masks[layer][slot] is [out/32][in/32] (true: the 32 x 32
+     * block stays; null: the slot stays dense; slots in QKV, attention output, FFN in, FFN out
+     * order, QKV being the fused [3A, C] weight). Weights outside the mask are set to zero, so the
+     * dense path computes the same thing (the test reference); {@link #packBlockSparse} makes the
+     * kept blocks all that is stored and multiplied. Merging keeps the mask.
+     */
+    public synchronized void setBlockMasks(boolean[][][][] masks) {
+        if (masks.length != config.layers())
+            throw new IllegalArgumentException("block masks cover " + masks.length + " layers, the model has " + config.layers());
+        int b = BlockSparseWeight.BLOCK;
+        for (int l = 0; l < masks.length; l++) {
+            if (masks[l].length != 4) throw new IllegalArgumentException("layer " + l + ": block masks need 4 slots, got " + masks[l].length);
+            for (int slot = 0; slot < 4; slot++) {
+                boolean[][] m = masks[l][slot];
+                if (m == null) continue;
+                Tensor w = slotWeight(l, slot);
+                String where = slotName(l, slot) + ".weight " + java.util.Arrays.toString(w.shape());
+                if (w.dim(0) % b != 0 || w.dim(1) % b != 0)
+                    throw new IllegalArgumentException(where + ": block pruning needs both dimensions to be multiples of " + b);
+                if (m.length != w.dim(0) / b) throw new IllegalArgumentException(where + ": block mask has " + m.length + " block-rows");
+                for (boolean[] row : m)
+                    if (row.length != w.dim(1) / b) throw new IllegalArgumentException(where + ": block mask row has " + row.length + " blocks");
+                zeroOutside(w, m);
+            }
+        }
+        blockMasks = masks;
+        sparse = null;
+        sparseFor = null;
+        packed = null;
+        packedFor = null;
+    }
+
+    /** The kept blocks of a slot's weight, or null when it is dense. */
+    public boolean[][] blockMask(int layer, int slot) {
+        return blockMasks == null ? null : blockMasks[layer][slot];
+    }
+
+    public boolean blockSparse() {
+        return blockMasks != null;
+    }
+
+    private static void zeroOutside(Tensor w, boolean[][] mask) {
+        int b = BlockSparseWeight.BLOCK;
+        long cols = w.dim(1);
+        for (int r = 0; r < mask.length; r++)
+            for (int c = 0; c < mask[r].length; c++)
+                if (!mask[r][c])
+                    for (long i = (long) r * b; i < (long) (r + 1) * b; i++)
+                        w.data().asSlice((i * cols + (long) c * b) * 4, b * 4L).fill((byte) 0);
+    }
+
+    /**
+     * Packs every block-pruned weight for this backend, both ways (forward and input gradient),
+     * memory category weights. The weights must stay frozen: the packs are not refreshed.
+     */
+    public synchronized void packBlockSparse(Backend be) {
+        if (blockMasks == null) throw new IllegalStateException("the model has no block masks");
+        if (be.name().equals(sparseFor)) return;
+        BlockSparseWeight[][][] p = new BlockSparseWeight[config.layers()][4][];
+        for (int l = 0; l < config.layers(); l++)
+            for (int slot = 0; slot < 4; slot++) {
+                boolean[][] m = blockMasks[l][slot];
+                if (m == null) continue;
+                Tensor w = slotWeight(l, slot);
+                p[l][slot] = new BlockSparseWeight[] {be.packBlockSparse(w, m, false, scope), be.packBlockSparse(w, m, true, scope)};
+            }
+        sparse = p;
+        sparseFor = be.name();
+    }
+
+    /** A slot's block-sparse packs as a frozen weight (packed on first use), or null when the slot is dense. */
+    FrozenWeight.BlockSparse frozenSparse(Backend be, int layer, int slot) {
+        if (blockMasks == null || blockMasks[layer][slot] == null) return null;
+        if (!be.name().equals(sparseFor)) packBlockSparse(be);
+        BlockSparseWeight[] s = sparse[layer][slot];
+        return new FrozenWeight.BlockSparse(s[0], s[1]);
+    }
+
+    private static final String[] QKV_NAMES = {"query", "key", "value"};
+
+    /**
+     * The block masks under the standard weight names (query, key and value each get their rows of
+     * the fused mask); empty without block masks.
+     */
+    public Map<String, boolean[][]> blockMasksByName() {
+        Map<String, boolean[][]> out = new LinkedHashMap<>();
+        for (int l = 0; blockMasks != null && l < config.layers(); l++)
+            for (int slot = 0; slot < 4; slot++) {
+                boolean[][] m = blockMasks[l][slot];
+                if (m == null) continue;
+                if (slot == QKV) {
+                    int rows = m.length / 3;
+                    for (int i = 0; i < 3; i++)
+                        out.put("encoder.layer." + l + ".attention.self." + QKV_NAMES[i] + ".weight",
+                                java.util.Arrays.copyOfRange(m, i * rows, (i + 1) * rows));
+                } else {
+                    out.put(slotName(l, slot) + ".weight", m);
+                }
+            }
+        return out;
+    }
+
+    /** {@link #setBlockMasks} from masks under the standard weight names (a q/k/v weight left out is dense: all its blocks kept). */
+    public void setBlockMasksByName(Map<String, boolean[][]> masks) {
+        boolean[][][][] m = new boolean[config.layers()][4][][];
+        Map<String, boolean[][]> left = new LinkedHashMap<>(masks);
+        int b = BlockSparseWeight.BLOCK;
+        for (int l = 0; l < config.layers(); l++) {
+            boolean any = false;
+            boolean[][][] qkv = new boolean[3][][];
+            for (int i = 0; i < 3; i++) {
+                qkv[i] = left.remove("encoder.layer." + l + ".attention.self." + QKV_NAMES[i] + ".weight");
+                any |= qkv[i] != null;
+            }
+            if (any) {
+                int rows = config.attentionWidth(l) / b, cols = config.hidden() / b;
+                boolean[][] fused = new boolean[3 * rows][];
+                for (int i = 0; i < 3; i++)
+                    for (int r = 0; r < rows; r++) {
+                        if (qkv[i] != null && qkv[i].length != rows)
+                            throw new IllegalArgumentException("block mask of layer " + l + " " + QKV_NAMES[i] + " has " + qkv[i].length
+                                    + " block-rows, the weight has " + rows);
+                        boolean[] all = new boolean[cols];
+                        java.util.Arrays.fill(all, true);
+                        fused[i * rows + r] = qkv[i] != null ? qkv[i][r] : all;
+                    }
+                m[l][QKV] = fused;
+            }
+            for (int slot = 1; slot < 4; slot++) m[l][slot] = left.remove(slotName(l, slot) + ".weight");
+        }
+        if (!left.isEmpty()) throw new IllegalArgumentException("block masks for weights the model does not have: " + left.keySet());
+        setBlockMasks(m);
+    }
+
+    /** Kept fraction of the block-pruned slots' blocks (1 without block masks). */
+    public double blockDensity() {
+        if (blockMasks == null) return 1;
+        long kept = 0, all = 0;
+        for (boolean[][][] layer : blockMasks)
+            for (boolean[][] m : layer)
+                if (m != null) for (boolean[] row : m) for (boolean k : row) {
+                    all++;
+                    if (k) kept++;
+                }
+        return all == 0 ? 1 : kept / (double) all;
+    }
+
     /** y = x W^T + bias, with the slot's LoRA adapter when it has one; returns x A^T then (else null). */
     Tensor linear(Backend be, StepArena arena, Tensor y, Tensor x, int layer, int slot, Tensor w, Tensor bias) {
         Adapter ad = adapter(layer, slot);
+        FrozenWeight.BlockSparse sparse = frozenSparse(be, layer, slot);
+        if (sparse != null) { // an unmerged adapter counts only inside the kept blocks, as merged
+            if (ad != null) sparse.maskedForward(be, arena, y, x, bias, ad);
+            else sparse.forward(be, arena, y, x, bias, null, 0f, null);
+            return null;
+        }
         if (ad != null) {
             Tensor u = arena.allocate(DType.F32, x.numel() / x.dim(-1), ad.a().dim(0));
             be.loraForward(y, u, x, w, bias, ad.a(), ad.b(), ad.scale());

@@ -54,6 +54,23 @@ public final class BertTraining implements AutoCloseable {
     public void setMaskGradientListener(MaskGradientListener listener) {
         this.maskGradients = listener;
     }
+
+    /**
+     * Sees, after each linear slot's backward, what weight scores need: the slot's weight w
+     * (the fused [3A, C] one for QKV), its output gradient dy and input x (so dL/dW = dy^T x can be
+     * formed one slot at a time, never kept), and its adapter with this step's adapter gradients
+     * (null without one). Valid only during the call.
+     */
+    public interface WeightGradientListener {
+        void linear(Backend be, int layer, int slot, Tensor w, Tensor dy, Tensor x, BertModel.Adapter adapter, Tensor dA, Tensor dB);
+    }
+
+    private WeightGradientListener weightGradients;
+
+    /** Calls the listener after every linear slot's backward (null: stop). */
+    public void setWeightGradientListener(WeightGradientListener listener) {
+        this.weightGradients = listener;
+    }
     private Saved saved;
 
     /** Dropout sites: the embeddings, then per layer 16 sites from 1 + 16 l (see {@link #site}). */
@@ -215,19 +232,24 @@ public final class BertTraining implements AutoCloseable {
     /** y = x W^T + bias (+ LoRA, its x A^T allocated from arena and returned; else null). */
     private Tensor linearForward(Backend be, StepArena arena, Tensor y, Tensor x, int l, int slot, Tensor w, Tensor bias) {
         BertModel.Adapter ad = model.adapter(l, slot);
-        dev.topa.backend.Bf16Weight[] half = frozenBf16(l, slot);
+        FrozenWeight frozen = frozen(be, l, slot);
         if (ad == null) {
-            if (half != null) be.gemmBf16(1f, x, half[0], 0f, y, bias);
+            if (frozen != null) frozen.forward(be, scratch, y, x, bias, null, 0f, null);
             else be.linearForward(y, x, w, bias);
             return null;
         }
-        Tensor u = arena.allocate(DType.F32, x.numel() / x.dim(-1), ad.a().dim(0));
         Dropout d = dropout(model.loraDropout(), site(l, SITE_LORA + slot));
+        if (frozen instanceof FrozenWeight.BlockSparse sparse) { // adapter masked like the weight; backward recomputes its products
+            if (d.active()) throw new IllegalStateException("LoRA dropout on block-sparse weights is not supported (use --lora-dropout 0)");
+            sparse.maskedForward(be, scratch, y, x, bias, ad);
+            return null;
+        }
+        Tensor u = arena.allocate(DType.F32, x.numel() / x.dim(-1), ad.a().dim(0));
         Tensor xLora = x;
         if (d.active()) be.dropout(xLora = scratch.allocate(DType.F32, x.shape()), x, d, false);
-        if (half != null) { // base product in bf16, the rank-r update in fp32 on top
+        if (frozen != null) { // base product from the packed form, the rank-r update fused on top
             be.gemm(false, true, 1f, xLora, ad.a(), 0f, u, null);
-            be.gemmBf16(1f, x, half[0], 0f, y, bias, u, ad.scale(), true, ad.b());
+            frozen.forward(be, scratch, y, x, bias, u, ad.scale(), ad.b());
         } else {
             be.loraForward(y, u, x, xLora, w, bias, ad.a(), ad.b(), ad.scale());
         }
@@ -347,13 +369,22 @@ public final class BertTraining implements AutoCloseable {
         linearBackward(be, l, BertModel.QKV, dIn, true, qkvWeightGrad[l], qkvBiasGrad[l], dQkv, sv.in(), sv.u(), model.qkvWeight(l));
     }
 
-    /** The bf16 packs of a slot's weight when the model has them and the weight is frozen here, else null. */
-    private dev.topa.backend.Bf16Weight[] frozenBf16(int l, int slot) {
-        dev.topa.backend.Bf16Weight[] half = model.bf16(l, slot);
-        if (half == null) return null;
+    /**
+     * A slot's weight in packed form when it is frozen here and the model has one (block-sparse
+     * before bf16), else null: the dense fp32 path.
+     */
+    private FrozenWeight frozen(Backend be, int l, int slot) {
         String n = BertModel.slotName(l, slot);
         boolean trained = slot == BertModel.QKV ? qkvWeightGrad[l] != null : grads.containsKey(n + ".weight");
-        return trained ? null : half;
+        if (trained) {
+            if (model.blockMask(l, slot) != null)
+                throw new IllegalStateException(n + " is block-sparse: it trains frozen (adapters on top), not by full fine-tuning");
+            return null;
+        }
+        FrozenWeight sparse = model.frozenSparse(be, l, slot);
+        if (sparse != null) return sparse;
+        dev.topa.backend.Bf16Weight[] half = model.bf16(l, slot);
+        return half == null ? null : new FrozenWeight.Bf16(half[0], half[1]);
     }
 
     /** The gradient before a dropout site from the one after it (dy itself when the site is off). */
@@ -373,30 +404,33 @@ public final class BertTraining implements AutoCloseable {
     private void linearBackward(Backend be, int l, int slot, Tensor dx, boolean accumulate, Tensor dw, Tensor dbias, Tensor dy,
             Tensor x, Tensor[] u, Tensor w) {
         BertModel.Adapter ad = model.adapter(l, slot);
-        dev.topa.backend.Bf16Weight[] half = dw == null ? frozenBf16(l, slot) : null;
+        FrozenWeight frozen = dw == null ? frozen(be, l, slot) : null;
         if (ad == null) {
             if (dw != null) be.gemm(true, false, 1f, dy, x, 1f, dw, null);
             if (dbias != null) be.biasBackward(dbias, dy);
-            if (half != null) be.gemmBf16(1f, dy, half[1], accumulate ? 1f : 0f, dx, null);
+            if (frozen != null) frozen.inputGradient(be, dx, dy, accumulate, null, 0f, null);
             else be.gemm(false, false, 1f, dy, w, accumulate ? 1f : 0f, dx, null);
+            if (weightGradients != null) weightGradients.linear(be, l, slot, w, dy, x, null, null, null);
             return;
         }
         String n = BertModel.slotName(l, slot);
         Tensor dA = grads.get(n + ".lora_A"), dB = grads.get(n + ".lora_B");
-        long m = u[slot].dim(0), r = u[slot].dim(1);
-        Tensor g = scratch.allocate(DType.F32, m, r);
         Dropout d = dropout(model.loraDropout(), site(l, SITE_LORA + slot));
-        if (half != null) { // frozen base in bf16: dX = dY W there, the adapter's share in fp32
+        Tensor g = frozen instanceof FrozenWeight.BlockSparse ? null : scratch.allocate(DType.F32, u[slot].dim(0), u[slot].dim(1));
+        if (frozen instanceof FrozenWeight.BlockSparse sparse) {
+            sparse.maskedBackward(be, scratch, dx, accumulate, dy, x, ad, dA, dB);
+            if (dbias != null) be.biasBackward(dbias, dy);
+        } else if (frozen != null) { // frozen base in packed form: dX = dY W there, the adapter's share fused or through the mask
             Tensor xLora = x;
             if (d.active()) be.dropout(xLora = scratch.allocate(DType.F32, x.shape()), x, d, false);
             be.gemm(false, false, 1f, dy, ad.b(), 0f, g, null);
             if (d.active()) {
-                be.gemmBf16(1f, dy, half[1], accumulate ? 1f : 0f, dx, null);
+                frozen.inputGradient(be, dx, dy, accumulate, null, 0f, null);
                 Tensor dxLora = scratch.allocate(DType.F32, dx.shape());
                 be.gemm(false, false, ad.scale(), g, ad.a(), 0f, dxLora, null);
                 be.dropout(dx, dxLora, d, true);
             } else {
-                be.gemmBf16(1f, dy, half[1], accumulate ? 1f : 0f, dx, null, g, ad.scale(), false, ad.a());
+                frozen.inputGradient(be, dx, dy, accumulate, g, ad.scale(), ad.a());
             }
             if (dA != null) be.gemm(true, false, ad.scale(), g, xLora, 1f, dA, null);
             if (dB != null) be.gemm(true, false, ad.scale(), dy, u[slot], 1f, dB, null);
@@ -417,6 +451,7 @@ public final class BertTraining implements AutoCloseable {
             if (dw != null) be.gemm(true, false, 1f, dy, x, 1f, dw, null);
         }
         if (ad.blockDiagonal() && dB != null) zeroOffDiagonal(dB, 3);
+        if (weightGradients != null) weightGradients.linear(be, l, slot, w, dy, x, ad, dA, dB);
     }
 
     /** Keeps a block-diagonal B block-diagonal: its off-diagonal gradient blocks are not parameters. */

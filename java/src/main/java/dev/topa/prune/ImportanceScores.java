@@ -10,7 +10,8 @@ import dev.topa.tensor.Tensor;
  * of |dL/dm| (the paper's head score), and Fisher, the sum over examples of (dL/dm)^2.
  */
 public final class ImportanceScores implements BertTraining.MaskGradientListener {
-    public enum Scorer { TAYLOR, FISHER }
+    /** taylor and fisher score heads, neurons (and, taylor, weight blocks exactly); lora-taylor scores weight blocks from adapter gradients. */
+    public enum Scorer { TAYLOR, FISHER, LORA_TAYLOR }
 
     private final double[][] headTaylor, headFisher, neuronTaylor, neuronFisher;
     private long batches;
@@ -62,12 +63,19 @@ public final class ImportanceScores implements BertTraining.MaskGradientListener
 
     /** Per layer, per head. */
     public double[][] heads(Scorer s) {
+        unitScorer(s);
         return copy(s == Scorer.TAYLOR ? headTaylor : headFisher);
     }
 
     /** Per layer, per FFN neuron. */
     public double[][] neurons(Scorer s) {
+        unitScorer(s);
         return copy(s == Scorer.TAYLOR ? neuronTaylor : neuronFisher);
+    }
+
+    private static void unitScorer(Scorer s) {
+        if (s == Scorer.LORA_TAYLOR)
+            throw new IllegalArgumentException("lora-taylor scores weight blocks (--structure blocks); heads and FFN neurons take taylor or fisher");
     }
 
     /**

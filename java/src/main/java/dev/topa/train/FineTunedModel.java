@@ -42,7 +42,7 @@ public final class FineTunedModel {
             throws IOException {
         Files.createDirectories(dir);
         try (TensorScope merged = new TensorScope("merge", MemoryCategory.WORKSPACE)) {
-            HfBertDirectory.save(model.config(), model.mergedParameters(be, merged), dir);
+            HfBertDirectory.save(model.config(), model.mergedParameters(be, merged), model.blockMasksByName(), dir, merged);
         }
         Safetensors.write(dir.resolve(HEAD), head.parameters(), Map.of("task", task.name()));
         copyAtomically(tokenizer, dir.resolve(TOKENIZER));

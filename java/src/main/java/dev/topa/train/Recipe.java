@@ -78,6 +78,11 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
                 EnumSet.of(LoraConfig.Target.QUERY, LoraConfig.Target.KEY, LoraConfig.Target.VALUE), true, Precision.FP32, 42);
     }
 
+    public Recipe withBasePrecision(Precision p) {
+        return new Recipe(method, epochs, lr, batchSize, maxSeqLen, warmupRatio, weightDecay, maxGradNorm, hiddenDropout,
+                attentionDropout, loraRank, loraAlpha, loraDropout, loraTargets, recomputeProjections, p, seed);
+    }
+
     public LoraConfig loraConfig() {
         return new LoraConfig(loraRank, loraAlpha, loraTargets, loraDropout);
     }

@@ -159,4 +159,51 @@ class FinetuneCliTest {
         boolean[][] none = PruneAdaptCommand.keep(scores, 0.5, 0);
         assertEquals(0, java.util.stream.IntStream.range(0, 3).filter(i -> none[0][i]).count(), "without a floor layer 0 goes entirely");
     }
+
+    @Test
+    void compareTrainsTheFiveMethodsAndTabulatesTheirMeasuredFigures(@TempDir Path dir) throws Exception {
+        Path out = dir.resolve("cmp");
+        String[] c = run("compare", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "1", "--train-limit", "32",
+                "--max-seq-len", "32", "--sweep", "0.3,0.5", "--inference-iterations", "1", "--out", out.toString());
+        assertEquals("0", c[0], c[1] + c[2]);
+        var r = new ObjectMapper().readTree(out.resolve("compare.json").toFile());
+        assertEquals(5, r.get("methods").size());
+        long fullTrainable = r.get("methods").get(0).get("trainable_parameters").asLong();
+        for (var m : r.get("methods")) {
+            assertTrue(m.get("dev").asDouble() > 0 && m.get("training_peak_bytes").asLong() > 0 && m.get("disk_bytes").asLong() > 0, m.toString());
+            assertTrue(m.get("inference_b32_s128_seq_per_s").asDouble() > 0, m.toString());
+        }
+        assertTrue(r.get("methods").get(1).get("trainable_parameters").asLong() < fullTrainable / 10, "LoRA trains a small fraction");
+        assertTrue(r.get("methods").get(4).get("disk_bytes").asLong() < r.get("methods").get(0).get("disk_bytes").asLong(),
+                "the pruned model is smaller on disk than the dense one");
+        assertEquals(2, r.get("sparsity_curve").size());
+        assertEquals(r.get("methods").get(4).get("dev").asDouble(), r.get("sparsity_curve").get(1).get("dev").asDouble(),
+                "the 50% point is the topa row's run, not a second one");
+        assertTrue(java.nio.file.Files.size(out.resolve("sparsity.png")) > 1000);
+        assertTrue(java.nio.file.Files.readString(out.resolve("compare.md")).contains("| LoRA |"));
+    }
+
+    @Test
+    void blockPruningKeepsHalfTheBlocksExportsThemSparseAndTheReloadScoresTheSame(@TempDir Path dir) throws Exception {
+        for (String scorer : new String[] {"taylor", "lora-taylor"}) {
+            Path out = dir.resolve(scorer);
+            String[] pa = run("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--structure", "blocks", "--scorer",
+                    scorer, "--epochs", "1", "--train-limit", "48", "--batch-size", "16", "--max-seq-len", "48", "--score-examples", "32",
+                    "--sparsity", "0.5", "--inference-iterations", "1", "--out", out.toString());
+            assertEquals("0", pa[0], pa[2]);
+            var p = new ObjectMapper().readTree(out.resolve("pruning.json").toFile());
+            assertEquals("blocks", p.get("structure").asText());
+            assertEquals(0.5, p.get("block_density").asDouble(), 0.02, "half of the encoder's parameters go, as 32 x 32 blocks");
+            assertTrue(p.get("encoder_parameters_pruned").asLong() < 0.52 * p.get("encoder_parameters_dense").asLong());
+            assertTrue(java.nio.file.Files.readString(out.resolve("config.json")).contains("topa_block_size"));
+            String[] ev = run("eval", "--model", out.toString(), "--data-dir", TestData.glue().toString());
+            assertEquals("0", ev[0], ev[2]);
+            assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", p.get("best_dev").asDouble())),
+                    scorer + ": the block-sparse export must score what training saw:\n" + ev[1]);
+        }
+        String[] bad = run("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--structure", "heads", "--scorer",
+                "lora-taylor", "--out", dir.resolve("bad").toString());
+        assertEquals("1", bad[0]);
+        assertTrue(bad[2].contains("lora-taylor"), bad[2]);
+    }
 }

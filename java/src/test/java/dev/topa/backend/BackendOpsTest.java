@@ -388,6 +388,58 @@ class BackendOpsTest {
         });
     }
 
+    /**
+     * The adapter masked like the weight: y = x (M o (W + s B A))^T (forward, per-block u) and
+     * dx = dy (M o (W + s B A)) (per-block g), and the factor gradients dB = s (M o G) A^T,
+     * dA^T = s ((M o G)^T B) with G = dy^T x, all against float64 over the dense masked product.
+     */
+    @TestFactory
+    Stream<DynamicTest> blockSparseMaskedLowRank() {
+        double[][] cases = {{37, 64, 96, 0.5, 3}, {100, 96, 64, 0.3, 5}, {13, 32, 32, 1.0, 1}, {70, 128, 160, 0.2, 24}};
+        return Stream.of(cases).flatMap(cs -> {
+            int m = (int) cs[0], out = (int) cs[1], in = (int) cs[2], r = (int) cs[4];
+            double density = cs[3];
+            String name = "blockSparse masked LoRA M=" + m + " " + out + "x" + in + " r " + r + " density " + density;
+            return onEveryBackend(name, (be, s, rnd) -> {
+                boolean[][] mask = new boolean[out / 32][in / 32];
+                for (int i = 0; i < mask.length; i++) for (int j = 0; j < mask[i].length; j++) mask[i][j] = rnd.nextDouble() < density;
+                Tensor w = f32(s, random(rnd, out * in), out, in), a = f32(s, random(rnd, r * in), r, in);
+                Tensor b = f32(s, random(rnd, out * r), out, r), bt = f32(s, transpose(asDouble(b), out, r), r, out);
+                float sc = 1.5f;
+                double[] delta = Reference.gemm(false, false, out, in, r, sc, asDouble(b), asDouble(a), 0, null, null);
+                double[] eff = Reference.add(asDouble(w), delta);
+                for (int i = 0; i < eff.length; i++) if (!mask[i / in / 32][i % in / 32]) eff[i] = 0;
+                var fwd = be.packBlockSparse(w, mask, false, s);
+                var bwd = be.packBlockSparse(w, mask, true, s);
+                Tensor x = f32(s, random(rnd, m * in), m, in), u = poisoned(s, m, in / 32 * r), y = poisoned(s, m, out);
+                be.blockLowRank(u, x, a);
+                be.blockSparseLinear(y, x, fwd, null, 0f, u, bt, sc, true);
+                assertClose(name + " forward", Reference.gemm(false, true, m, out, in, 1, asDouble(x), eff, 0, null, null), y, GEMM_BOUND);
+                Tensor dy = f32(s, random(rnd, m * out), m, out), g = poisoned(s, m, out / 32 * r), dx = poisoned(s, m, in);
+                be.blockLowRank(g, dy, bt);
+                be.blockSparseLinear(dx, dy, bwd, null, 0f, g, a, sc, true);
+                assertClose(name + " input gradient", Reference.gemm(false, false, m, in, out, 1, asDouble(dy), eff, 0, null, null), dx,
+                        GEMM_BOUND);
+                double[] grad = Reference.gemm(true, false, out, in, m, 1, asDouble(dy), asDouble(x), 0, null, null); // G = dy^T x
+                for (int i = 0; i < grad.length; i++) if (!mask[i / in / 32][i % in / 32]) grad[i] = 0;
+                double[] d0 = random(rnd, out * r);
+                Tensor dB = f32(s, d0, out, r);
+                be.blockLowRankGradient(dB, dy, fwd, u, sc);
+                assertClose(name + " dB", Reference.add(d0, Reference.gemm(false, true, out, r, in, sc, grad, asDouble(a), 0, null, null)), dB,
+                        GEMM_BOUND);
+                Tensor dAt = f32(s, new double[in * r], in, r);
+                be.blockLowRankGradient(dAt, x, bwd, g, sc);
+                assertClose(name + " dA^T", Reference.gemm(true, false, in, r, out, sc, grad, asDouble(b), 0, null, null), dAt, GEMM_BOUND);
+            });
+        });
+    }
+
+    private static double[] transpose(double[] v, int rows, int cols) {
+        double[] t = new double[v.length];
+        for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) t[j * rows + i] = v[i * cols + j];
+        return t;
+    }
+
     /** W's values with everything outside the kept blocks zero: the dense "masked zeros" reference. */
     private static double[] masked(Tensor w, boolean[][] mask) {
         double[] v = asDouble(w);

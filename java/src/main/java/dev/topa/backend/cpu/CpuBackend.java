@@ -34,7 +34,7 @@ public final class CpuBackend extends Backend {
     private final MethodHandle sgemm, sgemmAug, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
             biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward, dropout, groupDot,
             embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
-            mseBackward, adamwStep, sumSquares, bf16PackedSize, bf16Pack, bf16Gemm, bsrPack, bsrLinear;
+            mseBackward, adamwStep, sumSquares, bf16PackedSize, bf16Pack, bf16Gemm, bsrPack, bsrLinear, bsrBlockLowrank, bsrLowrankGrad;
     private final boolean dpbf16;
 
     private CpuBackend(Isa isa) {
@@ -44,7 +44,9 @@ public final class CpuBackend extends Backend {
         dpbf16 = isa == Isa.AVX512 && CpuKernels.hasAvx512Bf16();
         bf16PackedSize = bind("bf16_packed_size", true, FunctionDescriptor.of(L, L, L));
         bsrPack = bind("bsr_pack", false, FunctionDescriptor.ofVoid(A, L, L, A, I, A, A, A));
-        bsrLinear = bind("bsr_linear", false, FunctionDescriptor.of(I, L, L, L, A, L, A, A, A, A, F, A, L, L, A, A, F));
+        bsrLinear = bind("bsr_linear", false, FunctionDescriptor.of(I, L, L, L, A, L, A, A, A, A, F, A, L, L, A, A, F, I));
+        bsrBlockLowrank = bind("bsr_block_lowrank", false, FunctionDescriptor.ofVoid(L, L, L, A, L, A, A));
+        bsrLowrankGrad = bind("bsr_lowrank_grad", false, FunctionDescriptor.ofVoid(L, L, L, L, A, L, A, A, A, F, A));
         bf16Pack = bind("bf16_pack_b", false, FunctionDescriptor.ofVoid(I, L, L, A, L, A));
         bf16Gemm = bind("bf16_gemm_packed", false, FunctionDescriptor.of(I, I, L, L, L, F, A, L, A, F, A, L, A, L, A, F, I, A));
         sgemm = bind("sgemm", false, FunctionDescriptor.of(I, I, I, L, L, L, F, A, L, A, L, F, A, L, A));
@@ -98,6 +100,11 @@ public final class CpuBackend extends Backend {
     @Override
     public String name() {
         return "cpu-" + isa.name().toLowerCase(java.util.Locale.ROOT);
+    }
+
+    @Override
+    public boolean fastBf16() {
+        return dpbf16;
     }
 
     private MethodHandle bind(String op, boolean critical, FunctionDescriptor fd) {
@@ -207,12 +214,32 @@ public final class CpuBackend extends Backend {
 
     @Override
     protected void kBlockSparseLinear(Tensor y, Tensor x, dev.topa.backend.BlockSparseWeight p, Tensor bias, float beta, Tensor u,
-            Tensor lt, float scale) {
+            Tensor lt, float scale, boolean perBlock) {
         try {
             long m = x.numel() / p.k(), r = u == null ? 0 : lt.dim(0);
             int st = (int) bsrLinear.invokeExact(m, p.n(), p.k(), seg(x), p.k(), seg(p.values()), seg(p.rowptr()), seg(p.colidx()),
-                    seg(bias), beta, seg(y), p.n(), r, seg(u), seg(lt), scale);
+                    seg(bias), beta, seg(y), p.n(), r, seg(u), seg(lt), scale, perBlock ? 1 : 0);
             status("blockSparseLinear", st);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kBlockLowRank(Tensor u, Tensor x, Tensor a) {
+        try {
+            long k = a.dim(1);
+            bsrBlockLowrank.invokeExact(x.numel() / k, k, a.dim(0), seg(x), k, seg(a), seg(u));
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kBlockLowRankGradient(Tensor d, Tensor dy, dev.topa.backend.BlockSparseWeight p, Tensor u, long r, float scale) {
+        try {
+            bsrLowrankGrad.invokeExact(dy.numel() / p.n(), p.n(), p.k(), r, seg(dy), p.n(), seg(p.rowptr()), seg(p.colidx()), seg(u), scale,
+                    seg(d));
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU kit, run on the device machine in one `run` call (see bench/gpu/README.md): reports the
+# machine, then every CUDA kernel against the CPU backend (CudaOpCheck: fp32 and bf16, poisoned
+# outputs, stated bounds) with each kernel's time and bandwidth. Uses the carried runtime
+# (bench/gpu/kit/jre) when the machine has no JDK >= 22; rebuilds the fatbin with nvcc when the
+# carried one is missing. Logs go to $OUT (or /tmp/topa-gpu); the summary table is printed last.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+out="${OUT:-/tmp/topa-gpu}"
+mkdir -p "$out"
+kit="$root/bench/gpu/kit"
+{
+    echo "date: $(date -u +%FT%TZ)"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+    command -v nvcc >/dev/null && nvcc --version | tail -2 | sed 's/^/nvcc: /' || echo "nvcc: absent"
+} | tee "$out/machine.txt"
+java="$kit/jre/bin/java"
+if [ ! -x "$java" ]; then # no carried runtime: a JDK >= 22 on this machine, found as ./topa finds one
+    source "$root/scripts/find-jdk.sh"
+    jdk="$(topa_find_jdk 2>/dev/null)" || { echo "run.sh: no carried runtime (bench/gpu/kit/jre) and no JDK >= 22 here" >&2; exit 3; }
+    java="$jdk/bin/java"
+fi
+echo "java: $("$java" -version 2>&1 | head -1)" | tee -a "$out/machine.txt"
+jar="$kit/topa.jar"
+[ -f "$jar" ] || { echo "run.sh: $jar missing: run bench/gpu/build-kit.sh before the call and carry bench/gpu/kit" >&2; exit 3; }
+props=()
+if ! unzip -l "$jar" 2>/dev/null | grep -q topa_kernels.fatbin; then
+    echo "run.sh: building the fatbin here" | tee -a "$out/machine.txt"
+    nvcc -std=c++17 -O3 -fatbin -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
+        -o "$out/topa_kernels.fatbin" "$root/cuda-kernels/kernels.cu" > "$out/nvcc.log" 2>&1 || { cat "$out/nvcc.log"; exit 4; }
+    props+=("-Dtopa.cuda.fatbin=$out/topa_kernels.fatbin")
+fi
+"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.CudaOpCheck > "$out/ops.log" 2>&1
+rc=$?
+grep -E "rel_error|cuda_" "$out/ops.log" | head -60
+echo "---- summary (card: $(head -2 "$out/machine.txt" | tail -1)) ----"
+sed -n '/^op | dtype/,$p' "$out/ops.log"
+[ $rc -eq 0 ] || tail -30 "$out/ops.log"
+exit $rc

@@ -1,0 +1,8 @@
+// The one translation unit the fatbin is built from (nvcc -fatbin takes one source): every op
+// family's file, each self-contained.
+#include "attention.cu"
+#include "embedding.cu"
+#include "gelu.cu"
+#include "layernorm.cu"
+#include "loss.cu"
+#include "softmax.cu"

@@ -1,0 +1,20 @@
+// Cross-entropy forward: loss[row] = logsumexp(logits[row]) - logits[row, label[row]], fp32;
+// a label outside [0, classes) gives NaN (the host validates labels; this is the last line). One
+// warp per row: GLUE heads have 2-3 classes.
+#include "common.cuh"
+
+extern "C" __global__ void cross_entropy_forward_f32(float *loss, const float *logits, const int32_t *labels, int rows, int classes) {
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const float *z = logits + (int64_t)row * classes;
+    float m = -INFINITY;
+    for (int c = lane; c < classes; c += 32) m = fmaxf(m, z[c]);
+    m = warpMax(m);
+    float s = 0.0f;
+    for (int c = lane; c < classes; c += 32) s += __expf(z[c] - m);
+    s = warpSum(s);
+    if (lane == 0) {
+        int y = labels[row];
+        loss[row] = y >= 0 && y < classes ? m + __logf(s) - z[y] : NAN;
+    }
+}

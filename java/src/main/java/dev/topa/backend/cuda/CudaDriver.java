@@ -1,0 +1,286 @@
+package dev.topa.backend.cuda;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SymbolLookup;
+import java.lang.invoke.MethodHandle;
+import java.util.Optional;
+
+/**
+ * The CUDA driver API (libcuda.so.1, what the NVIDIA driver installs) through FFM: init, devices,
+ * the primary context, memory, copies, streams, events, modules and launches. Every call's
+ * status is checked and a failure throws {@link CudaException} naming the call and the driver's
+ * error name and text. Handles (contexts, streams, modules, functions, events) and device
+ * pointers are carried as longs. No CUDA toolkit is needed at run time: kernels come as a fatbin
+ * built with the project.
+ */
+public final class CudaDriver {
+    private static final Linker LINKER = Linker.nativeLinker();
+    private static volatile Object loaded; // CudaDriver or the String reason it is unavailable
+
+    private final MethodHandle cuInit, cuDriverGetVersion, cuDeviceGetCount, cuDeviceGet, cuDeviceGetName, cuDeviceTotalMem,
+            cuDeviceGetAttribute, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemcpyHtoD,
+            cuMemcpyDtoH, cuMemcpyDtoD, cuMemsetD32, cuStreamCreate, cuStreamSynchronize, cuEventCreate, cuEventRecord,
+            cuEventSynchronize, cuEventElapsedTime, cuModuleLoadData, cuModuleGetFunction, cuLaunchKernel, cuGetErrorName,
+            cuGetErrorString, cuMemGetInfo;
+
+    private CudaDriver(SymbolLookup lib) {
+        cuInit = bind(lib, "cuInit", JAVA_INT);
+        cuDriverGetVersion = bind(lib, "cuDriverGetVersion", ADDRESS);
+        cuDeviceGetCount = bind(lib, "cuDeviceGetCount", ADDRESS);
+        cuDeviceGet = bind(lib, "cuDeviceGet", ADDRESS, JAVA_INT);
+        cuDeviceGetName = bind(lib, "cuDeviceGetName", ADDRESS, JAVA_INT, JAVA_INT);
+        cuDeviceTotalMem = bind(lib, "cuDeviceTotalMem_v2", ADDRESS, JAVA_INT);
+        cuDeviceGetAttribute = bind(lib, "cuDeviceGetAttribute", ADDRESS, JAVA_INT, JAVA_INT);
+        cuDevicePrimaryCtxRetain = bind(lib, "cuDevicePrimaryCtxRetain", ADDRESS, JAVA_INT);
+        cuCtxSetCurrent = bind(lib, "cuCtxSetCurrent", ADDRESS);
+        cuCtxSynchronize = bind(lib, "cuCtxSynchronize");
+        cuMemAlloc = bind(lib, "cuMemAlloc_v2", ADDRESS, JAVA_LONG);
+        cuMemFree = bind(lib, "cuMemFree_v2", JAVA_LONG);
+        cuMemGetInfo = bind(lib, "cuMemGetInfo_v2", ADDRESS, ADDRESS);
+        cuMemcpyHtoD = bind(lib, "cuMemcpyHtoDAsync_v2", JAVA_LONG, ADDRESS, JAVA_LONG, ADDRESS);
+        cuMemcpyDtoH = bind(lib, "cuMemcpyDtoHAsync_v2", ADDRESS, JAVA_LONG, JAVA_LONG, ADDRESS);
+        cuMemcpyDtoD = bind(lib, "cuMemcpyDtoDAsync_v2", JAVA_LONG, JAVA_LONG, JAVA_LONG, ADDRESS);
+        cuMemsetD32 = bind(lib, "cuMemsetD32Async", JAVA_LONG, JAVA_INT, JAVA_LONG, ADDRESS);
+        cuStreamCreate = bind(lib, "cuStreamCreate", ADDRESS, JAVA_INT);
+        cuStreamSynchronize = bind(lib, "cuStreamSynchronize", ADDRESS);
+        cuEventCreate = bind(lib, "cuEventCreate", ADDRESS, JAVA_INT);
+        cuEventRecord = bind(lib, "cuEventRecord", ADDRESS, ADDRESS);
+        cuEventSynchronize = bind(lib, "cuEventSynchronize", ADDRESS);
+        cuEventElapsedTime = bind(lib, "cuEventElapsedTime", ADDRESS, ADDRESS, ADDRESS);
+        cuModuleLoadData = bind(lib, "cuModuleLoadData", ADDRESS, ADDRESS);
+        cuModuleGetFunction = bind(lib, "cuModuleGetFunction", ADDRESS, ADDRESS, ADDRESS);
+        cuLaunchKernel = bind(lib, "cuLaunchKernel", ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
+                ADDRESS, ADDRESS, ADDRESS);
+        cuGetErrorName = bind(lib, "cuGetErrorName", JAVA_INT, ADDRESS);
+        cuGetErrorString = bind(lib, "cuGetErrorString", JAVA_INT, ADDRESS);
+    }
+
+    private static MethodHandle bind(SymbolLookup lib, String name, java.lang.foreign.MemoryLayout... args) {
+        MemorySegment f = lib.find(name).orElseThrow(() -> new CudaException("libcuda.so.1 has no symbol " + name + " (driver too old?)"));
+        return LINKER.downcallHandle(f, FunctionDescriptor.of(JAVA_INT, args));
+    }
+
+    /**
+     * The driver, initialised (cuInit) once per process, or empty when this machine has none; then
+     * {@link #unavailableReason()} says why.
+     */
+    public static synchronized Optional<CudaDriver> get() {
+        if (loaded == null) {
+            try {
+                CudaDriver d = new CudaDriver(SymbolLookup.libraryLookup("libcuda.so.1", Arena.global()));
+                d.check(d.call(d.cuInit, 0), "cuInit");
+                int[] n = {0};
+                try (Arena a = Arena.ofConfined()) {
+                    MemorySegment out = a.allocate(JAVA_INT);
+                    d.check(d.call(d.cuDeviceGetCount, out), "cuDeviceGetCount");
+                    n[0] = out.get(JAVA_INT, 0);
+                }
+                loaded = n[0] > 0 ? d : "the CUDA driver reports no device";
+            } catch (IllegalArgumentException e) { // libraryLookup: no such library
+                loaded = "no NVIDIA driver here (libcuda.so.1 not found)";
+            } catch (CudaException e) {
+                loaded = e.getMessage();
+            }
+        }
+        return loaded instanceof CudaDriver d ? Optional.of(d) : Optional.empty();
+    }
+
+    /** Why {@link #get()} is empty (null when a driver is there). */
+    public static String unavailableReason() {
+        get();
+        return loaded instanceof String s ? s : null;
+    }
+
+    private int call(MethodHandle h, Object... args) {
+        try {
+            return (int) h.invokeWithArguments(args);
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** Throws unless status is CUDA_SUCCESS, naming the call and the driver's error name and text. */
+    void check(int status, String callName) {
+        if (status == 0) return;
+        String name = "CUDA error " + status, text = "";
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment p = a.allocate(ADDRESS);
+            if (call(cuGetErrorName, status, p) == 0) name = p.get(ADDRESS, 0).reinterpret(256).getString(0);
+            if (call(cuGetErrorString, status, p) == 0) text = p.get(ADDRESS, 0).reinterpret(1024).getString(0);
+        }
+        throw new CudaException(callName + " failed: " + name + (text.isEmpty() ? "" : " (" + text + ")"), status);
+    }
+
+    private long outLong(MethodHandle h, String name, Object... args) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment out = a.allocate(JAVA_LONG);
+            Object[] all = new Object[args.length + 1];
+            all[0] = out;
+            System.arraycopy(args, 0, all, 1, args.length);
+            check(call(h, all), name);
+            return out.get(JAVA_LONG, 0);
+        }
+    }
+
+    private int outInt(MethodHandle h, String name, Object... args) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment out = a.allocate(JAVA_LONG);
+            Object[] all = new Object[args.length + 1];
+            all[0] = out;
+            System.arraycopy(args, 0, all, 1, args.length);
+            check(call(h, all), name);
+            return out.get(JAVA_INT, 0);
+        }
+    }
+
+    public int driverVersion() {
+        return outInt(cuDriverGetVersion, "cuDriverGetVersion");
+    }
+
+    public int device(int ordinal) {
+        return outInt(cuDeviceGet, "cuDeviceGet", ordinal);
+    }
+
+    public String deviceName(int device) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment buf = a.allocate(256);
+            check(call(cuDeviceGetName, buf, 256, device), "cuDeviceGetName");
+            return buf.getString(0);
+        }
+    }
+
+    public long totalMemory(int device) {
+        return outLong(cuDeviceTotalMem, "cuDeviceTotalMem_v2", device);
+    }
+
+    /** CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR (75) and _MINOR (76) as major * 10 + minor. */
+    public int computeCapability(int device) {
+        return outInt(cuDeviceGetAttribute, "cuDeviceGetAttribute", 75, device) * 10
+                + outInt(cuDeviceGetAttribute, "cuDeviceGetAttribute", 76, device);
+    }
+
+    /** Retains the device's primary context and makes it current on this thread. */
+    public long useDevice(int device) {
+        long ctx = outLong(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", device);
+        check(call(cuCtxSetCurrent, MemorySegment.ofAddress(ctx)), "cuCtxSetCurrent");
+        return ctx;
+    }
+
+    /** Makes a context current on the calling thread (contexts are per thread in the driver API). */
+    public void setCurrent(long ctx) {
+        check(call(cuCtxSetCurrent, MemorySegment.ofAddress(ctx)), "cuCtxSetCurrent");
+    }
+
+    public void synchronize() {
+        check(call(cuCtxSynchronize), "cuCtxSynchronize");
+    }
+
+    /** {free, total} device bytes. */
+    public long[] memoryInfo() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment free = a.allocate(JAVA_LONG), total = a.allocate(JAVA_LONG);
+            check(call(cuMemGetInfo, free, total), "cuMemGetInfo_v2");
+            return new long[] {free.get(JAVA_LONG, 0), total.get(JAVA_LONG, 0)};
+        }
+    }
+
+    public long malloc(long bytes) {
+        return outLong(cuMemAlloc, "cuMemAlloc_v2(" + bytes + " bytes)", bytes);
+    }
+
+    public void free(long ptr) {
+        check(call(cuMemFree, ptr), "cuMemFree_v2");
+    }
+
+    public void copyToDevice(long dst, MemorySegment src, long bytes, long stream) {
+        check(call(cuMemcpyHtoD, dst, src, bytes, MemorySegment.ofAddress(stream)), "cuMemcpyHtoDAsync_v2");
+    }
+
+    public void copyToHost(MemorySegment dst, long src, long bytes, long stream) {
+        check(call(cuMemcpyDtoH, dst, src, bytes, MemorySegment.ofAddress(stream)), "cuMemcpyDtoHAsync_v2");
+    }
+
+    public void copyOnDevice(long dst, long src, long bytes, long stream) {
+        check(call(cuMemcpyDtoD, dst, src, bytes, MemorySegment.ofAddress(stream)), "cuMemcpyDtoDAsync_v2");
+    }
+
+    /** Fills count 32-bit words (e.g. a NaN bit pattern to poison an output). */
+    public void fill32(long dst, int value, long count, long stream) {
+        check(call(cuMemsetD32, dst, value, count, MemorySegment.ofAddress(stream)), "cuMemsetD32Async");
+    }
+
+    public long streamCreate() {
+        return outLong(cuStreamCreate, "cuStreamCreate", 0);
+    }
+
+    public void streamSynchronize(long stream) {
+        check(call(cuStreamSynchronize, MemorySegment.ofAddress(stream)), "cuStreamSynchronize");
+    }
+
+    public long eventCreate() {
+        return outLong(cuEventCreate, "cuEventCreate", 0);
+    }
+
+    public void eventRecord(long event, long stream) {
+        check(call(cuEventRecord, MemorySegment.ofAddress(event), MemorySegment.ofAddress(stream)), "cuEventRecord");
+    }
+
+    /** Milliseconds between two recorded events (waits for the second). */
+    public float elapsedMs(long start, long end) {
+        check(call(cuEventSynchronize, MemorySegment.ofAddress(end)), "cuEventSynchronize");
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment ms = a.allocate(JAVA_FLOAT);
+            check(call(cuEventElapsedTime, ms, MemorySegment.ofAddress(start), MemorySegment.ofAddress(end)), "cuEventElapsedTime");
+            return ms.get(JAVA_FLOAT, 0);
+        }
+    }
+
+    /** Loads a module from an image in memory (a fatbin, cubin or PTX). */
+    public long loadModule(byte[] image) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment img = a.allocate(image.length + 1L);
+            MemorySegment.copy(image, 0, img, java.lang.foreign.ValueLayout.JAVA_BYTE, 0, image.length);
+            return outLong(cuModuleLoadData, "cuModuleLoadData", img);
+        }
+    }
+
+    public long function(long module, String name) {
+        try (Arena a = Arena.ofConfined()) {
+            return outLong(cuModuleGetFunction, "cuModuleGetFunction(" + name + ")", MemorySegment.ofAddress(module), a.allocateFrom(name));
+        }
+    }
+
+    /**
+     * Launches a kernel. Arguments, in the kernel's order: Long (a device pointer or an int64), Integer,
+     * Float; null passes a null pointer.
+     */
+    public void launch(long function, String name, int[] grid, int[] block, int sharedBytes, long stream, Object... args) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment params = a.allocate(ADDRESS, Math.max(1, args.length));
+            for (int i = 0; i < args.length; i++) {
+                MemorySegment v;
+                switch (args[i]) {
+                    case null -> (v = a.allocate(JAVA_LONG)).set(JAVA_LONG, 0, 0L);
+                    case Long l -> (v = a.allocate(JAVA_LONG)).set(JAVA_LONG, 0, l);
+                    case Integer n -> (v = a.allocate(JAVA_INT)).set(JAVA_INT, 0, n);
+                    case Float f -> (v = a.allocate(JAVA_FLOAT)).set(JAVA_FLOAT, 0, f);
+                    default -> throw new IllegalArgumentException(name + ": argument " + i + " is a " + args[i].getClass().getSimpleName()
+                            + ", not Long, Integer or Float");
+                }
+                params.setAtIndex(ADDRESS, i, v);
+            }
+            check(call(cuLaunchKernel, MemorySegment.ofAddress(function), grid[0], grid[1], grid[2], block[0], block[1], block[2],
+                    sharedBytes, MemorySegment.ofAddress(stream), params, MemorySegment.NULL), "cuLaunchKernel(" + name + ")");
+        }
+    }
+}

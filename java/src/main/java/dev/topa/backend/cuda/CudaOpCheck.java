@@ -1,0 +1,308 @@
+package dev.topa.backend.cuda;
+
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.tensor.Bf16;
+import dev.topa.tensor.DType;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorScope;
+import java.io.IOException;
+import java.io.InputStream;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.SplittableRandom;
+
+/**
+ * The GPU kit's kernel check (bench/gpu/run.sh): every CUDA kernel of topa_kernels.fatbin against
+ * the CPU backend on fresh random inputs, fp32 and bf16 storage, outputs poisoned with NaN before
+ * each launch, relative error ||gpu - cpu|| / ||cpu|| against a stated bound (fp32 1e-5; bf16: the
+ * CPU sees the same bf16-rounded inputs, bound 1e-2), then the kernels' times (CUDA events, median
+ * of 20 after warm-up) with bytes moved over time. Prints `name: value` lines and a table last;
+ * exits 1 if any check fails, 2 without a GPU (reason printed).
+ */
+public final class CudaOpCheck {
+    private final CudaDriver cu;
+    private final long module, stream;
+    private final CpuBackend cpu = CpuBackend.create();
+    private final SplittableRandom rnd = new SplittableRandom(20261127);
+    private final List<String> table = new ArrayList<>();
+    private boolean failed;
+
+    private CudaOpCheck(CudaDriver cu) throws IOException {
+        this.cu = cu;
+        cu.useDevice(cu.device(0));
+        module = cu.loadModule(fatbin());
+        stream = cu.streamCreate();
+    }
+
+    /** The fatbin packaged beside the CPU library (or -Dtopa.cuda.fatbin=PATH). */
+    static byte[] fatbin() throws IOException {
+        String path = System.getProperty("topa.cuda.fatbin");
+        if (path != null) return java.nio.file.Files.readAllBytes(java.nio.file.Path.of(path));
+        try (InputStream in = CudaOpCheck.class.getResourceAsStream("/native/linux-x86_64/topa_kernels.fatbin")) {
+            if (in == null) throw new IOException("topa_kernels.fatbin is not in this build (it was built without nvcc)");
+            return in.readAllBytes();
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        System.exit(run());
+    }
+
+    /** Runs every check; 0 when all match, 1 when one does not, 2 without a GPU. */
+    public static int run() throws IOException {
+        var driver = CudaDriver.get();
+        if (driver.isEmpty()) {
+            System.out.println("cuda_available: false (" + CudaDriver.unavailableReason() + ")");
+            return 2;
+        }
+        CudaDriver cu = driver.get();
+        int dev = cu.device(0);
+        System.out.printf(Locale.ROOT, "gpu: %s, sm_%d, %.1f GiB, driver %d%n", cu.deviceName(dev), cu.computeCapability(dev),
+                cu.totalMemory(dev) / (double) (1L << 30), cu.driverVersion());
+        CudaOpCheck c = new CudaOpCheck(cu);
+        for (boolean bf16 : new boolean[] {false, true}) {
+            c.layernorm(4096, 768, bf16);
+            c.layernorm(37, 384, bf16);
+            c.gelu(4096, 3072, bf16);
+            c.gelu(13, 1536, bf16);
+            c.softmax(4096, 128, bf16);
+            c.softmax(9, 77, bf16);
+            c.embedding(32, 128, 768, bf16);
+            c.attention(32, 128, 12, 64, bf16);
+            c.attention(3, 77, 12, 32, bf16);
+            c.attention(2, 512, 4, 64, bf16);
+        }
+        c.crossEntropy(4096, 3);
+        System.out.println("op | dtype | shape | rel error | bound | ok | us | GB/s");
+        c.table.forEach(System.out::println);
+        System.out.println("cuda_ops_all_match: " + !c.failed);
+        return c.failed ? 1 : 0;
+    }
+
+    // ------------------------------------------------------------------ ops
+
+    private void layernorm(int rows, int cols, boolean bf16) {
+        try (TensorScope s = scope()) {
+            Tensor x = random(s, bf16, rows, cols), res = random(s, bf16, rows, cols), g = random(s, false, cols), b = random(s, false, cols);
+            Tensor out = s.allocate(DType.F32, rows, cols), mean = s.allocate(DType.F32, rows), rstd = s.allocate(DType.F32, rows);
+            cpu.layernormForward(out, mean, rstd, null, x, res, g, b, 1e-12f);
+            try (Dev d = new Dev()) {
+                long dx = d.up(x, bf16), dr = d.up(res, bf16), dg = d.up(g, false), db = d.up(b, false), dout = d.poisoned(rows * (long) cols, bf16);
+                long dm = d.poisoned(rows, false), ds = d.poisoned(rows, false);
+                int threads = Math.min(1024, Math.max(32, ((cols + 7) / 8 + 31) / 32 * 32));
+                Runnable k = () -> cu.launch(fn("layernorm_forward", bf16), "layernorm_forward", new int[] {rows, 1, 1}, new int[] {threads, 1, 1},
+                        0, stream, dout, dm, ds, null, dx, dr, dg, db, cols, 1e-12f);
+                double us = time(k);
+                compare("layernorm+residual", bf16, rows + "x" + cols, out, d.down(dout, rows * (long) cols, bf16), bf16 ? 1e-2 : 1e-5, us,
+                        rows * (long) cols * (bf16 ? 6 : 12));
+                compare("layernorm rstd", false, rows + "", rstd, d.down(ds, rows, false), 1e-5, Double.NaN, 0);
+            }
+        }
+    }
+
+    private void gelu(int rows, int cols, boolean bf16) {
+        try (TensorScope s = scope()) {
+            Tensor x = random(s, bf16, rows, cols), b = random(s, false, cols), out = s.allocate(DType.F32, rows, cols);
+            cpu.biasGeluForward(out, x, b);
+            try (Dev d = new Dev()) {
+                long n = rows * (long) cols, dx = d.up(x, bf16), db = d.up(b, false), dout = d.poisoned(n, bf16);
+                int per = bf16 ? 2 : 4, blocks = (int) Math.min(65535, (n / per + 255) / 256);
+                double us = time(() -> cu.launch(fn("bias_gelu_forward", bf16), "bias_gelu_forward", new int[] {blocks, 1, 1},
+                        new int[] {256, 1, 1}, 0, stream, dout, dx, db, (long) rows, cols));
+                compare("bias+gelu", bf16, rows + "x" + cols, out, d.down(dout, n, bf16), bf16 ? 1e-2 : 1e-5, us, n * (bf16 ? 4 : 8));
+            }
+        }
+    }
+
+    private void softmax(int rows, int cols, boolean bf16) {
+        try (TensorScope s = scope()) {
+            Tensor x = random(s, bf16, rows, cols), y = s.allocate(DType.F32, rows, cols);
+            cpu.softmaxForward(y, x);
+            try (Dev d = new Dev()) {
+                long n = rows * (long) cols, dx = d.up(x, bf16), dy = d.poisoned(n, bf16);
+                int threads = Math.max(32, ((cols + 7) / 8 + 31) / 32 * 32);
+                double us = time(() -> cu.launch(fn("softmax_forward", bf16), "softmax_forward", new int[] {rows, 1, 1},
+                        new int[] {threads, 1, 1}, 0, stream, dy, dx, cols));
+                compare("softmax", bf16, rows + "x" + cols, y, d.down(dy, n, bf16), bf16 ? 1e-2 : 1e-5, us, n * (bf16 ? 4 : 8));
+            }
+        }
+    }
+
+    private void embedding(int b, int seq, int c, boolean bf16) {
+        int vocab = 30522, maxPos = 512;
+        try (TensorScope s = scope()) {
+            Tensor word = random(s, false, vocab, c), pos = random(s, false, maxPos, c), type = random(s, false, 2, c);
+            int[] idv = new int[b * seq], tv = new int[b * seq];
+            for (int i = 0; i < idv.length; i++) {
+                idv[i] = rnd.nextInt(vocab);
+                tv[i] = rnd.nextInt(2);
+            }
+            Tensor ids = s.allocate(DType.I32, b, seq).copyFrom(idv), types = s.allocate(DType.I32, b, seq).copyFrom(tv);
+            Tensor out = s.allocate(DType.F32, b, seq, c);
+            cpu.embeddingForward(out, ids, null, types, word, pos, type);
+            try (Dev d = new Dev()) {
+                long n = (long) b * seq * c, dids = d.upRaw(ids), dtypes = d.upRaw(types), dw = d.up(word, false), dp = d.up(pos, false),
+                        dt = d.up(type, false), dout = d.poisoned(n, bf16);
+                double us = time(() -> cu.launch(fn("embedding_forward", bf16), "embedding_forward", new int[] {b * seq, 1, 1},
+                        new int[] {256, 1, 1}, 0, stream, dout, dids, dtypes, dw, dp, dt, seq, c, vocab, 2));
+                compare("embedding", bf16, b + "x" + seq + "x" + c, out, d.down(dout, n, bf16), bf16 ? 1e-2 : 1e-6, us, n * (bf16 ? 14 : 16));
+            }
+        }
+    }
+
+    private void attention(int b, int seq, int heads, int hd, boolean bf16) {
+        int a = heads * hd;
+        try (TensorScope s = scope()) {
+            Tensor qkv = random(s, bf16, b, seq, 3L * a), ctx = s.allocate(DType.F32, b, seq, a);
+            int[] mv = new int[b * seq];
+            for (int i = 0; i < b; i++) {
+                int real = i == 0 ? seq : 1 + rnd.nextInt(seq); // padding in every sequence but the first
+                for (int j = 0; j < seq; j++) mv[i * seq + j] = j < real ? 1 : 0;
+            }
+            Tensor mask = s.allocate(DType.I32, b, seq).copyFrom(mv);
+            float scale = (float) (1 / Math.sqrt(hd));
+            cpu.attentionForward(ctx, null, qkv, mask, heads, scale);
+            try (Dev d = new Dev()) {
+                long n = (long) b * seq * a, dq = d.up(qkv, bf16), dm = d.upRaw(mask), dc = d.poisoned(n, bf16);
+                double us = time(() -> cu.launch(fn("attention_forward", bf16), "attention_forward",
+                        new int[] {(seq + 7) / 8, heads, b}, new int[] {256, 1, 1}, 0, stream, dc, dq, dm, seq, heads, hd, scale));
+                compare("attention (padding mask)", bf16, b + "x" + seq + " " + heads + "x" + hd, ctx, d.down(dc, n, bf16), bf16 ? 1e-2 : 1e-5,
+                        us, n * 4 * (bf16 ? 2 : 4));
+            }
+        }
+    }
+
+    private void crossEntropy(int rows, int classes) {
+        try (TensorScope s = scope()) {
+            Tensor logits = random(s, false, rows, classes), losses = s.allocate(DType.F32, rows);
+            int[] lv = new int[rows];
+            for (int i = 0; i < rows; i++) lv[i] = rnd.nextInt(classes);
+            Tensor labels = s.allocate(DType.I32, rows).copyFrom(lv);
+            cpu.crossEntropyForward(losses, logits, labels);
+            try (Dev d = new Dev()) {
+                long dl = d.up(logits, false), dy = d.upRaw(labels), dout = d.poisoned(rows, false);
+                double us = time(() -> cu.launch(fn("cross_entropy_forward", false), "cross_entropy_forward", new int[] {(rows + 7) / 8, 1, 1},
+                        new int[] {256, 1, 1}, 0, stream, dout, dl, dy, rows, classes));
+                compare("cross-entropy", false, rows + "x" + classes, losses, d.down(dout, rows, false), 1e-5, us, rows * (long) (classes + 2) * 4);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ plumbing
+
+    private final java.util.Map<String, Long> functions = new java.util.HashMap<>();
+
+    private long fn(String op, boolean bf16) {
+        return functions.computeIfAbsent(op + (bf16 ? "_bf16" : "_f32"), n -> cu.function(module, n));
+    }
+
+    private static TensorScope scope() {
+        return new TensorScope("cuda check", MemoryCategory.WORKSPACE);
+    }
+
+    /** Random values in [-1, 1) (rounded to bf16 when the GPU side stores bf16, so both sides see the same inputs). */
+    private Tensor random(TensorScope s, boolean bf16, long... shape) {
+        Tensor t = s.allocate(DType.F32, shape);
+        float[] v = new float[(int) t.numel()];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = (float) (2 * rnd.nextDouble() - 1);
+            if (bf16) v[i] = Bf16.toFloat(Bf16.fromFloat(v[i]));
+        }
+        return t.copyFrom(v);
+    }
+
+    private double time(Runnable launch) {
+        for (int i = 0; i < 3; i++) launch.run();
+        long e0 = cu.eventCreate(), e1 = cu.eventCreate();
+        double[] t = new double[20];
+        for (int i = 0; i < t.length; i++) {
+            cu.eventRecord(e0, stream);
+            launch.run();
+            cu.eventRecord(e1, stream);
+            t[i] = cu.elapsedMs(e0, e1) * 1e3;
+        }
+        java.util.Arrays.sort(t);
+        return t[t.length / 2];
+    }
+
+    private void compare(String op, boolean bf16, String shape, Tensor ref, float[] got, double bound, double us, long bytes) {
+        float[] r = ref.toFloatArray();
+        double num = 0, den = 0;
+        boolean finite = true;
+        for (int i = 0; i < r.length; i++) {
+            if (!Float.isFinite(got[i])) finite = false;
+            num += (got[i] - r[i]) * (double) (got[i] - r[i]);
+            den += r[i] * (double) r[i];
+        }
+        double err = finite ? Math.sqrt(num / Math.max(den, 1e-30)) : Double.NaN;
+        boolean ok = finite && err <= bound;
+        failed |= !ok;
+        String dtype = bf16 ? "bf16" : "f32";
+        System.out.printf(Locale.ROOT, "%s_%s_%s_rel_error: %.3e%n", op.replaceAll("[^a-z0-9]+", "_"), dtype, shape.replace(' ', '_'), err);
+        table.add(String.format(Locale.ROOT, "%s | %s | %s | %.2e | %.0e | %s | %.1f | %.1f", op, dtype, shape, err, bound, ok ? "yes" : "NO",
+                us, bytes / (us * 1e3)));
+    }
+
+    /** Device buffers of one check, freed together. */
+    private final class Dev implements AutoCloseable {
+        private final List<Long> ptrs = new ArrayList<>();
+        private final Arena arena = Arena.ofConfined();
+
+        long alloc(long bytes) {
+            long p = cu.malloc(Math.max(4, (bytes + 3) & ~3L)); // whole words: poisoning fills 32-bit words
+            ptrs.add(p);
+            return p;
+        }
+
+        long up(Tensor t, boolean bf16) {
+            long n = t.numel();
+            MemorySegment host;
+            if (bf16) {
+                host = arena.allocate(2 * n, 4);
+                for (long i = 0; i < n; i++) host.setAtIndex(ValueLayout.JAVA_SHORT, i, Bf16.fromFloat(t.getFloat(i)));
+            } else {
+                host = t.data();
+            }
+            long p = alloc(host.byteSize());
+            cu.copyToDevice(p, host, host.byteSize(), stream);
+            cu.streamSynchronize(stream);
+            return p;
+        }
+
+        long upRaw(Tensor t) {
+            long p = alloc(t.byteSize());
+            cu.copyToDevice(p, t.data(), t.byteSize(), stream);
+            cu.streamSynchronize(stream);
+            return p;
+        }
+
+        /** n elements filled with NaN (fp32 0x7fc00000; bf16 0x7fc0 in both halves of each word). */
+        long poisoned(long n, boolean bf16) {
+            long p = alloc(n * (bf16 ? 2 : 4));
+            cu.fill32(p, bf16 ? 0x7fc07fc0 : 0x7fc00000, (n * (bf16 ? 2 : 4) + 3) / 4, stream);
+            return p;
+        }
+
+        float[] down(long p, long n, boolean bf16) {
+            MemorySegment host = arena.allocate(n * (bf16 ? 2 : 4), 4);
+            cu.copyToHost(host, p, host.byteSize(), stream);
+            cu.streamSynchronize(stream);
+            float[] out = new float[(int) n];
+            for (int i = 0; i < n; i++)
+                out[i] = bf16 ? Bf16.toFloat(host.getAtIndex(ValueLayout.JAVA_SHORT, i)) : host.getAtIndex(ValueLayout.JAVA_FLOAT, i);
+            return out;
+        }
+
+        @Override
+        public void close() {
+            cu.synchronize();
+            ptrs.forEach(cu::free);
+            arena.close();
+        }
+    }
+}

@@ -1,0 +1,103 @@
+package dev.topa.model;
+
+import dev.topa.backend.Backend;
+import dev.topa.backend.Bf16Weight;
+import dev.topa.backend.BlockSparseWeight;
+import dev.topa.tensor.DType;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * A frozen linear weight held in a packed form (bf16, or only its kept 32 x 32 blocks): the two
+ * products training and inference need from it, each with a slot's LoRA term fused in, so the
+ * layer code has one branch for every packed form.
+ */
+sealed interface FrozenWeight {
+    /** y = x W^T + bias (+ scale u B^T when u != null; u = x A^T [m, r], B [out, r]). */
+    void forward(Backend be, TensorAllocator scratch, Tensor y, Tensor x, Tensor bias, Tensor u, float scale, Tensor b);
+
+    /** dx = dy W (+ beta dx when accumulating) (+ scale g A when g != null; g = dy B [m, r], A [r, in]). */
+    void inputGradient(Backend be, Tensor dx, Tensor dy, boolean accumulate, Tensor g, float scale, Tensor a);
+
+    /** bf16 products with fp32 sums: packs {W^T for forward, W for dX}. */
+    record Bf16(Bf16Weight forwardPack, Bf16Weight gradientPack) implements FrozenWeight {
+        @Override
+        public void forward(Backend be, TensorAllocator scratch, Tensor y, Tensor x, Tensor bias, Tensor u, float scale, Tensor b) {
+            if (u == null) be.gemmBf16(1f, x, forwardPack, 0f, y, bias);
+            else be.gemmBf16(1f, x, forwardPack, 0f, y, bias, u, scale, true, b);
+        }
+
+        @Override
+        public void inputGradient(Backend be, Tensor dx, Tensor dy, boolean accumulate, Tensor g, float scale, Tensor a) {
+            if (g == null) be.gemmBf16(1f, dy, gradientPack, accumulate ? 1f : 0f, dx, null);
+            else be.gemmBf16(1f, dy, gradientPack, accumulate ? 1f : 0f, dx, null, g, scale, false, a);
+        }
+    }
+
+    /**
+     * Only the kept blocks, stored and multiplied: packs {W for forward, W^T for dX}. A LoRA update
+     * on such a weight counts only inside the kept blocks (y = x (M o (W + s B A))^T), so merging it
+     * keeps the sparsity and the merged model computes exactly what was trained.
+     */
+    record BlockSparse(BlockSparseWeight forwardPack, BlockSparseWeight gradientPack) implements FrozenWeight {
+        @Override
+        public void forward(Backend be, TensorAllocator scratch, Tensor y, Tensor x, Tensor bias, Tensor u, float scale, Tensor b) {
+            if (u != null) throw new IllegalStateException("block-sparse weights take their adapter through maskedForward");
+            be.blockSparseLinear(y, x, forwardPack, bias, 0f, null, null, 0f);
+        }
+
+        @Override
+        public void inputGradient(Backend be, Tensor dx, Tensor dy, boolean accumulate, Tensor g, float scale, Tensor a) {
+            if (g != null) throw new IllegalStateException("block-sparse weights take their adapter through maskedBackward");
+            be.blockSparseLinear(dx, dy, gradientPack, null, accumulate ? 1f : 0f, null, null, 0f);
+        }
+
+        /** y = x (M o (W + s B A))^T + bias. */
+        void maskedForward(Backend be, TensorAllocator scratch, Tensor y, Tensor x, Tensor bias, BertModel.Adapter ad) {
+            Tensor u = perBlock(be, scratch, x, ad.a());
+            be.blockSparseLinear(y, x, forwardPack, bias, 0f, u, transposed(scratch, ad.b()), ad.scale(), true);
+        }
+
+        /** dx (+)= dy (M o (W + s B A)); dA, dB (when non-null) += the masked update's factor gradients. */
+        void maskedBackward(Backend be, TensorAllocator scratch, Tensor dx, boolean accumulate, Tensor dy, Tensor x, BertModel.Adapter ad,
+                Tensor dA, Tensor dB) {
+            Tensor bt = transposed(scratch, ad.b()); // [r, out]
+            Tensor g = perBlock(be, scratch, dy, bt); // dy B, per 32 outputs
+            be.blockSparseLinear(dx, dy, gradientPack, null, accumulate ? 1f : 0f, g, ad.a(), ad.scale(), true);
+            if (dA != null) { // dA^T [in, r] from the transposed pack, added into dA [r, in]
+                Tensor dat = scratch.allocate(DType.F32, gradientPack.n(), ad.a().dim(0)).fill(0f);
+                be.blockLowRankGradient(dat, x, gradientPack, g, ad.scale());
+                addTransposed(dat, dA);
+            }
+            if (dB != null) be.blockLowRankGradient(dB, dy, forwardPack, perBlock(be, scratch, x, ad.a()), ad.scale());
+        }
+
+        private static Tensor perBlock(Backend be, TensorAllocator scratch, Tensor x, Tensor factor) {
+            Tensor u = scratch.allocate(DType.F32, x.numel() / x.dim(-1), factor.dim(1) / BlockSparseWeight.BLOCK * factor.dim(0));
+            be.blockLowRank(u, x, factor);
+            return u;
+        }
+
+        /** in^T for a small [n, r] factor (r <= 64: not worth a kernel). */
+        private static Tensor transposed(TensorAllocator scratch, Tensor in) {
+            long n = in.dim(0), r = in.dim(1);
+            Tensor out = scratch.allocate(DType.F32, r, n);
+            MemorySegment src = in.data(), dst = out.data();
+            for (long i = 0; i < n; i++)
+                for (long j = 0; j < r; j++) dst.setAtIndex(ValueLayout.JAVA_FLOAT, j * n + i, src.getAtIndex(ValueLayout.JAVA_FLOAT, i * r + j));
+            return out;
+        }
+
+        private static void addTransposed(Tensor t, Tensor into) {
+            long n = t.dim(0), r = t.dim(1);
+            MemorySegment src = t.data(), dst = into.data();
+            for (long i = 0; i < n; i++)
+                for (long j = 0; j < r; j++) {
+                    long o = j * n + i;
+                    dst.setAtIndex(ValueLayout.JAVA_FLOAT, o, dst.getAtIndex(ValueLayout.JAVA_FLOAT, o) + src.getAtIndex(ValueLayout.JAVA_FLOAT, i * r + j));
+                }
+        }
+    }
+}
