@@ -78,6 +78,17 @@ public final class CudaOpCheck {
             c.attention(2, 512, 4, 64, bf16);
         }
         c.crossEntropy(4096, 3);
+        try (CublasLt lt = new CublasLt(cu)) {
+            System.out.println("cublaslt: " + lt.library());
+            for (boolean bf16 : new boolean[] {false, true}) {
+                c.linear(lt, 333, 1024, 768, bf16, CublasLt.Epilogue.BIAS);
+                c.linear(lt, 4096, 3072, 768, bf16, CublasLt.Epilogue.NONE);
+            }
+            c.gemmRate(lt, 8192);
+        } catch (CudaException e) {
+            System.out.println("cublaslt_error: " + e.getMessage());
+            c.failed = true;
+        }
         System.out.println("op | dtype | shape | rel error | bound | ok | us | GB/s");
         c.table.forEach(System.out::println);
         System.out.println("cuda_ops_all_match: " + !c.failed);
@@ -190,6 +201,40 @@ public final class CudaOpCheck {
                         new int[] {256, 1, 1}, 0, stream, dout, dl, dy, rows, classes));
                 compare("cross-entropy", false, rows + "x" + classes, losses, d.down(dout, rows, false), 1e-5, us, rows * (long) (classes + 2) * 4);
             }
+        }
+    }
+
+    /** cuBLASLt's y = x w^T (+ bias) against the CPU backend's linear layer. */
+    private void linear(CublasLt lt, int m, int n, int k, boolean bf16, CublasLt.Epilogue epilogue) {
+        try (TensorScope s = scope()) {
+            Tensor x = random(s, bf16, m, k), w = random(s, bf16, n, k), bias = random(s, false, n), y = s.allocate(DType.F32, m, n);
+            boolean withBias = epilogue != CublasLt.Epilogue.NONE;
+            cpu.linearForward(y, x, w, withBias ? bias : null);
+            try (Dev d = new Dev()) {
+                long dx = d.up(x, bf16), dw = d.up(w, bf16), db = withBias ? d.up(bias, false) : 0, dy = d.poisoned((long) m * n, bf16);
+                double us = time(() -> lt.linear(dy, dx, dw, db, m, n, k, bf16, epilogue, stream));
+                compare("cuBLASLt linear" + (withBias ? "+bias" : ""), bf16, m + "x" + n + "x" + k, y, d.down(dy, (long) m * n, bf16),
+                        bf16 ? 1e-2 : 2e-5, us, ((long) m * k + (long) n * k + (long) m * n) * (bf16 ? 2 : 4));
+                System.out.printf(Locale.ROOT, "cublaslt_%s_%dx%dx%d_tflops: %.1f%n", bf16 ? "bf16" : "f32", m, n, k, 2.0 * m * n * k / (us * 1e6));
+            }
+        }
+    }
+
+    /** bf16 GEMM rate at size^3 through our bindings (random inputs, median of 20 after warm-up). */
+    private void gemmRate(CublasLt lt, int size) {
+        long n = (long) size * size;
+        try (Dev d = new Dev()) {
+            long a = d.alloc(2 * n), b = d.alloc(2 * n), c = d.alloc(2 * n);
+            MemorySegment host = d.arena.allocate(2 * n, 4); // random data: zeros or constants can run faster than real inputs
+            for (long dst : new long[] {a, b}) {
+                for (long i = 0; i < n; i++) host.setAtIndex(ValueLayout.JAVA_SHORT, i, Bf16.fromFloat((float) (2 * rnd.nextDouble() - 1)));
+                cu.copyToDevice(dst, host, 2 * n, stream);
+                cu.streamSynchronize(stream);
+            }
+            double us = time(() -> lt.linear(c, a, b, 0, size, size, size, true, CublasLt.Epilogue.NONE, stream));
+            double tflops = 2.0 * size * (double) size * size / (us * 1e6);
+            System.out.printf(Locale.ROOT, "cublaslt_bf16_gemm_%d_tflops: %.1f%n", size, tflops);
+            table.add(String.format(Locale.ROOT, "cuBLASLt bf16 GEMM | bf16 | %d^3 | - | - | - | %.1f | %.1f TFLOP/s", size, us, tflops));
         }
     }
 
