@@ -65,6 +65,7 @@ public final class CudaOpCheck {
         System.out.printf(Locale.ROOT, "gpu: %s, sm_%d, %.1f GiB, driver %d%n", cu.deviceName(dev), cu.computeCapability(dev),
                 cu.totalMemory(dev) / (double) (1L << 30), cu.driverVersion());
         CudaOpCheck c = new CudaOpCheck(cu);
+        c.deviceTensors();
         for (boolean bf16 : new boolean[] {false, true}) {
             c.layernorm(4096, 768, bf16);
             c.layernorm(37, 384, bf16);
@@ -202,6 +203,31 @@ public final class CudaOpCheck {
                 compare("cross-entropy", false, rows + "x" + classes, losses, d.down(dout, rows, false), 1e-5, us, rows * (long) (classes + 2) * 4);
             }
         }
+    }
+
+    /** Device tensors through the caching allocator: a bit-exact round trip, device-side accounting, a block reused. */
+    private void deviceTensors() {
+        CudaMemory mem = new CudaMemory(cu, 0);
+        long address;
+        try (TensorScope s = scope(); dev.topa.tensor.DeviceScope d = new dev.topa.tensor.DeviceScope("check", MemoryCategory.ACTIVATIONS, mem)) {
+            Tensor host = random(s, false, 1000, 77), back = s.allocate(DType.F32, 1000, 77);
+            Tensor t = d.allocate(DType.F32, 1000, 77);
+            address = t.data().address();
+            long tracked = dev.topa.tensor.MemoryTracker.of(mem.device()).live(MemoryCategory.ACTIVATIONS);
+            cu.copyToDevice(address, host.data(), host.byteSize(), stream);
+            cu.copyToHost(back.data(), address, host.byteSize(), stream);
+            cu.streamSynchronize(stream);
+            boolean same = java.util.Arrays.equals(host.toFloatArray(), back.toFloatArray()) && tracked >= host.byteSize();
+            failed |= !same;
+            table.add("device tensor round trip | f32 | 1000x77 | " + (same ? "0 (bit-exact)" : "MISMATCH") + " | 0 | " + (same ? "yes" : "NO")
+                    + " | - | -");
+        }
+        try (dev.topa.tensor.DeviceScope d = new dev.topa.tensor.DeviceScope("check 2", MemoryCategory.ACTIVATIONS, mem)) {
+            boolean reused = d.allocate(DType.F32, 1000, 77).data().address() == address;
+            failed |= !reused;
+            table.add("caching allocator reuse | - | 308000 B | - | - | " + (reused ? "yes" : "NO") + " | - | -");
+        }
+        mem.release();
     }
 
     /** cuBLASLt's y = x w^T (+ bias) against the CPU backend's linear layer. */

@@ -1,0 +1,75 @@
+package dev.topa.tensor;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.topa.backend.cuda.CudaMemoryTestAccess;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Device tensors without a GPU: a fake device memory stands in for the driver, so what is checked
+ * is the scope's bookkeeping (per-device, per-category accounting, every block given back, host
+ * access refused) and the CUDA allocator's size classes.
+ */
+class DeviceScopeTest {
+    static final class FakeMemory implements DeviceMemory {
+        final Device device = Device.cuda(7);
+        final List<long[]> freed = new ArrayList<>();
+        long next = 1 << 20;
+
+        @Override
+        public Device device() {
+            return device;
+        }
+
+        @Override
+        public long allocate(long bytes) {
+            long p = next;
+            next += (bytes + 255) & ~255L;
+            return p;
+        }
+
+        @Override
+        public void free(long address, long bytes) {
+            freed.add(new long[] {address, bytes});
+        }
+    }
+
+    @Test
+    void deviceTensorsAreCountedOnTheirDeviceAndGivenBackTogether() {
+        FakeMemory mem = new FakeMemory();
+        MemoryTracker t = MemoryTracker.of(mem.device());
+        long before = t.live(MemoryCategory.WEIGHTS), beforeAct = t.live(MemoryCategory.ACTIVATIONS);
+        long cpuBefore = MemoryTracker.of(Device.CPU).totalLive();
+        DeviceScope s = new DeviceScope("test", MemoryCategory.WEIGHTS, mem);
+        Tensor w = s.allocate(DType.BF16, 384, 1536);
+        Tensor a = s.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 32, 128, 384);
+        assertEquals(mem.device(), w.device());
+        assertEquals(before + 384 * 1536 * 2, t.live(MemoryCategory.WEIGHTS));
+        assertEquals(beforeAct + 32L * 128 * 384 * 4, t.live(MemoryCategory.ACTIVATIONS));
+        assertEquals(cpuBefore, MemoryTracker.of(Device.CPU).totalLive(), "device bytes are not host bytes");
+        assertThrows(IllegalStateException.class, () -> a.getFloat(0), "a device tensor is not host-readable");
+        Tensor rows = a.rows(1, 3);
+        assertEquals(a.data().address() + 128L * 384 * 4, rows.data().address(), "row views are device-pointer arithmetic");
+        s.close();
+        assertEquals(2, mem.freed.size());
+        assertEquals(before, t.live(MemoryCategory.WEIGHTS));
+        assertEquals(beforeAct, t.live(MemoryCategory.ACTIVATIONS));
+        assertTrue(t.peak(MemoryCategory.ACTIVATIONS) >= beforeAct + 32L * 128 * 384 * 4);
+        assertThrows(IllegalStateException.class, () -> s.allocate(DType.F32, 4));
+    }
+
+    @Test
+    void cudaAllocatorSizeClassesCoverEveryRequestWithBoundedWaste() {
+        long[] asks = {1, 511, 512, 513, 4000, 65537, 1 << 20, (1 << 20) + 1, 3L << 20, 25_165_824L + 7};
+        for (long b : asks) {
+            long c = CudaMemoryTestAccess.sizeClass(b);
+            assertTrue(c >= b, b + " -> " + c);
+            assertTrue(c <= Math.max(512, 2 * b) || c - b < 2L << 20, "waste at " + b + ": " + c);
+        }
+        assertEquals(CudaMemoryTestAccess.sizeClass(3000), CudaMemoryTestAccess.sizeClass(4096), "one class serves both");
+    }
+}
