@@ -206,4 +206,18 @@ class FinetuneCliTest {
         assertEquals("1", bad[0]);
         assertTrue(bad[2].contains("lora-taylor"), bad[2]);
     }
+
+    @Test
+    void sparsityOutsideZeroToOneIsRejectedBeforeAnyWork(@TempDir Path dir) {
+        for (String bad : new String[] {"1", "1.5", "-0.1", "NaN"}) {
+            Path out = dir.resolve("s" + bad);
+            String[] r = run("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--sparsity", bad, "--out", out.toString());
+            assertEquals("1", r[0], bad);
+            assertTrue(r[2].contains("--sparsity must be in [0, 1)"), bad + ": " + r[2]);
+            assertTrue(!java.nio.file.Files.exists(out), "nothing written for " + bad);
+            String[] c = run("compare", "--task", "rte", "--data-dir", TestData.glue().toString(), "--sweep", "0," + bad, "--out", out.toString());
+            assertEquals("1", c[0], bad);
+            assertTrue(c[2].contains("--sweep"), bad + ": " + c[2]);
+        }
+    }
 }

@@ -76,15 +76,7 @@ class BlockPruningTest {
     }
 
     static Tensor[] inputs(StepArena arena) {
-        SplittableRandom rnd = new SplittableRandom(5);
-        int[] ids = new int[B * S], types = new int[B * S], mask = new int[B * S];
-        for (int i = 0; i < B * S; i++) {
-            ids[i] = rnd.nextInt(CFG.vocabSize());
-            types[i] = i % S > 2 ? 1 : 0;
-            mask[i] = i % S < S - 2 * (i / S) ? 1 : 0;
-        }
-        return new Tensor[] {arena.allocate(DType.I32, B, S).copyFrom(ids), arena.allocate(DType.I32, B, S).copyFrom(types),
-                arena.allocate(DType.I32, B, S).copyFrom(mask)};
+        return StructuredPruningTest.inputs(arena, CFG.vocabSize(), B, S);
     }
 
     static float[] randomGradient(long seed) {

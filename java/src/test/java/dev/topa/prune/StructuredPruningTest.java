@@ -80,15 +80,20 @@ class StructuredPruningTest {
     }
 
     static Tensor[] inputs(StepArena arena) {
+        return inputs(arena, CFG.vocabSize(), B, S);
+    }
+
+    /** Random ids, token types (second half 1) and a padding mask (sequence i has 2 i padded tokens). */
+    static Tensor[] inputs(StepArena arena, int vocab, int b, int s) {
         SplittableRandom rnd = new SplittableRandom(5);
-        int[] ids = new int[B * S], types = new int[B * S], mask = new int[B * S];
-        for (int i = 0; i < B * S; i++) {
-            ids[i] = rnd.nextInt(CFG.vocabSize());
-            types[i] = i % S > 2 ? 1 : 0;
-            mask[i] = i % S < S - 2 * (i / S) ? 1 : 0;
+        int[] ids = new int[b * s], types = new int[b * s], mask = new int[b * s];
+        for (int i = 0; i < b * s; i++) {
+            ids[i] = rnd.nextInt(vocab);
+            types[i] = i % s > 2 ? 1 : 0;
+            mask[i] = i % s < s - 2 * (i / s) ? 1 : 0;
         }
-        return new Tensor[] {arena.allocate(DType.I32, B, S).copyFrom(ids), arena.allocate(DType.I32, B, S).copyFrom(types),
-                arena.allocate(DType.I32, B, S).copyFrom(mask)};
+        return new Tensor[] {arena.allocate(DType.I32, b, s).copyFrom(ids), arena.allocate(DType.I32, b, s).copyFrom(types),
+                arena.allocate(DType.I32, b, s).copyFrom(mask)};
     }
 
     static double relErr(float[] ref, float[] got) {

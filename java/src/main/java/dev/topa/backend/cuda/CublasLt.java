@@ -86,13 +86,7 @@ public final class CublasLt implements AutoCloseable {
     }
 
     private static int call(MethodHandle h, Object... args) {
-        try {
-            return (int) h.invokeWithArguments(args);
-        } catch (RuntimeException | Error e) {
-            throw e;
-        } catch (Throwable t) {
-            throw new IllegalStateException(t);
-        }
+        return CudaDriver.call(h, args);
     }
 
     private static void check(int status, String what) {

@@ -99,7 +99,8 @@ public final class CudaDriver {
         return loaded instanceof String s ? s : null;
     }
 
-    private int call(MethodHandle h, Object... args) {
+    /** Invokes a downcall returning a status (shared with the other CUDA library bindings). */
+    static int call(MethodHandle h, Object... args) {
         try {
             return (int) h.invokeWithArguments(args);
         } catch (RuntimeException | Error e) {
@@ -121,9 +122,11 @@ public final class CudaDriver {
         throw new CudaException(callName + " failed: " + name + (text.isEmpty() ? "" : " (" + text + ")"), status);
     }
 
-    private long outLong(MethodHandle h, String name, Object... args) {
+    /** Calls h with a fresh 8-byte out-parameter first, checks the status, and returns that word. */
+    private long out(MethodHandle h, String name, Object... args) {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment out = a.allocate(JAVA_LONG);
+            out.set(JAVA_LONG, 0, 0L);
             Object[] all = new Object[args.length + 1];
             all[0] = out;
             System.arraycopy(args, 0, all, 1, args.length);
@@ -132,15 +135,13 @@ public final class CudaDriver {
         }
     }
 
+    private long outLong(MethodHandle h, String name, Object... args) {
+        return out(h, name, args);
+    }
+
+    /** An int out-parameter (the low 4 bytes of the zeroed word, little-endian). */
     private int outInt(MethodHandle h, String name, Object... args) {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment out = a.allocate(JAVA_LONG);
-            Object[] all = new Object[args.length + 1];
-            all[0] = out;
-            System.arraycopy(args, 0, all, 1, args.length);
-            check(call(h, all), name);
-            return out.get(JAVA_INT, 0);
-        }
+        return (int) out(h, name, args);
     }
 
     public int driverVersion() {
