@@ -36,7 +36,9 @@ import java.util.SplittableRandom;
  * whole peak (pruned backbone, LoRA r 8 on all six linears + LayerNorm + head, recomputation as
  * LoRA's default) at batch 32 x seq 128. Prints `name: value` lines.
  * {@code blocksparse} -- see {@link #blockSparse}.
- * Usage: PruneBench infer|train|blocksparse [threads] [iterations]
+ * {@code blocks-infer} / {@code blocks-train}: the same with half of every linear's 32 x 32 blocks
+ * removed at random (block-sparse weights; in training the adapters masked alike) instead.
+ * Usage: PruneBench infer|train|blocksparse|blocks-infer|blocks-train [threads] [iterations]
  */
 public final class PruneBench {
     public static void main(String[] args) throws Exception {
@@ -59,12 +61,35 @@ public final class PruneBench {
             if (mode.equals("train")) {
                 try (BertModel pruned = StructuredPruning.compact(dense, heads, neurons)) {
                     dense.close();
-                    train(pruned);
+                    train(pruned, "prune_adapt50");
+                }
+                return;
+            }
+            if (mode.startsWith("blocks-")) { // half of every linear's 32 x 32 blocks, at random, stored and multiplied block-sparse
+                BertModel sparse = OnnxBertReader.load(DefaultModel.directory().resolve("model.onnx"));
+                SplittableRandom rnd = new SplittableRandom(11);
+                boolean[][][][] masks = new boolean[c.layers()][4][][];
+                for (int l = 0; l < c.layers(); l++) {
+                    int[][] shapes = {{3 * c.attentionWidth(l), c.hidden()}, {c.hidden(), c.attentionWidth(l)}, {c.ffn(l), c.hidden()},
+                            {c.hidden(), c.ffn(l)}};
+                    for (int slot = 0; slot < 4; slot++) {
+                        masks[l][slot] = new boolean[shapes[slot][0] / 32][shapes[slot][1] / 32];
+                        for (boolean[] row : masks[l][slot]) for (int j = 0; j < row.length; j++) row[j] = rnd.nextBoolean();
+                    }
+                }
+                sparse.setBlockMasks(masks);
+                try (sparse) {
+                    if (mode.equals("blocks-train")) {
+                        dense.close();
+                        train(sparse, "blocks50");
+                    } else {
+                        infer(dense, sparse, iterations, "blocks50");
+                    }
                 }
                 return;
             }
             try (BertModel pruned = StructuredPruning.compact(dense, heads, neurons)) {
-                infer(dense, pruned, iterations);
+                infer(dense, pruned, iterations, "pruned50");
             }
         }
     }
@@ -74,7 +99,7 @@ public final class PruneBench {
                 .sum();
     }
 
-    private static void infer(BertModel dense, BertModel pruned, int iterations) {
+    private static void infer(BertModel dense, BertModel pruned, int iterations, String label) {
         CpuBackend be = CpuBackend.create();
         MemoryTracker mem = MemoryTracker.of(Device.CPU);
         int b = 32, s = 128;
@@ -111,11 +136,15 @@ public final class PruneBench {
         System.out.printf(Locale.ROOT, "encoder_parameters_pruned: %d%n", encoderBytes(pruned) / 4);
         System.out.printf(Locale.ROOT, "embedding_tables_mib: %.1f%n", (dense.parameterBytes() - encoderBytes(dense)) / 1048576.0);
         System.out.printf(Locale.ROOT, "dense_b32_s128_seq_per_s: %.1f%n", b / med[0]);
-        System.out.printf(Locale.ROOT, "pruned50_b32_s128_seq_per_s: %.1f%n", b / med[1]);
+        System.out.printf(Locale.ROOT, "%s_b32_s128_seq_per_s: %.1f%n", label, b / med[1]);
         System.out.printf(Locale.ROOT, "dense_encoder_peak_mib: %.1f%n", denseEnc / 1048576.0);
-        System.out.printf(Locale.ROOT, "pruned50_encoder_peak_mib: %.1f%n", prunedEnc / 1048576.0);
-        System.out.printf(Locale.ROOT, "infer_speedup_50: %.3f%n", med[0] / med[1]);
-        System.out.printf(Locale.ROOT, "infer_memory_ratio_50: %.3f%n", (double) prunedEnc / denseEnc);
+        System.out.printf(Locale.ROOT, "%s_encoder_peak_mib: %.1f%n", label, prunedEnc / 1048576.0);
+        // everything each model holds, packed copies included (a block-sparse model still holds its dense weights too)
+        System.out.printf(Locale.ROOT, "dense_weights_held_mib: %.1f%n", dense.parameterBytes() / 1048576.0);
+        System.out.printf(Locale.ROOT, "%s_weights_held_mib: %.1f%n", label, pruned.parameterBytes() / 1048576.0);
+        String suffix = label.equals("pruned50") ? "" : "_" + label;
+        System.out.printf(Locale.ROOT, "infer_speedup_50%s: %.3f%n", suffix, med[0] / med[1]);
+        System.out.printf(Locale.ROOT, "infer_memory_ratio_50%s: %.3f%n", suffix, (double) prunedEnc / denseEnc);
     }
 
     /**
@@ -179,7 +208,7 @@ public final class PruneBench {
         m.forward(be, arena, t, null, null);
     }
 
-    private static void train(BertModel pruned) {
+    private static void train(BertModel pruned, String label) {
         int b = 32, s = 128;
         List<Trainer.Item> batch = TrainBench.syntheticBatch(b, s);
         pruned.addLora(new LoraConfig(8, 16, EnumSet.allOf(LoraConfig.Target.class)), 1);
@@ -194,8 +223,8 @@ public final class PruneBench {
                 if (i >= 0) t[i] = (System.nanoTime() - t0) * 1e-9;
             }
             Arrays.sort(t);
-            System.out.printf(Locale.ROOT, "prune_adapt50_step_seconds: %.3f%n", t[t.length / 2]);
-            System.out.printf(Locale.ROOT, "prune_adapt50_peak_mib: %.1f%n", MemoryTracker.of(Device.CPU).totalPeak() / 1048576.0);
+            System.out.printf(Locale.ROOT, "%s_step_seconds: %.3f%n", label, t[t.length / 2]);
+            System.out.printf(Locale.ROOT, "%s_peak_mib: %.1f%n", label, MemoryTracker.of(Device.CPU).totalPeak() / 1048576.0);
         }
     }
 }
