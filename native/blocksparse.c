@@ -7,6 +7,7 @@
 #include "topa_cpu.h"
 
 #include <omp.h>
+#include <stdlib.h>
 
 #define SB 32 /* block edge */
 #define SMR 12
@@ -102,23 +103,30 @@ int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t
 
 /* U[M, (K/32) r]: U[m, c r + q] = sum over input block c of X[m, c 32 + e] A[q, c 32 + e] -- the
  * rank-r product one 32-wide input block at a time, what the masked low-rank term of bsr_linear
- * sums over each block-row's kept blocks. A is [r, K]. */
+ * sums over each block-row's kept blocks. A is [r, K] (r <= 64). A is first transposed into
+ * At[K][rp] (rp = r rounded up to 16, zero-padded), so each (row, block) is 32 broadcast FMAs into
+ * rp/16 accumulators instead of r dot products with horizontal sums. */
 void TOPA_FN(bsr_block_lowrank)(int64_t M, int64_t K, int64_t r, const float *X, int64_t ldx, const float *A, float *U) {
-    int64_t cb = K / SB;
+    int64_t cb = K / SB, rp = (r + 15) / 16 * 16, nv = rp / 16;
+    float *At = aligned_alloc(64, (size_t)(K * rp * sizeof(float)));
+    if (!At) return;
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t q = 0; q < rp; q++) At[k * rp + q] = q < r ? A[q * K + k] : 0.0f;
 #pragma omp parallel for num_threads(topa_get_num_threads()) schedule(static) if (M * K * r > 1 << 16)
     for (int64_t m = 0; m < M; m++) {
         const float *x = X + m * ldx;
         float *u = U + m * cb * r;
         for (int64_t c = 0; c < cb; c++) {
-            v16 x0 = *(const v16 *)(x + c * SB), x1 = *(const v16 *)(x + c * SB + 16);
-            for (int64_t q = 0; q < r; q++) {
-                v16 p = x0 * *(const v16 *)(A + q * K + c * SB) + x1 * *(const v16 *)(A + q * K + c * SB + 16);
-                float s = 0.0f;
-                for (int j = 0; j < 16; j++) s += p[j];
-                u[c * r + q] = s;
+            v16 acc[4] = {{0}, {0}, {0}, {0}};
+            const float *at = At + c * SB * rp;
+            for (int64_t e = 0; e < SB; e++) {
+                float xv = x[c * SB + e];
+                for (int64_t v = 0; v < nv; v++) acc[v] += xv * *(const v16 *)(at + e * rp + v * 16);
             }
+            for (int64_t q = 0; q < r; q++) u[c * r + q] = acc[q / 16][q % 16];
         }
     }
+    free(At);
 }
 
 /* D[N, r] += scale * sum_m DY[m, n] Us_br(n)[m, :], Us_br the sum of U[m, colidx[k] r ...] over the
