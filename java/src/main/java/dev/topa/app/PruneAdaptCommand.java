@@ -39,7 +39,7 @@ import picocli.CommandLine.Option;
         "on a cubic schedule), and LoRA training continues on the smaller frozen backbone; the best model is saved merged, with",
         "per-layer shapes or kept blocks only."})
 final class PruneAdaptCommand implements Callable<Integer> {
-    enum Structure { HEADS, HEADS_FFN, BLOCKS }
+    enum Structure { HEADS, HEADS_FFN, BLOCKS, BOTH }
 
     enum Preset { TOPA, PAPER }
 
@@ -66,8 +66,9 @@ final class PruneAdaptCommand implements Callable<Integer> {
     Double sparsity;
 
     @Option(names = "--structure", converter = StructureConverter.class,
-            description = {"heads, heads+ffn, or blocks (32 x 32 blocks of every encoder linear weight, stored and multiplied",
-                    "block-sparse) (default: heads+ffn; paper: heads)"})
+            description = {"heads, heads+ffn, blocks (32 x 32 blocks of every encoder linear weight, stored and multiplied",
+                    "block-sparse), or both (half of the target from heads and FFN neurons, kept FFN widths rounded up to",
+                    "multiples of 32, then blocks of what is left, scored again on the smaller model) (default: heads+ffn; paper: heads)"})
     Structure structure;
 
     enum Schedule { ONESHOT, GRADUAL }
@@ -133,9 +134,8 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 case "heads" -> Structure.HEADS;
                 case "heads+ffn", "heads_ffn" -> Structure.HEADS_FFN;
                 case "blocks" -> Structure.BLOCKS;
-                case "both" -> throw new IllegalArgumentException("--structure both (heads+ffn, then blocks inside what is left) is not"
-                        + " implemented yet: use heads+ffn or blocks");
-                default -> throw new IllegalArgumentException("--structure: heads, heads+ffn or blocks, got '" + v + "'");
+                case "both" -> Structure.BOTH;
+                default -> throw new IllegalArgumentException("--structure: heads, heads+ffn, blocks or both, got '" + v + "'");
             };
         }
     }
@@ -166,14 +166,16 @@ final class PruneAdaptCommand implements Callable<Integer> {
             BertModel dense = loaded.model();
             long denseParams = encoderParameters(dense);
             // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
-            boolean blocks = shape == Structure.BLOCKS;
-            if (blocks && headScoring) throw new IllegalArgumentException("--structure blocks goes with the topa recipe");
-            if (blocks && schedule == Schedule.GRADUAL)
-                throw new IllegalArgumentException("--structure blocks is one-shot for now (--schedule oneshot)");
+            boolean blocks = shape == Structure.BLOCKS, both = shape == Structure.BOTH;
+            if ((blocks || both) && headScoring) throw new IllegalArgumentException("--structure " + label(shape) + " goes with the topa recipe");
+            if ((blocks || both) && schedule == Schedule.GRADUAL)
+                throw new IllegalArgumentException("--structure " + label(shape) + " is one-shot for now (--schedule oneshot)");
             if (blocks && scorer == ImportanceScores.Scorer.FISHER)
                 throw new IllegalArgumentException("--structure blocks scores with taylor or lora-taylor, not fisher");
-            if (!blocks && scorer == ImportanceScores.Scorer.LORA_TAYLOR)
-                throw new IllegalArgumentException("--scorer lora-taylor scores weight blocks: use it with --structure blocks");
+            if (!blocks && !both && scorer == ImportanceScores.Scorer.LORA_TAYLOR)
+                throw new IllegalArgumentException("--scorer lora-taylor scores weight blocks: use it with --structure blocks or both");
+            // with both, heads and neurons take taylor (or fisher), blocks exact taylor (or lora-taylor)
+            ImportanceScores.Scorer unitScorer = scorer == ImportanceScores.Scorer.LORA_TAYLOR ? ImportanceScores.Scorer.TAYLOR : scorer;
             if (!headScoring) dense.addLora(rc.loraConfig(), rc.seed());
             if (!headScoring && !blocks && rc.basePrecision() == Recipe.Precision.BF16) dense.packBf16ForTraining(be);
             ImportanceScores scores = new ImportanceScores(dense.config());
@@ -202,15 +204,40 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 return 0;
             }
             if (blocks) {
-                blockPruned(be, mem, t, rc, dense, head, blockScores, fraction, train, dev, loaded, tok, denseParams, scoreSeconds, scorePeak);
+                blockPruned(be, mem, t, rc, dense, head, blockScores, fraction, train, dev, loaded, tok, denseParams, scoreSeconds, scorePeak,
+                        Structure.BLOCKS);
                 return 0;
             }
             // 2. choose and remove
-            double[][] headScores = ImportanceScores.normalized(scores.heads(scorer));
-            boolean[][] keepHeads = keep(headScores, fraction, minHeads);
-            boolean[][] keepNeurons = keep(ImportanceScores.normalized(scores.neurons(scorer)), shape == Structure.HEADS_FFN ? fraction : 0, minFfn);
+            double unitFraction = both ? fraction / 2 : fraction;
+            double[][] headScores = ImportanceScores.normalized(scores.heads(unitScorer));
+            boolean[][] keepHeads = keep(headScores, unitFraction, minHeads);
+            double[][] neuronScores = ImportanceScores.normalized(scores.neurons(unitScorer));
+            boolean[][] keepNeurons = keep(neuronScores, shape == Structure.HEADS ? 0 : unitFraction, minFfn);
+            if (both) roundUpKept(keepNeurons, neuronScores, BlockSparseWeight.BLOCK); // block pruning needs widths in whole blocks
             BertModel pruned = StructuredPruning.compact(dense, keepHeads, keepNeurons);
             dense.close();
+            if (both) {
+                System.out.printf(Locale.ROOT, "structured part: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d%n",
+                        Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), denseParams, encoderParameters(pruned));
+                BlockScores second = new BlockScores(pruned.config(),
+                        scorer == ImportanceScores.Scorer.LORA_TAYLOR ? BlockScores.Method.LORA : BlockScores.Method.EXACT);
+                long t1 = System.nanoTime();
+                try (BertTraining warm = new BertTraining(pruned, rc.trainable(), rc.dropout(), rc.recomputeProjections());
+                        Trainer trainer = new Trainer(be, pruned, warm, head, t, rc.trainerConfig(0))) {
+                    warm.setWeightGradientListener(second); // blocks scored on the smaller model, its adapters training on
+                    int[] order = Trainer.epochOrder(train.size(), rc.seed(), 1);
+                    int n = Math.min(scoreExamples, train.size());
+                    for (int i = 0; i < n; i += rc.batchSize()) {
+                        List<Trainer.Item> batch = new ArrayList<>();
+                        for (int j = i; j < Math.min(n, i + rc.batchSize()); j++) batch.add(train.get(order[j]));
+                        trainer.trainStep(batch, rc.lr());
+                    }
+                }
+                blockPruned(be, mem, t, rc, pruned, head, second, fraction, train, dev, loaded, tok, denseParams,
+                        scoreSeconds + (System.nanoTime() - t1) * 1e-9, Math.max(scorePeak, mem.totalPeak()), Structure.BOTH);
+                return 0;
+            }
             List<Integer> layerRanks = List.of();
             if (paper) { // the paper's per-layer ranks: rank 8 for the layers whose heads matter most, 4 elsewhere
                 layerRanks = layerRanks(headScores, rc.loraRank(), Math.max(1, rc.loraRank() / 2));
@@ -246,16 +273,19 @@ final class PruneAdaptCommand implements Callable<Integer> {
 
     /**
      * Block pruning: the globally lowest-scored 32 x 32 blocks of the encoder's linear weights go
-     * until the fraction of encoder parameters is reached; the weights become block-sparse (stored
-     * and multiplied as kept blocks only), the warm-up's adapters train on, and the best model is
-     * saved merged inside the mask, in the block-sparse layout.
+     * until the fraction of the dense encoder's parameters is removed (counting what structured
+     * pruning already removed, with both); the weights become block-sparse (stored and multiplied as
+     * kept blocks only), the adapters train on, and the best model is saved merged inside the mask,
+     * in the block-sparse layout.
      */
     private void blockPruned(CpuBackend be, MemoryTracker mem, GlueTask t, Recipe rc, BertModel dense, TaskHead head,
             BlockScores blockScores, double fraction, List<Trainer.Item> train, List<Trainer.Item> dev,
-            ModelLoader.Loaded loaded, BertTokenizer tok, long denseParams, double scoreSeconds, long scorePeak) throws Exception {
+            ModelLoader.Loaded loaded, BertTokenizer tok, long denseParams, double scoreSeconds, long scorePeak, Structure shape)
+            throws Exception {
         double[][][][] s = blockScores.scores();
         long all = BlockScores.blockCount(s), block = (long) BlockSparseWeight.BLOCK * BlockSparseWeight.BLOCK;
-        long remove = Math.min(all, Math.round(fraction * denseParams / block));
+        long already = denseParams - encoderParameters(dense);
+        long remove = Math.min(all, Math.max(0, Math.round((fraction * denseParams - already) / block)));
         dense.setBlockMasks(BlockScores.keep(s, remove));
         blockScores.close();
         dense.packBlockSparse(be);
@@ -269,8 +299,8 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 Trainer trainer = new Trainer(be, dense, training, head, t, rc.trainerConfig(evalEvery))) {
             TrainingLoop.Outcome run = TrainingLoop.run(be, trainer, train, dev, t, dense, head, loaded.tokenizer(), tok.maxLength(), out,
                     null, Double.NEGATIVE_INFINITY);
-            writeReports(be, mem, t, rc, loaded.description() + ", block-pruned", "prune-adapt (blocks)", trainer, dense, run, fraction,
-                    Structure.BLOCKS, denseParams, scoreSeconds, scorePeak, p -> {
+            writeReports(be, mem, t, rc, loaded.description() + ", block-pruned", "prune-adapt (" + label(shape) + ")", trainer, dense, run,
+                    fraction, shape, denseParams, scoreSeconds, scorePeak, p -> {
                         p.put("recipe", "topa");
                         p.put("schedule", "oneshot");
                         p.put("score_batches", blockScores.batches());
@@ -336,11 +366,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
         ObjectNode p = json.createObjectNode();
         extra.accept(p);
         p.put("sparsity", fraction);
-        p.put("structure", switch (shape) {
-            case HEADS -> "heads";
-            case HEADS_FFN -> "heads+ffn";
-            case BLOCKS -> "blocks";
-        });
+        p.put("structure", label(shape));
         p.put("scorer", scorer.name().toLowerCase(Locale.ROOT));
         p.put("score_seconds", scoreSeconds);
         p.put("score_peak_bytes", scorePeak);
@@ -361,6 +387,33 @@ final class PruneAdaptCommand implements Callable<Integer> {
         FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
         System.out.print(mem.report());
         System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("pruning.json"));
+    }
+
+    private static String label(Structure s) {
+        return switch (s) {
+            case HEADS -> "heads";
+            case HEADS_FFN -> "heads+ffn";
+            case BLOCKS -> "blocks";
+            case BOTH -> "both";
+        };
+    }
+
+    /** Per layer, keeps more units (the best-scored of those dropped) until the kept count is a multiple of m (or all). */
+    static void roundUpKept(boolean[][] keep, double[][] scores, int m) {
+        for (int l = 0; l < keep.length; l++) {
+            int kept = 0;
+            for (boolean k : keep[l]) if (k) kept++;
+            int target = Math.min(keep[l].length, (kept + m - 1) / m * m);
+            Integer[] idx = new Integer[keep[l].length];
+            for (int i = 0; i < idx.length; i++) idx[i] = i;
+            final int layer = l;
+            Arrays.sort(idx, Comparator.comparingDouble(i -> -scores[layer][i]));
+            for (int i = 0; i < idx.length && kept < target; i++)
+                if (!keep[l][idx[i]]) {
+                    keep[l][idx[i]] = true;
+                    kept++;
+                }
+        }
     }
 
     /** Scores with units already masked placed below every live one, so masks only grow. */

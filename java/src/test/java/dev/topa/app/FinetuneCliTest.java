@@ -220,4 +220,26 @@ class FinetuneCliTest {
             assertTrue(c[2].contains("--sweep"), bad + ": " + c[2]);
         }
     }
+
+    @Test
+    void bothPrunesUnitsThenBlocksOfWhatIsLeftToTheOverallTarget(@TempDir Path dir) throws Exception {
+        Path out = dir.resolve("both");
+        String[] pa = run("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--structure", "both", "--epochs", "1",
+                "--train-limit", "48", "--batch-size", "16", "--max-seq-len", "48", "--score-examples", "32", "--sparsity", "0.6",
+                "--inference-iterations", "0", "--out", out.toString());
+        assertEquals("0", pa[0], pa[2]);
+        var p = new ObjectMapper().readTree(out.resolve("pruning.json").toFile());
+        assertEquals("both", p.get("structure").asText());
+        int heads = 0;
+        for (var h : p.get("heads_per_layer")) heads += h.asInt();
+        assertTrue(heads < 72 && heads >= 36, "about 30% of the heads go first: " + heads);
+        for (var f : p.get("ffn_per_layer")) assertEquals(0, f.asInt() % 32, "FFN widths in whole blocks: " + f);
+        assertTrue(p.get("block_density").asDouble() < 0.9, "then blocks: " + p.get("block_density"));
+        double kept = p.get("encoder_parameters_pruned").asDouble() / p.get("encoder_parameters_dense").asDouble();
+        assertEquals(0.4, kept, 0.02, "60% of the dense encoder's parameters removed overall");
+        String[] ev = run("eval", "--model", out.toString(), "--data-dir", TestData.glue().toString());
+        assertEquals("0", ev[0], ev[2]);
+        assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", p.get("best_dev").asDouble())),
+                "per-layer shapes and kept blocks reload to what training saw:\n" + ev[1]);
+    }
 }
