@@ -9,7 +9,12 @@
 #include <omp.h>
 #include <stdlib.h>
 
-#define SB 32 /* block edge */
+/* Block edge: 32 in the engine (BlockSparseWeight.BLOCK); bench/blockshape.sh compiles this file
+ * with 16 and 64 too, to compare. SBV 16-float vectors span one block-row of outputs. */
+#ifndef SB
+#define SB 32
+#endif
+#define SBV (SB / 16)
 #define SMR 12
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
@@ -57,23 +62,25 @@ int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t
         const float *xr[SMR];
         for (int i = 0; i < SMR; i++) xr[i] = X + (m0 + (i < mr ? i : 0)) * ldx; /* rows past M repeat row 0, never stored */
         for (int64_t br = 0; br < rows; br++) {
-            v16 c0[SMR], c1[SMR];
-            for (int i = 0; i < SMR; i++) c0[i] = c1[i] = (v16){0};
+            v16 acc[SMR][SBV];
+            for (int i = 0; i < SMR; i++)
+                for (int j = 0; j < SBV; j++) acc[i][j] = (v16){0};
             for (int32_t k = rowptr[br]; k < rowptr[br + 1]; k++) {
                 const float *v = values + (int64_t)k * SB * SB;
                 int64_t col = (int64_t)colidx[k] * SB;
                 for (int64_t e = 0; e < SB; e++) {
-                    v16 w0 = *(const v16 *)(v + e * SB), w1 = *(const v16 *)(v + e * SB + 16);
+                    v16 w[SBV];
+                    for (int j = 0; j < SBV; j++) w[j] = *(const v16 *)(v + e * SB + 16 * j);
                     for (int i = 0; i < SMR; i++) {
                         float xv = xr[i][col + e];
-                        c0[i] += xv * w0;
-                        c1[i] += xv * w1;
+                        for (int j = 0; j < SBV; j++) acc[i][j] += xv * w[j];
                     }
                 }
             }
             int64_t n0 = br * SB;
             for (int64_t q = 0; q < r && U; q++) {
-                v16 l0 = *(const v16 *)(Lt + q * N + n0), l1 = *(const v16 *)(Lt + q * N + n0 + 16);
+                v16 l[SBV];
+                for (int j = 0; j < SBV; j++) l[j] = *(const v16 *)(Lt + q * N + n0 + 16 * j);
                 for (int i = 0; i < SMR; i++) {
                     int64_t row = m0 + (i < mr ? i : 0);
                     float uv = 0.0f;
@@ -84,16 +91,14 @@ int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t
                         for (int32_t k = rowptr[br]; k < rowptr[br + 1]; k++) uv += ur[(int64_t)colidx[k] * r];
                     }
                     uv *= scale;
-                    c0[i] += uv * l0;
-                    c1[i] += uv * l1;
+                    for (int j = 0; j < SBV; j++) acc[i][j] += uv * l[j];
                 }
             }
             for (int64_t i = 0; i < mr; i++) {
                 float *y = Y + (m0 + i) * ldy + n0;
-                for (int j = 0; j < 16; j++) {
-                    float a = c0[i][j], b = c1[i][j];
+                for (int j = 0; j < SB; j++) {
+                    float a = acc[i][j / 16][j % 16];
                     y[j] = a + (beta != 0.0f ? beta * y[j] : 0.0f) + (bias ? bias[n0 + j] : 0.0f);
-                    y[16 + j] = b + (beta != 0.0f ? beta * y[16 + j] : 0.0f) + (bias ? bias[n0 + 16 + j] : 0.0f);
                 }
             }
         }
@@ -118,7 +123,7 @@ void TOPA_FN(bsr_block_lowrank)(int64_t M, int64_t K, int64_t r, const float *X,
         float *u = U + m * cb * r;
         for (int64_t c = 0; c < cb; c++) {
             v16 acc[4] = {{0}, {0}, {0}, {0}};
-            const float *at = At + c * SB * rp;
+            const float *at = At + c * SB * rp; /* block c's SB inputs */
             for (int64_t e = 0; e < SB; e++) {
                 float xv = x[c * SB + e];
                 for (int64_t v = 0; v < nv; v++) acc[v] += xv * *(const v16 *)(at + e * rp + v * 16);
@@ -139,24 +144,21 @@ void TOPA_FN(bsr_lowrank_grad)(int64_t M, int64_t N, int64_t K, int64_t r, const
 #pragma omp parallel for num_threads(topa_get_num_threads()) schedule(dynamic, 1) if (M * N * r > 1 << 16)
     for (int64_t br = 0; br < rows; br++) {
         if (rowptr[br] == rowptr[br + 1]) continue; /* nothing kept: the term is zero here */
-        v16 acc0[64], acc1[64]; /* r <= 64 */
+        v16 acc[64][SBV]; /* r <= 64 */
         float us[64];
-        for (int64_t q = 0; q < r; q++) acc0[q] = acc1[q] = (v16){0};
+        for (int64_t q = 0; q < r; q++)
+            for (int j = 0; j < SBV; j++) acc[q][j] = (v16){0};
         for (int64_t m = 0; m < M; m++) {
             const float *u = U + m * cb * r;
             for (int64_t q = 0; q < r; q++) us[q] = 0.0f;
             for (int32_t k = rowptr[br]; k < rowptr[br + 1]; k++)
                 for (int64_t q = 0; q < r; q++) us[q] += u[(int64_t)colidx[k] * r + q];
-            v16 d0 = *(const v16 *)(DY + m * lddy + br * SB), d1 = *(const v16 *)(DY + m * lddy + br * SB + 16);
-            for (int64_t q = 0; q < r; q++) {
-                acc0[q] += us[q] * d0;
-                acc1[q] += us[q] * d1;
-            }
+            v16 d[SBV];
+            for (int j = 0; j < SBV; j++) d[j] = *(const v16 *)(DY + m * lddy + br * SB + 16 * j);
+            for (int64_t q = 0; q < r; q++)
+                for (int j = 0; j < SBV; j++) acc[q][j] += us[q] * d[j];
         }
-        for (int j = 0; j < 16; j++)
-            for (int64_t q = 0; q < r; q++) {
-                D[(br * SB + j) * r + q] += scale * acc0[q][j];
-                D[(br * SB + 16 + j) * r + q] += scale * acc1[q][j];
-            }
+        for (int j = 0; j < SB; j++)
+            for (int64_t q = 0; q < r; q++) D[(br * SB + j) * r + q] += scale * acc[q][j / 16][j % 16];
     }
 }
