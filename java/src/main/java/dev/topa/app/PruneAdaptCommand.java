@@ -188,13 +188,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
                     rc.recomputeProjections()); Trainer trainer = new Trainer(be, dense, warm, head, t, scoring.trainerConfig(0))) {
                 warm.setMaskGradientListener(scores);
                 if (blocks) warm.setWeightGradientListener(blockScores);
-                int[] order = Trainer.epochOrder(train.size(), rc.seed(), 0);
-                int n = Math.min(scoreExamples, train.size());
-                for (int i = 0; i < n; i += rc.batchSize()) {
-                    List<Trainer.Item> batch = new ArrayList<>();
-                    for (int j = i; j < Math.min(n, i + rc.batchSize()); j++) batch.add(train.get(order[j]));
-                    trainer.trainStep(batch, scoring.lr());
-                }
+                scoringSteps(trainer, train, rc, 0, scoring.lr());
             }
             double scoreSeconds = (System.nanoTime() - t0) * 1e-9;
             long scorePeak = mem.totalPeak();
@@ -226,13 +220,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 try (BertTraining warm = new BertTraining(pruned, rc.trainable(), rc.dropout(), rc.recomputeProjections());
                         Trainer trainer = new Trainer(be, pruned, warm, head, t, rc.trainerConfig(0))) {
                     warm.setWeightGradientListener(second); // blocks scored on the smaller model, its adapters training on
-                    int[] order = Trainer.epochOrder(train.size(), rc.seed(), 1);
-                    int n = Math.min(scoreExamples, train.size());
-                    for (int i = 0; i < n; i += rc.batchSize()) {
-                        List<Trainer.Item> batch = new ArrayList<>();
-                        for (int j = i; j < Math.min(n, i + rc.batchSize()); j++) batch.add(train.get(order[j]));
-                        trainer.trainStep(batch, rc.lr());
-                    }
+                    scoringSteps(trainer, train, rc, 1, rc.lr());
                 }
                 blockPruned(be, mem, t, rc, pruned, head, second, fraction, train, dev, loaded, tok, denseParams,
                         scoreSeconds + (System.nanoTime() - t1) * 1e-9, Math.max(scorePeak, mem.totalPeak()), Structure.BOTH);
@@ -387,6 +375,17 @@ final class PruneAdaptCommand implements Callable<Integer> {
         FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
         System.out.print(mem.report());
         System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("pruning.json"));
+    }
+
+    /** Training steps over the first --score-examples examples of an epoch's order, while listeners score. */
+    private void scoringSteps(Trainer trainer, List<Trainer.Item> train, Recipe rc, int epoch, double lr) {
+        int[] order = Trainer.epochOrder(train.size(), rc.seed(), epoch);
+        int n = Math.min(scoreExamples, train.size());
+        for (int i = 0; i < n; i += rc.batchSize()) {
+            List<Trainer.Item> batch = new ArrayList<>();
+            for (int j = i; j < Math.min(n, i + rc.batchSize()); j++) batch.add(train.get(order[j]));
+            trainer.trainStep(batch, lr);
+        }
     }
 
     private static String label(Structure s) {
