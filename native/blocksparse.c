@@ -111,10 +111,10 @@ int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t
  * sums over each block-row's kept blocks. A is [r, K] (r <= 64). A is first transposed into
  * At[K][rp] (rp = r rounded up to 16, zero-padded), so each (row, block) is 32 broadcast FMAs into
  * rp/16 accumulators instead of r dot products with horizontal sums. */
-void TOPA_FN(bsr_block_lowrank)(int64_t M, int64_t K, int64_t r, const float *X, int64_t ldx, const float *A, float *U) {
+int TOPA_FN(bsr_block_lowrank)(int64_t M, int64_t K, int64_t r, const float *X, int64_t ldx, const float *A, float *U) {
     int64_t cb = K / SB, rp = (r + 15) / 16 * 16, nv = rp / 16;
     float *At = aligned_alloc(64, (size_t)(K * rp * sizeof(float)));
-    if (!At) return;
+    if (!At) return -1; /* U untouched: the caller raises out-of-memory */
     for (int64_t k = 0; k < K; k++)
         for (int64_t q = 0; q < rp; q++) At[k * rp + q] = q < r ? A[q * K + k] : 0.0f;
 #pragma omp parallel for num_threads(topa_get_num_threads()) schedule(static) if (M * K * r > 1 << 16)
@@ -132,6 +132,7 @@ void TOPA_FN(bsr_block_lowrank)(int64_t M, int64_t K, int64_t r, const float *X,
         }
     }
     free(At);
+    return 0;
 }
 
 /* D[N, r] += scale * sum_m DY[m, n] Us_br(n)[m, :], Us_br the sum of U[m, colidx[k] r ...] over the

@@ -94,7 +94,8 @@ int TOPA_FN(bf16_gemm_packed)(int use_dpbf16, int64_t M, int64_t N, int64_t K, f
  * (transposed: W^T's blocks, for the input gradient). bsr_linear: Y[M, N] = X[M, K] P^T + beta Y
  * + bias + scale U[M, r] Lt[r, N] for the packed P [N, K] (ublocks: U [M, (K/32) r] summed over each
  * block-row's kept blocks, the low-rank term masked like P); returns 1 when N or K is not a multiple
- * of 32. bsr_block_lowrank: U per 32-wide input block. bsr_lowrank_grad: the masked term's factor
+ * of 32. bsr_block_lowrank: U per 32-wide input block (returns -1 when its transposed copy of A cannot
+ * be allocated). bsr_lowrank_grad: the masked term's factor
  * gradient, D[N, r] += scale sum_m DY[m, n] (U summed over block-row n/32's kept blocks)[m, :]
  * (r <= 64). */
 int64_t TOPA_FN(bsr_kept_blocks)(const uint8_t *mask, int64_t out, int64_t in);
@@ -103,7 +104,7 @@ void TOPA_FN(bsr_pack)(const float *W, int64_t out, int64_t in, const uint8_t *m
 int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t ldx, const float *values,
                         const int32_t *rowptr, const int32_t *colidx, const float *bias, float beta, float *Y,
                         int64_t ldy, int64_t r, const float *U, const float *Lt, float scale, int ublocks);
-void TOPA_FN(bsr_block_lowrank)(int64_t M, int64_t K, int64_t r, const float *X, int64_t ldx, const float *A, float *U);
+int TOPA_FN(bsr_block_lowrank)(int64_t M, int64_t K, int64_t r, const float *X, int64_t ldx, const float *A, float *U);
 void TOPA_FN(bsr_lowrank_grad)(int64_t M, int64_t N, int64_t K, int64_t r, const float *DY, int64_t lddy, const int32_t *rowptr,
                                const int32_t *colidx, const float *U, float scale, float *D);
 

@@ -92,6 +92,15 @@ final class BenchCommand {
                 report("lora_r8_forward_ms", lora);
                 System.out.printf(Locale.ROOT, "lora_r8_forward_over_linear: %.3f%n", lora / plain);
                 report("lora_r8_backward_ms", median(() -> be.loraBackward(h2, null, null, dla, dlb, dyB, out, h, u, w, la, lb, 2f)));
+                // the same projection with half of its 32 x 32 blocks kept, the adapter masked alike (block pruning)
+                boolean[][] half = new boolean[hidden / 32][hidden / 32];
+                for (boolean[] row : half) for (int j = 0; j < row.length; j++) row[j] = rnd.nextBoolean();
+                var bsr = be.packBlockSparse(w, half, false, scope);
+                Tensor lbT = random(scope, rnd, 8, hidden), ub = scope.allocate(DType.F32, (long) batch * seq, hidden / 32 * 8);
+                report("blocksparse50_768_ms", median(() -> be.blockSparseLinear(out, h, bsr, bias, 0f, null, null, 0f)));
+                report("block_lowrank_r8_ms", median(() -> be.blockLowRank(ub, h, la)));
+                report("blocksparse50_768_masked_lora_ms", median(() -> be.blockSparseLinear(out, h, bsr, bias, 0f, ub, lbT, 2f, true)));
+                report("block_lowrank_gradient_r8_ms", median(() -> be.blockLowRankGradient(dlb, h2, bsr, ub, 2f)));
             }
             System.out.print(MemoryTracker.of(be.device()).report());
             return 0;

@@ -69,7 +69,13 @@ final class CompareCommand implements Callable<Integer> {
 
     /** What a finished run measured. */
     record Row(Run run, String metric, double dev, long trainable, long trainPeakBytes, double secondsPerEpoch, double latencyB1Ms,
-            double throughputB32, long inferencePeakBytes, long diskBytes) {}
+            double throughputB32, long inferencePeakBytes, long diskBytes) {
+        /** The same measurements under another run's label (a sweep point that is a table row's run). */
+        Row as(Run other) {
+            return new Row(other, metric, dev, trainable, trainPeakBytes, secondsPerEpoch, latencyB1Ms, throughputB32, inferencePeakBytes,
+                    diskBytes);
+        }
+    }
 
     @Override
     public Integer call() throws Exception {
@@ -111,8 +117,7 @@ final class CompareCommand implements Callable<Integer> {
     /** Trains one run in its own process (once per folder name), then measures its saved model here. */
     private Row runOnce(Run r, Map<String, Row> done) throws IOException, InterruptedException {
         Row prior = done.get(r.name());
-        if (prior != null) return new Row(r, prior.metric(), prior.dev(), prior.trainable(), prior.trainPeakBytes(), prior.secondsPerEpoch(),
-                prior.latencyB1Ms(), prior.throughputB32(), prior.inferencePeakBytes(), prior.diskBytes());
+        if (prior != null) return prior.as(r);
         Path dir = out.resolve(r.name()), log = out.resolve(r.name() + ".log");
         List<String> cmd = new ArrayList<>(javaCommand());
         cmd.addAll(r.args());

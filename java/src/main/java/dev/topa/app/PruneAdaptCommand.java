@@ -149,6 +149,17 @@ final class PruneAdaptCommand implements Callable<Integer> {
         double fraction = sparsity != null ? sparsity : paper ? 43.0 / 144 : 0.3;
         if (!(fraction >= 0 && fraction < 1)) throw new IllegalArgumentException("--sparsity must be in [0, 1), got " + fraction);
         Structure shape = structure != null ? structure : paper ? Structure.HEADS : Structure.HEADS_FFN;
+        boolean blocks = shape == Structure.BLOCKS, both = shape == Structure.BOTH;
+        // option combinations are checked before any loading
+        if ((blocks || both) && headScoring) throw new IllegalArgumentException("--structure " + label(shape) + " goes with the topa recipe");
+        if ((blocks || both) && schedule == Schedule.GRADUAL)
+            throw new IllegalArgumentException("--structure " + label(shape) + " is one-shot for now (--schedule oneshot)");
+        if (headScoring && schedule == Schedule.GRADUAL)
+            throw new IllegalArgumentException("--schedule gradual goes with the topa recipe (adapters score as they train)");
+        if (blocks && scorer == ImportanceScores.Scorer.FISHER)
+            throw new IllegalArgumentException("--structure blocks scores with taylor or lora-taylor, not fisher");
+        if (!blocks && !both && scorer == ImportanceScores.Scorer.LORA_TAYLOR)
+            throw new IllegalArgumentException("--scorer lora-taylor scores weight blocks: use it with --structure blocks or both");
         GlueTask t = GlueTask.parse(task);
         Recipe rc = pruneOnly ? recipeOptions.recipe(t, Recipe.Method.PRUNE)
                 : paper ? recipeOptions.applyTo(Recipe.paper(t)) : recipeOptions.recipe(t, Recipe.Method.LORA);
@@ -166,22 +177,12 @@ final class PruneAdaptCommand implements Callable<Integer> {
             BertModel dense = loaded.model();
             long denseParams = encoderParameters(dense);
             // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
-            boolean blocks = shape == Structure.BLOCKS, both = shape == Structure.BOTH;
-            if ((blocks || both) && headScoring) throw new IllegalArgumentException("--structure " + label(shape) + " goes with the topa recipe");
-            if ((blocks || both) && schedule == Schedule.GRADUAL)
-                throw new IllegalArgumentException("--structure " + label(shape) + " is one-shot for now (--schedule oneshot)");
-            if (blocks && scorer == ImportanceScores.Scorer.FISHER)
-                throw new IllegalArgumentException("--structure blocks scores with taylor or lora-taylor, not fisher");
-            if (!blocks && !both && scorer == ImportanceScores.Scorer.LORA_TAYLOR)
-                throw new IllegalArgumentException("--scorer lora-taylor scores weight blocks: use it with --structure blocks or both");
             // with both, heads and neurons take taylor (or fisher), blocks exact taylor (or lora-taylor)
             ImportanceScores.Scorer unitScorer = scorer == ImportanceScores.Scorer.LORA_TAYLOR ? ImportanceScores.Scorer.TAYLOR : scorer;
             if (!headScoring) dense.addLora(rc.loraConfig(), rc.seed());
             if (!headScoring && !blocks && rc.basePrecision() == Recipe.Precision.BF16) dense.packBf16ForTraining(be);
             ImportanceScores scores = new ImportanceScores(dense.config());
-            BlockScores blockScores = blocks ? new BlockScores(dense.config(),
-                    scorer == ImportanceScores.Scorer.LORA_TAYLOR ? BlockScores.Method.LORA : BlockScores.Method.EXACT)
-                    : null;
+            BlockScores blockScores = blocks ? new BlockScores(dense.config(), blockMethod()) : null;
             long t0 = System.nanoTime();
             Recipe scoring = headScoring ? withLr(rc, 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
             try (BertTraining warm = new BertTraining(dense, headScoring ? n -> false : rc.trainable(), headScoring ? DropoutConfig.NONE : rc.dropout(),
@@ -193,7 +194,6 @@ final class PruneAdaptCommand implements Callable<Integer> {
             double scoreSeconds = (System.nanoTime() - t0) * 1e-9;
             long scorePeak = mem.totalPeak();
             if (schedule == Schedule.GRADUAL) {
-                if (headScoring) throw new IllegalArgumentException("--schedule gradual goes with the topa recipe (adapters score as they train)");
                 gradual(be, mem, t, rc, dense, head, scores, fraction, shape, train, dev, loaded, tok, denseParams, scoreSeconds, scorePeak);
                 return 0;
             }
@@ -214,8 +214,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
             if (both) {
                 System.out.printf(Locale.ROOT, "structured part: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d%n",
                         Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), denseParams, encoderParameters(pruned));
-                BlockScores second = new BlockScores(pruned.config(),
-                        scorer == ImportanceScores.Scorer.LORA_TAYLOR ? BlockScores.Method.LORA : BlockScores.Method.EXACT);
+                BlockScores second = new BlockScores(pruned.config(), blockMethod());
                 long t1 = System.nanoTime();
                 try (BertTraining warm = new BertTraining(pruned, rc.trainable(), rc.dropout(), rc.recomputeProjections());
                         Trainer trainer = new Trainer(be, pruned, warm, head, t, rc.trainerConfig(0))) {
@@ -348,6 +347,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
             double scoreSeconds, long scorePeak, java.util.function.Consumer<ObjectNode> extra) throws java.io.IOException {
         long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
         TrainingReport.write(out, t, rc, description, trainer.trainableParameters(), total, run.results(), mem);
+        System.out.print(mem.report()); // the run's peaks, before the serving probe below resets them
         TrainingPlot.write(out.resolve("report.png"), t.folder() + ", " + plotTitle, run.stepLoss(),
                 run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
         ObjectMapper json = new ObjectMapper();
@@ -373,8 +373,11 @@ final class PruneAdaptCommand implements Callable<Integer> {
             System.out.printf(Locale.ROOT, "saved model: batch 1 %.1f ms, batch 32 %.1f seq/s%n", f.latencyB1Ms(), f.throughputB32());
         }
         FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
-        System.out.print(mem.report());
         System.out.println("report: " + out.resolve("report.md") + ", " + out.resolve("pruning.json"));
+    }
+
+    private BlockScores.Method blockMethod() {
+        return scorer == ImportanceScores.Scorer.LORA_TAYLOR ? BlockScores.Method.LORA : BlockScores.Method.EXACT;
     }
 
     /** Training steps over the first --score-examples examples of an epoch's order, while listeners score. */

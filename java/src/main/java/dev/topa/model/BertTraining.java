@@ -416,39 +416,41 @@ public final class BertTraining implements AutoCloseable {
         String n = BertModel.slotName(l, slot);
         Tensor dA = grads.get(n + ".lora_A"), dB = grads.get(n + ".lora_B");
         Dropout d = dropout(model.loraDropout(), site(l, SITE_LORA + slot));
-        Tensor g = frozen instanceof FrozenWeight.BlockSparse ? null : scratch.allocate(DType.F32, u[slot].dim(0), u[slot].dim(1));
-        if (frozen instanceof FrozenWeight.BlockSparse sparse) {
+        if (frozen instanceof FrozenWeight.BlockSparse sparse) { // the adapter masked like the weight
             sparse.maskedBackward(be, scratch, dx, accumulate, dy, x, ad, dA, dB);
             if (dbias != null) be.biasBackward(dbias, dy);
-        } else if (frozen != null) { // frozen base in packed form: dX = dY W there, the adapter's share fused or through the mask
-            Tensor xLora = x;
-            if (d.active()) be.dropout(xLora = scratch.allocate(DType.F32, x.shape()), x, d, false);
-            be.gemm(false, false, 1f, dy, ad.b(), 0f, g, null);
-            if (d.active()) {
-                frozen.inputGradient(be, dx, dy, accumulate, null, 0f, null);
-                Tensor dxLora = scratch.allocate(DType.F32, dx.shape());
-                be.gemm(false, false, ad.scale(), g, ad.a(), 0f, dxLora, null);
-                be.dropout(dx, dxLora, d, true);
-            } else {
-                frozen.inputGradient(be, dx, dy, accumulate, g, ad.scale(), ad.a());
-            }
-            if (dA != null) be.gemm(true, false, ad.scale(), g, xLora, 1f, dA, null);
-            if (dB != null) be.gemm(true, false, ad.scale(), dy, u[slot], 1f, dB, null);
-            if (dbias != null) be.biasBackward(dbias, dy);
-        } else if (!d.active()) {
-            be.loraBackward(dx, accumulate, dw, dbias, dA, dB, g, dy, x, u[slot], w, ad.a(), ad.b(), ad.scale());
         } else {
-            Tensor xLora = scratch.allocate(DType.F32, x.shape()), dxLora = scratch.allocate(DType.F32, dx.shape());
-            be.dropout(xLora, x, d, false);
-            // frozen-base part and dA/dB/dW/dbias from the fused op (its dx is the base's only: zero rank-r share)
-            be.gemm(false, false, 1f, dy, ad.b(), 0f, g, null);
-            be.gemm(false, false, ad.scale(), g, ad.a(), 0f, dxLora, null);
-            be.gemm(false, false, 1f, dy, w, accumulate ? 1f : 0f, dx, null);
-            be.dropout(dx, dxLora, d, true);
-            if (dA != null) be.gemm(true, false, ad.scale(), g, xLora, 1f, dA, null);
-            if (dB != null) be.gemm(true, false, ad.scale(), dy, u[slot], 1f, dB, null);
-            if (dbias != null) be.biasBackward(dbias, dy);
-            if (dw != null) be.gemm(true, false, 1f, dy, x, 1f, dw, null);
+            Tensor g = scratch.allocate(DType.F32, u[slot].dim(0), u[slot].dim(1));
+            if (frozen != null) { // frozen base in packed form: dX = dY W there, the adapter's share fused, or through the dropout mask
+                Tensor xLora = x;
+                if (d.active()) be.dropout(xLora = scratch.allocate(DType.F32, x.shape()), x, d, false);
+                be.gemm(false, false, 1f, dy, ad.b(), 0f, g, null);
+                if (d.active()) {
+                    frozen.inputGradient(be, dx, dy, accumulate, null, 0f, null);
+                    Tensor dxLora = scratch.allocate(DType.F32, dx.shape());
+                    be.gemm(false, false, ad.scale(), g, ad.a(), 0f, dxLora, null);
+                    be.dropout(dx, dxLora, d, true);
+                } else {
+                    frozen.inputGradient(be, dx, dy, accumulate, g, ad.scale(), ad.a());
+                }
+                if (dA != null) be.gemm(true, false, ad.scale(), g, xLora, 1f, dA, null);
+                if (dB != null) be.gemm(true, false, ad.scale(), dy, u[slot], 1f, dB, null);
+                if (dbias != null) be.biasBackward(dbias, dy);
+            } else if (!d.active()) {
+                be.loraBackward(dx, accumulate, dw, dbias, dA, dB, g, dy, x, u[slot], w, ad.a(), ad.b(), ad.scale());
+            } else {
+                Tensor xLora = scratch.allocate(DType.F32, x.shape()), dxLora = scratch.allocate(DType.F32, dx.shape());
+                be.dropout(xLora, x, d, false);
+                // frozen-base part and dA/dB/dW/dbias from the fused op (its dx is the base's only: zero rank-r share)
+                be.gemm(false, false, 1f, dy, ad.b(), 0f, g, null);
+                be.gemm(false, false, ad.scale(), g, ad.a(), 0f, dxLora, null);
+                be.gemm(false, false, 1f, dy, w, accumulate ? 1f : 0f, dx, null);
+                be.dropout(dx, dxLora, d, true);
+                if (dA != null) be.gemm(true, false, ad.scale(), g, xLora, 1f, dA, null);
+                if (dB != null) be.gemm(true, false, ad.scale(), dy, u[slot], 1f, dB, null);
+                if (dbias != null) be.biasBackward(dbias, dy);
+                if (dw != null) be.gemm(true, false, 1f, dy, x, 1f, dw, null);
+            }
         }
         if (ad.blockDiagonal() && dB != null) zeroOffDiagonal(dB, 3);
         if (weightGradients != null) weightGradients.linear(be, l, slot, w, dy, x, ad, dA, dB);

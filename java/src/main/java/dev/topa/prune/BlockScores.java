@@ -35,7 +35,7 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
     private final TensorScope workspace = new TensorScope("block scores", MemoryCategory.WORKSPACE);
     private Tensor gradient, effective;
     private long batches;
-    private int lastLayer = -1;
+    private int lastSlot = -1; // layer * 4 + slot of the previous call
 
     public BlockScores(BertConfig config, Method method) {
         this.method = method;
@@ -62,8 +62,10 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
     public void linear(Backend be, int layer, int slot, Tensor w, Tensor dy, Tensor x, BertModel.Adapter adapter, Tensor dA, Tensor dB) {
         double[][] s = scores[layer][slot];
         if (s == null) return;
-        if (layer > lastLayer) batches++; // backward runs from the last layer down: a higher layer index starts a new batch
-        lastLayer = layer;
+        // backward visits slots from the last layer's FFN out down to layer 0's QKV: a step back up starts a new batch
+        int key = layer * 4 + slot;
+        if (key >= lastSlot) batches++;
+        lastSlot = key;
         long out = w.dim(0), in = w.dim(1);
         Tensor g = view(gradient, out, in), weight = w;
         if (method == Method.EXACT) {

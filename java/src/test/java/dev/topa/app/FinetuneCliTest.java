@@ -242,4 +242,21 @@ class FinetuneCliTest {
         assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", p.get("best_dev").asDouble())),
                 "per-layer shapes and kept blocks reload to what training saw:\n" + ev[1]);
     }
+
+    @Test
+    void blockPruningOptionClashesAreRejectedBeforeAnyLoading(@TempDir Path dir) {
+        String[][] clashes = {{"--structure", "blocks", "--recipe", "paper"}, {"--structure", "blocks", "--schedule", "gradual"},
+                {"--structure", "both", "--schedule", "gradual"}, {"--structure", "blocks", "--scorer", "fisher"},
+                {"--recipe", "paper", "--schedule", "gradual"}};
+        String[] expect = {"topa recipe", "one-shot", "one-shot", "not fisher", "topa recipe"};
+        for (int i = 0; i < clashes.length; i++) {
+            java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("prune-adapt", "--task", "rte", "--data-dir",
+                    dir.resolve("no-such-data").toString(), "--out", dir.resolve("o" + i).toString()));
+            args.addAll(java.util.List.of(clashes[i]));
+            String[] r = run(args.toArray(String[]::new));
+            assertEquals("1", r[0], String.join(" ", clashes[i]));
+            // the data folder does not exist: the clash must be named before anything is read
+            assertTrue(r[2].contains(expect[i]), String.join(" ", clashes[i]) + ": " + r[2]);
+        }
+    }
 }

@@ -320,4 +320,68 @@ class BlockPruningTest {
             scores.close();
         }
     }
+
+    /** Central differences of L = sum(out * dy) through the inference forward vs the training backward's adapter gradients. */
+    @Test
+    void maskedAdapterGradientsMatchFiniteDifferences() {
+        CpuBackend be = CpuBackend.create();
+        try (BertModel m = randomModel(51, true); StepArena arena = new StepArena("fd")) {
+            m.setBlockMasks(masks(53));
+            Tensor[] in = inputs(arena);
+            float[] dy = randomGradient(55);
+            float[][] y = new float[1][];
+            Map<String, float[]> g = step(be, m, arena, in, dy, y, false, n -> n.contains("lora_"));
+            SplittableRandom rnd = new SplittableRandom(57);
+            int checked = 0;
+            for (String name : new String[] {"encoder.layer.0.intermediate.dense.lora_A", "encoder.layer.1.output.dense.lora_B",
+                    "encoder.layer.0.attention.self.qkv.lora_A", "encoder.layer.1.attention.output.dense.lora_B"}) {
+                Tensor p = m.parameter(name);
+                for (int k = 0; k < 4; k++) {
+                    long i = rnd.nextLong(p.numel());
+                    float analytic = g.get(name)[(int) i];
+                    if (name.endsWith("qkv.lora_B") && analytic == 0f) continue; // off the block diagonal
+                    float v = p.getFloat(i), eps = 1e-2f;
+                    p.setFloat(i, v + eps);
+                    double plus = loss(be, m, arena, in, dy);
+                    p.setFloat(i, v - eps);
+                    double minus = loss(be, m, arena, in, dy);
+                    p.setFloat(i, v);
+                    double numeric = (plus - minus) / (2 * eps);
+                    assertEquals(numeric, analytic, 2e-2 * Math.abs(numeric) + 2e-3, name + "[" + i + "]");
+                    checked++;
+                }
+            }
+            assertTrue(checked >= 12, "enough elements checked: " + checked);
+        }
+    }
+
+    private static double loss(CpuBackend be, BertModel m, StepArena arena, Tensor[] in, float[] dy) {
+        float[] out = m.forward(be, arena, in[0], in[1], in[2]).toFloatArray();
+        double l = 0;
+        for (int i = 0; i < out.length; i++) l += (double) out[i] * dy[i];
+        return l;
+    }
+
+    @Test
+    void blockSparseWeightsRefuseFullFineTuningAndLoraDropout() {
+        CpuBackend be = CpuBackend.create();
+        try (BertModel m = randomModel(61, true); StepArena arena = new StepArena("refuse")) {
+            m.setBlockMasks(masks(63));
+            Tensor[] in = inputs(arena);
+            try (BertTraining t = new BertTraining(m, n -> true, DropoutConfig.NONE, false)) {
+                IllegalStateException e = assertThrows(IllegalStateException.class, () -> t.forward(be, arena, in[0], in[1], in[2]));
+                assertTrue(e.getMessage().contains("block-sparse"), e.getMessage());
+            }
+        }
+        try (BertModel m = new BertModel(CFG); StepArena arena = new StepArena("refuse dropout")) {
+            m.addLora(new LoraConfig(2, 4.0, EnumSet.allOf(LoraConfig.Target.class), 0.1), 1);
+            m.setBlockMasks(masks(65));
+            Tensor[] in = inputs(arena);
+            try (BertTraining t = new BertTraining(m, n -> n.contains("lora_"), DropoutConfig.NONE, false)) {
+                t.setDropoutStep(1, 1);
+                IllegalStateException e = assertThrows(IllegalStateException.class, () -> t.forward(be, arena, in[0], in[1], in[2]));
+                assertTrue(e.getMessage().contains("LoRA dropout"), e.getMessage());
+            }
+        }
+    }
 }

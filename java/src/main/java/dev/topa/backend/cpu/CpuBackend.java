@@ -45,7 +45,7 @@ public final class CpuBackend extends Backend {
         bf16PackedSize = bind("bf16_packed_size", true, FunctionDescriptor.of(L, L, L));
         bsrPack = bind("bsr_pack", false, FunctionDescriptor.ofVoid(A, L, L, A, I, A, A, A));
         bsrLinear = bind("bsr_linear", false, FunctionDescriptor.of(I, L, L, L, A, L, A, A, A, A, F, A, L, L, A, A, F, I));
-        bsrBlockLowrank = bind("bsr_block_lowrank", false, FunctionDescriptor.ofVoid(L, L, L, A, L, A, A));
+        bsrBlockLowrank = bind("bsr_block_lowrank", false, FunctionDescriptor.of(I, L, L, L, A, L, A, A));
         bsrLowrankGrad = bind("bsr_lowrank_grad", false, FunctionDescriptor.ofVoid(L, L, L, L, A, L, A, A, A, F, A));
         bf16Pack = bind("bf16_pack_b", false, FunctionDescriptor.ofVoid(I, L, L, A, L, A));
         bf16Gemm = bind("bf16_gemm_packed", false, FunctionDescriptor.of(I, I, L, L, L, F, A, L, A, F, A, L, A, L, A, F, I, A));
@@ -229,7 +229,7 @@ public final class CpuBackend extends Backend {
     protected void kBlockLowRank(Tensor u, Tensor x, Tensor a) {
         try {
             long k = a.dim(1);
-            bsrBlockLowrank.invokeExact(x.numel() / k, k, a.dim(0), seg(x), k, seg(a), seg(u));
+            status("blockLowRank", (int) bsrBlockLowrank.invokeExact(x.numel() / k, k, a.dim(0), seg(x), k, seg(a), seg(u)));
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }

@@ -76,14 +76,8 @@ public final class CudaDriver {
         if (loaded == null) {
             try {
                 CudaDriver d = new CudaDriver(SymbolLookup.libraryLookup("libcuda.so.1", Arena.global()));
-                d.check(d.call(d.cuInit, 0), "cuInit");
-                int[] n = {0};
-                try (Arena a = Arena.ofConfined()) {
-                    MemorySegment out = a.allocate(JAVA_INT);
-                    d.check(d.call(d.cuDeviceGetCount, out), "cuDeviceGetCount");
-                    n[0] = out.get(JAVA_INT, 0);
-                }
-                loaded = n[0] > 0 ? d : "the CUDA driver reports no device";
+                d.check(call(d.cuInit, 0), "cuInit");
+                loaded = d.outInt(d.cuDeviceGetCount, "cuDeviceGetCount") > 0 ? d : "the CUDA driver reports no device";
             } catch (IllegalArgumentException e) { // libraryLookup: no such library
                 loaded = "no NVIDIA driver here (libcuda.so.1 not found)";
             } catch (CudaException e) {
@@ -135,10 +129,6 @@ public final class CudaDriver {
         }
     }
 
-    private long outLong(MethodHandle h, String name, Object... args) {
-        return out(h, name, args);
-    }
-
     /** An int out-parameter (the low 4 bytes of the zeroed word, little-endian). */
     private int outInt(MethodHandle h, String name, Object... args) {
         return (int) out(h, name, args);
@@ -161,7 +151,7 @@ public final class CudaDriver {
     }
 
     public long totalMemory(int device) {
-        return outLong(cuDeviceTotalMem, "cuDeviceTotalMem_v2", device);
+        return out(cuDeviceTotalMem, "cuDeviceTotalMem_v2", device);
     }
 
     /** CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR (75) and _MINOR (76) as major * 10 + minor. */
@@ -172,7 +162,7 @@ public final class CudaDriver {
 
     /** Retains the device's primary context and makes it current on this thread. */
     public long useDevice(int device) {
-        long ctx = outLong(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", device);
+        long ctx = out(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", device);
         check(call(cuCtxSetCurrent, MemorySegment.ofAddress(ctx)), "cuCtxSetCurrent");
         return ctx;
     }
@@ -196,7 +186,7 @@ public final class CudaDriver {
     }
 
     public long malloc(long bytes) {
-        return outLong(cuMemAlloc, "cuMemAlloc_v2(" + bytes + " bytes)", bytes);
+        return out(cuMemAlloc, "cuMemAlloc_v2(" + bytes + " bytes)", bytes);
     }
 
     public void free(long ptr) {
@@ -221,7 +211,7 @@ public final class CudaDriver {
     }
 
     public long streamCreate() {
-        return outLong(cuStreamCreate, "cuStreamCreate", 0);
+        return out(cuStreamCreate, "cuStreamCreate", 0);
     }
 
     public void streamSynchronize(long stream) {
@@ -229,7 +219,7 @@ public final class CudaDriver {
     }
 
     public long eventCreate() {
-        return outLong(cuEventCreate, "cuEventCreate", 0);
+        return out(cuEventCreate, "cuEventCreate", 0);
     }
 
     public void eventRecord(long event, long stream) {
@@ -251,13 +241,13 @@ public final class CudaDriver {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment img = a.allocate(image.length + 1L);
             MemorySegment.copy(image, 0, img, java.lang.foreign.ValueLayout.JAVA_BYTE, 0, image.length);
-            return outLong(cuModuleLoadData, "cuModuleLoadData", img);
+            return out(cuModuleLoadData, "cuModuleLoadData", img);
         }
     }
 
     public long function(long module, String name) {
         try (Arena a = Arena.ofConfined()) {
-            return outLong(cuModuleGetFunction, "cuModuleGetFunction(" + name + ")", MemorySegment.ofAddress(module), a.allocateFrom(name));
+            return out(cuModuleGetFunction, "cuModuleGetFunction(" + name + ")", MemorySegment.ofAddress(module), a.allocateFrom(name));
         }
     }
 
