@@ -24,7 +24,7 @@ echo "java: $("$java" -version 2>&1 | head -1)" | tee -a "$out/machine.txt"
 jar="$kit/topa.jar"
 [ -f "$jar" ] || { echo "run.sh: $jar missing: run bench/gpu/build-kit.sh before the call and carry bench/gpu/kit" >&2; exit 3; }
 props=()
-if ! unzip -l "$jar" 2>/dev/null | grep -q topa_kernels.fatbin; then
+if ! grep -aq topa_kernels.fatbin "$jar"; then # zip entry names are stored uncompressed (no unzip there)
     echo "run.sh: building the fatbin here" | tee -a "$out/machine.txt"
     nvcc -std=c++17 -O3 -fatbin -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
         -o "$out/topa_kernels.fatbin" "$root/cuda-kernels/kernels.cu" > "$out/nvcc.log" 2>&1 || { cat "$out/nvcc.log"; exit 4; }
@@ -32,8 +32,25 @@ if ! unzip -l "$jar" 2>/dev/null | grep -q topa_kernels.fatbin; then
 fi
 "$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.CudaOpCheck > "$out/ops.log" 2>&1
 rc=$?
+"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.app.CudaEncoderCheck > "$out/encoder.log" 2>&1
+erc=$?
+[ $rc -ne 0 ] || rc=$erc
+if command -v python3 >/dev/null && python3 -c "import torch, transformers" 2>/dev/null; then
+    PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_encoder.py" > "$out/torch.log" 2>&1 || echo "torch_encoder: failed (see torch.log)" >> "$out/torch.log"
+else
+    echo "torch_encoder: no python3 with torch and transformers here" > "$out/torch.log"
+fi
 grep -E "rel_error|cuda_" "$out/ops.log" | head -60
 echo "---- summary (card: $(head -2 "$out/machine.txt" | tail -1)) ----"
 sed -n '/^op | dtype/,$p' "$out/ops.log"
+grep -E "^torch" "$out/torch.log" || tail -5 "$out/torch.log"
+echo "---- encoder (topa CUDA vs CPU backend, then timings) ----"
+cat "$out/encoder.log"
+# the ratio asked for: topa's CUDA encoder over PyTorch bf16 eager, same card, same call
+for shape in minilm bertbase; do
+    ours=$(sed -n "s/^topa_cuda_${shape}_b32_s128_ms: //p" "$out/encoder.log")
+    theirs=$(sed -n "s/^torch_${shape}_b32_s128_bf16_ms: //p" "$out/torch.log")
+    [ -n "$ours" ] && [ -n "$theirs" ] && awk -v a="$theirs" -v b="$ours" -v s="$shape" 'BEGIN { printf "encoder_speedup_vs_torch_bf16_%s_b32_s128: %.3f\n", s, a / b }'
+done
 [ $rc -eq 0 ] || tail -30 "$out/ops.log"
 exit $rc

@@ -1,6 +1,6 @@
 package dev.topa.app;
 
-import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.backend.Backend;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.Safetensors;
@@ -51,6 +51,9 @@ final class EncodeCommand implements Callable<Integer> {
     @Mixin
     ThreadsOption threads;
 
+    @Mixin
+    DeviceOption device;
+
     @Override
     public Integer call() throws Exception {
         threads.apply();
@@ -61,21 +64,22 @@ final class EncodeCommand implements Callable<Integer> {
         if (batchSize < 1) throw new IllegalArgumentException("--batch-size must be >= 1");
         long t0 = System.nanoTime();
         ModelLoader.Loaded loaded = ModelLoader.load(model);
-        try (var m = loaded.model(); BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(maxSeqLen,
-                m.config().maxPositions())); StepArena arena = new StepArena("encode");
+        try (var host = loaded.model(); Backend be = device.backend(); var m = be.device().isHostAccessible() ? host : host.copyTo(be);
+                BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(maxSeqLen, m.config().maxPositions()));
+                StepArena arena = be.stepArena("encode"); StepArena hostArena = new StepArena("encode inputs");
                 TensorScope results = new TensorScope("encode outputs", MemoryCategory.ACTIVATIONS)) {
             System.err.println("model: " + loaded.description() + " " + m.config());
             List<BertTokenizer.Encoded> enc = new ArrayList<>();
             for (int i = 0; i < a.size(); i++) enc.add(tok.encode(a.get(i), b == null ? null : b.get(i)));
             int c = m.config().hidden();
             Tensor[] hidden = new Tensor[a.size()], pool = new Tensor[a.size()];
-            CpuBackend be = CpuBackend.create();
             m.packForInference(be);
             for (int[] idx : BertTokenizer.batchesByLength(enc, batchSize)) {
                 List<BertTokenizer.Encoded> part = new ArrayList<>();
                 for (int i : idx) part.add(enc.get(i));
-                BertTokenizer.Batch batch = BertTokenizer.pad(part, arena);
-                Tensor h = m.forward(be, arena, batch.ids(), batch.types(), batch.mask());
+                BertTokenizer.Batch batch = BertTokenizer.pad(part, hostArena);
+                Tensor h = be.copyOf(m.forward(be, arena, be.copyOf(batch.ids(), arena), be.copyOf(batch.types(), arena),
+                        be.copyOf(batch.mask(), arena)), hostArena); // read back (a copy on the CPU too: simpler than two paths)
                 long s = batch.ids().dim(1);
                 for (int j = 0; j < idx.length; j++) {
                     int len = batch.lengths()[j];
@@ -84,6 +88,7 @@ final class EncodeCommand implements Callable<Integer> {
                     if (pooled) pool[idx[j]] = meanRows(results, rows, len, c);
                 }
                 arena.reset();
+                hostArena.reset();
             }
             Map<String, Tensor> out = new LinkedHashMap<>();
             for (int i = 0; i < a.size(); i++) {
@@ -93,6 +98,7 @@ final class EncodeCommand implements Callable<Integer> {
             Safetensors.write(output, out, Map.of("model", loaded.description(), "lines", String.valueOf(a.size())));
             System.err.printf("encoded %d inputs in %.2f s -> %s%n", a.size(), (System.nanoTime() - t0) * 1e-9, output);
             System.err.print(MemoryTracker.of(be.device()).report());
+            if (!be.device().isHostAccessible()) System.err.print(MemoryTracker.of(dev.topa.tensor.Device.CPU).report());
         }
         return 0;
     }

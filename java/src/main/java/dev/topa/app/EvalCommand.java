@@ -1,6 +1,5 @@
 package dev.topa.app;
 
-import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueDownload;
 import dev.topa.glue.GlueTask;
@@ -18,6 +17,9 @@ import picocli.CommandLine.Option;
 
 @Command(name = "eval", description = "Evaluate a model written by topa finetune on a GLUE dev split.")
 final class EvalCommand implements Callable<Integer> {
+    @picocli.CommandLine.Mixin
+    DeviceOption device;
+
     @Option(names = "--model", required = true, description = "a directory written by topa finetune")
     Path model;
 
@@ -39,7 +41,7 @@ final class EvalCommand implements Callable<Integer> {
         threads.apply();
         try (FineTunedModel.Loaded ft = FineTunedModel.load(model);
                 BertTokenizer tok = new BertTokenizer(ft.tokenizer(), ft.maxSeqLen());
-                Predictor p = new Predictor(CpuBackend.create(), ft.model(), ft.head())) {
+                dev.topa.backend.Backend be = device.backend(); Predictor p = new Predictor(be, ft.model(), ft.head())) {
             GlueTask t = task == null ? ft.task() : GlueTask.parse(task);
             if (t.numLabels() != ft.head().outputs())
                 throw new IllegalArgumentException(model + " has a " + ft.head().outputs() + "-output head; " + t.folder()

@@ -1,6 +1,5 @@
 package dev.topa.app;
 
-import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.io.BertTokenizer;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.Predictor;
@@ -14,6 +13,9 @@ import picocli.CommandLine.Parameters;
 
 @Command(name = "predict", description = "Predict with a model written by topa finetune: label and probabilities, or the value.")
 final class PredictCommand implements Callable<Integer> {
+    @picocli.CommandLine.Mixin
+    DeviceOption device;
+
     @Option(names = "--model", required = true, description = "a directory written by topa finetune")
     Path model;
 
@@ -27,7 +29,7 @@ final class PredictCommand implements Callable<Integer> {
     public Integer call() {
         try (FineTunedModel.Loaded ft = FineTunedModel.load(model);
                 BertTokenizer tok = new BertTokenizer(ft.tokenizer(), ft.maxSeqLen());
-                Predictor p = new Predictor(CpuBackend.create(), ft.model(), ft.head())) {
+                dev.topa.backend.Backend be = device.backend(); Predictor p = new Predictor(be, ft.model(), ft.head())) {
             if (ft.task().isPair() != (textB != null))
                 throw new IllegalArgumentException(ft.task().folder() + (ft.task().isPair() ? " needs two texts" : " takes one text"));
             float[] out = p.outputs(List.of(tok.encode(text, textB)), 1)[0];

@@ -34,6 +34,60 @@ public abstract class Backend implements AutoCloseable {
     @Override
     public void close() {}
 
+    /** Waits until every op issued so far has finished (a device backend queues them; the CPU's run in the call). */
+    public void synchronize() {}
+
+    // ---------------------------------------------------------------- memory on this backend's device
+
+    /** A scope for long-lived tensors (weights) in this backend's device memory. */
+    public dev.topa.tensor.TensorAllocator weightScope(String name) {
+        return new dev.topa.tensor.TensorScope(name, dev.topa.tensor.MemoryCategory.WEIGHTS);
+    }
+
+    /** A per-step activation arena in this backend's device memory. */
+    public dev.topa.tensor.StepArena stepArena(String name) {
+        return new dev.topa.tensor.StepArena(name);
+    }
+
+    /**
+     * dst = src, both the same dtype and element count; each on the CPU or on this backend's device
+     * (host to device, device to host, within either). Returns once dst can be read.
+     */
+    public final void copy(Tensor dst, Tensor src) {
+        check(dst.dtype() == src.dtype(), "copy", "dtypes differ: " + src + " -> " + dst);
+        check(dst.numel() == src.numel(), "copy", "element counts differ: " + src + " -> " + dst);
+        for (Tensor t : new Tensor[] {dst, src}) {
+            check(t.device().isHostAccessible() || t.device().equals(device()), "copy", t + " is on neither the CPU nor " + device());
+            t.checkAlive();
+        }
+        if (dst.byteSize() > 0) kCopy(dst, src, dst.byteSize());
+    }
+
+    /** A copy of src in memory from alloc (which may be on another device: an upload or a download). */
+    public final Tensor copyOf(Tensor src, dev.topa.tensor.TensorAllocator alloc) {
+        Tensor t = alloc.allocate(src.category(), src.dtype(), src.shape());
+        copy(t, src);
+        return t;
+    }
+
+    /** Host copies; a device backend overrides for its own memory. */
+    protected void kCopy(Tensor dst, Tensor src, long bytes) {
+        check(dst.device().isHostAccessible() && src.device().isHostAccessible(), "copy", "this backend copies host memory only");
+        java.lang.foreign.MemorySegment.copy(src.data(), 0, dst.data(), 0, bytes);
+    }
+
+    /** y[i, :] = row for every row of y: the output of a linear layer left with no inputs. */
+    public final void broadcastRows(Tensor y, Tensor row) {
+        f32("broadcastRows", "y", y);
+        vector("broadcastRows", "row", row, cols(y));
+        kBroadcastRows(y, row, rows(y), cols(y));
+    }
+
+    protected void kBroadcastRows(Tensor y, Tensor row, long rows, long cols) {
+        java.lang.foreign.MemorySegment src = row.data(), dst = y.data();
+        for (long r = 0; r < rows; r++) java.lang.foreign.MemorySegment.copy(src, 0, dst, r * cols * 4, cols * 4);
+    }
+
     // ---------------------------------------------------------------- GEMM and linear layers
 
     /** C = alpha op(A) op(B) + beta C + bias; op(A) [M,K], op(B) [K,N], C [M,N], bias [N] or null. */
@@ -494,7 +548,7 @@ public abstract class Backend implements AutoCloseable {
         if (st > 0) {
             long t = st - 1;
             throw new IllegalArgumentException(op + ": token " + (t % d[1]) + " of sequence " + (t / d[1])
-                    + " has an id, position or type outside its table (id " + ids.getInt(t) + ", vocab "
+                    + " has an id, position or type outside its table (id " + (ids.device().isHostAccessible() ? ids.getInt(t) : "on " + ids.device()) + ", vocab "
                     + wte.dim(0) + ", positions " + wpe.dim(0) + (wtt != null ? ", types " + wtt.dim(0) : "") + ")");
         }
     }

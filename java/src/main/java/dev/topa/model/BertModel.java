@@ -7,6 +7,7 @@ import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
 import dev.topa.tensor.TensorScope;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -20,7 +21,7 @@ import java.util.Map;
  */
 public final class BertModel implements AutoCloseable {
     private final BertConfig config;
-    private final TensorScope scope;
+    private final TensorAllocator scope;
     private final Map<String, Tensor> params = new LinkedHashMap<>();
     private final Tensor[] qkvWeight, qkvBias;
     /** Linear slots of a layer, in this order: fused QKV, attention output, FFN in, FFN out. */
@@ -50,8 +51,13 @@ public final class BertModel implements AutoCloseable {
     private String packedFor;
 
     public BertModel(BertConfig config) {
+        this(config, new TensorScope("bert weights", MemoryCategory.WEIGHTS));
+    }
+
+    /** A model whose weights (contents unset) live in memory from weights, which the model closes. */
+    public BertModel(BertConfig config, TensorAllocator weights) {
         this.config = config;
-        this.scope = new TensorScope("bert weights", MemoryCategory.WEIGHTS);
+        this.scope = weights;
         int c = config.hidden();
         param("embeddings.word_embeddings.weight", config.vocabSize(), c);
         param("embeddings.position_embeddings.weight", config.maxPositions(), c);
@@ -224,7 +230,28 @@ public final class BertModel implements AutoCloseable {
     }
 
     public long parameterBytes() {
-        return scope.bytes();
+        return switch (scope) {
+            case TensorScope t -> t.bytes();
+            case dev.topa.tensor.DeviceScope d -> d.bytes();
+            default -> throw new IllegalStateException("unknown weight allocator " + scope);
+        };
+    }
+
+    /**
+     * This model's weights copied to the backend's device, for inference there (the copy is closed
+     * separately). Adapters must be merged first. Block masks do not travel: pruned blocks are
+     * zeros in the dense weights, so the copy computes the same outputs, densely.
+     */
+    public BertModel copyTo(Backend be) {
+        if (adapters != null) throw new IllegalStateException("merge the LoRA adapters before copying the model to " + be.device());
+        BertModel m = new BertModel(config, be.weightScope("bert weights on " + be.device()));
+        try {
+            for (var e : params.entrySet()) be.copy(m.params.get(e.getKey()), e.getValue());
+        } catch (RuntimeException | Error e) {
+            m.close();
+            throw e;
+        }
+        return m;
     }
 
     /**
@@ -486,7 +513,7 @@ public final class BertModel implements AutoCloseable {
             linear(be, arena, att, ctx, l, ATT_OUT, params.get(p + "attention.output.dense.weight"),
                     params.get(p + "attention.output.dense.bias"));
         } else {
-            broadcastRows(att, params.get(p + "attention.output.dense.bias")); // every head pruned: the block is its bias
+            be.broadcastRows(att, params.get(p + "attention.output.dense.bias")); // every head pruned: the block is its bias
         }
         Tensor h1 = arena.allocate(DType.F32, b, s, c);
         be.layernormForward(h1, mean, rstd, null, att, h, params.get(p + "attention.output.LayerNorm.weight"),
@@ -498,17 +525,10 @@ public final class BertModel implements AutoCloseable {
             be.biasGeluForward(inter, inter, params.get(p + "intermediate.dense.bias"));
             linear(be, arena, out, inter, l, FFN_OUT, params.get(p + "output.dense.weight"), params.get(p + "output.dense.bias"));
         } else {
-            broadcastRows(out, params.get(p + "output.dense.bias")); // every neuron pruned
+            be.broadcastRows(out, params.get(p + "output.dense.bias")); // every neuron pruned
         }
         be.layernormForward(h2, mean, rstd, null, out, h1, params.get(p + "output.LayerNorm.weight"),
                 params.get(p + "output.LayerNorm.bias"), eps);
-    }
-
-    /** y[i, :] = bias for every row: the output of a linear layer left with no inputs. */
-    static void broadcastRows(Tensor y, Tensor bias) {
-        long c = bias.numel(), rows = y.numel() / c;
-        java.lang.foreign.MemorySegment src = bias.data(), dst = y.data();
-        for (long r = 0; r < rows; r++) java.lang.foreign.MemorySegment.copy(src, 0, dst, r * c * 4, c * 4);
     }
 
     @Override

@@ -196,7 +196,7 @@ public final class BertTraining implements AutoCloseable {
                 u[BertModel.ATT_OUT] = linearForward(be, arena, att, ctx, l, BertModel.ATT_OUT, p(n + "attention.output.dense.weight"),
                         p(n + "attention.output.dense.bias"));
             } else {
-                BertModel.broadcastRows(att, p(n + "attention.output.dense.bias")); // no heads left: the block is its bias
+                be.broadcastRows(att, p(n + "attention.output.dense.bias")); // no heads left: the block is its bias
             }
             Dropout dAtt = dropout(dropout.hidden(), site(l, SITE_ATT_OUT));
             if (dAtt.active()) be.dropout(att, att, dAtt, false);
@@ -213,7 +213,7 @@ public final class BertTraining implements AutoCloseable {
                 u[BertModel.FFN_OUT] = linearForward(be, arena, out, act, l, BertModel.FFN_OUT, p(n + "output.dense.weight"),
                         p(n + "output.dense.bias"));
             } else {
-                BertModel.broadcastRows(out, p(n + "output.dense.bias")); // no neurons left
+                be.broadcastRows(out, p(n + "output.dense.bias")); // no neurons left
             }
             Dropout dOut = dropout(dropout.hidden(), site(l, SITE_FFN_OUT));
             if (dOut.active()) be.dropout(out, out, dOut, false);

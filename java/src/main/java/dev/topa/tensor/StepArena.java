@@ -12,7 +12,9 @@ import java.util.List;
  * training step needs the same amount every time; the tracker sees the bytes handed out as live
  * until reset, and {@link #reservedBytes()} tells what the chunks hold. Within a step,
  * {@link #mark()} and {@link #release(Mark)} free everything allocated after the mark (a layer's
- * backward temporaries), so peak memory is what one layer needs, not the sum over layers.
+ * backward temporaries), so peak memory is what one layer needs, not the sum over layers. On a
+ * device other than the CPU ({@link #StepArena(String, DeviceMemory)}) the chunks are device
+ * blocks and the tensors device pointers; the bookkeeping is the same.
  */
 public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.Owner {
     private static final long ALIGNMENT = 64;
@@ -20,9 +22,11 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
 
     private final String name;
     private final MemoryCategory defaultCategory;
-    private final MemoryTracker tracker = MemoryTracker.of(Device.CPU);
     private final Arena arena = Arena.ofShared();
-    private final List<MemorySegment> chunks = new ArrayList<>();
+    private final DeviceMemory deviceMemory; // null: host chunks from the arena
+    private final MemoryTracker tracker;
+    private final List<MemorySegment> chunks = new ArrayList<>(); // device chunks: zero-length segments at the block's address
+    private final List<Long> chunkSizes = new ArrayList<>();
     private final long[] liveByCategory = new long[MemoryCategory.values().length];
     private final long chunkBytes;
     private int chunk;      // chunk being filled
@@ -42,11 +46,22 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
         this.name = name;
         this.defaultCategory = defaultCategory;
         this.chunkBytes = chunkBytes;
+        this.deviceMemory = null;
+        this.tracker = MemoryTracker.of(Device.CPU);
+    }
+
+    /** A step arena whose chunks are blocks of a device's memory (activations on a GPU). */
+    public StepArena(String name, DeviceMemory memory) {
+        this.name = name;
+        this.defaultCategory = MemoryCategory.ACTIVATIONS;
+        this.chunkBytes = DEFAULT_CHUNK;
+        this.deviceMemory = memory;
+        this.tracker = MemoryTracker.of(memory.device());
     }
 
     @Override
     public Device device() {
-        return Device.CPU;
+        return deviceMemory == null ? Device.CPU : deviceMemory.device();
     }
 
     @Override
@@ -59,14 +74,15 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
         if (closed) throw new IllegalStateException("step arena '" + name + "' is closed");
         long bytes = Tensor.numel(shape) * dtype.byteSize();
         long padded = (Math.max(bytes, 1) + ALIGNMENT - 1) & -ALIGNMENT;
-        while (chunk < chunks.size() && offset + padded > chunks.get(chunk).byteSize()) {
+        while (chunk < chunks.size() && offset + padded > chunkSizes.get(chunk)) {
             chunk++;
             offset = 0;
         }
         if (chunk == chunks.size()) {
             long size = Math.max(chunkBytes, padded);
             try {
-                chunks.add(arena.allocate(size, ALIGNMENT));
+                chunks.add(deviceMemory == null ? arena.allocate(size, ALIGNMENT) : MemorySegment.ofAddress(deviceMemory.allocate(size)));
+                chunkSizes.add(size);
             } catch (OutOfMemoryError e) {
                 throw new OutOfMemoryError("step arena '" + name + "' cannot grow by " + MemoryTracker.human(size)
                         + " (holds " + MemoryTracker.human(reserved) + ")");
@@ -74,11 +90,12 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
             reserved += size;
             offset = 0;
         }
-        MemorySegment seg = chunks.get(chunk).asSlice(offset, bytes);
+        MemorySegment base = chunks.get(chunk);
+        MemorySegment seg = deviceMemory == null ? base.asSlice(offset, bytes) : MemorySegment.ofAddress(base.address() + offset);
         offset += padded;
         tracker.add(category, bytes);
         liveByCategory[category.ordinal()] += bytes;
-        return new Tensor(Device.CPU, dtype, shape, seg, category, this, ++serial);
+        return new Tensor(device(), dtype, shape, seg, category, this, ++serial);
     }
 
     /** A point in this step's allocations to {@link #release} back to. */
@@ -136,6 +153,8 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
         if (closed) return;
         reset();
         closed = true;
+        if (deviceMemory != null)
+            for (int i = 0; i < chunks.size(); i++) deviceMemory.free(chunks.get(i).address(), chunkSizes.get(i));
         arena.close();
     }
 }

@@ -1,7 +1,7 @@
 package dev.topa.tensor;
 
-/** Makes tensors on one device; the allocator decides how long their storage lives. */
-public interface TensorAllocator {
+/** Makes tensors on one device; the allocator decides how long their storage lives (until close at the latest). */
+public interface TensorAllocator extends AutoCloseable {
     Device device();
 
     /** A tensor of the allocator's default category, contents unspecified. */
@@ -13,4 +13,8 @@ public interface TensorAllocator {
     default Tensor zeros(long... shape) {
         return allocate(DType.F32, shape).fill(0f);
     }
+
+    /** Gives back all storage; the tensors made here become invalid. */
+    @Override
+    void close();
 }

@@ -14,17 +14,32 @@ import java.util.EnumMap;
 import java.util.List;
 import java.util.Map;
 
-/** Inference with a task head: head outputs per example (batched by length), and GLUE metrics. */
+/**
+ * Inference with a task head: head outputs per example (batched by length), and GLUE metrics. On a
+ * device backend the encoder runs there (a copy of the model, weights packed for inference) and
+ * the small head on the CPU after the [B, S, C] states are read back.
+ */
 public final class Predictor implements AutoCloseable {
-    private final Backend be;
-    private final BertModel model;
+    private final Backend be, headBackend;
+    private final BertModel model, deviceCopy;
     private final TaskHead head;
-    private final StepArena arena = new StepArena("predict");
+    private final StepArena arena = new StepArena("predict"), deviceArena;
 
     public Predictor(Backend be, BertModel model, TaskHead head) {
         this.be = be;
-        this.model = model;
         this.head = head;
+        if (be.device().isHostAccessible()) {
+            this.model = model;
+            this.deviceCopy = null;
+            this.deviceArena = null;
+            this.headBackend = be;
+        } else {
+            this.deviceCopy = model.copyTo(be);
+            this.model = deviceCopy;
+            this.deviceArena = be.stepArena("predict on " + be.device());
+            this.headBackend = dev.topa.backend.cpu.CpuBackend.create();
+            deviceCopy.packForInference(be);
+        }
     }
 
     /** Head outputs [examples][outputs]: class logits or the regression value. */
@@ -35,13 +50,22 @@ public final class Predictor implements AutoCloseable {
             List<BertTokenizer.Encoded> part = new ArrayList<>();
             for (int i : idx) part.add(toks.get(i));
             BertTokenizer.Batch b = BertTokenizer.pad(part, arena);
-            Tensor o = head.forward(be, arena, model.forward(be, arena, b.ids(), b.types(), b.mask()), b.mask());
+            Tensor o = head.forward(headBackend, arena, encode(b), b.mask());
             float[] v = o.toFloatArray();
             int k = head.outputs();
             for (int j = 0; j < idx.length; j++) out[idx[j]] = java.util.Arrays.copyOfRange(v, j * k, (j + 1) * k);
         }
         arena.reset();
         return out;
+    }
+
+    /** last_hidden_state on the host. */
+    private Tensor encode(BertTokenizer.Batch b) {
+        if (deviceArena == null) return model.forward(be, arena, b.ids(), b.types(), b.mask());
+        deviceArena.reset();
+        Tensor h = model.forward(be, deviceArena, be.copyOf(b.ids(), deviceArena), be.copyOf(b.types(), deviceArena),
+                be.copyOf(b.mask(), deviceArena));
+        return be.copyOf(h, arena);
     }
 
     public static int argmax(float[] v) {
@@ -73,5 +97,7 @@ public final class Predictor implements AutoCloseable {
     @Override
     public void close() {
         arena.close();
+        if (deviceArena != null) deviceArena.close();
+        if (deviceCopy != null) deviceCopy.close();
     }
 }

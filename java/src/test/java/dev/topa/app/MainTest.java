@@ -26,6 +26,18 @@ class MainTest {
     }
 
     @Test
+    void deviceCudaWithoutAGpuFailsWithTheReason(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(dev.topa.backend.cuda.CudaDriver.get().isEmpty(), "a GPU is here: the kit checks --device cuda");
+        var in = dir.resolve("in.txt");
+        java.nio.file.Files.writeString(in, "a gripping film\n");
+        var out = dir.resolve("out.safetensors");
+        String[] r = run("encode", "--device", "cuda", "--input", in.toString(), "--output", out.toString());
+        assertEquals("1", r[0], r[2]);
+        assertTrue(r[2].contains("no CUDA device") && r[2].contains(dev.topa.backend.cuda.CudaDriver.unavailableReason()), r[2]);
+        assertTrue(!java.nio.file.Files.exists(out), "nothing written");
+    }
+
+    @Test
     void encodeWritesHiddenStatesAndPooledMeans(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
         var in = dir.resolve("in.txt");
         java.nio.file.Files.writeString(in, "a gripping film\nthe plot is thin\nok\n");

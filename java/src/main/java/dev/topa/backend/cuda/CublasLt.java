@@ -39,10 +39,16 @@ public final class CublasLt implements AutoCloseable {
     private final Arena arena = Arena.ofShared();
     private final MemorySegment handle;
     private final long workspace;
-    private final Map<String, Plan> plans = new HashMap<>();
+    private final Map<PlanKey, Plan> plans = new HashMap<>();
     private final String library;
 
     private record Plan(MemorySegment desc, MemorySegment a, MemorySegment b, MemorySegment c, MemorySegment algo) {}
+
+    private record PlanKey(boolean transA, boolean transB, long m, long n, long k, long lda, long ldb, long ldc, Types types,
+            Epilogue epilogue) {}
+
+    /** alpha, beta and the bias pointer of the call in progress (calls are serialised; cuBLASLt reads them during the call). */
+    private final MemorySegment alphaSlot, betaSlot, biasSlot;
 
     public CublasLt(CudaDriver cu) {
         this.cu = cu;
@@ -68,12 +74,16 @@ public final class CublasLt implements AutoCloseable {
         prefSetAttribute = bind(lib, "cublasLtMatmulPreferenceSetAttribute", ADDRESS, JAVA_INT, ADDRESS, JAVA_LONG);
         heuristic = bind(lib, "cublasLtMatmulAlgoGetHeuristic", ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, JAVA_INT,
                 ADDRESS, ADDRESS);
+        // the stream as a 64-bit integer (a pointer in the ABI alike), so the hot call is one invokeExact
         matmul = bind(lib, "cublasLtMatmul", ADDRESS, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS, JAVA_LONG, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS,
-                JAVA_LONG, ADDRESS, ADDRESS, JAVA_LONG, JAVA_LONG, ADDRESS);
+                JAVA_LONG, ADDRESS, ADDRESS, JAVA_LONG, JAVA_LONG, JAVA_LONG);
         MemorySegment h = arena.allocate(ADDRESS);
         check(call(create, h), "cublasLtCreate");
         handle = h.get(ADDRESS, 0);
         workspace = cu.malloc(WORKSPACE_BYTES);
+        alphaSlot = arena.allocate(JAVA_FLOAT);
+        betaSlot = arena.allocate(JAVA_FLOAT);
+        biasSlot = arena.allocate(JAVA_LONG);
     }
 
     public String library() {
@@ -106,43 +116,69 @@ public final class CublasLt implements AutoCloseable {
         };
     }
 
-    /**
-     * y[m, n] = x[m, k] w[n, k]^T (+ bias[n], fp32) (+ GELU) on the stream, all device pointers;
-     * bf16: x, w and y bf16 (fp32 accumulation), else all fp32.
-     */
-    public synchronized void linear(long y, long x, long w, long bias, long m, long n, long k, boolean bf16, Epilogue epilogue, long stream) {
-        if ((epilogue != Epilogue.NONE) != (bias != 0))
-            throw new IllegalArgumentException("cuBLASLt linear: the " + epilogue + " epilogue and the bias pointer disagree");
-        Plan p = plans.computeIfAbsent(m + "x" + n + "x" + k + (bf16 ? "bf16" : "f32") + epilogue, key -> plan(m, n, k, bf16, epilogue));
-        if (bias != 0) {
-            MemorySegment b = arena.allocate(JAVA_LONG);
-            b.set(JAVA_LONG, 0, bias);
-            check(call(descSetAttribute, p.desc(), DESC_BIAS_POINTER, b, 8L), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
-        }
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment alpha = a.allocate(JAVA_FLOAT), beta = a.allocate(JAVA_FLOAT);
-            alpha.set(JAVA_FLOAT, 0, 1f);
-            beta.set(JAVA_FLOAT, 0, 0f);
-            check(call(matmul, handle, p.desc(), alpha, w, p.a(), x, p.b(), beta, y, p.c(), y, p.c(), p.algo(), MemorySegment.ofAddress(workspace),
-                    WORKSPACE_BYTES, MemorySegment.ofAddress(stream)), "cublasLtMatmul(" + m + "x" + n + "x" + k + ")");
+    /** Storage types of a product: the inputs A and B, and the output C (fp32 accumulation always). */
+    public enum Types {
+        F32(CUDA_R_32F, CUDA_R_32F), BF16(CUDA_R_16BF, CUDA_R_16BF), BF16_IN_F32_OUT(CUDA_R_16BF, CUDA_R_32F);
+
+        final int in, out;
+
+        Types(int in, int out) {
+            this.in = in;
+            this.out = out;
         }
     }
 
-    private Plan plan(long m, long n, long k, boolean bf16, Epilogue epilogue) {
-        int type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    /**
+     * y[m, n] = x[m, k] w[n, k]^T (+ bias[n]) (+ GELU) on the stream, all device pointers; bf16: x,
+     * w, y and bias bf16 (fp32 accumulation), else all fp32.
+     */
+    public void linear(long y, long x, long w, long bias, long m, long n, long k, boolean bf16, Epilogue epilogue, long stream) {
+        matmul(false, true, m, n, k, 1f, x, k, w, k, 0f, y, n, bias, bf16 ? Types.BF16 : Types.F32, epilogue, stream);
+    }
+
+    /**
+     * Row-major C[m, n] = alpha op(A) op(B) + beta C (+ bias[n] of C's type, with the epilogue), op(A) [m, k]
+     * (A stored [k, m] when transA), op(B) [k, n] (B stored [n, k] when transB), leading dimensions
+     * in elements; device pointers, issued on the stream. Column-major cuBLASLt sees C^T = op(B)^T
+     * op(A)^T: its first operand is B, its second A, each with the layout of the stored matrix.
+     */
+    public synchronized void matmul(boolean transA, boolean transB, long m, long n, long k, float alpha, long a, long lda, long b, long ldb,
+            float beta, long c, long ldc, long bias, Types types, Epilogue epilogue, long stream) {
+        if ((epilogue != Epilogue.NONE) != (bias != 0))
+            throw new IllegalArgumentException("cuBLASLt matmul: the " + epilogue + " epilogue and the bias pointer disagree");
+        Plan p = plans.computeIfAbsent(new PlanKey(transA, transB, m, n, k, lda, ldb, ldc, types, epilogue),
+                x -> plan(transA, transB, m, n, k, lda, ldb, ldc, types, epilogue));
+        if (bias != 0) {
+            biasSlot.set(JAVA_LONG, 0, bias);
+            check(call(descSetAttribute, p.desc(), DESC_BIAS_POINTER, biasSlot, 8L), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+        }
+        alphaSlot.set(JAVA_FLOAT, 0, alpha);
+        betaSlot.set(JAVA_FLOAT, 0, beta);
+        int status;
+        try {
+            status = (int) matmul.invokeExact(handle, p.desc(), alphaSlot, b, p.a(), a, p.b(), betaSlot, c, p.c(), c, p.c(), p.algo(), workspace,
+                    WORKSPACE_BYTES, stream);
+        } catch (Throwable t) {
+            throw CudaDriver.unchecked(t);
+        }
+        check(status, "cublasLtMatmul(" + m + "x" + n + "x" + k + " " + types + ")");
+    }
+
+    private Plan plan(boolean transA, boolean transB, long m, long n, long k, long lda, long ldb, long ldc, Types types, Epilogue epilogue) {
         MemorySegment out = arena.allocate(ADDRESS);
         check(call(descCreate, out, COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
         MemorySegment desc = out.get(ADDRESS, 0);
-        setInt(desc, DESC_TRANSA, OP_T, "TRANSA");
-        setInt(desc, DESC_TRANSB, OP_N, "TRANSB");
+        // cuBLASLt's A is our B: stored row-major [k, n] (or [n, k] when transB), i.e. column-major [n, k] (or [k, n])
+        setInt(desc, DESC_TRANSA, transB ? OP_T : OP_N, "TRANSA");
+        setInt(desc, DESC_TRANSB, transA ? OP_T : OP_N, "TRANSB");
         setInt(desc, DESC_EPILOGUE, switch (epilogue) {
             case NONE -> EPILOGUE_DEFAULT;
             case BIAS -> EPILOGUE_BIAS;
             case GELU_BIAS -> EPILOGUE_GELU_BIAS;
         }, "EPILOGUE");
-        if (epilogue != Epilogue.NONE) setInt(desc, DESC_BIAS_DATA_TYPE, CUDA_R_32F, "BIAS_DATA_TYPE");
-        // column-major: A = W^T as stored [k, n] ld k (transposed), B = X^T as stored [k, m] ld k, C = Y^T [n, m] ld n
-        MemorySegment la = layout(type, k, n, k), lb = layout(type, k, m, k), lc = layout(type, n, m, n);
+        MemorySegment la = transB ? layout(types.in, k, n, ldb) : layout(types.in, n, k, ldb);
+        MemorySegment lb = transA ? layout(types.in, m, k, lda) : layout(types.in, k, m, lda);
+        MemorySegment lc = layout(types.out, n, m, ldc);
         MemorySegment pref = arena.allocate(ADDRESS);
         check(call(prefCreate, pref), "cublasLtMatmulPreferenceCreate");
         MemorySegment ws = arena.allocate(JAVA_LONG);
@@ -151,7 +187,7 @@ public final class CublasLt implements AutoCloseable {
         MemorySegment result = arena.allocate(HEURISTIC_BYTES, 8), count = arena.allocate(JAVA_INT);
         check(call(heuristic, handle, desc, la, lb, lc, lc, pref.get(ADDRESS, 0), 1, result, count), "cublasLtMatmulAlgoGetHeuristic");
         if (count.get(JAVA_INT, 0) < 1)
-            throw new CudaException("cuBLASLt has no algorithm for " + m + "x" + n + "x" + k + (bf16 ? " bf16" : " fp32") + " " + epilogue);
+            throw new CudaException("cuBLASLt has no algorithm for " + m + "x" + n + "x" + k + " " + types + " " + epilogue);
         return new Plan(desc, la, lb, lc, result); // the algorithm is the result's first 64 bytes
     }
 

@@ -57,8 +57,9 @@ public final class CudaDriver {
         cuEventElapsedTime = bind(lib, "cuEventElapsedTime", ADDRESS, ADDRESS, ADDRESS);
         cuModuleLoadData = bind(lib, "cuModuleLoadData", ADDRESS, ADDRESS);
         cuModuleGetFunction = bind(lib, "cuModuleGetFunction", ADDRESS, ADDRESS, ADDRESS);
-        cuLaunchKernel = bind(lib, "cuLaunchKernel", ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
-                ADDRESS, ADDRESS, ADDRESS);
+        // function and stream as 64-bit integers (pointers in the ABI alike), so the hot call is one invokeExact
+        cuLaunchKernel = bind(lib, "cuLaunchKernel", JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
+                JAVA_LONG, ADDRESS, ADDRESS);
         cuGetErrorName = bind(lib, "cuGetErrorName", JAVA_INT, ADDRESS);
         cuGetErrorString = bind(lib, "cuGetErrorString", JAVA_INT, ADDRESS);
     }
@@ -102,6 +103,12 @@ public final class CudaDriver {
         } catch (Throwable t) {
             throw new IllegalStateException(t);
         }
+    }
+
+    /** A downcall's Throwable as an unchecked one (a downcall throws nothing checked). */
+    static RuntimeException unchecked(Throwable t) {
+        if (t instanceof Error e) throw e;
+        return t instanceof RuntimeException r ? r : new IllegalStateException(t);
     }
 
     /** Throws unless status is CUDA_SUCCESS, naming the call and the driver's error name and text. */
@@ -251,27 +258,42 @@ public final class CudaDriver {
         }
     }
 
+    /** Per thread: 64 argument slots of 8 bytes and the array of pointers to them that cuLaunchKernel takes. */
+    private static final int MAX_ARGS = 64;
+    private static final ThreadLocal<MemorySegment[]> LAUNCH_ARGS = ThreadLocal.withInitial(() -> {
+        Arena a = Arena.ofAuto();
+        MemorySegment values = a.allocate(8L * MAX_ARGS, 8), pointers = a.allocate(ADDRESS, MAX_ARGS);
+        for (int i = 0; i < MAX_ARGS; i++) pointers.setAtIndex(ADDRESS, i, values.asSlice(8L * i, 8));
+        return new MemorySegment[] {values, pointers};
+    });
+
     /**
      * Launches a kernel. Arguments, in the kernel's order: Long (a device pointer or an int64), Integer,
-     * Float; null passes a null pointer.
+     * Float; null passes a null pointer. No allocation: the argument slots are per thread and reused
+     * (the driver copies them at the call).
      */
     public void launch(long function, String name, int[] grid, int[] block, int sharedBytes, long stream, Object... args) {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment params = a.allocate(ADDRESS, Math.max(1, args.length));
-            for (int i = 0; i < args.length; i++) {
-                MemorySegment v;
-                switch (args[i]) {
-                    case null -> (v = a.allocate(JAVA_LONG)).set(JAVA_LONG, 0, 0L);
-                    case Long l -> (v = a.allocate(JAVA_LONG)).set(JAVA_LONG, 0, l);
-                    case Integer n -> (v = a.allocate(JAVA_INT)).set(JAVA_INT, 0, n);
-                    case Float f -> (v = a.allocate(JAVA_FLOAT)).set(JAVA_FLOAT, 0, f);
-                    default -> throw new IllegalArgumentException(name + ": argument " + i + " is a " + args[i].getClass().getSimpleName()
-                            + ", not Long, Integer or Float");
-                }
-                params.setAtIndex(ADDRESS, i, v);
+        if (args.length > MAX_ARGS) throw new IllegalArgumentException(name + ": more than " + MAX_ARGS + " kernel arguments");
+        MemorySegment[] slots = LAUNCH_ARGS.get();
+        MemorySegment values = slots[0];
+        for (int i = 0; i < args.length; i++) {
+            long at = 8L * i;
+            switch (args[i]) {
+                case null -> values.set(JAVA_LONG, at, 0L);
+                case Long l -> values.set(JAVA_LONG, at, l);
+                case Integer n -> values.set(JAVA_INT, at, n);
+                case Float f -> values.set(JAVA_FLOAT, at, f);
+                default -> throw new IllegalArgumentException(name + ": argument " + i + " is a " + args[i].getClass().getSimpleName()
+                        + ", not Long, Integer or Float");
             }
-            check(call(cuLaunchKernel, MemorySegment.ofAddress(function), grid[0], grid[1], grid[2], block[0], block[1], block[2],
-                    sharedBytes, MemorySegment.ofAddress(stream), params, MemorySegment.NULL), "cuLaunchKernel(" + name + ")");
         }
+        int status;
+        try {
+            status = (int) cuLaunchKernel.invokeExact(function, grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes, stream,
+                    slots[1], MemorySegment.NULL);
+        } catch (Throwable t) {
+            throw CudaDriver.unchecked(t);
+        }
+        check(status, "cuLaunchKernel(" + name + ")");
     }
 }

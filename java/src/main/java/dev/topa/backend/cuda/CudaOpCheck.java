@@ -21,7 +21,7 @@ import java.util.SplittableRandom;
  * the CPU backend on fresh random inputs, fp32 and bf16 storage, outputs poisoned with NaN before
  * each launch, relative error ||gpu - cpu|| / ||cpu|| against a stated bound (fp32 1e-5; bf16: the
  * CPU sees the same bf16-rounded inputs, bound 1e-2), then the kernels' times (CUDA events, median
- * of 20 after warm-up) with bytes moved over time. Prints `name: value` lines and a table last;
+ * of 10 back-to-back launches, median of 7) with bytes moved over time. Prints `name: value` lines and a table last;
  * exits 1 if any check fails, 2 without a GPU (reason printed).
  */
 public final class CudaOpCheck {
@@ -65,6 +65,7 @@ public final class CudaOpCheck {
         System.out.printf(Locale.ROOT, "gpu: %s, sm_%d, %.1f GiB, driver %d%n", cu.deviceName(dev), cu.computeCapability(dev),
                 cu.totalMemory(dev) / (double) (1L << 30), cu.driverVersion());
         CudaOpCheck c = new CudaOpCheck(cu);
+        c.warmLaunchPath();
         c.deviceTensors();
         for (boolean bf16 : new boolean[] {false, true}) {
             c.layernorm(4096, 768, bf16);
@@ -185,6 +186,16 @@ public final class CudaOpCheck {
                         new int[] {(seq + 7) / 8, heads, b}, new int[] {256, 1, 1}, 0, stream, dc, dq, dm, seq, heads, hd, scale));
                 compare("attention (padding mask)", bf16, b + "x" + seq + " " + heads + "x" + hd, ctx, d.down(dc, n, bf16), bf16 ? 1e-2 : 1e-5,
                         us, n * 4 * (bf16 ? 2 : 4));
+                if (hd == 32 || hd == 64 || hd == 128) { // the tensor-core kernel: bf16 operands whatever the storage
+                    long dt = d.poisoned(n, bf16);
+                    String kernel = "attention_forward_tc_d" + hd + (bf16 ? "_bf16" : "_f32");
+                    double tus = time(() -> cu.launch(functions.computeIfAbsent(kernel, k -> cu.function(module, k)), kernel,
+                            new int[] {(seq + 63) / 64, heads, b}, new int[] {128, 1, 1}, 0, stream, dt, dq, dm, seq, heads, scale));
+                    compare("attention tensor cores", bf16, b + "x" + seq + " " + heads + "x" + hd, ctx, d.down(dt, n, bf16), 2e-2, tus,
+                            n * 4 * (bf16 ? 2 : 4));
+                    System.out.printf(Locale.ROOT, "attention_tc_%s_%dx%d_%dx%d_tflops: %.1f%n", bf16 ? "bf16" : "f32", b, seq, heads, hd,
+                            4.0 * b * heads * seq * (double) seq * hd / (tus * 1e6));
+                }
             }
         }
     }
@@ -202,6 +213,17 @@ public final class CudaOpCheck {
                         new int[] {256, 1, 1}, 0, stream, dout, dl, dy, rows, classes));
                 compare("cross-entropy", false, rows + "x" + classes, losses, d.down(dout, rows, false), 1e-5, us, rows * (long) (classes + 2) * 4);
             }
+        }
+    }
+
+    /** Compiles the launch path (JIT) before anything is timed: cold, a launch costs tens of microseconds of interpreter. */
+    private void warmLaunchPath() {
+        try (Dev d = new Dev()) {
+            long row = d.alloc(64), out = d.alloc(256);
+            for (int i = 0; i < 20_000; i++)
+                cu.launch(functions.computeIfAbsent("broadcast_rows_f32", k -> cu.function(module, k)), "broadcast_rows_f32", new int[] {1, 1, 1},
+                        new int[] {32, 1, 1}, 0, stream, out, row, 4L, 16);
+            cu.streamSynchronize(stream);
         }
     }
 
@@ -233,11 +255,11 @@ public final class CudaOpCheck {
     /** cuBLASLt's y = x w^T (+ bias) against the CPU backend's linear layer. */
     private void linear(CublasLt lt, int m, int n, int k, boolean bf16, CublasLt.Epilogue epilogue) {
         try (TensorScope s = scope()) {
-            Tensor x = random(s, bf16, m, k), w = random(s, bf16, n, k), bias = random(s, false, n), y = s.allocate(DType.F32, m, n);
+            Tensor x = random(s, bf16, m, k), w = random(s, bf16, n, k), bias = random(s, bf16, n), y = s.allocate(DType.F32, m, n);
             boolean withBias = epilogue != CublasLt.Epilogue.NONE;
             cpu.linearForward(y, x, w, withBias ? bias : null);
             try (Dev d = new Dev()) {
-                long dx = d.up(x, bf16), dw = d.up(w, bf16), db = withBias ? d.up(bias, false) : 0, dy = d.poisoned((long) m * n, bf16);
+                long dx = d.up(x, bf16), dw = d.up(w, bf16), db = withBias ? d.up(bias, bf16) : 0, dy = d.poisoned((long) m * n, bf16);
                 double us = time(() -> lt.linear(dy, dx, dw, db, m, n, k, bf16, epilogue, stream));
                 compare("cuBLASLt linear" + (withBias ? "+bias" : ""), bf16, m + "x" + n + "x" + k, y, d.down(dy, (long) m * n, bf16),
                         bf16 ? 1e-2 : 2e-5, us, ((long) m * k + (long) n * k + (long) m * n) * (bf16 ? 2 : 4));
@@ -287,15 +309,16 @@ public final class CudaOpCheck {
         return t.copyFrom(v);
     }
 
+    /** Microseconds per launch: the median over 7 windows of 10 back-to-back launches (CUDA events), after 3 warm-ups. */
     private double time(Runnable launch) {
         for (int i = 0; i < 3; i++) launch.run();
         long e0 = cu.eventCreate(), e1 = cu.eventCreate();
-        double[] t = new double[20];
+        double[] t = new double[7];
         for (int i = 0; i < t.length; i++) {
             cu.eventRecord(e0, stream);
-            launch.run();
+            for (int j = 0; j < 10; j++) launch.run();
             cu.eventRecord(e1, stream);
-            t[i] = cu.elapsedMs(e0, e1) * 1e3;
+            t[i] = cu.elapsedMs(e0, e1) * 1e3 / 10;
         }
         java.util.Arrays.sort(t);
         return t[t.length / 2];

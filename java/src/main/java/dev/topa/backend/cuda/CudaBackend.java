@@ -1,0 +1,459 @@
+package dev.topa.backend.cuda;
+
+import dev.topa.backend.AdamWConfig;
+import dev.topa.backend.Backend;
+import dev.topa.backend.Bf16Weight;
+import dev.topa.backend.BlockSparseWeight;
+import dev.topa.backend.Dropout;
+import dev.topa.backend.PackedWeight;
+import dev.topa.tensor.Device;
+import dev.topa.tensor.DeviceScope;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.StepArena;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * The ops on an NVIDIA GPU: topa's kernels (topa_kernels.fatbin) and cuBLASLt, all on one stream,
+ * so ops are ordered without host synchronisation; a copy to the host waits for the stream.
+ * Activations are fp32 tensors (the Backend API's type). In {@link Precision#MIXED} (the default)
+ * the matrix work runs on the tensor cores: {@link #packLinearWeight} keeps W in bf16 (half the
+ * memory), each product converts x to bf16 and accumulates in fp32 into an fp32 y with the bias
+ * fused, and attention multiplies bf16 operands with fp32 accumulation. {@link Precision#FP32}
+ * keeps every product in fp32 (the reference the mixed mode is checked against). Unpacked GEMMs
+ * are fp32 in both. This is the inference half of the backend (issue 6); the backward ops, the
+ * optimizer and block-sparse products on tensor cores come with GPU training (issue 7) and say so.
+ */
+public final class CudaBackend extends Backend {
+    private static final int THREADS = 256, MAX_BLOCKS = 65535;
+
+    /** How the matrix products of inference round their operands. */
+    public enum Precision { MIXED, FP32 }
+
+    private final Precision precision;
+    private final CudaDriver cu;
+    private final int ordinal;
+    private final long context, module, stream;
+    private final CublasLt lt;
+    private final CudaMemory memory;
+    private final String name;
+    private final Map<String, Long> functions = new HashMap<>();
+    private final ThreadLocal<Boolean> current = ThreadLocal.withInitial(() -> false);
+    private long scratch, scratchBytes; // the bf16 copy of a linear layer's input
+    private boolean closed;
+
+    private CudaBackend(CudaDriver cu, int ordinal, Precision precision) throws IOException {
+        this.cu = cu;
+        this.precision = precision;
+        this.ordinal = ordinal;
+        int dev = cu.device(ordinal);
+        context = cu.useDevice(dev);
+        current.set(true);
+        module = cu.loadModule(CudaOpCheck.fatbin());
+        stream = cu.streamCreate();
+        lt = new CublasLt(cu);
+        memory = new CudaMemory(cu, ordinal);
+        name = "cuda:" + ordinal + "-sm_" + cu.computeCapability(dev) + (precision == Precision.FP32 ? "-fp32" : "");
+    }
+
+    /** The backend on GPU ordinal in mixed precision, or an error saying why there is none (no driver, no device, no kernels). */
+    public static CudaBackend open(int ordinal) {
+        return open(ordinal, Precision.MIXED);
+    }
+
+    public static CudaBackend open(int ordinal, Precision precision) {
+        CudaDriver cu = CudaDriver.get().orElseThrow(() -> new CudaException("no CUDA device: " + CudaDriver.unavailableReason()));
+        try {
+            return new CudaBackend(cu, ordinal, precision);
+        } catch (IOException e) {
+            throw new UncheckedIOException("CUDA backend: " + e.getMessage(), e);
+        }
+    }
+
+    @Override
+    public Device device() {
+        return memory.device();
+    }
+
+    @Override
+    public String name() {
+        return name;
+    }
+
+    @Override
+    public boolean fastBf16() {
+        return precision == Precision.MIXED;
+    }
+
+    public CudaDriver driver() {
+        return cu;
+    }
+
+    public CudaMemory deviceMemory() {
+        return memory;
+    }
+
+    public long stream() {
+        return stream;
+    }
+
+    @Override
+    public void synchronize() {
+        onThisThread();
+        cu.streamSynchronize(stream);
+    }
+
+    @Override
+    public TensorAllocator weightScope(String scopeName) {
+        return new DeviceScope(scopeName, MemoryCategory.WEIGHTS, memory);
+    }
+
+    @Override
+    public StepArena stepArena(String arenaName) {
+        return new StepArena(arenaName, memory);
+    }
+
+    @Override
+    public synchronized void close() {
+        if (closed) return;
+        closed = true;
+        onThisThread();
+        cu.streamSynchronize(stream);
+        if (scratch != 0) memory.free(scratch, scratchBytes);
+        lt.close();
+        memory.release();
+    }
+
+    // ---------------------------------------------------------------- plumbing
+
+    /** Driver contexts are per thread: make the device's current on the calling thread once. */
+    private void onThisThread() {
+        if (!current.get()) {
+            cu.setCurrent(context);
+            current.set(true);
+        }
+    }
+
+    private synchronized long fn(String kernel) {
+        return functions.computeIfAbsent(kernel, k -> cu.function(module, k));
+    }
+
+    private void launch(String kernel, int[] grid, int threads, Object... args) {
+        onThisThread();
+        cu.launch(fn(kernel), kernel, grid, new int[] {threads, 1, 1}, 0, stream, args);
+    }
+
+    private static int[] grid(long x) {
+        return new int[] {(int) x, 1, 1};
+    }
+
+    /** Blocks of THREADS for a grid-stride loop over n items. */
+    private static int[] strided(long n) {
+        return grid(Math.max(1, Math.min(MAX_BLOCKS, (n + THREADS - 1) / THREADS)));
+    }
+
+    /** One block per row reading up to 8 elements per thread: a multiple of 32 threads, at most 1024. */
+    private static int rowThreads(long cols) {
+        return (int) Math.min(1024, Math.max(32, ((cols + 7) / 8 + 31) / 32 * 32));
+    }
+
+    private static long ptr(Tensor t) {
+        return t == null ? 0 : t.data().address();
+    }
+
+    private static Long arg(Tensor t) {
+        return t == null ? null : t.data().address();
+    }
+
+    private static UnsupportedOperationException notYet(String op) {
+        return new UnsupportedOperationException(op + " does not run on CUDA yet (GPU training: issue 7); use --device cpu");
+    }
+
+    /** A device buffer of at least bytes for the bf16 input of a product, kept between calls (stream order makes reuse safe). */
+    private synchronized long scratch(long bytes) {
+        if (bytes > scratchBytes) {
+            if (scratch != 0) memory.free(scratch, scratchBytes);
+            scratch = memory.allocate(bytes);
+            scratchBytes = bytes;
+        }
+        return scratch;
+    }
+
+    // ---------------------------------------------------------------- copies
+
+    @Override
+    protected void kCopy(Tensor dst, Tensor src, long bytes) {
+        onThisThread();
+        boolean dHost = dst.device().isHostAccessible(), sHost = src.device().isHostAccessible();
+        if (dHost && sHost) {
+            MemorySegment.copy(src.data(), 0, dst.data(), 0, bytes);
+        } else if (sHost) {
+            cu.copyToDevice(ptr(dst), src.data(), bytes, stream);
+            cu.streamSynchronize(stream); // the host buffer may be reused as soon as this returns
+        } else if (dHost) {
+            cu.copyToHost(dst.data(), ptr(src), bytes, stream);
+            cu.streamSynchronize(stream);
+        } else {
+            cu.copyOnDevice(ptr(dst), ptr(src), bytes, stream);
+        }
+    }
+
+    @Override
+    protected void kBroadcastRows(Tensor y, Tensor row, long rows, long cols) {
+        launch("broadcast_rows_f32", strided(rows * cols), THREADS, arg(y), arg(row), rows, (int) cols);
+    }
+
+    // ---------------------------------------------------------------- GEMM
+
+    @Override
+    protected void kGemm(boolean transA, boolean transB, long m, long n, long k, float alpha, Tensor a, long lda, Tensor b, long ldb,
+            float beta, Tensor c, long ldc, Tensor bias) {
+        onThisThread();
+        lt.matmul(transA, transB, m, n, k, alpha, ptr(a), lda, ptr(b), ldb, beta, ptr(c), ldc, ptr(bias), CublasLt.Types.F32,
+                bias == null ? CublasLt.Epilogue.NONE : CublasLt.Epilogue.BIAS, stream);
+    }
+
+    @Override
+    protected void kGemmAugmented(boolean transA, boolean transB, long m, long n, long k, Tensor a, Tensor b, long k2, Tensor a2, float scale,
+            boolean transB2, Tensor b2, float beta, Tensor c, Tensor bias) {
+        onThisThread(); // two products into one C: the second accumulates (beta 1)
+        lt.matmul(transA, transB, m, n, k, 1f, ptr(a), transA ? m : k, ptr(b), transB ? k : n, beta, ptr(c), n, 0, CublasLt.Types.F32,
+                CublasLt.Epilogue.NONE, stream);
+        lt.matmul(false, transB2, m, n, k2, scale, ptr(a2), k2, ptr(b2), transB2 ? k2 : n, 1f, ptr(c), n, ptr(bias), CublasLt.Types.F32,
+                bias == null ? CublasLt.Epilogue.NONE : CublasLt.Epilogue.BIAS, stream);
+    }
+
+    /** Mixed: W [out, in] as bf16, two per f32 element of the packed tensor; fp32: a copy of W. */
+    @Override
+    protected long kPackedSize(long out, long in) {
+        return precision == Precision.MIXED ? (out * in + 1) / 2 : out * in;
+    }
+
+    @Override
+    protected void kPackLinearWeight(Tensor w, long out, long in, Tensor packed) {
+        if (precision == Precision.FP32) {
+            onThisThread();
+            cu.copyOnDevice(ptr(packed), ptr(w), 4 * out * in, stream);
+            return;
+        }
+        launch("convert_f32_to_bf16", strided((out * in + 1) / 2), THREADS, arg(packed), arg(w), out * in);
+    }
+
+    @Override
+    protected void kLinearPacked(Tensor y, Tensor x, PackedWeight w, long rows, Tensor bias) {
+        long in = w.inFeatures(), out = w.outFeatures(), n = rows * in;
+        CublasLt.Epilogue epilogue = bias == null ? CublasLt.Epilogue.NONE : CublasLt.Epilogue.BIAS;
+        if (precision == Precision.FP32) {
+            onThisThread();
+            lt.matmul(false, true, rows, out, in, 1f, ptr(x), in, ptr(w.data()), in, 0f, ptr(y), out, ptr(bias), CublasLt.Types.F32, epilogue,
+                    stream);
+            return;
+        }
+        synchronized (this) {
+            long xb = scratch(2 * n);
+            launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
+            lt.matmul(false, true, rows, out, in, 1f, xb, in, ptr(w.data()), in, 0f, ptr(y), out, ptr(bias), CublasLt.Types.BF16_IN_F32_OUT,
+                    epilogue, stream);
+        }
+    }
+
+    // ---------------------------------------------------------------- forward ops
+
+    @Override
+    protected void kLayernormForward(Tensor out, Tensor mean, Tensor rstd, Tensor sum, Tensor x, Tensor residual, Tensor gamma,
+            Tensor beta, long rows, long cols, float eps) {
+        if (cols > 8L * 1024) throw new IllegalArgumentException("layernormForward on CUDA: rows of at most 8192, got " + cols);
+        launch("layernorm_forward_f32", grid(rows), rowThreads(cols), arg(out), arg(mean), arg(rstd), arg(sum), arg(x), arg(residual),
+                arg(gamma), arg(beta), (int) cols, eps);
+    }
+
+    @Override
+    protected void kBiasGeluForward(Tensor out, Tensor x, Tensor bias, long rows, long cols) {
+        launch("bias_gelu_forward_f32", strided(rows * cols / (cols % 4 == 0 ? 4 : 1)), THREADS, arg(out), arg(x), arg(bias), rows,
+                (int) cols);
+    }
+
+    @Override
+    protected void kSoftmaxForward(Tensor y, Tensor x, long rows, long cols) {
+        if (cols > 8L * 1024) throw new IllegalArgumentException("softmaxForward on CUDA: rows of at most 8192, got " + cols);
+        launch("softmax_forward_f32", grid(rows), rowThreads(cols), arg(y), arg(x), (int) cols);
+    }
+
+    @Override
+    protected void kAttentionForward(Tensor out, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq, long heads, long headDim,
+            float scale, Dropout dropout) {
+        if (probs != null) throw notYet("attentionForward saving probabilities");
+        if (dropout.active()) throw notYet("attention dropout");
+        if (headDim > 128) throw new IllegalArgumentException("attentionForward on CUDA: head dimension at most 128, got " + headDim);
+        onThisThread();
+        if (precision == Precision.MIXED && (headDim == 32 || headDim == 64 || headDim == 128)) {
+            String kernel = "attention_forward_tc_d" + headDim + "_f32";
+            cu.launch(fn(kernel), kernel, new int[] {(int) ((seq + 63) / 64), (int) heads, (int) batch}, new int[] {128, 1, 1}, 0, stream,
+                    arg(out), arg(qkv), arg(mask), (int) seq, (int) heads, scale);
+        } else {
+            cu.launch(fn("attention_forward_f32"), "attention_forward_f32", new int[] {(int) ((seq + 7) / 8), (int) heads, (int) batch},
+                    new int[] {THREADS, 1, 1}, 0, stream, arg(out), arg(qkv), arg(mask), (int) seq, (int) heads, (int) headDim, scale);
+        }
+    }
+
+    @Override
+    protected int kEmbeddingForward(Tensor out, Tensor ids, Tensor posIds, Tensor typeIds, Tensor wte, Tensor wpe, Tensor wtt, long batch,
+            long seq, long dim) {
+        if (posIds != null) throw notYet("embeddingForward with explicit positions");
+        int bad = firstOutOfRange(ids, typeIds, wte.dim(0), seq <= wpe.dim(0), wtt == null ? 0 : wtt.dim(0));
+        if (bad != 0) return bad;
+        launch("embedding_forward_f32", grid(batch * seq), THREADS, arg(out), arg(ids), arg(typeIds), arg(wte), arg(wpe), arg(wtt),
+                (int) seq, (int) dim, (int) wte.dim(0), wtt == null ? 0 : (int) wtt.dim(0));
+        return 0;
+    }
+
+    /** The host check the CPU kernel does inline: ids (and types) read back, 1 + the first bad token, or 0. */
+    private int firstOutOfRange(Tensor ids, Tensor types, long vocab, boolean positionsFit, long typeVocab) {
+        if (!positionsFit) return 1;
+        int[] id = download(ids), ty = types == null ? null : download(types);
+        for (int i = 0; i < id.length; i++) {
+            boolean typeOk = ty == null || (ty[i] >= 0 && (ty[i] < typeVocab || (typeVocab == 0 && ty[i] == 0)));
+            if (id[i] < 0 || id[i] >= vocab || !typeOk) return i + 1;
+        }
+        return 0;
+    }
+
+    private int[] download(Tensor t) {
+        onThisThread();
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment host = a.allocate(t.byteSize(), 4);
+            cu.copyToHost(host, ptr(t), t.byteSize(), stream);
+            cu.streamSynchronize(stream);
+            return host.toArray(ValueLayout.JAVA_INT);
+        }
+    }
+
+    // ---------------------------------------------------------------- not on CUDA yet (issue 7)
+
+    @Override
+    protected long kBf16PackedSize(long k, long n) {
+        throw notYet("bf16 frozen weights for training");
+    }
+
+    @Override
+    protected void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed) {
+        throw notYet("bf16 frozen weights for training");
+    }
+
+    @Override
+    protected void kGemmBf16(long m, long n, long k, float alpha, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias, Tensor a2,
+            float scale2, boolean transB2, Tensor b2) {
+        throw notYet("bf16 frozen weights for training");
+    }
+
+    @Override
+    protected void kBlockSparsePack(Tensor w, byte[] mask, boolean transposed, Tensor values, Tensor rowptr, Tensor colidx) {
+        throw notYet("block-sparse weights");
+    }
+
+    @Override
+    protected void kBlockLowRank(Tensor u, Tensor x, Tensor a) {
+        throw notYet("block-sparse weights");
+    }
+
+    @Override
+    protected void kBlockLowRankGradient(Tensor d, Tensor dy, BlockSparseWeight p, Tensor u, long r, float scale) {
+        throw notYet("block-sparse weights");
+    }
+
+    @Override
+    protected void kBlockSparseLinear(Tensor y, Tensor x, BlockSparseWeight p, Tensor bias, float beta, Tensor u, Tensor ltensor, float scale,
+            boolean perBlock) {
+        throw notYet("block-sparse weights");
+    }
+
+    @Override
+    protected void kBiasBackward(Tensor dbias, Tensor dy, long rows, long cols) {
+        throw notYet("biasBackward");
+    }
+
+    @Override
+    protected void kLayernormBackward(Tensor dx, Tensor dgamma, Tensor dbeta, Tensor dy, Tensor x, Tensor mean, Tensor rstd, Tensor gamma,
+            long rows, long cols, boolean accumulate) {
+        throw notYet("layernormBackward");
+    }
+
+    @Override
+    protected void kBiasGeluBackward(Tensor dx, Tensor dbias, Tensor dy, Tensor x, Tensor bias, long rows, long cols) {
+        throw notYet("biasGeluBackward");
+    }
+
+    @Override
+    protected void kSoftmaxBackward(Tensor dx, Tensor dy, Tensor y, long rows, long cols) {
+        throw notYet("softmaxBackward");
+    }
+
+    @Override
+    protected void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq, long heads,
+            long headDim, float scale, Dropout dropout) {
+        throw notYet("attentionBackward");
+    }
+
+    @Override
+    protected void kGroupDot(Tensor out, Tensor x, Tensor dx, long batch, long seq, long groups, long width) {
+        throw notYet("groupDot");
+    }
+
+    @Override
+    protected void kDropout(Tensor out, Tensor in, long n, Dropout dropout, boolean accumulate) {
+        throw notYet("dropout");
+    }
+
+    @Override
+    protected void kEmbeddingBackward(Tensor dwte, Tensor dwpe, Tensor dwtt, Tensor dout, Tensor ids, Tensor posIds, Tensor typeIds,
+            long batch, long seq, long dim) {
+        throw notYet("embeddingBackward");
+    }
+
+    @Override
+    protected void kMeanPoolForward(Tensor out, Tensor x, Tensor mask, long batch, long seq, long dim) {
+        throw notYet("meanPoolForward");
+    }
+
+    @Override
+    protected void kMeanPoolBackward(Tensor dx, Tensor dout, Tensor mask, long batch, long seq, long dim) {
+        throw notYet("meanPoolBackward");
+    }
+
+    @Override
+    protected int kCrossEntropyForward(Tensor losses, float[] mean, Tensor logits, Tensor labels, long n, long classes) {
+        throw notYet("crossEntropyForward");
+    }
+
+    @Override
+    protected void kCrossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, long n, long classes, float dloss) {
+        throw notYet("crossEntropyBackward");
+    }
+
+    @Override
+    protected float kMseForward(Tensor pred, Tensor target, long n) {
+        throw notYet("mseForward");
+    }
+
+    @Override
+    protected void kMseBackward(Tensor dpred, Tensor pred, Tensor target, long n, float dloss) {
+        throw notYet("mseBackward");
+    }
+
+    @Override
+    protected void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg, long step, float gradScale) {
+        throw notYet("adamwStep");
+    }
+
+    @Override
+    protected double kSumOfSquares(Tensor x, long n) {
+        throw notYet("sumOfSquares");
+    }
+}
