@@ -19,3 +19,28 @@ extern "C" __global__ void broadcast_rows_f32(float *out, const float *row, int6
     int64_t n = rows * cols, stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride) out[i] = row[i % cols];
 }
+
+// t[i, j] = 0 where row block i / (rows / blocks) differs from column block j / (cols / blocks): keeps a
+// block-diagonal LoRA B (the fused QKV adapter) block-diagonal after a gradient step.
+extern "C" __global__ void zero_off_diagonal_f32(float *t, int64_t rows, int64_t cols, int blocks) {
+    int64_t n = rows * cols, stride = (int64_t)gridDim.x * blockDim.x, rb = rows / blocks, cb = cols / blocks;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride)
+        if ((i / cols) / rb != (i % cols) / cb) t[i] = 0.0f;
+}
+
+// out[c, r] = bf16(in[r, c]) for in [rows, cols] fp32: a frozen weight W [out, in] stored as W^T
+// [in, out] for the forward product's right operand. 32 x 32 tiles through shared memory, so both
+// the read and the write are coalesced; block (32, 8).
+extern "C" __global__ void transpose_to_bf16(__nv_bfloat16 *out, const float *in, int rows, int cols) {
+    __shared__ float tile[32][33];
+    int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int k = threadIdx.y; k < 32; k += 8) {
+        int r = r0 + k, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) tile[k][threadIdx.x] = in[(int64_t)r * cols + c];
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < 32; k += 8) {
+        int c = c0 + k, r = r0 + threadIdx.x;
+        if (r < rows && c < cols) out[(int64_t)c * rows + r] = __float2bfloat16_rn(tile[threadIdx.x][k]);
+    }
+}

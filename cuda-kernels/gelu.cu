@@ -45,3 +45,15 @@ extern "C" __global__ void bias_gelu_forward_bf16(__nv_bfloat16 *out, const __nv
         reinterpret_cast<__nv_bfloat162 *>(out)[i] = __float22bfloat162_rn(v);
     }
 }
+
+// Backward (fp32): dx = dy GELU'(x + bias) with GELU'(u) = Phi(u) + u phi(u); bias may be null.
+// The bias gradient is bias_backward over dx (bias.cu), as on the CPU.
+extern "C" __global__ void bias_gelu_backward_f32(float *dx, const float *dy, const float *x, const float *bias, int64_t rows,
+                                                  int cols) {
+    int64_t n = rows * cols, stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride) {
+        float u = x[i] + (bias ? bias[i % cols] : 0.0f);
+        float cdf = 0.5f * (1.0f + erff(u * 0.70710678118654752f)), pdf = 0.3989422804014327f * __expf(-0.5f * u * u);
+        dx[i] = dy[i] * (cdf + u * pdf);
+    }
+}

@@ -1,10 +1,16 @@
 // The one translation unit the fatbin is built from (nvcc -fatbin takes one source): every op
 // family's file, each self-contained.
+#include "adamw.cu"
 #include "attention.cu"
+#include "attention_backward.cu"
 #include "attention_tc.cu"
+#include "bias.cu"
 #include "convert.cu"
+#include "dropout.cu"
 #include "embedding.cu"
 #include "gelu.cu"
+#include "importance.cu"
 #include "layernorm.cu"
 #include "loss.cu"
+#include "pool.cu"
 #include "softmax.cu"

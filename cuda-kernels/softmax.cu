@@ -34,3 +34,23 @@ __device__ void softmaxForward(T *y, const T *x, int cols) {
 #define SOFTMAX(SUFFIX, T) \
     extern "C" __global__ void softmax_forward_##SUFFIX(T *y, const T *x, int cols) { softmaxForward(y, x, cols); }
 TOPA_BOTH_TYPES(SOFTMAX)
+
+// Backward (fp32): dx = y (dy - sum(dy y)) per row; one block per row.
+extern "C" __global__ void softmax_backward_f32(float *dx, const float *dy, const float *y, int cols) {
+    __shared__ float scratch[32];
+    int64_t base = (int64_t)blockIdx.x * cols;
+    float yv[SM_PER_THREAD], dv[SM_PER_THREAD], s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < SM_PER_THREAD; k++) {
+        int c = threadIdx.x + k * blockDim.x;
+        yv[k] = c < cols ? y[base + c] : 0.0f;
+        dv[k] = c < cols ? dy[base + c] : 0.0f;
+        s += yv[k] * dv[k];
+    }
+    s = blockSum(s, scratch);
+#pragma unroll
+    for (int k = 0; k < SM_PER_THREAD; k++) {
+        int c = threadIdx.x + k * blockDim.x;
+        if (c < cols) dx[base + c] = yv[k] * (dv[k] - s);
+    }
+}

@@ -30,13 +30,38 @@ if ! grep -aq topa_kernels.fatbin "$jar"; then # zip entry names are stored unco
         -o "$out/topa_kernels.fatbin" "$root/cuda-kernels/kernels.cu" > "$out/nvcc.log" 2>&1 || { cat "$out/nvcc.log"; exit 4; }
     props+=("-Dtopa.cuda.fatbin=$out/topa_kernels.fatbin")
 fi
+# the SASS of the kernels as they run here (cuobjdump is on the device machine, not on the build machines)
+fatbin="$out/topa_kernels.fatbin"
+extracted=0
+if [ ! -f "$fatbin" ]; then
+    extracted=1
+    python3 -c "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read('native/linux-x86_64/topa_kernels.fatbin'))" \
+        "$jar" "$fatbin" 2>/dev/null
+fi
+if command -v cuobjdump >/dev/null && [ -f "$fatbin" ]; then
+    cuobjdump -arch sm_90a -sass "$fatbin" > "$out/sass.txt" 2>&1
+    # per kernel: tensor-core MMAs, 16-byte global loads/stores, local-memory (spill) accesses
+    awk '/Function :/ { f = $3 } /HMMA/ { h[f]++ } /LDG\.E\.128/ { l[f]++ } /STG\.E\.128/ { s[f]++ } /LDL|STL/ { sp[f]++ }
+         /Function :/ { seen[$3] = 1 }
+         END { for (k in seen) printf "sass_%s: hmma %d, ldg128 %d, stg128 %d, local %d\n", k, h[k], l[k], s[k], sp[k] }' "$out/sass.txt" | sort > "$out/sass-summary.txt"
+fi
+[ $extracted -eq 0 ] || rm -f "$fatbin"
 "$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.CudaOpCheck > "$out/ops.log" 2>&1
 rc=$?
 "$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.app.CudaEncoderCheck > "$out/encoder.log" 2>&1
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
+# training on the GPU (issue 7): every backward op, the optimizer and the bf16 frozen base vs the CPU
+# backend, then one whole LoRA training step vs the CPU and its time at BERT-base shape
+"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.BackendParity > "$out/backward.log" 2>&1
+erc=$?
+[ $rc -ne 0 ] || rc=$erc
+"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.app.TrainingStepParity > "$out/train.log" 2>&1
+erc=$?
+[ $rc -ne 0 ] || rc=$erc
 if command -v python3 >/dev/null && python3 -c "import torch, transformers" 2>/dev/null; then
     PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_encoder.py" > "$out/torch.log" 2>&1 || echo "torch_encoder: failed (see torch.log)" >> "$out/torch.log"
+    PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_lora_step.py" >> "$out/torch.log" 2>&1 || echo "torch_lora_step: failed (see torch.log)" >> "$out/torch.log"
 else
     echo "torch_encoder: no python3 with torch and transformers here" > "$out/torch.log"
 fi
@@ -44,9 +69,19 @@ grep -E "rel_error|cuda_" "$out/ops.log" | head -60
 echo "---- summary (card: $(head -2 "$out/machine.txt" | tail -1)) ----"
 sed -n '/^op | dtype/,$p' "$out/ops.log"
 grep -E "^torch" "$out/torch.log" || tail -5 "$out/torch.log"
+echo "---- SASS (sm_90a) ----"
+cat "$out/sass-summary.txt" 2>/dev/null || echo "sass: no cuobjdump or no fatbin here"
 echo "---- encoder (topa CUDA vs CPU backend, then timings) ----"
 cat "$out/encoder.log"
-# the ratio asked for: topa's CUDA encoder over PyTorch bf16 eager, same card, same call
+echo "---- training ops and step (topa CUDA vs CPU backend, then timings) ----"
+grep -E "MISMATCH|all_match|failures|Exception" "$out/backward.log" | head -20
+grep -c "_rel_error: .* ok)" "$out/backward.log" | sed 's/^/backward_parity_checks_ok: /'
+cat "$out/train.log"
+# the ratios asked for, same card, same call
+ours=$(sed -n "s/^topa_cuda_lora_step_bertbase_b32_s128_bf16_base_ms: //p" "$out/train.log")
+theirs=$(sed -n "s/^torch_lora_step_bertbase_b32_s128_bf16_autocast_ms: //p" "$out/torch.log")
+[ -n "$ours" ] && [ -n "$theirs" ] && awk -v a="$theirs" -v b="$ours" 'BEGIN { printf "lora_step_speedup_vs_torch_bf16_eager_bertbase_b32_s128: %.3f\n", a / b }'
+# topa's CUDA encoder over PyTorch bf16 eager
 for shape in minilm bertbase; do
     ours=$(sed -n "s/^topa_cuda_${shape}_b32_s128_ms: //p" "$out/encoder.log")
     theirs=$(sed -n "s/^torch_${shape}_b32_s128_bf16_ms: //p" "$out/torch.log")

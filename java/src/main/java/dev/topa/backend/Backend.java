@@ -39,9 +39,42 @@ public abstract class Backend implements AutoCloseable {
 
     // ---------------------------------------------------------------- memory on this backend's device
 
-    /** A scope for long-lived tensors (weights) in this backend's device memory. */
-    public dev.topa.tensor.TensorAllocator weightScope(String name) {
-        return new dev.topa.tensor.TensorScope(name, dev.topa.tensor.MemoryCategory.WEIGHTS);
+    /** A scope for long-lived tensors of a category (gradients, optimizer state) in this backend's device memory. */
+    public dev.topa.tensor.TensorAllocator scope(String name, dev.topa.tensor.MemoryCategory category) {
+        return new dev.topa.tensor.TensorScope(name, category);
+    }
+
+    /** A scope for weights in this backend's device memory. */
+    public final dev.topa.tensor.TensorAllocator weightScope(String name) {
+        return scope(name, dev.topa.tensor.MemoryCategory.WEIGHTS);
+    }
+
+    /** t = 0 (any dtype). */
+    public final void zero(Tensor t) {
+        onDevice("zero", "t", t);
+        if (t.byteSize() > 0) kZero(t);
+    }
+
+    protected void kZero(Tensor t) {
+        t.fill(0f);
+    }
+
+    /**
+     * t[i, j] = 0 outside the diagonal blocks of a blocks x blocks grid over t [rows, cols] (a
+     * block-diagonal LoRA B stays block-diagonal).
+     */
+    public final void zeroOffDiagonal(Tensor t, int blocks) {
+        f32("zeroOffDiagonal", "t", t);
+        check(t.rank() == 2 && t.dim(0) % blocks == 0 && t.dim(1) % blocks == 0, "zeroOffDiagonal",
+                shape(t) + " is not divisible into " + blocks + " x " + blocks + " blocks");
+        kZeroOffDiagonal(t, t.dim(0), t.dim(1), blocks);
+    }
+
+    protected void kZeroOffDiagonal(Tensor t, long rows, long cols, int blocks) {
+        long rb = rows / blocks, cb = cols / blocks;
+        for (long i = 0; i < rows; i++)
+            for (long j = 0; j < cols; j++)
+                if (i / rb != j / cb) t.setFloat(i * cols + j, 0f);
     }
 
     /** A per-step activation arena in this backend's device memory. */
@@ -676,6 +709,35 @@ public abstract class Backend implements AutoCloseable {
         sameShape(op, "v", v, param);
         check(step >= 1, op, "step counts from 1, got " + step);
         kAdamwStep(param, grad, m, v, param.numel(), cfg, step, gradScale);
+    }
+
+    /**
+     * One AdamW step for many tensors sharing a config: each entry {param, grad, m, v}. A device
+     * backend runs them all in one launch; the result is that of {@link #adamwStep} on each.
+     */
+    public final void adamwStep(java.util.List<Tensor[]> tensors, AdamWConfig cfg, long step, float gradScale) {
+        for (Tensor[] t : tensors) {
+            check(t.length == 4, "adamwStep", "each entry is {param, grad, m, v}");
+            for (int i = 0; i < 4; i++) sameShape("adamwStep", new String[] {"param", "grad", "m", "v"}[i], t[i], t[0]);
+        }
+        check(step >= 1, "adamwStep", "step counts from 1, got " + step);
+        if (!tensors.isEmpty()) kAdamwStepMany(tensors, cfg, step, gradScale);
+    }
+
+    protected void kAdamwStepMany(java.util.List<Tensor[]> tensors, AdamWConfig cfg, long step, float gradScale) {
+        for (Tensor[] t : tensors) kAdamwStep(t[0], t[1], t[2], t[3], t[0].numel(), cfg, step, gradScale);
+    }
+
+    /** Sum of squares over all elements of many tensors, in double (a global gradient norm in one reduction on a device). */
+    public final double sumOfSquares(java.util.Collection<Tensor> xs) {
+        for (Tensor x : xs) f32("sumOfSquares", "x", x);
+        return kSumOfSquaresMany(xs);
+    }
+
+    protected double kSumOfSquaresMany(java.util.Collection<Tensor> xs) {
+        double total = 0;
+        for (Tensor x : xs) total += kSumOfSquares(x, x.numel());
+        return total;
     }
 
     /** Sum of squares of a tensor's elements, accumulated in double (global gradient norms). */

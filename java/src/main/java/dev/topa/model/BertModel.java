@@ -97,6 +97,11 @@ public final class BertModel implements AutoCloseable {
         return config;
     }
 
+    /** Where the weights live. */
+    public dev.topa.tensor.Device device() {
+        return scope.device();
+    }
+
     /** The fused [3A, C] query/key/value weight of a layer (the q/k/v parameters are its row views). */
     Tensor qkvWeight(int layer) {
         return qkvWeight[layer];
@@ -238,20 +243,46 @@ public final class BertModel implements AutoCloseable {
     }
 
     /**
-     * This model's weights copied to the backend's device, for inference there (the copy is closed
-     * separately). Adapters must be merged first. Block masks do not travel: pruned blocks are
-     * zeros in the dense weights, so the copy computes the same outputs, densely.
+     * This model's weights, LoRA adapters included, copied to the backend's device (the copy is
+     * closed separately): inference there, or training there with {@link #copyParametersTo} to
+     * bring trained values back. Block masks do not travel: pruned blocks are zeros in the dense
+     * weights, so the copy computes the same outputs, densely.
      */
     public BertModel copyTo(Backend be) {
-        if (adapters != null) throw new IllegalStateException("merge the LoRA adapters before copying the model to " + be.device());
         BertModel m = new BertModel(config, be.weightScope("bert weights on " + be.device()));
         try {
-            for (var e : params.entrySet()) be.copy(m.params.get(e.getKey()), e.getValue());
+            for (var e : params.entrySet()) {
+                Tensor t = m.params.get(e.getKey());
+                if (t == null) continue; // adapter tensors: made below
+                be.copy(t, e.getValue());
+            }
+            if (adapters != null) {
+                Adapter[][] ad = new Adapter[adapters.length][];
+                for (int l = 0; l < adapters.length; l++) {
+                    ad[l] = new Adapter[adapters[l].length];
+                    for (int slot = 0; slot < adapters[l].length; slot++) {
+                        Adapter a = adapters[l][slot];
+                        if (a == null) continue;
+                        ad[l][slot] = new Adapter(be.copyOf(a.a(), m.scope), be.copyOf(a.b(), m.scope), a.scale(), a.blockDiagonal());
+                        String n = "encoder.layer." + l + "." + SLOT_MODULE[slot];
+                        m.params.put(n + ".lora_A", ad[l][slot].a());
+                        m.params.put(n + ".lora_B", ad[l][slot].b());
+                    }
+                }
+                m.adapters = ad;
+                m.lora = lora;
+                m.loraDropout = loraDropout;
+            }
         } catch (RuntimeException | Error e) {
             m.close();
             throw e;
         }
         return m;
+    }
+
+    /** Copies the values of the named parameters into another model of the same shape (on any device the backend reaches). */
+    public void copyParametersTo(BertModel other, Backend be, java.util.Collection<String> names) {
+        for (String n : names) be.copy(other.parameter(n), parameter(n));
     }
 
     /**

@@ -29,13 +29,15 @@ import java.util.function.Predicate;
 public final class BertTraining implements AutoCloseable {
     private final BertModel model;
     private final BertConfig cfg;
-    private final TensorScope gradScope = new TensorScope("bert gradients", MemoryCategory.GRADIENTS);
+    /** Where gradients and per-layer scratch live: the model's device (null: host memory). */
+    private final Backend device;
+    private final dev.topa.tensor.TensorAllocator gradScope;
     private final Map<String, Tensor> grads = new LinkedHashMap<>();
     private final Tensor[] qkvWeightGrad, qkvBiasGrad;
     private final DropoutConfig dropout;
     private final boolean recomputeProjections;
     /** Per-layer temporaries (forward and backward), released after each layer. */
-    private final StepArena scratch = new StepArena("layer scratch");
+    private final StepArena scratch;
     private long dropoutSeed, dropoutStep;
     private MaskGradientListener maskGradients;
 
@@ -100,6 +102,18 @@ public final class BertTraining implements AutoCloseable {
      * identical (same kernels, same inputs).
      */
     public BertTraining(BertModel model, Predicate<String> trainable, DropoutConfig dropout, boolean recomputeProjections) {
+        this(null, model, trainable, dropout, recomputeProjections);
+    }
+
+    /** As above for a model on a device: gradients and scratch in that backend's memory (null: host). */
+    public BertTraining(Backend device, BertModel model, Predicate<String> trainable, DropoutConfig dropout, boolean recomputeProjections) {
+        if (device != null ? !model.device().equals(device.device()) : !model.device().isHostAccessible())
+            throw new IllegalArgumentException("the model is on " + model.device() + ", training memory would be on "
+                    + (device == null ? "the host" : device.device()));
+        this.device = device;
+        this.gradScope = device == null ? new TensorScope("bert gradients", MemoryCategory.GRADIENTS)
+                : device.scope("bert gradients", MemoryCategory.GRADIENTS);
+        this.scratch = device == null ? new StepArena("layer scratch") : device.stepArena("layer scratch");
         this.model = model;
         this.cfg = model.config();
         this.dropout = dropout;
@@ -111,8 +125,8 @@ public final class BertTraining implements AutoCloseable {
             boolean w = trainable.test(p + "query.weight") || trainable.test(p + "key.weight") || trainable.test(p + "value.weight");
             boolean b = trainable.test(p + "query.bias") || trainable.test(p + "key.bias") || trainable.test(p + "value.bias");
             // q/k/v train together: their gradients are one GEMM over the fused projection
-            if (w) qkvWeightGrad[l] = gradScope.zeros(model.qkvWeight(l).shape());
-            if (b) qkvBiasGrad[l] = gradScope.zeros(model.qkvBias(l).shape());
+            if (w) qkvWeightGrad[l] = zeros(model.qkvWeight(l).shape());
+            if (b) qkvBiasGrad[l] = zeros(model.qkvBias(l).shape());
             int a = cfg.attentionWidth(l);
             String[] names = {"query", "key", "value"};
             for (int i = 0; i < 3; i++) {
@@ -122,7 +136,17 @@ public final class BertTraining implements AutoCloseable {
         }
         for (Map.Entry<String, Tensor> e : model.parameters().entrySet())
             if (!isQkvPart(e.getKey()) && trainable.test(e.getKey()))
-                grads.put(e.getKey(), gradScope.zeros(e.getValue().shape()));
+                grads.put(e.getKey(), zeros(e.getValue().shape()));
+    }
+
+    private Tensor zeros(long... shape) {
+        return zero(gradScope.allocate(dev.topa.tensor.DType.F32, shape));
+    }
+
+    private Tensor zero(Tensor t) {
+        if (device == null) t.fill(0f);
+        else device.zero(t);
+        return t;
     }
 
     /** query/key/value weights and biases: their gradients are views into the fused QKV buffers. */
@@ -155,11 +179,11 @@ public final class BertTraining implements AutoCloseable {
 
     public void zeroGradients() {
         for (int l = 0; l < cfg.layers(); l++) {
-            if (qkvWeightGrad[l] != null) qkvWeightGrad[l].fill(0f);
-            if (qkvBiasGrad[l] != null) qkvBiasGrad[l].fill(0f);
+            if (qkvWeightGrad[l] != null) zero(qkvWeightGrad[l]);
+            if (qkvBiasGrad[l] != null) zero(qkvBiasGrad[l]);
         }
         for (Map.Entry<String, Tensor> e : grads.entrySet())
-            if (!isQkvPart(e.getKey())) e.getValue().fill(0f);
+            if (!isQkvPart(e.getKey())) zero(e.getValue());
     }
 
     private Tensor p(String name) {
@@ -452,16 +476,8 @@ public final class BertTraining implements AutoCloseable {
                 if (dw != null) be.gemm(true, false, 1f, dy, x, 1f, dw, null);
             }
         }
-        if (ad.blockDiagonal() && dB != null) zeroOffDiagonal(dB, 3);
+        if (ad.blockDiagonal() && dB != null) be.zeroOffDiagonal(dB, 3);
         if (weightGradients != null) weightGradients.linear(be, l, slot, w, dy, x, ad, dA, dB);
-    }
-
-    /** Keeps a block-diagonal B block-diagonal: its off-diagonal gradient blocks are not parameters. */
-    private static void zeroOffDiagonal(Tensor dB, int blocks) {
-        long rows = dB.dim(0), cols = dB.dim(1), rb = rows / blocks, cb = cols / blocks;
-        for (long i = 0; i < rows; i++)
-            for (long j = 0; j < cols; j++)
-                if (i / rb != j / cb) dB.setFloat(i * cols + j, 0f);
     }
 
     @Override

@@ -21,8 +21,8 @@ public final class TaskHead implements AutoCloseable {
     public static final String WEIGHT = "head.weight", BIAS = "head.bias";
 
     private final int outputs;
-    private final TensorScope scope = new TensorScope("task head", MemoryCategory.WEIGHTS);
-    private final TensorScope gradScope = new TensorScope("task head gradients", MemoryCategory.GRADIENTS);
+    private final dev.topa.tensor.TensorAllocator scope, gradScope;
+    private final Backend device; // null: host memory
     private final Tensor weight, bias, dWeight, dBias;
     private Tensor pooled, mask;
     private Dropout dropout = Dropout.NONE;
@@ -31,6 +31,9 @@ public final class TaskHead implements AutoCloseable {
 
     public TaskHead(int hidden, int outputs, long seed) {
         this.outputs = outputs;
+        this.device = null;
+        scope = new TensorScope("task head", MemoryCategory.WEIGHTS);
+        gradScope = new TensorScope("task head gradients", MemoryCategory.GRADIENTS);
         weight = scope.allocate(DType.F32, outputs, hidden);
         bias = scope.allocate(DType.F32, outputs).fill(0f);
         SplittableRandom rnd = new SplittableRandom(seed);
@@ -39,6 +42,27 @@ public final class TaskHead implements AutoCloseable {
         weight.copyFrom(w);
         dWeight = gradScope.zeros(outputs, hidden);
         dBias = gradScope.zeros(outputs);
+    }
+
+    private TaskHead(TaskHead host, Backend be) {
+        this.outputs = host.outputs;
+        this.device = be;
+        scope = be.scope("task head", MemoryCategory.WEIGHTS);
+        gradScope = be.scope("task head gradients", MemoryCategory.GRADIENTS);
+        weight = be.copyOf(host.weight, scope);
+        bias = be.copyOf(host.bias, scope);
+        dWeight = gradScope.allocate(DType.F32, weight.shape());
+        dBias = gradScope.allocate(DType.F32, bias.shape());
+        zeroGradients();
+    }
+
+    /** This head (weights; gradients zero) on the backend's device; close it separately. */
+    public TaskHead copyTo(Backend be) {
+        return new TaskHead(this, be);
+    }
+
+    public dev.topa.tensor.Device device() {
+        return scope.device();
     }
 
     private static double gaussian(SplittableRandom rnd) {
@@ -64,8 +88,13 @@ public final class TaskHead implements AutoCloseable {
     }
 
     public void zeroGradients() {
-        dWeight.fill(0f);
-        dBias.fill(0f);
+        if (device == null) {
+            dWeight.fill(0f);
+            dBias.fill(0f);
+        } else {
+            device.zero(dWeight);
+            device.zero(dBias);
+        }
     }
 
     /** Logits (or regression values) [B, outputs] from hidden [B, S, C]; keeps what backward needs. */

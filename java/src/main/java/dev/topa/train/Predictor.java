@@ -16,8 +16,9 @@ import java.util.Map;
 
 /**
  * Inference with a task head: head outputs per example (batched by length), and GLUE metrics. On a
- * device backend the encoder runs there (a copy of the model, weights packed for inference) and
- * the small head on the CPU after the [B, S, C] states are read back.
+ * device backend the encoder runs there: on the model itself when it is on that device (a model in
+ * training), else on a copy with its weights packed for inference; the head runs there too when it
+ * is on the device, else on the CPU after the [B, S, C] states are read back.
  */
 public final class Predictor implements AutoCloseable {
     private final Backend be, headBackend;
@@ -33,13 +34,14 @@ public final class Predictor implements AutoCloseable {
             this.deviceCopy = null;
             this.deviceArena = null;
             this.headBackend = be;
-        } else {
-            this.deviceCopy = model.copyTo(be);
-            this.model = deviceCopy;
-            this.deviceArena = be.stepArena("predict on " + be.device());
-            this.headBackend = dev.topa.backend.cpu.CpuBackend.create();
-            deviceCopy.packForInference(be);
+            return;
         }
+        boolean there = model.device().equals(be.device());
+        this.deviceCopy = there ? null : model.copyTo(be);
+        this.model = there ? model : deviceCopy;
+        this.deviceArena = be.stepArena("predict on " + be.device());
+        this.headBackend = head.device().equals(be.device()) ? be : dev.topa.backend.cpu.CpuBackend.create();
+        if (deviceCopy != null) deviceCopy.packForInference(be);
     }
 
     /** Head outputs [examples][outputs]: class logits or the regression value. */
@@ -49,23 +51,23 @@ public final class Predictor implements AutoCloseable {
             arena.reset();
             List<BertTokenizer.Encoded> part = new ArrayList<>();
             for (int i : idx) part.add(toks.get(i));
-            BertTokenizer.Batch b = BertTokenizer.pad(part, arena);
-            Tensor o = head.forward(headBackend, arena, encode(b), b.mask());
-            float[] v = o.toFloatArray();
+            float[] v = headOutputs(BertTokenizer.pad(part, arena));
             int k = head.outputs();
             for (int j = 0; j < idx.length; j++) out[idx[j]] = java.util.Arrays.copyOfRange(v, j * k, (j + 1) * k);
         }
         arena.reset();
+        if (deviceArena != null) deviceArena.reset();
         return out;
     }
 
-    /** last_hidden_state on the host. */
-    private Tensor encode(BertTokenizer.Batch b) {
-        if (deviceArena == null) return model.forward(be, arena, b.ids(), b.types(), b.mask());
+    /** The head's outputs for one padded batch (inputs on the host), read back when computed on a device. */
+    private float[] headOutputs(BertTokenizer.Batch b) {
+        if (deviceArena == null) return head.forward(be, arena, model.forward(be, arena, b.ids(), b.types(), b.mask()), b.mask()).toFloatArray();
         deviceArena.reset();
-        Tensor h = model.forward(be, deviceArena, be.copyOf(b.ids(), deviceArena), be.copyOf(b.types(), deviceArena),
-                be.copyOf(b.mask(), deviceArena));
-        return be.copyOf(h, arena);
+        Tensor mask = be.copyOf(b.mask(), deviceArena);
+        Tensor h = model.forward(be, deviceArena, be.copyOf(b.ids(), deviceArena), be.copyOf(b.types(), deviceArena), mask);
+        if (headBackend == be) return be.copyOf(head.forward(be, deviceArena, h, mask), arena).toFloatArray();
+        return head.forward(headBackend, arena, be.copyOf(h, arena), b.mask()).toFloatArray();
     }
 
     public static int argmax(float[] v) {

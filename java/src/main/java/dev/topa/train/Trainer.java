@@ -65,14 +65,21 @@ public final class Trainer implements AutoCloseable {
     private final Config cfg;
     private final Map<String, Tensor> params = new LinkedHashMap<>(), grads = new LinkedHashMap<>();
     private final Map<String, Tensor[]> moments = new LinkedHashMap<>();
-    private final TensorScope optimizerScope = new TensorScope("adamw state", MemoryCategory.OPTIMIZER);
-    private final StepArena arena = new StepArena("train step");
+    private final dev.topa.tensor.TensorAllocator optimizerScope;
+    /** Activations on the backend's device; the batch is padded on the host first. */
+    private final StepArena arena, hostArena = new StepArena("train step inputs");
     private final Predictor predictor;
     private long step;
     private int epochsDone;
 
+    /** On a device backend, model and head must already be there (BertModel/TaskHead copyTo) and training built for it. */
     public Trainer(Backend be, BertModel model, BertTraining training, TaskHead head, GlueTask task, Config cfg) {
+        if (!model.device().equals(be.device()) || !head.device().equals(be.device()))
+            throw new IllegalArgumentException("model (" + model.device() + ") and head (" + head.device() + ") must be on the backend's "
+                    + be.device());
         this.be = be;
+        this.optimizerScope = be.scope("adamw state", MemoryCategory.OPTIMIZER);
+        this.arena = be.stepArena("train step");
         this.model = model;
         this.training = training;
         this.head = head;
@@ -86,7 +93,13 @@ public final class Trainer implements AutoCloseable {
         head.gradients().forEach(grads::put);
         predictor = new Predictor(be, model, head);
         for (String n : params.keySet())
-            moments.put(n, new Tensor[] {optimizerScope.zeros(params.get(n).shape()), optimizerScope.zeros(params.get(n).shape())});
+            moments.put(n, new Tensor[] {zeros(params.get(n).shape()), zeros(params.get(n).shape())});
+    }
+
+    private Tensor zeros(long... shape) {
+        Tensor t = optimizerScope.allocate(DType.F32, shape);
+        be.zero(t);
+        return t;
     }
 
     /**
@@ -100,17 +113,24 @@ public final class Trainer implements AutoCloseable {
 
     /** As above, with the caller's own metadata (e.g. the best dev metric so far) kept beside. */
     public void saveCheckpoint(java.nio.file.Path file, Map<String, String> extra) throws java.io.IOException {
-        Map<String, Tensor> t = new LinkedHashMap<>();
-        params.forEach((n, p) -> {
-            t.put(n, p);
-            t.put("adamw.m." + n, moments.get(n)[0]);
-            t.put("adamw.v." + n, moments.get(n)[1]);
-        });
-        Map<String, String> meta = new LinkedHashMap<>(extra);
-        meta.put("step", Long.toString(step));
-        meta.put("epoch", Integer.toString(epochsDone));
-        meta.put("format", "topa-checkpoint");
-        dev.topa.io.Safetensors.write(file, t, meta);
+        try (TensorScope host = new TensorScope("checkpoint", MemoryCategory.WORKSPACE)) {
+            Map<String, Tensor> t = new LinkedHashMap<>();
+            params.forEach((n, p) -> {
+                t.put(n, onHost(p, host));
+                t.put("adamw.m." + n, onHost(moments.get(n)[0], host));
+                t.put("adamw.v." + n, onHost(moments.get(n)[1], host));
+            });
+            Map<String, String> meta = new LinkedHashMap<>(extra);
+            meta.put("step", Long.toString(step));
+            meta.put("epoch", Integer.toString(epochsDone));
+            meta.put("format", "topa-checkpoint");
+            dev.topa.io.Safetensors.write(file, t, meta);
+        }
+    }
+
+    /** t itself when the host can read it, else a copy read back into host. */
+    private Tensor onHost(Tensor t, TensorScope host) {
+        return t.device().isHostAccessible() ? t : be.copyOf(t, host);
     }
 
     /**
@@ -128,7 +148,10 @@ public final class Trainer implements AutoCloseable {
                     if (e == null || e.numel() != into[i].numel())
                         throw new dev.topa.io.ModelFormatException(file + ": checkpoint lacks " + names[i]
                                 + " (or it has another size): not a checkpoint of this model and method");
-                    into[i].copyFrom(e.floats(file));
+                    if (into[i].device().isHostAccessible()) into[i].copyFrom(e.floats(file));
+                    else try (TensorScope host = new TensorScope("checkpoint", MemoryCategory.WORKSPACE)) {
+                        be.copy(into[i], host.allocate(DType.F32, into[i].shape()).copyFrom(e.floats(file)));
+                    }
                 }
             }
             step = Long.parseLong(st.metadata().getOrDefault("step", "0"));
@@ -205,8 +228,11 @@ public final class Trainer implements AutoCloseable {
     /** Forward and backward on a batch: returns the loss, adds to the gradients (no update). */
     public double lossAndGradients(List<Item> batch) {
         arena.reset();
+        hostArena.reset();
         List<BertTokenizer.Encoded> toks = batch.stream().map(Item::tokens).toList();
-        BertTokenizer.Batch b = BertTokenizer.pad(toks, arena);
+        BertTokenizer.Batch hb = BertTokenizer.pad(toks, hostArena);
+        BertTokenizer.Batch b = new BertTokenizer.Batch(be.copyOf(hb.ids(), arena), be.copyOf(hb.types(), arena), be.copyOf(hb.mask(), arena),
+                hb.lengths());
         // dropout masks are drawn from (seed, step): a resumed run redraws the same ones
         training.setDropoutStep(cfg.seed(), step + 1);
         Tensor hidden = training.forward(be, arena, b.ids(), b.types(), b.mask());
@@ -218,14 +244,14 @@ public final class Trainer implements AutoCloseable {
         if (task.isRegression()) {
             float[] t = new float[batch.size()];
             for (int i = 0; i < t.length; i++) t[i] = batch.get(i).example().score();
-            Tensor target = arena.allocate(DType.F32, out.shape()).copyFrom(t);
+            Tensor target = be.copyOf(hostArena.allocate(DType.F32, out.shape()).copyFrom(t), arena);
             loss = be.mseForward(out, target);
             checkFinite(loss);
             be.mseBackward(dOut, out, target, 1f);
         } else {
             int[] l = new int[batch.size()];
             for (int i = 0; i < l.length; i++) l[i] = batch.get(i).example().label();
-            Tensor labels = arena.allocate(DType.I32, l.length).copyFrom(l);
+            Tensor labels = be.copyOf(hostArena.allocate(DType.I32, l.length).copyFrom(l), arena);
             loss = be.crossEntropyForward(arena.allocate(DType.F32, l.length), out, labels);
             checkFinite(loss);
             be.crossEntropyBackward(dOut, out, labels, 1f);
@@ -247,18 +273,17 @@ public final class Trainer implements AutoCloseable {
 
     private void optimizerStep(double lr) {
         step++;
-        double sq = 0;
-        for (Tensor g : grads.values()) sq += be.sumOfSquares(g);
-        double norm = Math.sqrt(sq);
+        double norm = Math.sqrt(be.sumOfSquares(grads.values()));
         if (!Double.isFinite(norm)) throw new ArithmeticException("gradient norm is " + norm + " at step " + step);
         float clip = norm > cfg.maxGradNorm() && cfg.maxGradNorm() > 0 ? (float) (cfg.maxGradNorm() / norm) : 1f;
+        java.util.List<Tensor[]> decayed = new java.util.ArrayList<>(), plain = new java.util.ArrayList<>();
         for (Map.Entry<String, Tensor> e : params.entrySet()) {
             String n = e.getKey();
-            boolean decay = !(n.endsWith("bias") || n.contains("LayerNorm"));
             Tensor[] mv = moments.get(n);
-            be.adamwStep(e.getValue(), grads.get(n), mv[0], mv[1], new AdamWConfig(lr, 0.9, 0.999, 1e-8, decay ? cfg.weightDecay() : 0),
-                    step, clip);
+            (n.endsWith("bias") || n.contains("LayerNorm") ? plain : decayed).add(new Tensor[] {e.getValue(), grads.get(n), mv[0], mv[1]});
         }
+        be.adamwStep(decayed, new AdamWConfig(lr, 0.9, 0.999, 1e-8, cfg.weightDecay()), step, clip);
+        be.adamwStep(plain, new AdamWConfig(lr, 0.9, 0.999, 1e-8, 0), step, clip);
         zeroGradients();
     }
 
@@ -272,6 +297,7 @@ public final class Trainer implements AutoCloseable {
     public void close() {
         predictor.close();
         arena.close();
+        hostArena.close();
         optimizerScope.close();
     }
 }

@@ -47,6 +47,8 @@ public final class CudaBackend extends Backend {
     private final Map<String, Long> functions = new HashMap<>();
     private final ThreadLocal<Boolean> current = ThreadLocal.withInitial(() -> false);
     private long scratch, scratchBytes; // the bf16 copy of a linear layer's input
+    private long table, tableBytes;     // the optimizer's tensor table, the sum of squares
+    private long attention, attentionBytes; // P and dS of attention backward
     private boolean closed;
 
     private CudaBackend(CudaDriver cu, int ordinal, Precision precision) throws IOException {
@@ -111,8 +113,21 @@ public final class CudaBackend extends Backend {
     }
 
     @Override
-    public TensorAllocator weightScope(String scopeName) {
-        return new DeviceScope(scopeName, MemoryCategory.WEIGHTS, memory);
+    public TensorAllocator scope(String scopeName, MemoryCategory category) {
+        return new DeviceScope(scopeName, category, memory);
+    }
+
+    @Override
+    protected void kZero(Tensor t) {
+        onThisThread();
+        long bytes = t.byteSize();
+        if (bytes % 4 != 0) throw new IllegalArgumentException("zero on CUDA: " + t + " is not whole 32-bit words");
+        cu.fill32(ptr(t), 0, bytes / 4, stream);
+    }
+
+    @Override
+    protected void kZeroOffDiagonal(Tensor t, long rows, long cols, int blocks) {
+        launch("zero_off_diagonal_f32", strided(rows * cols), THREADS, arg(t), rows, cols, blocks);
     }
 
     @Override
@@ -127,6 +142,8 @@ public final class CudaBackend extends Backend {
         onThisThread();
         cu.streamSynchronize(stream);
         if (scratch != 0) memory.free(scratch, scratchBytes);
+        if (table != 0) memory.free(table, tableBytes);
+        if (attention != 0) memory.free(attention, attentionBytes);
         lt.close();
         memory.release();
     }
@@ -180,6 +197,8 @@ public final class CudaBackend extends Backend {
     private synchronized long scratch(long bytes) {
         if (bytes > scratchBytes) {
             if (scratch != 0) memory.free(scratch, scratchBytes);
+        if (table != 0) memory.free(table, tableBytes);
+        if (attention != 0) memory.free(attention, attentionBytes);
             scratch = memory.allocate(bytes);
             scratchBytes = bytes;
         }
@@ -264,6 +283,43 @@ public final class CudaBackend extends Backend {
         }
     }
 
+    // ---------------------------------------------------------------- bf16 frozen weights (training)
+
+    /** op(B) [k, n] stored row-major in bf16 (W^T transposed on the device when the pack is for forward). */
+    @Override
+    protected long kBf16PackedSize(long k, long n) {
+        return k * n;
+    }
+
+    @Override
+    protected void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed) {
+        if (!transposed) {
+            launch("convert_f32_to_bf16", strided((k * n + 1) / 2), THREADS, arg(packed), arg(w), k * n);
+            return;
+        }
+        onThisThread(); // w is [n, k]: its transpose is op(B)
+        cu.launch(fn("transpose_to_bf16"), "transpose_to_bf16", new int[] {(int) ((k + 31) / 32), (int) ((n + 31) / 32), 1},
+                new int[] {32, 8, 1}, 0, stream, arg(packed), arg(w), (int) n, (int) k);
+    }
+
+    /** A converted to bf16 on the way in, then C = alpha A op(B) + beta C + bias on the tensor cores (fp32 C), then the fp32 rank-r term. */
+    @Override
+    protected void kGemmBf16(long m, long n, long k, float alpha, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias, Tensor a2,
+            float scale2, boolean transB2, Tensor b2) {
+        long elems = m * k;
+        synchronized (this) {
+            long ab = scratch(2 * elems);
+            launch("convert_f32_to_bf16", strided((elems + 1) / 2), THREADS, ab, arg(a), elems);
+            lt.matmul(false, false, m, n, k, alpha, ab, k, ptr(b.data()), n, beta, ptr(c), n, ptr(bias), CublasLt.Types.BF16_IN_F32_OUT,
+                    bias == null ? CublasLt.Epilogue.NONE : CublasLt.Epilogue.BIAS, stream);
+        }
+        if (a2 != null) {
+            long r = a2.dim(-1);
+            lt.matmul(false, transB2, m, n, r, alpha * scale2, ptr(a2), r, ptr(b2), transB2 ? r : n, 1f, ptr(c), n, 0, CublasLt.Types.F32,
+                    CublasLt.Epilogue.NONE, stream);
+        }
+    }
+
     // ---------------------------------------------------------------- forward ops
 
     @Override
@@ -335,23 +391,221 @@ public final class CudaBackend extends Backend {
         }
     }
 
+    // ---------------------------------------------------------------- backward ops, losses, optimizer (issue 7)
+
+    @Override
+    protected void kBiasBackward(Tensor dbias, Tensor dy, long rows, long cols) {
+        onThisThread();
+        int slices = (int) Math.max(1, Math.min(1024, rows / 64));
+        cu.launch(fn("bias_backward_f32"), "bias_backward_f32", new int[] {(int) ((cols + 31) / 32), slices, 1}, new int[] {32, 8, 1}, 0,
+                stream, arg(dbias), arg(dy), rows, (int) cols);
+    }
+
+    @Override
+    protected void kLayernormBackward(Tensor dx, Tensor dgamma, Tensor dbeta, Tensor dy, Tensor x, Tensor mean, Tensor rstd, Tensor gamma,
+            long rows, long cols, boolean accumulate) {
+        if (cols > 8L * 1024) throw new IllegalArgumentException("layernormBackward on CUDA: rows of at most 8192, got " + cols);
+        launch("layernorm_backward_f32", grid(rows), rowThreads(cols), arg(dx), arg(dgamma), arg(dbeta), arg(dy), arg(x), arg(mean),
+                arg(rstd), arg(gamma), (int) cols, accumulate ? 1 : 0);
+    }
+
+    @Override
+    protected void kBiasGeluBackward(Tensor dx, Tensor dbias, Tensor dy, Tensor x, Tensor bias, long rows, long cols) {
+        launch("bias_gelu_backward_f32", strided(rows * cols), THREADS, arg(dx), arg(dy), arg(x), arg(bias), rows, (int) cols);
+        if (dbias != null) kBiasBackward(dbias, dx, rows, cols);
+    }
+
+    @Override
+    protected void kSoftmaxBackward(Tensor dx, Tensor dy, Tensor y, long rows, long cols) {
+        if (cols > 8L * 1024) throw new IllegalArgumentException("softmaxBackward on CUDA: rows of at most 8192, got " + cols);
+        launch("softmax_backward_f32", grid(rows), rowThreads(cols), arg(dx), arg(dy), arg(y), (int) cols);
+    }
+
+    @Override
+    protected void kGroupDot(Tensor out, Tensor x, Tensor dx, long batch, long seq, long groups, long width /* per group */) {
+        onThisThread();
+        cu.launch(fn("group_dot_f32"), "group_dot_f32", new int[] {(int) groups, (int) batch, 1}, new int[] {THREADS, 1, 1}, 0, stream,
+                arg(out), arg(x), arg(dx), (int) seq, (int) groups, (int) width);
+    }
+
+    @Override
+    protected void kDropout(Tensor out, Tensor in, long n, Dropout dropout, boolean accumulate) {
+        launch("dropout_f32", strided(n), THREADS, arg(out), arg(in), n, dropout.key(), dropout.threshold(), dropout.scale(),
+                accumulate ? 1 : 0);
+    }
+
+    @Override
+    protected void kEmbeddingBackward(Tensor dwte, Tensor dwpe, Tensor dwtt, Tensor dout, Tensor ids, Tensor posIds, Tensor typeIds,
+            long batch, long seq, long dim) {
+        if (posIds != null) throw notYet("embeddingBackward with explicit positions");
+        launch("embedding_backward_f32", grid(batch * seq), THREADS, arg(dwte), arg(dwpe), arg(dwtt), arg(dout), arg(ids), arg(typeIds),
+                (int) seq, (int) dim);
+    }
+
+    @Override
+    protected void kMeanPoolForward(Tensor out, Tensor x, Tensor mask, long batch, long seq, long dim) {
+        launch("mean_pool_forward_f32", grid(batch), THREADS, arg(out), arg(x), arg(mask), (int) seq, (int) dim);
+    }
+
+    @Override
+    protected void kMeanPoolBackward(Tensor dx, Tensor dout, Tensor mask, long batch, long seq, long dim) {
+        launch("mean_pool_backward_f32", grid(batch), THREADS, arg(dx), arg(dout), arg(mask), (int) seq, (int) dim);
+    }
+
+    /**
+     * Flash-style (probabilities recomputed, nothing [S, S] kept from forward) on CUDA cores: a pass
+     * per query row writes P and dS to a scratch pair and dQ, a pass per key row reads them for dK
+     * and dV (cuda-kernels/attention_backward.cu). The scratch is 8 B H S^2 bytes, kept between calls.
+     */
+    @Override
+    protected void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq, long heads,
+            long headDim, float scale, Dropout dropout) {
+        if (probs != null) throw notYet("attentionBackward from saved probabilities");
+        if (dropout.active()) throw notYet("attention dropout");
+        if (headDim > 128) throw new IllegalArgumentException("attentionBackward on CUDA: head dimension at most 128, got " + headDim);
+        long square = batch * heads * seq * seq;
+        onThisThread();
+        synchronized (this) {
+            if (8 * square > attentionBytes) {
+                if (attention != 0) memory.free(attention, attentionBytes);
+                attention = memory.allocate(8 * square);
+                attentionBytes = 8 * square;
+            }
+            long p = attention, ds = attention + 4 * square;
+            int[] grid = {(int) ((seq + 7) / 8), (int) heads, (int) batch}, block = {THREADS, 1, 1};
+            cu.launch(fn("attention_backward_rows_f32"), "attention_backward_rows_f32", grid, block, 0, stream, arg(dqkv), p, ds, arg(qkv),
+                    arg(dout), arg(mask), (int) seq, (int) heads, (int) headDim, scale);
+            cu.launch(fn("attention_backward_cols_f32"), "attention_backward_cols_f32", grid, block, 0, stream, arg(dqkv), p, ds, arg(qkv),
+                    arg(dout), (int) seq, (int) heads, (int) headDim, scale);
+        }
+    }
+
+    /** Labels are read back: the host validates them and counts the rows that are not ignored (the mean's divisor). */
+    @Override
+    protected int kCrossEntropyForward(Tensor losses, float[] mean, Tensor logits, Tensor labels, long n, long classes) {
+        int[] y = download(labels);
+        for (int i = 0; i < y.length; i++)
+            if (y[i] >= classes) return i + 1;
+        launch("cross_entropy_forward_f32", grid((n + 7) / 8), THREADS, arg(losses), arg(logits), arg(labels), (int) n, (int) classes);
+        float[] l = downloadFloats(losses);
+        double total = 0;
+        int counted = 0;
+        for (int i = 0; i < l.length; i++) {
+            total += l[i];
+            counted += y[i] >= 0 ? 1 : 0;
+        }
+        mean[0] = counted == 0 ? 0f : (float) (total / counted);
+        return 0;
+    }
+
+    @Override
+    protected void kCrossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, long n, long classes, float dloss) {
+        int counted = 0;
+        for (int y : download(labels)) counted += y >= 0 ? 1 : 0;
+        launch("cross_entropy_backward_f32", grid((n + 7) / 8), THREADS, arg(dlogits), arg(logits), arg(labels), (int) n, (int) classes,
+                counted == 0 ? 0f : dloss / counted);
+    }
+
+    /** A regression head's [B, 1] values: computed on the host from a read-back, as on the CPU (a launch would cost more). */
+    @Override
+    protected float kMseForward(Tensor pred, Tensor target, long n) {
+        float[] p = downloadFloats(pred), t = downloadFloats(target);
+        double s = 0;
+        for (int i = 0; i < n; i++) s += (p[i] - (double) t[i]) * (p[i] - (double) t[i]);
+        return n == 0 ? 0f : (float) (s / n);
+    }
+
+    @Override
+    protected void kMseBackward(Tensor dpred, Tensor pred, Tensor target, long n, float dloss) {
+        float[] p = downloadFloats(pred), t = downloadFloats(target), d = new float[(int) n];
+        float scale = n == 0 ? 0f : 2f * dloss / n;
+        for (int i = 0; i < n; i++) d[i] = scale * (p[i] - t[i]);
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment host = a.allocateFrom(ValueLayout.JAVA_FLOAT, d);
+            onThisThread();
+            cu.copyToDevice(ptr(dpred), host, 4 * n, stream);
+            cu.streamSynchronize(stream);
+        }
+    }
+
+    @Override
+    protected void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg, long step, float gradScale) {
+        kAdamwStepMany(java.util.List.<Tensor[]>of(new Tensor[] {param, grad, m, v}), cfg, step, gradScale);
+    }
+
+    /** One launch for all tensors: a table of {param, grad, m, v, n} uploaded per step, blockIdx.y picks the tensor. */
+    @Override
+    protected void kAdamwStepMany(java.util.List<Tensor[]> tensors, AdamWConfig cfg, long step, float gradScale) {
+        int count = tensors.size();
+        long largest = 0;
+        long[] table = new long[5 * count];
+        for (int i = 0; i < count; i++) {
+            Tensor[] t = tensors.get(i);
+            for (int j = 0; j < 4; j++) table[5 * i + j] = ptr(t[j]);
+            table[5 * i + 4] = t[0].numel();
+            largest = Math.max(largest, t[0].numel());
+        }
+        double b1 = cfg.beta1(), b2 = cfg.beta2();
+        float invSqrtBc2 = (float) (1.0 / Math.sqrt(1.0 - Math.pow(b2, step)));
+        float stepSize = (float) (cfg.lr() / (1.0 - Math.pow(b1, step))), decay = (float) (1.0 - cfg.lr() * cfg.weightDecay());
+        onThisThread();
+        synchronized (this) {
+            long dTable = tableScratch(8L * table.length);
+            try (Arena a = Arena.ofConfined()) {
+                cu.copyToDevice(dTable, a.allocateFrom(ValueLayout.JAVA_LONG, table), 8L * table.length, stream);
+                cu.streamSynchronize(stream);
+            }
+            int blocks = (int) Math.max(1, Math.min(1024, (largest + THREADS - 1) / THREADS));
+            cu.launch(fn("adamw_multi_f32"), "adamw_multi_f32", new int[] {blocks, count, 1}, new int[] {THREADS, 1, 1}, 0, stream, dTable,
+                    (float) b1, (float) b2, (float) (1.0 - b1), (float) (1.0 - b2), invSqrtBc2, stepSize, decay, (float) cfg.eps(), gradScale);
+        }
+    }
+
+    @Override
+    protected double kSumOfSquares(Tensor x, long n) {
+        return kSumOfSquaresMany(java.util.List.of(x));
+    }
+
+    /** One device double accumulates every tensor's partial sums; one read-back. */
+    @Override
+    protected double kSumOfSquaresMany(java.util.Collection<Tensor> xs) {
+        onThisThread();
+        synchronized (this) {
+            long total = tableScratch(8);
+            cu.fill32(total, 0, 2, stream);
+            for (Tensor x : xs)
+                if (x.numel() > 0) launch("sum_squares_f32", strided(x.numel()), THREADS, total, arg(x), x.numel());
+            try (Arena a = Arena.ofConfined()) {
+                MemorySegment host = a.allocate(ValueLayout.JAVA_DOUBLE);
+                cu.copyToHost(host, total, 8, stream);
+                cu.streamSynchronize(stream);
+                return host.get(ValueLayout.JAVA_DOUBLE, 0);
+            }
+        }
+    }
+
+    /** A small device buffer for per-call tables and scalars, kept between calls (stream order makes reuse safe). */
+    private synchronized long tableScratch(long bytes) {
+        if (bytes > tableBytes) {
+            if (table != 0) memory.free(table, tableBytes);
+        if (attention != 0) memory.free(attention, attentionBytes);
+            table = memory.allocate(Math.max(bytes, 4096));
+            tableBytes = Math.max(bytes, 4096);
+        }
+        return table;
+    }
+
+    private float[] downloadFloats(Tensor t) {
+        onThisThread();
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment host = a.allocate(t.byteSize(), 4);
+            cu.copyToHost(host, ptr(t), t.byteSize(), stream);
+            cu.streamSynchronize(stream);
+            return host.toArray(ValueLayout.JAVA_FLOAT);
+        }
+    }
+
     // ---------------------------------------------------------------- not on CUDA yet (issue 7)
-
-    @Override
-    protected long kBf16PackedSize(long k, long n) {
-        throw notYet("bf16 frozen weights for training");
-    }
-
-    @Override
-    protected void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed) {
-        throw notYet("bf16 frozen weights for training");
-    }
-
-    @Override
-    protected void kGemmBf16(long m, long n, long k, float alpha, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias, Tensor a2,
-            float scale2, boolean transB2, Tensor b2) {
-        throw notYet("bf16 frozen weights for training");
-    }
 
     @Override
     protected void kBlockSparsePack(Tensor w, byte[] mask, boolean transposed, Tensor values, Tensor rowptr, Tensor colidx) {
@@ -374,86 +628,4 @@ public final class CudaBackend extends Backend {
         throw notYet("block-sparse weights");
     }
 
-    @Override
-    protected void kBiasBackward(Tensor dbias, Tensor dy, long rows, long cols) {
-        throw notYet("biasBackward");
-    }
-
-    @Override
-    protected void kLayernormBackward(Tensor dx, Tensor dgamma, Tensor dbeta, Tensor dy, Tensor x, Tensor mean, Tensor rstd, Tensor gamma,
-            long rows, long cols, boolean accumulate) {
-        throw notYet("layernormBackward");
-    }
-
-    @Override
-    protected void kBiasGeluBackward(Tensor dx, Tensor dbias, Tensor dy, Tensor x, Tensor bias, long rows, long cols) {
-        throw notYet("biasGeluBackward");
-    }
-
-    @Override
-    protected void kSoftmaxBackward(Tensor dx, Tensor dy, Tensor y, long rows, long cols) {
-        throw notYet("softmaxBackward");
-    }
-
-    @Override
-    protected void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq, long heads,
-            long headDim, float scale, Dropout dropout) {
-        throw notYet("attentionBackward");
-    }
-
-    @Override
-    protected void kGroupDot(Tensor out, Tensor x, Tensor dx, long batch, long seq, long groups, long width) {
-        throw notYet("groupDot");
-    }
-
-    @Override
-    protected void kDropout(Tensor out, Tensor in, long n, Dropout dropout, boolean accumulate) {
-        throw notYet("dropout");
-    }
-
-    @Override
-    protected void kEmbeddingBackward(Tensor dwte, Tensor dwpe, Tensor dwtt, Tensor dout, Tensor ids, Tensor posIds, Tensor typeIds,
-            long batch, long seq, long dim) {
-        throw notYet("embeddingBackward");
-    }
-
-    @Override
-    protected void kMeanPoolForward(Tensor out, Tensor x, Tensor mask, long batch, long seq, long dim) {
-        throw notYet("meanPoolForward");
-    }
-
-    @Override
-    protected void kMeanPoolBackward(Tensor dx, Tensor dout, Tensor mask, long batch, long seq, long dim) {
-        throw notYet("meanPoolBackward");
-    }
-
-    @Override
-    protected int kCrossEntropyForward(Tensor losses, float[] mean, Tensor logits, Tensor labels, long n, long classes) {
-        throw notYet("crossEntropyForward");
-    }
-
-    @Override
-    protected void kCrossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, long n, long classes, float dloss) {
-        throw notYet("crossEntropyBackward");
-    }
-
-    @Override
-    protected float kMseForward(Tensor pred, Tensor target, long n) {
-        throw notYet("mseForward");
-    }
-
-    @Override
-    protected void kMseBackward(Tensor dpred, Tensor pred, Tensor target, long n, float dloss) {
-        throw notYet("mseBackward");
-    }
-
-    @Override
-    protected void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg, long step, float gradScale) {
-        throw notYet("adamwStep");
-    }
-
-    @Override
-    protected double kSumOfSquares(Tensor x, long n) {
-        throw notYet("sumOfSquares");
-    }
 }

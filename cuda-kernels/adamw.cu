@@ -1,0 +1,30 @@
+// The optimizer step for many tensors in one launch (fp32 master weights and state), PyTorch's
+// AdamW: p = p (1 - lr wd) - (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps) after m, v take g = grad
+// * gradScale. The tensors are described by a device table of {param, grad, m, v, n} (5 x int64 per
+// tensor); blockIdx.y picks the tensor, blocks stride over its elements. Also the sum of squares
+// (gradient norms), accumulated per block in fp32 and across blocks in double.
+#include "common.cuh"
+
+extern "C" __global__ void adamw_multi_f32(const int64_t *table, float b1, float b2, float oneMinusB1, float oneMinusB2, float invSqrtBc2,
+                                           float step, float decay, float eps, float gradScale) {
+    const int64_t *e = table + 5 * blockIdx.y;
+    float *p = reinterpret_cast<float *>(e[0]), *m = reinterpret_cast<float *>(e[2]), *v = reinterpret_cast<float *>(e[3]);
+    const float *g = reinterpret_cast<const float *>(e[1]);
+    int64_t n = e[4], stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride) {
+        float gi = g[i] * gradScale;
+        float mi = b1 * m[i] + oneMinusB1 * gi, vi = b2 * v[i] + oneMinusB2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step * mi / (sqrtf(vi) * invSqrtBc2 + eps);
+    }
+}
+
+extern "C" __global__ void sum_squares_f32(double *total, const float *x, int64_t n) {
+    __shared__ float scratch[32];
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    float s = 0.0f;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride) s += x[i] * x[i];
+    s = blockSum(s, scratch);
+    if (threadIdx.x == 0) atomicAdd(total, (double)s);
+}

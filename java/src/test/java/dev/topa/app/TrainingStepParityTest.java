@@ -1,0 +1,34 @@
+package dev.topa.app;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.backend.cuda.CudaBackend;
+import dev.topa.backend.cuda.CudaDriver;
+import dev.topa.model.BertConfig;
+import org.junit.jupiter.api.Test;
+
+class TrainingStepParityTest {
+    private static final BertConfig SMALL = new BertConfig(300, 64, 40, 2, 16, new int[] {4, 2}, new int[] {128, 37}, 1e-12f);
+
+    /** The device path of training (model and head copied, gradients and state from the backend's scopes) with the CPU as the device. */
+    @Test
+    void aTrainingStepThroughTheDevicePathMatchesTheHostPath() {
+        assertTrue(new TrainingStepParity().run(SMALL, CpuBackend.create(), CpuBackend.create(), 3, 17));
+    }
+
+    /** The timing loop of the kit (bf16 frozen base, AdamW on adapters and head) runs through on the CPU. */
+    @Test
+    void theStepTimingLoopRuns() {
+        new TrainingStepParity().timing("tiny", SMALL, CpuBackend.create(), 2, 9, true);
+    }
+
+    @Test
+    void aTrainingStepOnTheGpuMatchesTheCpu() {
+        assumeTrue(CudaDriver.get().isPresent(), () -> "no GPU: " + CudaDriver.unavailableReason());
+        try (CudaBackend gpu = CudaBackend.open(0)) {
+            assertTrue(new TrainingStepParity().run(SMALL, CpuBackend.create(), gpu, 3, 17));
+        }
+    }
+}
