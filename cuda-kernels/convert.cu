@@ -44,3 +44,25 @@ extern "C" __global__ void transpose_to_bf16(__nv_bfloat16 *out, const float *in
         if (r < rows && c < cols) out[(int64_t)c * rows + r] = __float2bfloat16_rn(tile[threadIdx.x][k]);
     }
 }
+
+// The left operand of a LoRA product with the rank-r update folded into the same GEMM:
+// out [rows, k + r] bf16 = [x | scale u] for x [rows, k] and u = x A^T [rows, r] fp32.
+extern "C" __global__ void lora_augment_to_bf16(__nv_bfloat16 *out, const float *x, const float *u, float scale, int64_t rows, int k,
+                                                int r) {
+    int64_t width = (int64_t)k + r, n = rows * width, stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride) {
+        int64_t row = i / width;
+        int c = (int)(i % width);
+        out[i] = __float2bfloat16_rn(c < k ? x[row * k + c] : scale * u[row * r + (c - k)]);
+    }
+}
+
+// Rows k .. k + r of the right operand [W^T ; B^T] ([k + r, n] bf16): B^T from the adapter's B, stored
+// [n, r] (transposed: B itself, a LoRA B [out, r]) or [r, n].
+extern "C" __global__ void lora_pack_b_bf16(__nv_bfloat16 *rowsOut, const float *b, int n, int r, int transposed) {
+    int64_t total = (int64_t)n * r, stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += stride) {
+        int t = (int)(i / n), j = (int)(i % n);
+        rowsOut[i] = __float2bfloat16_rn(transposed ? b[(int64_t)j * r + t] : b[(int64_t)t * n + j]);
+    }
+}

@@ -59,6 +59,7 @@ erc=$?
 "$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.app.TrainingStepParity > "$out/train.log" 2>&1
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
+"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.LoraForwardBench >> "$out/train.log" 2>&1
 if command -v python3 >/dev/null && python3 -c "import torch, transformers" 2>/dev/null; then
     PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_encoder.py" > "$out/torch.log" 2>&1 || echo "torch_encoder: failed (see torch.log)" >> "$out/torch.log"
     PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_lora_step.py" >> "$out/torch.log" 2>&1 || echo "torch_lora_step: failed (see torch.log)" >> "$out/torch.log"

@@ -1,5 +1,6 @@
 package dev.topa.app;
 
+import dev.topa.backend.Backend;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
@@ -84,6 +85,9 @@ final class FinetuneCommand implements Callable<Integer> {
     @Mixin
     ThreadsOption threads;
 
+    @Mixin
+    DeviceOption device;
+
     @Option(names = "--sparsity", description = "with --method prune: fraction of heads and FFN neurons removed (default: 0.3)")
     Double sparsity;
 
@@ -92,20 +96,23 @@ final class FinetuneCommand implements Callable<Integer> {
         if (method == Recipe.Method.PRUNE) return pruneOnly();
         threads.apply();
         GlueTask t = GlueTask.parse(task);
-        Recipe rc = recipeOptions.recipe(t, method);
+        Recipe rc = recipeOptions.recipe(t, method, device.device == DeviceOption.Kind.cuda);
         Path data = dataDir != null ? dataDir : dev.topa.glue.GlueDownload.dataDir(t);
         List<Example> trainEx = t.train(data), devEx = t.dev(data, t.devSplits().get(0));
         if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
         boolean lora = rc.method() == Recipe.Method.LORA;
         Trainer.Config cfg = rc.trainerConfig(evalEvery);
         ModelLoader.Loaded loaded = ModelLoader.load(model);
-        try (BertModel m = loaded.model();
-                BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), m.config().maxPositions()))) {
+        try (Backend be = device.backend(); BertModel m = loaded.model();
+                BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), m.config().maxPositions()));
+                TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), rc.seed())) {
             if (lora) m.addLora(rc.loraConfig(), rc.seed());
-            if (rc.basePrecision() == Recipe.Precision.BF16) m.packBf16ForTraining(CpuBackend.create());
-            try (BertTraining training = new BertTraining(m, rc.trainable(), rc.dropout(), rc.recomputeProjections());
-                    TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), rc.seed());
-                    Trainer trainer = new Trainer(CpuBackend.create(), m, training, head, t, cfg)) {
+            // on a GPU the model and head train there; the host copies receive the trained values for saving
+            boolean onDevice = !be.device().isHostAccessible();
+            try (BertModel dm = onDevice ? m.copyTo(be) : m; TaskHead dh = onDevice ? head.copyTo(be) : head;
+                    BertTraining training = new BertTraining(onDevice ? be : null, dm, rc.trainable(), rc.dropout(), rc.recomputeProjections());
+                    Trainer trainer = new Trainer(be, dm, training, dh, t, cfg)) {
+                if (rc.basePrecision() == Recipe.Precision.BF16) dm.packBf16ForTraining(be);
                 if (exportRecipe != null) {
                     RecipeExport.write(exportRecipe, t, rc, m, head, Trainer.items(trainEx, tok), Trainer.items(devEx, tok));
                     System.out.println("recipe, initial parameters, data and batch order written to " + exportRecipe);
@@ -116,7 +123,6 @@ final class FinetuneCommand implements Callable<Integer> {
                 System.out.printf(Locale.ROOT, "train examples: %d, dev examples: %d, trainable parameters: %d%n", trainEx.size(),
                         devEx.size(), trainer.trainableParameters());
                 List<Trainer.Item> train = Trainer.items(trainEx, tok), dev = Trainer.items(devEx, tok);
-                CpuBackend be = CpuBackend.create();
                 double[] best = {Double.NEGATIVE_INFINITY};
                 Path checkpoint = out.resolve("checkpoint.safetensors");
                 if (resume) {
@@ -126,8 +132,13 @@ final class FinetuneCommand implements Callable<Integer> {
                     best[0] = Double.parseDouble(meta.getOrDefault("best_dev", "-Infinity"));
                     System.out.printf(Locale.ROOT, "resumed after epoch %d (best dev %s so far)%n", trainer.epochsDone(), best[0]);
                 }
-                TrainingLoop.Outcome run = TrainingLoop.run(be, trainer, train, dev, t, m, head, loaded.tokenizer(), tok.maxLength(), out,
-                        checkpoint, best[0]);
+                java.util.function.Supplier<BertModel> export = !onDevice ? null : () -> {
+                    dm.copyParametersTo(m, be, training.gradients().keySet());
+                    head.parameters().forEach((n, p) -> be.copy(p, dh.parameters().get(n)));
+                    return m.copyTo(CpuBackend.create());
+                };
+                TrainingLoop.Outcome run = TrainingLoop.run(CpuBackend.create(), trainer, train, dev, t, m, head, loaded.tokenizer(),
+                        tok.maxLength(), out, checkpoint, best[0], st -> {}, export);
                 List<Trainer.EpochResult> results = run.results();
                 List<Double> stepLoss = run.stepLoss();
                 long total = m.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();

@@ -66,9 +66,14 @@ final class RecipeOptions {
      * (bench/RESULTS.md); {@code --base-precision fp32} opts out.
      */
     Recipe recipe(GlueTask t, Recipe.Method method) {
+        return recipe(t, method, false);
+    }
+
+    /** As above; onGpu: training runs on a GPU, whose tensor cores make the bf16 base the fast one. */
+    Recipe recipe(GlueTask t, Recipe.Method method, boolean onGpu) {
         Recipe r = applyTo(Recipe.defaults(t, method));
         if (basePrecision != null || method != Recipe.Method.LORA) return r;
-        boolean hardware = dev.topa.backend.cpu.CpuBackend.create().fastBf16();
+        boolean hardware = onGpu || dev.topa.backend.cpu.CpuBackend.create().fastBf16();
         return hardware ? r.withBasePrecision(Recipe.Precision.BF16) : r;
     }
 

@@ -1,6 +1,11 @@
 package dev.topa.app;
 
 import dev.topa.backend.AdamWConfig;
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueTask;
+import dev.topa.io.BertTokenizer;
+import dev.topa.train.Predictor;
+import dev.topa.train.Trainer;
 import dev.topa.backend.Backend;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.cuda.CudaBackend;
@@ -46,6 +51,7 @@ public final class TrainingStepParity {
             TrainingStepParity p = new TrainingStepParity();
             boolean ok = p.run(minilm, CpuBackend.create(), exact, 8, 64, 1e-4, "fp32");
             ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "mixed");
+            ok &= p.trainer(minilm, CpuBackend.create(), exact);
             System.out.println("cuda_training_step_matches: " + ok);
             BertConfig base = BertConfig.uniform(30522, 768, 12, 12, 3072, 512, 2, 1e-12f);
             p.timing("bertbase", base, gpu, 32, 128, false);
@@ -107,6 +113,58 @@ public final class TrainingStepParity {
             for (var e : params.entrySet()) out.put("updated_" + e.getKey(), be.copyOf(e.getValue(), host).toFloatArray());
         }
         return out;
+    }
+
+    /**
+     * The Trainer end to end on the device (padding and uploads, labels, gradient clipping over all
+     * gradients, the fused AdamW, then evaluation through the Predictor with the head on the device)
+     * against the Trainer on the CPU: two optimizer steps on MRPC-shaped random items, the losses and
+     * the dev outputs after them (bound 1e-4: the device in fp32).
+     */
+    public boolean trainer(BertConfig config, Backend cpu, Backend dev) {
+        List<Trainer.Item> items = new ArrayList<>();
+        for (int i = 0; i < 24; i++) {
+            int len = 4 + rnd.nextInt(Math.min(60, config.maxPositions() - 4));
+            int[] ids = new int[len], types = new int[len];
+            for (int t = 0; t < len; t++) {
+                ids[t] = rnd.nextInt(config.vocabSize());
+                types[t] = t < len / 2 ? 0 : 1;
+            }
+            items.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types),
+                    new Example("a", "b", rnd.nextInt(2), 0f)));
+        }
+        var cfg = new Trainer.Config(1, 8, 1e-3, 0.01, 0, 1.0, 7);
+        LoraConfig lora = new LoraConfig(8, 16, java.util.EnumSet.allOf(LoraConfig.Target.class));
+        float[][] out = new float[2][];
+        double[][] losses = new double[2][2];
+        try (BertModel host = randomModel(config)) {
+            host.addLora(lora, 3);
+            randomize(host.parameters(), "lora_B");
+            for (int k = 0; k < 2; k++) {
+                Backend be = k == 0 ? cpu : dev;
+                boolean device = !be.device().isHostAccessible();
+                try (TaskHead head = new TaskHead(config.hidden(), 2, 5); BertModel m = host.copyTo(be); TaskHead h = head.copyTo(be);
+                        BertTraining training = new BertTraining(be, m, n -> n.contains("lora_"), DropoutConfig.NONE, false);
+                        Trainer tr = new Trainer(be, m, training, h, GlueTask.MRPC, cfg)) {
+                    losses[k][0] = tr.trainStep(items.subList(0, 8), 1e-3);
+                    losses[k][1] = tr.trainStep(items.subList(8, 16), 1e-3);
+                    float[][] o;
+                    try (Predictor p = new Predictor(be, m, h)) {
+                        o = p.outputs(items.stream().map(Trainer.Item::tokens).toList(), 8);
+                    }
+                    out[k] = new float[o.length * 2];
+                    for (int i = 0; i < o.length; i++) System.arraycopy(o[i], 0, out[k], 2 * i, 2);
+                    if (device) System.out.println("trainer_on " + be.name());
+                }
+            }
+        }
+        failures.clear();
+        compare("trainer_losses", new float[] {(float) losses[0][0], (float) losses[0][1]}, new float[] {(float) losses[1][0], (float) losses[1][1]},
+                1e-4);
+        compare("trainer_dev_outputs_after_two_steps", out[0], out[1], 1e-4);
+        boolean ok = failures.isEmpty();
+        if (!ok) System.out.println("train_step_failures: " + failures);
+        return ok;
     }
 
     /**
@@ -173,7 +231,8 @@ public final class TrainingStepParity {
         double err = finite ? Math.sqrt(num / Math.max(den, 1e-30)) : Double.NaN;
         boolean ok = finite && err <= bound;
         if (!ok) failures.add(name);
-        if (!ok || name.endsWith("_loss") || name.contains("layer.0.") || name.contains("grad_head") || name.contains("layer.5.output"))
+        if (!ok || name.endsWith("_loss") || name.startsWith("trainer") || name.contains("layer.0.") || name.contains("grad_head")
+                || name.contains("layer.5.output"))
             System.out.printf(Locale.ROOT, "train_step_%s_rel_error: %.3e (bound %.0e, %s)%n", name, err, bound, ok ? "ok" : "MISMATCH");
     }
 

@@ -16,6 +16,7 @@ class TrainingStepParityTest {
     @Test
     void aTrainingStepThroughTheDevicePathMatchesTheHostPath() {
         assertTrue(new TrainingStepParity().run(SMALL, CpuBackend.create(), CpuBackend.create(), 3, 17));
+        assertTrue(new TrainingStepParity().trainer(SMALL, CpuBackend.create(), CpuBackend.create()));
     }
 
     /** The timing loop of the kit (bf16 frozen base, AdamW on adapters and head) runs through on the CPU. */

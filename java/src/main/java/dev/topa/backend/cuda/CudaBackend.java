@@ -106,6 +106,11 @@ public final class CudaBackend extends Backend {
         return stream;
     }
 
+    /** The backend's cuBLASLt handle (benchmarks compare against bare GEMMs). */
+    CublasLt cublasLt() {
+        return lt;
+    }
+
     @Override
     public void synchronize() {
         onThisThread();
@@ -285,11 +290,18 @@ public final class CudaBackend extends Backend {
 
     // ---------------------------------------------------------------- bf16 frozen weights (training)
 
-    /** op(B) [k, n] stored row-major in bf16 (W^T transposed on the device when the pack is for forward). */
+    /**
+     * op(B) [k, n] stored row-major in bf16 (W^T transposed on the device when the pack is for
+     * forward), with room for {@link #LORA_ROWS} more rows: a LoRA update's B^T rides there, so the
+     * rank-r term is the same GEMM as the frozen weight's (K extended by r), not a second pass over C.
+     */
     @Override
     protected long kBf16PackedSize(long k, long n) {
-        return k * n;
+        return (k + LORA_ROWS) * n;
     }
+
+    /** The largest LoRA rank the bf16 frozen-base product folds into its GEMM (higher ranks take a second GEMM). */
+    static final int LORA_ROWS = 64;
 
     @Override
     protected void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed) {
@@ -302,22 +314,33 @@ public final class CudaBackend extends Backend {
                 new int[] {32, 8, 1}, 0, stream, arg(packed), arg(w), (int) n, (int) k);
     }
 
-    /** A converted to bf16 on the way in, then C = alpha A op(B) + beta C + bias on the tensor cores (fp32 C), then the fp32 rank-r term. */
+    /**
+     * C = alpha (A op(B) + scale2 A2 op(B2)) + beta C + bias on the tensor cores (bf16 operands, fp32
+     * C). With a rank-r term (r <= LORA_ROWS) it is one GEMM over K + r: the left operand [A | scale2
+     * A2] is written in bf16 by the conversion that A needs anyway, and op(B2) fills the pack's spare
+     * rows (r x n, small); above that rank, a second fp32 GEMM adds the term.
+     */
     @Override
     protected void kGemmBf16(long m, long n, long k, float alpha, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias, Tensor a2,
             float scale2, boolean transB2, Tensor b2) {
-        long elems = m * k;
+        long r = a2 == null ? 0 : a2.dim(-1);
+        boolean fused = r > 0 && r <= LORA_ROWS;
+        long kk = fused ? k + r : k, elems = m * kk;
+        CublasLt.Epilogue epilogue = bias == null ? CublasLt.Epilogue.NONE : CublasLt.Epilogue.BIAS;
         synchronized (this) {
             long ab = scratch(2 * elems);
-            launch("convert_f32_to_bf16", strided((elems + 1) / 2), THREADS, ab, arg(a), elems);
-            lt.matmul(false, false, m, n, k, alpha, ab, k, ptr(b.data()), n, beta, ptr(c), n, ptr(bias), CublasLt.Types.BF16_IN_F32_OUT,
-                    bias == null ? CublasLt.Epilogue.NONE : CublasLt.Epilogue.BIAS, stream);
+            if (fused) {
+                launch("lora_augment_to_bf16", strided(elems), THREADS, ab, arg(a), arg(a2), scale2, m, (int) k, (int) r);
+                launch("lora_pack_b_bf16", strided(r * n), THREADS, ptr(b.data()) + 2 * k * n, arg(b2), (int) n, (int) r, transB2 ? 1 : 0);
+            } else {
+                launch("convert_f32_to_bf16", strided((elems + 1) / 2), THREADS, ab, arg(a), elems);
+            }
+            lt.matmul(false, false, m, n, kk, alpha, ab, kk, ptr(b.data()), n, beta, ptr(c), n, ptr(bias), CublasLt.Types.BF16_IN_F32_OUT,
+                    epilogue, stream);
         }
-        if (a2 != null) {
-            long r = a2.dim(-1);
+        if (r > 0 && !fused)
             lt.matmul(false, transB2, m, n, r, alpha * scale2, ptr(a2), r, ptr(b2), transB2 ? r : n, 1f, ptr(c), n, 0, CublasLt.Types.F32,
                     CublasLt.Epilogue.NONE, stream);
-        }
     }
 
     // ---------------------------------------------------------------- forward ops

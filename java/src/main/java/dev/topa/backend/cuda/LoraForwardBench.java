@@ -1,0 +1,90 @@
+package dev.topa.backend.cuda;
+
+import dev.topa.backend.Bf16Weight;
+import dev.topa.tensor.DType;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
+import dev.topa.tensor.TensorScope;
+import java.util.Locale;
+import java.util.SplittableRandom;
+
+/**
+ * What a LoRA update costs on top of the frozen bf16 base GEMM (the GPU kit, issue 7): at BERT-base
+ * shapes (4096 tokens = batch 32 x seq 128; the QKV, attention-output, FFN-in and FFN-out weights)
+ * and ranks 8 and 16, the time of y = x W^T + bias alone, of the same with the rank-r term folded
+ * into the GEMM, and of the bare cuBLASLt GEMM on operands already in bf16 (the floor). CUDA events
+ * around 20 back-to-back calls, median of 5 windows. Prints `name: value` lines, the overheads in %.
+ */
+public final class LoraForwardBench {
+    public static void main(String[] args) {
+        if (CudaDriver.get().isEmpty()) {
+            System.out.println("cuda_available: false (" + CudaDriver.unavailableReason() + ")");
+            System.exit(2);
+        }
+        try (CudaBackend gpu = CudaBackend.open(0)) {
+            new LoraForwardBench().run(gpu);
+        }
+    }
+
+    private final SplittableRandom rnd = new SplittableRandom(3);
+
+    void run(CudaBackend gpu) {
+        long m = 4096;
+        long[][] shapes = {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}}; // {out, in}
+        String[] names = {"qkv", "attn_out", "ffn_in", "ffn_out"};
+        double worst = 0;
+        try (TensorScope h = new TensorScope("bench host", MemoryCategory.WORKSPACE); TensorAllocator d = gpu.weightScope("bench")) {
+            for (int s = 0; s < shapes.length; s++) {
+                long out = shapes[s][0], in = shapes[s][1];
+                Tensor w = up(gpu, h, d, out, in), x = up(gpu, h, d, m, in), bias = up(gpu, h, d, out), y = up(gpu, h, d, m, out);
+                Bf16Weight packed = gpu.packBf16(w, true, d);
+                double base = time(gpu, () -> gpu.gemmBf16(1f, x, packed, 0f, y, bias, null, 0f, false, null));
+                long xb = gpu.deviceMemory().allocate(2 * m * in), yb = gpu.deviceMemory().allocate(2 * m * out);
+                double bare = time(gpu, () -> lt(gpu).matmul(false, false, m, out, in, 1f, xb, in, packed.data().data().address(), out, 0f, yb, out, 0,
+                        CublasLt.Types.BF16, CublasLt.Epilogue.NONE, gpu.stream()));
+                gpu.deviceMemory().free(xb, 2 * m * in);
+                gpu.deviceMemory().free(yb, 2 * m * out);
+                double tflops = 2.0 * m * out * in / (base * 1e6);
+                System.out.printf(Locale.ROOT, "base_gemm_%s_%dx%dx%d_us: %.1f (%.0f TFLOP/s incl. the bf16 conversion of x); bare_bf16_gemm_us: %.1f%n",
+                        names[s], m, out, in, base, tflops, bare);
+                for (int r : new int[] {8, 16}) {
+                    Tensor u = up(gpu, h, d, m, r), b = up(gpu, h, d, out, r);
+                    double lora = time(gpu, () -> gpu.gemmBf16(1f, x, packed, 0f, y, bias, u, 0.5f, true, b));
+                    double pct = 100 * (lora / base - 1);
+                    worst = Math.max(worst, pct);
+                    System.out.printf(Locale.ROOT, "lora_fused_forward_%s_r%d_us: %.1f%nlora_fused_overhead_%s_r%d_pct: %.1f (vs the bare GEMM: %.1f)%n",
+                            names[s], r, lora, names[s], r, pct, 100 * (lora / bare - 1));
+                }
+            }
+        }
+        System.out.printf(Locale.ROOT, "lora_fused_overhead_worst_pct: %.1f%n", worst);
+    }
+
+    private static CublasLt lt(CudaBackend gpu) {
+        return gpu.cublasLt();
+    }
+
+    private Tensor up(CudaBackend gpu, TensorScope h, TensorAllocator d, long... shape) {
+        Tensor t = h.allocate(DType.F32, shape);
+        float[] v = new float[(int) t.numel()];
+        for (int i = 0; i < v.length; i++) v[i] = (float) (2 * rnd.nextDouble() - 1);
+        return gpu.copyOf(t.copyFrom(v), d);
+    }
+
+    /** Microseconds per call: 20 back-to-back calls between CUDA events, median of 5 windows, after 5 warm-ups. */
+    private static double time(CudaBackend gpu, Runnable call) {
+        for (int i = 0; i < 5; i++) call.run();
+        CudaDriver cu = gpu.driver();
+        long e0 = cu.eventCreate(), e1 = cu.eventCreate();
+        double[] t = new double[5];
+        for (int i = 0; i < t.length; i++) {
+            cu.eventRecord(e0, gpu.stream());
+            for (int j = 0; j < 20; j++) call.run();
+            cu.eventRecord(e1, gpu.stream());
+            t[i] = cu.elapsedMs(e0, e1) * 1e3 / 20;
+        }
+        java.util.Arrays.sort(t);
+        return t[t.length / 2];
+    }
+}
