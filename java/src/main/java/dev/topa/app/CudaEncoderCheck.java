@@ -158,15 +158,8 @@ public final class CudaEncoderCheck {
     }
 
     private void report(String name, float[] ref, float[] got, double bound) {
-        double num = 0, den = 0;
-        boolean finite = true;
-        for (int i = 0; i < ref.length; i++) {
-            finite &= Float.isFinite(got[i]);
-            num += (got[i] - (double) ref[i]) * (got[i] - (double) ref[i]);
-            den += ref[i] * (double) ref[i];
-        }
-        double err = finite ? Math.sqrt(num / den) : Double.NaN;
-        boolean ok = finite && err <= bound;
+        double err = dev.topa.backend.cuda.RelativeError.of(ref, got);
+        boolean ok = err <= bound;
         failed |= !ok;
         System.out.printf(Locale.ROOT, "%s_rel_error: %.3e (bound %.0e, %s)%n", name, err, bound, ok ? "ok" : "MISMATCH");
     }

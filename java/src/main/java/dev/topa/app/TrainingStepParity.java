@@ -221,15 +221,8 @@ public final class TrainingStepParity {
     }
 
     private void compare(String name, float[] ref, float[] got, double bound) {
-        double num = 0, den = 0;
-        boolean finite = got != null;
-        for (int i = 0; finite && i < ref.length; i++) {
-            finite = Float.isFinite(got[i]);
-            num += (got[i] - (double) ref[i]) * (got[i] - (double) ref[i]);
-            den += ref[i] * (double) ref[i];
-        }
-        double err = finite ? Math.sqrt(num / Math.max(den, 1e-30)) : Double.NaN;
-        boolean ok = finite && err <= bound;
+        double err = dev.topa.backend.cuda.RelativeError.of(ref, got);
+        boolean ok = err <= bound;
         if (!ok) failures.add(name);
         if (!ok || name.endsWith("_loss") || name.startsWith("trainer") || name.contains("layer.0.") || name.contains("grad_head")
                 || name.contains("layer.5.output"))

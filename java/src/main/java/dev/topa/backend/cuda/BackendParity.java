@@ -106,16 +106,8 @@ public final class BackendParity {
         }
 
         void check(String name, Tensor ref, Tensor got, double bound) {
-            float[] r = ref.toFloatArray(), g = dev.copyOf(got, h).toFloatArray();
-            double num = 0, den = 0;
-            boolean finite = true;
-            for (int i = 0; i < r.length; i++) {
-                finite &= Float.isFinite(g[i]);
-                num += (g[i] - (double) r[i]) * (g[i] - (double) r[i]);
-                den += r[i] * (double) r[i];
-            }
-            double err = finite ? Math.sqrt(num / Math.max(den, 1e-30)) : Double.NaN;
-            boolean ok = finite && err <= bound;
+            double err = RelativeError.of(ref.toFloatArray(), dev.copyOf(got, h).toFloatArray());
+            boolean ok = err <= bound;
             if (!ok) failures.add(name);
             System.out.printf(Locale.ROOT, "parity_%s_rel_error: %.3e (bound %.0e, %s)%n", name, err, bound, ok ? "ok" : "MISMATCH");
         }

@@ -405,13 +405,20 @@ public final class CudaBackend extends Backend {
     }
 
     private int[] download(Tensor t) {
+        return readBack(t).toArray(ValueLayout.JAVA_INT);
+    }
+
+    private float[] downloadFloats(Tensor t) {
+        return readBack(t).toArray(ValueLayout.JAVA_FLOAT);
+    }
+
+    /** A small tensor's bytes on the host, after the stream has produced them. */
+    private MemorySegment readBack(Tensor t) {
         onThisThread();
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment host = a.allocate(t.byteSize(), 4);
-            cu.copyToHost(host, ptr(t), t.byteSize(), stream);
-            cu.streamSynchronize(stream);
-            return host.toArray(ValueLayout.JAVA_INT);
-        }
+        MemorySegment host = Arena.ofAuto().allocate(t.byteSize(), 4);
+        cu.copyToHost(host, ptr(t), t.byteSize(), stream);
+        cu.streamSynchronize(stream);
+        return host;
     }
 
     // ---------------------------------------------------------------- backward ops, losses, optimizer (issue 7)
@@ -616,16 +623,6 @@ public final class CudaBackend extends Backend {
             tableBytes = Math.max(bytes, 4096);
         }
         return table;
-    }
-
-    private float[] downloadFloats(Tensor t) {
-        onThisThread();
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment host = a.allocate(t.byteSize(), 4);
-            cu.copyToHost(host, ptr(t), t.byteSize(), stream);
-            cu.streamSynchronize(stream);
-            return host.toArray(ValueLayout.JAVA_FLOAT);
-        }
     }
 
     // ---------------------------------------------------------------- not on CUDA yet (issue 7)

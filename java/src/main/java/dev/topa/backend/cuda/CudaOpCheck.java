@@ -325,16 +325,8 @@ public final class CudaOpCheck {
     }
 
     private void compare(String op, boolean bf16, String shape, Tensor ref, float[] got, double bound, double us, long bytes) {
-        float[] r = ref.toFloatArray();
-        double num = 0, den = 0;
-        boolean finite = true;
-        for (int i = 0; i < r.length; i++) {
-            if (!Float.isFinite(got[i])) finite = false;
-            num += (got[i] - r[i]) * (double) (got[i] - r[i]);
-            den += r[i] * (double) r[i];
-        }
-        double err = finite ? Math.sqrt(num / Math.max(den, 1e-30)) : Double.NaN;
-        boolean ok = finite && err <= bound;
+        double err = RelativeError.of(ref.toFloatArray(), got);
+        boolean ok = err <= bound;
         failed |= !ok;
         String dtype = bf16 ? "bf16" : "f32";
         System.out.printf(Locale.ROOT, "%s_%s_%s_rel_error: %.3e%n", op.replaceAll("[^a-z0-9]+", "_"), dtype, shape.replace(' ', '_'), err);
