@@ -115,6 +115,17 @@ public final class TaskHead implements AutoCloseable {
         return out;
     }
 
+    /**
+     * Logits (or regression values) [B, outputs] for inference: keeps nothing, so any number of
+     * threads may call it at once with their own arenas.
+     */
+    public Tensor infer(Backend be, StepArena arena, Tensor hidden, Tensor mask) {
+        Tensor pooled = arena.allocate(DType.F32, hidden.dim(0), hidden.dim(2)), out = arena.allocate(DType.F32, hidden.dim(0), outputs);
+        be.meanPoolForward(pooled, hidden, mask);
+        be.linearForward(out, pooled, weight, bias);
+        return out;
+    }
+
     /** dHidden [B, S, C] from dOut [B, outputs]; accumulates the head's gradients. */
     public Tensor backward(Backend be, StepArena arena, Tensor dOut, long seq) {
         long b = pooled.dim(0), c = pooled.dim(1);

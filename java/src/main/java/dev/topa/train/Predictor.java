@@ -62,12 +62,12 @@ public final class Predictor implements AutoCloseable {
 
     /** The head's outputs for one padded batch (inputs on the host), read back when computed on a device. */
     private float[] headOutputs(BertTokenizer.Batch b) {
-        if (deviceArena == null) return head.forward(be, arena, model.forward(be, arena, b.ids(), b.types(), b.mask()), b.mask()).toFloatArray();
+        if (deviceArena == null) return head.infer(be, arena, model.forward(be, arena, b.ids(), b.types(), b.mask()), b.mask()).toFloatArray();
         deviceArena.reset();
         Tensor mask = be.copyOf(b.mask(), deviceArena);
         Tensor h = model.forward(be, deviceArena, be.copyOf(b.ids(), deviceArena), be.copyOf(b.types(), deviceArena), mask);
-        if (headBackend == be) return be.copyOf(head.forward(be, deviceArena, h, mask), arena).toFloatArray();
-        return head.forward(headBackend, arena, be.copyOf(h, arena), b.mask()).toFloatArray();
+        if (headBackend == be) return be.copyOf(head.infer(be, deviceArena, h, mask), arena).toFloatArray();
+        return head.infer(headBackend, arena, be.copyOf(h, arena), b.mask()).toFloatArray();
     }
 
     public static int argmax(float[] v) {

@@ -1,0 +1,106 @@
+package dev.topa.app;
+
+import dev.topa.backend.Backend;
+import dev.topa.serve.Classifier;
+import dev.topa.serve.PredictServer;
+import dev.topa.tensor.Device;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+@Command(name = "serve", description = {"Serve models written by topa finetune or prune-adapt over HTTP: POST /v1/predict",
+        "({\"texts\": [...]} or {\"pairs\": [[a, b], ...]}, optional \"task\"), GET /health, GET /metrics (Prometheus).",
+        "Requests are micro-batched per model; a full queue answers 503. Ctrl-C (SIGTERM) drains and stops."})
+final class ServeCommand implements Callable<Integer> {
+    @Option(names = "--model", required = true, split = ",", description = "model directories, one per task (comma-separated)")
+    List<Path> models;
+
+    @Option(names = "--port", defaultValue = "8080", description = "port (0: any free one) (default: ${DEFAULT-VALUE})")
+    int port;
+
+    @Option(names = "--host", defaultValue = "127.0.0.1", description = "interface to listen on (default: ${DEFAULT-VALUE})")
+    String host;
+
+    @Option(names = "--workers", defaultValue = "1", description = "concurrent model calls per model (default: ${DEFAULT-VALUE})")
+    int workers;
+
+    @Option(names = "--max-batch", defaultValue = "32", description = "inputs per model call at most (default: ${DEFAULT-VALUE})")
+    int maxBatch;
+
+    @Option(names = "--max-wait-us", defaultValue = "2000", description = "how long a batch waits for more requests, microseconds (default: ${DEFAULT-VALUE})")
+    long maxWaitMicros;
+
+    @Option(names = "--queue", defaultValue = "256", description = "requests waiting per model before 503 (default: ${DEFAULT-VALUE})")
+    int queue;
+
+    @Option(names = "--max-texts", defaultValue = "64", description = "inputs per request at most (default: ${DEFAULT-VALUE})")
+    int maxTexts;
+
+    @Option(names = "--max-text-chars", defaultValue = "8192", description = "characters per text at most (default: ${DEFAULT-VALUE})")
+    int maxTextChars;
+
+    @Option(names = "--max-body-bytes", defaultValue = "1048576", description = "request body size at most (default: ${DEFAULT-VALUE})")
+    int maxBodyBytes;
+
+    @Option(names = "--read-timeout-ms", defaultValue = "10000", description = "time a client has to send its request (default: ${DEFAULT-VALUE})")
+    long readTimeoutMillis;
+
+    @Mixin
+    ThreadsOption threads;
+
+    @Mixin
+    DeviceOption device;
+
+    @Override
+    public Integer call() throws Exception {
+        threads.apply();
+        if (workers < 1 || maxBatch < 1 || queue < 1 || maxTexts < 1 || maxTextChars < 1 || maxBodyBytes < 1)
+            throw new IllegalArgumentException("--workers, --max-batch, --queue, --max-texts, --max-text-chars and --max-body-bytes must be >= 1");
+        // the JDK server reads these once, when it first starts: slow clients are cut off, idle connections closed
+        System.setProperty("sun.net.httpserver.maxReqTime", Long.toString(readTimeoutMillis));
+        System.setProperty("sun.net.httpserver.idleInterval", "30");
+        Backend be = device.backend();
+        Map<String, Classifier> loaded = new LinkedHashMap<>();
+        try {
+            for (Path dir : models) {
+                Classifier c = Classifier.load(dir, be, workers);
+                String task = c.task().name().toLowerCase(Locale.ROOT);
+                if (loaded.putIfAbsent(task, c) != null) {
+                    c.close();
+                    throw new IllegalArgumentException(dir + ": a second model for task " + task + " (one model per task)");
+                }
+                System.err.printf(Locale.ROOT, "loaded %s: %s%n", task, dir);
+            }
+            List<Device> devices = new ArrayList<>(List.of(Device.CPU));
+            if (!be.device().isHostAccessible()) devices.add(be.device());
+            PredictServer.Options o = new PredictServer.Options(maxBatch, maxWaitMicros, queue, maxTexts, maxTextChars, maxBodyBytes, 30_000);
+            PredictServer server = new PredictServer(loaded, o, host, port, devices);
+            CountDownLatch stopped = new CountDownLatch(1);
+            Thread hook = new Thread(() -> {
+                System.err.println("stopping: finishing queued requests");
+                server.close();
+                loaded.values().forEach(Classifier::close);
+                be.close();
+                stopped.countDown();
+            });
+            Runtime.getRuntime().addShutdownHook(hook);
+            System.out.printf(Locale.ROOT, "serving %s on http://%s:%d (POST /v1/predict, GET /health, GET /metrics)%n", loaded.keySet(), host,
+                    server.port());
+            System.out.flush();
+            stopped.await();
+            return 0;
+        } catch (RuntimeException | Error e) {
+            loaded.values().forEach(Classifier::close);
+            be.close();
+            throw e;
+        }
+    }
+}

@@ -1,0 +1,199 @@
+package dev.topa.serve;
+
+import dev.topa.backend.Backend;
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.glue.GlueTask;
+import dev.topa.io.BertTokenizer;
+import dev.topa.model.BertModel;
+import dev.topa.train.FineTunedModel;
+import dev.topa.train.Predictor;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
+
+/**
+ * A model written by {@code topa finetune} or {@code topa prune-adapt}, loaded once and then asked for
+ * predictions by any number of threads. The weights are shared (packed once for inference); each of
+ * a fixed set of workers owns a thread, a tokenizer and its activation arenas, all reused from call
+ * to call, so the hot path allocates no tensor memory and the kernels' per-thread scratch stays
+ * bounded by the number of workers whatever the number of callers. A call hands its inputs to a
+ * free worker, waiting when all are busy.
+ *
+ * <pre>{@code
+ * try (Classifier mrpc = Classifier.load(Path.of("out/mrpc"))) {
+ *     Classifier.Prediction p = mrpc.predict("The cat sat on the mat.", "A cat was sitting on a mat.");
+ *     System.out.println(p.label() + " " + p.probabilities());       // 1 {0=0.08, 1=0.92}
+ *     List<Classifier.Prediction> many = mrpc.predictBatch(List.of(
+ *             new Classifier.Input("He left early.", "He went home before the end."),
+ *             new Classifier.Input("Prices rose.", "The weather was cold.")));
+ *     for (Classifier.Prediction q : many) System.out.println(q.label());
+ * }
+ * // on a GPU: Classifier.load(dir, CudaBackend.open(0), 2); a regression task (STS-B) fills value()
+ * }</pre>
+ */
+public final class Classifier implements AutoCloseable {
+    /** One input: a text, or a text pair for pair tasks (pair null otherwise). */
+    public record Input(String text, String pair) {
+        public Input(String text) {
+            this(text, null);
+        }
+    }
+
+    /**
+     * A prediction: for classification the label and each label's probability (softmax of the
+     * logits, in label order); for regression the value (label null, probabilities empty).
+     */
+    public record Prediction(String label, Map<String, Float> probabilities, Float value) {}
+
+    private record Worker(BertTokenizer tokenizer, Predictor predictor, java.util.concurrent.ExecutorService thread) {}
+
+    private final FineTunedModel.Loaded loaded;
+    private final Backend backend;
+    private final BertModel model;
+    private final BlockingQueue<Worker> workers;
+    private final List<Worker> all = new ArrayList<>();
+    private final int maxBatch;
+    private volatile boolean closed;
+
+    private Classifier(FineTunedModel.Loaded loaded, Backend backend, int workerCount, int maxBatch) {
+        this.loaded = loaded;
+        this.backend = backend;
+        this.maxBatch = maxBatch;
+        this.model = backend.device().isHostAccessible() ? loaded.model() : loaded.model().copyTo(backend);
+        try {
+            model.packForInference(backend);
+            workers = new ArrayBlockingQueue<>(workerCount);
+            for (int i = 0; i < workerCount; i++) {
+                int n = i;
+                Worker w = new Worker(new BertTokenizer(loaded.tokenizer(), loaded.maxSeqLen()), new Predictor(backend, model, loaded.head()),
+                        java.util.concurrent.Executors.newSingleThreadExecutor(r -> Thread.ofPlatform().name("classifier-worker-" + n).daemon()
+                                .unstarted(r)));
+                all.add(w);
+                workers.add(w);
+            }
+        } catch (RuntimeException | Error e) {
+            closeParts();
+            throw e;
+        }
+    }
+
+    /** The model in dir on the CPU, two workers. */
+    public static Classifier load(Path dir) {
+        return load(dir, CpuBackend.create(), 2);
+    }
+
+    /** The model in dir on the backend's device with the given number of concurrent workers (>= 1). */
+    public static Classifier load(Path dir, Backend backend, int workers) {
+        if (workers < 1) throw new IllegalArgumentException("workers must be >= 1, got " + workers);
+        FineTunedModel.Loaded loaded = FineTunedModel.load(dir);
+        try {
+            return new Classifier(loaded, backend, workers, 64);
+        } catch (RuntimeException | Error e) {
+            loaded.close();
+            throw e;
+        }
+    }
+
+    public GlueTask task() {
+        return loaded.task();
+    }
+
+    /** The labels in output order (empty for regression). */
+    public List<String> labels() {
+        return task().isRegression() ? List.of() : task().labels();
+    }
+
+    public Prediction predict(String text) {
+        return predictBatch(List.of(new Input(text))).get(0);
+    }
+
+    public Prediction predict(String text, String pair) {
+        return predictBatch(List.of(new Input(text, pair))).get(0);
+    }
+
+    /** Predictions in input order; inputs are batched by length internally. Throws IllegalArgumentException on a bad input. */
+    public List<Prediction> predictBatch(List<Input> inputs) {
+        if (closed) throw new IllegalStateException("classifier is closed");
+        for (int i = 0; i < inputs.size(); i++) validate(i, inputs.get(i));
+        if (inputs.isEmpty()) return List.of();
+        Worker w;
+        try {
+            w = workers.take();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while waiting for a worker", e);
+        }
+        float[][] out;
+        try {
+            out = w.thread().submit(() -> {
+                List<BertTokenizer.Encoded> enc = new ArrayList<>(inputs.size());
+                for (Input in : inputs) enc.add(w.tokenizer().encode(in.text(), in.pair()));
+                return w.predictor().outputs(enc, maxBatch);
+            }).get();
+        } catch (java.util.concurrent.ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException r) throw r;
+            if (e.getCause() instanceof Error err) throw err;
+            throw new IllegalStateException(e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while predicting", e);
+        } finally {
+            workers.add(w);
+        }
+        List<Prediction> result = new ArrayList<>(out.length);
+        for (float[] o : out) result.add(toPrediction(o));
+        return result;
+    }
+
+    private void validate(int i, Input in) {
+        String where = "input " + i + ": ";
+        if (in == null || in.text() == null || in.text().isBlank()) throw new IllegalArgumentException(where + "the text is empty");
+        if (task().isPair() && (in.pair() == null || in.pair().isBlank()))
+            throw new IllegalArgumentException(where + task().folder() + " takes text pairs; the second text is missing");
+        if (!task().isPair() && in.pair() != null)
+            throw new IllegalArgumentException(where + task().folder() + " takes single texts, not pairs");
+    }
+
+    private Prediction toPrediction(float[] o) {
+        if (task().isRegression()) return new Prediction(null, Map.of(), o[0]);
+        double max = Double.NEGATIVE_INFINITY, sum = 0;
+        for (float v : o) max = Math.max(max, v);
+        double[] e = new double[o.length];
+        for (int i = 0; i < o.length; i++) sum += e[i] = Math.exp(o[i] - max);
+        Map<String, Float> p = new LinkedHashMap<>();
+        List<String> labels = task().labels();
+        for (int i = 0; i < o.length; i++) p.put(labels.get(i), (float) (e[i] / sum));
+        return new Prediction(labels.get(Predictor.argmax(o)), Collections.unmodifiableMap(p), null);
+    }
+
+    /** Waits for calls in progress, then releases the workers and the weights. */
+    @Override
+    public synchronized void close() {
+        if (closed) return;
+        closed = true;
+        for (int i = 0; i < all.size(); i++) {
+            try {
+                workers.take();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
+        }
+        closeParts();
+    }
+
+    private void closeParts() {
+        for (Worker w : all) {
+            w.thread().shutdown();
+            w.predictor().close();
+            w.tokenizer().close();
+        }
+        if (model != loaded.model()) model.close();
+        loaded.close();
+    }
+}
