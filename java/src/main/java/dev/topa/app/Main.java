@@ -6,7 +6,7 @@ import picocli.CommandLine.Command;
 /** The topa command line. */
 @Command(name = "topa", mixinStandardHelpOptions = true, version = "topa 0.1.0",
         description = "Task-Oriented Pruning-Adapter: fine-tune transformer encoders so that training and inference are both cheap.",
-        subcommands = {FinetuneCommand.class, PruneAdaptCommand.class, CompareCommand.class, EvalCommand.class, PredictCommand.class, EncodeCommand.class, ServeCommand.class, InfoCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {FinetuneCommand.class, PruneAdaptCommand.class, CompareCommand.class, EvalCommand.class, PredictCommand.class, EncodeCommand.class, ServeCommand.class, LoadTestCommand.class, InfoCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

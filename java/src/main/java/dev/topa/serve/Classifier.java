@@ -36,7 +36,7 @@ import java.util.concurrent.BlockingQueue;
  * // on a GPU: Classifier.load(dir, CudaBackend.open(0), 2); a regression task (STS-B) fills value()
  * }</pre>
  */
-public final class Classifier implements AutoCloseable {
+public final class Classifier implements TextModel, AutoCloseable {
     /** One input: a text, or a text pair for pair tasks (pair null otherwise). */
     public record Input(String text, String pair) {
         public Input(String text) {
@@ -99,6 +99,7 @@ public final class Classifier implements AutoCloseable {
         }
     }
 
+    @Override
     public GlueTask task() {
         return loaded.task();
     }
@@ -117,9 +118,10 @@ public final class Classifier implements AutoCloseable {
     }
 
     /** Predictions in input order; inputs are batched by length internally. Throws IllegalArgumentException on a bad input. */
+    @Override
     public List<Prediction> predictBatch(List<Input> inputs) {
         if (closed) throw new IllegalStateException("classifier is closed");
-        for (int i = 0; i < inputs.size(); i++) validate(i, inputs.get(i));
+        checkInputs(task(), inputs);
         if (inputs.isEmpty()) return List.of();
         Worker w;
         try {
@@ -150,23 +152,31 @@ public final class Classifier implements AutoCloseable {
         return result;
     }
 
-    private void validate(int i, Input in) {
-        String where = "input " + i + ": ";
-        if (in == null || in.text() == null || in.text().isBlank()) throw new IllegalArgumentException(where + "the text is empty");
-        if (task().isPair() && (in.pair() == null || in.pair().isBlank()))
-            throw new IllegalArgumentException(where + task().folder() + " takes text pairs; the second text is missing");
-        if (!task().isPair() && in.pair() != null)
-            throw new IllegalArgumentException(where + task().folder() + " takes single texts, not pairs");
+    /** Throws IllegalArgumentException naming the first input that is empty or of the wrong kind (single text / pair) for the task. */
+    public static void checkInputs(GlueTask task, List<Input> inputs) {
+        for (int i = 0; i < inputs.size(); i++) {
+            Input in = inputs.get(i);
+            String where = "input " + i + ": ";
+            if (in == null || in.text() == null || in.text().isBlank()) throw new IllegalArgumentException(where + "the text is empty");
+            if (task.isPair() && (in.pair() == null || in.pair().isBlank()))
+                throw new IllegalArgumentException(where + task.folder() + " takes text pairs; the second text is missing");
+            if (!task.isPair() && in.pair() != null) throw new IllegalArgumentException(where + task.folder() + " takes single texts, not pairs");
+        }
     }
 
     private Prediction toPrediction(float[] o) {
-        if (task().isRegression()) return new Prediction(null, Map.of(), o[0]);
+        return prediction(task(), o);
+    }
+
+    /** A prediction from a head's outputs: softmax over the labels, or the regression value. */
+    public static Prediction prediction(GlueTask task, float[] o) {
+        if (task.isRegression()) return new Prediction(null, Map.of(), o[0]);
         double max = Double.NEGATIVE_INFINITY, sum = 0;
         for (float v : o) max = Math.max(max, v);
         double[] e = new double[o.length];
         for (int i = 0; i < o.length; i++) sum += e[i] = Math.exp(o[i] - max);
         Map<String, Float> p = new LinkedHashMap<>();
-        List<String> labels = task().labels();
+        List<String> labels = task.labels();
         for (int i = 0; i < o.length; i++) p.put(labels.get(i), (float) (e[i] / sum));
         return new Prediction(labels.get(Predictor.argmax(o)), Collections.unmodifiableMap(p), null);
     }

@@ -24,7 +24,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 /**
- * JSON over HTTP for one or more {@link Classifier}s, on the JDK's HttpServer (no HTTP parsing of
+ * JSON over HTTP for one or more {@link TextModel}s (topa's {@link Classifier}s), on the JDK's HttpServer (no HTTP parsing of
  * our own): {@code POST /v1/predict} with {@code {"texts": [...]}} or {@code {"pairs": [[a, b], ...]}}
  * and an optional {@code "task"}, {@code GET /health}, {@code GET /metrics} (Prometheus text).
  * Requests for a model are micro-batched ({@link MicroBatcher}); its bounded queue answers 503 when
@@ -44,7 +44,7 @@ public final class PredictServer implements AutoCloseable {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    private final Map<String, Classifier> models;
+    private final Map<String, TextModel> models;
     private final Map<String, MicroBatcher> batchers = new LinkedHashMap<>();
     private final Options options;
     private final ServerMetrics metrics;
@@ -53,7 +53,7 @@ public final class PredictServer implements AutoCloseable {
     private volatile boolean stopping;
 
     /** models by task name (lower case, e.g. "mrpc"); the server listens on port (0: any free port) of the loopback or all interfaces. */
-    public PredictServer(Map<String, Classifier> models, Options options, String host, int port, List<Device> devices) throws IOException {
+    public PredictServer(Map<String, ? extends TextModel> models, Options options, String host, int port, List<Device> devices) throws IOException {
         if (models.isEmpty()) throw new IllegalArgumentException("no model to serve");
         this.models = Map.copyOf(models);
         this.options = options;
@@ -179,7 +179,7 @@ public final class PredictServer implements AutoCloseable {
     }
 
     /** The request's inputs, checked against the limits and the task's kind (single texts or pairs). */
-    private List<Classifier.Input> inputs(JsonNode req, Classifier c) {
+    private List<Classifier.Input> inputs(JsonNode req, TextModel c) {
         boolean pairs = c.task().isPair();
         String field = pairs ? "pairs" : "texts", other = pairs ? "texts" : "pairs";
         if (req.has(other) && !req.has(field))

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Serving under load (issue 8): `topa serve` with a dense fine-tuned model, with the 50% pruned one,
+# and ONNX Runtime's Java API serving the dense encoder behind the same server (dev.topa.serve.OrtServe,
+# test scope), each in its own process on loopback; a closed-loop generator (`topa loadtest`) with 1,
+# 8 and 32 clients sends MRPC dev pairs for SECONDS after a warm-up. Then a soak: 10,000 requests,
+# every second one bad (malformed, empty, oversized, wrong types, unknown task), against the pruned
+# model, with the server's resident memory read from /metrics before and after. Prints `name: value`
+# lines; the asked figure last: pruned_p99_over_ort_dense_p99_c8.
+# Usage: bench/serve-load.sh   (env: DENSE=dir PRUNED=dir (default: out/cmp-mrpc/full and out/mrpc,
+#        made quickly when missing), SECONDS_PER_RUN=10, THREADS=2, PORT=18080)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/find-jdk.sh"
+JAVA_HOME="$(topa_find_jdk)"
+export JAVA_HOME
+threads="${THREADS:-2}" seconds="${SECONDS_PER_RUN:-10}" port="${PORT:-18080}"
+glue="${GLUE:-$root/../shared/glue}"
+work="$root/bench/results/serve"
+mkdir -p "$work"
+mvn -q -B -f "$root/pom.xml" -pl java -DskipTests package >&2
+mvn -q -B -f "$root/java/pom.xml" dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile="$work/test-classpath.txt" >&2
+jar="$root/java/target/topa-0.1.0-SNAPSHOT-cli.jar"
+java=("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx4g)
+topa() { "${java[@]}" -jar "$jar" "$@"; }
+dense="${DENSE:-$root/out/cmp-mrpc/full}" pruned="${PRUNED:-$root/out/mrpc}"
+# latency does not depend on how well a model was trained: missing models are made with a short run
+[ -f "$dense/task.json" ] || { dense="$work/dense"; [ -f "$dense/task.json" ] || topa finetune --task mrpc --method full --data-dir "$glue" \
+    --train-limit 64 --epochs 1 --out "$dense" >&2; }
+[ -f "$pruned/task.json" ] || { pruned="$work/pruned"; [ -f "$pruned/task.json" ] || topa prune-adapt --task mrpc --data-dir "$glue" \
+    --sparsity 0.5 --train-limit 64 --epochs 1 --score-examples 64 --out "$pruned" >&2; }
+inputs="$work/mrpc-dev-pairs.txt"
+awk -F'\t' 'NR > 1 && $4 != "" && $5 != "" { print $4 "\t" $5 }' "$glue/MRPC/dev.tsv" > "$inputs"
+onnx="$(unzip -Z1 "$jar" | grep -m1 'all-minilm-l6-v2.onnx$' || true)"
+mkdir -p "$work/onnx" && (cd "$work/onnx" && unzip -o -q "$jar" "$onnx") && onnx="$work/onnx/$onnx"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "dense: $dense"
+echo "pruned: $pruned"
+
+server=""
+stop() { [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=""; }
+trap stop EXIT
+wait_up() { for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0; sleep 0.2; done; echo "server did not start" >&2; exit 1; }
+rss_mib() { curl -sf "http://127.0.0.1:$port/metrics" | awk '/^topa_process_resident_bytes/ { printf "%.1f", $2 / 1048576 }'; }
+load() { topa loadtest --url "http://127.0.0.1:$port/v1/predict" --inputs "$inputs" --seconds "$seconds" --warmup-seconds 3 "$@"; }
+
+for engine in topa_dense topa_pruned ort_dense; do
+    case $engine in
+        topa_dense) topa serve --model "$dense" --port "$port" --threads "$threads" > "$work/$engine.log" 2>&1 & ;;
+        topa_pruned) topa serve --model "$pruned" --port "$port" --threads "$threads" > "$work/$engine.log" 2>&1 & ;;
+        ort_dense) "${java[@]}" -cp "$root/java/target/classes:$root/java/target/test-classes:$(cat "$work/test-classpath.txt")" \
+            dev.topa.serve.OrtServe "$onnx" "$dense" "$port" "$threads" > "$work/$engine.log" 2>&1 & ;;
+    esac
+    server=$!
+    wait_up
+    for clients in 1 8 32; do load --clients "$clients" --name "$engine"; done
+    stop
+done | tee "$work/load.txt"
+
+# soak: 10,000 requests, half of them bad, against the pruned model
+topa serve --model "$pruned" --port "$port" --threads "$threads" > "$work/soak.log" 2>&1 &
+server=$!
+wait_up
+load --clients 8 --requests 200 --name soak_warmup > /dev/null
+echo "soak_rss_start_mib: $(rss_mib)" | tee -a "$work/load.txt"
+load --clients 8 --requests 10000 --invalid-every 2 --name soak | tee -a "$work/load.txt"
+echo "soak_rss_end_mib: $(rss_mib)" | tee -a "$work/load.txt"
+curl -sf "http://127.0.0.1:$port/health" > /dev/null && echo "soak_server_up_after: true" | tee -a "$work/load.txt"
+stop
+awk -F': ' '{ v[$1] = $2 } END {
+    printf "pruned_throughput_over_ort_dense_c8: %.3f\n", v["topa_pruned_c8_throughput_rps"] / v["ort_dense_c8_throughput_rps"];
+    printf "dense_p99_over_ort_dense_p99_c8: %.3f\n", v["topa_dense_c8_p99_ms"] / v["ort_dense_c8_p99_ms"];
+    printf "pruned_p99_over_ort_dense_p99_c8: %.3f\n", v["topa_pruned_c8_p99_ms"] / v["ort_dense_c8_p99_ms"];
+}' "$work/load.txt"
