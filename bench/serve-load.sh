@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serving under load (issue 8): `topa serve` with a dense fine-tuned model, with the 50% pruned one,
+# with that pruned backbone and two tasks' LoRA adapters kept unmerged (multi-task; MRPC requests),
 # and ONNX Runtime's Java API serving the dense encoder behind the same server (dev.topa.serve.OrtServe,
-# test scope), each in its own process on loopback; a closed-loop generator (`topa loadtest`) with 1,
+# test scope), each in its own process on loopback (OpenMP and ORT threads passive, as `topa serve`); a closed-loop generator (`topa loadtest`) with 1,
 # 8 and 32 clients sends MRPC dev pairs for SECONDS after a warm-up. Then a soak: 10,000 requests,
 # every second one bad (malformed, empty, oversized, wrong types, unknown task), against the pruned
 # model, with the server's resident memory read from /metrics before and after. Prints `name: value`
@@ -28,6 +29,11 @@ dense="${DENSE:-$root/out/cmp-mrpc/full}" pruned="${PRUNED:-$root/out/mrpc}"
     --train-limit 64 --epochs 1 --out "$dense" >&2; }
 [ -f "$pruned/task.json" ] || { pruned="$work/pruned"; [ -f "$pruned/task.json" ] || topa prune-adapt --task mrpc --data-dir "$glue" \
     --sparsity 0.5 --train-limit 64 --epochs 1 --score-examples 64 --out "$pruned" >&2; }
+# adapters on the pruned backbone for two tasks: short LoRA runs (latency, not accuracy)
+for task in mrpc sst2; do
+    [ -f "$work/adapter-$task/adapter.safetensors" ] || topa finetune --model "$pruned" --task "$task" --method lora --data-dir "$glue" \
+        --train-limit 64 --epochs 1 --out "$work/adapter-$task" >&2
+done
 inputs="$work/mrpc-dev-pairs.txt"
 awk -F'\t' 'NR > 1 && $4 != "" && $5 != "" { print $4 "\t" $5 }' "$glue/MRPC/dev.tsv" > "$inputs"
 onnx="$(unzip -Z1 "$jar" | grep -m1 'all-minilm-l6-v2.onnx$' || true)"
@@ -37,22 +43,26 @@ echo "dense: $dense"
 echo "pruned: $pruned"
 
 server=""
-stop() { [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=""; }
+stop() { if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; server=""; }
 trap stop EXIT
 wait_up() { for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0; sleep 0.2; done; echo "server did not start" >&2; exit 1; }
 rss_mib() { curl -sf "http://127.0.0.1:$port/metrics" | awk '/^topa_process_resident_bytes/ { printf "%.1f", $2 / 1048576 }'; }
 load() { topa loadtest --url "http://127.0.0.1:$port/v1/predict" --inputs "$inputs" --seconds "$seconds" --warmup-seconds 3 "$@"; }
 
-for engine in topa_dense topa_pruned ort_dense; do
+export OMP_WAIT_POLICY=PASSIVE
+for engine in topa_dense topa_pruned topa_multitask ort_dense; do
+    task=()
     case $engine in
         topa_dense) topa serve --model "$dense" --port "$port" --threads "$threads" > "$work/$engine.log" 2>&1 & ;;
         topa_pruned) topa serve --model "$pruned" --port "$port" --threads "$threads" > "$work/$engine.log" 2>&1 & ;;
+        topa_multitask) task=(--task mrpc); topa serve --backbone "$pruned" --adapters "$work/adapter-mrpc,$work/adapter-sst2" --port "$port" \
+            --threads "$threads" > "$work/$engine.log" 2>&1 & ;;
         ort_dense) "${java[@]}" -cp "$root/java/target/classes:$root/java/target/test-classes:$(cat "$work/test-classpath.txt")" \
             dev.topa.serve.OrtServe "$onnx" "$dense" "$port" "$threads" > "$work/$engine.log" 2>&1 & ;;
     esac
     server=$!
     wait_up
-    for clients in 1 8 32; do load --clients "$clients" --name "$engine"; done
+    for clients in 1 8 32; do load --clients "$clients" --name "$engine" "${task[@]}"; done
     stop
 done | tee "$work/load.txt"
 
@@ -69,5 +79,7 @@ stop
 awk -F': ' '{ v[$1] = $2 } END {
     printf "pruned_throughput_over_ort_dense_c8: %.3f\n", v["topa_pruned_c8_throughput_rps"] / v["ort_dense_c8_throughput_rps"];
     printf "dense_p99_over_ort_dense_p99_c8: %.3f\n", v["topa_dense_c8_p99_ms"] / v["ort_dense_c8_p99_ms"];
+    printf "multitask_adapters_over_merged_pruned_p50_c1: %.3f\n", v["topa_multitask_c1_p50_ms"] / v["topa_pruned_c1_p50_ms"];
+    printf "multitask_adapters_over_merged_pruned_throughput_c8: %.3f\n", v["topa_multitask_c8_throughput_rps"] / v["topa_pruned_c8_throughput_rps"];
     printf "pruned_p99_over_ort_dense_p99_c8: %.3f\n", v["topa_pruned_c8_p99_ms"] / v["ort_dense_c8_p99_ms"];
 }' "$work/load.txt"

@@ -55,6 +55,9 @@ final class LoadTestCommand implements Callable<Integer> {
     @Option(names = "--name", defaultValue = "load", description = "prefix of the printed names")
     String name;
 
+    @Option(names = "--task", description = "the task field of every request (a server with several models)")
+    String task;
+
     private static final ObjectMapper JSON = new ObjectMapper();
 
     @Override
@@ -79,7 +82,7 @@ final class LoadTestCommand implements Callable<Integer> {
                     long k = sent.incrementAndGet();
                     if (requests > 0 ? k > requests : System.nanoTime() > end) break;
                     boolean invalid = invalidEvery > 0 && k % invalidEvery == 0;
-                    String body = invalid ? invalidBody(rnd) : validBody(lines.get(rnd.nextInt(lines.size())));
+                    String body = invalid ? invalidBody(rnd) : validBody(lines.get(rnd.nextInt(lines.size())), task);
                     long t0 = System.nanoTime();
                     int code;
                     try {
@@ -128,8 +131,9 @@ final class LoadTestCommand implements Callable<Integer> {
         return 0;
     }
 
-    private static String validBody(String line) {
+    private static String validBody(String line, String task) {
         ObjectNode o = JSON.createObjectNode();
+        if (task != null) o.put("task", task);
         int tab = line.indexOf('\t');
         if (tab >= 0) o.putArray("pairs").addArray().add(line.substring(0, tab)).add(line.substring(tab + 1));
         else o.putArray("texts").add(line);

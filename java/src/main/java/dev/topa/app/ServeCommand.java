@@ -20,8 +20,15 @@ import picocli.CommandLine.Option;
         "({\"texts\": [...]} or {\"pairs\": [[a, b], ...]}, optional \"task\"), GET /health, GET /metrics (Prometheus).",
         "Requests are micro-batched per model; a full queue answers 503. Ctrl-C (SIGTERM) drains and stops."})
 final class ServeCommand implements Callable<Integer> {
-    @Option(names = "--model", required = true, split = ",", description = "model directories, one per task (comma-separated)")
+    @Option(names = "--model", split = ",", description = "model directories, one per task (comma-separated)")
     List<Path> models;
+
+    @Option(names = "--backbone", description = "instead of --model: one backbone (a model directory) for all the --adapters")
+    Path backbone;
+
+    @Option(names = "--adapters", split = ",", description = "with --backbone: directories of LoRA fine-tunings of that backbone, one per task;"
+            + " each request runs the backbone with its task's adapters (kept apart, not merged)")
+    List<Path> adapters;
 
     @Option(names = "--port", defaultValue = "8080", description = "port (0: any free one) (default: ${DEFAULT-VALUE})")
     int port;
@@ -67,10 +74,18 @@ final class ServeCommand implements Callable<Integer> {
         // the JDK server reads these once, when it first starts: slow clients are cut off, idle connections closed
         System.setProperty("sun.net.httpserver.maxReqTime", Long.toString(readTimeoutMillis));
         System.setProperty("sun.net.httpserver.idleInterval", "30");
+        if ((models == null) == (backbone == null) || (backbone == null) != (adapters == null))
+            throw new IllegalArgumentException("give --model DIR[,DIR...], or --backbone DIR with --adapters DIR[,DIR...]");
         Backend be = device.backend();
         Map<String, Classifier> loaded = new LinkedHashMap<>();
+        Classifier.MultiTask[] multi = {null};
         try {
-            for (Path dir : models) {
+            if (backbone != null) {
+                multi[0] = Classifier.loadMultiTask(backbone, adapters, be, workers);
+                loaded.putAll(multi[0].tasks());
+                System.err.printf(Locale.ROOT, "loaded %s as adapters on %s%n", loaded.keySet(), backbone);
+            }
+            for (Path dir : models == null ? List.<Path>of() : models) {
                 Classifier c = Classifier.load(dir, be, workers);
                 String task = c.task().name().toLowerCase(Locale.ROOT);
                 if (loaded.putIfAbsent(task, c) != null) {
@@ -87,8 +102,7 @@ final class ServeCommand implements Callable<Integer> {
             Thread hook = new Thread(() -> {
                 System.err.println("stopping: finishing queued requests");
                 server.close();
-                loaded.values().forEach(Classifier::close);
-                be.close();
+                closeAll(loaded, multi[0], be);
                 stopped.countDown();
             });
             Runtime.getRuntime().addShutdownHook(hook);
@@ -98,9 +112,14 @@ final class ServeCommand implements Callable<Integer> {
             stopped.await();
             return 0;
         } catch (RuntimeException | Error e) {
-            loaded.values().forEach(Classifier::close);
-            be.close();
+            closeAll(loaded, multi[0], be);
             throw e;
         }
+    }
+
+    private static void closeAll(Map<String, Classifier> loaded, Classifier.MultiTask multi, Backend be) {
+        if (multi != null) multi.close(); // its classifiers and the backbone
+        loaded.values().forEach(Classifier::close);
+        be.close();
     }
 }

@@ -36,6 +36,14 @@ public final class BertModel implements AutoCloseable {
      */
     public record Adapter(Tensor a, Tensor b, float scale, boolean blockDiagonal) {}
 
+    /**
+     * One task's trained tensors apart from the backbone they were trained on: LoRA adapters per layer
+     * and slot (null where a slot has none) and the backbone parameters it replaces (the LayerNorms a
+     * LoRA recipe trains), by name. {@link #forward(Backend, StepArena, Tensor, Tensor, Tensor, AdapterSet)}
+     * runs the backbone with them, so one backbone serves many tasks with the adapters kept apart.
+     */
+    public record AdapterSet(Adapter[][] adapters, Map<String, Tensor> replaced) {}
+
     private Adapter[][] adapters;
     private double loraDropout;
     private LoraConfig lora;
@@ -280,6 +288,75 @@ public final class BertModel implements AutoCloseable {
         return m;
     }
 
+    /**
+     * A task's adapter set for this backbone from named tensors on this model's device: LoRA pairs
+     * ("<module>.lora_A" / ".lora_B", the fused QKV one as "attention.self.qkv.lora_*") with their
+     * scales, and replacements of backbone parameters (any other name). Every shape is checked
+     * against this backbone, so an adapter trained on another one is refused with the tensor named.
+     */
+    public AdapterSet adapterSet(Map<String, Tensor> tensors, Map<String, Float> scales) {
+        Adapter[][] ad = new Adapter[config.layers()][4];
+        Map<String, Tensor> replaced = new LinkedHashMap<>();
+        for (var e : tensors.entrySet()) {
+            String n = e.getKey();
+            if (n.endsWith(".lora_B")) continue;
+            if (!n.endsWith(".lora_A")) {
+                Tensor own = params.get(n);
+                if (own == null) throw new IllegalArgumentException("adapter tensor " + n + ": the backbone has no such parameter");
+                if (!java.util.Arrays.equals(own.shape(), e.getValue().shape()))
+                    throw new IllegalArgumentException("adapter tensor " + n + " " + java.util.Arrays.toString(e.getValue().shape())
+                            + " does not fit the backbone's " + java.util.Arrays.toString(own.shape()));
+                replaced.put(n, e.getValue());
+                continue;
+            }
+            String module = n.substring(0, n.length() - ".lora_A".length());
+            int layer = -1, slot = -1;
+            for (int l = 0; l < config.layers() && slot < 0; l++)
+                for (int k = 0; k < 4; k++)
+                    if (slotName(l, k).equals(module)) {
+                        layer = l;
+                        slot = k;
+                    }
+            if (slot < 0) throw new IllegalArgumentException("adapter tensor " + n + ": no such linear layer in the backbone");
+            Tensor a = e.getValue(), b = tensors.get(module + ".lora_B");
+            Float scale = scales.get(module);
+            if (b == null || scale == null) throw new IllegalArgumentException("adapter " + module + ": lora_B or its scale is missing");
+            Tensor w = slotWeight(layer, slot);
+            boolean qkv = slot == QKV;
+            if (a.rank() != 2 || b.rank() != 2 || a.dim(1) != w.dim(1) || b.dim(0) != w.dim(0) || b.dim(1) != a.dim(0))
+                throw new IllegalArgumentException("adapter " + module + ": A " + java.util.Arrays.toString(a.shape()) + " and B "
+                        + java.util.Arrays.toString(b.shape()) + " do not fit the backbone's weight " + java.util.Arrays.toString(w.shape()));
+            ad[layer][slot] = new Adapter(a, b, scale, qkv);
+        }
+        return new AdapterSet(ad, replaced);
+    }
+
+    /**
+     * A short fingerprint of the backbone's weights (shapes and a strided sample of values; not the
+     * adapters nor the LayerNorms, which an adapter set may replace): an adapter records the one it
+     * was trained on, and a server refuses a mismatch.
+     */
+    public String fingerprint() {
+        long h = 1125899906842597L;
+        for (var e : params.entrySet()) {
+            if (e.getKey().contains(".lora_") || e.getKey().contains("LayerNorm")) continue; // what an adapter set may replace
+            Tensor t = e.getValue();
+            h = 31 * h + e.getKey().hashCode();
+            for (long d : t.shape()) h = 31 * h + d;
+            for (long i = 0; i < t.numel(); i += 4099) h = 31 * h + Float.floatToIntBits(t.getFloat(i));
+        }
+        return Long.toHexString(h);
+    }
+
+    /** This model's LoRA tensors and the scale of each adapted module (for saving an adapter apart from the merged model). */
+    public Map<String, Float> adapterScales() {
+        Map<String, Float> out = new LinkedHashMap<>();
+        for (int l = 0; adapters != null && l < config.layers(); l++)
+            for (int slot = 0; slot < 4; slot++)
+                if (adapters[l][slot] != null) out.put(slotName(l, slot), adapters[l][slot].scale());
+        return out;
+    }
+
     /** Copies the values of the named parameters into another model of the same shape (on any device the backend reaches). */
     public void copyParametersTo(BertModel other, Backend be, java.util.Collection<String> names) {
         for (String n : names) be.copy(other.parameter(n), parameter(n));
@@ -484,8 +561,8 @@ public final class BertModel implements AutoCloseable {
     }
 
     /** y = x W^T + bias, with the slot's LoRA adapter when it has one; returns x A^T then (else null). */
-    Tensor linear(Backend be, StepArena arena, Tensor y, Tensor x, int layer, int slot, Tensor w, Tensor bias) {
-        Adapter ad = adapter(layer, slot);
+    Tensor linear(Backend be, StepArena arena, AdapterSet with, Tensor y, Tensor x, int layer, int slot, Tensor w, Tensor bias) {
+        Adapter ad = with != null ? with.adapters()[layer][slot] : adapter(layer, slot);
         FrozenWeight.BlockSparse sparse = frozenSparse(be, layer, slot);
         if (sparse != null) { // an unmerged adapter counts only inside the kept blocks, as merged
             if (ad != null) sparse.maskedForward(be, arena, y, x, bias, ad);
@@ -507,30 +584,35 @@ public final class BertModel implements AutoCloseable {
      * attention mask (1 real, 0 padding; null: no padding). Activations come from the step arena.
      */
     public Tensor forward(Backend be, StepArena arena, Tensor ids, Tensor typeIds, Tensor mask) {
+        return forward(be, arena, ids, typeIds, mask, null);
+    }
+
+    /** As above with a task's adapter set in place of the model's own adapters (null: the model as it is). */
+    public Tensor forward(Backend be, StepArena arena, Tensor ids, Tensor typeIds, Tensor mask, AdapterSet with) {
         long b = ids.dim(0), s = ids.dim(1);
         int c = config.hidden();
         if (s > config.maxPositions())
             throw new IllegalArgumentException("sequence of " + s + " tokens is longer than the model's " + config.maxPositions()
                     + " positions");
         Tensor emb = arena.allocate(DType.F32, b, s, c);
-        be.embeddingForward(emb, ids, null, typeIds, params.get("embeddings.word_embeddings.weight"),
-                params.get("embeddings.position_embeddings.weight"), params.get("embeddings.token_type_embeddings.weight"));
+        be.embeddingForward(emb, ids, null, typeIds, param(with, "embeddings.word_embeddings.weight"),
+                param(with, "embeddings.position_embeddings.weight"), param(with, "embeddings.token_type_embeddings.weight"));
         Tensor mean = arena.allocate(DType.F32, b * s), rstd = arena.allocate(DType.F32, b * s);
         Tensor h = arena.allocate(DType.F32, b, s, c);
-        be.layernormForward(h, mean, rstd, null, emb, null, params.get("embeddings.LayerNorm.weight"),
-                params.get("embeddings.LayerNorm.bias"), config.layerNormEps());
+        be.layernormForward(h, mean, rstd, null, emb, null, param(with, "embeddings.LayerNorm.weight"),
+                param(with, "embeddings.LayerNorm.bias"), config.layerNormEps());
         // layer outputs alternate between two buffers; each layer's temporaries are released after it
         Tensor[] pingPong = {arena.allocate(DType.F32, b, s, c), arena.allocate(DType.F32, b, s, c)};
         for (int l = 0; l < config.layers(); l++) {
             StepArena.Mark mark = arena.mark();
-            layerForward(be, arena, l, h, pingPong[l % 2], mask, mean, rstd);
+            layerForward(be, arena, l, h, pingPong[l % 2], mask, mean, rstd, with);
             arena.release(mark);
             h = pingPong[l % 2];
         }
         return h;
     }
 
-    private void layerForward(Backend be, StepArena arena, int l, Tensor h, Tensor h2, Tensor mask, Tensor mean, Tensor rstd) {
+    private void layerForward(Backend be, StepArena arena, int l, Tensor h, Tensor h2, Tensor mask, Tensor mean, Tensor rstd, AdapterSet with) {
         String p = "encoder.layer." + l + ".";
         long b = h.dim(0), s = h.dim(1);
         int c = config.hidden(), a = config.attentionWidth(l), f = config.ffn(l);
@@ -538,28 +620,37 @@ public final class BertModel implements AutoCloseable {
         Tensor att = arena.allocate(DType.F32, b, s, c);
         if (a > 0) {
             Tensor qkv = arena.allocate(DType.F32, b, s, 3L * a);
-            linear(be, arena, qkv, h, l, QKV, qkvWeight[l], qkvBias[l]);
+            linear(be, arena, with, qkv, h, l, QKV, qkvWeight[l], qkvBias[l]);
             Tensor ctx = arena.allocate(DType.F32, b, s, a);
             be.attentionForward(ctx, null, qkv, mask, config.heads(l), (float) (1 / Math.sqrt(config.headDim())));
-            linear(be, arena, att, ctx, l, ATT_OUT, params.get(p + "attention.output.dense.weight"),
-                    params.get(p + "attention.output.dense.bias"));
+            linear(be, arena, with, att, ctx, l, ATT_OUT, param(with, p + "attention.output.dense.weight"),
+                    param(with, p + "attention.output.dense.bias"));
         } else {
-            be.broadcastRows(att, params.get(p + "attention.output.dense.bias")); // every head pruned: the block is its bias
+            be.broadcastRows(att, param(with, p + "attention.output.dense.bias")); // every head pruned: the block is its bias
         }
         Tensor h1 = arena.allocate(DType.F32, b, s, c);
-        be.layernormForward(h1, mean, rstd, null, att, h, params.get(p + "attention.output.LayerNorm.weight"),
-                params.get(p + "attention.output.LayerNorm.bias"), eps);
+        be.layernormForward(h1, mean, rstd, null, att, h, param(with, p + "attention.output.LayerNorm.weight"),
+                param(with, p + "attention.output.LayerNorm.bias"), eps);
         Tensor out = arena.allocate(DType.F32, b, s, c);
         if (f > 0) {
             Tensor inter = arena.allocate(DType.F32, b, s, f);
-            linear(be, arena, inter, h1, l, FFN_IN, params.get(p + "intermediate.dense.weight"), null);
-            be.biasGeluForward(inter, inter, params.get(p + "intermediate.dense.bias"));
-            linear(be, arena, out, inter, l, FFN_OUT, params.get(p + "output.dense.weight"), params.get(p + "output.dense.bias"));
+            linear(be, arena, with, inter, h1, l, FFN_IN, param(with, p + "intermediate.dense.weight"), null);
+            be.biasGeluForward(inter, inter, param(with, p + "intermediate.dense.bias"));
+            linear(be, arena, with, out, inter, l, FFN_OUT, param(with, p + "output.dense.weight"), param(with, p + "output.dense.bias"));
         } else {
-            be.broadcastRows(out, params.get(p + "output.dense.bias")); // every neuron pruned
+            be.broadcastRows(out, param(with, p + "output.dense.bias")); // every neuron pruned
         }
-        be.layernormForward(h2, mean, rstd, null, out, h1, params.get(p + "output.LayerNorm.weight"),
-                params.get(p + "output.LayerNorm.bias"), eps);
+        be.layernormForward(h2, mean, rstd, null, out, h1, param(with, p + "output.LayerNorm.weight"),
+                param(with, p + "output.LayerNorm.bias"), eps);
+    }
+
+    /** A parameter, or the adapter set's replacement of it. */
+    private Tensor param(AdapterSet with, String name) {
+        if (with != null) {
+            Tensor t = with.replaced().get(name);
+            if (t != null) return t;
+        }
+        return params.get(name);
     }
 
     @Override

@@ -5,6 +5,7 @@ import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.model.BertModel;
+import dev.topa.model.TaskHead;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.Predictor;
 import java.nio.file.Path;
@@ -52,25 +53,24 @@ public final class Classifier implements TextModel, AutoCloseable {
 
     private record Worker(BertTokenizer tokenizer, Predictor predictor, java.util.concurrent.ExecutorService thread) {}
 
-    private final FineTunedModel.Loaded loaded;
-    private final Backend backend;
-    private final BertModel model;
+    private final GlueTask task;
     private final BlockingQueue<Worker> workers;
     private final List<Worker> all = new ArrayList<>();
     private final int maxBatch;
+    private final Runnable release;
     private volatile boolean closed;
 
-    private Classifier(FineTunedModel.Loaded loaded, Backend backend, int workerCount, int maxBatch) {
-        this.loaded = loaded;
-        this.backend = backend;
-        this.maxBatch = maxBatch;
-        this.model = backend.device().isHostAccessible() ? loaded.model() : loaded.model().copyTo(backend);
+    /** Workers over a model already on the backend's device and packed; release frees what this classifier owns. */
+    private Classifier(BertModel model, TaskHead head, BertModel.AdapterSet adapters, GlueTask task, Path tokenizer, int maxSeqLen,
+            Backend backend, int workerCount, Runnable release) {
+        this.task = task;
+        this.maxBatch = 64;
+        this.release = release;
+        workers = new ArrayBlockingQueue<>(workerCount);
         try {
-            model.packForInference(backend);
-            workers = new ArrayBlockingQueue<>(workerCount);
             for (int i = 0; i < workerCount; i++) {
                 int n = i;
-                Worker w = new Worker(new BertTokenizer(loaded.tokenizer(), loaded.maxSeqLen()), new Predictor(backend, model, loaded.head()),
+                Worker w = new Worker(new BertTokenizer(tokenizer, maxSeqLen), new Predictor(backend, model, head, adapters),
                         java.util.concurrent.Executors.newSingleThreadExecutor(r -> Thread.ofPlatform().name("classifier-worker-" + n).daemon()
                                 .unstarted(r)));
                 all.add(w);
@@ -82,6 +82,13 @@ public final class Classifier implements TextModel, AutoCloseable {
         }
     }
 
+    /** The model on the backend's device (a copy unless the backend is the CPU), packed for inference. */
+    private static BertModel onDevice(BertModel host, Backend backend) {
+        BertModel m = backend.device().isHostAccessible() ? host : host.copyTo(backend);
+        m.packForInference(backend);
+        return m;
+    }
+
     /** The model in dir on the CPU, two workers. */
     public static Classifier load(Path dir) {
         return load(dir, CpuBackend.create(), 2);
@@ -91,17 +98,74 @@ public final class Classifier implements TextModel, AutoCloseable {
     public static Classifier load(Path dir, Backend backend, int workers) {
         if (workers < 1) throw new IllegalArgumentException("workers must be >= 1, got " + workers);
         FineTunedModel.Loaded loaded = FineTunedModel.load(dir);
+        BertModel model = null;
         try {
-            return new Classifier(loaded, backend, workers, 64);
+            BertModel m = model = onDevice(loaded.model(), backend);
+            return new Classifier(m, loaded.head(), null, loaded.task(), loaded.tokenizer(), loaded.maxSeqLen(), backend, workers, () -> {
+                if (m != loaded.model()) m.close();
+                loaded.close();
+            });
         } catch (RuntimeException | Error e) {
+            if (model != null && model != loaded.model()) model.close();
             loaded.close();
             throw e;
         }
     }
 
+    /**
+     * Several tasks on one backbone, their adapters kept apart (not merged) and chosen per call: the
+     * backbone (a model directory) is loaded and packed once; each adapter directory (written by a
+     * LoRA fine-tuning of that backbone) brings its adapter set, head and task. Closing the result
+     * closes every classifier, then the backbone.
+     */
+    public static MultiTask loadMultiTask(Path backboneDir, List<Path> adapterDirs, Backend backend, int workers) {
+        if (workers < 1) throw new IllegalArgumentException("workers must be >= 1, got " + workers);
+        BertModel host = dev.topa.io.HfBertDirectory.load(backboneDir);
+        MultiTask mt = new MultiTask(host);
+        try {
+            String fingerprint = host.fingerprint();
+            mt.device = onDevice(host, backend);
+            for (Path dir : adapterDirs) {
+                FineTunedModel.Adapter ad = FineTunedModel.loadAdapter(dir, mt.device, fingerprint, backend);
+                String name = ad.task().name().toLowerCase(java.util.Locale.ROOT);
+                Classifier c = new Classifier(mt.device, ad.head(), ad.set(), ad.task(), ad.tokenizer(), ad.maxSeqLen(), backend, workers, ad::close);
+                if (mt.tasks.putIfAbsent(name, c) != null) {
+                    c.close();
+                    throw new IllegalArgumentException(dir + ": a second adapter for task " + name);
+                }
+            }
+            return mt;
+        } catch (RuntimeException | Error e) {
+            mt.close();
+            throw e;
+        }
+    }
+
+    /** The classifiers of {@link #loadMultiTask}, by task name (lower case), sharing one backbone. */
+    public static final class MultiTask implements AutoCloseable {
+        private final BertModel host;
+        private BertModel device;
+        private final Map<String, Classifier> tasks = new LinkedHashMap<>();
+
+        private MultiTask(BertModel host) {
+            this.host = host;
+        }
+
+        public Map<String, Classifier> tasks() {
+            return Collections.unmodifiableMap(tasks);
+        }
+
+        @Override
+        public void close() {
+            tasks.values().forEach(Classifier::close);
+            if (device != null && device != host) device.close();
+            host.close();
+        }
+    }
+
     @Override
     public GlueTask task() {
-        return loaded.task();
+        return task;
     }
 
     /** The labels in output order (empty for regression). */
@@ -203,7 +267,6 @@ public final class Classifier implements TextModel, AutoCloseable {
             w.predictor().close();
             w.tokenizer().close();
         }
-        if (model != loaded.model()) model.close();
-        loaded.close();
+        release.run();
     }
 }

@@ -24,7 +24,7 @@ import java.util.Map;
  * outputs, max sequence length). Every file is written atomically.
  */
 public final class FineTunedModel {
-    public static final String HEAD = "head.safetensors", TASK = "task.json", TOKENIZER = "tokenizer.json";
+    public static final String HEAD = "head.safetensors", TASK = "task.json", TOKENIZER = "tokenizer.json", ADAPTER = "adapter.safetensors";
     private static final ObjectMapper JSON = new ObjectMapper();
 
     /** A loaded fine-tuned model; closing releases the weights. */
@@ -45,6 +45,7 @@ public final class FineTunedModel {
             HfBertDirectory.save(model.config(), model.mergedParameters(be, merged), model.blockMasksByName(), dir, merged);
         }
         Safetensors.write(dir.resolve(HEAD), head.parameters(), Map.of("task", task.name()));
+        if (!model.adapterScales().isEmpty()) saveAdapter(dir.resolve(ADAPTER), model);
         copyAtomically(tokenizer, dir.resolve(TOKENIZER));
         ObjectNode t = JSON.createObjectNode();
         t.put("task", task.name());
@@ -54,20 +55,97 @@ public final class FineTunedModel {
         writeAtomically(dir.resolve(TASK), JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(t));
     }
 
+    /**
+     * The unmerged adapter beside the merged model: every LoRA tensor and every LayerNorm parameter
+     * (what a LoRA recipe trains), the adapters' scales and the fingerprint of the backbone they were
+     * trained on (metadata), so one backbone can serve several tasks' adapters ({@link #loadAdapter}).
+     */
+    static void saveAdapter(Path file, BertModel model) throws IOException {
+        Map<String, dev.topa.tensor.Tensor> t = new java.util.LinkedHashMap<>();
+        model.parameters().forEach((n, v) -> {
+            if (n.contains(".lora_") || n.contains("LayerNorm")) t.put(n, v);
+        });
+        Map<String, String> meta = new java.util.LinkedHashMap<>();
+        meta.put("backbone_fingerprint", model.fingerprint());
+        model.adapterScales().forEach((m, sc) -> meta.put("scale." + m, Float.toString(sc)));
+        Safetensors.write(file, t, meta);
+    }
+
+    /** A task's adapter set, head and task facts, loaded against a backbone (its tensors on the backbone's device). */
+    public record Adapter(BertModel.AdapterSet set, TaskHead head, GlueTask task, Path tokenizer, int maxSeqLen,
+            dev.topa.tensor.TensorAllocator memory) implements AutoCloseable {
+        @Override
+        public void close() {
+            head.close();
+            memory.close();
+        }
+    }
+
+    /**
+     * The adapter in a directory written by a LoRA fine-tuning, for the given backbone (on be's
+     * device); refuses, naming both, an adapter trained on another backbone.
+     */
+    public static Adapter loadAdapter(Path dir, BertModel backbone, String backboneFingerprint, Backend be) {
+        Path file = dir.resolve(ADAPTER);
+        if (!Files.isRegularFile(file))
+            throw new ModelFormatException(dir + ": no " + ADAPTER + " (write one with topa finetune --method lora)");
+        dev.topa.tensor.TensorAllocator memory = be.scope("adapter " + dir.getFileName(), MemoryCategory.ADAPTERS);
+        try (Safetensors st = Safetensors.read(file); TensorScope host = new TensorScope("adapter load", MemoryCategory.WORKSPACE)) {
+            String trainedOn = st.metadata().get("backbone_fingerprint");
+            if (!backboneFingerprint.equals(trainedOn))
+                throw new ModelFormatException(file + ": trained on backbone " + trainedOn + ", this backbone is " + backboneFingerprint
+                        + " (serve it with the model it was fine-tuned from)");
+            Map<String, dev.topa.tensor.Tensor> tensors = new java.util.LinkedHashMap<>();
+            Map<String, Float> scales = new java.util.LinkedHashMap<>();
+            for (var e : st.entries().entrySet()) {
+                dev.topa.tensor.Tensor t = host.allocate(dev.topa.tensor.DType.F32, e.getValue().shape()).copyFrom(e.getValue().floats(file));
+                tensors.put(e.getKey(), be.copyOf(t, memory));
+            }
+            st.metadata().forEach((k, v) -> {
+                if (k.startsWith("scale.")) scales.put(k.substring("scale.".length()), Float.parseFloat(v));
+            });
+            BertModel.AdapterSet set;
+            try {
+                set = backbone.adapterSet(tensors, scales);
+            } catch (IllegalArgumentException e) {
+                throw new ModelFormatException(file + ": " + e.getMessage(), e);
+            }
+            JsonNode t = readTask(dir);
+            GlueTask task = GlueTask.parse(t.path("task").asText());
+            TaskHead h = loadHead(dir, backbone.config().hidden(), t.path("outputs").asInt(task.numLabels()));
+            return new Adapter(set, h, task, dir.resolve(TOKENIZER), t.path("max_seq_len").asInt(128), memory);
+        } catch (RuntimeException | Error e) {
+            memory.close();
+            throw e;
+        }
+    }
+
     public static Loaded load(Path dir) {
+        JsonNode t = readTask(dir);
+        GlueTask task = GlueTask.parse(t.path("task").asText());
+        BertModel model = HfBertDirectory.load(dir);
+        try {
+            TaskHead head = loadHead(dir, model.config().hidden(), t.path("outputs").asInt(task.numLabels()));
+            return new Loaded(model, head, task, dir.resolve(TOKENIZER), t.path("max_seq_len").asInt(128));
+        } catch (RuntimeException e) {
+            model.close();
+            throw e;
+        }
+    }
+
+    private static JsonNode readTask(Path dir) {
         Path taskFile = dir.resolve(TASK);
         if (!Files.isRegularFile(taskFile))
             throw new ModelFormatException(dir + ": no " + TASK + " (not a directory written by topa finetune)");
-        JsonNode t;
         try {
-            t = JSON.readTree(taskFile.toFile());
+            return JSON.readTree(taskFile.toFile());
         } catch (IOException e) {
             throw new ModelFormatException(taskFile + ": " + e.getMessage(), e);
         }
-        GlueTask task = GlueTask.parse(t.path("task").asText());
-        int outputs = t.path("outputs").asInt(task.numLabels());
-        BertModel model = HfBertDirectory.load(dir);
-        TaskHead head = new TaskHead(model.config().hidden(), outputs, 0);
+    }
+
+    private static TaskHead loadHead(Path dir, int hidden, int outputs) {
+        TaskHead head = new TaskHead(hidden, outputs, 0);
         try (Safetensors st = Safetensors.read(dir.resolve(HEAD))) {
             for (var e : head.parameters().entrySet()) {
                 Safetensors.Entry s = st.entries().get(e.getKey());
@@ -75,12 +153,11 @@ public final class FineTunedModel {
                     throw new ModelFormatException(dir.resolve(HEAD) + ": tensor " + e.getKey() + " missing or of the wrong size");
                 e.getValue().copyFrom(s.floats(dir.resolve(HEAD)));
             }
+            return head;
         } catch (RuntimeException e) {
             head.close();
-            model.close();
             throw e;
         }
-        return new Loaded(model, head, task, dir.resolve(TOKENIZER), t.path("max_seq_len").asInt(128));
     }
 
     /** Writes a file through a temp file in the same directory and an atomic rename. */

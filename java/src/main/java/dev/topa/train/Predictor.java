@@ -25,10 +25,17 @@ public final class Predictor implements AutoCloseable {
     private final BertModel model, deviceCopy;
     private final TaskHead head;
     private final StepArena arena = new StepArena("predict"), deviceArena;
+    private final BertModel.AdapterSet adapters;
 
     public Predictor(Backend be, BertModel model, TaskHead head) {
+        this(be, model, head, null);
+    }
+
+    /** As above running the model with a task's adapter set (on the model's device; null: the model as it is). */
+    public Predictor(Backend be, BertModel model, TaskHead head, BertModel.AdapterSet adapters) {
         this.be = be;
         this.head = head;
+        this.adapters = adapters;
         if (be.device().isHostAccessible()) {
             this.model = model;
             this.deviceCopy = null;
@@ -62,10 +69,10 @@ public final class Predictor implements AutoCloseable {
 
     /** The head's outputs for one padded batch (inputs on the host), read back when computed on a device. */
     private float[] headOutputs(BertTokenizer.Batch b) {
-        if (deviceArena == null) return head.infer(be, arena, model.forward(be, arena, b.ids(), b.types(), b.mask()), b.mask()).toFloatArray();
+        if (deviceArena == null) return head.infer(be, arena, model.forward(be, arena, b.ids(), b.types(), b.mask(), adapters), b.mask()).toFloatArray();
         deviceArena.reset();
         Tensor mask = be.copyOf(b.mask(), deviceArena);
-        Tensor h = model.forward(be, deviceArena, be.copyOf(b.ids(), deviceArena), be.copyOf(b.types(), deviceArena), mask);
+        Tensor h = model.forward(be, deviceArena, be.copyOf(b.ids(), deviceArena), be.copyOf(b.types(), deviceArena), mask, adapters);
         if (headBackend == be) return be.copyOf(head.infer(be, deviceArena, h, mask), arena).toFloatArray();
         return head.infer(headBackend, arena, be.copyOf(h, arena), b.mask()).toFloatArray();
     }

@@ -32,6 +32,7 @@ final class OrtModel implements TextModel, AutoCloseable {
         OrtSession.SessionOptions o = new OrtSession.SessionOptions();
         o.setIntraOpNumThreads(threads);
         o.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT);
+        o.addConfigEntry("session.intra_op.allow_spinning", "0"); // as topa serve's passive OpenMP threads: no spinning between calls
         session = env.createSession(onnx.toString(), o);
         com.fasterxml.jackson.databind.JsonNode t = new com.fasterxml.jackson.databind.ObjectMapper().readTree(modelDir.resolve(FineTunedModel.TASK).toFile());
         task = GlueTask.valueOf(t.get("task").asText());
