@@ -54,6 +54,9 @@ public final class BertModel implements AutoCloseable {
     /** Per layer and slot, a block-pruned weight packed as {W for y = x W^T, W^T for dX = dY W}, or null. */
     private BlockSparseWeight[][][] sparse;
     private String sparseFor;
+    /** Per layer and slot, W^T rounded to bf16 for inference products, or null (see packForInferenceBf16). */
+    private dev.topa.backend.Bf16Weight[][] bf16Inference;
+    private String bf16InferenceFor;
     /** Per layer {QKV, attention output, FFN in, FFN out} packed for one backend, or null. */
     private PackedWeight[][] packed;
     private String packedFor;
@@ -389,6 +392,25 @@ public final class BertModel implements AutoCloseable {
      * fp32 rate where AVX512_BF16 exists). Costs half the linear weights' fp32 bytes per packing
      * (category weights). The weights must stay frozen: packs are not refreshed.
      */
+    /**
+     * Packs every dense linear weight once as bf16 W^T for inference (on CPUs with AVX512_BF16 the
+     * product runs twice the fp32 FMA rate; activations are rounded to bf16 on the way in and sums
+     * stay fp32): a ~1e-2 relative change of the outputs for up to twice the speed. Slots with an
+     * adapter keep their fp32 path. Costs a bf16 copy of the linear weights.
+     */
+    public synchronized void packForInferenceBf16(Backend be) {
+        if (be.name().equals(bf16InferenceFor)) return;
+        dev.topa.backend.Bf16Weight[][] p = new dev.topa.backend.Bf16Weight[config.layers()][4];
+        for (int l = 0; l < config.layers(); l++)
+            for (int slot = 0; slot < 4; slot++) {
+                Tensor w = slotWeight(l, slot);
+                if (w.numel() > 0 && blockMask(l, slot) == null) p[l][slot] = be.packBf16(w, true, scope);
+            }
+        if (blockMasks != null) packBlockSparse(be);
+        bf16Inference = p;
+        bf16InferenceFor = be.name();
+    }
+
     public synchronized void packBf16ForTraining(Backend be) {
         dev.topa.backend.Bf16Weight[][][] p = new dev.topa.backend.Bf16Weight[config.layers()][4][];
         for (int l = 0; l < config.layers(); l++) {
@@ -574,7 +596,9 @@ public final class BertModel implements AutoCloseable {
             be.loraForward(y, u, x, w, bias, ad.a(), ad.b(), ad.scale());
             return u;
         }
-        if (packed != null && be.name().equals(packedFor) && packed[layer][slot] != null) be.linearForward(y, x, packed[layer][slot], bias);
+        if (bf16Inference != null && be.name().equals(bf16InferenceFor) && bf16Inference[layer][slot] != null)
+            be.gemmBf16(1f, x, bf16Inference[layer][slot], 0f, y, bias, null, 0f, false, null);
+        else if (packed != null && be.name().equals(packedFor) && packed[layer][slot] != null) be.linearForward(y, x, packed[layer][slot], bias);
         else be.linearForward(y, x, w, bias);
         return null;
     }

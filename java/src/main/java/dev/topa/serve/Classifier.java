@@ -82,10 +82,19 @@ public final class Classifier implements TextModel, AutoCloseable {
         }
     }
 
+    /** How the linear layers of inference multiply (CPU; on a GPU the backend's own mode decides). */
+    public enum Precision {
+        /** fp32 weights and products: the model's own outputs. */
+        FP32,
+        /** bf16 weights and inputs, fp32 sums, where the CPU multiplies bf16 in hardware (AVX512_BF16; else fp32). */
+        BF16
+    }
+
     /** The model on the backend's device (a copy unless the backend is the CPU), packed for inference. */
-    private static BertModel onDevice(BertModel host, Backend backend) {
+    private static BertModel onDevice(BertModel host, Backend backend, Precision precision) {
         BertModel m = backend.device().isHostAccessible() ? host : host.copyTo(backend);
-        m.packForInference(backend);
+        if (precision == Precision.BF16 && backend.fastBf16() && backend.device().isHostAccessible()) m.packForInferenceBf16(backend);
+        else m.packForInference(backend);
         return m;
     }
 
@@ -94,13 +103,18 @@ public final class Classifier implements TextModel, AutoCloseable {
         return load(dir, CpuBackend.create(), 2);
     }
 
-    /** The model in dir on the backend's device with the given number of concurrent workers (>= 1). */
+    /** The model in dir on the backend's device with the given number of concurrent workers (>= 1), fp32 products. */
     public static Classifier load(Path dir, Backend backend, int workers) {
+        return load(dir, backend, workers, Precision.FP32);
+    }
+
+    /** As above with the precision of the linear layers. */
+    public static Classifier load(Path dir, Backend backend, int workers, Precision precision) {
         if (workers < 1) throw new IllegalArgumentException("workers must be >= 1, got " + workers);
         FineTunedModel.Loaded loaded = FineTunedModel.load(dir);
         BertModel model = null;
         try {
-            BertModel m = model = onDevice(loaded.model(), backend);
+            BertModel m = model = onDevice(loaded.model(), backend, precision);
             return new Classifier(m, loaded.head(), null, loaded.task(), loaded.tokenizer(), loaded.maxSeqLen(), backend, workers, () -> {
                 if (m != loaded.model()) m.close();
                 loaded.close();
@@ -119,12 +133,17 @@ public final class Classifier implements TextModel, AutoCloseable {
      * closes every classifier, then the backbone.
      */
     public static MultiTask loadMultiTask(Path backboneDir, List<Path> adapterDirs, Backend backend, int workers) {
+        return loadMultiTask(backboneDir, adapterDirs, backend, workers, Precision.FP32);
+    }
+
+    /** As above with the precision of the backbone's unadapted linear layers. */
+    public static MultiTask loadMultiTask(Path backboneDir, List<Path> adapterDirs, Backend backend, int workers, Precision precision) {
         if (workers < 1) throw new IllegalArgumentException("workers must be >= 1, got " + workers);
         BertModel host = dev.topa.io.HfBertDirectory.load(backboneDir);
         MultiTask mt = new MultiTask(host);
         try {
             String fingerprint = host.fingerprint();
-            mt.device = onDevice(host, backend);
+            mt.device = onDevice(host, backend, precision);
             for (Path dir : adapterDirs) {
                 FineTunedModel.Adapter ad = FineTunedModel.loadAdapter(dir, mt.device, fingerprint, backend);
                 String name = ad.task().name().toLowerCase(java.util.Locale.ROOT);

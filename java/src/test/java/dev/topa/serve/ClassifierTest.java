@@ -71,6 +71,20 @@ class ClassifierTest {
         }
     }
 
+    /** bf16 products (where the CPU has them) move the probabilities by little: the same labels here, probabilities within 2e-2. */
+    @Test
+    void bf16PrecisionStaysCloseToFp32() {
+        List<Classifier.Input> in = List.of(new Classifier.Input("a gripping film"), new Classifier.Input("the plot is thin"),
+                new Classifier.Input("fine"));
+        try (Classifier a = Classifier.load(sst2); Classifier b = Classifier.load(sst2, dev.topa.backend.cpu.CpuBackend.create(), 1,
+                Classifier.Precision.BF16)) {
+            List<Classifier.Prediction> p = a.predictBatch(in), q = b.predictBatch(in);
+            for (int i = 0; i < in.size(); i++)
+                for (String k : p.get(i).probabilities().keySet())
+                    assertEquals(p.get(i).probabilities().get(k), q.get(i).probabilities().get(k), 2e-2);
+        }
+    }
+
     @Test
     void badInputsAreRefusedWithTheReason() {
         try (Classifier pair = Classifier.load(mrpc); Classifier single = Classifier.load(sst2)) {
