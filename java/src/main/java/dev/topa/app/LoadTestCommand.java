@@ -64,6 +64,7 @@ final class LoadTestCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         List<String> lines = Files.readAllLines(inputs).stream().filter(s -> !s.isBlank()).toList();
         if (lines.isEmpty()) throw new IllegalArgumentException(inputs + " has no inputs");
+        boolean pairs = lines.get(0).contains("\t"); // bad requests take the shape the task expects, so each fault is its own
         HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
         Map<Integer, AtomicLong> codes = new ConcurrentHashMap<>();
         AtomicLong sent = new AtomicLong(), validServerErrors = new AtomicLong(), invalidAnswered4xx = new AtomicLong(), invalidSent = new AtomicLong();
@@ -82,7 +83,7 @@ final class LoadTestCommand implements Callable<Integer> {
                     long k = sent.incrementAndGet();
                     if (requests > 0 ? k > requests : System.nanoTime() > end) break;
                     boolean invalid = invalidEvery > 0 && k % invalidEvery == 0;
-                    String body = invalid ? invalidBody(rnd) : validBody(lines.get(rnd.nextInt(lines.size())), task);
+                    String body = invalid ? invalidBody(rnd, pairs) : validBody(lines.get(rnd.nextInt(lines.size())), task);
                     long t0 = System.nanoTime();
                     int code;
                     try {
@@ -140,15 +141,17 @@ final class LoadTestCommand implements Callable<Integer> {
         return o.toString();
     }
 
-    /** One of the kinds of bad request a server sees. */
-    private static String invalidBody(SplittableRandom rnd) {
+    /** One of the kinds of bad request a server sees, shaped for the task (texts or pairs) so that each carries its own fault. */
+    private static String invalidBody(SplittableRandom rnd, boolean pairs) {
+        String f = pairs ? "pairs" : "texts";
+        String big = "z".repeat(20_000);
         return switch (rnd.nextInt(6)) {
-            case 0 -> "{\"texts\": [\"unterminated";
-            case 1 -> "{\"texts\": [\"\"]}";
-            case 2 -> "{\"texts\": 42}";
-            case 3 -> "{\"pairs\": [[1, 2]], \"texts\": [null]}";
-            case 4 -> "{\"task\": \"no-such-task\", \"texts\": [\"a\"]}";
-            default -> "{\"texts\": [\"" + "z".repeat(20_000) + "\"]}";
+            case 0 -> "{\"" + f + "\": [\"unterminated";                                               // malformed JSON: 400
+            case 1 -> pairs ? "{\"pairs\": [[\"\", \"b\"]]}" : "{\"texts\": [\"\"]}";                  // empty text: 400
+            case 2 -> "{\"" + f + "\": 42}";                                                            // wrong type: 400
+            case 3 -> pairs ? "{\"pairs\": [[1, 2]]}" : "{\"texts\": [null]}";                           // wrong element type: 400
+            case 4 -> "{\"task\": \"no-such-task\", \"" + f + "\": []}";                              // unknown task: 404
+            default -> pairs ? "{\"pairs\": [[\"" + big + "\", \"b\"]]}" : "{\"texts\": [\"" + big + "\"]}"; // text too long: 413
         };
     }
 }
