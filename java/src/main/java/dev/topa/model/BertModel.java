@@ -593,6 +593,18 @@ public final class BertModel implements AutoCloseable {
         }
         if (ad != null) {
             Tensor u = arena.allocate(DType.F32, x.numel() / x.dim(-1), ad.a().dim(0));
+            dev.topa.backend.Bf16Weight bw = bf16Inference != null && be.name().equals(bf16InferenceFor) ? bf16Inference[layer][slot] : null;
+            PackedWeight pw = packed != null && be.name().equals(packedFor) ? packed[layer][slot] : null;
+            if (bw != null || pw != null) { // inference on packed weights (a served task's adapter): the rank-r term rides along
+                be.gemm(false, true, 1f, x, ad.a(), 0f, u, null);
+                if (bw != null) {
+                    be.gemmBf16(1f, x, bw, 0f, y, bias, u, ad.scale(), true, ad.b());
+                } else {
+                    be.linearForward(y, x, pw, bias);
+                    be.gemm(false, true, ad.scale(), u, ad.b(), 1f, y, null);
+                }
+                return u;
+            }
             be.loraForward(y, u, x, w, bias, ad.a(), ad.b(), ad.scale());
             return u;
         }

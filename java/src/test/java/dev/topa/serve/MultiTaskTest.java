@@ -81,6 +81,19 @@ class MultiTaskTest {
         }
     }
 
+    /** With bf16 packs the adapters ride in the bf16 product (the LoRA term fused): still the merged model's answers, within bf16. */
+    @Test
+    void bf16BackboneWithAdaptersStaysClose() {
+        List<Classifier.Input> in = List.of(new Classifier.Input("a gripping film"), new Classifier.Input("the plot is thin"));
+        try (Classifier.MultiTask mt = Classifier.loadMultiTask(backbone, List.of(sst2), CpuBackend.create(), 1, Classifier.Precision.BF16);
+                Classifier merged = Classifier.load(sst2)) {
+            List<Classifier.Prediction> a = mt.tasks().get("sst2").predictBatch(in), b = merged.predictBatch(in);
+            for (int i = 0; i < in.size(); i++)
+                for (String k : b.get(i).probabilities().keySet())
+                    assertEquals(b.get(i).probabilities().get(k), a.get(i).probabilities().get(k), 2e-2);
+        }
+    }
+
     @Test
     void anAdapterOfAnotherBackboneIsRefused() {
         ModelFormatException e = assertThrows(ModelFormatException.class,
