@@ -66,6 +66,7 @@ public final class CudaOpCheck {
                 cu.totalMemory(dev) / (double) (1L << 30), cu.driverVersion());
         CudaOpCheck c = new CudaOpCheck(cu);
         c.warmLaunchPath();
+        c.copyBandwidth();
         c.deviceTensors();
         for (boolean bf16 : new boolean[] {false, true}) {
             c.layernorm(4096, 768, bf16);
@@ -91,7 +92,8 @@ public final class CudaOpCheck {
             System.out.println("cublaslt_error: " + e.getMessage());
             c.failed = true;
         }
-        System.out.println("op | dtype | shape | rel error | bound | ok | us | GB/s");
+        System.out.printf(Locale.ROOT, "ceilings measured in this call: device-to-device copy %.0f GB/s (bytes read + written)%n", c.copyGBs);
+        System.out.println("op | dtype | shape | rel error | bound | ok | us | GB/s | % of copy bandwidth");
         c.table.forEach(System.out::println);
         System.out.println("cuda_ops_all_match: " + !c.failed);
         return c.failed ? 1 : 0;
@@ -216,6 +218,20 @@ public final class CudaOpCheck {
         }
     }
 
+    /** The napkin math's ceiling for memory-bound kernels: a 1 GiB device-to-device copy (bytes read + written over time). */
+    private double copyGBs = Double.NaN;
+
+    private void copyBandwidth() {
+        long bytes = 1L << 30;
+        try (Dev d = new Dev()) {
+            long a = d.alloc(bytes), b = d.alloc(bytes);
+            cu.fill32(a, 0x3f800000, bytes / 4, stream);
+            double us = time(() -> cu.copyOnDevice(b, a, bytes, stream));
+            copyGBs = 2.0 * bytes / (us * 1e3);
+            System.out.printf(Locale.ROOT, "copy_bandwidth_gbs: %.0f%n", copyGBs);
+        }
+    }
+
     /** Compiles the launch path (JIT) before anything is timed: cold, a launch costs tens of microseconds of interpreter. */
     private void warmLaunchPath() {
         try (Dev d = new Dev()) {
@@ -330,8 +346,9 @@ public final class CudaOpCheck {
         failed |= !ok;
         String dtype = bf16 ? "bf16" : "f32";
         System.out.printf(Locale.ROOT, "%s_%s_%s_rel_error: %.3e%n", op.replaceAll("[^a-z0-9]+", "_"), dtype, shape.replace(' ', '_'), err);
-        table.add(String.format(Locale.ROOT, "%s | %s | %s | %.2e | %.0e | %s | %.1f | %.1f", op, dtype, shape, err, bound, ok ? "yes" : "NO",
-                us, bytes / (us * 1e3)));
+        double gbs = bytes / (us * 1e3);
+        table.add(String.format(Locale.ROOT, "%s | %s | %s | %.2e | %.0e | %s | %.1f | %.1f | %.0f%%", op, dtype, shape, err, bound, ok ? "yes" : "NO",
+                us, gbs, 100 * gbs / copyGBs));
     }
 
     /** Device buffers of one check, freed together. */
