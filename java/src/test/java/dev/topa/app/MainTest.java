@@ -38,6 +38,19 @@ class MainTest {
     }
 
     @Test
+    void serveNeedsModelsOrABackboneWithAdapters() {
+        for (String[] args : new String[][] {{"serve"}, {"serve", "--model", "a", "--backbone", "b"}, {"serve", "--backbone", "b"},
+                {"serve", "--adapters", "x"}}) {
+            String[] r = run(args);
+            assertEquals("1", r[0], String.join(" ", args) + ": " + r[2]);
+            assertTrue(r[2].contains("give --model DIR[,DIR...], or --backbone DIR with --adapters DIR[,DIR...]"), r[2]);
+        }
+        String[] r = run("serve", "--model", "/nonexistent/model");
+        assertEquals("1", r[0]);
+        assertTrue(r[2].contains("/nonexistent/model"), r[2]);
+    }
+
+    @Test
     void encodeWritesHiddenStatesAndPooledMeans(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
         var in = dir.resolve("in.txt");
         java.nio.file.Files.writeString(in, "a gripping film\nthe plot is thin\nok\n");
