@@ -40,12 +40,12 @@ public abstract class Backend implements AutoCloseable {
     // ---------------------------------------------------------------- memory on this backend's device
 
     /** A scope for long-lived tensors of a category (gradients, optimizer state) in this backend's device memory. */
-    public dev.topa.tensor.TensorAllocator scope(String name, dev.topa.tensor.MemoryCategory category) {
+    public dev.topa.tensor.TensorScope scope(String name, dev.topa.tensor.MemoryCategory category) {
         return new dev.topa.tensor.TensorScope(name, category);
     }
 
     /** A scope for weights in this backend's device memory. */
-    public final dev.topa.tensor.TensorAllocator weightScope(String name) {
+    public final dev.topa.tensor.TensorScope weightScope(String name) {
         return scope(name, dev.topa.tensor.MemoryCategory.WEIGHTS);
     }
 

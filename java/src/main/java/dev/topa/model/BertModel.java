@@ -7,7 +7,6 @@ import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
-import dev.topa.tensor.TensorAllocator;
 import dev.topa.tensor.TensorScope;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -21,7 +20,7 @@ import java.util.Map;
  */
 public final class BertModel implements AutoCloseable {
     private final BertConfig config;
-    private final TensorAllocator scope;
+    private final TensorScope scope;
     private final Map<String, Tensor> params = new LinkedHashMap<>();
     private final Tensor[] qkvWeight, qkvBias;
     /** Linear slots of a layer, in this order: fused QKV, attention output, FFN in, FFN out. */
@@ -66,7 +65,7 @@ public final class BertModel implements AutoCloseable {
     }
 
     /** A model whose weights (contents unset) live in memory from weights, which the model closes. */
-    public BertModel(BertConfig config, TensorAllocator weights) {
+    public BertModel(BertConfig config, TensorScope weights) {
         this.config = config;
         this.scope = weights;
         int c = config.hidden();
@@ -246,11 +245,7 @@ public final class BertModel implements AutoCloseable {
     }
 
     public long parameterBytes() {
-        return switch (scope) {
-            case TensorScope t -> t.bytes();
-            case dev.topa.tensor.DeviceScope d -> d.bytes();
-            default -> throw new IllegalStateException("unknown weight allocator " + scope);
-        };
+        return scope.bytes();
     }
 
     /**
@@ -395,8 +390,8 @@ public final class BertModel implements AutoCloseable {
     /**
      * Packs every dense linear weight once as bf16 W^T for inference (on CPUs with AVX512_BF16 the
      * product runs twice the fp32 FMA rate; activations are rounded to bf16 on the way in and sums
-     * stay fp32): a ~1e-2 relative change of the outputs for up to twice the speed. Slots with an
-     * adapter keep their fp32 path. Costs a bf16 copy of the linear weights.
+     * stay fp32): a ~1e-2 relative change of the outputs for up to twice the speed; an unmerged
+     * adapter's rank-r term is added in the same product. Costs a bf16 copy of the linear weights.
      */
     public synchronized void packForInferenceBf16(Backend be) {
         if (be.name().equals(bf16InferenceFor)) return;
@@ -591,28 +586,26 @@ public final class BertModel implements AutoCloseable {
             else sparse.forward(be, arena, y, x, bias, null, 0f, null);
             return null;
         }
+        dev.topa.backend.Bf16Weight bw = bf16Inference != null && be.name().equals(bf16InferenceFor) ? bf16Inference[layer][slot] : null;
+        PackedWeight pw = packed != null && be.name().equals(packedFor) ? packed[layer][slot] : null;
+        Tensor u = null;
         if (ad != null) {
-            Tensor u = arena.allocate(DType.F32, x.numel() / x.dim(-1), ad.a().dim(0));
-            dev.topa.backend.Bf16Weight bw = bf16Inference != null && be.name().equals(bf16InferenceFor) ? bf16Inference[layer][slot] : null;
-            PackedWeight pw = packed != null && be.name().equals(packedFor) ? packed[layer][slot] : null;
-            if (bw != null || pw != null) { // inference on packed weights (a served task's adapter): the rank-r term rides along
-                be.gemm(false, true, 1f, x, ad.a(), 0f, u, null);
-                if (bw != null) {
-                    be.gemmBf16(1f, x, bw, 0f, y, bias, u, ad.scale(), true, ad.b());
-                } else {
-                    be.linearForward(y, x, pw, bias);
-                    be.gemm(false, true, ad.scale(), u, ad.b(), 1f, y, null);
-                }
+            u = arena.allocate(DType.F32, x.numel() / x.dim(-1), ad.a().dim(0));
+            if (bw == null && pw == null) { // unpacked (training, evaluation): the rank-r term as extra columns of one GEMM
+                be.loraForward(y, u, x, w, bias, ad.a(), ad.b(), ad.scale());
                 return u;
             }
-            be.loraForward(y, u, x, w, bias, ad.a(), ad.b(), ad.scale());
-            return u;
+            be.gemm(false, true, 1f, x, ad.a(), 0f, u, null); // packed (a served task's adapter): the term rides along
         }
-        if (bf16Inference != null && be.name().equals(bf16InferenceFor) && bf16Inference[layer][slot] != null)
-            be.gemmBf16(1f, x, bf16Inference[layer][slot], 0f, y, bias, null, 0f, false, null);
-        else if (packed != null && be.name().equals(packedFor) && packed[layer][slot] != null) be.linearForward(y, x, packed[layer][slot], bias);
-        else be.linearForward(y, x, w, bias);
-        return null;
+        if (bw != null) {
+            be.gemmBf16(1f, x, bw, 0f, y, bias, u, ad == null ? 0f : ad.scale(), true, ad == null ? null : ad.b());
+        } else if (pw != null) {
+            be.linearForward(y, x, pw, bias);
+            if (ad != null) be.gemm(false, true, ad.scale(), u, ad.b(), 1f, y, null);
+        } else {
+            be.linearForward(y, x, w, bias);
+        }
+        return u;
     }
 
     /**

@@ -2,11 +2,15 @@ package dev.topa.tensor;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
 
 /**
  * A lifetime for tensors that live as long as something else does (a model's weights, an
- * optimizer's state): each tensor gets its own off-heap block, and everything is released together
- * when the scope closes. The memory tracker sees every allocation and the release.
+ * optimizer's state): each tensor gets its own block, and everything is released together when the
+ * scope closes. Host blocks come from an off-heap arena; with a {@link DeviceMemory} they are device
+ * blocks (tensors hold the device pointer in a zero-length segment, so host access fails loudly).
+ * The device's memory tracker sees every allocation and the release.
  */
 public final class TensorScope implements TensorAllocator, AutoCloseable, Tensor.Owner {
     private static final long ALIGNMENT = 64;
@@ -15,18 +19,28 @@ public final class TensorScope implements TensorAllocator, AutoCloseable, Tensor
     private final MemoryCategory defaultCategory;
     private final MemoryTracker tracker;
     private final Arena arena = Arena.ofShared();
+    private final DeviceMemory deviceMemory; // null: host memory from the arena
+    private final List<long[]> deviceBlocks = new ArrayList<>(); // {address, bytes} to give back
     private final long[] bytesByCategory = new long[MemoryCategory.values().length];
     private volatile boolean closed;
 
     public TensorScope(String name, MemoryCategory defaultCategory) {
+        this(name, defaultCategory, null);
+    }
+
+    /** A scope in a device's memory (null: host memory). */
+    public TensorScope(String name, MemoryCategory defaultCategory, DeviceMemory memory) {
+        if (memory != null && memory.device().isHostAccessible())
+            throw new IllegalArgumentException("device memory of " + memory.device() + " is host memory: use the host scope");
         this.name = name;
         this.defaultCategory = defaultCategory;
-        this.tracker = MemoryTracker.of(Device.CPU);
+        this.deviceMemory = memory;
+        this.tracker = MemoryTracker.of(device());
     }
 
     @Override
     public Device device() {
-        return Device.CPU;
+        return deviceMemory == null ? Device.CPU : deviceMemory.device();
     }
 
     @Override
@@ -39,15 +53,21 @@ public final class TensorScope implements TensorAllocator, AutoCloseable, Tensor
         if (closed) throw new IllegalStateException("tensor scope '" + name + "' is closed");
         long bytes = Tensor.numel(shape) * dtype.byteSize();
         MemorySegment seg;
-        try {
-            seg = arena.allocate(Math.max(bytes, 1), ALIGNMENT);
-        } catch (OutOfMemoryError e) {
-            throw new OutOfMemoryError("cannot allocate " + MemoryTracker.human(bytes) + " of "
-                    + category.label() + " in '" + name + "' (" + tracker.totalLive() + " bytes live on cpu)");
+        if (deviceMemory != null) {
+            long address = deviceMemory.allocate(Math.max(bytes, 1)); // throws OutOfMemoryError naming the device
+            deviceBlocks.add(new long[] {address, Math.max(bytes, 1)});
+            seg = MemorySegment.ofAddress(address);
+        } else {
+            try {
+                seg = arena.allocate(Math.max(bytes, 1), ALIGNMENT).asSlice(0, bytes);
+            } catch (OutOfMemoryError e) {
+                throw new OutOfMemoryError("cannot allocate " + MemoryTracker.human(bytes) + " of "
+                        + category.label() + " in '" + name + "' (" + tracker.totalLive() + " bytes live on cpu)");
+            }
         }
         tracker.add(category, bytes);
         bytesByCategory[category.ordinal()] += bytes;
-        return new Tensor(Device.CPU, dtype, shape, seg.asSlice(0, bytes), category, this, 0);
+        return new Tensor(device(), dtype, shape, seg, category, this, 0);
     }
 
     /** Bytes this scope holds. */
@@ -64,7 +84,7 @@ public final class TensorScope implements TensorAllocator, AutoCloseable, Tensor
 
     @Override
     public String describe() {
-        return "tensor scope '" + name + "'";
+        return "tensor scope '" + name + "'" + (deviceMemory == null ? "" : " on " + device());
     }
 
     @Override
@@ -72,6 +92,8 @@ public final class TensorScope implements TensorAllocator, AutoCloseable, Tensor
         if (closed) return;
         closed = true;
         for (MemoryCategory c : MemoryCategory.values()) tracker.add(c, -bytesByCategory[c.ordinal()]);
+        for (long[] b : deviceBlocks) deviceMemory.free(b[0], b[1]);
+        deviceBlocks.clear();
         arena.close();
     }
 }

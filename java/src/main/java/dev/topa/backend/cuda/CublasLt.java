@@ -26,7 +26,7 @@ import java.util.Map;
 public final class CublasLt implements AutoCloseable {
     /** cudaDataType_t and cuBLAS enums used here (cublasLt.h, library_types.h). */
     static final int CUDA_R_32F = 0, CUDA_R_16BF = 14, COMPUTE_32F = 68, OP_N = 0, OP_T = 1;
-    static final int DESC_TRANSA = 3, DESC_TRANSB = 4, DESC_EPILOGUE = 7, DESC_BIAS_POINTER = 8, DESC_BIAS_DATA_TYPE = 26;
+    static final int DESC_TRANSA = 3, DESC_TRANSB = 4, DESC_EPILOGUE = 7, DESC_BIAS_POINTER = 8;
     static final int EPILOGUE_DEFAULT = 1, EPILOGUE_BIAS = 4, EPILOGUE_GELU_BIAS = 36, PREF_MAX_WORKSPACE_BYTES = 1;
     /** cublasLtMatmulHeuristicResult_t: algo (8 x u64), workspaceSize, state, wavesCount, reserved[4]. */
     static final long HEURISTIC_BYTES = 64 + 8 + 4 + 4 + 16;
@@ -161,7 +161,7 @@ public final class CublasLt implements AutoCloseable {
         } catch (Throwable t) {
             throw CudaDriver.unchecked(t);
         }
-        check(status, "cublasLtMatmul(" + m + "x" + n + "x" + k + " " + types + ")");
+        if (status != 0) check(status, "cublasLtMatmul(" + m + "x" + n + "x" + k + " " + types + ")"); // no message built per call
     }
 
     private Plan plan(boolean transA, boolean transB, long m, long n, long k, long lda, long ldb, long ldc, Types types, Epilogue epilogue) {

@@ -7,11 +7,11 @@ import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.Dropout;
 import dev.topa.backend.PackedWeight;
 import dev.topa.tensor.Device;
-import dev.topa.tensor.DeviceScope;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorAllocator;
+import dev.topa.tensor.TensorScope;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.lang.foreign.Arena;
@@ -46,9 +46,28 @@ public final class CudaBackend extends Backend {
     private final String name;
     private final Map<String, Long> functions = new HashMap<>();
     private final ThreadLocal<Boolean> current = ThreadLocal.withInitial(() -> false);
-    private long scratch, scratchBytes; // the bf16 copy of a linear layer's input
-    private long table, tableBytes;     // the optimizer's tensor table, the sum of squares
-    private long attention, attentionBytes; // P and dS of attention backward
+    /** Device buffers kept between calls, grown when a call needs more (stream order makes reuse safe). */
+    private final class Buffer {
+        private long address, bytes;
+
+        synchronized long atLeast(long n) {
+            if (n > bytes) {
+                if (address != 0) memory.free(address, bytes);
+                address = memory.allocate(n);
+                bytes = n;
+            }
+            return address;
+        }
+
+        synchronized void free() {
+            if (address != 0) memory.free(address, bytes);
+            address = bytes = 0;
+        }
+    }
+
+    private final Buffer operands = new Buffer(); // the bf16 (left) operand of a product
+    private final Buffer table = new Buffer();    // the optimizer's tensor table, the sum of squares
+    private final Buffer attention = new Buffer(); // P and dS of attention backward
     private boolean closed;
 
     private CudaBackend(CudaDriver cu, int ordinal, Precision precision) throws IOException {
@@ -118,8 +137,8 @@ public final class CudaBackend extends Backend {
     }
 
     @Override
-    public TensorAllocator scope(String scopeName, MemoryCategory category) {
-        return new DeviceScope(scopeName, category, memory);
+    public TensorScope scope(String scopeName, MemoryCategory category) {
+        return new TensorScope(scopeName, category, memory);
     }
 
     @Override
@@ -146,9 +165,9 @@ public final class CudaBackend extends Backend {
         closed = true;
         onThisThread();
         cu.streamSynchronize(stream);
-        if (scratch != 0) memory.free(scratch, scratchBytes);
-        if (table != 0) memory.free(table, tableBytes);
-        if (attention != 0) memory.free(attention, attentionBytes);
+        operands.free();
+        table.free();
+        attention.free();
         lt.close();
         memory.release();
     }
@@ -196,18 +215,6 @@ public final class CudaBackend extends Backend {
 
     private static UnsupportedOperationException notYet(String op) {
         return new UnsupportedOperationException(op + " does not run on CUDA yet (GPU training: issue 7); use --device cpu");
-    }
-
-    /** A device buffer of at least bytes for the bf16 input of a product, kept between calls (stream order makes reuse safe). */
-    private synchronized long scratch(long bytes) {
-        if (bytes > scratchBytes) {
-            if (scratch != 0) memory.free(scratch, scratchBytes);
-        if (table != 0) memory.free(table, tableBytes);
-        if (attention != 0) memory.free(attention, attentionBytes);
-            scratch = memory.allocate(bytes);
-            scratchBytes = bytes;
-        }
-        return scratch;
     }
 
     // ---------------------------------------------------------------- copies
@@ -281,7 +288,7 @@ public final class CudaBackend extends Backend {
             return;
         }
         synchronized (this) {
-            long xb = scratch(2 * n);
+            long xb = operands.atLeast(2 * n);
             launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
             lt.matmul(false, true, rows, out, in, 1f, xb, in, ptr(w.data()), in, 0f, ptr(y), out, ptr(bias), CublasLt.Types.BF16_IN_F32_OUT,
                     epilogue, stream);
@@ -328,7 +335,7 @@ public final class CudaBackend extends Backend {
         long kk = fused ? k + r : k, elems = m * kk;
         CublasLt.Epilogue epilogue = bias == null ? CublasLt.Epilogue.NONE : CublasLt.Epilogue.BIAS;
         synchronized (this) {
-            long ab = scratch(2 * elems);
+            long ab = operands.atLeast(2 * elems);
             if (fused) {
                 launch("lora_augment_to_bf16", strided(elems), THREADS, ab, arg(a), arg(a2), scale2, m, (int) k, (int) r);
                 launch("lora_pack_b_bf16", strided(r * n), THREADS, ptr(b.data()) + 2 * k * n, arg(b2), (int) n, (int) r, transB2 ? 1 : 0);
@@ -496,12 +503,7 @@ public final class CudaBackend extends Backend {
         long square = batch * heads * seq * seq;
         onThisThread();
         synchronized (this) {
-            if (8 * square > attentionBytes) {
-                if (attention != 0) memory.free(attention, attentionBytes);
-                attention = memory.allocate(8 * square);
-                attentionBytes = 8 * square;
-            }
-            long p = attention, ds = attention + 4 * square;
+            long p = attention.atLeast(8 * square), ds = p + 4 * square;
             int[] grid = {(int) ((seq + 7) / 8), (int) heads, (int) batch}, block = {THREADS, 1, 1};
             cu.launch(fn("attention_backward_rows_f32"), "attention_backward_rows_f32", grid, block, 0, stream, arg(dqkv), p, ds, arg(qkv),
                     arg(dout), arg(mask), (int) seq, (int) heads, (int) headDim, scale);
@@ -568,11 +570,11 @@ public final class CudaBackend extends Backend {
     protected void kAdamwStepMany(java.util.List<Tensor[]> tensors, AdamWConfig cfg, long step, float gradScale) {
         int count = tensors.size();
         long largest = 0;
-        long[] table = new long[5 * count];
+        long[] rows = new long[5 * count]; // {param, grad, m, v, n} per tensor
         for (int i = 0; i < count; i++) {
             Tensor[] t = tensors.get(i);
-            for (int j = 0; j < 4; j++) table[5 * i + j] = ptr(t[j]);
-            table[5 * i + 4] = t[0].numel();
+            for (int j = 0; j < 4; j++) rows[5 * i + j] = ptr(t[j]);
+            rows[5 * i + 4] = t[0].numel();
             largest = Math.max(largest, t[0].numel());
         }
         double b1 = cfg.beta1(), b2 = cfg.beta2();
@@ -580,9 +582,9 @@ public final class CudaBackend extends Backend {
         float stepSize = (float) (cfg.lr() / (1.0 - Math.pow(b1, step))), decay = (float) (1.0 - cfg.lr() * cfg.weightDecay());
         onThisThread();
         synchronized (this) {
-            long dTable = tableScratch(8L * table.length);
+            long dTable = table.atLeast(Math.max(4096, 8L * rows.length));
             try (Arena a = Arena.ofConfined()) {
-                cu.copyToDevice(dTable, a.allocateFrom(ValueLayout.JAVA_LONG, table), 8L * table.length, stream);
+                cu.copyToDevice(dTable, a.allocateFrom(ValueLayout.JAVA_LONG, rows), 8L * rows.length, stream);
                 cu.streamSynchronize(stream);
             }
             int blocks = (int) Math.max(1, Math.min(1024, (largest + THREADS - 1) / THREADS));
@@ -601,7 +603,7 @@ public final class CudaBackend extends Backend {
     protected double kSumOfSquaresMany(java.util.Collection<Tensor> xs) {
         onThisThread();
         synchronized (this) {
-            long total = tableScratch(8);
+            long total = table.atLeast(4096);
             cu.fill32(total, 0, 2, stream);
             for (Tensor x : xs)
                 if (x.numel() > 0) launch("sum_squares_f32", strided(x.numel()), THREADS, total, arg(x), x.numel());
@@ -612,17 +614,6 @@ public final class CudaBackend extends Backend {
                 return host.get(ValueLayout.JAVA_DOUBLE, 0);
             }
         }
-    }
-
-    /** A small device buffer for per-call tables and scalars, kept between calls (stream order makes reuse safe). */
-    private synchronized long tableScratch(long bytes) {
-        if (bytes > tableBytes) {
-            if (table != 0) memory.free(table, tableBytes);
-        if (attention != 0) memory.free(attention, attentionBytes);
-            table = memory.allocate(Math.max(bytes, 4096));
-            tableBytes = Math.max(bytes, 4096);
-        }
-        return table;
     }
 
     // ---------------------------------------------------------------- not on CUDA yet (issue 7)

@@ -294,6 +294,6 @@ public final class CudaDriver {
         } catch (Throwable t) {
             throw CudaDriver.unchecked(t);
         }
-        check(status, "cuLaunchKernel(" + name + ")");
+        if (status != 0) check(status, "cuLaunchKernel(" + name + ")"); // no message built on the hot path
     }
 }

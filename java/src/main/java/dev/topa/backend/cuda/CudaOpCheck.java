@@ -247,7 +247,7 @@ public final class CudaOpCheck {
     private void deviceTensors() {
         CudaMemory mem = new CudaMemory(cu, 0);
         long address;
-        try (TensorScope s = scope(); dev.topa.tensor.DeviceScope d = new dev.topa.tensor.DeviceScope("check", MemoryCategory.ACTIVATIONS, mem)) {
+        try (TensorScope s = scope(); TensorScope d = new TensorScope("check", MemoryCategory.ACTIVATIONS, mem)) {
             Tensor host = random(s, false, 1000, 77), back = s.allocate(DType.F32, 1000, 77);
             Tensor t = d.allocate(DType.F32, 1000, 77);
             address = t.data().address();
@@ -260,7 +260,7 @@ public final class CudaOpCheck {
             table.add("device tensor round trip | f32 | 1000x77 | " + (same ? "0 (bit-exact)" : "MISMATCH") + " | 0 | " + (same ? "yes" : "NO")
                     + " | - | -");
         }
-        try (dev.topa.tensor.DeviceScope d = new dev.topa.tensor.DeviceScope("check 2", MemoryCategory.ACTIVATIONS, mem)) {
+        try (TensorScope d = new TensorScope("check 2", MemoryCategory.ACTIVATIONS, mem)) {
             boolean reused = d.allocate(DType.F32, 1000, 77).data().address() == address;
             failed |= !reused;
             table.add("caching allocator reuse | - | 308000 B | - | - | " + (reused ? "yes" : "NO") + " | - | -");

@@ -14,7 +14,7 @@ import org.junit.jupiter.api.Test;
  * is the scope's bookkeeping (per-device, per-category accounting, every block given back, host
  * access refused) and the CUDA allocator's size classes.
  */
-class DeviceScopeTest {
+class DeviceTensorsTest {
     static final class FakeMemory implements DeviceMemory {
         final Device device = Device.cuda(7);
         final List<long[]> freed = new ArrayList<>();
@@ -44,7 +44,7 @@ class DeviceScopeTest {
         MemoryTracker t = MemoryTracker.of(mem.device());
         long before = t.live(MemoryCategory.WEIGHTS), beforeAct = t.live(MemoryCategory.ACTIVATIONS);
         long cpuBefore = MemoryTracker.of(Device.CPU).totalLive();
-        DeviceScope s = new DeviceScope("test", MemoryCategory.WEIGHTS, mem);
+        TensorScope s = new TensorScope("test", MemoryCategory.WEIGHTS, mem);
         Tensor w = s.allocate(DType.BF16, 384, 1536);
         Tensor a = s.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 32, 128, 384);
         assertEquals(mem.device(), w.device());
