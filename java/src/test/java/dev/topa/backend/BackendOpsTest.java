@@ -651,6 +651,68 @@ class BackendOpsTest {
         }));
     }
 
+    /** Many tensors in one call (one launch on a device): each follows the reference of its own. */
+    @TestFactory
+    Stream<DynamicTest> adamwManyAndSumOfSquaresMany() {
+        return onEveryBackend("adamw and sumOfSquares over tensors of 1, 7 and 1003", (be, s, rnd) -> {
+            int[] sizes = {1, 7, 1003};
+            double lr = 1e-2, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.01;
+            List<Tensor[]> group = new ArrayList<>();
+            List<double[][]> ref = new ArrayList<>();
+            double sq = 0;
+            for (int n : sizes) {
+                Tensor p = f32(s, random(rnd, n), n), g = f32(s, random(rnd, n), n), m = f32(s, new double[n], n), v = f32(s, new double[n], n);
+                group.add(new Tensor[] {p, g, m, v});
+                double[] gd = asDouble(g);
+                for (double x : gd) sq += x * x;
+                for (int i = 0; i < n; i++) gd[i] = (float) (gd[i] * 0.5f);
+                ref.add(new double[][] {asDouble(p), gd, new double[n], new double[n]});
+            }
+            assertEquals(sq, be.sumOfSquares(group.stream().map(t -> t[1]).toList()), 1e-12 * sq);
+            be.adamwStep(group, new AdamWConfig(lr, b1, b2, eps, wd), 1, 0.5f);
+            for (int i = 0; i < sizes.length; i++) {
+                double[][] r = ref.get(i);
+                Reference.adamw(r[0], r[1], r[2], r[3], lr, b1, b2, eps, wd, 1);
+                assertClose("adamw (many) param " + i, r[0], group.get(i)[0], ROW_BOUND);
+                assertClose("adamw (many) v " + i, r[3], group.get(i)[3], ROW_BOUND);
+            }
+        });
+    }
+
+    @TestFactory
+    Stream<DynamicTest> zeroOffDiagonalBroadcastRowsCopyZero() {
+        return onEveryBackend("zeroOffDiagonal, broadcastRows, copy, zero", (be, s, rnd) -> {
+            int rows = 9, cols = 15, blocks = 3;
+            Tensor t = f32(s, random(rnd, rows * cols), rows, cols);
+            double[] x = asDouble(t), ref = x.clone(); // the values as stored (f32)
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++)
+                    if (i / (rows / blocks) != j / (cols / blocks)) ref[i * cols + j] = 0;
+            be.zeroOffDiagonal(t, blocks);
+            assertClose("zeroOffDiagonal", ref, t, 0);
+            Tensor row = f32(s, random(rnd, cols), cols);
+            double[] bc = new double[7 * cols];
+            for (int r = 0; r < 7; r++) System.arraycopy(asDouble(row), 0, bc, r * cols, cols);
+            Tensor y = poisoned(s, 7, cols);
+            be.broadcastRows(y, row);
+            assertClose("broadcastRows", bc, y, 0);
+            Tensor c = poisoned(s, rows, cols);
+            be.copy(c, f32(s, x, rows, cols));
+            assertClose("copy", x, c, 0);
+            be.zero(c);
+            assertClose("zero", new double[rows * cols], c, 0);
+            var e = assertThrows(IllegalArgumentException.class, () -> be.zeroOffDiagonal(f32(s, random(rnd, 10), 2, 5), 3));
+            assertTrue(e.getMessage().startsWith("zeroOffDiagonal:") && e.getMessage().contains("3 x 3 blocks"), e.getMessage());
+            var e2 = assertThrows(IllegalArgumentException.class, () -> be.copy(poisoned(s, 4), f32(s, random(rnd, 5), 5)));
+            assertTrue(e2.getMessage().startsWith("copy: element counts differ"), e2.getMessage());
+            var e3 = assertThrows(IllegalArgumentException.class, () -> be.copy(poisoned(s, 2), i32(s, new int[] {1, 2}, 2)));
+            assertTrue(e3.getMessage().startsWith("copy: dtypes differ"), e3.getMessage());
+            var e4 = assertThrows(IllegalArgumentException.class,
+                    () -> be.adamwStep(List.<Tensor[]>of(new Tensor[] {c, c}), new AdamWConfig(1e-3, 0.9, 0.999, 1e-8, 0), 1, 1f));
+            assertTrue(e4.getMessage().contains("{param, grad, m, v}"), e4.getMessage());
+        });
+    }
+
     // ------------------------------------------------------------------ bad input
 
     @TestFactory

@@ -95,6 +95,26 @@ class MultiTaskTest {
     }
 
     @Test
+    void adapterTensorsThatDoNotFitTheBackboneAreRefusedByName() {
+        try (BertModel m = HfBertDirectory.load(backbone); dev.topa.tensor.TensorScope s = new dev.topa.tensor.TensorScope("t",
+                dev.topa.tensor.MemoryCategory.ADAPTERS)) {
+            String mod = "encoder.layer.0.intermediate.dense";
+            var a = s.allocate(dev.topa.tensor.DType.F32, 4, 32);
+            var wrongB = s.allocate(dev.topa.tensor.DType.F32, 63, 4); // the layer has 64 outputs
+            var e = assertThrows(IllegalArgumentException.class,
+                    () -> m.adapterSet(java.util.Map.of(mod + ".lora_A", a, mod + ".lora_B", wrongB), java.util.Map.of(mod, 2f)));
+            assertTrue(e.getMessage().contains(mod) && e.getMessage().contains("do not fit"), e.getMessage());
+            var e2 = assertThrows(IllegalArgumentException.class, () -> m.adapterSet(java.util.Map.of("encoder.layer.0.no.such", a), java.util.Map.of()));
+            assertTrue(e2.getMessage().contains("no such parameter"), e2.getMessage());
+            var e3 = assertThrows(IllegalArgumentException.class, () -> m.adapterSet(java.util.Map.of(mod + ".lora_A", a), java.util.Map.of()));
+            assertTrue(e3.getMessage().contains("lora_B or its scale is missing"), e3.getMessage());
+        }
+        ModelFormatException e4 = assertThrows(ModelFormatException.class,
+                () -> Classifier.loadMultiTask(backbone, List.of(backbone), CpuBackend.create(), 1).close());
+        assertTrue(e4.getMessage().contains("no adapter.safetensors"), e4.getMessage());
+    }
+
+    @Test
     void anAdapterOfAnotherBackboneIsRefused() {
         ModelFormatException e = assertThrows(ModelFormatException.class,
                 () -> Classifier.loadMultiTask(otherBackbone, List.of(sst2), CpuBackend.create(), 1).close());

@@ -62,6 +62,18 @@ class DeviceTensorsTest {
         assertThrows(IllegalStateException.class, () -> s.allocate(DType.F32, 4));
     }
 
+    /** Training memory must live where the model does: a model on a device with host training memory is refused, naming both. */
+    @Test
+    void trainingRefusesAModelOnAnotherDevice() {
+        FakeMemory mem = new FakeMemory();
+        dev.topa.model.BertConfig cfg = dev.topa.model.BertConfig.uniform(50, 16, 1, 2, 32, 16, 2, 1e-12f);
+        try (dev.topa.model.BertModel m = new dev.topa.model.BertModel(cfg, new TensorScope("weights", MemoryCategory.WEIGHTS, mem))) {
+            assertEquals(mem.device(), m.device());
+            var e = assertThrows(IllegalArgumentException.class, () -> new dev.topa.model.BertTraining(m, n -> true));
+            assertTrue(e.getMessage().contains("cuda:7") && e.getMessage().contains("the host"), e.getMessage());
+        }
+    }
+
     @Test
     void cudaAllocatorSizeClassesCoverEveryRequestWithBoundedWaste() {
         long[] asks = {1, 511, 512, 513, 4000, 65537, 1 << 20, (1 << 20) + 1, 3L << 20, 25_165_824L + 7};
