@@ -56,7 +56,8 @@ public final class Classifier implements TextModel, AutoCloseable {
     private final GlueTask task;
     private final BlockingQueue<Worker> workers;
     private final List<Worker> all = new ArrayList<>();
-    private final int maxBatch;
+    /** Inputs per forward pass inside one call (a call's inputs are batched by length). */
+    private static final int MAX_BATCH = 64;
     private final Runnable release;
     private volatile boolean closed;
 
@@ -64,7 +65,6 @@ public final class Classifier implements TextModel, AutoCloseable {
     private Classifier(BertModel model, TaskHead head, BertModel.AdapterSet adapters, GlueTask task, Path tokenizer, int maxSeqLen,
             Backend backend, int workerCount, Runnable release) {
         this.task = task;
-        this.maxBatch = 64;
         this.release = release;
         workers = new ArrayBlockingQueue<>(workerCount);
         try {
@@ -136,7 +136,7 @@ public final class Classifier implements TextModel, AutoCloseable {
         return loadMultiTask(backboneDir, adapterDirs, backend, workers, Precision.FP32);
     }
 
-    /** As above with the precision of the backbone's unadapted linear layers. */
+    /** As above with the precision of the backbone's linear layers (adapters' rank-r terms included). */
     public static MultiTask loadMultiTask(Path backboneDir, List<Path> adapterDirs, Backend backend, int workers, Precision precision) {
         if (workers < 1) throw new IllegalArgumentException("workers must be >= 1, got " + workers);
         BertModel host = dev.topa.io.HfBertDirectory.load(backboneDir);
@@ -218,7 +218,7 @@ public final class Classifier implements TextModel, AutoCloseable {
             out = w.thread().submit(() -> {
                 List<BertTokenizer.Encoded> enc = new ArrayList<>(inputs.size());
                 for (Input in : inputs) enc.add(w.tokenizer().encode(in.text(), in.pair()));
-                return w.predictor().outputs(enc, maxBatch);
+                return w.predictor().outputs(enc, MAX_BATCH);
             }).get();
         } catch (java.util.concurrent.ExecutionException e) {
             if (e.getCause() instanceof RuntimeException r) throw r;
