@@ -66,3 +66,21 @@ extern "C" __global__ void lora_pack_b_bf16(__nv_bfloat16 *rowsOut, const float 
         rowsOut[i] = __float2bfloat16_rn(transposed ? b[(int64_t)j * r + t] : b[(int64_t)t * n + j]);
     }
 }
+
+// out [cols, rows] = in^T + beta out for in [rows, cols] fp32 (small factors: LoRA's A and B); tiles as above.
+extern "C" __global__ void transpose_f32(float *out, const float *in, int rows, int cols, float beta) {
+    __shared__ float tile[32][33];
+    int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int k = threadIdx.y; k < 32; k += 8) {
+        int r = r0 + k, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) tile[k][threadIdx.x] = in[(int64_t)r * cols + c];
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < 32; k += 8) {
+        int c = c0 + k, r = r0 + threadIdx.x;
+        if (r < rows && c < cols) {
+            int64_t o = (int64_t)c * rows + r;
+            out[o] = tile[threadIdx.x][k] + (beta != 0.0f ? beta * out[o] : 0.0f);
+        }
+    }
+}

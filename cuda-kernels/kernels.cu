@@ -5,6 +5,7 @@
 #include "attention_backward.cu"
 #include "attention_tc.cu"
 #include "bias.cu"
+#include "blocksparse.cu"
 #include "convert.cu"
 #include "dropout.cu"
 #include "embedding.cu"

@@ -60,6 +60,7 @@ erc=$?
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
 "$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.LoraForwardBench >> "$out/train.log" 2>&1
+"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.BlockSparseBench > "$out/sparse.log" 2>&1
 if command -v python3 >/dev/null && python3 -c "import torch, transformers" 2>/dev/null; then
     PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_encoder.py" > "$out/torch.log" 2>&1 || echo "torch_encoder: failed (see torch.log)" >> "$out/torch.log"
     PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_lora_step.py" >> "$out/torch.log" 2>&1 || echo "torch_lora_step: failed (see torch.log)" >> "$out/torch.log"
@@ -82,11 +83,16 @@ cat "$out/train.log"
 ours=$(sed -n "s/^topa_cuda_lora_step_bertbase_b32_s128_bf16_base_ms: //p" "$out/train.log")
 theirs=$(sed -n "s/^torch_lora_step_bertbase_b32_s128_bf16_autocast_ms: //p" "$out/torch.log")
 [ -n "$ours" ] && [ -n "$theirs" ] && awk -v a="$theirs" -v b="$ours" 'BEGIN { printf "lora_step_speedup_vs_torch_bf16_eager_bertbase_b32_s128: %.3f\n", a / b }'
+# the Pruning-Adapter (50% structured, adapters on the pruned backbone) over PyTorch's dense LoRA step
+ours=$(sed -n "s/^topa_cuda_lora_step_bertbase_pruned50_b32_s128_bf16_base_ms: //p" "$out/train.log")
+[ -n "$ours" ] && [ -n "$theirs" ] && awk -v a="$theirs" -v b="$ours" 'BEGIN { printf "pruning_adapter50_step_speedup_vs_torch_dense_lora_bf16_eager: %.3f\n", a / b }'
 # topa's CUDA encoder over PyTorch bf16 eager
 for shape in minilm bertbase; do
     ours=$(sed -n "s/^topa_cuda_${shape}_b32_s128_ms: //p" "$out/encoder.log")
     theirs=$(sed -n "s/^torch_${shape}_b32_s128_bf16_ms: //p" "$out/torch.log")
     [ -n "$ours" ] && [ -n "$theirs" ] && awk -v a="$theirs" -v b="$ours" -v s="$shape" 'BEGIN { printf "encoder_speedup_vs_torch_bf16_%s_b32_s128: %.3f\n", s, a / b }'
 done
+echo "---- block-sparse on the tensor cores vs dense cuBLASLt ----"
+cat "$out/sparse.log"
 [ $rc -eq 0 ] || tail -30 "$out/ops.log"
 exit $rc

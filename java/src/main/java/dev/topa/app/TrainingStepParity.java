@@ -7,6 +7,7 @@ import dev.topa.io.BertTokenizer;
 import dev.topa.train.Predictor;
 import dev.topa.train.Trainer;
 import dev.topa.backend.Backend;
+import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.cuda.CudaBackend;
 import dev.topa.backend.cuda.CudaDriver;
@@ -51,11 +52,18 @@ public final class TrainingStepParity {
             TrainingStepParity p = new TrainingStepParity();
             boolean ok = p.run(minilm, CpuBackend.create(), exact, 8, 64, 1e-4, "fp32");
             ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "mixed");
+            ok &= p.run(minilm, CpuBackend.create(), exact, 8, 64, 1e-4, "blocksparse_fp32", 0.5);
+            ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "blocksparse_mixed", 0.5);
             ok &= p.trainer(minilm, CpuBackend.create(), exact);
             System.out.println("cuda_training_step_matches: " + ok);
             BertConfig base = BertConfig.uniform(30522, 768, 12, 12, 3072, 512, 2, 1e-12f);
             p.timing("bertbase", base, gpu, 32, 128, false);
             p.timing("bertbase", base, gpu, 32, 128, true);
+            // the Pruning-Adapter's backbone: BERT-base with half its heads and half its FFN neurons in every layer (50% structured)
+            int[] heads = new int[12], ffn = new int[12];
+            java.util.Arrays.fill(heads, 6);
+            java.util.Arrays.fill(ffn, 1536);
+            p.timing("bertbase_pruned50", new BertConfig(30522, 768, 512, 2, 64, heads, ffn, 1e-12f), gpu, 32, 128, true);
             System.exit(ok ? 0 : 1);
         }
     }
@@ -67,11 +75,17 @@ public final class TrainingStepParity {
 
     /** As above with a bound (1e-4 when the device computes in fp32, 2e-2 with bf16 products) and a tag for the printed names. */
     public boolean run(BertConfig config, Backend cpu, Backend dev, int batch, int seq, double bound, String tag) {
+        return run(config, cpu, dev, batch, seq, bound, tag, 1);
+    }
+
+    /** With blockDensity < 1 every linear weight is block-pruned (random 32 x 32 masks): the masked-adapter path. */
+    public boolean run(BertConfig config, Backend cpu, Backend dev, int batch, int seq, double bound, String tag, double blockDensity) {
         failures.clear();
         LoraConfig lora = new LoraConfig(8, 16, java.util.EnumSet.allOf(LoraConfig.Target.class)); // every slot, fused QKV included
         try (BertModel host = randomModel(config); TaskHead head = new TaskHead(config.hidden(), 3, 5); TensorScope in = scope()) {
             host.addLora(lora, 3);
             randomize(host.parameters(), "lora_B"); // B starts at zero: give it values so every gradient path carries signal
+            if (blockDensity < 1) host.setBlockMasks(randomBlockMasks(host, blockDensity));
             try (BertModel onDev = host.copyTo(dev); TaskHead headDev = head.copyTo(dev)) {
                 Tensor[] inputs = inputs(in, config, batch, seq);
                 Map<String, float[]> ref = step(cpu, host, head, inputs, null), got = step(dev, onDev, headDev, inputs, dev);
@@ -246,6 +260,20 @@ public final class TrainingStepParity {
         }
         return new Tensor[] {s.allocate(DType.I32, batch, seq).copyFrom(ids), s.allocate(DType.I32, batch, seq).copyFrom(types),
                 s.allocate(DType.I32, batch, seq).copyFrom(mask), s.allocate(DType.I32, batch).copyFrom(labels)};
+    }
+
+    private boolean[][][][] randomBlockMasks(BertModel m, double density) {
+        int b = BlockSparseWeight.BLOCK;
+        boolean[][][][] masks = new boolean[m.config().layers()][4][][];
+        for (int l = 0; l < masks.length; l++)
+            for (int slot = 0; slot < 4; slot++) {
+                int c = m.config().hidden(), a = m.config().attentionWidth(l), f = m.config().ffn(l);
+                int[] outIn = new int[][] {{3 * a, c}, {c, a}, {f, c}, {c, f}}[slot];
+                boolean[][] mask = new boolean[outIn[0] / b][outIn[1] / b];
+                for (boolean[] row : mask) for (int j = 0; j < row.length; j++) row[j] = rnd.nextDouble() < density;
+                masks[l][slot] = mask;
+            }
+        return masks;
     }
 
     private BertModel randomModel(BertConfig config) {

@@ -121,6 +121,26 @@ public abstract class Backend implements AutoCloseable {
         for (long r = 0; r < rows; r++) java.lang.foreign.MemorySegment.copy(src, 0, dst, r * cols * 4, cols * 4);
     }
 
+    /** out = in^T + beta out for a 2-D in [rows, cols] and out [cols, rows]: small factors (LoRA's A and B), not activations. */
+    public final void transpose(Tensor out, Tensor in, float beta) {
+        f32("transpose", "out", out);
+        f32("transpose", "in", in);
+        check(in.rank() == 2 && out.rank() == 2 && out.dim(0) == in.dim(1) && out.dim(1) == in.dim(0), "transpose", "out " + shape(out)
+                + " is not the transpose of in " + shape(in));
+        kTranspose(out, in, in.dim(0), in.dim(1), beta);
+    }
+
+    protected void kTranspose(Tensor out, Tensor in, long rows, long cols, float beta) {
+        java.lang.foreign.MemorySegment src = in.data(), dst = out.data();
+        java.lang.foreign.ValueLayout.OfFloat f = java.lang.foreign.ValueLayout.JAVA_FLOAT;
+        for (long i = 0; i < rows; i++)
+            for (long j = 0; j < cols; j++) {
+                long o = j * rows + i;
+                float v = src.getAtIndex(f, i * cols + j);
+                dst.setAtIndex(f, o, beta == 0f ? v : v + beta * dst.getAtIndex(f, o));
+            }
+    }
+
     // ---------------------------------------------------------------- GEMM and linear layers
 
     /** C = alpha op(A) op(B) + beta C + bias; op(A) [M,K], op(B) [K,N], C [M,N], bias [N] or null. */
@@ -214,10 +234,15 @@ public abstract class Backend implements AutoCloseable {
             }
         }
         long n = transposed ? w.dim(1) : w.dim(0), k = transposed ? w.dim(0) : w.dim(1);
-        Tensor values = alloc.allocate(DType.F32, kept, b, b), rowptr = alloc.allocate(DType.I32, n / b + 1),
+        Tensor values = alloc.allocate(kBlockSparseValueType(), kept, b, b), rowptr = alloc.allocate(DType.I32, n / b + 1),
                 colidx = alloc.allocate(DType.I32, Math.max(kept, 1));
         kBlockSparsePack(w, mask, transposed, values, rowptr, colidx);
         return new BlockSparseWeight(values, rowptr, colidx, n, k, kept, name());
+    }
+
+    /** The element type of a block-sparse pack's kept blocks on this backend (their layout is the backend's too). */
+    protected DType kBlockSparseValueType() {
+        return DType.F32;
     }
 
     /**

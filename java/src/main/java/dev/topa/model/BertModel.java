@@ -279,6 +279,7 @@ public final class BertModel implements AutoCloseable {
                 m.lora = lora;
                 m.loraDropout = loraDropout;
             }
+            m.blockMasks = blockMasks; // the weights came zeroed outside them; packed for be on first use
         } catch (RuntimeException | Error e) {
             m.close();
             throw e;

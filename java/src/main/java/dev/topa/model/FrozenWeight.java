@@ -6,8 +6,6 @@ import dev.topa.backend.BlockSparseWeight;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorAllocator;
-import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 
 /**
  * A frozen linear weight held in a packed form (bf16, or only its kept 32 x 32 blocks): the two
@@ -57,19 +55,20 @@ sealed interface FrozenWeight {
         /** y = x (M o (W + s B A))^T + bias. */
         void maskedForward(Backend be, TensorAllocator scratch, Tensor y, Tensor x, Tensor bias, BertModel.Adapter ad) {
             Tensor u = perBlock(be, scratch, x, ad.a());
-            be.blockSparseLinear(y, x, forwardPack, bias, 0f, u, transposed(scratch, ad.b()), ad.scale(), true);
+            be.blockSparseLinear(y, x, forwardPack, bias, 0f, u, transposed(be, scratch, ad.b()), ad.scale(), true);
         }
 
         /** dx (+)= dy (M o (W + s B A)); dA, dB (when non-null) += the masked update's factor gradients. */
         void maskedBackward(Backend be, TensorAllocator scratch, Tensor dx, boolean accumulate, Tensor dy, Tensor x, BertModel.Adapter ad,
                 Tensor dA, Tensor dB) {
-            Tensor bt = transposed(scratch, ad.b()); // [r, out]
+            Tensor bt = transposed(be, scratch, ad.b()); // [r, out]
             Tensor g = perBlock(be, scratch, dy, bt); // dy B, per 32 outputs
             be.blockSparseLinear(dx, dy, gradientPack, null, accumulate ? 1f : 0f, g, ad.a(), ad.scale(), true);
             if (dA != null) { // dA^T [in, r] from the transposed pack, added into dA [r, in]
-                Tensor dat = scratch.allocate(DType.F32, gradientPack.n(), ad.a().dim(0)).fill(0f);
+                Tensor dat = scratch.allocate(DType.F32, gradientPack.n(), ad.a().dim(0));
+                be.zero(dat);
                 be.blockLowRankGradient(dat, x, gradientPack, g, ad.scale());
-                addTransposed(dat, dA);
+                be.transpose(dA, dat, 1f);
             }
             if (dB != null) be.blockLowRankGradient(dB, dy, forwardPack, perBlock(be, scratch, x, ad.a()), ad.scale());
         }
@@ -80,24 +79,11 @@ sealed interface FrozenWeight {
             return u;
         }
 
-        /** in^T for a small [n, r] factor (r <= 64: not worth a kernel). */
-        private static Tensor transposed(TensorAllocator scratch, Tensor in) {
-            long n = in.dim(0), r = in.dim(1);
-            Tensor out = scratch.allocate(DType.F32, r, n);
-            MemorySegment src = in.data(), dst = out.data();
-            for (long i = 0; i < n; i++)
-                for (long j = 0; j < r; j++) dst.setAtIndex(ValueLayout.JAVA_FLOAT, j * n + i, src.getAtIndex(ValueLayout.JAVA_FLOAT, i * r + j));
+        /** in^T for a small [n, r] factor. */
+        private static Tensor transposed(Backend be, TensorAllocator scratch, Tensor in) {
+            Tensor out = scratch.allocate(DType.F32, in.dim(1), in.dim(0));
+            be.transpose(out, in, 0f);
             return out;
-        }
-
-        private static void addTransposed(Tensor t, Tensor into) {
-            long n = t.dim(0), r = t.dim(1);
-            MemorySegment src = t.data(), dst = into.data();
-            for (long i = 0; i < n; i++)
-                for (long j = 0; j < r; j++) {
-                    long o = j * n + i;
-                    dst.setAtIndex(ValueLayout.JAVA_FLOAT, o, dst.getAtIndex(ValueLayout.JAVA_FLOAT, o) + src.getAtIndex(ValueLayout.JAVA_FLOAT, i * r + j));
-                }
         }
     }
 }

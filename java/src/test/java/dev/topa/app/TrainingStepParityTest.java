@@ -19,6 +19,14 @@ class TrainingStepParityTest {
         assertTrue(new TrainingStepParity().trainer(SMALL, CpuBackend.create(), CpuBackend.create()));
     }
 
+    private static final BertConfig BLOCKABLE = new BertConfig(300, 64, 40, 2, 16, new int[] {4, 2}, new int[] {128, 64}, 1e-12f);
+
+    /** Block-pruned weights with masked adapters: packs made for the device from the copied masks, transposes through the backend. */
+    @Test
+    void aBlockSparseTrainingStepThroughTheDevicePathMatchesTheHostPath() {
+        assertTrue(new TrainingStepParity().run(BLOCKABLE, CpuBackend.create(), CpuBackend.create(), 3, 17, 1e-4, "blocksparse", 0.5));
+    }
+
     /** The timing loop of the kit (bf16 frozen base, AdamW on adapters and head) runs through on the CPU. */
     @Test
     void theStepTimingLoopRuns() {
@@ -30,6 +38,7 @@ class TrainingStepParityTest {
         assumeTrue(CudaDriver.get().isPresent(), () -> "no GPU: " + CudaDriver.unavailableReason());
         try (CudaBackend gpu = CudaBackend.open(0)) {
             assertTrue(new TrainingStepParity().run(SMALL, CpuBackend.create(), gpu, 3, 17));
+            assertTrue(new TrainingStepParity().run(BLOCKABLE, CpuBackend.create(), gpu, 3, 17, 2e-2, "blocksparse", 0.5));
         }
     }
 }

@@ -2,6 +2,7 @@ package dev.topa.backend.cuda;
 
 import dev.topa.backend.AdamWConfig;
 import dev.topa.backend.Backend;
+import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.Dropout;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.tensor.DType;
@@ -66,6 +67,9 @@ public final class BackendParity {
             o.attentionBackward(quick ? 2 : 32, quick ? 13 : 128, quick ? 2 : 12, quick ? 8 : 64);
             o.attentionBackward(3, 77, 12, 32);
             o.adamw();
+            o.blockSparse(quick ? 37 : 4096, quick ? 96 : 3072, quick ? 64 : 768, 0.5, quick ? 5 : 16);
+            o.blockSparse(quick ? 130 : 4096, quick ? 64 : 768, quick ? 96 : 3072, 0.2, 8);
+            o.transpose(quick ? 19 : 768, quick ? 7 : 16);
         }
         if (!failures.isEmpty()) System.out.println("parity_failures: " + failures);
         return failures.isEmpty();
@@ -309,6 +313,54 @@ public final class BackendParity {
             double s1 = cpu.sumOfSquares(grads), s2 = dev.sumOfSquares(dgrads);
             check("sum_of_squares", h.allocate(DType.F32, 1).copyFrom(new float[] {(float) s1}),
                     up(h.allocate(DType.F32, 1).copyFrom(new float[] {(float) s2})), 1e-6);
+        }
+
+        /** Products of the device's block-sparse layout (bf16 on the tensor cores in mixed mode: bound 1e-2) against the CPU's. */
+        void blockSparse(int m, int out, int in, double density, int r) {
+            double bound = dev.fastBf16() ? 1e-2 : 1e-5;
+            int b = BlockSparseWeight.BLOCK;
+            boolean[][] mask = new boolean[out / b][in / b];
+            for (int i = 0; i < mask.length; i++)
+                for (int j = 0; j < mask[i].length; j++) mask[i][j] = i != 1 && rnd.nextDouble() < density; // block-row 1 keeps nothing
+            mask[0][0] = true;
+            Tensor w = rand(out, in), x = rand(m, in), bias = rand(out), y = rand(m, out), dy = up(y);
+            String s = m + "x" + out + "x" + in + "_density" + density;
+            try (TensorScope packs = new TensorScope("packs", MemoryCategory.WEIGHTS); TensorAllocator dpacks = dev.weightScope("packs")) {
+                var fwd = cpu.packBlockSparse(w, mask, false, packs);
+                var dfwd = dev.packBlockSparse(up(w), mask, false, dpacks);
+                var bwd = cpu.packBlockSparse(w, mask, true, packs);
+                var dbwd = dev.packBlockSparse(up(w), mask, true, dpacks);
+                Tensor dx = up(x), u = rand(m, r), lt = rand(r, out);
+                cpu.blockSparseLinear(y, x, fwd, bias, 0.5f, u, lt, 0.25f);
+                dev.blockSparseLinear(dy, dx, dfwd, up(bias), 0.5f, up(u), up(lt), 0.25f);
+                check("block_sparse_forward_beta_bias_lowrank_" + s, y, dy, bound);
+                Tensor a = rand(r, in), ub = h.allocate(DType.F32, m, (long) in / b * r), dub = poisoned(m, (long) in / b * r);
+                cpu.blockLowRank(ub, x, a);
+                dev.blockLowRank(dub, dx, up(a));
+                check("block_low_rank_" + s, ub, dub, 1e-5);
+                Tensor y2 = h.allocate(DType.F32, m, out), dy2 = poisoned(m, out);
+                cpu.blockSparseLinear(y2, x, fwd, bias, 0f, ub, lt, 0.5f, true);
+                dev.blockSparseLinear(dy2, dx, dfwd, up(bias), 0f, dub, up(lt), 0.5f, true);
+                check("block_sparse_forward_masked_lora_" + s, y2, dy2, bound);
+                Tensor g = rand(m, out), gx = rand(m, in), dgx = up(gx);
+                cpu.blockSparseLinear(gx, g, bwd, null, 1f, null, null, 0f);
+                dev.blockSparseLinear(dgx, up(g), dbwd, null, 1f, null, null, 0f);
+                check("block_sparse_backward_data_accumulated_" + s, gx, dgx, bound);
+                Tensor d = rand(out, r), dd = up(d);
+                cpu.blockLowRankGradient(d, g, fwd, ub, 0.5f);
+                dev.blockLowRankGradient(dd, up(g), dfwd, dub, 0.5f);
+                check("block_low_rank_gradient_accumulated_" + s, d, dd, 1e-4);
+            }
+        }
+
+        void transpose(int rows, int cols) {
+            Tensor in = rand(rows, cols), out = rand(cols, rows), dout = up(out), over = poisoned(cols, rows), ref = h.allocate(DType.F32, cols, rows);
+            cpu.transpose(out, in, 0.5f);
+            dev.transpose(dout, up(in), 0.5f);
+            check("transpose_accumulated", out, dout, 1e-6);
+            cpu.transpose(ref, in, 0f);
+            dev.transpose(over, up(in), 0f);
+            check("transpose", ref, over, 0);
         }
     }
 }

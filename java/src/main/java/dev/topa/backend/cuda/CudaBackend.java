@@ -6,6 +6,7 @@ import dev.topa.backend.Bf16Weight;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.Dropout;
 import dev.topa.backend.PackedWeight;
+import dev.topa.tensor.DType;
 import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
@@ -239,6 +240,13 @@ public final class CudaBackend extends Backend {
     @Override
     protected void kBroadcastRows(Tensor y, Tensor row, long rows, long cols) {
         launch("broadcast_rows_f32", strided(rows * cols), THREADS, arg(y), arg(row), rows, (int) cols);
+    }
+
+    @Override
+    protected void kTranspose(Tensor out, Tensor in, long rows, long cols, float beta) {
+        onThisThread();
+        cu.launch(fn("transpose_f32"), "transpose_f32", new int[] {(int) ((cols + 31) / 32), (int) ((rows + 31) / 32), 1}, new int[] {32, 8, 1},
+                0, stream, arg(out), arg(in), (int) rows, (int) cols, beta);
     }
 
     // ---------------------------------------------------------------- GEMM
@@ -616,27 +624,78 @@ public final class CudaBackend extends Backend {
         }
     }
 
-    // ---------------------------------------------------------------- not on CUDA yet (issue 7)
+    // ---------------------------------------------------------------- block-sparse weights
 
+    /** Mixed: the kept blocks in bf16 (half the memory, the tensor cores' operand); fp32: as they are. */
+    @Override
+    protected DType kBlockSparseValueType() {
+        return precision == Precision.MIXED ? DType.BF16 : DType.F32;
+    }
+
+    /**
+     * The structure (rowptr, colidx) on the host from the mask, uploaded; each kept block gathered
+     * from W on the device as [32 n][32 k] of the packed operand (W, or W^T when transposed).
+     */
     @Override
     protected void kBlockSparsePack(Tensor w, byte[] mask, boolean transposed, Tensor values, Tensor rowptr, Tensor colidx) {
-        throw notYet("block-sparse weights");
+        int b = BlockSparseWeight.BLOCK, ob = (int) (w.dim(0) / b), ib = (int) (w.dim(1) / b);
+        int rows = transposed ? ib : ob, cols = transposed ? ob : ib, kept = 0;
+        int[] rp = new int[rows + 1], ci = new int[(int) colidx.numel()];
+        for (int r = 0; r < rows; r++) {
+            for (int c = 0; c < cols; c++)
+                if (mask[transposed ? c * ib + r : r * ib + c] != 0) ci[kept++] = c;
+            rp[r + 1] = kept;
+        }
+        onThisThread();
+        try (Arena a = Arena.ofConfined()) {
+            cu.copyToDevice(ptr(rowptr), a.allocateFrom(ValueLayout.JAVA_INT, rp), 4L * rp.length, stream);
+            cu.copyToDevice(ptr(colidx), a.allocateFrom(ValueLayout.JAVA_INT, ci), 4L * ci.length, stream);
+            cu.streamSynchronize(stream);
+        }
+        if (kept == 0) return;
+        String kernel = values.dtype() == DType.BF16 ? "bsr_pack_bf16" : "bsr_pack_f32";
+        cu.launch(fn(kernel), kernel, grid(kept), new int[] {32, 8, 1}, 0, stream, arg(values), arg(w), w.dim(1), arg(rowptr), arg(colidx),
+                rows, transposed ? 1 : 0);
+    }
+
+    /** Grid (block-rows of P, 128 tokens); mixed: x in bf16 first (the tensor cores' operand, re-read by every block-row). */
+    @Override
+    protected void kBlockSparseLinear(Tensor y, Tensor x, BlockSparseWeight p, Tensor bias, float beta, Tensor u, Tensor ltensor, float scale,
+            boolean perBlock) {
+        long m = x.numel() / p.k();
+        if (m == 0) return;
+        int r = u == null ? 0 : (int) ltensor.dim(0), rows = (int) (p.n() / BlockSparseWeight.BLOCK);
+        int[] grid = {rows, (int) ((m + 127) / 128), 1}, block = {128, 1, 1};
+        long values = p.keptBlocks() == 0 ? 0 : ptr(p.values());
+        onThisThread();
+        if (p.values().dtype() == DType.F32) {
+            cu.launch(fn("bsr_linear_f32"), "bsr_linear_f32", grid, block, 0, stream, arg(y), arg(x), values, arg(p.rowptr()), arg(p.colidx()),
+                    arg(bias), beta, m, rows * BlockSparseWeight.BLOCK, (int) p.k(), arg(u), arg(ltensor), r, scale, perBlock ? 1 : 0);
+            return;
+        }
+        synchronized (this) {
+            long n = m * p.k(), xb = operands.atLeast(2 * n);
+            launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
+            cu.launch(fn("bsr_linear_tc"), "bsr_linear_tc", grid, block, 0, stream, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()),
+                    arg(bias), beta, m, rows * BlockSparseWeight.BLOCK, (int) p.k(), arg(u), arg(ltensor), r, scale, perBlock ? 1 : 0);
+        }
     }
 
     @Override
     protected void kBlockLowRank(Tensor u, Tensor x, Tensor a) {
-        throw notYet("block-sparse weights");
+        long k = a.dim(1), m = x.numel() / k;
+        launch("bsr_block_lowrank", strided(u.numel()), THREADS, arg(u), arg(x), arg(a), m, (int) k, (int) a.dim(0));
     }
 
+    /** Block-rows x up to 8 splits of the tokens (atomic adds into d). */
     @Override
     protected void kBlockLowRankGradient(Tensor d, Tensor dy, BlockSparseWeight p, Tensor u, long r, float scale) {
-        throw notYet("block-sparse weights");
-    }
-
-    @Override
-    protected void kBlockSparseLinear(Tensor y, Tensor x, BlockSparseWeight p, Tensor bias, float beta, Tensor u, Tensor ltensor, float scale,
-            boolean perBlock) {
-        throw notYet("block-sparse weights");
+        long m = dy.numel() / p.n();
+        if (m == 0) return;
+        int rows = (int) (p.n() / BlockSparseWeight.BLOCK), splits = (int) Math.max(1, Math.min(8, m / 256));
+        onThisThread();
+        cu.launch(fn("bsr_lowrank_grad"), "bsr_lowrank_grad", new int[] {rows, splits, 1}, new int[] {256, 1, 1}, 0, stream, arg(d), arg(dy),
+                arg(p.rowptr()), arg(p.colidx()), arg(u), m, (int) p.n(), (int) p.k(), (int) r, scale);
     }
 
 }

@@ -73,7 +73,7 @@ public final class LoraForwardBench {
     }
 
     /** Microseconds per call: 20 back-to-back calls between CUDA events, median of 5 windows, after 5 warm-ups. */
-    private static double time(CudaBackend gpu, Runnable call) {
+    static double time(CudaBackend gpu, Runnable call) {
         for (int i = 0; i < 5; i++) call.run();
         CudaDriver cu = gpu.driver();
         long e0 = cu.eventCreate(), e1 = cu.eventCreate();

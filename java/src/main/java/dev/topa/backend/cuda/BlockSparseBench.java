@@ -1,0 +1,74 @@
+package dev.topa.backend.cuda;
+
+import dev.topa.backend.BlockSparseWeight;
+import dev.topa.backend.PackedWeight;
+import dev.topa.tensor.DType;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
+import dev.topa.tensor.TensorScope;
+import java.util.Locale;
+import java.util.SplittableRandom;
+
+/**
+ * Block-sparse products on the tensor cores against dense cuBLASLt (the GPU kit, issue 7): BERT-large
+ * FFN shapes (4096 tokens = batch 32 x seq 128; 1024 -> 4096 and 4096 -> 1024) and BERT-base's, at
+ * 50% and 80% block sparsity (random 32 x 32 masks), forward (P = W) and backward-data (P = W^T).
+ * Both sides take the same fp32 activations and convert them to bf16 (the dense side through
+ * {@link CudaBackend#linearForward}, bias fused); speedup = dense time / block-sparse time, so 80%
+ * sparsity is worth at most 5x. Napkin math next to each: the sparse kernel's rate over the kept
+ * FLOPs, as a share of the dense GEMM's rate measured in the same call. Prints `name: value` lines.
+ */
+public final class BlockSparseBench {
+    public static void main(String[] args) {
+        if (CudaDriver.get().isEmpty()) {
+            System.out.println("cuda_available: false (" + CudaDriver.unavailableReason() + ")");
+            System.exit(2);
+        }
+        try (CudaBackend gpu = CudaBackend.open(0)) {
+            new BlockSparseBench().run(gpu);
+        }
+    }
+
+    private final SplittableRandom rnd = new SplittableRandom(5);
+
+    void run(CudaBackend gpu) {
+        long m = 4096;
+        long[][] shapes = {{4096, 1024}, {1024, 4096}, {3072, 768}, {768, 3072}}; // {out, in}
+        String[] names = {"large_ffn_in", "large_ffn_out", "base_ffn_in", "base_ffn_out"};
+        double worst80 = Double.MAX_VALUE;
+        try (TensorScope h = new TensorScope("bench host", MemoryCategory.WORKSPACE); TensorAllocator d = gpu.weightScope("bench")) {
+            for (int s = 0; s < shapes.length; s++) {
+                int out = (int) shapes[s][0], in = (int) shapes[s][1];
+                Tensor w = up(gpu, h, d, out, in), x = up(gpu, h, d, m, in), bias = up(gpu, h, d, out), y = up(gpu, h, d, m, out);
+                PackedWeight dense = gpu.packLinearWeight(w, d);
+                double denseUs = LoraForwardBench.time(gpu, () -> gpu.linearForward(y, x, dense, bias));
+                double denseTflops = 2.0 * m * out * in / (denseUs * 1e6);
+                System.out.printf(Locale.ROOT, "dense_%s_%dx%dx%d_us: %.1f (%.0f TFLOP/s, bf16 conversion of x included)%n", names[s], m, out, in,
+                        denseUs, denseTflops);
+                for (double sparsity : new double[] {0.5, 0.8}) {
+                    boolean[][] mask = new boolean[out / BlockSparseWeight.BLOCK][in / BlockSparseWeight.BLOCK];
+                    for (boolean[] row : mask) for (int j = 0; j < row.length; j++) row[j] = rnd.nextDouble() >= sparsity;
+                    BlockSparseWeight fwd = gpu.packBlockSparse(w, mask, false, d), bwd = gpu.packBlockSparse(w, mask, true, d);
+                    Tensor dx = up(gpu, h, d, m, in);
+                    double f = LoraForwardBench.time(gpu, () -> gpu.blockSparseLinear(y, x, fwd, bias, 0f, null, null, 0f));
+                    double b = LoraForwardBench.time(gpu, () -> gpu.blockSparseLinear(dx, y, bwd, null, 0f, null, null, 0f));
+                    double keptTflops = 2.0 * m * out * in * fwd.density() / (f * 1e6);
+                    String tag = names[s] + "_sparsity" + Math.round(100 * sparsity);
+                    System.out.printf(Locale.ROOT, "blocksparse_%s_forward_us: %.1f (speedup vs dense %.2fx; kept-FLOP rate %.0f TFLOP/s = %.0f%% of dense)%n",
+                            tag, f, denseUs / f, keptTflops, 100 * keptTflops / denseTflops);
+                    System.out.printf(Locale.ROOT, "blocksparse_%s_backward_data_us: %.1f (speedup vs dense %.2fx)%n", tag, b, denseUs / b);
+                    if (sparsity == 0.8 && s < 2) worst80 = Math.min(worst80, Math.min(denseUs / f, denseUs / b));
+                }
+            }
+        }
+        System.out.printf(Locale.ROOT, "blocksparse_80pct_bert_large_ffn_speedup_worst: %.2f%n", worst80);
+    }
+
+    private Tensor up(CudaBackend gpu, TensorScope h, TensorAllocator d, long... shape) {
+        Tensor t = h.allocate(DType.F32, shape);
+        float[] v = new float[(int) t.numel()];
+        for (int i = 0; i < v.length; i++) v[i] = (float) (2 * rnd.nextDouble() - 1);
+        return gpu.copyOf(t.copyFrom(v), d);
+    }
+}
