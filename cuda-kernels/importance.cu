@@ -15,3 +15,17 @@ extern "C" __global__ void group_dot_f32(float *out, const float *x, const float
     acc = blockSum(acc, scratch);
     if (threadIdx.x == 0) out[(int64_t)b * G + g] = acc;
 }
+
+// out[rb, cb] = sum over the 32 x 32 block (rb, cb) of w * g (w, g [rows, cols] row-major): a block's
+// Taylor term. A CTA (256 threads, 4 elements each) per block.
+extern "C" __global__ void block_dot_f32(float *out, const float *w, const float *g, int64_t cols) {
+    __shared__ float scratch[32];
+    int cb = blockIdx.x, rb = blockIdx.y;
+    float acc = 0.0f;
+    for (int e = threadIdx.x; e < 32 * 32; e += blockDim.x) {
+        int64_t i = ((int64_t)rb * 32 + e / 32) * cols + (int64_t)cb * 32 + e % 32;
+        acc += w[i] * g[i];
+    }
+    acc = blockSum(acc, scratch);
+    if (threadIdx.x == 0) out[(int64_t)rb * gridDim.x + cb] = acc;
+}

@@ -79,6 +79,7 @@ final class FinetuneCommand implements Callable<Integer> {
         p.preset = PruneAdaptCommand.Preset.TOPA;
         p.recipeOptions = recipeOptions;
         p.threads = threads;
+        p.device = device;
         return p.call();
     }
 
@@ -108,10 +109,10 @@ final class FinetuneCommand implements Callable<Integer> {
                 TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), rc.seed())) {
             if (lora) m.addLora(rc.loraConfig(), rc.seed());
             // on a GPU the model and head train there; the host copies receive the trained values for saving
-            boolean onDevice = !be.device().isHostAccessible();
-            try (BertModel dm = onDevice ? m.copyTo(be) : m; TaskHead dh = onDevice ? head.copyTo(be) : head;
-                    BertTraining training = new BertTraining(onDevice ? be : null, dm, rc.trainable(), rc.dropout(), rc.recomputeProjections());
-                    Trainer trainer = new Trainer(be, dm, training, dh, t, cfg)) {
+            try (TrainingCopy copy = new TrainingCopy(be, m, head);
+                    Trainer trainer = new Trainer(be, copy.model, copy.training(rc.trainable(), rc.dropout(), rc.recomputeProjections()),
+                            copy.head, t, cfg)) {
+                BertModel dm = copy.model;
                 if (rc.basePrecision() == Recipe.Precision.BF16) dm.packBf16ForTraining(be);
                 if (exportRecipe != null) {
                     RecipeExport.write(exportRecipe, t, rc, m, head, Trainer.items(trainEx, tok), Trainer.items(devEx, tok));
@@ -132,13 +133,8 @@ final class FinetuneCommand implements Callable<Integer> {
                     best[0] = Double.parseDouble(meta.getOrDefault("best_dev", "-Infinity"));
                     System.out.printf(Locale.ROOT, "resumed after epoch %d (best dev %s so far)%n", trainer.epochsDone(), best[0]);
                 }
-                java.util.function.Supplier<BertModel> export = !onDevice ? null : () -> {
-                    dm.copyParametersTo(m, be, training.gradients().keySet());
-                    head.parameters().forEach((n, p) -> be.copy(p, dh.parameters().get(n)));
-                    return m.copyTo(CpuBackend.create());
-                };
                 TrainingLoop.Outcome run = TrainingLoop.run(CpuBackend.create(), trainer, train, dev, t, m, head, loaded.tokenizer(),
-                        tok.maxLength(), out, checkpoint, best[0], st -> {}, export);
+                        tok.maxLength(), out, checkpoint, best[0], st -> {}, copy.export());
                 List<Trainer.EpochResult> results = run.results();
                 List<Double> stepLoss = run.stepLoss();
                 long total = m.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();

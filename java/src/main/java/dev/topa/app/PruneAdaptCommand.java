@@ -2,6 +2,7 @@ package dev.topa.app;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.topa.backend.Backend;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.Example;
@@ -17,7 +18,6 @@ import dev.topa.prune.BlockScores;
 import dev.topa.prune.ImportanceScores;
 import dev.topa.prune.MaskedPruning;
 import dev.topa.prune.StructuredPruning;
-import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.Recipe;
@@ -127,6 +127,9 @@ final class PruneAdaptCommand implements Callable<Integer> {
     @Mixin
     ThreadsOption threads;
 
+    @Mixin
+    DeviceOption device;
+
     static final class StructureConverter implements picocli.CommandLine.ITypeConverter<Structure> {
         @Override
         public Structure convert(String v) {
@@ -154,6 +157,9 @@ final class PruneAdaptCommand implements Callable<Integer> {
         if ((blocks || both) && headScoring) throw new IllegalArgumentException("--structure " + label(shape) + " goes with the topa recipe");
         if ((blocks || both) && schedule == Schedule.GRADUAL)
             throw new IllegalArgumentException("--structure " + label(shape) + " is one-shot for now (--schedule oneshot)");
+        boolean gpu = device.device == DeviceOption.Kind.cuda;
+        if (gpu && schedule == Schedule.GRADUAL)
+            throw new IllegalArgumentException("--schedule gradual runs on the CPU only (its masks edit the weights in host memory): use --device cpu");
         if (headScoring && schedule == Schedule.GRADUAL)
             throw new IllegalArgumentException("--schedule gradual goes with the topa recipe (adapters score as they train)");
         if (blocks && scorer == ImportanceScores.Scorer.FISHER)
@@ -163,16 +169,17 @@ final class PruneAdaptCommand implements Callable<Integer> {
         GlueTask t = GlueTask.parse(task);
         Recipe rc = pruneOnly ? recipeOptions.recipe(t, Recipe.Method.PRUNE)
                 : paper ? recipeOptions.applyTo(Recipe.paper(t)) : recipeOptions.recipe(t, Recipe.Method.LORA);
-        // memory first: bf16 packs would hold a second copy of the frozen weights (bf16 only when asked for)
-        if (recipeOptions.basePrecision == null) rc = rc.withBasePrecision(Recipe.Precision.FP32);
+        // on the CPU memory first: bf16 packs would hold a second copy of the frozen weights (bf16 only when asked
+        // for); on a GPU the bf16 base is the tensor cores' operand
+        if (recipeOptions.basePrecision == null) rc = rc.withBasePrecision(gpu && !pruneOnly ? Recipe.Precision.BF16 : Recipe.Precision.FP32);
         Path data = dataDir != null ? dataDir : GlueDownload.dataDir(t);
         List<Example> trainEx = t.train(data), devEx = t.dev(data, t.devSplits().get(0));
         if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
-        CpuBackend be = CpuBackend.create();
-        MemoryTracker mem = MemoryTracker.of(Device.CPU);
+        CpuBackend cpu = CpuBackend.create(); // saves, measures the saved model, and trains with --device cpu
         ModelLoader.Loaded loaded = ModelLoader.load(model);
-        try (BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), loaded.model().config().maxPositions()));
+        try (Backend be = device.backend(); BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), loaded.model().config().maxPositions()));
                 TaskHead head = new TaskHead(loaded.model().config().hidden(), t.numLabels(), rc.seed())) {
+            MemoryTracker mem = MemoryTracker.of(be.device());
             List<Trainer.Item> train = Trainer.items(trainEx, tok), dev = Trainer.items(devEx, tok);
             BertModel dense = loaded.model();
             long denseParams = encoderParameters(dense);
@@ -180,25 +187,29 @@ final class PruneAdaptCommand implements Callable<Integer> {
             // with both, heads and neurons take taylor (or fisher), blocks exact taylor (or lora-taylor)
             ImportanceScores.Scorer unitScorer = scorer == ImportanceScores.Scorer.LORA_TAYLOR ? ImportanceScores.Scorer.TAYLOR : scorer;
             if (!headScoring) dense.addLora(rc.loraConfig(), rc.seed());
-            if (!headScoring && !blocks && rc.basePrecision() == Recipe.Precision.BF16) dense.packBf16ForTraining(be);
             ImportanceScores scores = new ImportanceScores(dense.config());
             BlockScores blockScores = blocks ? new BlockScores(dense.config(), blockMethod()) : null;
             long t0 = System.nanoTime();
             Recipe scoring = headScoring ? withLr(rc, 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
-            try (BertTraining warm = new BertTraining(dense, headScoring ? n -> false : rc.trainable(), headScoring ? DropoutConfig.NONE : rc.dropout(),
-                    rc.recomputeProjections()); Trainer trainer = new Trainer(be, dense, warm, head, t, scoring.trainerConfig(0))) {
+            try (TrainingCopy copy = new TrainingCopy(be, dense, head)) {
+                BertTraining warm = copy.training(headScoring ? n -> false : rc.trainable(), headScoring ? DropoutConfig.NONE : rc.dropout(),
+                        rc.recomputeProjections());
+                if (!headScoring && !blocks && rc.basePrecision() == Recipe.Precision.BF16) copy.model.packBf16ForTraining(be);
                 warm.setMaskGradientListener(scores);
                 if (blocks) warm.setWeightGradientListener(blockScores);
-                scoringSteps(trainer, train, rc, 0, scoring.lr());
+                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, t, scoring.trainerConfig(0))) {
+                    scoringSteps(trainer, train, rc, 0, scoring.lr());
+                }
+                copy.copyBack(); // the warmed-up adapters and head go on with the pruned model
             }
             double scoreSeconds = (System.nanoTime() - t0) * 1e-9;
             long scorePeak = mem.totalPeak();
             if (schedule == Schedule.GRADUAL) {
-                gradual(be, mem, t, rc, dense, head, scores, fraction, shape, train, dev, loaded, tok, denseParams, scoreSeconds, scorePeak);
+                gradual(cpu, mem, t, rc, dense, head, scores, fraction, shape, train, dev, loaded, tok, denseParams, scoreSeconds, scorePeak);
                 return 0;
             }
             if (blocks) {
-                blockPruned(be, mem, t, rc, dense, head, blockScores, fraction, train, dev, loaded, tok, denseParams, scoreSeconds, scorePeak,
+                blockPruned(be, cpu, mem, t, rc, dense, head, blockScores, fraction, train, dev, loaded, tok, denseParams, scoreSeconds, scorePeak,
                         Structure.BLOCKS);
                 return 0;
             }
@@ -216,12 +227,15 @@ final class PruneAdaptCommand implements Callable<Integer> {
                         Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), denseParams, encoderParameters(pruned));
                 BlockScores second = new BlockScores(pruned.config(), blockMethod());
                 long t1 = System.nanoTime();
-                try (BertTraining warm = new BertTraining(pruned, rc.trainable(), rc.dropout(), rc.recomputeProjections());
-                        Trainer trainer = new Trainer(be, pruned, warm, head, t, rc.trainerConfig(0))) {
+                try (TrainingCopy copy = new TrainingCopy(be, pruned, head)) {
+                    BertTraining warm = copy.training(rc.trainable(), rc.dropout(), rc.recomputeProjections());
                     warm.setWeightGradientListener(second); // blocks scored on the smaller model, its adapters training on
-                    scoringSteps(trainer, train, rc, 1, rc.lr());
+                    try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, t, rc.trainerConfig(0))) {
+                        scoringSteps(trainer, train, rc, 1, rc.lr());
+                    }
+                    copy.copyBack();
                 }
-                blockPruned(be, mem, t, rc, pruned, head, second, fraction, train, dev, loaded, tok, denseParams,
+                blockPruned(be, cpu, mem, t, rc, pruned, head, second, fraction, train, dev, loaded, tok, denseParams,
                         scoreSeconds + (System.nanoTime() - t1) * 1e-9, Math.max(scorePeak, mem.totalPeak()), Structure.BOTH);
                 return 0;
             }
@@ -231,7 +245,6 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 pruned.addLora(new dev.topa.model.LoraConfig(rc.loraRank(), rc.loraAlpha(), rc.loraTargets(), rc.loraDropout(), layerRanks),
                         rc.seed());
             }
-            if (rc.basePrecision() == Recipe.Precision.BF16) pruned.packBf16ForTraining(be);
             long prunedParams = encoderParameters(pruned);
             System.out.printf(Locale.ROOT, "scored %d batches (%s, %s) in %.1f s, peak %s; heads per layer %s, FFN widths %s%s%n",
                     scores.batches(), scorer.name().toLowerCase(Locale.ROOT), paper ? "paper" : "topa", scoreSeconds,
@@ -241,12 +254,14 @@ final class PruneAdaptCommand implements Callable<Integer> {
                     100.0 * (denseParams - prunedParams) / denseParams);
             // 3. adapters train on
             Files.createDirectories(out);
-            try (pruned; BertTraining training = new BertTraining(pruned, rc.trainable(), rc.dropout(), rc.recomputeProjections());
-                    Trainer trainer = new Trainer(be, pruned, training, head, t, rc.trainerConfig(evalEvery))) {
-                TrainingLoop.Outcome run = TrainingLoop.run(be, trainer, train, dev, t, pruned, head, loaded.tokenizer(), tok.maxLength(), out,
-                        null, Double.NEGATIVE_INFINITY);
+            try (pruned; TrainingCopy copy = new TrainingCopy(be, pruned, head);
+                    Trainer trainer = new Trainer(be, copy.model, copy.training(rc.trainable(), rc.dropout(), rc.recomputeProjections()), copy.head,
+                            t, rc.trainerConfig(evalEvery))) {
+                if (rc.basePrecision() == Recipe.Precision.BF16) copy.model.packBf16ForTraining(be);
+                TrainingLoop.Outcome run = TrainingLoop.run(cpu, trainer, train, dev, t, pruned, head, loaded.tokenizer(), tok.maxLength(), out,
+                        null, Double.NEGATIVE_INFINITY, st -> {}, copy.export());
                 final List<Integer> ranks = layerRanks;
-                writeReports(be, mem, t, rc, loaded.description() + ", pruned", "prune-adapt", trainer, pruned, run, fraction, shape,
+                writeReports(cpu, mem, t, rc, loaded.description() + ", pruned", "prune-adapt", trainer, pruned, run, fraction, shape,
                         denseParams, scoreSeconds, scorePeak, p -> {
                             p.put("recipe", pruneOnly ? "prune-only" : paper ? "paper" : "topa");
                             p.put("schedule", "oneshot");
@@ -265,7 +280,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
      * kept blocks only), the adapters train on, and the best model is saved merged inside the mask,
      * in the block-sparse layout.
      */
-    private void blockPruned(CpuBackend be, MemoryTracker mem, GlueTask t, Recipe rc, BertModel dense, TaskHead head,
+    private void blockPruned(Backend be, CpuBackend cpu, MemoryTracker mem, GlueTask t, Recipe rc, BertModel dense, TaskHead head,
             BlockScores blockScores, double fraction, List<Trainer.Item> train, List<Trainer.Item> dev,
             ModelLoader.Loaded loaded, BertTokenizer tok, long denseParams, double scoreSeconds, long scorePeak, Structure shape)
             throws Exception {
@@ -275,18 +290,19 @@ final class PruneAdaptCommand implements Callable<Integer> {
         long remove = Math.min(all, Math.max(0, Math.round((fraction * denseParams - already) / block)));
         dense.setBlockMasks(BlockScores.keep(s, remove));
         blockScores.close();
-        dense.packBlockSparse(be);
         System.out.printf(Locale.ROOT, "scored %d batches (block %s) in %.1f s, peak %s; %d of %d blocks removed (density %.3f)%n",
                 blockScores.batches(), scorer == ImportanceScores.Scorer.LORA_TAYLOR ? "lora-taylor" : "taylor, exact", scoreSeconds,
                 MemoryTracker.human(scorePeak), remove, all, dense.blockDensity());
         System.out.printf(Locale.ROOT, "encoder parameters: %,d -> %,d (%.1f%% removed)%n", denseParams, encoderParameters(dense),
                 100.0 * (denseParams - encoderParameters(dense)) / denseParams);
         Files.createDirectories(out);
-        try (dense; BertTraining training = new BertTraining(dense, rc.trainable(), rc.dropout(), rc.recomputeProjections());
-                Trainer trainer = new Trainer(be, dense, training, head, t, rc.trainerConfig(evalEvery))) {
-            TrainingLoop.Outcome run = TrainingLoop.run(be, trainer, train, dev, t, dense, head, loaded.tokenizer(), tok.maxLength(), out,
-                    null, Double.NEGATIVE_INFINITY);
-            writeReports(be, mem, t, rc, loaded.description() + ", block-pruned", "prune-adapt (" + label(shape) + ")", trainer, dense, run,
+        try (dense; TrainingCopy copy = new TrainingCopy(be, dense, head);
+                Trainer trainer = new Trainer(be, copy.model, copy.training(rc.trainable(), rc.dropout(), rc.recomputeProjections()), copy.head, t,
+                        rc.trainerConfig(evalEvery))) {
+            copy.model.packBlockSparse(be);
+            TrainingLoop.Outcome run = TrainingLoop.run(cpu, trainer, train, dev, t, dense, head, loaded.tokenizer(), tok.maxLength(), out,
+                    null, Double.NEGATIVE_INFINITY, st -> {}, copy.export());
+            writeReports(cpu, mem, t, rc, loaded.description() + ", block-pruned", "prune-adapt (" + label(shape) + ")", trainer, dense, run,
                     fraction, shape, denseParams, scoreSeconds, scorePeak, p -> {
                         p.put("recipe", "topa");
                         p.put("schedule", "oneshot");

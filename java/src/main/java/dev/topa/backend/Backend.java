@@ -523,6 +523,39 @@ public abstract class Backend implements AutoCloseable {
         kGroupDot(out, x, dx, x.dim(0), x.dim(1), groups, x.dim(2) / groups);
     }
 
+    /**
+     * out [n/32, k/32] = per 32 x 32 block, the sum of w * g over it (w, g [n, k], both multiples of
+     * 32): a block's first-order Taylor term when g = dL/dw.
+     */
+    public final void blockDot(Tensor out, Tensor w, Tensor g) {
+        String op = "blockDot";
+        f32(op, "w", w);
+        sameShape(op, "g", g, w);
+        f32(op, "out", out);
+        int b = BlockSparseWeight.BLOCK;
+        check(w.rank() == 2 && w.dim(0) % b == 0 && w.dim(1) % b == 0, op, "w must be [n, k], both multiples of " + b + ", got " + shape(w));
+        check(out.numel() == w.dim(0) / b * (w.dim(1) / b), op, "out " + shape(out) + " is not one value per block of " + shape(w));
+        kBlockDot(out, w, g, w.dim(0), w.dim(1));
+    }
+
+    protected void kBlockDot(Tensor out, Tensor w, Tensor g, long rows, long cols) {
+        java.lang.foreign.MemorySegment ws = w.data(), gs = g.data(), os = out.data();
+        java.lang.foreign.ValueLayout.OfFloat f = java.lang.foreign.ValueLayout.JAVA_FLOAT;
+        int b = BlockSparseWeight.BLOCK;
+        long colsB = cols / b;
+        double[] block = new double[(int) colsB];
+        for (long rb = 0; rb < rows / b; rb++) {
+            java.util.Arrays.fill(block, 0);
+            for (long i = rb * b; i < (rb + 1) * b; i++)
+                for (long cb = 0; cb < colsB; cb++) {
+                    double sum = 0;
+                    for (long j = i * cols + cb * b, end = j + b; j < end; j++) sum += ws.getAtIndex(f, j) * gs.getAtIndex(f, j);
+                    block[(int) cb] += sum;
+                }
+            for (long cb = 0; cb < colsB; cb++) os.setAtIndex(f, rb * colsB + cb, (float) block[(int) cb]);
+        }
+    }
+
     // ---------------------------------------------------------------- attention
 
     /**

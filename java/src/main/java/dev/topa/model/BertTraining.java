@@ -359,13 +359,24 @@ public final class BertTraining implements AutoCloseable {
         if (maskGradients != null) {
             Tensor g = scratch.allocate(DType.F32, b, f);
             be.groupDot(g, act, dAct, f);
-            maskGradients.neurons(l, g);
+            onHost(be, g, t -> maskGradients.neurons(l, t));
         }
         scratch.release(actMark);
         be.biasGeluBackward(dAct, grads.get(n + "intermediate.dense.bias"), dAct, pre, p(n + "intermediate.dense.bias"));
         // FFN in: pre = h1 W1^T; dh1 = dx2 (residual) + dPre W1, into dx2
         linearBackward(be, l, BertModel.FFN_IN, dx2, true, grads.get(n + "intermediate.dense.weight"), null, dAct, h1, sv.u(),
                 p(n + "intermediate.dense.weight"));
+    }
+
+    /** Listeners read on the host: a device tensor (small: per example, per unit) is copied for the call. */
+    private static void onHost(Backend be, Tensor t, java.util.function.Consumer<Tensor> call) {
+        if (t.device().isHostAccessible()) {
+            call.accept(t);
+            return;
+        }
+        try (dev.topa.tensor.TensorScope host = new dev.topa.tensor.TensorScope("mask gradients", MemoryCategory.WORKSPACE)) {
+            call.accept(be.copyOf(t, host));
+        }
     }
 
     /** The attention block's backward: dIn (the residual's gradient) += the block's; dAtt = dL/d(attention output). */
@@ -380,7 +391,7 @@ public final class BertTraining implements AutoCloseable {
         if (maskGradients != null) {
             Tensor g = scratch.allocate(DType.F32, b, cfg.heads(l));
             be.groupDot(g, sv.ctx(), dCtx, cfg.heads(l));
-            maskGradients.heads(l, g);
+            onHost(be, g, t -> maskGradients.heads(l, t));
         }
         Tensor qkv = sv.qkv();
         if (qkv == null)

@@ -9,8 +9,6 @@ import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorScope;
-import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
@@ -32,8 +30,9 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
     private static final int B = BlockSparseWeight.BLOCK;
     private final Method method;
     private final double[][][][] scores; // [layer][slot][block-row][block-col]; null slot: not scorable
-    private final TensorScope workspace = new TensorScope("block scores", MemoryCategory.WORKSPACE);
-    private Tensor gradient, effective;
+    private final long largest; // elements of the largest slot
+    private TensorScope workspace, hostSums; // on the training backend's device, made by the first call
+    private Tensor gradient, effective, sums, hostSum;
     private long batches;
     private int lastSlot = -1; // layer * 4 + slot of the previous call
 
@@ -54,8 +53,18 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
                 largest = Math.max(largest, out * in);
             }
         }
+        this.largest = largest;
+    }
+
+    /** The slot-sized buffers, on the device of the backend that trains (the first call's). */
+    private void buffers(Backend be) {
+        if (workspace != null) return;
+        workspace = be.scope("block scores", MemoryCategory.WORKSPACE);
         gradient = workspace.allocate(DType.F32, largest);
         if (method == Method.LORA) effective = workspace.allocate(DType.F32, largest);
+        sums = workspace.allocate(DType.F32, largest / (B * B));
+        hostSums = new TensorScope("block scores (host)", MemoryCategory.WORKSPACE);
+        hostSum = hostSums.allocate(DType.F32, largest / (B * B));
     }
 
     @Override
@@ -66,6 +75,7 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
         int key = layer * 4 + slot;
         if (key >= lastSlot) batches++;
         lastSlot = key;
+        buffers(be);
         long out = w.dim(0), in = w.dim(1);
         Tensor g = view(gradient, out, in), weight = w;
         if (method == Method.EXACT) {
@@ -76,32 +86,19 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
                         + BertModel.slotName(layer, slot) + " has none (use the exact scorer, or target all six linears)");
             be.gemm(false, false, 1f, dB, adapter.a(), 0f, g, null);
             be.gemm(false, false, 1f, adapter.b(), dA, 1f, g, null);
-            weight = view(effective, out, in).copyFrom(w);
+            weight = view(effective, out, in);
+            be.copy(weight, w);
             be.gemm(false, false, adapter.scale(), adapter.b(), adapter.a(), 1f, weight, null);
         }
-        accumulate(s, weight.data(), g.data(), in);
+        Tensor blocks = view(sums, out / B, in / B), host = view(hostSum, out / B, in / B);
+        be.blockDot(blocks, weight, g);
+        be.copy(host, blocks);
+        for (int rb = 0; rb < s.length; rb++)
+            for (int cb = 0; cb < s[rb].length; cb++) s[rb][cb] += Math.abs(host.getFloat((long) rb * s[rb].length + cb));
     }
 
     private static Tensor view(Tensor buffer, long rows, long cols) {
         return buffer.rows(0, rows * cols).reshape(rows, cols);
-    }
-
-    private static void accumulate(double[][] s, MemorySegment w, MemorySegment g, long in) {
-        int rowsB = s.length, colsB = s[0].length;
-        double[] block = new double[colsB];
-        for (int rb = 0; rb < rowsB; rb++) {
-            Arrays.fill(block, 0);
-            for (long i = (long) rb * B; i < (long) (rb + 1) * B; i++) {
-                long base = i * in;
-                for (int cb = 0; cb < colsB; cb++) {
-                    double sum = 0;
-                    for (long j = base + (long) cb * B, end = j + B; j < end; j++)
-                        sum += w.getAtIndex(ValueLayout.JAVA_FLOAT, j) * g.getAtIndex(ValueLayout.JAVA_FLOAT, j);
-                    block[cb] += sum;
-                }
-            }
-            for (int cb = 0; cb < colsB; cb++) s[rb][cb] += Math.abs(block[cb]);
-        }
     }
 
     /** Batches scored so far. */
@@ -149,6 +146,8 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
     }
 
     public void close() {
+        if (workspace == null) return;
         workspace.close();
+        hostSums.close();
     }
 }

@@ -713,6 +713,33 @@ class BackendOpsTest {
         });
     }
 
+    @TestFactory
+    Stream<DynamicTest> transposeAndBlockDot() {
+        return onEveryBackend("transpose, blockDot", (be, s, rnd) -> {
+            int rows = 7, cols = 19;
+            Tensor in = f32(s, random(rnd, rows * cols), rows, cols), out = f32(s, random(rnd, rows * cols), cols, rows);
+            double[] x = asDouble(in), o = asDouble(out), ref = new double[rows * cols];
+            for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) ref[j * rows + i] = x[i * cols + j] + 0.5 * o[j * rows + i];
+            be.transpose(out, in, 0.5f);
+            assertClose("transpose accumulated", ref, out, 1e-6);
+            Tensor over = poisoned(s, cols, rows);
+            be.transpose(over, in, 0f);
+            for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) ref[j * rows + i] = x[i * cols + j];
+            assertClose("transpose", ref, over, 0);
+            int n = 64, k = 96;
+            Tensor w = f32(s, random(rnd, n * k), n, k), g = f32(s, random(rnd, n * k), n, k), sums = poisoned(s, n / 32, k / 32);
+            double[] wd = asDouble(w), gd = asDouble(g), bref = new double[(n / 32) * (k / 32)];
+            for (int i = 0; i < n; i++) for (int j = 0; j < k; j++) bref[(i / 32) * (k / 32) + j / 32] += wd[i * k + j] * gd[i * k + j];
+            be.blockDot(sums, w, g);
+            assertClose("blockDot", bref, sums, 1e-5);
+            var e = assertThrows(IllegalArgumentException.class, () -> be.transpose(poisoned(s, rows, cols), in, 0f));
+            assertTrue(e.getMessage().startsWith("transpose: out"), e.getMessage());
+            var e2 = assertThrows(IllegalArgumentException.class, () -> be.blockDot(poisoned(s, 1), f32(s, random(rnd, 40 * 32), 40, 32),
+                    f32(s, random(rnd, 40 * 32), 40, 32)));
+            assertTrue(e2.getMessage().startsWith("blockDot: w must be"), e2.getMessage());
+        });
+    }
+
     // ------------------------------------------------------------------ bad input
 
     @TestFactory

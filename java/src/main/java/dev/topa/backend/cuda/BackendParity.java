@@ -361,6 +361,10 @@ public final class BackendParity {
             cpu.transpose(ref, in, 0f);
             dev.transpose(over, up(in), 0f);
             check("transpose", ref, over, 0);
+            Tensor w = rand(3072, 768), g = rand(3072, 768), sums = h.allocate(DType.F32, 96, 24), dsums = poisoned(96, 24);
+            cpu.blockDot(sums, w, g);
+            dev.blockDot(dsums, up(w), up(g));
+            check("block_dot", sums, dsums, 1e-5);
         }
     }
 }

@@ -466,6 +466,15 @@ public final class CudaBackend extends Backend {
         launch("softmax_backward_f32", grid(rows), rowThreads(cols), arg(dx), arg(dy), arg(y), (int) cols);
     }
 
+    /** A CTA per 32 x 32 block. */
+    @Override
+    protected void kBlockDot(Tensor out, Tensor w, Tensor g, long rows, long cols) {
+        onThisThread();
+        int b = BlockSparseWeight.BLOCK;
+        cu.launch(fn("block_dot_f32"), "block_dot_f32", new int[] {(int) (cols / b), (int) (rows / b), 1}, new int[] {THREADS, 1, 1}, 0, stream,
+                arg(out), arg(w), arg(g), cols);
+    }
+
     @Override
     protected void kGroupDot(Tensor out, Tensor x, Tensor dx, long batch, long seq, long groups, long width /* per group */) {
         onThisThread();
