@@ -26,6 +26,7 @@ int64_t TOPA_FN(bsr_kept_blocks)(const uint8_t *mask, int64_t out, int64_t in) {
 }
 
 /* mask [out/32][in/32] (of W). transposed: pack W^T [in, out] (its block-rows are W's block-columns).
+ * values NULL: the structure only (rowptr, colidx), for a weight whose product runs dense.
  * values [kept][32 inputs][32 outputs] (each input's 32 output weights contiguous), rowptr
  * [rows + 1], colidx [kept]: block-rows of the packed operand, in increasing column order. */
 void TOPA_FN(bsr_pack)(const float *W, int64_t out, int64_t in, const uint8_t *mask, int transposed, float *values,
@@ -36,6 +37,10 @@ void TOPA_FN(bsr_pack)(const float *W, int64_t out, int64_t in, const uint8_t *m
         for (int64_t c = 0; c < cols; c++) {
             int64_t wr = transposed ? c : r, wc = transposed ? r : c; /* block of W */
             if (!mask[wr * ib + wc]) continue;
+            if (!values) { /* structure only */
+                colidx[k++] = (int32_t)c;
+                continue;
+            }
             float *v = values + k * SB * SB;
             for (int64_t i = 0; i < SB; i++)     /* input of the packed operand */
                 for (int64_t o = 0; o < SB; o++) /* output of the packed operand */
@@ -65,7 +70,7 @@ int TOPA_FN(bsr_linear)(int64_t M, int64_t N, int64_t K, const float *X, int64_t
             v16 acc[SMR][SBV];
             for (int i = 0; i < SMR; i++)
                 for (int j = 0; j < SBV; j++) acc[i][j] = (v16){0};
-            for (int32_t k = rowptr[br]; k < rowptr[br + 1]; k++) {
+            for (int32_t k = rowptr[br]; values && k < rowptr[br + 1]; k++) { /* no values: structure only, the term alone */
                 const float *v = values + (int64_t)k * SB * SB;
                 int64_t col = (int64_t)colidx[k] * SB;
                 for (int64_t e = 0; e < SB; e++) {

@@ -14,6 +14,7 @@ import dev.topa.model.BertModel;
 import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.model.TaskHead;
+import dev.topa.prune.BlockFormats;
 import dev.topa.prune.BlockScores;
 import dev.topa.prune.ImportanceScores;
 import dev.topa.prune.MaskedPruning;
@@ -299,6 +300,10 @@ final class PruneAdaptCommand implements Callable<Integer> {
         try (dense; TrainingCopy copy = new TrainingCopy(be, dense, head);
                 Trainer trainer = new Trainer(be, copy.model, copy.training(rc.trainable(), rc.dropout(), rc.recomputeProjections()), copy.head, t,
                         rc.trainerConfig(evalEvery))) {
+            // each masked weight trains block-sparse or dense, whichever this device runs faster at the training batch
+            long rows = Math.min((long) rc.batchSize() * rc.maxSeqLen(), be.device().isHostAccessible() ? 1024 : 4096);
+            List<BlockFormats.Slot> formats = BlockFormats.choose(be, copy.model, rows);
+            System.out.println("formats on " + be.name() + ": " + BlockFormats.summary(formats));
             copy.model.packBlockSparse(be);
             TrainingLoop.Outcome run = TrainingLoop.run(cpu, trainer, train, dev, t, dense, head, loaded.tokenizer(), tok.maxLength(), out,
                     null, Double.NEGATIVE_INFINITY, st -> {}, copy.export());
@@ -311,6 +316,12 @@ final class PruneAdaptCommand implements Callable<Integer> {
                         p.put("blocks_removed", remove);
                         p.put("blocks_total", all);
                         p.put("block_density", dense.blockDensity());
+                        p.put("block_format_device", be.name());
+                        var f = p.putArray("block_formats");
+                        for (BlockFormats.Slot sl : formats)
+                            f.addObject().put("weight", BertModel.slotName(sl.layer(), sl.slot())).put("density", sl.density())
+                                    .put("block_sparse_ms", sl.sparseMs()).put("dense_ms", sl.denseMs())
+                                    .put("chosen", sl.dense() ? "dense" : "block-sparse");
                     });
         }
     }

@@ -52,8 +52,9 @@ public final class TrainingStepParity {
             TrainingStepParity p = new TrainingStepParity();
             boolean ok = p.run(minilm, CpuBackend.create(), exact, 8, 64, 1e-4, "fp32");
             ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "mixed");
-            ok &= p.run(minilm, CpuBackend.create(), exact, 8, 64, 1e-4, "blocksparse_fp32", 0.5);
-            ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "blocksparse_mixed", 0.5);
+            ok &= p.run(minilm, CpuBackend.create(), exact, 8, 64, 1e-4, "blocksparse_fp32", 0.5, false);
+            ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "blocksparse_mixed", 0.5, false);
+            ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "blockmasked_dense_mixed", 0.5, true);
             ok &= p.trainer(minilm, CpuBackend.create(), exact);
             System.out.println("cuda_training_step_matches: " + ok);
             BertConfig base = BertConfig.uniform(30522, 768, 12, 12, 3072, 512, 2, 1e-12f);
@@ -75,17 +76,26 @@ public final class TrainingStepParity {
 
     /** As above with a bound (1e-4 when the device computes in fp32, 2e-2 with bf16 products) and a tag for the printed names. */
     public boolean run(BertConfig config, Backend cpu, Backend dev, int batch, int seq, double bound, String tag) {
-        return run(config, cpu, dev, batch, seq, bound, tag, 1);
+        return run(config, cpu, dev, batch, seq, bound, tag, 1, false);
     }
 
-    /** With blockDensity < 1 every linear weight is block-pruned (random 32 x 32 masks): the masked-adapter path. */
-    public boolean run(BertConfig config, Backend cpu, Backend dev, int batch, int seq, double bound, String tag, double blockDensity) {
+    /**
+     * With blockDensity < 1 every linear weight is block-pruned (random 32 x 32 masks): the masked-adapter path, block-sparse
+     * products, or with denseFormat dense products and the masked term from structure-only packs.
+     */
+    public boolean run(BertConfig config, Backend cpu, Backend dev, int batch, int seq, double bound, String tag, double blockDensity,
+            boolean denseFormat) {
         failures.clear();
         LoraConfig lora = new LoraConfig(8, 16, java.util.EnumSet.allOf(LoraConfig.Target.class)); // every slot, fused QKV included
         try (BertModel host = randomModel(config); TaskHead head = new TaskHead(config.hidden(), 3, 5); TensorScope in = scope()) {
             host.addLora(lora, 3);
             randomize(host.parameters(), "lora_B"); // B starts at zero: give it values so every gradient path carries signal
             if (blockDensity < 1) host.setBlockMasks(randomBlockMasks(host, blockDensity));
+            if (denseFormat) {
+                boolean[][] all = new boolean[config.layers()][4];
+                for (boolean[] row : all) java.util.Arrays.fill(row, true);
+                host.setDenseFormat(all);
+            }
             try (BertModel onDev = host.copyTo(dev); TaskHead headDev = head.copyTo(dev)) {
                 Tensor[] inputs = inputs(in, config, batch, seq);
                 Map<String, float[]> ref = step(cpu, host, head, inputs, null), got = step(dev, onDev, headDev, inputs, dev);

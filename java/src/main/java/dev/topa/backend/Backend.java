@@ -217,6 +217,15 @@ public abstract class Backend implements AutoCloseable {
      */
     public final BlockSparseWeight packBlockSparse(Tensor w, boolean[][] blockMask, boolean transposed,
             dev.topa.tensor.TensorAllocator alloc) {
+        return packBlockSparse(w, blockMask, transposed, alloc, false);
+    }
+
+    /**
+     * As above; structureOnly keeps no values (rowptr and colidx only): the pack of a masked weight
+     * whose product runs dense, for the adapter's masked low-rank term alone.
+     */
+    public final BlockSparseWeight packBlockSparse(Tensor w, boolean[][] blockMask, boolean transposed,
+            dev.topa.tensor.TensorAllocator alloc, boolean structureOnly) {
         String op = "packBlockSparse";
         f32(op, "W", w);
         int b = BlockSparseWeight.BLOCK;
@@ -234,7 +243,7 @@ public abstract class Backend implements AutoCloseable {
             }
         }
         long n = transposed ? w.dim(1) : w.dim(0), k = transposed ? w.dim(0) : w.dim(1);
-        Tensor values = alloc.allocate(kBlockSparseValueType(), kept, b, b), rowptr = alloc.allocate(DType.I32, n / b + 1),
+        Tensor values = structureOnly ? null : alloc.allocate(kBlockSparseValueType(), kept, b, b), rowptr = alloc.allocate(DType.I32, n / b + 1),
                 colidx = alloc.allocate(DType.I32, Math.max(kept, 1));
         kBlockSparsePack(w, mask, transposed, values, rowptr, colidx);
         return new BlockSparseWeight(values, rowptr, colidx, n, k, kept, name());

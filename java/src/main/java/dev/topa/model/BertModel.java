@@ -50,6 +50,7 @@ public final class BertModel implements AutoCloseable {
     private dev.topa.backend.Bf16Weight[][][] bf16;
     /** Per layer and slot, the kept 32 x 32 blocks [out/32][in/32] of a block-pruned weight, or null (dense). */
     private boolean[][][][] blockMasks;
+    private boolean[][] denseFormat; // [layer][slot]: a block-masked slot whose products run dense (measured faster); null: none
     /** Per layer and slot, a block-pruned weight packed as {W for y = x W^T, W^T for dX = dY W}, or null. */
     private BlockSparseWeight[][][] sparse;
     private String sparseFor;
@@ -280,6 +281,7 @@ public final class BertModel implements AutoCloseable {
                 m.loraDropout = loraDropout;
             }
             m.blockMasks = blockMasks; // the weights came zeroed outside them; packed for be on first use
+            m.denseFormat = denseFormat;
         } catch (RuntimeException | Error e) {
             m.close();
             throw e;
@@ -375,7 +377,7 @@ public final class BertModel implements AutoCloseable {
                     params.get(n + "output.dense.weight")};
             p[l] = new PackedWeight[4];
             for (int slot = 0; slot < 4; slot++)
-                if (w[slot].numel() > 0 && blockMask(l, slot) == null) p[l][slot] = be.packLinearWeight(w[slot], scope);
+                if (w[slot].numel() > 0 && (blockMask(l, slot) == null || denseFormat(l, slot))) p[l][slot] = be.packLinearWeight(w[slot], scope);
         }
         if (blockMasks != null) packBlockSparse(be);
         packed = p;
@@ -400,7 +402,7 @@ public final class BertModel implements AutoCloseable {
         for (int l = 0; l < config.layers(); l++)
             for (int slot = 0; slot < 4; slot++) {
                 Tensor w = slotWeight(l, slot);
-                if (w.numel() > 0 && blockMask(l, slot) == null) p[l][slot] = be.packBf16(w, true, scope);
+                if (w.numel() > 0 && (blockMask(l, slot) == null || denseFormat(l, slot))) p[l][slot] = be.packBf16(w, true, scope);
             }
         if (blockMasks != null) packBlockSparse(be);
         bf16Inference = p;
@@ -425,8 +427,8 @@ public final class BertModel implements AutoCloseable {
         return bf16 == null ? null : bf16[layer][slot];
     }
 
-    /** The weight of a linear slot (the fused [3A, C] one for QKV). */
-    Tensor slotWeight(int layer, int slot) {
+    /** The weight of a linear slot (the fused [3A, C] one for QKV; slots: QKV, attention output, FFN in, FFN out). */
+    public Tensor slotWeight(int layer, int slot) {
         return slot == QKV ? qkvWeight[layer] : params.get(slotName(layer, slot) + ".weight");
     }
 
@@ -457,6 +459,7 @@ public final class BertModel implements AutoCloseable {
             }
         }
         blockMasks = masks;
+        denseFormat = null;
         sparse = null;
         sparseFor = null;
         packed = null;
@@ -495,7 +498,8 @@ public final class BertModel implements AutoCloseable {
                 boolean[][] m = blockMasks[l][slot];
                 if (m == null) continue;
                 Tensor w = slotWeight(l, slot);
-                p[l][slot] = new BlockSparseWeight[] {be.packBlockSparse(w, m, false, scope), be.packBlockSparse(w, m, true, scope)};
+                boolean dense = denseFormat(l, slot); // the products run dense: the packs serve the adapter's masked term
+                p[l][slot] = new BlockSparseWeight[] {be.packBlockSparse(w, m, false, scope, dense), be.packBlockSparse(w, m, true, scope, dense)};
             }
         sparse = p;
         sparseFor = be.name();
@@ -506,7 +510,29 @@ public final class BertModel implements AutoCloseable {
         if (blockMasks == null || blockMasks[layer][slot] == null) return null;
         if (!be.name().equals(sparseFor)) packBlockSparse(be);
         BlockSparseWeight[] s = sparse[layer][slot];
-        return new FrozenWeight.BlockSparse(s[0], s[1]);
+        if (!denseFormat(layer, slot)) return new FrozenWeight.BlockSparse(s[0], s[1]);
+        dev.topa.backend.Bf16Weight[] half = bf16(layer, slot);
+        FrozenWeight base = half != null ? new FrozenWeight.Bf16(half[0], half[1]) : new FrozenWeight.Dense(slotWeight(layer, slot));
+        return new FrozenWeight.BlockSparse(s[0], s[1], base);
+    }
+
+    /**
+     * Which block-masked slots compute dense (their zeros included) rather than block-sparse: dense
+     * [layer][slot] true (null: all block-sparse). The choice is the caller's -- measured on the device
+     * that runs the model ({@code dev.topa.prune.BlockFormats}); the masks and what is computed stay
+     * the same, only the kernels differ. Packs are remade on next use.
+     */
+    public synchronized void setDenseFormat(boolean[][] dense) {
+        if (dense != null && dense.length != config.layers())
+            throw new IllegalArgumentException("formats cover " + dense.length + " layers, the model has " + config.layers());
+        denseFormat = dense == null ? null : java.util.Arrays.stream(dense).map(boolean[]::clone).toArray(boolean[][]::new);
+        sparse = null;
+        sparseFor = null;
+    }
+
+    /** Whether a block-masked slot computes dense (see {@link #setDenseFormat}). */
+    public boolean denseFormat(int layer, int slot) {
+        return denseFormat != null && blockMasks != null && blockMasks[layer][slot] != null && denseFormat[layer][slot];
     }
 
     private static final String[] QKV_NAMES = {"query", "key", "value"};
@@ -581,7 +607,7 @@ public final class BertModel implements AutoCloseable {
     /** y = x W^T + bias, with the slot's LoRA adapter when it has one; returns x A^T then (else null). */
     Tensor linear(Backend be, StepArena arena, AdapterSet with, Tensor y, Tensor x, int layer, int slot, Tensor w, Tensor bias) {
         Adapter ad = with != null ? with.adapters()[layer][slot] : adapter(layer, slot);
-        FrozenWeight.BlockSparse sparse = frozenSparse(be, layer, slot);
+        FrozenWeight.BlockSparse sparse = ad != null || !denseFormat(layer, slot) ? frozenSparse(be, layer, slot) : null;
         if (sparse != null) { // an unmerged adapter counts only inside the kept blocks, as merged
             if (ad != null) sparse.maskedForward(be, arena, y, x, bias, ad);
             else sparse.forward(be, arena, y, x, bias, null, 0f, null);

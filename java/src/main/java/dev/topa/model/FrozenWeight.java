@@ -34,28 +34,56 @@ sealed interface FrozenWeight {
         }
     }
 
+    /** W [out, in] as it is, fp32 products (a block-masked weight measured faster dense than block-sparse, without bf16 packs). */
+    record Dense(Tensor w) implements FrozenWeight {
+        @Override
+        public void forward(Backend be, TensorAllocator scratch, Tensor y, Tensor x, Tensor bias, Tensor u, float scale, Tensor b) {
+            be.gemm(false, true, 1f, x, w, 0f, y, bias);
+            if (u != null) be.gemm(false, true, scale, u, b, 1f, y, null);
+        }
+
+        @Override
+        public void inputGradient(Backend be, Tensor dx, Tensor dy, boolean accumulate, Tensor g, float scale, Tensor a) {
+            be.gemm(false, false, 1f, dy, w, accumulate ? 1f : 0f, dx, null);
+            if (g != null) be.gemm(false, false, scale, g, a, 1f, dx, null);
+        }
+    }
+
     /**
-     * Only the kept blocks, stored and multiplied: packs {W for forward, W^T for dX}. A LoRA update
-     * on such a weight counts only inside the kept blocks (y = x (M o (W + s B A))^T), so merging it
-     * keeps the sparsity and the merged model computes exactly what was trained.
+     * A block-masked weight. With base null only the kept blocks are stored and multiplied: packs
+     * {W for forward, W^T for dX}. With a base (the slot measured faster dense, zeros and all) the
+     * products run there and the packs are structure only. A LoRA update on such a weight counts only
+     * inside the kept blocks (y = x (M o (W + s B A))^T), so merging it keeps the sparsity and the
+     * merged model computes exactly what was trained.
      */
-    record BlockSparse(BlockSparseWeight forwardPack, BlockSparseWeight gradientPack) implements FrozenWeight {
+    record BlockSparse(BlockSparseWeight forwardPack, BlockSparseWeight gradientPack, FrozenWeight base) implements FrozenWeight {
+        BlockSparse(BlockSparseWeight forwardPack, BlockSparseWeight gradientPack) {
+            this(forwardPack, gradientPack, null);
+        }
+
         @Override
         public void forward(Backend be, TensorAllocator scratch, Tensor y, Tensor x, Tensor bias, Tensor u, float scale, Tensor b) {
             if (u != null) throw new IllegalStateException("block-sparse weights take their adapter through maskedForward");
-            be.blockSparseLinear(y, x, forwardPack, bias, 0f, null, null, 0f);
+            if (base != null) base.forward(be, scratch, y, x, bias, null, 0f, null);
+            else be.blockSparseLinear(y, x, forwardPack, bias, 0f, null, null, 0f);
         }
 
         @Override
         public void inputGradient(Backend be, Tensor dx, Tensor dy, boolean accumulate, Tensor g, float scale, Tensor a) {
             if (g != null) throw new IllegalStateException("block-sparse weights take their adapter through maskedBackward");
-            be.blockSparseLinear(dx, dy, gradientPack, null, accumulate ? 1f : 0f, null, null, 0f);
+            if (base != null) base.inputGradient(be, dx, dy, accumulate, null, 0f, null);
+            else be.blockSparseLinear(dx, dy, gradientPack, null, accumulate ? 1f : 0f, null, null, 0f);
         }
 
         /** y = x (M o (W + s B A))^T + bias. */
         void maskedForward(Backend be, TensorAllocator scratch, Tensor y, Tensor x, Tensor bias, BertModel.Adapter ad) {
             Tensor u = perBlock(be, scratch, x, ad.a());
-            be.blockSparseLinear(y, x, forwardPack, bias, 0f, u, transposed(be, scratch, ad.b()), ad.scale(), true);
+            if (base == null) {
+                be.blockSparseLinear(y, x, forwardPack, bias, 0f, u, transposed(be, scratch, ad.b()), ad.scale(), true);
+                return;
+            }
+            base.forward(be, scratch, y, x, bias, null, 0f, null); // then the masked term alone on top
+            be.blockSparseLinear(y, x, forwardPack, null, 1f, u, transposed(be, scratch, ad.b()), ad.scale(), true);
         }
 
         /** dx (+)= dy (M o (W + s B A)); dA, dB (when non-null) += the masked update's factor gradients. */
@@ -63,7 +91,12 @@ sealed interface FrozenWeight {
                 Tensor dA, Tensor dB) {
             Tensor bt = transposed(be, scratch, ad.b()); // [r, out]
             Tensor g = perBlock(be, scratch, dy, bt); // dy B, per 32 outputs
-            be.blockSparseLinear(dx, dy, gradientPack, null, accumulate ? 1f : 0f, g, ad.a(), ad.scale(), true);
+            if (base == null) {
+                be.blockSparseLinear(dx, dy, gradientPack, null, accumulate ? 1f : 0f, g, ad.a(), ad.scale(), true);
+            } else {
+                base.inputGradient(be, dx, dy, accumulate, null, 0f, null);
+                be.blockSparseLinear(dx, dy, gradientPack, null, 1f, g, ad.a(), ad.scale(), true);
+            }
             if (dA != null) { // dA^T [in, r] from the transposed pack, added into dA [r, in]
                 Tensor dat = scratch.allocate(DType.F32, gradientPack.n(), ad.a().dim(0));
                 be.zero(dat);

@@ -91,8 +91,12 @@ public final class Classifier implements TextModel, AutoCloseable {
     }
 
     /** The model on the backend's device (a copy unless the backend is the CPU), packed for inference. */
+    private static final int PROBE_ROWS = 8 * 128; // a micro-batch of 8 requests of 128 tokens
+
     private static BertModel onDevice(BertModel host, Backend backend, Precision precision) {
         BertModel m = backend.device().isHostAccessible() ? host : host.copyTo(backend);
+        // a block-pruned model: each masked weight block-sparse or dense, whichever this device runs faster
+        if (m.blockSparse()) dev.topa.prune.BlockFormats.choose(backend, m, PROBE_ROWS);
         if (precision == Precision.BF16 && backend.fastBf16() && backend.device().isHostAccessible()) m.packForInferenceBf16(backend);
         else m.packForInference(backend);
         return m;

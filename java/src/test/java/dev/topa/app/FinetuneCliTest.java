@@ -196,6 +196,10 @@ class FinetuneCliTest {
             assertEquals(0.5, p.get("block_density").asDouble(), 0.02, "half of the encoder's parameters go, as 32 x 32 blocks");
             assertTrue(p.get("encoder_parameters_pruned").asLong() < 0.52 * p.get("encoder_parameters_dense").asLong());
             assertTrue(java.nio.file.Files.readString(out.resolve("config.json")).contains("topa_block_size"));
+            assertEquals(24, p.get("block_formats").size(), "each of MiniLM's 6 x 4 masked weights measured in both forms");
+            for (var f : p.get("block_formats"))
+                assertEquals(f.get("dense_ms").asDouble() < f.get("block_sparse_ms").asDouble() ? "dense" : "block-sparse", f.get("chosen").asText());
+            assertTrue(pa[1].contains("block-masked weights computed dense"), pa[1]);
             String[] ev = run("eval", "--model", out.toString(), "--data-dir", TestData.glue().toString());
             assertEquals("0", ev[0], ev[2]);
             assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", p.get("best_dev").asDouble())),
@@ -205,6 +209,14 @@ class FinetuneCliTest {
                 "lora-taylor", "--out", dir.resolve("bad").toString());
         assertEquals("1", bad[0]);
         assertTrue(bad[2].contains("lora-taylor"), bad[2]);
+    }
+
+    @Test
+    void gradualPruningOnTheGpuIsRefusedBeforeAnyWork(@TempDir Path dir) {
+        String[] r = run("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--schedule", "gradual", "--device", "cuda",
+                "--out", dir.resolve("o").toString());
+        assertEquals("1", r[0]);
+        assertTrue(r[2].contains("--schedule gradual runs on the CPU only"), r[2]);
     }
 
     @Test

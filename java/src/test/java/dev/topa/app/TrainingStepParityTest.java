@@ -24,7 +24,8 @@ class TrainingStepParityTest {
     /** Block-pruned weights with masked adapters: packs made for the device from the copied masks, transposes through the backend. */
     @Test
     void aBlockSparseTrainingStepThroughTheDevicePathMatchesTheHostPath() {
-        assertTrue(new TrainingStepParity().run(BLOCKABLE, CpuBackend.create(), CpuBackend.create(), 3, 17, 1e-4, "blocksparse", 0.5));
+        assertTrue(new TrainingStepParity().run(BLOCKABLE, CpuBackend.create(), CpuBackend.create(), 3, 17, 1e-4, "blocksparse", 0.5, false));
+        assertTrue(new TrainingStepParity().run(BLOCKABLE, CpuBackend.create(), CpuBackend.create(), 3, 17, 1e-4, "blockmasked_dense", 0.5, true));
     }
 
     /** The timing loop of the kit (bf16 frozen base, AdamW on adapters and head) runs through on the CPU. */
@@ -38,7 +39,8 @@ class TrainingStepParityTest {
         assumeTrue(CudaDriver.get().isPresent(), () -> "no GPU: " + CudaDriver.unavailableReason());
         try (CudaBackend gpu = CudaBackend.open(0)) {
             assertTrue(new TrainingStepParity().run(SMALL, CpuBackend.create(), gpu, 3, 17));
-            assertTrue(new TrainingStepParity().run(BLOCKABLE, CpuBackend.create(), gpu, 3, 17, 2e-2, "blocksparse", 0.5));
+            assertTrue(new TrainingStepParity().run(BLOCKABLE, CpuBackend.create(), gpu, 3, 17, 2e-2, "blocksparse", 0.5, false));
+            assertTrue(new TrainingStepParity().run(BLOCKABLE, CpuBackend.create(), gpu, 3, 17, 2e-2, "blockmasked_dense", 0.5, true));
         }
     }
 }

@@ -661,7 +661,7 @@ public final class CudaBackend extends Backend {
             cu.copyToDevice(ptr(colidx), a.allocateFrom(ValueLayout.JAVA_INT, ci), 4L * ci.length, stream);
             cu.streamSynchronize(stream);
         }
-        if (kept == 0) return;
+        if (kept == 0 || values == null) return; // nothing kept, or the structure only
         String kernel = values.dtype() == DType.BF16 ? "bsr_pack_bf16" : "bsr_pack_f32";
         cu.launch(fn(kernel), kernel, grid(kept), new int[] {32, 8, 1}, 0, stream, arg(values), arg(w), w.dim(1), arg(rowptr), arg(colidx),
                 rows, transposed ? 1 : 0);
@@ -675,16 +675,16 @@ public final class CudaBackend extends Backend {
         if (m == 0) return;
         int r = u == null ? 0 : (int) ltensor.dim(0), rows = (int) (p.n() / BlockSparseWeight.BLOCK);
         int[] grid = {rows, (int) ((m + 127) / 128), 1}, block = {128, 1, 1};
-        long values = p.keptBlocks() == 0 ? 0 : ptr(p.values());
+        long values = p.keptBlocks() == 0 ? 0 : ptr(p.values()); // 0: no product, the low-rank term alone
         onThisThread();
-        if (p.values().dtype() == DType.F32) {
+        if (kBlockSparseValueType() == DType.F32) {
             cu.launch(fn("bsr_linear_f32"), "bsr_linear_f32", grid, block, 0, stream, arg(y), arg(x), values, arg(p.rowptr()), arg(p.colidx()),
                     arg(bias), beta, m, rows * BlockSparseWeight.BLOCK, (int) p.k(), arg(u), arg(ltensor), r, scale, perBlock ? 1 : 0);
             return;
         }
         synchronized (this) {
-            long n = m * p.k(), xb = operands.atLeast(2 * n);
-            launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
+            long n = m * p.k(), xb = values == 0 ? 0 : operands.atLeast(2 * n);
+            if (values != 0) launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
             cu.launch(fn("bsr_linear_tc"), "bsr_linear_tc", grid, block, 0, stream, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()),
                     arg(bias), beta, m, rows * BlockSparseWeight.BLOCK, (int) p.k(), arg(u), arg(ltensor), r, scale, perBlock ? 1 : 0);
         }
