@@ -645,13 +645,37 @@ public final class BertModel implements AutoCloseable {
 
     /** As above with a task's adapter set in place of the model's own adapters (null: the model as it is). */
     public Tensor forward(Backend be, StepArena arena, Tensor ids, Tensor typeIds, Tensor mask, AdapterSet with) {
+        if (ids.dim(1) > config.maxPositions())
+            throw new IllegalArgumentException("sequence of " + ids.dim(1) + " tokens is longer than the model's " + config.maxPositions()
+                    + " positions");
+        return encode(be, arena, ids, null, typeIds, mask, null, with);
+    }
+
+    /**
+     * The encoder over sequences packed end to end, without padding: ids, types and positions [1, N]
+     * (i32; N the sum of lengths; positions restart at 0 for each sequence). Every token-wise op
+     * (the linear layers, LayerNorm, GELU) runs on the N real tokens only and attention runs per
+     * sequence, so a batch of mixed lengths costs its tokens, not batch x longest. Returns [1, N, C].
+     * Explicit positions: backends that take them (the CPU's).
+     */
+    public Tensor forwardPacked(Backend be, StepArena arena, Tensor ids, Tensor typeIds, Tensor positions, int[] lengths, AdapterSet with) {
+        long n = 0;
+        for (int len : lengths) {
+            if (len < 1 || len > config.maxPositions())
+                throw new IllegalArgumentException("packed sequence of " + len + " tokens: 1 to " + config.maxPositions() + " allowed");
+            n += len;
+        }
+        if (ids.rank() != 2 || ids.dim(0) != 1 || ids.dim(1) != n)
+            throw new IllegalArgumentException("packed ids must be [1, " + n + "] (the lengths' sum), got " + java.util.Arrays.toString(ids.shape()));
+        return encode(be, arena, ids, positions, typeIds, null, lengths.clone(), with);
+    }
+
+    private Tensor encode(Backend be, StepArena arena, Tensor ids, Tensor positions, Tensor typeIds, Tensor mask, int[] lengths,
+            AdapterSet with) {
         long b = ids.dim(0), s = ids.dim(1);
         int c = config.hidden();
-        if (s > config.maxPositions())
-            throw new IllegalArgumentException("sequence of " + s + " tokens is longer than the model's " + config.maxPositions()
-                    + " positions");
         Tensor emb = arena.allocate(DType.F32, b, s, c);
-        be.embeddingForward(emb, ids, null, typeIds, param(with, "embeddings.word_embeddings.weight"),
+        be.embeddingForward(emb, ids, positions, typeIds, param(with, "embeddings.word_embeddings.weight"),
                 param(with, "embeddings.position_embeddings.weight"), param(with, "embeddings.token_type_embeddings.weight"));
         Tensor mean = arena.allocate(DType.F32, b * s), rstd = arena.allocate(DType.F32, b * s);
         Tensor h = arena.allocate(DType.F32, b, s, c);
@@ -661,14 +685,26 @@ public final class BertModel implements AutoCloseable {
         Tensor[] pingPong = {arena.allocate(DType.F32, b, s, c), arena.allocate(DType.F32, b, s, c)};
         for (int l = 0; l < config.layers(); l++) {
             StepArena.Mark mark = arena.mark();
-            layerForward(be, arena, l, h, pingPong[l % 2], mask, mean, rstd, with);
+            layerForward(be, arena, l, h, pingPong[l % 2], mask, lengths, mean, rstd, with);
             arena.release(mark);
             h = pingPong[l % 2];
         }
         return h;
     }
 
-    private void layerForward(Backend be, StepArena arena, int l, Tensor h, Tensor h2, Tensor mask, Tensor mean, Tensor rstd, AdapterSet with) {
+    /** Attention of packed sequences: each sequence's rows of qkv and ctx as a batch of one, no padding. */
+    private static void packedAttention(Backend be, Tensor ctx, Tensor qkv, int[] lengths, int heads, float scale) {
+        long n = qkv.dim(1), a = ctx.dim(2), off = 0;
+        Tensor q = qkv.reshape(n, 3 * a), c = ctx.reshape(n, a);
+        for (int len : lengths) {
+            be.attentionForward(c.rows(off, off + len).reshape(1, len, a), null, q.rows(off, off + len).reshape(1, len, 3 * a), null, heads,
+                    scale);
+            off += len;
+        }
+    }
+
+    private void layerForward(Backend be, StepArena arena, int l, Tensor h, Tensor h2, Tensor mask, int[] lengths, Tensor mean, Tensor rstd,
+            AdapterSet with) {
         String p = "encoder.layer." + l + ".";
         long b = h.dim(0), s = h.dim(1);
         int c = config.hidden(), a = config.attentionWidth(l), f = config.ffn(l);
@@ -678,7 +714,9 @@ public final class BertModel implements AutoCloseable {
             Tensor qkv = arena.allocate(DType.F32, b, s, 3L * a);
             linear(be, arena, with, qkv, h, l, QKV, qkvWeight[l], qkvBias[l]);
             Tensor ctx = arena.allocate(DType.F32, b, s, a);
-            be.attentionForward(ctx, null, qkv, mask, config.heads(l), (float) (1 / Math.sqrt(config.headDim())));
+            float scale = (float) (1 / Math.sqrt(config.headDim()));
+            if (lengths == null) be.attentionForward(ctx, null, qkv, mask, config.heads(l), scale);
+            else packedAttention(be, ctx, qkv, lengths, config.heads(l), scale);
             linear(be, arena, with, att, ctx, l, ATT_OUT, param(with, p + "attention.output.dense.weight"),
                     param(with, p + "attention.output.dense.bias"));
         } else {

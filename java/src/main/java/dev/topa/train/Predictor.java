@@ -8,6 +8,7 @@ import dev.topa.io.BertTokenizer;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
 import dev.topa.tensor.StepArena;
+import dev.topa.tensor.DType;
 import dev.topa.tensor.Tensor;
 import java.util.ArrayList;
 import java.util.EnumMap;
@@ -58,13 +59,37 @@ public final class Predictor implements AutoCloseable {
             arena.reset();
             List<BertTokenizer.Encoded> part = new ArrayList<>();
             for (int i : idx) part.add(toks.get(i));
-            float[] v = headOutputs(BertTokenizer.pad(part, arena));
+            BertTokenizer.Batch padded = BertTokenizer.pad(part, arena);
+            float[] v = deviceArena == null ? headOutputsPacked(part, padded) : headOutputs(padded);
             int k = head.outputs();
             for (int j = 0; j < idx.length; j++) out[idx[j]] = java.util.Arrays.copyOfRange(v, j * k, (j + 1) * k);
         }
         arena.reset();
         if (deviceArena != null) deviceArena.reset();
         return out;
+    }
+
+    /**
+     * On the host: the encoder over the batch's tokens packed without padding (a batch of mixed
+     * lengths costs its tokens, not batch x longest), the states put back into padded rows for the head.
+     */
+    private float[] headOutputsPacked(List<BertTokenizer.Encoded> part, BertTokenizer.Batch b) {
+        int n = 0;
+        for (BertTokenizer.Encoded e : part) n += e.length();
+        int[] ids = new int[n], types = new int[n], pos = new int[n];
+        for (int i = 0, off = 0; i < part.size(); off += part.get(i).length(), i++) {
+            BertTokenizer.Encoded e = part.get(i);
+            System.arraycopy(e.ids(), 0, ids, off, e.length());
+            System.arraycopy(e.types(), 0, types, off, e.length());
+            for (int t = 0; t < e.length(); t++) pos[off + t] = t;
+        }
+        Tensor packed = model.forwardPacked(be, arena, arena.allocate(DType.I32, 1, n).copyFrom(ids), arena.allocate(DType.I32, 1, n).copyFrom(types),
+                arena.allocate(DType.I32, 1, n).copyFrom(pos), b.lengths(), adapters);
+        long s = b.ids().dim(1), c = packed.dim(2);
+        Tensor hidden = arena.allocate(DType.F32, part.size(), s, c).fill(0f);
+        for (int i = 0, off = 0; i < part.size(); off += part.get(i).length(), i++)
+            java.lang.foreign.MemorySegment.copy(packed.data(), 4L * off * c, hidden.data(), 4L * i * s * c, 4L * part.get(i).length() * c);
+        return head.infer(be, arena, hidden, b.mask()).toFloatArray();
     }
 
     /** The head's outputs for one padded batch (inputs on the host), read back when computed on a device. */
