@@ -76,6 +76,31 @@ int TOPA_FN(attention_forward)(float *out, int64_t ldo, float *probs, const floa
     return failed ? TOPA_ERR_ALLOC : 0;
 }
 
+/* Sequences packed end to end (no padding): sequence b is rows starts[b] .. starts[b + 1] of q, k, v
+ * and out; every (sequence, head) pair is one task, as above, in one parallel region. */
+int TOPA_FN(attention_forward_packed)(float *out, int64_t ldo, const float *q, const float *k, const float *v, int64_t ld,
+                                       const int32_t *starts, int64_t B, int64_t H, int64_t D, float scale) {
+    int failed = 0;
+#pragma omp parallel for num_threads(topa_get_num_threads()) schedule(dynamic, 1) if (B * H > 1)
+    for (int64_t bh = 0; bh < B * H; bh++) {
+        int64_t b = bh / H, h = bh % H, row = starts[b], S = starts[b + 1] - starts[b];
+        float *p = topa_thread_scratch(TOPA_SCRATCH_ATTENTION, S * S);
+        if (!p) {
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
+        int64_t off = row * ld + h * D;
+        int st = head_probs(p, q + off, k + off, ld, NULL, S, D, scale);
+        st |= TOPA_FN(sgemm_serial)(0, 0, S, D, S, 1.0f, p, S, v + off, ld, 0.0f, out + row * ldo + h * D, ldo);
+        if (st) {
+#pragma omp atomic write
+            failed = 1;
+        }
+    }
+    return failed ? TOPA_ERR_ALLOC : 0;
+}
+
 int TOPA_FN(attention_backward)(float *dq, float *dk, float *dv, int64_t ldd, const float *dout,
                                 int64_t ldo, const float *probs, const float *q, const float *k,
                                 const float *v, int64_t ld, const int32_t *mask, int64_t B,

@@ -144,6 +144,10 @@ int TOPA_FN(attention_forward)(float *out, int64_t ldo, float *probs, const floa
                                 const float *k, const float *v, int64_t ld, const int32_t *mask,
                                 int64_t B, int64_t S, int64_t H, int64_t D, float scale,
                                 uint32_t drop_key, uint32_t drop_threshold, float drop_scale);
+/* Forward over sequences packed without padding: sequence b is rows starts[b] .. starts[b + 1]
+ * (B + 1 offsets); no mask, no dropout, no saved probabilities. 0 or TOPA_ERR_ALLOC. */
+int TOPA_FN(attention_forward_packed)(float *out, int64_t ldo, const float *q, const float *k, const float *v, int64_t ld,
+                                       const int32_t *starts, int64_t B, int64_t H, int64_t D, float scale);
 /* dq, dk, dv (overwritten, row stride ldd) from dout (row stride ldo). probs: those forward saved,
  * or NULL to recompute them per (batch, head) in thread scratch from q, k and mask -- a
  * flash-style backward that keeps no [B, H, S, S] tensor between the passes. */

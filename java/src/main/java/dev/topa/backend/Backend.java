@@ -588,6 +588,35 @@ public abstract class Backend implements AutoCloseable {
         kAttentionForward(out, probs, qkv, mask, bsz, s, heads, c / heads, scale, dropout);
     }
 
+    /**
+     * Attention over sequences packed end to end without padding: qkv [N, 3*H*D] and out [N, H*D]
+     * (or [1, N, ...]), sequence i the next lengths[i] rows; each attends only to itself.
+     */
+    public final void attentionForwardPacked(Tensor out, Tensor qkv, int[] lengths, int heads, float scale) {
+        String op = "attentionForwardPacked";
+        f32(op, "qkv", qkv);
+        f32(op, "out", out);
+        long n = 0;
+        for (int len : lengths) {
+            check(len > 0, op, "sequence lengths must be positive, got " + len);
+            n += len;
+        }
+        long c = qkv.dim(-1) / 3;
+        check(qkv.numel() == n * 3 * c && qkv.dim(-1) % 3 == 0 && heads > 0 && c % heads == 0, op, "qkv " + shape(qkv) + " is not ["
+                + n + " (the lengths' sum), 3 x " + heads + " heads x D]");
+        check(out.numel() == n * c, op, "out " + shape(out) + " is not [" + n + ", " + c + "]");
+        kAttentionForwardPacked(out.reshape(n, c), qkv.reshape(n, 3 * c), lengths, heads, c / heads, scale);
+    }
+
+    /** One attention call per sequence (any backend); backends with a packed kernel override it. */
+    protected void kAttentionForwardPacked(Tensor out, Tensor qkv, int[] lengths, long heads, long headDim, float scale) {
+        long c = heads * headDim, off = 0;
+        for (int len : lengths) {
+            kAttentionForward(out.rows(off, off + len), null, qkv.rows(off, off + len), null, 1, len, heads, headDim, scale, Dropout.NONE);
+            off += len;
+        }
+    }
+
     /** dqkv [B, S, 3*H*D] (overwritten) from dout [B, S, H*D] and the probs saved by forward (no mask, no dropout). */
     public final void attentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, int heads, float scale) {
         check(probs != null, "attentionBackward", "probs are required without a mask to recompute them from");

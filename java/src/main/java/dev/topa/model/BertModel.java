@@ -692,17 +692,6 @@ public final class BertModel implements AutoCloseable {
         return h;
     }
 
-    /** Attention of packed sequences: each sequence's rows of qkv and ctx as a batch of one, no padding. */
-    private static void packedAttention(Backend be, Tensor ctx, Tensor qkv, int[] lengths, int heads, float scale) {
-        long n = qkv.dim(1), a = ctx.dim(2), off = 0;
-        Tensor q = qkv.reshape(n, 3 * a), c = ctx.reshape(n, a);
-        for (int len : lengths) {
-            be.attentionForward(c.rows(off, off + len).reshape(1, len, a), null, q.rows(off, off + len).reshape(1, len, 3 * a), null, heads,
-                    scale);
-            off += len;
-        }
-    }
-
     private void layerForward(Backend be, StepArena arena, int l, Tensor h, Tensor h2, Tensor mask, int[] lengths, Tensor mean, Tensor rstd,
             AdapterSet with) {
         String p = "encoder.layer." + l + ".";
@@ -716,7 +705,7 @@ public final class BertModel implements AutoCloseable {
             Tensor ctx = arena.allocate(DType.F32, b, s, a);
             float scale = (float) (1 / Math.sqrt(config.headDim()));
             if (lengths == null) be.attentionForward(ctx, null, qkv, mask, config.heads(l), scale);
-            else packedAttention(be, ctx, qkv, lengths, config.heads(l), scale);
+            else be.attentionForwardPacked(ctx, qkv, lengths, config.heads(l), scale);
             linear(be, arena, with, att, ctx, l, ATT_OUT, param(with, p + "attention.output.dense.weight"),
                     param(with, p + "attention.output.dense.bias"));
         } else {

@@ -740,6 +740,29 @@ class BackendOpsTest {
         });
     }
 
+    @TestFactory
+    Stream<DynamicTest> packedAttentionIsEachSequenceAlone() {
+        return onEveryBackend("attentionForwardPacked", (be, s, rnd) -> {
+            int heads = 3, d = 8, c = heads * d;
+            int[] lengths = {5, 1, 12, 7};
+            int n = java.util.Arrays.stream(lengths).sum();
+            Tensor qkv = f32(s, random(rnd, n * 3 * c), n, 3 * c), out = poisoned(s, n, c);
+            be.attentionForwardPacked(out, qkv, lengths, heads, 0.3f);
+            double[] ref = new double[n * c];
+            int off = 0;
+            for (int len : lengths) { // each sequence on its own through the padded op (itself tested against float64 above)
+                Tensor one = poisoned(s, 1, len, c);
+                be.attentionForward(one, null, qkv.rows(off, off + len).reshape(1, len, 3 * c), null, heads, 0.3f);
+                double[] v = asDouble(one);
+                System.arraycopy(v, 0, ref, off * c, v.length);
+                off += len;
+            }
+            assertClose("attentionForwardPacked", ref, out, 1e-6);
+            var e = assertThrows(IllegalArgumentException.class, () -> be.attentionForwardPacked(poisoned(s, n, c), qkv, new int[] {5, 1}, heads, 1f));
+            assertTrue(e.getMessage().startsWith("attentionForwardPacked: qkv"), e.getMessage());
+        });
+    }
+
     // ------------------------------------------------------------------ bad input
 
     @TestFactory

@@ -32,7 +32,7 @@ public final class CpuBackend extends Backend {
 
     private final Isa isa;
     private final MethodHandle sgemm, sgemmAug, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
-            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionBackward, dropout, groupDot,
+            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionForwardPacked, attentionBackward, dropout, groupDot,
             embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
             mseBackward, adamwStep, sumSquares, bf16PackedSize, bf16Pack, bf16Gemm, bsrPack, bsrLinear, bsrBlockLowrank, bsrLowrankGrad;
     private final boolean dpbf16;
@@ -63,6 +63,7 @@ public final class CpuBackend extends Backend {
         softmaxForward = bind("softmax_forward", false, FunctionDescriptor.ofVoid(A, A, L, L));
         softmaxBackward = bind("softmax_backward", false, FunctionDescriptor.ofVoid(A, A, A, L, L));
         attentionForward = bind("attention_forward", false, FunctionDescriptor.of(I, A, L, A, A, A, A, L, A, L, L, L, L, F, I, I, F));
+        attentionForwardPacked = bind("attention_forward_packed", false, FunctionDescriptor.of(I, A, L, A, A, A, L, A, L, L, L, F));
         dropout = bind("dropout", false, FunctionDescriptor.ofVoid(A, A, L, I, I, F, I));
         groupDot = bind("group_dot", false, FunctionDescriptor.ofVoid(A, A, A, L, L, L, L));
         attentionBackward = bind("attention_backward", false,
@@ -342,6 +343,22 @@ public final class CpuBackend extends Backend {
                     offset(qkv, 2 * c), 3 * c, seg(mask), batch, seq, heads, headDim, scale, dropout.key(),
                     dropout.threshold(), dropout.scale());
             status("attentionForward", st);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+        syncWorkspace();
+    }
+
+    /** One parallel region over every (sequence, head): a micro-batch of short sequences is many small tasks. */
+    @Override
+    protected void kAttentionForwardPacked(Tensor out, Tensor qkv, int[] lengths, long heads, long headDim, float scale) {
+        long c = heads * headDim;
+        int[] starts = new int[lengths.length + 1];
+        for (int i = 0; i < lengths.length; i++) starts[i + 1] = starts[i] + lengths[i];
+        try (java.lang.foreign.Arena a = java.lang.foreign.Arena.ofConfined()) {
+            int st = (int) attentionForwardPacked.invokeExact(seg(out), c, seg(qkv), offset(qkv, c), offset(qkv, 2 * c), 3 * c,
+                    a.allocateFrom(java.lang.foreign.ValueLayout.JAVA_INT, starts), (long) lengths.length, heads, headDim, scale);
+            status("attentionForwardPacked", st);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }
