@@ -57,7 +57,7 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--max-body-bytes", defaultValue = "1048576", description = "request body size at most (default: ${DEFAULT-VALUE})")
     int maxBodyBytes;
 
-    @Option(names = "--read-timeout-ms", defaultValue = "10000", description = "time a client has to send its request (default: ${DEFAULT-VALUE})")
+    @Option(names = "--read-timeout-ms", defaultValue = "10000", description = "time a client has to send its request: a body not in by then gets 408; headers not in by then, the connection closed (default: ${DEFAULT-VALUE})")
     long readTimeoutMillis;
 
     @Option(names = "--precision", defaultValue = "fp32", description = "fp32, or bf16: bf16 weights and products with fp32 sums where the"
@@ -100,7 +100,8 @@ final class ServeCommand implements Callable<Integer> {
             }
             List<Device> devices = new ArrayList<>(List.of(Device.CPU));
             if (!be.device().isHostAccessible()) devices.add(be.device());
-            PredictServer.Options o = new PredictServer.Options(maxBatch, maxWaitMicros, queue, maxTexts, maxTextChars, maxBodyBytes, 30_000);
+            PredictServer.Options o = new PredictServer.Options(maxBatch, maxWaitMicros, queue, maxTexts, maxTextChars, maxBodyBytes, 30_000,
+                    readTimeoutMillis);
             PredictServer server = new PredictServer(loaded, o, host, port, devices);
             CountDownLatch stopped = new CountDownLatch(1);
             Thread hook = new Thread(() -> {

@@ -30,15 +30,17 @@ import java.util.concurrent.TimeoutException;
  * Requests for a model are micro-batched ({@link MicroBatcher}); its bounded queue answers 503 when
  * full. Every bad request gets a 4xx with a message: malformed JSON, wrong field types, empty or
  * oversized texts, too many texts, a body over the limit, an unknown task, a wrong method or path.
- * Handlers run on virtual threads; a client that is too slow to send its request is cut off by the
- * JDK server's request timeout (sun.net.httpserver.maxReqTime, set by {@code topa serve}).
+ * Handlers run on virtual threads. A client too slow to send its body gets 408 with a message after
+ * {@link Options#bodyTimeoutMillis} (and the connection closed); one too slow to send even its
+ * headers is cut off by the JDK server's request timeout (sun.net.httpserver.maxReqTime, set by
+ * {@code topa serve}): no handler has seen it, so there is no one to answer.
  */
 public final class PredictServer implements AutoCloseable {
     /** Limits and batching knobs. */
     public record Options(int maxBatch, long maxWaitMicros, int queueCapacity, int maxTexts, int maxTextChars, int maxBodyBytes,
-            long requestTimeoutMillis) {
+            long requestTimeoutMillis, long bodyTimeoutMillis) {
         public static Options defaults() {
-            return new Options(32, 2000, 256, 64, 8192, 1 << 20, 30_000);
+            return new Options(32, 2000, 256, 64, 8192, 1 << 20, 30_000, 10_000);
         }
     }
 
@@ -117,8 +119,22 @@ public final class PredictServer implements AutoCloseable {
         if (length != null && parseLong(length) > options.maxBodyBytes())
             return error(ex, 413, "body of " + length + " bytes is over the limit of " + options.maxBodyBytes());
         byte[] body;
-        try (InputStream in = ex.getRequestBody()) {
-            body = in.readNBytes(options.maxBodyBytes() + 1);
+        // the body is read on a thread of its own so a client that stalls mid-body gets an answer, not a hung handler
+        java.util.concurrent.Future<byte[]> reading = handlers.submit(() -> {
+            try (InputStream in = ex.getRequestBody()) {
+                return in.readNBytes(options.maxBodyBytes() + 1);
+            }
+        });
+        try {
+            body = reading.get(options.bodyTimeoutMillis(), TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            reading.cancel(false); // no interrupt: it would close the socket before the answer goes out; closing the exchange ends the read
+            return error(ex, 408, "the request body did not arrive within " + options.bodyTimeoutMillis() + " ms");
+        } catch (ExecutionException e) {
+            throw e.getCause() instanceof IOException io ? io : new IOException(e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted while reading the request body", e);
         }
         if (body.length > options.maxBodyBytes()) return error(ex, 413, "body is over the limit of " + options.maxBodyBytes() + " bytes");
         JsonNode req;
@@ -227,7 +243,9 @@ public final class PredictServer implements AutoCloseable {
         byte[] b = body.getBytes(StandardCharsets.UTF_8);
         ex.getResponseHeaders().set("Content-Type", type);
         ex.sendResponseHeaders(code, b.length);
-        ex.getResponseBody().write(b);
+        try (var out = ex.getResponseBody()) { // closed here, so the answer goes out before the exchange drains what is left of the request
+            out.write(b);
+        }
         return code;
     }
 

@@ -36,7 +36,7 @@ class PredictServerTest {
     static void start() throws Exception {
         mrpc = Classifier.load(TinyModels.write(dir.resolve("mrpc"), GlueTask.MRPC, 1));
         sst2 = Classifier.load(TinyModels.write(dir.resolve("sst2"), GlueTask.SST2, 2));
-        PredictServer.Options o = new PredictServer.Options(16, 1000, 64, 8, 200, 4096, 30_000);
+        PredictServer.Options o = new PredictServer.Options(16, 1000, 64, 8, 200, 4096, 30_000, 400);
         server = new PredictServer(Map.of("mrpc", mrpc, "sst2", sst2), o, "127.0.0.1", 0, List.of(Device.CPU));
     }
 
@@ -114,10 +114,36 @@ class PredictServerTest {
         assertEquals(200, post("/v1/predict", "{\"task\": \"sst2\", \"texts\": [\"still up\"]}").statusCode());
     }
 
+    /** A client that stalls halfway through its body gets 408 with the reason (the body timeout is 400 ms here), and the server stays up. */
+    @Test
+    void aClientTooSlowToSendItsBodyGets408() throws Exception {
+        try (java.net.Socket socket = new java.net.Socket("127.0.0.1", server.port())) {
+            socket.setSoTimeout(10_000);
+            String body = "{\"task\": \"sst2\", \"texts\": [\"slow\"]}";
+            var out = socket.getOutputStream();
+            out.write(("POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " + body.length()
+                    + "\r\n\r\n" + body.substring(0, 10)).getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            out.flush();
+            long t0 = System.nanoTime();
+            var reader = new java.io.BufferedReader(new java.io.InputStreamReader(socket.getInputStream(), java.nio.charset.StandardCharsets.UTF_8));
+            String status = reader.readLine();
+            double waited = (System.nanoTime() - t0) * 1e-6;
+            assertTrue(status != null && status.startsWith("HTTP/1.1 408"), "status line: " + status);
+            assertTrue(waited >= 300 && waited < 5000, "answered after " + waited + " ms");
+            int length = -1;
+            for (String line; !(line = reader.readLine()).isEmpty(); )
+                if (line.toLowerCase(java.util.Locale.ROOT).startsWith("content-length:")) length = Integer.parseInt(line.substring(15).trim());
+            char[] answer = new char[length];
+            for (int got = 0; got < length; ) got += reader.read(answer, got, length - got);
+            assertTrue(new String(answer).contains("did not arrive within 400 ms"), new String(answer));
+        }
+        assertEquals(200, post("/v1/predict", "{\"task\": \"sst2\", \"texts\": [\"still up\"]}").statusCode());
+    }
+
     /** A queue of one and batches of one: a burst of concurrent requests gets answers and quick 503s, nothing else. */
     @Test
     void overloadIsAnsweredWith503() throws Exception {
-        PredictServer.Options o = new PredictServer.Options(1, 0, 1, 8, 200, 4096, 30_000);
+        PredictServer.Options o = new PredictServer.Options(1, 0, 1, 8, 200, 4096, 30_000, 10_000);
         try (PredictServer small = new PredictServer(Map.of("sst2", sst2), o, "127.0.0.1", 0, List.of(Device.CPU))) {
             ExecutorService pool = Executors.newFixedThreadPool(48);
             List<Future<Integer>> codes = new ArrayList<>();
