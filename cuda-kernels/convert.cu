@@ -28,10 +28,10 @@ extern "C" __global__ void zero_off_diagonal_f32(float *t, int64_t rows, int64_t
         if ((i / cols) / rb != (i % cols) / cb) t[i] = 0.0f;
 }
 
-// out[c, r] = bf16(in[r, c]) for in [rows, cols] fp32: a frozen weight W [out, in] stored as W^T
-// [in, out] for the forward product's right operand. 32 x 32 tiles through shared memory, so both
-// the read and the write are coalesced; block (32, 8).
-extern "C" __global__ void transpose_to_bf16(__nv_bfloat16 *out, const float *in, int rows, int cols) {
+// out[c, r] = in[r, c] (+ beta out[c, r]) for in [rows, cols] fp32, stored as T. 32 x 32 tiles through
+// shared memory, so both the read and the write are coalesced; block (32, 8).
+template <typename T>
+__device__ void transposeTiles(T *out, const float *in, int rows, int cols, float beta) {
     __shared__ float tile[32][33];
     int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
     for (int k = threadIdx.y; k < 32; k += 8) {
@@ -41,8 +41,21 @@ extern "C" __global__ void transpose_to_bf16(__nv_bfloat16 *out, const float *in
     __syncthreads();
     for (int k = threadIdx.y; k < 32; k += 8) {
         int c = c0 + k, r = r0 + threadIdx.x;
-        if (r < rows && c < cols) out[(int64_t)c * rows + r] = __float2bfloat16_rn(tile[threadIdx.x][k]);
+        if (r < rows && c < cols) {
+            int64_t o = (int64_t)c * rows + r;
+            st(out, o, tile[threadIdx.x][k] + (beta != 0.0f ? beta * ld(out, o) : 0.0f));
+        }
     }
+}
+
+// A frozen weight W [out, in] stored as bf16 W^T [in, out]: the forward product's right operand.
+extern "C" __global__ void transpose_to_bf16(__nv_bfloat16 *out, const float *in, int rows, int cols) {
+    transposeTiles(out, in, rows, cols, 0.0f);
+}
+
+// out = in^T + beta out, fp32 (small factors: LoRA's A and B).
+extern "C" __global__ void transpose_f32(float *out, const float *in, int rows, int cols, float beta) {
+    transposeTiles(out, in, rows, cols, beta);
 }
 
 // The left operand of a LoRA product with the rank-r update folded into the same GEMM:
@@ -67,20 +80,3 @@ extern "C" __global__ void lora_pack_b_bf16(__nv_bfloat16 *rowsOut, const float 
     }
 }
 
-// out [cols, rows] = in^T + beta out for in [rows, cols] fp32 (small factors: LoRA's A and B); tiles as above.
-extern "C" __global__ void transpose_f32(float *out, const float *in, int rows, int cols, float beta) {
-    __shared__ float tile[32][33];
-    int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
-    for (int k = threadIdx.y; k < 32; k += 8) {
-        int r = r0 + k, c = c0 + threadIdx.x;
-        if (r < rows && c < cols) tile[k][threadIdx.x] = in[(int64_t)r * cols + c];
-    }
-    __syncthreads();
-    for (int k = threadIdx.y; k < 32; k += 8) {
-        int c = c0 + k, r = r0 + threadIdx.x;
-        if (r < rows && c < cols) {
-            int64_t o = (int64_t)c * rows + r;
-            out[o] = tile[threadIdx.x][k] + (beta != 0.0f ? beta * out[o] : 0.0f);
-        }
-    }
-}
