@@ -54,6 +54,21 @@ class ClassifierTest {
         assertEquals(0, rc, "the example does not compile:\n" + err + "\n" + body);
     }
 
+    /** The CUDA path (encoder on the GPU, head on the CPU) answers what the CPU answers; skipped, with the reason, without a GPU. */
+    @Test
+    void onAGpuTheClassifierAnswersWhatTheCpuAnswers() {
+        org.junit.jupiter.api.Assumptions.assumeTrue(dev.topa.backend.cuda.CudaDriver.get().isPresent(),
+                () -> "no GPU: " + dev.topa.backend.cuda.CudaDriver.unavailableReason());
+        try (Classifier cpu = Classifier.load(mrpc); dev.topa.backend.cuda.CudaBackend gpu = dev.topa.backend.cuda.CudaBackend.open(0);
+                Classifier onGpu = Classifier.load(mrpc, gpu, 2)) {
+            List<Classifier.Input> in = List.of(new Classifier.Input("The cat sat.", "A cat was sitting."), new Classifier.Input("a", "b c d e"));
+            List<Classifier.Prediction> a = cpu.predictBatch(in), b = onGpu.predictBatch(in);
+            for (int i = 0; i < in.size(); i++)
+                for (String label : cpu.labels())
+                    assertEquals(a.get(i).probabilities().get(label), b.get(i).probabilities().get(label), 2e-2, "input " + i + " label " + label);
+        }
+    }
+
     @Test
     void predictionsOfEveryKind() {
         try (Classifier c = Classifier.load(mrpc)) {
