@@ -17,7 +17,8 @@ import java.util.SplittableRandom;
  * Both sides take the same fp32 activations and convert them to bf16 (the dense side through
  * {@link CudaBackend#linearForward}, bias fused); speedup = dense time / block-sparse time, so 80%
  * sparsity is worth at most 5x. Napkin math next to each: the sparse kernel's rate over the kept
- * FLOPs, as a share of the dense GEMM's rate measured in the same call. Prints `name: value` lines.
+ * FLOPs, as a share of the dense GEMM's rate measured in the same call. First, the per-weight format
+ * choice of a 50% block-masked BERT-base on this GPU. Prints `name: value` lines.
  */
 public final class BlockSparseBench {
     public static void main(String[] args) {
@@ -26,7 +27,8 @@ public final class BlockSparseBench {
             System.exit(2);
         }
         try (CudaBackend gpu = CudaBackend.open(0)) {
-            new BlockSparseBench().run(gpu);
+            formats(gpu);
+            new BlockSparseBench().run(gpu); // the asked figure last
         }
     }
 
@@ -63,6 +65,38 @@ public final class BlockSparseBench {
             }
         }
         System.out.printf(Locale.ROOT, "blocksparse_80pct_bert_large_ffn_speedup_worst: %.2f%n", worst80);
+    }
+
+    /**
+     * The pipeline's choice on this GPU (BlockFormats, as prune-adapt and Classifier make it): a BERT-base-shaped
+     * encoder with half the blocks of every linear weight masked at random, each weight timed both ways at 4096 tokens.
+     */
+    static void formats(CudaBackend gpu) {
+        var config = dev.topa.model.BertConfig.uniform(30522, 768, 12, 12, 3072, 512, 2, 1e-12f);
+        SplittableRandom rnd = new SplittableRandom(9);
+        try (dev.topa.model.BertModel host = new dev.topa.model.BertModel(config)) {
+            for (Tensor t : host.parameters().values()) {
+                float[] v = new float[(int) t.numel()];
+                for (int i = 0; i < v.length; i++) v[i] = (float) (0.05 * (2 * rnd.nextDouble() - 1));
+                t.copyFrom(v);
+            }
+            boolean[][][][] masks = new boolean[config.layers()][4][][];
+            for (int l = 0; l < masks.length; l++)
+                for (int slot = 0; slot < 4; slot++) {
+                    Tensor w = host.slotWeight(l, slot);
+                    masks[l][slot] = new boolean[(int) (w.dim(0) / BlockSparseWeight.BLOCK)][(int) (w.dim(1) / BlockSparseWeight.BLOCK)];
+                    for (boolean[] row : masks[l][slot]) for (int j = 0; j < row.length; j++) row[j] = rnd.nextBoolean();
+                }
+            host.setBlockMasks(masks);
+            try (dev.topa.model.BertModel m = host.copyTo(gpu)) {
+                var slots = dev.topa.prune.BlockFormats.choose(gpu, m, 4096);
+                for (var sl : slots)
+                    if (sl.layer() == 0)
+                        System.out.printf(Locale.ROOT, "format_layer0_%s: block-sparse %.3f ms, dense %.3f ms -> %s%n",
+                                dev.topa.model.BertModel.slotName(0, sl.slot()), sl.sparseMs(), sl.denseMs(), sl.dense() ? "dense" : "block-sparse");
+                System.out.println("formats_bertbase_50pct_blocks: " + dev.topa.prune.BlockFormats.summary(slots));
+            }
+        }
     }
 
     private Tensor up(CudaBackend gpu, TensorScope h, TensorAllocator d, long... shape) {
