@@ -302,9 +302,10 @@ final class PruneAdaptCommand implements Callable<Integer> {
                         rc.trainerConfig(evalEvery))) {
             // each masked weight trains block-sparse or dense, whichever this device runs faster at the training batch
             long rows = Math.min((long) rc.batchSize() * rc.maxSeqLen(), be.device().isHostAccessible() ? 1024 : 4096);
-            List<BlockFormats.Slot> formats = BlockFormats.choose(be, copy.model, rows);
+            List<BlockFormats.Slot> formats = BlockFormats.choose(be, copy.model, rows, rc.basePrecision() == Recipe.Precision.BF16);
             System.out.println("formats on " + be.name() + ": " + BlockFormats.summary(formats));
             copy.model.packBlockSparse(be);
+            if (rc.basePrecision() == Recipe.Precision.BF16) copy.model.packBf16ForTraining(be); // the dense-form weights' products
             TrainingLoop.Outcome run = TrainingLoop.run(cpu, trainer, train, dev, t, dense, head, loaded.tokenizer(), tok.maxLength(), out,
                     null, Double.NEGATIVE_INFINITY, st -> {}, copy.export());
             writeReports(cpu, mem, t, rc, loaded.description() + ", block-pruned", "prune-adapt (" + label(shape) + ")", trainer, dense, run,

@@ -415,8 +415,8 @@ public final class BertModel implements AutoCloseable {
             String n = "encoder.layer." + l + ".";
             Tensor[] w = {qkvWeight[l], params.get(n + "attention.output.dense.weight"), params.get(n + "intermediate.dense.weight"),
                     params.get(n + "output.dense.weight")};
-            for (int slot = 0; slot < 4; slot++)
-                if (w[slot].numel() > 0)
+            for (int slot = 0; slot < 4; slot++) // a block-sparse slot multiplies its own packs; a dense-form one uses these
+                if (w[slot].numel() > 0 && (blockMask(l, slot) == null || denseFormat(l, slot)))
                     p[l][slot] = new dev.topa.backend.Bf16Weight[] {be.packBf16(w[slot], true, scope), be.packBf16(w[slot], false, scope)};
         }
         bf16 = p;

@@ -1,6 +1,7 @@
 package dev.topa.prune;
 
 import dev.topa.backend.Backend;
+import dev.topa.backend.Bf16Weight;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.PackedWeight;
 import dev.topa.model.BertModel;
@@ -35,6 +36,11 @@ public final class BlockFormats {
 
     /** Measures every block-masked slot of m (its weights on be's device) and sets the faster form on it; returns the measurements. */
     public static List<Slot> choose(Backend be, BertModel m, long tokens) {
+        return choose(be, m, tokens, false);
+    }
+
+    /** As above; bf16Dense: the dense form would run as bf16 products (bf16 inference packs, or a bf16 frozen base in training). */
+    public static List<Slot> choose(Backend be, BertModel m, long tokens, boolean bf16Dense) {
         List<Slot> out = new ArrayList<>();
         if (!m.blockSparse()) return out;
         boolean[][] dense = new boolean[m.config().layers()][4];
@@ -48,9 +54,14 @@ public final class BlockFormats {
                         TensorScope dev = be.scope("format probe", MemoryCategory.WORKSPACE)) {
                     Tensor x = random(be, host, dev, rnd, tokens, w.dim(1)), y = dev.allocate(DType.F32, tokens, w.dim(0));
                     BlockSparseWeight sparse = be.packBlockSparse(w, mask, false, dev);
-                    PackedWeight packed = be.packLinearWeight(w, dev);
-                    double s = median(be, () -> be.blockSparseLinear(y, x, sparse, null, 0f, null, null, 0f));
-                    double d = median(be, () -> be.linearForward(y, x, packed, null));
+                    double s = median(be, () -> be.blockSparseLinear(y, x, sparse, null, 0f, null, null, 0f)), d;
+                    if (bf16Dense) {
+                        Bf16Weight half = be.packBf16(w, true, dev);
+                        d = median(be, () -> be.gemmBf16(1f, x, half, 0f, y, null));
+                    } else {
+                        PackedWeight packed = be.packLinearWeight(w, dev);
+                        d = median(be, () -> be.linearForward(y, x, packed, null));
+                    }
                     Slot r = new Slot(l, slot, sparse.density(), s, d);
                     dense[l][slot] = r.dense();
                     out.add(r);

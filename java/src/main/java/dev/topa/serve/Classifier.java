@@ -95,9 +95,10 @@ public final class Classifier implements TextModel, AutoCloseable {
 
     private static BertModel onDevice(BertModel host, Backend backend, Precision precision) {
         BertModel m = backend.device().isHostAccessible() ? host : host.copyTo(backend);
+        boolean bf16 = precision == Precision.BF16 && backend.fastBf16() && backend.device().isHostAccessible();
         // a block-pruned model: each masked weight block-sparse or dense, whichever this device runs faster
-        if (m.blockSparse()) dev.topa.prune.BlockFormats.choose(backend, m, PROBE_ROWS);
-        if (precision == Precision.BF16 && backend.fastBf16() && backend.device().isHostAccessible()) m.packForInferenceBf16(backend);
+        if (m.blockSparse()) dev.topa.prune.BlockFormats.choose(backend, m, PROBE_ROWS, bf16);
+        if (bf16) m.packForInferenceBf16(backend);
         else m.packForInference(backend);
         return m;
     }

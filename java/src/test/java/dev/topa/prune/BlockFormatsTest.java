@@ -60,15 +60,17 @@ class BlockFormatsTest {
     @Test
     void theMeasuredChoiceIsSetOnTheModelSlotBySlot() {
         CpuBackend be = CpuBackend.create();
-        try (BertModel m = BlockPruningTest.randomModel(7, false)) {
-            m.setBlockMasks(BlockPruningTest.masks(3));
-            List<BlockFormats.Slot> slots = BlockFormats.choose(be, m, 64);
-            assertEquals(8, slots.size(), "every masked slot measured");
-            for (BlockFormats.Slot s : slots) {
-                assertTrue(s.sparseMs() > 0 && s.denseMs() > 0 && s.density() > 0 && s.density() < 1, s.toString());
-                assertEquals(s.dense(), m.denseFormat(s.layer(), s.slot()), s.toString());
+        for (boolean bf16 : new boolean[] {false, true}) { // the dense form as fp32 packed products, then as bf16 ones
+            try (BertModel m = BlockPruningTest.randomModel(7, false)) {
+                m.setBlockMasks(BlockPruningTest.masks(3));
+                List<BlockFormats.Slot> slots = BlockFormats.choose(be, m, 64, bf16);
+                assertEquals(8, slots.size(), "every masked slot measured");
+                for (BlockFormats.Slot s : slots) {
+                    assertTrue(s.sparseMs() > 0 && s.denseMs() > 0 && s.density() > 0 && s.density() < 1, s.toString());
+                    assertEquals(s.dense(), m.denseFormat(s.layer(), s.slot()), s.toString());
+                }
+                assertTrue(BlockFormats.summary(slots).contains("of 8 block-masked weights"), BlockFormats.summary(slots));
             }
-            assertTrue(BlockFormats.summary(slots).contains("of 8 block-masked weights"), BlockFormats.summary(slots));
         }
     }
 
