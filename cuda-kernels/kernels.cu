@@ -15,3 +15,4 @@
 #include "loss.cu"
 #include "pool.cu"
 #include "softmax.cu"
+#include "sparse24.cu"

@@ -61,6 +61,9 @@ erc=$?
 [ $rc -ne 0 ] || rc=$erc
 "$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.LoraForwardBench >> "$out/train.log" 2>&1
 "$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.BlockSparseBench > "$out/sparse.log" 2>&1
+"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.Sparse24Check > "$out/sparse24.log" 2>&1
+erc=$?
+[ $rc -ne 0 ] || rc=$erc
 if command -v python3 >/dev/null && python3 -c "import torch, transformers" 2>/dev/null; then
     PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_encoder.py" > "$out/torch.log" 2>&1 || echo "torch_encoder: failed (see torch.log)" >> "$out/torch.log"
     PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_lora_step.py" >> "$out/torch.log" 2>&1 || echo "torch_lora_step: failed (see torch.log)" >> "$out/torch.log"
@@ -92,6 +95,8 @@ for shape in minilm bertbase; do
     theirs=$(sed -n "s/^torch_${shape}_b32_s128_bf16_ms: //p" "$out/torch.log")
     [ -n "$ours" ] && [ -n "$theirs" ] && awk -v a="$theirs" -v b="$ours" -v s="$shape" 'BEGIN { printf "encoder_speedup_vs_torch_bf16_%s_b32_s128: %.3f\n", s, a / b }'
 done
+echo "---- 2:4 on the sparse tensor cores (mma.sp) vs dense cuBLASLt ----"
+cat "$out/sparse24.log"
 echo "---- block-sparse on the tensor cores vs dense cuBLASLt ----"
 cat "$out/sparse.log"
 [ $rc -eq 0 ] || tail -30 "$out/ops.log"

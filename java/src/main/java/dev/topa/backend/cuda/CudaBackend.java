@@ -633,6 +633,28 @@ public final class CudaBackend extends Backend {
         }
     }
 
+    // ---------------------------------------------------------------- 2:4 semi-structured weights
+
+    /**
+     * y [m, n] = x [m, k] W'^T + bias on the sparse tensor cores (x rounded to bf16, fp32 sums); layout:
+     * which reading of mma.sp's metadata lanes (see sparse24.cu; the kit's Sparse24Check finds the one
+     * the hardware takes). CUDA only, outside the Backend API: not part of the pipeline yet.
+     */
+    public void sparse24Linear(Tensor y, Tensor x, Sparse24 w, Tensor bias, int layout) {
+        long m = x.numel() / w.k();
+        if (x.numel() != m * w.k() || y.numel() != m * w.n() || (bias != null && bias.numel() != w.n()))
+            throw new IllegalArgumentException("sparse24Linear: x " + java.util.Arrays.toString(x.shape()) + ", y "
+                    + java.util.Arrays.toString(y.shape()) + " do not fit the [" + w.n() + ", " + w.k() + "] weight");
+        if (m == 0) return;
+        synchronized (this) {
+            long n = m * w.k(), xb = operands.atLeast(2 * n);
+            launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
+            String kernel = layout == 0 ? "sparse24_linear_tc_l0" : "sparse24_linear_tc_l1";
+            cu.launch(fn(kernel), kernel, new int[] {w.n() / 64, (int) ((m + 63) / 64), 1}, new int[] {128, 1, 1}, 0, stream, arg(y), xb,
+                    arg(w.values()), arg(w.meta()), arg(bias), m, w.n(), w.k());
+        }
+    }
+
     // ---------------------------------------------------------------- block-sparse weights
 
     /** Mixed: the kept blocks in bf16 (half the memory, the tensor cores' operand); fp32: as they are. */
