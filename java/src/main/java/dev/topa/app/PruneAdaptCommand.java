@@ -161,6 +161,9 @@ final class PruneAdaptCommand implements Callable<Integer> {
         boolean gpu = device.device == DeviceOption.Kind.cuda;
         if (gpu && schedule == Schedule.GRADUAL)
             throw new IllegalArgumentException("--schedule gradual runs on the CPU only (its masks edit the weights in host memory): use --device cpu");
+        if (schedule == Schedule.GRADUAL && recipeOptions.basePrecision == Recipe.Precision.BF16) // found in review: stale packs
+            throw new IllegalArgumentException("--schedule gradual masks the fp32 weights as it goes; bf16 packs of them would not see the masks:"
+                    + " use --base-precision fp32");
         if (headScoring && schedule == Schedule.GRADUAL)
             throw new IllegalArgumentException("--schedule gradual goes with the topa recipe (adapters score as they train)");
         if (blocks && scorer == ImportanceScores.Scorer.FISHER)

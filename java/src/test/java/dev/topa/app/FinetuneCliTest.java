@@ -217,6 +217,10 @@ class FinetuneCliTest {
                 "--out", dir.resolve("o").toString());
         assertEquals("1", r[0]);
         assertTrue(r[2].contains("--schedule gradual runs on the CPU only"), r[2]);
+        String[] b = run("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--schedule", "gradual", "--base-precision",
+                "bf16", "--out", dir.resolve("o").toString());
+        assertEquals("1", b[0]);
+        assertTrue(b[2].contains("use --base-precision fp32"), b[2]);
     }
 
     @Test
