@@ -24,3 +24,34 @@ void TOPA_FN(group_dot)(float *out, const float *x, const float *dx, int64_t B, 
         }
     }
 }
+
+/* out[rb, cb] = sum over the 32 x 32 block (rb, cb) of w * g (w, g [rows, cols] row-major, both
+ * multiples of 32): a block's first-order Taylor term when g = dL/dw. A block-row per task; each
+ * block's 32 rows summed in two 16-wide vectors. */
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+
+void TOPA_FN(block_dot)(float *out, const float *w, const float *g, int64_t rows, int64_t cols) {
+    int64_t cb = cols / 32;
+#pragma omp parallel for num_threads(topa_get_num_threads()) schedule(static) if (rows * cols > 1 << 16)
+    for (int64_t rb = 0; rb < rows / 32; rb++)
+        for (int64_t c = 0; c < cb; c++) {
+            v16 a = {0}, b = {0};
+            for (int64_t i = rb * 32; i < rb * 32 + 32; i++) {
+                const float *wr = w + i * cols + c * 32, *gr = g + i * cols + c * 32;
+                a += *(const v16 *)wr * *(const v16 *)gr;
+                b += *(const v16 *)(wr + 16) * *(const v16 *)(gr + 16);
+            }
+            float s = 0.0f;
+            for (int k = 0; k < 16; k++) s += a[k] + b[k];
+            out[rb * cb + c] = s;
+        }
+}
+
+/* out [cols, rows] = in^T + beta out for in [rows, cols]: small factors (LoRA's A and B). */
+void TOPA_FN(transpose)(float *out, const float *in, int64_t rows, int64_t cols, float beta) {
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            float v = in[i * cols + j];
+            out[j * rows + i] = beta != 0.0f ? v + beta * out[j * rows + i] : v;
+        }
+}

@@ -169,6 +169,10 @@ void TOPA_FN(dropout)(float *out, const float *in, int64_t n, uint32_t key, uint
  * D = 1), from the masked tensor x and its gradient dx, both [B, S, G*D]. out overwritten. */
 void TOPA_FN(group_dot)(float *out, const float *x, const float *dx, int64_t B, int64_t S,
                         int64_t G, int64_t D);
+/* out[rb, cb] = sum of w * g over 32 x 32 block (rb, cb); w, g [rows, cols], both multiples of 32. */
+void TOPA_FN(block_dot)(float *out, const float *w, const float *g, int64_t rows, int64_t cols);
+/* out [cols, rows] = in^T + beta out. */
+void TOPA_FN(transpose)(float *out, const float *in, int64_t rows, int64_t cols, float beta);
 
 /* ---- embedding.c ----
  * out[b,s,:] = wte[ids] + wpe[pos] + wtt[type]; pos = s when pos_ids is NULL, type = 0 when

@@ -72,6 +72,13 @@ final class BenchCommand {
                 float scale = (float) (1 / Math.sqrt(hidden / heads));
                 report("attention_forward_ms", median(() -> be.attentionForward(out, probs, qkv, null, heads, scale)));
                 report("attention_backward_ms", median(() -> be.attentionBackward(dqkv, h, probs, qkv, heads, scale)));
+                // the same tokens as sequences of mixed lengths packed without padding (serving's micro-batches)
+                int[] lengths = new int[batch];
+                for (int i = 0; i < batch; i++) lengths[i] = seq / 4 + rnd.nextInt(seq - seq / 4 + 1);
+                long packedTokens = java.util.Arrays.stream(lengths).sum();
+                Tensor packedQkv = qkv.reshape((long) batch * seq, 3 * hidden).rows(0, packedTokens);
+                Tensor packedOut = out.reshape((long) batch * seq, hidden).rows(0, packedTokens);
+                report("attention_forward_packed_ms", median(() -> be.attentionForwardPacked(packedOut, packedQkv, lengths, heads, scale)));
                 Tensor pooled = scope.allocate(DType.F32, batch, hidden);
                 report("mean_pool_ms", median(() -> be.meanPoolForward(pooled, h, null)));
                 var drop = new dev.topa.backend.Dropout(0.1, 12345);
@@ -79,6 +86,10 @@ final class BenchCommand {
                 Tensor headGrads = scope.allocate(DType.F32, batch, heads);
                 report("head_mask_gradient_ms", median(() -> be.groupDot(headGrads, h, h2, heads)));
                 report("sum_of_squares_ms", median(() -> be.sumOfSquares(ffn)));
+                Tensor w3 = random(scope, rnd, 4 * hidden, hidden), g3 = random(scope, rnd, 4 * hidden, hidden);
+                Tensor blockSums = scope.allocate(DType.F32, 4L * hidden / 32, hidden / 32), factorT = scope.allocate(DType.F32, 8, 4 * hidden);
+                report("block_dot_3072x768_ms", median(() -> be.blockDot(blockSums, w3, g3)));
+                report("transpose_3072x8_ms", median(() -> be.transpose(factorT, w3.reshape(4L * hidden * hidden / 8, 8).rows(0, 4L * hidden), 0f)));
                 // a 768 x 768 projection: plain, pre-packed weight, and with a rank-8 LoRA adapter
                 Tensor w = random(scope, rnd, hidden, hidden), bias = random(scope, rnd, hidden);
                 Tensor la = random(scope, rnd, 8, hidden), lb = random(scope, rnd, hidden, 8);

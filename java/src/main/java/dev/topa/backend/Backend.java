@@ -130,16 +130,7 @@ public abstract class Backend implements AutoCloseable {
         kTranspose(out, in, in.dim(0), in.dim(1), beta);
     }
 
-    protected void kTranspose(Tensor out, Tensor in, long rows, long cols, float beta) {
-        java.lang.foreign.MemorySegment src = in.data(), dst = out.data();
-        java.lang.foreign.ValueLayout.OfFloat f = java.lang.foreign.ValueLayout.JAVA_FLOAT;
-        for (long i = 0; i < rows; i++)
-            for (long j = 0; j < cols; j++) {
-                long o = j * rows + i;
-                float v = src.getAtIndex(f, i * cols + j);
-                dst.setAtIndex(f, o, beta == 0f ? v : v + beta * dst.getAtIndex(f, o));
-            }
-    }
+    protected abstract void kTranspose(Tensor out, Tensor in, long rows, long cols, float beta);
 
     // ---------------------------------------------------------------- GEMM and linear layers
 
@@ -547,23 +538,7 @@ public abstract class Backend implements AutoCloseable {
         kBlockDot(out, w, g, w.dim(0), w.dim(1));
     }
 
-    protected void kBlockDot(Tensor out, Tensor w, Tensor g, long rows, long cols) {
-        java.lang.foreign.MemorySegment ws = w.data(), gs = g.data(), os = out.data();
-        java.lang.foreign.ValueLayout.OfFloat f = java.lang.foreign.ValueLayout.JAVA_FLOAT;
-        int b = BlockSparseWeight.BLOCK;
-        long colsB = cols / b;
-        double[] block = new double[(int) colsB];
-        for (long rb = 0; rb < rows / b; rb++) {
-            java.util.Arrays.fill(block, 0);
-            for (long i = rb * b; i < (rb + 1) * b; i++)
-                for (long cb = 0; cb < colsB; cb++) {
-                    double sum = 0;
-                    for (long j = i * cols + cb * b, end = j + b; j < end; j++) sum += ws.getAtIndex(f, j) * gs.getAtIndex(f, j);
-                    block[(int) cb] += sum;
-                }
-            for (long cb = 0; cb < colsB; cb++) os.setAtIndex(f, rb * colsB + cb, (float) block[(int) cb]);
-        }
-    }
+    protected abstract void kBlockDot(Tensor out, Tensor w, Tensor g, long rows, long cols);
 
     // ---------------------------------------------------------------- attention
 

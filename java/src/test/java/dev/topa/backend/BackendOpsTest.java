@@ -748,16 +748,29 @@ class BackendOpsTest {
             int n = java.util.Arrays.stream(lengths).sum();
             Tensor qkv = f32(s, random(rnd, n * 3 * c), n, 3 * c), out = poisoned(s, n, c);
             be.attentionForwardPacked(out, qkv, lengths, heads, 0.3f);
-            double[] ref = new double[n * c];
+            double[] q = asDouble(qkv), ref = new double[n * c];
             int off = 0;
-            for (int len : lengths) { // each sequence on its own through the padded op (itself tested against float64 above)
-                Tensor one = poisoned(s, 1, len, c);
-                be.attentionForward(one, null, qkv.rows(off, off + len).reshape(1, len, 3 * c), null, heads, 0.3f);
-                double[] v = asDouble(one);
-                System.arraycopy(v, 0, ref, off * c, v.length);
+            for (int len : lengths) { // float64: each sequence attends to itself only
+                for (int h = 0; h < heads; h++)
+                    for (int i = 0; i < len; i++) {
+                        double[] p = new double[len];
+                        double mx = Double.NEGATIVE_INFINITY, sum = 0;
+                        for (int j = 0; j < len; j++) {
+                            double dot = 0;
+                            for (int e = 0; e < d; e++) dot += q[(off + i) * 3 * c + h * d + e] * q[(off + j) * 3 * c + c + h * d + e];
+                            p[j] = 0.3 * dot;
+                            mx = Math.max(mx, p[j]);
+                        }
+                        for (int j = 0; j < len; j++) sum += p[j] = Math.exp(p[j] - mx);
+                        for (int e = 0; e < d; e++) {
+                            double acc = 0;
+                            for (int j = 0; j < len; j++) acc += p[j] / sum * q[(off + j) * 3 * c + 2 * c + h * d + e];
+                            ref[(off + i) * c + h * d + e] = acc;
+                        }
+                    }
                 off += len;
             }
-            assertClose("attentionForwardPacked", ref, out, 1e-6);
+            assertClose("attentionForwardPacked", ref, out, 1e-5);
             var e = assertThrows(IllegalArgumentException.class, () -> be.attentionForwardPacked(poisoned(s, n, c), qkv, new int[] {5, 1}, heads, 1f));
             assertTrue(e.getMessage().startsWith("attentionForwardPacked: qkv"), e.getMessage());
         });

@@ -32,7 +32,7 @@ public final class CpuBackend extends Backend {
 
     private final Isa isa;
     private final MethodHandle sgemm, sgemmAug, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
-            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionForwardPacked, attentionBackward, dropout, groupDot,
+            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionForwardPacked, attentionBackward, dropout, groupDot, blockDot, transpose,
             embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
             mseBackward, adamwStep, sumSquares, bf16PackedSize, bf16Pack, bf16Gemm, bsrPack, bsrLinear, bsrBlockLowrank, bsrLowrankGrad;
     private final boolean dpbf16;
@@ -66,6 +66,8 @@ public final class CpuBackend extends Backend {
         attentionForwardPacked = bind("attention_forward_packed", false, FunctionDescriptor.of(I, A, L, A, A, A, L, A, L, L, L, F));
         dropout = bind("dropout", false, FunctionDescriptor.ofVoid(A, A, L, I, I, F, I));
         groupDot = bind("group_dot", false, FunctionDescriptor.ofVoid(A, A, A, L, L, L, L));
+        blockDot = bind("block_dot", false, FunctionDescriptor.ofVoid(A, A, A, L, L));
+        transpose = bind("transpose", false, FunctionDescriptor.ofVoid(A, A, L, L, F));
         attentionBackward = bind("attention_backward", false,
                 FunctionDescriptor.of(I, A, A, A, L, A, L, A, A, A, A, L, A, L, L, L, L, F, I, I, F));
         embeddingForward = bind("embedding_forward", false, FunctionDescriptor.of(I, A, A, A, A, A, A, A, L, L, L, L, L, L));
@@ -349,15 +351,23 @@ public final class CpuBackend extends Backend {
         syncWorkspace();
     }
 
+    /** Per thread, the sequence offsets of a packed batch for the kernel (grown as needed: no allocation per call). */
+    private static final ThreadLocal<MemorySegment[]> STARTS = ThreadLocal.withInitial(() -> new MemorySegment[1]);
+
     /** One parallel region over every (sequence, head): a micro-batch of short sequences is many small tasks. */
     @Override
     protected void kAttentionForwardPacked(Tensor out, Tensor qkv, int[] lengths, long heads, long headDim, float scale) {
         long c = heads * headDim;
-        int[] starts = new int[lengths.length + 1];
-        for (int i = 0; i < lengths.length; i++) starts[i + 1] = starts[i] + lengths[i];
-        try (java.lang.foreign.Arena a = java.lang.foreign.Arena.ofConfined()) {
-            int st = (int) attentionForwardPacked.invokeExact(seg(out), c, seg(qkv), offset(qkv, c), offset(qkv, 2 * c), 3 * c,
-                    a.allocateFrom(java.lang.foreign.ValueLayout.JAVA_INT, starts), (long) lengths.length, heads, headDim, scale);
+        MemorySegment[] held = STARTS.get();
+        if (held[0] == null || held[0].byteSize() < 4L * (lengths.length + 1))
+            held[0] = java.lang.foreign.Arena.ofAuto().allocate(4L * Math.max(64, lengths.length + 1), 4);
+        MemorySegment starts = held[0];
+        int at = 0;
+        starts.setAtIndex(java.lang.foreign.ValueLayout.JAVA_INT, 0, 0);
+        for (int i = 0; i < lengths.length; i++) starts.setAtIndex(java.lang.foreign.ValueLayout.JAVA_INT, i + 1, at += lengths[i]);
+        try {
+            int st = (int) attentionForwardPacked.invokeExact(seg(out), c, seg(qkv), offset(qkv, c), offset(qkv, 2 * c), 3 * c, starts,
+                    (long) lengths.length, heads, headDim, scale);
             status("attentionForwardPacked", st);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
@@ -384,6 +394,24 @@ public final class CpuBackend extends Backend {
     protected void kGroupDot(Tensor out, Tensor x, Tensor dx, long batch, long seq, long groups, long width) {
         try {
             groupDot.invokeExact(seg(out), seg(x), seg(dx), batch, seq, groups, width);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kBlockDot(Tensor out, Tensor w, Tensor g, long rows, long cols) {
+        try {
+            blockDot.invokeExact(seg(out), seg(w), seg(g), rows, cols);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kTranspose(Tensor out, Tensor in, long rows, long cols, float beta) {
+        try {
+            transpose.invokeExact(seg(out), seg(in), rows, cols, beta);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }
