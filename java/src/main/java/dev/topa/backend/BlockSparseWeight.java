@@ -14,10 +14,6 @@ public record BlockSparseWeight(Tensor values, Tensor rowptr, Tensor colidx, lon
     public static final int BLOCK = 32;
 
     /** Kept fraction of the blocks. */
-    public boolean structureOnly() {
-        return values == null;
-    }
-
     public double density() {
         return keptBlocks / (double) ((n / BLOCK) * (k / BLOCK));
     }
