@@ -1,16 +1,29 @@
-// Storage conversions and copies the GEMM path needs: fp32 -> bf16 (round to nearest even, the
-// cuBLASLt bf16 GEMM's input when activations are kept in fp32) and a row broadcast (the output
-// of a linear layer whose every input was pruned is its bias on every row).
+// Storage conversions and copies the GEMM path needs: fp32 <-> bf16 (round to nearest even: the
+// cuBLASLt bf16 GEMM's input when activations are fp32, and activations kept for backward in bf16)
+// and a row broadcast (the output of a linear layer whose every input was pruned is its bias on
+// every row).
 #include "common.cuh"
 
-// out[i] = bf16(in[i]); two per thread through 8-byte loads when n is even.
+// out[i] = bf16(in[i]); two per thread through 8-byte loads when n is even and both pointers allow
+// it (a tensor view may start at an odd element).
 extern "C" __global__ void convert_f32_to_bf16(__nv_bfloat16 *out, const float *in, int64_t n) {
     int64_t stride = (int64_t)gridDim.x * blockDim.x, i0 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (n % 2 == 0) {
+    if (n % 2 == 0 && (reinterpret_cast<uintptr_t>(in) % 8 | reinterpret_cast<uintptr_t>(out) % 4) == 0) {
         for (int64_t i = i0; i < n / 2; i += stride)
             reinterpret_cast<__nv_bfloat162 *>(out)[i] = __float22bfloat162_rn(reinterpret_cast<const float2 *>(in)[i]);
     } else {
         for (int64_t i = i0; i < n; i += stride) out[i] = __float2bfloat16_rn(in[i]);
+    }
+}
+
+// out[i] = float(in[i]): activations kept in bf16, widened back for backward's ops.
+extern "C" __global__ void convert_bf16_to_f32(float *out, const __nv_bfloat16 *in, int64_t n) {
+    int64_t stride = (int64_t)gridDim.x * blockDim.x, i0 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (n % 2 == 0 && (reinterpret_cast<uintptr_t>(in) % 4 | reinterpret_cast<uintptr_t>(out) % 8) == 0) {
+        for (int64_t i = i0; i < n / 2; i += stride)
+            reinterpret_cast<float2 *>(out)[i] = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162 *>(in)[i]);
+    } else {
+        for (int64_t i = i0; i < n; i += stride) out[i] = __bfloat162float(in[i]);
     }
 }
 

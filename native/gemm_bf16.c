@@ -34,6 +34,17 @@ static inline float from_bf16(uint16_t h) {
     return f;
 }
 
+/* Storage conversions (activations kept for backward in bf16): elementwise, split over threads. */
+void TOPA_FN(convert_f32_to_bf16)(const float *in, uint16_t *out, int64_t n) {
+#pragma omp parallel for num_threads(topa_get_num_threads()) schedule(static) if (n > 1 << 16)
+    for (int64_t i = 0; i < n; i++) out[i] = to_bf16(in[i]);
+}
+
+void TOPA_FN(convert_bf16_to_f32)(const uint16_t *in, float *out, int64_t n) {
+#pragma omp parallel for num_threads(topa_get_num_threads()) schedule(static) if (n > 1 << 16)
+    for (int64_t i = 0; i < n; i++) out[i] = from_bf16(in[i]);
+}
+
 int64_t TOPA_FN(bf16_packed_size)(int64_t K, int64_t N) {
     return ((N + BNR - 1) / BNR) * ((K + 1) / 2) * BNR * 2;
 }

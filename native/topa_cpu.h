@@ -83,6 +83,9 @@ void TOPA_FN(bias_backward)(float *dbias, const float *dy, int64_t rows, int64_t
  * fp32, op(B2) [K2, N] (B2 [N, K2] with transB2, else [K2, N]): LoRA fused into the same pass.
  * Returns 0 or TOPA_ERR_ALLOC. */
 int64_t TOPA_FN(bf16_packed_size)(int64_t K, int64_t N);
+/* f32 <-> bf16 storage conversions (round to nearest even; NaN stays NaN). */
+void TOPA_FN(convert_f32_to_bf16)(const float *in, uint16_t *out, int64_t n);
+void TOPA_FN(convert_bf16_to_f32)(const uint16_t *in, float *out, int64_t n);
 void TOPA_FN(bf16_pack_b)(int transB, int64_t K, int64_t N, const float *B, int64_t ldb, uint16_t *packed);
 int TOPA_FN(bf16_gemm_packed)(int use_dpbf16, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                               int64_t lda, const uint16_t *packed, float beta, float *C, int64_t ldc,

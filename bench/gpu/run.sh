@@ -83,11 +83,11 @@ grep -E "MISMATCH|all_match|failures|Exception" "$out/backward.log" | head -20
 grep -c "_rel_error: .* ok)" "$out/backward.log" | sed 's/^/backward_parity_checks_ok: /'
 cat "$out/train.log"
 # the ratios asked for, same card, same call
-ours=$(sed -n "s/^topa_cuda_lora_step_bertbase_b32_s128_bf16_base_ms: //p" "$out/train.log")
+ours=$(sed -n "s/^topa_cuda_lora_step_bertbase_b32_s128_bf16_base_bf16_act_ms: //p" "$out/train.log")
 theirs=$(sed -n "s/^torch_lora_step_bertbase_b32_s128_bf16_autocast_ms: //p" "$out/torch.log")
 [ -n "$ours" ] && [ -n "$theirs" ] && awk -v a="$theirs" -v b="$ours" 'BEGIN { printf "lora_step_speedup_vs_torch_bf16_eager_bertbase_b32_s128: %.3f\n", a / b }'
 # the Pruning-Adapter (50% structured, adapters on the pruned backbone) over PyTorch's dense LoRA step
-ours=$(sed -n "s/^topa_cuda_lora_step_bertbase_pruned50_b32_s128_bf16_base_ms: //p" "$out/train.log")
+ours=$(sed -n "s/^topa_cuda_lora_step_bertbase_pruned50_b32_s128_bf16_base_bf16_act_ms: //p" "$out/train.log")
 [ -n "$ours" ] && [ -n "$theirs" ] && awk -v a="$theirs" -v b="$ours" 'BEGIN { printf "pruning_adapter50_step_speedup_vs_torch_dense_lora_bf16_eager: %.3f\n", a / b }'
 # topa's CUDA encoder over PyTorch bf16 eager
 for shape in minilm bertbase; do

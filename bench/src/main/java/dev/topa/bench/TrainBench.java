@@ -26,8 +26,9 @@ import java.util.SplittableRandom;
  * or LoRA (r 8 on all six linears, LayerNorm and head trained): median seconds per step after
  * warm-up steps, and the peak bytes the tensor runtime held (weights, adapters, optimizer state,
  * gradients, activations, kernel workspace). One method per process, so peaks do not mix.
- * Usage: TrainBench full|lora[-recompute][-bf16] [threads] [steps] (recompute: the QKV projection and FFN
- * pre-activation are recomputed in backward instead of kept; bf16: frozen weights multiply in bf16).
+ * Usage: TrainBench full|lora[-recompute][-bf16][-bf16act] [threads] [steps] (recompute: the QKV projection
+ * and FFN pre-activation are recomputed in backward instead of kept; bf16: frozen weights multiply in
+ * bf16; bf16act: the activations products read are kept for backward in bf16).
  */
 public final class TrainBench {
     /** b sequences of s random word-piece ids ([CLS] ... [SEP]) with alternating labels: a full-length training batch. */
@@ -49,11 +50,13 @@ public final class TrainBench {
         int b = 32, s = 128;
         List<Trainer.Item> batch = syntheticBatch(b, s);
         try (BertModel model = OnnxBertReader.load(DefaultModel.directory().resolve("model.onnx"))) {
-            boolean lora = method.startsWith("lora"), recompute = method.contains("recompute"), bf16 = method.contains("bf16");
+            List<String> parts = List.of(method.split("-"));
+            boolean lora = parts.contains("lora"), recompute = parts.contains("recompute"), bf16 = parts.contains("bf16");
+            dev.topa.tensor.DType saved = parts.contains("bf16act") ? dev.topa.tensor.DType.BF16 : dev.topa.tensor.DType.F32;
             if (lora) model.addLora(new LoraConfig(8, 16, EnumSet.allOf(LoraConfig.Target.class)), 1);
             if (bf16) model.packBf16ForTraining(CpuBackend.create());
-            try (BertTraining training = new BertTraining(model, lora ? n -> n.contains("lora_") || n.contains("LayerNorm") : n -> true,
-                    dev.topa.model.DropoutConfig.NONE, recompute);
+            try (BertTraining training = new BertTraining(null, model, lora ? n -> n.contains("lora_") || n.contains("LayerNorm") : n -> true,
+                    dev.topa.model.DropoutConfig.NONE, recompute, saved);
                     TaskHead head = new TaskHead(model.config().hidden(), 2, 1);
                     Trainer trainer = new Trainer(CpuBackend.create(), model, training, head, GlueTask.SST2,
                             new Trainer.Config(1, b, 1e-4, 0.01, 0, 1.0, 1))) {

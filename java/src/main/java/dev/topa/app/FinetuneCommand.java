@@ -110,7 +110,7 @@ final class FinetuneCommand implements Callable<Integer> {
             if (lora) m.addLora(rc.loraConfig(), rc.seed());
             // on a GPU the model and head train there; the host copies receive the trained values for saving
             try (TrainingCopy copy = new TrainingCopy(be, m, head);
-                    Trainer trainer = new Trainer(be, copy.model, copy.training(rc.trainable(), rc.dropout(), rc.recomputeProjections()),
+                    Trainer trainer = new Trainer(be, copy.model, copy.training(rc),
                             copy.head, t, cfg)) {
                 BertModel dm = copy.model;
                 if (rc.basePrecision() == Recipe.Precision.BF16) dm.packBf16ForTraining(be);

@@ -176,6 +176,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
         // on the CPU memory first: bf16 packs would hold a second copy of the frozen weights (bf16 only when asked
         // for); on a GPU the bf16 base is the tensor cores' operand
         if (recipeOptions.basePrecision == null) rc = rc.withBasePrecision(gpu && !pruneOnly ? Recipe.Precision.BF16 : Recipe.Precision.FP32);
+        if (recipeOptions.activationPrecision == null && gpu) rc = rc.withActivationPrecision(Recipe.Precision.BF16);
         Path data = dataDir != null ? dataDir : GlueDownload.dataDir(t);
         List<Example> trainEx = t.train(data), devEx = t.dev(data, t.devSplits().get(0));
         if (trainLimit != null) trainEx = trainEx.subList(0, Math.min(trainLimit, trainEx.size()));
@@ -197,7 +198,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
             Recipe scoring = headScoring ? withLr(rc, 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
             try (TrainingCopy copy = new TrainingCopy(be, dense, head)) {
                 BertTraining warm = copy.training(headScoring ? n -> false : rc.trainable(), headScoring ? DropoutConfig.NONE : rc.dropout(),
-                        rc.recomputeProjections());
+                        rc.recomputeProjections(), rc.activationPrecision().dtype());
                 if (!headScoring && !blocks && rc.basePrecision() == Recipe.Precision.BF16) copy.model.packBf16ForTraining(be);
                 warm.setMaskGradientListener(scores);
                 if (blocks) warm.setWeightGradientListener(blockScores);
@@ -232,7 +233,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 BlockScores second = new BlockScores(pruned.config(), blockMethod());
                 long t1 = System.nanoTime();
                 try (TrainingCopy copy = new TrainingCopy(be, pruned, head)) {
-                    BertTraining warm = copy.training(rc.trainable(), rc.dropout(), rc.recomputeProjections());
+                    BertTraining warm = copy.training(rc);
                     warm.setWeightGradientListener(second); // blocks scored on the smaller model, its adapters training on
                     try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, t, rc.trainerConfig(0))) {
                         scoringSteps(trainer, train, rc, 1, rc.lr());
@@ -259,7 +260,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
             // 3. adapters train on
             Files.createDirectories(out);
             try (pruned; TrainingCopy copy = new TrainingCopy(be, pruned, head);
-                    Trainer trainer = new Trainer(be, copy.model, copy.training(rc.trainable(), rc.dropout(), rc.recomputeProjections()), copy.head,
+                    Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head,
                             t, rc.trainerConfig(evalEvery))) {
                 if (rc.basePrecision() == Recipe.Precision.BF16) copy.model.packBf16ForTraining(be);
                 TrainingLoop.Outcome run = TrainingLoop.run(cpu, trainer, train, dev, t, pruned, head, loaded.tokenizer(), tok.maxLength(), out,
@@ -301,7 +302,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
                 100.0 * (denseParams - encoderParameters(dense)) / denseParams);
         Files.createDirectories(out);
         try (dense; TrainingCopy copy = new TrainingCopy(be, dense, head);
-                Trainer trainer = new Trainer(be, copy.model, copy.training(rc.trainable(), rc.dropout(), rc.recomputeProjections()), copy.head, t,
+                Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t,
                         rc.trainerConfig(evalEvery))) {
             // each masked weight trains block-sparse or dense, whichever this device runs faster at the training batch
             long rows = Math.min((long) rc.batchSize() * rc.maxSeqLen(), be.device().isHostAccessible() ? 1024 : 4096);
@@ -339,7 +340,8 @@ final class PruneAdaptCommand implements Callable<Integer> {
         long rampSteps = Math.max(1, Math.round(ramp * stepsPerEpoch * rc.epochs())), every = Math.max(1, rampSteps / 10);
         long[] step = {0};
         Files.createDirectories(out);
-        try (dense; BertTraining training = new BertTraining(dense, rc.trainable(), rc.dropout(), rc.recomputeProjections());
+        try (dense; BertTraining training = new BertTraining(null, dense, rc.trainable(), rc.dropout(), rc.recomputeProjections(),
+                rc.activationPrecision().dtype());
                 Trainer trainer = new Trainer(be, dense, training, head, t, rc.trainerConfig(evalEvery))) {
             training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
             TrainingLoop.Outcome run = TrainingLoop.run(be, trainer, train, dev, t, dense, head, loaded.tokenizer(), tok.maxLength(), out, null,
@@ -462,7 +464,7 @@ final class PruneAdaptCommand implements Callable<Integer> {
     private static Recipe withLr(Recipe r, double lr) {
         return new Recipe(r.method(), r.epochs(), lr, r.batchSize(), r.maxSeqLen(), r.warmupRatio(), r.weightDecay(), r.maxGradNorm(),
                 r.hiddenDropout(), r.attentionDropout(), r.loraRank(), r.loraAlpha(), r.loraDropout(), r.loraTargets(),
-                r.recomputeProjections(), r.basePrecision(), r.seed());
+                r.recomputeProjections(), r.basePrecision(), r.activationPrecision(), r.seed());
     }
 
     /**

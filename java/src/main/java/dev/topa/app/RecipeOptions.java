@@ -56,6 +56,11 @@ final class RecipeOptions {
             "(default: finetune --method lora: bf16 where the CPU has AVX512_BF16, else fp32; full fine-tuning and prune-adapt: fp32)"})
     Recipe.Precision basePrecision;
 
+    @Option(names = "--activation-precision", description = {"fp32 or bf16: how the activations products read (attention context,",
+            "QKV, FFN pre-activation) are kept for backward; bf16 halves them, backward widens them to fp32",
+            "(default: bf16 on a GPU, fp32 on the CPU)"})
+    Recipe.Precision activationPrecision;
+
     @Option(names = "--seed", description = "default: 42")
     Long seed;
 
@@ -72,6 +77,7 @@ final class RecipeOptions {
     /** As above; onGpu: training runs on a GPU, whose tensor cores make the bf16 base the fast one. */
     Recipe recipe(GlueTask t, Recipe.Method method, boolean onGpu) {
         Recipe r = applyTo(Recipe.defaults(t, method));
+        if (activationPrecision == null && onGpu) r = r.withActivationPrecision(Recipe.Precision.BF16);
         if (basePrecision != null || method != Recipe.Method.LORA) return r;
         boolean hardware = onGpu || dev.topa.backend.cpu.CpuBackend.create().fastBf16();
         return hardware ? r.withBasePrecision(Recipe.Precision.BF16) : r;
@@ -90,7 +96,7 @@ final class RecipeOptions {
                 or(warmupRatio, d.warmupRatio()), or(weightDecay, d.weightDecay()), d.maxGradNorm(), or(dropout, d.hiddenDropout()),
                 or(attentionDropout, d.attentionDropout()), or(loraRank, d.loraRank()), or(loraAlpha, d.loraAlpha()),
                 or(loraDropout, d.loraDropout()), targets, or(recomputeProjections, d.recomputeProjections()),
-                or(basePrecision, d.basePrecision()), or(seed, d.seed()));
+                or(basePrecision, d.basePrecision()), or(activationPrecision, d.activationPrecision()), or(seed, d.seed()));
     }
 
     private static <T> T or(T given, T otherwise) {

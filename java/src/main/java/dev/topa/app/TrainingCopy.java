@@ -43,11 +43,19 @@ final class TrainingCopy implements AutoCloseable {
         head = h;
     }
 
-    /** The training state of the copy (gradients and scratch on the backend's device); closed with this. */
-    BertTraining training(Predicate<String> trainable, DropoutConfig dropout, boolean recomputeProjections) {
+    /**
+     * The training state of the copy (gradients and scratch on the backend's device; activations kept
+     * for backward as savedType); closed with this.
+     */
+    BertTraining training(Predicate<String> trainable, DropoutConfig dropout, boolean recomputeProjections, dev.topa.tensor.DType savedType) {
         if (training != null) throw new IllegalStateException("one training per copy");
-        training = new BertTraining(onDevice ? be : null, model, trainable, dropout, recomputeProjections);
+        training = new BertTraining(onDevice ? be : null, model, trainable, dropout, recomputeProjections, savedType);
         return training;
+    }
+
+    /** The training state the recipe asks for. */
+    BertTraining training(dev.topa.train.Recipe rc) {
+        return training(rc.trainable(), rc.dropout(), rc.recomputeProjections(), rc.activationPrecision().dtype());
     }
 
     /** The trained parameters (names: the training's gradients) and the whole head, back in the host objects. */

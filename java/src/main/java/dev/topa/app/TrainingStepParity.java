@@ -52,19 +52,21 @@ public final class TrainingStepParity {
             TrainingStepParity p = new TrainingStepParity();
             boolean ok = p.run(minilm, CpuBackend.create(), exact, 8, 64, 1e-4, "fp32");
             ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "mixed");
+            ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "mixed_bf16_activations", 1, false, DType.BF16);
             ok &= p.run(minilm, CpuBackend.create(), exact, 8, 64, 1e-4, "blocksparse_fp32", 0.5, false);
             ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "blocksparse_mixed", 0.5, false);
             ok &= p.run(minilm, CpuBackend.create(), gpu, 8, 64, 2e-2, "blockmasked_dense_mixed", 0.5, true);
             ok &= p.trainer(minilm, CpuBackend.create(), exact);
             System.out.println("cuda_training_step_matches: " + ok);
             BertConfig base = BertConfig.uniform(30522, 768, 12, 12, 3072, 512, 2, 1e-12f);
-            p.timing("bertbase", base, gpu, 32, 128, false);
-            p.timing("bertbase", base, gpu, 32, 128, true);
+            p.timing("bertbase", base, gpu, 32, 128, false, DType.F32);
+            p.timing("bertbase", base, gpu, 32, 128, true, DType.F32);
+            p.timing("bertbase", base, gpu, 32, 128, true, DType.BF16); // what --device cuda trains with
             // the Pruning-Adapter's backbone: BERT-base with half its heads and half its FFN neurons in every layer (50% structured)
             int[] heads = new int[12], ffn = new int[12];
             java.util.Arrays.fill(heads, 6);
             java.util.Arrays.fill(ffn, 1536);
-            p.timing("bertbase_pruned50", new BertConfig(30522, 768, 512, 2, 64, heads, ffn, 1e-12f), gpu, 32, 128, true);
+            p.timing("bertbase_pruned50", new BertConfig(30522, 768, 512, 2, 64, heads, ffn, 1e-12f), gpu, 32, 128, true, DType.BF16);
             System.exit(ok ? 0 : 1);
         }
     }
@@ -76,15 +78,21 @@ public final class TrainingStepParity {
 
     /** As above with a bound (1e-4 when the device computes in fp32, 2e-2 with bf16 products) and a tag for the printed names. */
     public boolean run(BertConfig config, Backend cpu, Backend dev, int batch, int seq, double bound, String tag) {
-        return run(config, cpu, dev, batch, seq, bound, tag, 1, false);
+        return run(config, cpu, dev, batch, seq, bound, tag, 1, false, DType.F32);
+    }
+
+    public boolean run(BertConfig config, Backend cpu, Backend dev, int batch, int seq, double bound, String tag, double blockDensity,
+            boolean denseFormat) {
+        return run(config, cpu, dev, batch, seq, bound, tag, blockDensity, denseFormat, DType.F32);
     }
 
     /**
      * With blockDensity < 1 every linear weight is block-pruned (random 32 x 32 masks): the masked-adapter path, block-sparse
-     * products, or with denseFormat dense products and the masked term from structure-only packs.
+     * products, or with denseFormat dense products and the masked term from structure-only packs. saved: how the device keeps
+     * activations for backward (the CPU keeps them in f32).
      */
     public boolean run(BertConfig config, Backend cpu, Backend dev, int batch, int seq, double bound, String tag, double blockDensity,
-            boolean denseFormat) {
+            boolean denseFormat, DType saved) {
         failures.clear();
         LoraConfig lora = new LoraConfig(8, 16, java.util.EnumSet.allOf(LoraConfig.Target.class)); // every slot, fused QKV included
         try (BertModel host = randomModel(config); TaskHead head = new TaskHead(config.hidden(), 3, 5); TensorScope in = scope()) {
@@ -98,7 +106,7 @@ public final class TrainingStepParity {
             }
             try (BertModel onDev = host.copyTo(dev); TaskHead headDev = head.copyTo(dev)) {
                 Tensor[] inputs = inputs(in, config, batch, seq);
-                Map<String, float[]> ref = step(cpu, host, head, inputs, null), got = step(dev, onDev, headDev, inputs, dev);
+                Map<String, float[]> ref = step(cpu, host, head, inputs, null, DType.F32), got = step(dev, onDev, headDev, inputs, dev, saved);
                 for (String n : ref.keySet()) compare(tag + "_" + n, ref.get(n), got.get(n), bound);
             }
         }
@@ -107,9 +115,9 @@ public final class TrainingStepParity {
     }
 
     /** Forward, cross-entropy, backward, one AdamW step; returns loss, gradients and updated parameters on the host. */
-    private Map<String, float[]> step(Backend be, BertModel model, TaskHead head, Tensor[] in, Backend device) {
+    private Map<String, float[]> step(Backend be, BertModel model, TaskHead head, Tensor[] in, Backend device, DType saved) {
         Map<String, float[]> out = new LinkedHashMap<>();
-        try (BertTraining training = new BertTraining(device, model, n -> n.contains("lora_"), DropoutConfig.NONE, false);
+        try (BertTraining training = new BertTraining(device, model, n -> n.contains("lora_"), DropoutConfig.NONE, false, saved);
                 StepArena arena = be.stepArena("step"); TensorScope host = scope()) {
             Tensor ids = be.copyOf(in[0], arena), types = be.copyOf(in[1], arena), mask = be.copyOf(in[2], arena), labels = be.copyOf(in[3], arena);
             Tensor logits = head.forward(be, arena, training.forward(be, arena, ids, types, mask), mask);
@@ -194,15 +202,16 @@ public final class TrainingStepParity {
     /**
      * LoRA training step time (PEFT's default targets: query and value, r 8, alpha 16; mean-pool head of 3
      * classes; cross-entropy; AdamW on adapters and head): median wall time of 10 steps after 3 warm-ups, each
-     * ending with the stream drained (the loss is read back every step, as a training loop does).
+     * ending with the stream drained (the loss is read back every step, as a training loop does). saved: how activations are
+     * kept for backward (bf16: names end in _bf16_act).
      */
-    void timing(String tag, BertConfig config, Backend dev, int batch, int seq, boolean bf16Base) {
+    void timing(String tag, BertConfig config, Backend dev, int batch, int seq, boolean bf16Base, DType saved) {
         LoraConfig lora = new LoraConfig(8, 16, java.util.EnumSet.of(LoraConfig.Target.QUERY, LoraConfig.Target.VALUE));
         var tracker = MemoryTracker.of(dev.device());
         try (BertModel host = randomModel(config); TaskHead head = new TaskHead(config.hidden(), 3, 5); TensorScope in = scope()) {
             host.addLora(lora, 3);
             try (BertModel m = host.copyTo(dev); TaskHead h = head.copyTo(dev);
-                    BertTraining training = new BertTraining(dev, m, n -> n.contains("lora_"), DropoutConfig.NONE, false);
+                    BertTraining training = new BertTraining(dev, m, n -> n.contains("lora_"), DropoutConfig.NONE, false, saved);
                     StepArena arena = dev.stepArena("timing"); var state = dev.scope("adamw", MemoryCategory.OPTIMIZER)) {
                 if (bf16Base) m.packBf16ForTraining(dev);
                 Tensor[] inputs = inputs(in, config, batch, seq);
@@ -237,7 +246,7 @@ public final class TrainingStepParity {
                     if (i >= 0) ms[i] = (System.nanoTime() - t0) * 1e-6;
                 }
                 java.util.Arrays.sort(ms);
-                String name = "topa_" + dev.device().kind().name().toLowerCase(java.util.Locale.ROOT) + "_lora_step_" + tag + "_b" + batch + "_s" + seq + (bf16Base ? "_bf16_base" : "_fp32_base");
+                String name = "topa_" + dev.device().kind().name().toLowerCase(java.util.Locale.ROOT) + "_lora_step_" + tag + "_b" + batch + "_s" + seq + (bf16Base ? "_bf16_base" : "_fp32_base") + (saved == DType.BF16 ? "_bf16_act" : "");
                 System.out.printf(Locale.ROOT, "%s_ms: %.3f%n%s_device_peak_mib: %.1f%n", name, ms[ms.length / 2], name,
                         tracker.totalPeak() / 1048576.0);
             }

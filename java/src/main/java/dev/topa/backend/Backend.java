@@ -109,6 +109,23 @@ public abstract class Backend implements AutoCloseable {
         java.lang.foreign.MemorySegment.copy(src.data(), 0, dst.data(), 0, bytes);
     }
 
+    /**
+     * dst = src converted between f32 and bf16 (round to nearest even), the same element count,
+     * both in this backend's memory: activations stored in bf16 and widened back for the ops.
+     */
+    public final void convert(Tensor dst, Tensor src) {
+        check(dst.isFloat() && src.isFloat() && dst.dtype() != src.dtype(), "convert", "converts f32 <-> bf16, got " + src + " -> " + dst);
+        check(dst.numel() == src.numel(), "convert", "element counts differ: " + src + " -> " + dst);
+        for (Tensor t : new Tensor[] {dst, src}) {
+            check(t.device().equals(device()) || (t.device().isHostAccessible() && device().isHostAccessible()), "convert",
+                    t + " is not on " + device());
+            t.checkAlive();
+        }
+        if (dst.numel() > 0) kConvert(dst, src, dst.numel());
+    }
+
+    protected abstract void kConvert(Tensor dst, Tensor src, long n);
+
     /** y[i, :] = row for every row of y: the output of a linear layer left with no inputs. */
     public final void broadcastRows(Tensor y, Tensor row) {
         f32("broadcastRows", "y", y);

@@ -18,13 +18,21 @@ import java.util.function.Predicate;
  * get gradient buffers (category gradients); through frozen ones backward computes dX only.
  *
  * <p>Saved per layer (in the step arena): the fused QKV projection, the attention context, both
- * LayerNorm inputs with their mean/rstd, the FFN pre-activation (GEMM output without bias), the
- * layer output and LoRA's x A^T; with recomputeProjections the QKV projection and the FFN
- * pre-activation are recomputed in backward instead. Recomputed in backward instead of kept, because each costs far
- * less to redo than its memory is worth: the attention probabilities (inside the attention
- * backward kernel, per head), the first LayerNorm's output, the GELU output, and every dropout mask
- * (counter-based, see {@link Dropout}). Per-layer temporaries of forward and backward live in a
- * scratch arena released after each layer, so the peak holds one layer's temporaries, not six.
+ * LayerNorm inputs with their mean/rstd, the FFN pre-activation (GEMM output without bias) and
+ * LoRA's x A^T; with recomputeProjections the QKV projection and the FFN pre-activation are
+ * recomputed in backward instead. Recomputed in backward instead of kept, because each costs far
+ * less to redo than its memory is worth: the layer input (the previous LayerNorm's output, or the
+ * embeddings'), the attention probabilities (inside the attention backward kernel, per head), the
+ * first LayerNorm's output, the GELU output, and every dropout mask (counter-based, see
+ * {@link Dropout}). Per-layer temporaries of forward and backward live in a scratch arena released
+ * after each layer, so the peak holds one layer's temporaries, not six.
+ *
+ * <p>Saved activations may be kept in bf16 (mixed precision, as autocast keeps a product's inputs
+ * and outputs): the context, the QKV projection and the FFN pre-activation -- the tensors products
+ * read, rounded as a bf16 product would round them anyway. The LayerNorm inputs stay fp32: the
+ * residual stream carries outlier features, and rounding x before (x - mean) * rstd would cost
+ * their normalised values up to |x| / std times bf16's 2^-9. Backward widens each kept tensor back
+ * into its per-layer scratch, so every op still reads and writes fp32.
  */
 public final class BertTraining implements AutoCloseable {
     private final BertModel model;
@@ -36,6 +44,8 @@ public final class BertTraining implements AutoCloseable {
     private final Tensor[] qkvWeightGrad, qkvBiasGrad;
     private final DropoutConfig dropout;
     private final boolean recomputeProjections;
+    /** How the context, QKV and FFN pre-activation are kept for backward: F32, or BF16 (half the bytes). */
+    private final DType savedType;
     /** Per-layer temporaries (forward and backward), released after each layer. */
     private final StepArena scratch;
     private long dropoutSeed, dropoutStep;
@@ -78,9 +88,9 @@ public final class BertTraining implements AutoCloseable {
     /** Dropout sites: the embeddings, then per layer 16 sites from 1 + 16 l (see {@link #site}). */
     static final int SITE_EMBEDDINGS = 0, SITE_PROBS = 0, SITE_ATT_OUT = 1, SITE_FFN_OUT = 2, SITE_LORA = 3;
 
-    /** u: per linear slot, x A^T of its LoRA adapter (null without one). */
-    private record Layer(Tensor in, Tensor qkv, Tensor ctx, Tensor sum1, Tensor mean1, Tensor rstd1, Tensor pre, Tensor sum2,
-            Tensor mean2, Tensor rstd2, Tensor out, Tensor[] u) {}
+    /** u: per linear slot, x A^T of its LoRA adapter (null without one); qkv, ctx, pre in the saved type. */
+    private record Layer(Tensor qkv, Tensor ctx, Tensor sum1, Tensor mean1, Tensor rstd1, Tensor pre, Tensor sum2,
+            Tensor mean2, Tensor rstd2, Tensor[] u) {}
 
     private record Saved(Tensor ids, Tensor types, Tensor mask, Tensor emb, Tensor mean0, Tensor rstd0, Layer[] layers) {}
 
@@ -107,6 +117,17 @@ public final class BertTraining implements AutoCloseable {
 
     /** As above for a model on a device: gradients and scratch in that backend's memory (null: host). */
     public BertTraining(Backend device, BertModel model, Predicate<String> trainable, DropoutConfig dropout, boolean recomputeProjections) {
+        this(device, model, trainable, dropout, recomputeProjections, DType.F32);
+    }
+
+    /**
+     * As above; savedType: how the activations products read are kept for backward (F32, or BF16:
+     * see the class comment).
+     */
+    public BertTraining(Backend device, BertModel model, Predicate<String> trainable, DropoutConfig dropout, boolean recomputeProjections,
+            DType savedType) {
+        if (savedType != DType.F32 && savedType != DType.BF16)
+            throw new IllegalArgumentException("saved activations are f32 or bf16, not " + savedType);
         if (device != null ? !model.device().equals(device.device()) : !model.device().isHostAccessible())
             throw new IllegalArgumentException("the model is on " + model.device() + ", training memory would be on "
                     + (device == null ? "the host" : device.device()));
@@ -118,6 +139,7 @@ public final class BertTraining implements AutoCloseable {
         this.cfg = model.config();
         this.dropout = dropout;
         this.recomputeProjections = recomputeProjections;
+        this.savedType = savedType;
         qkvWeightGrad = new Tensor[cfg.layers()];
         qkvBiasGrad = new Tensor[cfg.layers()];
         for (int l = 0; l < cfg.layers(); l++) {
@@ -200,22 +222,26 @@ public final class BertTraining implements AutoCloseable {
         be.embeddingForward(emb, ids, null, types, p("embeddings.word_embeddings.weight"),
                 p("embeddings.position_embeddings.weight"), cfg.typeVocabSize() > 0 ? p("embeddings.token_type_embeddings.weight") : null);
         Tensor mean0 = arena.allocate(DType.F32, b * s), rstd0 = arena.allocate(DType.F32, b * s);
-        Tensor h = arena.allocate(DType.F32, b, s, c);
+        // layer inputs alternate between two buffers: backward recomputes each from the LayerNorm that made it
+        Tensor[] hidden = {arena.allocate(DType.F32, b, s, c), arena.allocate(DType.F32, b, s, c)};
+        Tensor h = hidden[0];
         be.layernormForward(h, mean0, rstd0, null, emb, null, p("embeddings.LayerNorm.weight"), p("embeddings.LayerNorm.bias"), eps);
         Dropout d0 = dropout(dropout.hidden(), SITE_EMBEDDINGS);
         if (d0.active()) be.dropout(h, h, d0, false);
         Layer[] layers = new Layer[cfg.layers()];
+        // what backward keeps is computed here when kept as it is, else in the scratch and kept as a bf16 copy
+        StepArena kept = savedType == DType.F32 ? arena : scratch;
         for (int l = 0; l < cfg.layers(); l++) {
             String n = "encoder.layer." + l + ".";
             int a = cfg.attentionWidth(l), f = cfg.ffn(l);
             StepArena.Mark mark = scratch.mark();
             Tensor[] u = new Tensor[4];
-            StepArena keep = recomputeProjections ? scratch : arena; // where the recomputable projections go
+            StepArena projections = recomputeProjections ? scratch : kept;
             Tensor qkv = null, ctx = null, att = scratch.allocate(DType.F32, b, s, c);
             if (a > 0) {
-                qkv = keep.allocate(DType.F32, b, s, 3L * a);
+                qkv = projections.allocate(DType.F32, b, s, 3L * a);
                 u[BertModel.QKV] = linearForward(be, arena, qkv, h, l, BertModel.QKV, model.qkvWeight(l), model.qkvBias(l));
-                ctx = arena.allocate(DType.F32, b, s, a);
+                ctx = kept.allocate(DType.F32, b, s, a);
                 be.attentionForward(ctx, null, qkv, mask, cfg.heads(l), scale(), dropout(dropout.attention(), site(l, SITE_PROBS)));
                 u[BertModel.ATT_OUT] = linearForward(be, arena, att, ctx, l, BertModel.ATT_OUT, p(n + "attention.output.dense.weight"),
                         p(n + "attention.output.dense.bias"));
@@ -230,7 +256,7 @@ public final class BertTraining implements AutoCloseable {
                     p(n + "attention.output.LayerNorm.bias"), eps);
             Tensor pre = null, out = scratch.allocate(DType.F32, b, s, c);
             if (f > 0) {
-                pre = keep.allocate(DType.F32, b, s, f);
+                pre = projections.allocate(DType.F32, b, s, f);
                 Tensor act = scratch.allocate(DType.F32, b, s, f);
                 u[BertModel.FFN_IN] = linearForward(be, arena, pre, h1, l, BertModel.FFN_IN, p(n + "intermediate.dense.weight"), null);
                 be.biasGeluForward(act, pre, p(n + "intermediate.dense.bias"));
@@ -241,15 +267,53 @@ public final class BertTraining implements AutoCloseable {
             }
             Dropout dOut = dropout(dropout.hidden(), site(l, SITE_FFN_OUT));
             if (dOut.active()) be.dropout(out, out, dOut, false);
-            Tensor sum2 = arena.allocate(DType.F32, b, s, c), h2 = arena.allocate(DType.F32, b, s, c);
+            Tensor sum2 = arena.allocate(DType.F32, b, s, c), h2 = hidden[(l + 1) % 2];
             Tensor mean2 = arena.allocate(DType.F32, b * s), rstd2 = arena.allocate(DType.F32, b * s);
             be.layernormForward(h2, mean2, rstd2, sum2, out, h1, p(n + "output.LayerNorm.weight"), p(n + "output.LayerNorm.bias"), eps);
+            layers[l] = new Layer(recomputeProjections ? null : keep(be, arena, qkv), keep(be, arena, ctx), sum1, mean1, rstd1,
+                    recomputeProjections ? null : keep(be, arena, pre), sum2, mean2, rstd2, u);
             scratch.release(mark);
-            layers[l] = new Layer(h, recomputeProjections ? null : qkv, ctx, sum1, mean1, rstd1, recomputeProjections ? null : pre, sum2,
-                    mean2, rstd2, h2, u);
             h = h2;
         }
         saved = new Saved(ids, types, mask, emb, mean0, rstd0, layers);
+        return h;
+    }
+
+    /** t as backward keeps it: itself (f32), or a bf16 copy in the arena. */
+    private Tensor keep(Backend be, StepArena arena, Tensor t) {
+        if (t == null || savedType == DType.F32) return t;
+        Tensor half = arena.allocate(DType.BF16, t.shape());
+        be.convert(half, t);
+        return half;
+    }
+
+    /** A kept activation as backward's ops read it: itself, or widened to f32 in the layer scratch. */
+    private Tensor widen(Backend be, Tensor kept) {
+        if (kept.dtype() == DType.F32) return kept;
+        Tensor t = scratch.allocate(DType.F32, kept.shape());
+        be.convert(t, kept);
+        return t;
+    }
+
+    /**
+     * Layer l's input recomputed into the scratch: the previous layer's output LayerNorm over its
+     * kept input, or for layer 0 the embeddings' LayerNorm and dropout (the same kernels on the same
+     * values as forward, so the same result).
+     */
+    private Tensor layerInput(Backend be, int l, long b, long s) {
+        int c = cfg.hidden();
+        Tensor h = scratch.allocate(DType.F32, b, s, c), stat = scratch.allocate(DType.F32, 2, b * s);
+        Tensor mean = stat.rows(0, 1).reshape(b * s), rstd = stat.rows(1, 2).reshape(b * s);
+        if (l == 0) {
+            be.layernormForward(h, mean, rstd, null, saved.emb(), null, p("embeddings.LayerNorm.weight"), p("embeddings.LayerNorm.bias"),
+                    cfg.layerNormEps());
+            Dropout d0 = dropout(dropout.hidden(), SITE_EMBEDDINGS);
+            if (d0.active()) be.dropout(h, h, d0, false);
+        } else {
+            String n = "encoder.layer." + (l - 1) + ".";
+            be.layernormForward(h, mean, rstd, null, saved.layers()[l - 1].sum2(), null, p(n + "output.LayerNorm.weight"),
+                    p(n + "output.LayerNorm.bias"), cfg.layerNormEps());
+        }
         return h;
     }
 
@@ -345,7 +409,7 @@ public final class BertTraining implements AutoCloseable {
         Tensor h1 = scratch.allocate(DType.F32, b, s, c), stat = scratch.allocate(DType.F32, 2, b * s);
         be.layernormForward(h1, stat.rows(0, 1).reshape(b * s), stat.rows(1, 2).reshape(b * s), null, sv.sum1(), null,
                 p(n + "attention.output.LayerNorm.weight"), p(n + "attention.output.LayerNorm.bias"), cfg.layerNormEps());
-        Tensor pre = sv.pre();
+        Tensor pre = sv.pre() != null ? widen(be, sv.pre()) : null;
         if (pre == null)
             linearForward(be, scratch, pre = scratch.allocate(DType.F32, b, s, f), h1, l, BertModel.FFN_IN,
                     p(n + "intermediate.dense.weight"), null);
@@ -385,23 +449,24 @@ public final class BertTraining implements AutoCloseable {
         long b = dIn.dim(0), s = dIn.dim(1);
         int a = cfg.attentionWidth(l);
         // attention output: att = ctx Wo^T + bo
-        Tensor dCtx = scratch.allocate(DType.F32, b, s, a);
+        Tensor dCtx = scratch.allocate(DType.F32, b, s, a), ctx = widen(be, sv.ctx());
         linearBackward(be, l, BertModel.ATT_OUT, dCtx, false, grads.get(n + "attention.output.dense.weight"),
-                grads.get(n + "attention.output.dense.bias"), dAtt, sv.ctx(), sv.u(), p(n + "attention.output.dense.weight"));
+                grads.get(n + "attention.output.dense.bias"), dAtt, ctx, sv.u(), p(n + "attention.output.dense.weight"));
         if (maskGradients != null) {
             Tensor g = scratch.allocate(DType.F32, b, cfg.heads(l));
-            be.groupDot(g, sv.ctx(), dCtx, cfg.heads(l));
+            be.groupDot(g, ctx, dCtx, cfg.heads(l));
             onHost(be, g, t -> maskGradients.heads(l, t));
         }
-        Tensor qkv = sv.qkv();
+        Tensor in = layerInput(be, l, b, s);
+        Tensor qkv = sv.qkv() != null ? widen(be, sv.qkv()) : null;
         if (qkv == null)
-            linearForward(be, scratch, qkv = scratch.allocate(DType.F32, b, s, 3L * a), sv.in(), l, BertModel.QKV, model.qkvWeight(l),
+            linearForward(be, scratch, qkv = scratch.allocate(DType.F32, b, s, 3L * a), in, l, BertModel.QKV, model.qkvWeight(l),
                     model.qkvBias(l));
         Tensor dQkv = scratch.allocate(DType.F32, b, s, 3L * a);
         be.attentionBackward(dQkv, dCtx, null, qkv, saved.mask(), cfg.heads(l), scale(),
                 dropout(dropout.attention(), site(l, SITE_PROBS)));
         // QKV: qkv = in Wqkv^T + bqkv; d(in) += dQkv Wqkv
-        linearBackward(be, l, BertModel.QKV, dIn, true, qkvWeightGrad[l], qkvBiasGrad[l], dQkv, sv.in(), sv.u(), model.qkvWeight(l));
+        linearBackward(be, l, BertModel.QKV, dIn, true, qkvWeightGrad[l], qkvBiasGrad[l], dQkv, in, sv.u(), model.qkvWeight(l));
     }
 
     /**

@@ -130,6 +130,13 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
         released.clear();
     }
 
+    /** Bytes of the tensors alive in this step (what a forward keeps for its backward, read between the two). */
+    public synchronized long liveBytes() {
+        long sum = 0;
+        for (long b : liveByCategory) sum += b;
+        return sum;
+    }
+
     /** Bytes the arena's chunks hold (what the process really keeps for activations). */
     public synchronized long reservedBytes() {
         return reserved;

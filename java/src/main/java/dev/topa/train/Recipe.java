@@ -17,10 +17,19 @@ import java.util.Set;
 public record Recipe(Method method, int epochs, double lr, int batchSize, int maxSeqLen, double warmupRatio,
         double weightDecay, double maxGradNorm, double hiddenDropout, double attentionDropout, int loraRank,
         double loraAlpha, double loraDropout, Set<LoraConfig.Target> loraTargets, boolean recomputeProjections, Precision basePrecision,
-        long seed) {
+        Precision activationPrecision, long seed) {
 
-    /** How frozen base weights multiply: fp32, or bf16 products with fp32 sums (LoRA only; ~2x on AVX512_BF16). */
-    public enum Precision { FP32, BF16 }
+    /**
+     * How frozen base weights multiply: fp32, or bf16 products with fp32 sums (LoRA only; ~2x on
+     * AVX512_BF16). For activations: how those that products read are kept for backward.
+     */
+    public enum Precision {
+        FP32, BF16;
+
+        public dev.topa.tensor.DType dtype() {
+            return this == FP32 ? dev.topa.tensor.DType.F32 : dev.topa.tensor.DType.BF16;
+        }
+    }
 
     public enum Method {
         /** full: every weight trains; lora: adapters on a frozen backbone; prune: structured pruning, then full fine-tuning of what remains. */
@@ -64,7 +73,7 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
         // their frozen backbone's activations are what fills it; full fine-tuning's memory is mostly
         // weights, gradients and optimizer state, so it keeps its activations and its speed
         return new Recipe(method, epochs, lr, 32, 128, 0.06, 0.01, 1.0, 0.1, 0.1, 8, 16, 0.0,
-                EnumSet.allOf(LoraConfig.Target.class), method == Method.LORA, Precision.FP32, 42);
+                EnumSet.allOf(LoraConfig.Target.class), method == Method.LORA, Precision.FP32, Precision.FP32, 42);
     }
 
     /**
@@ -75,12 +84,18 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
      */
     public static Recipe paper(GlueTask task) {
         return new Recipe(Method.LORA, 30, 2e-5, 32, 128, 0.0, 0.0, 1.0, 0.1, 0.1, 8, 1.0, 0.0,
-                EnumSet.of(LoraConfig.Target.QUERY, LoraConfig.Target.KEY, LoraConfig.Target.VALUE), true, Precision.FP32, 42);
+                EnumSet.of(LoraConfig.Target.QUERY, LoraConfig.Target.KEY, LoraConfig.Target.VALUE), true, Precision.FP32, Precision.FP32, 42);
     }
 
     public Recipe withBasePrecision(Precision p) {
         return new Recipe(method, epochs, lr, batchSize, maxSeqLen, warmupRatio, weightDecay, maxGradNorm, hiddenDropout,
-                attentionDropout, loraRank, loraAlpha, loraDropout, loraTargets, recomputeProjections, p, seed);
+                attentionDropout, loraRank, loraAlpha, loraDropout, loraTargets, recomputeProjections, p, activationPrecision, seed);
+    }
+
+    /** Activations kept for backward in bf16 (half their memory; backward widens them to fp32) or fp32. */
+    public Recipe withActivationPrecision(Precision p) {
+        return new Recipe(method, epochs, lr, batchSize, maxSeqLen, warmupRatio, weightDecay, maxGradNorm, hiddenDropout,
+                attentionDropout, loraRank, loraAlpha, loraDropout, loraTargets, recomputeProjections, basePrecision, p, seed);
     }
 
     public LoraConfig loraConfig() {
@@ -122,6 +137,7 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
         }
         m.put("recompute_projections", recomputeProjections);
         m.put("base_precision", basePrecision.name().toLowerCase(java.util.Locale.ROOT));
+        m.put("activation_precision", activationPrecision.name().toLowerCase(java.util.Locale.ROOT));
         m.put("seed", seed);
         return m;
     }

@@ -53,7 +53,7 @@ class TrainingCopyTest {
                 items.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types), new Example("a", "b", rnd.nextInt(2), 0f)));
             }
             try (TrainingCopy copy = new TrainingCopy(be, host, head, true);
-                    Trainer trainer = new Trainer(be, copy.model, copy.training(n -> n.contains("lora_"), DropoutConfig.NONE, false), copy.head,
+                    Trainer trainer = new Trainer(be, copy.model, copy.training(n -> n.contains("lora_"), DropoutConfig.NONE, false, dev.topa.tensor.DType.F32), copy.head,
                             GlueTask.MRPC, new Trainer.Config(1, 8, 1e-2, 0.0, 0, 1.0, 7))) {
                 assertNotSame(host, copy.model);
                 trainer.trainStep(items.subList(0, 8), 1e-2);

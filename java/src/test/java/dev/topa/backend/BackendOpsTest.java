@@ -15,6 +15,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.topa.tensor.DType;
 import dev.topa.tensor.Tensor;
 import java.util.ArrayList;
 import java.util.List;
@@ -711,6 +712,49 @@ class BackendOpsTest {
                     () -> be.adamwStep(List.<Tensor[]>of(new Tensor[] {c, c}), new AdamWConfig(1e-3, 0.9, 0.999, 1e-8, 0), 1, 1f));
             assertTrue(e4.getMessage().contains("{param, grad, m, v}"), e4.getMessage());
         });
+    }
+
+    @TestFactory
+    Stream<DynamicTest> convertRoundsToNearestEvenBf16AndWidensExactly() {
+        return onEveryBackend("convert", (be, s, rnd) -> {
+            int n = 1037; // odd: the tails of vector loops
+            float[] x = new float[n];
+            for (int i = 0; i < n; i++) {
+                float v = (float) ((rnd.nextDouble() - 0.5) * Math.pow(10, rnd.nextInt(-6, 7)));
+                int bits = Float.floatToRawIntBits(v);
+                // every fifth an exact tie between two bf16 values
+                x[i] = i % 5 == 0 ? Float.intBitsToFloat((bits & 0xffff0000) | 0x8000) : v;
+            }
+            x[1] = Float.NaN;
+            x[2] = Float.MAX_VALUE; // rounds up past the largest bf16: infinity
+            x[3] = Float.NEGATIVE_INFINITY;
+            x[4] = -0f;
+            Tensor in = s.allocate(DType.F32, n).copyFrom(x), half = s.allocate(DType.BF16, n).fill(Float.NaN);
+            be.convert(half, in);
+            Tensor back = poisoned(s, n);
+            be.convert(back, half);
+            float[] got = back.toFloatArray();
+            for (int i = 0; i < n; i++) {
+                float want = nearestEvenBf16(x[i]);
+                assertTrue(Float.isNaN(want) ? Float.isNaN(got[i]) : Float.floatToRawIntBits(want) == Float.floatToRawIntBits(got[i]),
+                        "element " + i + ": " + x[i] + " -> " + got[i] + ", want " + want);
+            }
+            var e = assertThrows(IllegalArgumentException.class, () -> be.convert(poisoned(s, n), in));
+            assertTrue(e.getMessage().startsWith("convert: converts f32 <-> bf16"), e.getMessage());
+            var e2 = assertThrows(IllegalArgumentException.class, () -> be.convert(s.allocate(DType.BF16, n - 1), in));
+            assertTrue(e2.getMessage().startsWith("convert: element counts differ"), e2.getMessage());
+        });
+    }
+
+    /** The bf16 value nearest to x (ties to an even last mantissa bit), found by comparing the two neighbours in float64. */
+    private static float nearestEvenBf16(float x) {
+        if (Float.isNaN(x) || Float.isInfinite(x)) return x;
+        int bits = Float.floatToRawIntBits(x);
+        float down = Float.intBitsToFloat(bits & 0xffff0000), up = Float.intBitsToFloat((bits & 0xffff0000) + 0x10000);
+        double dDown = Math.abs((double) x - down), dUp = Math.abs((double) up - x);
+        if (Float.isInfinite(up)) dUp = Math.abs(Math.scalb(1.0, 128) * Math.signum(x) - x); // past the largest finite value
+        if (dDown != dUp) return dDown < dUp ? down : up;
+        return (bits & 0x10000) == 0 ? down : up;
     }
 
     @TestFactory

@@ -213,6 +213,66 @@ class BertGradientTest {
         }
     }
 
+    /**
+     * Activations kept in bf16: forward is unchanged (it computes in fp32 and keeps rounded copies),
+     * gradients stay within the mixed-precision bound of the fp32-kept ones but differ (so bf16 was
+     * used), and what forward leaves for backward shrinks by half the kept context, QKV and FFN
+     * pre-activation.
+     */
+    @Test
+    void bf16SavedActivationsStayCloseToFp32AndHalveWhatIsKept() {
+        BertConfig cfg = new BertConfig(23, 32, 9, 2, 8, new int[] {4, 2}, new int[] {64, 48}, 1e-6f);
+        SplittableRandom rnd = new SplittableRandom(29);
+        int[] ids = new int[B * S], types = new int[B * S], mask = new int[B * S];
+        for (int i = 0; i < B * S; i++) {
+            ids[i] = rnd.nextInt(23);
+            mask[i] = (i % S) < S - 2 * (i / S) ? 1 : 0;
+        }
+        try (BertModel model = new BertModel(cfg)) {
+            model.addLora(new LoraConfig(4, 8.0, java.util.EnumSet.allOf(LoraConfig.Target.class), 0.1), 5);
+            for (var e : model.parameters().entrySet()) {
+                float[] v = new float[(int) e.getValue().numel()];
+                boolean gamma = e.getKey().endsWith("LayerNorm.weight");
+                for (int i = 0; i < v.length; i++) v[i] = (float) (gamma ? 0.8 + 0.4 * rnd.nextDouble() : 0.3 * (rnd.nextDouble() - 0.5));
+                e.getValue().copyFrom(v);
+            }
+            float[] dy = new float[B * S * cfg.hidden()];
+            for (int i = 0; i < dy.length; i++) dy[i] = (float) (rnd.nextDouble() - 0.5);
+            CpuBackend be = CpuBackend.create();
+            for (boolean recompute : new boolean[] {false, true}) {
+                float[][] outs = new float[2][];
+                long[] kept = new long[2];
+                Map<String, float[]>[] got = new Map[2];
+                for (int k = 0; k < 2; k++) {
+                    try (BertTraining train = new BertTraining(null, model, n -> n.contains("lora_") || n.contains("LayerNorm"),
+                            new DropoutConfig(0.1, 0.1), recompute, k == 0 ? DType.F32 : DType.BF16); StepArena arena = new StepArena("saved")) {
+                        train.setDropoutStep(3, 1);
+                        Tensor tid = arena.allocate(DType.I32, B, S).copyFrom(ids), tty = arena.allocate(DType.I32, B, S).copyFrom(types);
+                        Tensor tm = arena.allocate(DType.I32, B, S).copyFrom(mask);
+                        long before = arena.liveBytes();
+                        outs[k] = train.forward(be, arena, tid, tty, tm).toFloatArray();
+                        kept[k] = arena.liveBytes() - before;
+                        train.backward(be, arena, arena.allocate(DType.F32, B, S, cfg.hidden()).copyFrom(dy));
+                        got[k] = new HashMap<>();
+                        for (var e : train.gradients().entrySet()) got[k].put(e.getKey(), e.getValue().toFloatArray());
+                    }
+                }
+                org.junit.jupiter.api.Assertions.assertArrayEquals(outs[0], outs[1], "forward does not depend on how activations are kept");
+                double worst = 0;
+                for (String n : got[0].keySet()) {
+                    double e = rel(got[0].get(n), got[1].get(n));
+                    assertTrue(e < 2e-2, n + ": bf16-kept vs fp32-kept gradient " + e);
+                    worst = Math.max(worst, e);
+                }
+                assertTrue(worst > 0, "gradients identical: the bf16 copies were not used");
+                long halved = 0; // bytes: half of each kept tensor's fp32 size
+                for (int l = 0; l < cfg.layers(); l++)
+                    halved += (long) B * S * ((recompute ? 0 : 3L * cfg.attentionWidth(l) + cfg.ffn(l)) + cfg.attentionWidth(l)) * 2;
+                assertEquals(halved, kept[0] - kept[1], "recompute " + recompute + ": kept " + kept[0] + " vs " + kept[1] + " bytes");
+            }
+        }
+    }
+
     private static double rel(float[] ref, float[] got) {
         double num = 0, den = 0;
         for (int i = 0; i < ref.length; i++) {

@@ -33,15 +33,15 @@ class RecipeTest {
         Recipe d = Recipe.defaults(GlueTask.COLA, Recipe.Method.LORA);
         var e = assertThrows(IllegalArgumentException.class, () -> new Recipe(d.method(), 0, d.lr(), d.batchSize(), d.maxSeqLen(),
                 d.warmupRatio(), d.weightDecay(), d.maxGradNorm(), d.hiddenDropout(), d.attentionDropout(), d.loraRank(), d.loraAlpha(),
-                d.loraDropout(), d.loraTargets(), d.recomputeProjections(), d.basePrecision(), d.seed()));
+                d.loraDropout(), d.loraTargets(), d.recomputeProjections(), d.basePrecision(), d.activationPrecision(), d.seed()));
         assertTrue(e.getMessage().contains("epochs"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> new Recipe(d.method(), 1, d.lr(), d.batchSize(), d.maxSeqLen(),
                 d.warmupRatio(), d.weightDecay(), d.maxGradNorm(), 1.0, d.attentionDropout(), d.loraRank(), d.loraAlpha(),
-                d.loraDropout(), d.loraTargets(), d.recomputeProjections(), d.basePrecision(), d.seed()));
+                d.loraDropout(), d.loraTargets(), d.recomputeProjections(), d.basePrecision(), d.activationPrecision(), d.seed()));
         assertTrue(e.getMessage().contains("hidden dropout"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> new Recipe(d.method(), 1, d.lr(), d.batchSize(), d.maxSeqLen(),
                 d.warmupRatio(), d.weightDecay(), d.maxGradNorm(), d.hiddenDropout(), d.attentionDropout(), d.loraRank(), d.loraAlpha(),
-                -0.5, d.loraTargets(), d.recomputeProjections(), d.basePrecision(), d.seed()));
+                -0.5, d.loraTargets(), d.recomputeProjections(), d.basePrecision(), d.activationPrecision(), d.seed()));
         assertTrue(e.getMessage().contains("LoRA dropout"), e.getMessage());
     }
 }

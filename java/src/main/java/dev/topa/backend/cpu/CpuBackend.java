@@ -9,6 +9,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 import dev.topa.backend.AdamWConfig;
 import dev.topa.backend.Backend;
 import dev.topa.backend.Dropout;
+import dev.topa.tensor.DType;
 import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.MemoryTracker;
@@ -32,7 +33,7 @@ public final class CpuBackend extends Backend {
 
     private final Isa isa;
     private final MethodHandle sgemm, sgemmAug, packedSize, packB, sgemmPacked, biasBackward, layernormForward, layernormBackward, biasGeluForward,
-            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionForwardPacked, attentionBackward, dropout, groupDot, blockDot, transpose,
+            biasGeluBackward, softmaxForward, softmaxBackward, attentionForward, attentionForwardPacked, attentionBackward, dropout, groupDot, blockDot, transpose, convertToBf16, convertToF32,
             embeddingForward, embeddingBackward, meanPoolForward, meanPoolBackward, crossEntropyForward, crossEntropyBackward, mseForward,
             mseBackward, adamwStep, sumSquares, bf16PackedSize, bf16Pack, bf16Gemm, bsrPack, bsrLinear, bsrBlockLowrank, bsrLowrankGrad;
     private final boolean dpbf16;
@@ -68,6 +69,8 @@ public final class CpuBackend extends Backend {
         groupDot = bind("group_dot", false, FunctionDescriptor.ofVoid(A, A, A, L, L, L, L));
         blockDot = bind("block_dot", false, FunctionDescriptor.ofVoid(A, A, A, L, L));
         transpose = bind("transpose", false, FunctionDescriptor.ofVoid(A, A, L, L, F));
+        convertToBf16 = bind("convert_f32_to_bf16", false, FunctionDescriptor.ofVoid(A, A, L));
+        convertToF32 = bind("convert_bf16_to_f32", false, FunctionDescriptor.ofVoid(A, A, L));
         attentionBackward = bind("attention_backward", false,
                 FunctionDescriptor.of(I, A, A, A, L, A, L, A, A, A, A, L, A, L, L, L, L, F, I, I, F));
         embeddingForward = bind("embedding_forward", false, FunctionDescriptor.of(I, A, A, A, A, A, A, A, L, L, L, L, L, L));
@@ -403,6 +406,16 @@ public final class CpuBackend extends Backend {
     protected void kBlockDot(Tensor out, Tensor w, Tensor g, long rows, long cols) {
         try {
             blockDot.invokeExact(seg(out), seg(w), seg(g), rows, cols);
+        } catch (Throwable t) {
+            throw CpuKernels.rethrow(t);
+        }
+    }
+
+    @Override
+    protected void kConvert(Tensor dst, Tensor src, long n) {
+        try {
+            if (dst.dtype() == DType.BF16) convertToBf16.invokeExact(seg(src), seg(dst), n);
+            else convertToF32.invokeExact(seg(src), seg(dst), n);
         } catch (Throwable t) {
             throw CpuKernels.rethrow(t);
         }

@@ -238,6 +238,12 @@ public final class CudaBackend extends Backend {
     }
 
     @Override
+    protected void kConvert(Tensor dst, Tensor src, long n) {
+        if (dst.dtype() == DType.BF16) launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, arg(dst), arg(src), n);
+        else launch("convert_bf16_to_f32", strided((n + 1) / 2), THREADS, arg(dst), arg(src), n);
+    }
+
+    @Override
     protected void kBroadcastRows(Tensor y, Tensor row, long rows, long cols) {
         launch("broadcast_rows_f32", strided(rows * cols), THREADS, arg(y), arg(row), rows, (int) cols);
     }
