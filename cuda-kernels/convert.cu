@@ -83,6 +83,97 @@ extern "C" __global__ void lora_augment_to_bf16(__nv_bfloat16 *out, const float 
     }
 }
 
+// The same operand with the factor product formed in the pass that reads x: u = x op(f) [rows, r]
+// (fp32, written: backward keeps it) and out [rows, k + r] bf16 = [x | scale u]. op(f) [k, r]: f is
+// [r, k] (fRk: LoRA's A, forward) or [k, r] (LoRA's B, input gradient). A warp takes 4 rows at a
+// time so each factor value read (from L1: the factor is small) serves 4 rows; the rank in chunks
+// of 16 partial sums per row, reduced across the warp at the end of each chunk. 128 threads.
+#define LORA_ROWS_PER_WARP 4
+#define LORA_Q 16
+template <int VEC>
+__device__ void loraAugmentLowRank(__nv_bfloat16 *out, float *u, const float *x, const float *f, int fRk, float scale, int64_t rows,
+                                   int k, int r) {
+    const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    const int64_t width = (int64_t)k + r;
+    for (int64_t r0 = ((int64_t)blockIdx.x * warps + (threadIdx.x >> 5)) * LORA_ROWS_PER_WARP; r0 < rows;
+         r0 += (int64_t)gridDim.x * warps * LORA_ROWS_PER_WARP) {
+        for (int q0 = 0; q0 < r; q0 += LORA_Q) { // r >= 1: the first chunk also writes x's part
+            float acc[LORA_ROWS_PER_WARP][LORA_Q];
+#pragma unroll
+            for (int i = 0; i < LORA_ROWS_PER_WARP; i++)
+#pragma unroll
+                for (int q = 0; q < LORA_Q; q++) acc[i][q] = 0.0f;
+            for (int c = lane * VEC; c < k; c += 32 * VEC) {
+                float xv[LORA_ROWS_PER_WARP][VEC];
+#pragma unroll
+                for (int i = 0; i < LORA_ROWS_PER_WARP; i++) {
+                    int64_t row = r0 + i;
+                    if constexpr (VEC == 4) {
+                        float4 v = row < rows ? *reinterpret_cast<const float4 *>(x + row * k + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+                        xv[i][0] = v.x, xv[i][1] = v.y, xv[i][2] = v.z, xv[i][3] = v.w;
+                        if (q0 == 0 && row < rows) {
+                            __nv_bfloat162 *o = reinterpret_cast<__nv_bfloat162 *>(out + row * width + c);
+                            o[0] = __floats2bfloat162_rn(v.x, v.y);
+                            o[1] = __floats2bfloat162_rn(v.z, v.w);
+                        }
+                    } else {
+                        xv[i][0] = row < rows ? x[row * k + c] : 0.0f;
+                        if (q0 == 0 && row < rows) out[row * width + c] = __float2bfloat16_rn(xv[i][0]);
+                    }
+                }
+#pragma unroll
+                for (int q = 0; q < LORA_Q; q++) {
+                    if (q0 + q >= r) break;
+                    float fv[VEC];
+                    if constexpr (VEC == 4) {
+                        if (fRk) {
+                            float4 v = *reinterpret_cast<const float4 *>(f + (int64_t)(q0 + q) * k + c);
+                            fv[0] = v.x, fv[1] = v.y, fv[2] = v.z, fv[3] = v.w;
+                        } else {
+#pragma unroll
+                            for (int e = 0; e < 4; e++) fv[e] = f[(int64_t)(c + e) * r + q0 + q];
+                        }
+                    } else {
+                        fv[0] = fRk ? f[(int64_t)(q0 + q) * k + c] : f[(int64_t)c * r + q0 + q];
+                    }
+#pragma unroll
+                    for (int i = 0; i < LORA_ROWS_PER_WARP; i++)
+#pragma unroll
+                        for (int e = 0; e < VEC; e++) acc[i][q] += xv[i][e] * fv[e];
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < LORA_ROWS_PER_WARP; i++)
+#pragma unroll
+                for (int q = 0; q < LORA_Q; q++)
+#pragma unroll
+                    for (int off = 16; off > 0; off >>= 1) acc[i][q] += __shfl_xor_sync(0xffffffffu, acc[i][q], off);
+            // every lane holds the sums: lane q (< 16) writes rank column q0 + q of each row
+#pragma unroll
+            for (int i = 0; i < LORA_ROWS_PER_WARP; i++) {
+                int64_t row = r0 + i;
+                float mine = 0.0f;
+#pragma unroll
+                for (int q = 0; q < LORA_Q; q++) mine = lane == q ? acc[i][q] : mine;
+                if (row < rows && lane < LORA_Q && q0 + lane < r) {
+                    u[row * r + q0 + lane] = mine;
+                    out[row * width + k + q0 + lane] = __float2bfloat16_rn(scale * mine);
+                }
+            }
+        }
+    }
+}
+
+// Vector path when k is a multiple of 4 and both x and out rows stay 16- and 8-byte aligned.
+extern "C" __global__ void __launch_bounds__(128) lora_augment_lowrank_to_bf16(__nv_bfloat16 *out, float *u, const float *x,
+                                                                               const float *f, int fRk, float scale, int64_t rows,
+                                                                               int k, int r) {
+    bool vec = k % 4 == 0 && r % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0 &&
+               (!fRk || reinterpret_cast<uintptr_t>(f) % 16 == 0);
+    if (vec) loraAugmentLowRank<4>(out, u, x, f, fRk, scale, rows, k, r);
+    else loraAugmentLowRank<1>(out, u, x, f, fRk, scale, rows, k, r);
+}
+
 // Rows k .. k + r of the right operand [W^T ; B^T] ([k + r, n] bf16): B^T from the adapter's B, stored
 // [n, r] (transposed: B itself, a LoRA B [out, r]) or [r, n].
 extern "C" __global__ void lora_pack_b_bf16(__nv_bfloat16 *rowsOut, const float *b, int n, int r, int transposed) {

@@ -46,22 +46,32 @@ if command -v cuobjdump >/dev/null && [ -f "$fatbin" ]; then
          END { for (k in seen) printf "sass_%s: hmma %d, ldg128 %d, stg128 %d, local %d\n", k, h[k], l[k], s[k], sp[k] }' "$out/sass.txt" | sort > "$out/sass-summary.txt"
 fi
 [ $extracted -eq 0 ] || rm -f "$fatbin"
-"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.CudaOpCheck > "$out/ops.log" 2>&1
+# each check in its own JVM under a time limit (seconds): a kernel that hangs costs its own step, not
+# the whole call; output appends to the log (so LoraForwardBench follows TrainingStepParity's lines)
+step() {
+    local limit=$1 cls=$2 log=$3
+    timeout "$limit" "$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" "$cls" >> "$log" 2>&1
+    local code=$?
+    [ $code -ne 124 ] || echo "$cls: timed out after ${limit} s" | tee -a "$log"
+    return $code
+}
+: > "$out/ops.log"; : > "$out/encoder.log"; : > "$out/backward.log"; : > "$out/train.log"; : > "$out/sparse.log"; : > "$out/sparse24.log"
+step 120 dev.topa.backend.cuda.CudaOpCheck "$out/ops.log"
 rc=$?
-"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.app.CudaEncoderCheck > "$out/encoder.log" 2>&1
+step 120 dev.topa.app.CudaEncoderCheck "$out/encoder.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
 # training on the GPU (issue 7): every backward op, the optimizer and the bf16 frozen base vs the CPU
 # backend, then one whole LoRA training step vs the CPU and its time at BERT-base shape
-"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.BackendParity > "$out/backward.log" 2>&1
+step 120 dev.topa.backend.cuda.BackendParity "$out/backward.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
-"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.app.TrainingStepParity > "$out/train.log" 2>&1
+step 180 dev.topa.app.TrainingStepParity "$out/train.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
-"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.LoraForwardBench >> "$out/train.log" 2>&1
-"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.BlockSparseBench > "$out/sparse.log" 2>&1
-"$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" dev.topa.backend.cuda.Sparse24Check > "$out/sparse24.log" 2>&1
+step 60 dev.topa.backend.cuda.LoraForwardBench "$out/train.log"
+step 120 dev.topa.backend.cuda.BlockSparseBench "$out/sparse.log"
+step 60 dev.topa.backend.cuda.Sparse24Check "$out/sparse24.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
 if command -v python3 >/dev/null && python3 -c "import torch, transformers" 2>/dev/null; then

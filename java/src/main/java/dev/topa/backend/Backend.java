@@ -201,22 +201,66 @@ public abstract class Backend implements AutoCloseable {
      */
     public final void gemmBf16(float alpha, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias, Tensor a2, float scale2,
             boolean transB2, Tensor b2) {
-        String op = "gemmBf16";
-        if (a2 != null) {
-            f32(op, "A2", a2);
-            f32(op, "B2", b2);
-            long r = cols(a2);
-            check(rows(a2) == rows(a), op, "A2 " + shape(a2) + " has " + rows(a2) + " rows, A has " + rows(a));
-            check(transB2 ? rows(b2) == b.n() && cols(b2) == r : rows(b2) == r && cols(b2) == b.n(), op,
-                    "B2 " + shape(b2) + " does not match A2 " + shape(a2) + " and n = " + b.n());
-        }
+        gemmBf16Check("gemmBf16", a, b, c, bias, a2, transB2, b2);
+        kGemmBf16(rows(a), b.n(), b.k(), alpha, a, b, beta, c, bias, a2, scale2, transB2, b2);
+    }
+
+    /**
+     * A LoRA forward on a bf16 frozen weight, its factor product included: u = x A^T [m, r] (fp32,
+     * kept for backward) and y = x W^T + bias + scale u B^T, W^T packed by {@link #packBf16}
+     * (transposed), A [r, in], B [out, r]. One call so a device can form u in the pass that rounds x
+     * to bf16 (a GEMM of its own would read x once more).
+     */
+    public final void loraForwardBf16(Tensor y, Tensor u, Tensor x, Bf16Weight w, Tensor bias, Tensor a, Tensor b, float scale) {
+        String op = "loraForwardBf16";
+        f32(op, "A", a);
+        check(a.rank() == 2 && a.dim(1) == w.k(), op, "A " + shape(a) + " is not [r, " + w.k() + "]");
+        f32(op, "u", u);
+        check(rows(u) == rows(x) && cols(u) == a.dim(0), op, "u " + shape(u) + " is not [" + rows(x) + ", " + a.dim(0) + "]");
+        gemmBf16Check(op, x, w, y, bias, u, true, b);
+        kGemmBf16LowRank(rows(x), w.n(), w.k(), x, w, 0f, y, bias, u, a, true, scale, b, true);
+    }
+
+    /**
+     * Its input gradient: g = dy B [m, r] (fp32, kept for dA) and dx = dy W + scale g A (+ dx when
+     * accumulating), W packed by {@link #packBf16} (not transposed), B [out, r], A [r, in].
+     */
+    public final void loraInputGradientBf16(Tensor dx, boolean accumulate, Tensor g, Tensor dy, Bf16Weight w, Tensor b, Tensor a,
+            float scale) {
+        String op = "loraInputGradientBf16";
+        f32(op, "B", b);
+        check(b.rank() == 2 && b.dim(0) == w.k(), op, "B " + shape(b) + " is not [" + w.k() + ", r]");
+        f32(op, "g", g);
+        check(rows(g) == rows(dy) && cols(g) == b.dim(1), op, "g " + shape(g) + " is not [" + rows(dy) + ", " + b.dim(1) + "]");
+        gemmBf16Check(op, dy, w, dx, null, g, false, a);
+        kGemmBf16LowRank(rows(dy), w.n(), w.k(), dy, w, accumulate ? 1f : 0f, dx, null, g, b, false, scale, a, false);
+    }
+
+    /** The shapes of a bf16 product C = A op(B) + bias with an optional low-rank term A2 op(B2) (a2 null: none). */
+    private void gemmBf16Check(String op, Tensor a, Bf16Weight b, Tensor c, Tensor bias, Tensor a2, boolean transB2, Tensor b2) {
         check(b.backend().equals(name()), op, "weight was packed by " + b.backend() + ", this backend is " + name());
         f32(op, "A", a);
         f32(op, "C", c);
         check(cols(a) == b.k(), op, "A " + shape(a) + " has " + cols(a) + " columns, op(B) has " + b.k() + " rows");
         check(rows(c) == rows(a) && cols(c) == b.n(), op, "C " + shape(c) + " is not [" + rows(a) + ", " + b.n() + "]");
         if (bias != null) vector(op, "bias", bias, b.n());
-        kGemmBf16(rows(a), b.n(), b.k(), alpha, a, b, beta, c, bias, a2, scale2, transB2, b2);
+        if (a2 == null) return;
+        f32(op, "A2", a2);
+        f32(op, "B2", b2);
+        long r = cols(a2);
+        check(rows(a2) == rows(a), op, "A2 " + shape(a2) + " has " + rows(a2) + " rows, A has " + rows(a));
+        check(transB2 ? rows(b2) == b.n() && cols(b2) == r : rows(b2) == r && cols(b2) == b.n(), op,
+                "B2 " + shape(b2) + " does not match A2 " + shape(a2) + " and n = " + b.n());
+    }
+
+    /**
+     * u = a op(f) with op(f) [k, r] (f [r, k] when fRowsAreRank, else [k, r]); then C = a op(B) +
+     * scale u op(B2) + beta C + bias. Here: the factor GEMM, then the bf16 product with u folded in.
+     */
+    protected void kGemmBf16LowRank(long m, long n, long k, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias, Tensor u, Tensor f,
+            boolean fRowsAreRank, float scale, Tensor b2, boolean transB2) {
+        gemm(false, fRowsAreRank, 1f, a, f, 0f, u, null);
+        kGemmBf16(m, n, k, 1f, a, b, beta, c, bias, u, scale, transB2, b2);
     }
 
     /**

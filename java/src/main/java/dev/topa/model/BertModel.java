@@ -622,10 +622,14 @@ public final class BertModel implements AutoCloseable {
                 be.loraForward(y, u, x, w, bias, ad.a(), ad.b(), ad.scale());
                 return u;
             }
-            be.gemm(false, true, 1f, x, ad.a(), 0f, u, null); // packed (a served task's adapter): the term rides along
+            if (bw != null) { // packed (a served task's adapter): the term rides along
+                be.loraForwardBf16(y, u, x, bw, bias, ad.a(), ad.b(), ad.scale());
+                return u;
+            }
+            be.gemm(false, true, 1f, x, ad.a(), 0f, u, null);
         }
         if (bw != null) {
-            be.gemmBf16(1f, x, bw, 0f, y, bias, u, ad == null ? 0f : ad.scale(), true, ad == null ? null : ad.b());
+            be.gemmBf16(1f, x, bw, 0f, y, bias);
         } else if (pw != null) {
             be.linearForward(y, x, pw, bias);
             if (ad != null) be.gemm(false, true, ad.scale(), u, ad.b(), 1f, y, null);

@@ -335,7 +335,9 @@ public final class BertTraining implements AutoCloseable {
         Tensor u = arena.allocate(DType.F32, x.numel() / x.dim(-1), ad.a().dim(0));
         Tensor xLora = x;
         if (d.active()) be.dropout(xLora = scratch.allocate(DType.F32, x.shape()), x, d, false);
-        if (frozen != null) { // base product from the packed form, the rank-r update fused on top
+        if (frozen != null && !d.active()) { // base product from the packed form, the rank-r update fused on top
+            frozen.loraForward(be, scratch, y, u, x, bias, ad.a(), ad.scale(), ad.b());
+        } else if (frozen != null) {
             be.gemm(false, true, 1f, xLora, ad.a(), 0f, u, null);
             frozen.forward(be, scratch, y, x, bias, u, ad.scale(), ad.b());
         } else {
@@ -524,14 +526,14 @@ public final class BertTraining implements AutoCloseable {
             if (frozen != null) { // frozen base in packed form: dX = dY W there, the adapter's share fused, or through the dropout mask
                 Tensor xLora = x;
                 if (d.active()) be.dropout(xLora = scratch.allocate(DType.F32, x.shape()), x, d, false);
-                be.gemm(false, false, 1f, dy, ad.b(), 0f, g, null);
                 if (d.active()) {
+                    be.gemm(false, false, 1f, dy, ad.b(), 0f, g, null);
                     frozen.inputGradient(be, dx, dy, accumulate, null, 0f, null);
                     Tensor dxLora = scratch.allocate(DType.F32, dx.shape());
                     be.gemm(false, false, ad.scale(), g, ad.a(), 0f, dxLora, null);
                     be.dropout(dx, dxLora, d, true);
                 } else {
-                    frozen.inputGradient(be, dx, dy, accumulate, g, ad.scale(), ad.a());
+                    frozen.loraInputGradient(be, dx, dy, accumulate, g, ad.b(), ad.scale(), ad.a());
                 }
                 if (dA != null) be.gemm(true, false, ad.scale(), g, xLora, 1f, dA, null);
                 if (dB != null) be.gemm(true, false, ad.scale(), dy, u[slot], 1f, dB, null);

@@ -19,6 +19,18 @@ sealed interface FrozenWeight {
     /** dx = dy W (+ beta dx when accumulating) (+ scale g A when g != null; g = dy B [m, r], A [r, in]). */
     void inputGradient(Backend be, Tensor dx, Tensor dy, boolean accumulate, Tensor g, float scale, Tensor a);
 
+    /** A LoRA slot's forward with its factor product: u = x A^T written, then y = x W^T + bias + scale u B^T. */
+    default void loraForward(Backend be, TensorAllocator scratch, Tensor y, Tensor u, Tensor x, Tensor bias, Tensor a, float scale, Tensor b) {
+        be.gemm(false, true, 1f, x, a, 0f, u, null);
+        forward(be, scratch, y, x, bias, u, scale, b);
+    }
+
+    /** A LoRA slot's input gradient with its factor product: g = dy B written, then dx (+)= dy W + scale g A. */
+    default void loraInputGradient(Backend be, Tensor dx, Tensor dy, boolean accumulate, Tensor g, Tensor b, float scale, Tensor a) {
+        be.gemm(false, false, 1f, dy, b, 0f, g, null);
+        inputGradient(be, dx, dy, accumulate, g, scale, a);
+    }
+
     /** bf16 products with fp32 sums: packs {W^T for forward, W for dX}. */
     record Bf16(Bf16Weight forwardPack, Bf16Weight gradientPack) implements FrozenWeight {
         @Override
@@ -31,6 +43,16 @@ sealed interface FrozenWeight {
         public void inputGradient(Backend be, Tensor dx, Tensor dy, boolean accumulate, Tensor g, float scale, Tensor a) {
             if (g == null) be.gemmBf16(1f, dy, gradientPack, accumulate ? 1f : 0f, dx, null);
             else be.gemmBf16(1f, dy, gradientPack, accumulate ? 1f : 0f, dx, null, g, scale, false, a);
+        }
+
+        @Override
+        public void loraForward(Backend be, TensorAllocator scratch, Tensor y, Tensor u, Tensor x, Tensor bias, Tensor a, float scale, Tensor b) {
+            be.loraForwardBf16(y, u, x, forwardPack, bias, a, b, scale);
+        }
+
+        @Override
+        public void loraInputGradient(Backend be, Tensor dx, Tensor dy, boolean accumulate, Tensor g, Tensor b, float scale, Tensor a) {
+            be.loraInputGradientBf16(dx, accumulate, g, dy, gradientPack, b, a, scale);
         }
     }
 

@@ -349,6 +349,42 @@ class BackendOpsTest {
         }));
     }
 
+    @TestFactory
+    Stream<DynamicTest> loraOnABf16BaseWithItsFactor() {
+        int[][] cases = {{13, 37, 29, 3}, {97, 64, 384, 8}, {40, 48, 96, 20}};
+        return Stream.of(cases).flatMap(cs -> {
+            int m = cs[0], out = cs[1], in = cs[2], r = cs[3];
+            String name = "loraForwardBf16 / loraInputGradientBf16 " + m + "x" + out + "x" + in + " r" + r;
+            return onEveryBackend(name, (be, s, rnd) -> {
+                Tensor w = f32(s, random(rnd, out * in), out, in), a = f32(s, random(rnd, r * in), r, in), b = f32(s, random(rnd, out * r), out, r);
+                Tensor x = f32(s, random(rnd, m * in), m, in), bias = f32(s, random(rnd, out), out);
+                Tensor y = poisoned(s, m, out), u = poisoned(s, m, r);
+                be.loraForwardBf16(y, u, x, be.packBf16(w, true, s), bias, a, b, 0.75f);
+                double[] uRef = Reference.gemm(false, true, m, r, in, 1, asDouble(x), asDouble(a), 0, null, null);
+                assertClose(name + " u", uRef, u, GEMM_BOUND);
+                double[] yRef = Reference.add(Reference.gemm(false, true, m, out, in, 1, rounded(x), rounded(w), 0, null, asDouble(bias)),
+                        Reference.gemm(false, true, m, out, r, 0.75, uRef, asDouble(b), 0, null, null));
+                assertClose(name + " y", yRef, y, GEMM_BOUND);
+                // input gradient: g = dy B, dx = dy W + s g A, overwritten and accumulated
+                Tensor dy = f32(s, random(rnd, m * out), m, out), g = poisoned(s, m, r), dx = poisoned(s, m, in);
+                var gradientPack = be.packBf16(w, false, s);
+                be.loraInputGradientBf16(dx, false, g, dy, gradientPack, b, a, 0.75f);
+                double[] gRef = Reference.gemm(false, false, m, r, out, 1, asDouble(dy), asDouble(b), 0, null, null);
+                assertClose(name + " g", gRef, g, GEMM_BOUND);
+                double[] dxRef = Reference.add(Reference.gemm(false, false, m, in, out, 1, rounded(dy), rounded(w), 0, null, null),
+                        Reference.gemm(false, false, m, in, r, 0.75, gRef, asDouble(a), 0, null, null));
+                assertClose(name + " dx", dxRef, dx, GEMM_BOUND);
+                double[] dx0 = random(rnd, m * in);
+                Tensor dxAcc = f32(s, dx0, m, in);
+                be.loraInputGradientBf16(dxAcc, true, g, dy, gradientPack, b, a, 0.75f);
+                assertClose(name + " dx accumulated", Reference.add(dxRef, asDouble(f32(s, dx0, m, in))), dxAcc, GEMM_BOUND);
+                var e = assertThrows(IllegalArgumentException.class,
+                        () -> be.loraForwardBf16(y, poisoned(s, m, r + 1), x, gradientPack, bias, a, b, 0.75f));
+                assertTrue(e.getMessage().startsWith("loraForwardBf16:"), e.getMessage());
+            });
+        });
+    }
+
     // ------------------------------------------------------------------ block-sparse linear
 
     @TestFactory

@@ -364,6 +364,31 @@ public final class CudaBackend extends Backend {
                     CublasLt.Epilogue.NONE, stream);
     }
 
+    /**
+     * The LoRA product with its factor: u = a op(f) is formed by the kernel that writes the augmented
+     * bf16 operand [a | scale u] (it reads a once for both), then one GEMM over K + r. Above
+     * {@link #LORA_ROWS} the generic path (a factor GEMM, then the product).
+     */
+    @Override
+    protected void kGemmBf16LowRank(long m, long n, long k, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias, Tensor u, Tensor f,
+            boolean fRowsAreRank, float scale, Tensor b2, boolean transB2) {
+        long r = u.dim(-1);
+        if (r > LORA_ROWS || m == 0) {
+            super.kGemmBf16LowRank(m, n, k, a, b, beta, c, bias, u, f, fRowsAreRank, scale, b2, transB2);
+            return;
+        }
+        long kk = k + r;
+        CublasLt.Epilogue epilogue = bias == null ? CublasLt.Epilogue.NONE : CublasLt.Epilogue.BIAS;
+        synchronized (this) {
+            long ab = operands.atLeast(2 * m * kk);
+            launch("lora_augment_lowrank_to_bf16", grid(Math.min(MAX_BLOCKS, (m + 15) / 16)), 128, ab, arg(u), arg(a), arg(f),
+                    fRowsAreRank ? 1 : 0, scale, m, (int) k, (int) r);
+            launch("lora_pack_b_bf16", strided(r * n), THREADS, ptr(b.data()) + 2 * k * n, arg(b2), (int) n, (int) r, transB2 ? 1 : 0);
+            lt.matmul(false, false, m, n, kk, 1f, ab, kk, ptr(b.data()), n, beta, ptr(c), n, ptr(bias), CublasLt.Types.BF16_IN_F32_OUT,
+                    epilogue, stream);
+        }
+    }
+
     // ---------------------------------------------------------------- forward ops
 
     @Override
