@@ -67,7 +67,7 @@ public final class BackendParity {
             o.attentionBackward(quick ? 2 : 32, quick ? 13 : 128, quick ? 2 : 12, quick ? 8 : 64);
             o.attentionBackward(3, 77, 12, 32);
             o.adamw();
-            o.blockSparse(quick ? 37 : 4096, quick ? 96 : 3072, quick ? 64 : 768, 0.5, quick ? 5 : 16);
+            o.blockSparse(quick ? 37 : 4096, quick ? 128 : 3072, quick ? 64 : 768, 0.5, quick ? 5 : 16);
             o.blockSparse(quick ? 130 : 4096, quick ? 64 : 768, quick ? 96 : 3072, 0.2, 8);
             o.transpose(quick ? 19 : 768, quick ? 7 : 16);
         }
@@ -357,6 +357,17 @@ public final class BackendParity {
                 cpu.blockSparseLinear(y2, x, fwd, bias, 0f, ub, lt, 0.5f, true);
                 dev.blockSparseLinear(dy2, dx, dfwd, up(bias), 0f, dub, up(lt), 0.5f, true);
                 check("block_sparse_forward_masked_lora_" + s, y2, dy2, bound);
+                // the plain product (no rank-r term): on CUDA both kernels, 4 block-rows per CTA and one
+                Tensor y3 = rand(m, out);
+                Tensor y3Ref = h.allocate(DType.F32, m, out).copyFrom(y3);
+                cpu.blockSparseLinear(y3Ref, x, fwd, bias, 0.5f, null, null, 0f);
+                for (boolean grouped : dev instanceof CudaBackend ? new boolean[] {true, false} : new boolean[] {true}) {
+                    if (dev instanceof CudaBackend cuda) cuda.setGroupedBlockSparse(grouped);
+                    Tensor dy3 = up(y3);
+                    dev.blockSparseLinear(dy3, dx, dfwd, up(bias), 0.5f, null, null, 0f);
+                    check("block_sparse_forward_beta_bias_" + (grouped ? "grouped_" : "per_row_") + s, y3Ref, dy3, bound);
+                }
+                if (dev instanceof CudaBackend cuda) cuda.setGroupedBlockSparse(true);
                 Tensor g = rand(m, out), gx = rand(m, in), dgx = up(gx);
                 cpu.blockSparseLinear(gx, g, bwd, null, 1f, null, null, 0f);
                 dev.blockSparseLinear(dgx, up(g), dbwd, null, 1f, null, null, 0f);

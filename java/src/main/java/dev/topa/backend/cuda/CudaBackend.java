@@ -738,9 +738,22 @@ public final class CudaBackend extends Backend {
         synchronized (this) {
             long n = m * p.k(), xb = values == 0 ? 0 : operands.atLeast(2 * n);
             if (values != 0) launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
+            if (u == null && values != 0 && rows % 4 == 0 && groupedBlockSparse) { // the plain product: X tiles shared by 4 block-rows
+                cu.launch(fn("bsr_linear_tc4"), "bsr_linear_tc4", new int[] {rows / 4, grid[1], 1}, new int[] {256, 1, 1}, 0, stream, arg(y),
+                        xb, values, arg(p.rowptr()), arg(p.colidx()), arg(bias), beta, m, rows * BlockSparseWeight.BLOCK, (int) p.k());
+                return;
+            }
             cu.launch(fn("bsr_linear_tc"), "bsr_linear_tc", grid, block, 0, stream, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()),
                     arg(bias), beta, m, rows * BlockSparseWeight.BLOCK, (int) p.k(), arg(u), arg(ltensor), r, scale, perBlock ? 1 : 0);
         }
+    }
+
+    /** Whether plain block-sparse products (no rank-r term, block-rows a multiple of 4) take the 4-block-row kernel. */
+    private volatile boolean groupedBlockSparse = true;
+
+    /** For the kit: check and time the per-block-row kernel beside the grouped one. */
+    void setGroupedBlockSparse(boolean on) {
+        groupedBlockSparse = on;
     }
 
     @Override
