@@ -70,6 +70,8 @@ public final class BackendParity {
             o.blockSparse(quick ? 37 : 4096, quick ? 128 : 3072, quick ? 64 : 768, 0.5, quick ? 5 : 16);
             o.blockSparse(quick ? 130 : 4096, quick ? 64 : 768, quick ? 96 : 3072, 0.2, 8);
             o.transpose(quick ? 19 : 768, quick ? 7 : 16);
+            o.convert(rows * (long) c);
+            o.convert(1001);
         }
         if (!failures.isEmpty()) System.out.println("parity_failures: " + failures);
         return failures.isEmpty();
@@ -377,6 +379,17 @@ public final class BackendParity {
                 dev.blockLowRankGradient(dd, up(g), dfwd, dub, 0.5f);
                 check("block_low_rank_gradient_accumulated_" + s, d, dd, 1e-4);
             }
+        }
+
+        /** f32 -> bf16 -> f32 (activations kept for backward): both round to nearest even, so bit for bit; odd n for the scalar tail. */
+        void convert(long n) {
+            Tensor x = rand(n), half = h.allocate(DType.BF16, n), back = h.allocate(DType.F32, n);
+            cpu.convert(half, x);
+            cpu.convert(back, half);
+            Tensor dhalf = up(h.allocate(DType.BF16, n).fill(Float.NaN)), dback = poisoned(n);
+            dev.convert(dhalf, up(x));
+            dev.convert(dback, dhalf);
+            check("convert_f32_bf16_f32_" + n, back, dback, 0);
         }
 
         void transpose(int rows, int cols) {
