@@ -199,38 +199,40 @@ extern "C" __global__ void __launch_bounds__(128) bsr_linear_tc(float *Y, const 
     bsrEpilogue(sh.cs, sh.u.lt, Y, bias, beta, M, N, K, br, m0, kb0, kb1, colidx, U, Lt, r, scale, perBlock);
 }
 
-// The plain product (no rank-r term) with 4 block-rows per CTA: every block-row of a CTA reads the
-// same X tiles, so a tile is loaded once for all 4 (the union of their kept columns: at 80% sparsity
-// 59% of the columns instead of 4 x 20%), cutting what the per-row kernel spends most on -- re-reading
-// X once per block-row that keeps it (napkin math in bench/RESULTS.md). 8 warps: 2 token halves x 4
-// block-rows, 64 x 32 outputs each; a warp whose block-row does not keep the column waits that step.
-// The union is walked as a merge of the 4 sorted column lists (colidx ascends within a row), the next
-// column's tiles double-buffered as in bsr_linear_tc. Epilogue from registers (8 floats of a row per
-// 32-byte sector). Grid (N/128, ceil(M/128)), 256 threads; N a multiple of 128.
-#define BSR_GROUP 4
+// The plain product (no rank-r term) with GROUP block-rows per CTA (4 or 8): every block-row of a CTA
+// reads the same X tiles, so a tile is loaded once for all of them -- the union of their kept columns.
+// That cuts what the per-row kernel spends most on, re-reading X once per block-row that keeps it: at
+// 80% sparsity 25.6 re-reads per row kernel, 18.9 with 4 rows (59% of the columns), 13.3 with 8 (83%)
+// (napkin math in bench/RESULTS.md). 2 x GROUP warps: 2 token halves x GROUP block-rows, 64 x 32
+// outputs each; a warp whose block-row does not keep the column waits that step. The union is walked as
+// a merge of the sorted column lists (colidx ascends within a row), the next column's tiles
+// double-buffered as in bsr_linear_tc. Epilogue from registers (8 floats of a row per 32-byte sector).
+// Dynamic shared memory (bsrGroupShared bytes: 40 KB for 4, 60 KB for 8, past the static 48 KB).
+// Grid (N / (32 GROUP), ceil(M/128)), 64 x GROUP threads.
 #define BSR_NONE 0x7fffffff
 
-struct BsrTc4Shared {
-    __nv_bfloat16 x[2][BSR_ROWS][BSR + BSR_PAD];
-    __nv_bfloat16 w[2][BSR_GROUP][BSR][BSR + BSR_PAD];
-};
-
-extern "C" __global__ void __launch_bounds__(256) bsr_linear_tc4(float *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *values,
-                                                                   const int32_t *rowptr, const int32_t *colidx, const float *bias,
-                                                                   float beta, int64_t M, int N, int K) {
-    __shared__ __align__(16) BsrTc4Shared sh;
+template <int GROUP>
+__device__ void bsrLinearTcGroup(float *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *values, const int32_t *rowptr,
+                                 const int32_t *colidx, const float *bias, float beta, int64_t M, int N, int K) {
+    constexpr int THREADS = 64 * GROUP, XV = BSR_ROWS * BSR / 8 / THREADS, WV = GROUP * BSR * BSR / 8 / THREADS;
+    extern __shared__ __align__(16) unsigned char bsrSmem[];
+    auto sx = reinterpret_cast<__nv_bfloat16(*)[BSR_ROWS][BSR + BSR_PAD]>(bsrSmem);                        // [2][128][40]
+    auto sw = reinterpret_cast<__nv_bfloat16(*)[GROUP][BSR][BSR + BSR_PAD]>(bsrSmem + 2 * BSR_ROWS * (BSR + BSR_PAD) * 2); // [2][G][32][40]
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const int wm = warp >> 2, wn = warp & 3; // token half, block-row within the group
-    const int br0 = blockIdx.x * BSR_GROUP;
+    const int wm = warp / GROUP, wn = warp % GROUP; // token half, block-row within the group
+    const int br0 = blockIdx.x * GROUP;
     const int64_t m0 = (int64_t)blockIdx.y * BSR_ROWS;
-    int ptr[BSR_GROUP], end[BSR_GROUP]; // each block-row's next kept block (the same in every thread)
+    __shared__ int end[GROUP]; // each block-row's end in colidx (shared: registers are what 8 rows run short of)
+    int ptr[GROUP];            // and its next kept block (the same in every thread)
 #pragma unroll
-    for (int j = 0; j < BSR_GROUP; j++) ptr[j] = rowptr[br0 + j], end[j] = rowptr[br0 + j + 1];
+    for (int j = 0; j < GROUP; j++) ptr[j] = rowptr[br0 + j];
+    if (tid < GROUP) end[tid] = rowptr[br0 + tid + 1];
+    __syncthreads();
     auto head = [&](int j) { return ptr[j] < end[j] ? colidx[ptr[j]] : BSR_NONE; }; // j a constant: ptr stays in registers
     auto lowest = [&]() {
         int c = BSR_NONE;
 #pragma unroll
-        for (int j = 0; j < BSR_GROUP; j++) c = min(c, head(j));
+        for (int j = 0; j < GROUP; j++) c = min(c, head(j));
         return c;
     };
     float acc[4][4][4];
@@ -241,29 +243,36 @@ extern "C" __global__ void __launch_bounds__(256) bsr_linear_tc4(float *Y, const
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
 
-    uint4 xr[2], wr[2]; // this thread's share of the next column's X tile and of its kept weight blocks
-    // registers <- column c (each row's head must be at c where it keeps c): X rows tid / 4 + 64 i, and
-    // uint4 (tid + 256 i) of the 4 blocks, block (tid + 256 i) / 128
+    uint4 xr[XV], wr[WV]; // this thread's share of the next column's X tile and of its kept weight blocks
+    // registers <- column c (each row's head is at c where it keeps c): X uint4 (tid + THREADS i) of the
+    // 128 x 32 tile (4 per row), weight uint4 (tid + THREADS i) of the GROUP blocks (128 per block)
     auto fetch = [&](int c) {
-        int64_t col = (int64_t)c * BSR + (tid & 3) * 8;
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-            int64_t row = m0 + (tid >> 2) + 64 * i;
+        for (int i = 0; i < XV; i++) {
+            const int idx = tid + THREADS * i;
+            const int64_t row = m0 + (idx >> 2), col = (int64_t)c * BSR + (idx & 3) * 8;
             xr[i] = row < M ? *reinterpret_cast<const uint4 *>(X + row * K + col) : make_uint4(0, 0, 0, 0);
-            const int idx = tid + 256 * i, j = idx >> 7;
+        }
+#pragma unroll
+        for (int i = 0; i < WV; i++) {
+            const int idx = tid + THREADS * i, j = idx >> 7;
             int block = -1; // the kept block of row j at column c, selected without indexing ptr by a variable
 #pragma unroll
-            for (int jj = 0; jj < BSR_GROUP; jj++)
+            for (int jj = 0; jj < GROUP; jj++)
                 if (jj == j && head(jj) == c) block = ptr[jj];
             wr[i] = block >= 0 ? reinterpret_cast<const uint4 *>(values + (int64_t)block * BSR * BSR)[idx & 127] : make_uint4(0, 0, 0, 0);
         }
     };
     auto stash = [&](int s) {
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-            *reinterpret_cast<uint4 *>(&sh.x[s][(tid >> 2) + 64 * i][(tid & 3) * 8]) = xr[i];
-            int idx = tid + 256 * i, j = idx >> 7, within = idx & 127;
-            *reinterpret_cast<uint4 *>(&sh.w[s][j][within >> 2][(within & 3) * 8]) = wr[i];
+        for (int i = 0; i < XV; i++) {
+            const int idx = tid + THREADS * i;
+            *reinterpret_cast<uint4 *>(&sx[s][idx >> 2][(idx & 3) * 8]) = xr[i];
+        }
+#pragma unroll
+        for (int i = 0; i < WV; i++) {
+            const int idx = tid + THREADS * i, j = idx >> 7, within = idx & 127;
+            *reinterpret_cast<uint4 *>(&sw[s][j][within >> 2][(within & 3) * 8]) = wr[i];
         }
     };
 
@@ -276,7 +285,7 @@ extern "C" __global__ void __launch_bounds__(256) bsr_linear_tc4(float *Y, const
     for (int s = 0; cur != BSR_NONE; s ^= 1) {
         bool mine = false; // this warp's block-row keeps the column
 #pragma unroll
-        for (int j = 0; j < BSR_GROUP; j++)
+        for (int j = 0; j < GROUP; j++)
             if (head(j) == cur) {
                 mine |= j == wn;
                 ptr[j]++;
@@ -290,15 +299,15 @@ extern "C" __global__ void __launch_bounds__(256) bsr_linear_tc4(float *Y, const
 #pragma unroll
                 for (int mt = 0; mt < 4; mt++) {
                     int row = wm * 64 + mt * 16 + g, col = ks + 2 * t;
-                    a[mt][0] = *reinterpret_cast<const uint32_t *>(&sh.x[s][row][col]);
-                    a[mt][1] = *reinterpret_cast<const uint32_t *>(&sh.x[s][row + 8][col]);
-                    a[mt][2] = *reinterpret_cast<const uint32_t *>(&sh.x[s][row][col + 8]);
-                    a[mt][3] = *reinterpret_cast<const uint32_t *>(&sh.x[s][row + 8][col + 8]);
+                    a[mt][0] = *reinterpret_cast<const uint32_t *>(&sx[s][row][col]);
+                    a[mt][1] = *reinterpret_cast<const uint32_t *>(&sx[s][row + 8][col]);
+                    a[mt][2] = *reinterpret_cast<const uint32_t *>(&sx[s][row][col + 8]);
+                    a[mt][3] = *reinterpret_cast<const uint32_t *>(&sx[s][row + 8][col + 8]);
                 }
 #pragma unroll
                 for (int nt = 0; nt < 4; nt++) {
-                    uint32_t b0 = *reinterpret_cast<const uint32_t *>(&sh.w[s][wn][nt * 8 + g][ks + 2 * t]);
-                    uint32_t b1 = *reinterpret_cast<const uint32_t *>(&sh.w[s][wn][nt * 8 + g][ks + 2 * t + 8]);
+                    uint32_t b0 = *reinterpret_cast<const uint32_t *>(&sw[s][wn][nt * 8 + g][ks + 2 * t]);
+                    uint32_t b1 = *reinterpret_cast<const uint32_t *>(&sw[s][wn][nt * 8 + g][ks + 2 * t + 8]);
 #pragma unroll
                     for (int mt = 0; mt < 4; mt++) mmaBf16Bsr(acc[mt][nt], a[mt], b0, b1);
                 }
@@ -326,6 +335,18 @@ extern "C" __global__ void __launch_bounds__(256) bsr_linear_tc4(float *Y, const
                 else o[0] = v0, o[1] = v1;
             }
         }
+}
+
+extern "C" __global__ void __launch_bounds__(256) bsr_linear_tc4(float *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *values,
+                                                                   const int32_t *rowptr, const int32_t *colidx, const float *bias,
+                                                                   float beta, int64_t M, int N, int K) {
+    bsrLinearTcGroup<4>(Y, X, values, rowptr, colidx, bias, beta, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(512) bsr_linear_tc8(float *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *values,
+                                                                   const int32_t *rowptr, const int32_t *colidx, const float *bias,
+                                                                   float beta, int64_t M, int N, int K) {
+    bsrLinearTcGroup<8>(Y, X, values, rowptr, colidx, bias, beta, M, N, K);
 }
 
 // Reference mode: the same tiles in fp32 on CUDA cores, a thread per token (32 accumulators).

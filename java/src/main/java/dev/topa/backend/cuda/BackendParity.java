@@ -359,17 +359,17 @@ public final class BackendParity {
                 cpu.blockSparseLinear(y2, x, fwd, bias, 0f, ub, lt, 0.5f, true);
                 dev.blockSparseLinear(dy2, dx, dfwd, up(bias), 0f, dub, up(lt), 0.5f, true);
                 check("block_sparse_forward_masked_lora_" + s, y2, dy2, bound);
-                // the plain product (no rank-r term): on CUDA both kernels, 4 block-rows per CTA and one
+                // the plain product (no rank-r term): on CUDA every kernel, 8, 4 and 1 block-rows per CTA
                 Tensor y3 = rand(m, out);
                 Tensor y3Ref = h.allocate(DType.F32, m, out).copyFrom(y3);
                 cpu.blockSparseLinear(y3Ref, x, fwd, bias, 0.5f, null, null, 0f);
-                for (boolean grouped : dev instanceof CudaBackend ? new boolean[] {true, false} : new boolean[] {true}) {
-                    if (dev instanceof CudaBackend cuda) cuda.setGroupedBlockSparse(grouped);
+                for (int group : dev instanceof CudaBackend ? new int[] {8, 4, 1} : new int[] {8}) {
+                    if (dev instanceof CudaBackend cuda) cuda.setBlockSparseGroup(group);
                     Tensor dy3 = up(y3);
                     dev.blockSparseLinear(dy3, dx, dfwd, up(bias), 0.5f, null, null, 0f);
-                    check("block_sparse_forward_beta_bias_" + (grouped ? "grouped_" : "per_row_") + s, y3Ref, dy3, bound);
+                    check("block_sparse_forward_beta_bias_rows" + group + "_" + s, y3Ref, dy3, bound);
                 }
-                if (dev instanceof CudaBackend cuda) cuda.setGroupedBlockSparse(true);
+                if (dev instanceof CudaBackend cuda) cuda.setBlockSparseGroup(8);
                 Tensor g = rand(m, out), gx = rand(m, in), dgx = up(gx);
                 cpu.blockSparseLinear(gx, g, bwd, null, 1f, null, null, 0f);
                 dev.blockSparseLinear(dgx, up(g), dbwd, null, 1f, null, null, 0f);

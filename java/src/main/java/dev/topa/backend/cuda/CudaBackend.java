@@ -738,9 +738,12 @@ public final class CudaBackend extends Backend {
         synchronized (this) {
             long n = m * p.k(), xb = values == 0 ? 0 : operands.atLeast(2 * n);
             if (values != 0) launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
-            if (u == null && values != 0 && rows % 4 == 0 && groupedBlockSparse) { // the plain product: X tiles shared by 4 block-rows
-                cu.launch(fn("bsr_linear_tc4"), "bsr_linear_tc4", new int[] {rows / 4, grid[1], 1}, new int[] {256, 1, 1}, 0, stream, arg(y),
-                        xb, values, arg(p.rowptr()), arg(p.colidx()), arg(bias), beta, m, rows * BlockSparseWeight.BLOCK, (int) p.k());
+            int group = u != null || values == 0 ? 1 : rows % blockSparseGroup == 0 ? blockSparseGroup : rows % 4 == 0 ? 4 : 1;
+            if (group > 1) { // the plain product: X tiles shared by 4 or 8 block-rows
+                String kernel = "bsr_linear_tc" + group;
+                cu.launch(groupKernel(kernel), kernel, new int[] {rows / group, grid[1], 1}, new int[] {64 * group, 1, 1},
+                        groupSharedBytes(group), stream, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()), arg(bias), beta, m,
+                        rows * BlockSparseWeight.BLOCK, (int) p.k());
                 return;
             }
             cu.launch(fn("bsr_linear_tc"), "bsr_linear_tc", grid, block, 0, stream, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()),
@@ -748,12 +751,32 @@ public final class CudaBackend extends Backend {
         }
     }
 
-    /** Whether plain block-sparse products (no rank-r term, block-rows a multiple of 4) take the 4-block-row kernel. */
-    private volatile boolean groupedBlockSparse = true;
+    /**
+     * Block-rows per CTA of plain block-sparse products (no rank-r term): 8 (the least X traffic by the
+     * napkin math; block-rows a multiple of 8, else 4), 4, or 1 (the per-row kernel).
+     */
+    private volatile int blockSparseGroup = 8;
 
-    /** For the kit: check and time the per-block-row kernel beside the grouped one. */
-    void setGroupedBlockSparse(boolean on) {
-        groupedBlockSparse = on;
+    /** For the kit: check and time each kernel. */
+    void setBlockSparseGroup(int group) {
+        if (group != 1 && group != 4 && group != 8) throw new IllegalArgumentException("block-rows per CTA: 1, 4 or 8, not " + group);
+        blockSparseGroup = group;
+    }
+
+    /** Its dynamic shared memory: two stages of the X tile [128][40] and of the group's blocks [32][40], bf16. */
+    private static int groupSharedBytes(int group) {
+        return 2 * 128 * 40 * 2 + 2 * group * 32 * 40 * 2;
+    }
+
+    /** The grouped kernel, allowed its shared memory past 48 KB the first time. */
+    private synchronized long groupKernel(String kernel) {
+        Long f = functions.get(kernel);
+        if (f != null) return f;
+        long fn = cu.function(module, kernel);
+        int group = kernel.endsWith("8") ? 8 : 4;
+        if (groupSharedBytes(group) > 48 * 1024) cu.setMaxDynamicSharedMemory(fn, kernel, groupSharedBytes(group));
+        functions.put(kernel, fn);
+        return fn;
     }
 
     @Override

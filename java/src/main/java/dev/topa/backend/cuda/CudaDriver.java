@@ -28,7 +28,7 @@ public final class CudaDriver {
     private final MethodHandle cuInit, cuDriverGetVersion, cuDeviceGetCount, cuDeviceGet, cuDeviceGetName, cuDeviceTotalMem,
             cuDeviceGetAttribute, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemcpyHtoD,
             cuMemcpyDtoH, cuMemcpyDtoD, cuMemsetD32, cuStreamCreate, cuStreamSynchronize, cuEventCreate, cuEventRecord,
-            cuEventSynchronize, cuEventElapsedTime, cuModuleLoadData, cuModuleGetFunction, cuLaunchKernel, cuGetErrorName,
+            cuEventSynchronize, cuEventElapsedTime, cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel, cuGetErrorName,
             cuGetErrorString, cuMemGetInfo;
 
     private CudaDriver(SymbolLookup lib) {
@@ -57,6 +57,7 @@ public final class CudaDriver {
         cuEventElapsedTime = bind(lib, "cuEventElapsedTime", ADDRESS, ADDRESS, ADDRESS);
         cuModuleLoadData = bind(lib, "cuModuleLoadData", ADDRESS, ADDRESS);
         cuModuleGetFunction = bind(lib, "cuModuleGetFunction", ADDRESS, ADDRESS, ADDRESS);
+        cuFuncSetAttribute = bind(lib, "cuFuncSetAttribute", ADDRESS, JAVA_INT, JAVA_INT);
         // function and stream as 64-bit integers (pointers in the ABI alike), so the hot call is one invokeExact
         cuLaunchKernel = bind(lib, "cuLaunchKernel", JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
                 JAVA_LONG, ADDRESS, ADDRESS);
@@ -256,6 +257,11 @@ public final class CudaDriver {
         try (Arena a = Arena.ofConfined()) {
             return out(cuModuleGetFunction, "cuModuleGetFunction(" + name + ")", MemorySegment.ofAddress(module), a.allocateFrom(name));
         }
+    }
+
+    /** CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: a kernel may take more than 48 KB of dynamic shared memory only when told. */
+    public void setMaxDynamicSharedMemory(long function, String name, int bytes) {
+        check(call(cuFuncSetAttribute, MemorySegment.ofAddress(function), 8, bytes), "cuFuncSetAttribute(" + name + ", " + bytes + " B)");
     }
 
     /** Per thread: 64 argument slots of 8 bytes and the array of pointers to them that cuLaunchKernel takes. */
