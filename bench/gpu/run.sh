@@ -50,7 +50,7 @@ fi
 # the whole call; output appends to the log (so LoraForwardBench follows TrainingStepParity's lines)
 step() {
     local limit=$1 cls=$2 log=$3
-    timeout "$limit" "$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" "$cls" >> "$log" 2>&1
+    timeout "$limit" "$java" --enable-native-access=ALL-UNNAMED "${props[@]}" -cp "$jar" $cls >> "$log" 2>&1 # $cls: a class and its arguments
     local code=$?
     [ $code -ne 124 ] || echo "$cls: timed out after ${limit} s" | tee -a "$log"
     return $code
@@ -66,10 +66,13 @@ erc=$?
 step 120 dev.topa.backend.cuda.BackendParity "$out/backward.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
-step 180 dev.topa.app.TrainingStepParity "$out/train.log"
+step 150 "dev.topa.app.TrainingStepParity dense" "$out/train.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
 step 60 dev.topa.backend.cuda.LoraForwardBench "$out/train.log"
+step 90 "dev.topa.app.TrainingStepParity blocks" "$out/train.log"
+erc=$?
+[ $rc -ne 0 ] || rc=$erc
 step 120 dev.topa.backend.cuda.BlockSparseBench "$out/sparse.log"
 step 60 dev.topa.backend.cuda.Sparse24Check "$out/sparse24.log"
 erc=$?
