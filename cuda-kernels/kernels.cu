@@ -4,6 +4,7 @@
 #include "attention.cu"
 #include "attention_backward.cu"
 #include "attention_tc.cu"
+#include "attention_backward_tc.cu"
 #include "bias.cu"
 #include "blocksparse.cu"
 #include "convert.cu"

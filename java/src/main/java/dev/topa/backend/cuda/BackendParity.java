@@ -73,6 +73,8 @@ public final class BackendParity {
             guard("attention_backward", () -> {
                 o.attentionBackward(quick ? 2 : 32, quick ? 13 : 128, quick ? 2 : 12, quick ? 8 : 64);
                 o.attentionBackward(3, 77, 12, 32);
+                o.attentionBackward(3, 78, 4, 32);
+                o.attentionBackward(2, 66, 4, 128);
             });
             guard("adamw", o::adamw);
             guard("convert", () -> {
@@ -337,8 +339,24 @@ public final class BackendParity {
             Tensor mask = h.allocate(DType.I32, b, s).copyFrom(mv);
             float scale = (float) (1 / Math.sqrt(hd));
             cpu.attentionBackward(dqkv, dout, null, qkv, mask, heads, scale, Dropout.NONE);
-            dev.attentionBackward(ddqkv, up(dout), null, up(qkv), up(mask), heads, scale, Dropout.NONE);
-            check("attention_backward_recompute_" + b + "x" + s + "_" + heads + "x" + hd, dqkv, ddqkv, 1e-4);
+            // on CUDA both kernels: the fp32 CUDA-core passes, and in mixed precision the tensor cores (bf16 operands: the
+            // forward tensor-core attention's bound)
+            boolean tcApplies = dev instanceof CudaBackend && dev.fastBf16() && s % 2 == 0 && (hd == 32 || hd == 64 || hd == 128);
+            for (boolean tc : tcApplies ? new boolean[] {false, true} : new boolean[] {false}) {
+                if (dev instanceof CudaBackend cuda) cuda.setTensorCoreAttentionBackward(tc);
+                dev.attentionBackward(ddqkv, up(dout), null, up(qkv), up(mask), heads, scale, Dropout.NONE);
+                check("attention_backward_recompute_" + (tc ? "tensor_cores_" : "") + b + "x" + s + "_" + heads + "x" + hd, dqkv, ddqkv,
+                        tc ? 2e-2 : 1e-4);
+                if (b * s >= 4096 && dev instanceof CudaBackend cuda) { // time it: the rows pass does 6 products of 2 S^2 D FLOPs, the cols pass 2
+                    Tensor gq = up(qkv), go = up(dout), gm = up(mask), gd = ddqkv;
+                    double us = LoraForwardBench.time(cuda, () -> cuda.attentionBackward(gd, go, null, gq, gm, heads, scale, Dropout.NONE));
+                    double flops = 8.0 * 2 * s * s * hd * b * heads;
+                    System.out.printf(Locale.ROOT, "attention_backward_%s_%dx%d_%dx%d_us: %.1f (%.1f TFLOP/s counting 8 products of 2 S^2 D)%n",
+                            tc ? "tensor_cores" : "cuda_cores", b, s, heads, hd, us, flops / (us * 1e6));
+                }
+                ddqkv = poisoned(b, s, 3 * a);
+            }
+            if (dev instanceof CudaBackend cuda) cuda.setTensorCoreAttentionBackward(true);
         }
 
         void adamw() {

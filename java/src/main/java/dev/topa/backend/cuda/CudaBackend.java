@@ -550,6 +550,17 @@ public final class CudaBackend extends Backend {
         if (headDim > 128) throw new IllegalArgumentException("attentionBackward on CUDA: head dimension at most 128, got " + headDim);
         long square = batch * heads * seq * seq;
         onThisThread();
+        if (precision == Precision.MIXED && tensorCoreAttentionBackward && seq % 2 == 0 && (headDim == 32 || headDim == 64 || headDim == 128)) {
+            synchronized (this) { // bf16 P and dS between the passes
+                long p = attention.atLeast(4 * square), ds = p + 2 * square;
+                int[] grid = {(int) ((seq + 63) / 64), (int) heads, (int) batch}, block = {128, 1, 1};
+                String rows = "attention_backward_rows_tc_d" + headDim, cols = "attention_backward_cols_tc_d" + headDim;
+                cu.launch(fn(rows), rows, grid, block, 0, stream, arg(dqkv), p, ds, arg(qkv), arg(dout), arg(mask), (int) seq, (int) heads,
+                        scale);
+                cu.launch(fn(cols), cols, grid, block, 0, stream, arg(dqkv), p, ds, arg(qkv), arg(dout), (int) seq, (int) heads, scale);
+            }
+            return;
+        }
         synchronized (this) {
             long p = attention.atLeast(8 * square), ds = p + 4 * square;
             int[] grid = {(int) ((seq + 7) / 8), (int) heads, (int) batch}, block = {THREADS, 1, 1};
@@ -558,6 +569,14 @@ public final class CudaBackend extends Backend {
             cu.launch(fn("attention_backward_cols_f32"), "attention_backward_cols_f32", grid, block, 0, stream, arg(dqkv), p, ds, arg(qkv),
                     arg(dout), (int) seq, (int) heads, (int) headDim, scale);
         }
+    }
+
+    /** Whether mixed precision's attention backward runs on the tensor cores (else the fp32 CUDA-core passes). */
+    private volatile boolean tensorCoreAttentionBackward = true;
+
+    /** For the kit: check and time the CUDA-core attention backward beside the tensor-core one. */
+    void setTensorCoreAttentionBackward(boolean on) {
+        tensorCoreAttentionBackward = on;
     }
 
     /** Labels are read back: the host validates them and counts the rows that are not ignored (the mean's divisor). */
