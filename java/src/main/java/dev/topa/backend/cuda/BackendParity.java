@@ -84,7 +84,7 @@ public final class BackendParity {
             guard("bf16_lora_with_factor", () -> o.bf16LoraWithFactor(rows, c, f, 16));
             guard("transpose", () -> o.transpose(quick ? 19 : 768, quick ? 7 : 16));
             guard("block_sparse", () -> {
-                o.blockSparse(quick ? 37 : 4096, quick ? 128 : 3072, quick ? 64 : 768, 0.5, quick ? 5 : 16);
+                o.blockSparse(quick ? 37 : 4096, quick ? 256 : 3072, quick ? 64 : 768, 0.5, quick ? 5 : 16);
                 o.blockSparse(quick ? 130 : 4096, quick ? 64 : 768, quick ? 96 : 3072, 0.2, 8);
             });
         }
