@@ -169,47 +169,67 @@ class BertGradientTest {
         }
     }
 
-    @Test
-    void bf16FrozenBaseStaysCloseToFp32() {
-        BertConfig cfg = new BertConfig(23, 32, 9, 2, 8, new int[] {4, 2}, new int[] {64, 48}, 1e-6f);
-        SplittableRandom rnd = new SplittableRandom(17);
-        int[] ids = new int[B * S], types = new int[B * S], mask = new int[B * S];
-        for (int i = 0; i < B * S; i++) {
-            ids[i] = rnd.nextInt(23);
-            mask[i] = (i % S) < S - 2 * (i / S) ? 1 : 0;
-        }
-        try (BertModel model = new BertModel(cfg)) {
+    /**
+     * The mixed-precision comparisons' case: a small model with LoRA everywhere at a trained model's
+     * weight scale (~1/sqrt(fan-in): random 0.5-scale weights amplify any rounding layer after layer
+     * and say nothing about bf16 on a real network), a padded batch and an output gradient.
+     */
+    private record MixedCase(BertConfig cfg, BertModel model, int[] ids, int[] types, int[] mask, float[] dy) {
+        static MixedCase of(long seed) {
+            BertConfig cfg = new BertConfig(23, 32, 9, 2, 8, new int[] {4, 2}, new int[] {64, 48}, 1e-6f);
+            SplittableRandom rnd = new SplittableRandom(seed);
+            int[] ids = new int[B * S], types = new int[B * S], mask = new int[B * S];
+            for (int i = 0; i < B * S; i++) {
+                ids[i] = rnd.nextInt(23);
+                mask[i] = (i % S) < S - 2 * (i / S) ? 1 : 0;
+            }
+            BertModel model = new BertModel(cfg);
             model.addLora(new LoraConfig(4, 8.0, java.util.EnumSet.allOf(LoraConfig.Target.class), 0.1), 5);
             for (var e : model.parameters().entrySet()) {
                 float[] v = new float[(int) e.getValue().numel()];
                 boolean gamma = e.getKey().endsWith("LayerNorm.weight");
-                // weights at a trained model's scale (~1/sqrt(fan-in)): random 0.5-scale weights amplify
-                // any rounding layer after layer and say nothing about bf16 on a real network
                 for (int i = 0; i < v.length; i++) v[i] = (float) (gamma ? 0.8 + 0.4 * rnd.nextDouble() : 0.3 * (rnd.nextDouble() - 0.5));
                 e.getValue().copyFrom(v);
             }
             float[] dy = new float[B * S * cfg.hidden()];
             for (int i = 0; i < dy.length; i++) dy[i] = (float) (rnd.nextDouble() - 0.5);
+            return new MixedCase(cfg, model, ids, types, mask, dy);
+        }
+
+        /** One forward and backward (LoRA and LayerNorm trained, dropout on): the output, the gradients, and the bytes forward left for backward. */
+        Step step(boolean recompute, DType saved) {
             CpuBackend be = CpuBackend.create();
-            float[][] outs = new float[2][];
-            Map<String, float[]>[] got = new Map[2];
-            for (int k = 0; k < 2; k++) {
-                if (k == 1) model.packBf16ForTraining(be);
-                try (BertTraining train = new BertTraining(model, n -> n.contains("lora_") || n.contains("LayerNorm"),
-                        new DropoutConfig(0.1, 0.1), true); StepArena arena = new StepArena("bf16")) {
-                    train.setDropoutStep(3, 1);
-                    outs[k] = train.forward(be, arena, arena.allocate(DType.I32, B, S).copyFrom(ids),
-                            arena.allocate(DType.I32, B, S).copyFrom(types), arena.allocate(DType.I32, B, S).copyFrom(mask)).toFloatArray();
-                    train.backward(be, arena, arena.allocate(DType.F32, B, S, cfg.hidden()).copyFrom(dy));
-                    got[k] = new HashMap<>();
-                    for (var e : train.gradients().entrySet()) got[k].put(e.getKey(), e.getValue().toFloatArray());
-                }
+            try (BertTraining train = new BertTraining(null, model, n -> n.contains("lora_") || n.contains("LayerNorm"), new DropoutConfig(0.1, 0.1),
+                    recompute, saved); StepArena arena = new StepArena("mixed")) {
+                train.setDropoutStep(3, 1);
+                Tensor tid = arena.allocate(DType.I32, B, S).copyFrom(ids), tty = arena.allocate(DType.I32, B, S).copyFrom(types);
+                Tensor tm = arena.allocate(DType.I32, B, S).copyFrom(mask);
+                long before = arena.liveBytes();
+                float[] out = train.forward(be, arena, tid, tty, tm).toFloatArray();
+                long kept = arena.liveBytes() - before;
+                train.backward(be, arena, arena.allocate(DType.F32, B, S, cfg.hidden()).copyFrom(dy));
+                Map<String, float[]> grads = new HashMap<>();
+                for (var e : train.gradients().entrySet()) grads.put(e.getKey(), e.getValue().toFloatArray());
+                return new Step(out, grads, kept);
             }
-            double fwd = rel(outs[0], outs[1]);
+        }
+    }
+
+    private record Step(float[] out, Map<String, float[]> grads, long kept) {}
+
+    @Test
+    void bf16FrozenBaseStaysCloseToFp32() {
+        MixedCase c = MixedCase.of(17);
+        try (BertModel model = c.model()) {
+            Step fp32 = c.step(true, DType.F32);
+            model.packBf16ForTraining(CpuBackend.create());
+            Step bf16 = c.step(true, DType.F32);
+            double fwd = rel(fp32.out(), bf16.out());
             assertTrue(fwd < 2e-2 && fwd > 0, "bf16 forward vs fp32: " + fwd + " (0 would mean bf16 was not used)");
-            for (String n : got[0].keySet())
+            for (String n : fp32.grads().keySet())
                 if (n.contains("lora_") || n.contains("LayerNorm.weight"))
-                    assertTrue(rel(got[0].get(n), got[1].get(n)) < 3e-2, n + ": bf16 vs fp32 gradient " + rel(got[0].get(n), got[1].get(n)));
+                    assertTrue(rel(fp32.grads().get(n), bf16.grads().get(n)) < 3e-2,
+                            n + ": bf16 vs fp32 gradient " + rel(fp32.grads().get(n), bf16.grads().get(n)));
         }
     }
 
@@ -221,46 +241,15 @@ class BertGradientTest {
      */
     @Test
     void bf16SavedActivationsStayCloseToFp32AndHalveWhatIsKept() {
-        BertConfig cfg = new BertConfig(23, 32, 9, 2, 8, new int[] {4, 2}, new int[] {64, 48}, 1e-6f);
-        SplittableRandom rnd = new SplittableRandom(29);
-        int[] ids = new int[B * S], types = new int[B * S], mask = new int[B * S];
-        for (int i = 0; i < B * S; i++) {
-            ids[i] = rnd.nextInt(23);
-            mask[i] = (i % S) < S - 2 * (i / S) ? 1 : 0;
-        }
-        try (BertModel model = new BertModel(cfg)) {
-            model.addLora(new LoraConfig(4, 8.0, java.util.EnumSet.allOf(LoraConfig.Target.class), 0.1), 5);
-            for (var e : model.parameters().entrySet()) {
-                float[] v = new float[(int) e.getValue().numel()];
-                boolean gamma = e.getKey().endsWith("LayerNorm.weight");
-                for (int i = 0; i < v.length; i++) v[i] = (float) (gamma ? 0.8 + 0.4 * rnd.nextDouble() : 0.3 * (rnd.nextDouble() - 0.5));
-                e.getValue().copyFrom(v);
-            }
-            float[] dy = new float[B * S * cfg.hidden()];
-            for (int i = 0; i < dy.length; i++) dy[i] = (float) (rnd.nextDouble() - 0.5);
-            CpuBackend be = CpuBackend.create();
+        MixedCase c = MixedCase.of(29);
+        BertConfig cfg = c.cfg();
+        try (BertModel model = c.model()) {
             for (boolean recompute : new boolean[] {false, true}) {
-                float[][] outs = new float[2][];
-                long[] kept = new long[2];
-                Map<String, float[]>[] got = new Map[2];
-                for (int k = 0; k < 2; k++) {
-                    try (BertTraining train = new BertTraining(null, model, n -> n.contains("lora_") || n.contains("LayerNorm"),
-                            new DropoutConfig(0.1, 0.1), recompute, k == 0 ? DType.F32 : DType.BF16); StepArena arena = new StepArena("saved")) {
-                        train.setDropoutStep(3, 1);
-                        Tensor tid = arena.allocate(DType.I32, B, S).copyFrom(ids), tty = arena.allocate(DType.I32, B, S).copyFrom(types);
-                        Tensor tm = arena.allocate(DType.I32, B, S).copyFrom(mask);
-                        long before = arena.liveBytes();
-                        outs[k] = train.forward(be, arena, tid, tty, tm).toFloatArray();
-                        kept[k] = arena.liveBytes() - before;
-                        train.backward(be, arena, arena.allocate(DType.F32, B, S, cfg.hidden()).copyFrom(dy));
-                        got[k] = new HashMap<>();
-                        for (var e : train.gradients().entrySet()) got[k].put(e.getKey(), e.getValue().toFloatArray());
-                    }
-                }
-                org.junit.jupiter.api.Assertions.assertArrayEquals(outs[0], outs[1], "forward does not depend on how activations are kept");
+                Step fp32 = c.step(recompute, DType.F32), bf16 = c.step(recompute, DType.BF16);
+                org.junit.jupiter.api.Assertions.assertArrayEquals(fp32.out(), bf16.out(), "forward does not depend on how activations are kept");
                 double worst = 0;
-                for (String n : got[0].keySet()) {
-                    double e = rel(got[0].get(n), got[1].get(n));
+                for (String n : fp32.grads().keySet()) {
+                    double e = rel(fp32.grads().get(n), bf16.grads().get(n));
                     assertTrue(e < 2e-2, n + ": bf16-kept vs fp32-kept gradient " + e);
                     worst = Math.max(worst, e);
                 }
@@ -268,7 +257,7 @@ class BertGradientTest {
                 long halved = 0; // bytes: half of each kept tensor's fp32 size
                 for (int l = 0; l < cfg.layers(); l++)
                     halved += (long) B * S * ((recompute ? 0 : 3L * cfg.attentionWidth(l) + cfg.ffn(l)) + cfg.attentionWidth(l)) * 2;
-                assertEquals(halved, kept[0] - kept[1], "recompute " + recompute + ": kept " + kept[0] + " vs " + kept[1] + " bytes");
+                assertEquals(halved, fp32.kept() - bf16.kept(), "recompute " + recompute + ": kept " + fp32.kept() + " vs " + bf16.kept() + " bytes");
             }
         }
     }
