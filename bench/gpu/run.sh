@@ -94,6 +94,7 @@ cat "$out/encoder.log"
 echo "---- training ops and step (topa CUDA vs CPU backend, then timings) ----"
 grep -E "MISMATCH|all_match|failures|Exception" "$out/backward.log" | head -20
 grep -c "_rel_error: .* ok)" "$out/backward.log" | sed 's/^/backward_parity_checks_ok: /'
+grep -E "^attention_backward_.*_us:" "$out/backward.log"
 cat "$out/train.log"
 # the ratios asked for, same card, same call
 ours=$(sed -n "s/^topa_cuda_lora_step_bertbase_b32_s128_bf16_base_bf16_act_ms: //p" "$out/train.log")
