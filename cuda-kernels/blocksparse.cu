@@ -204,7 +204,7 @@ extern "C" __global__ void __launch_bounds__(128) bsr_linear_tc(float *Y, const 
 // That cuts what the per-row kernel spends most on, re-reading X once per block-row that keeps it: at
 // 80% sparsity 25.6 re-reads per row kernel, 18.9 with 4 rows (59% of the columns), 13.3 with 8 (83%)
 // (napkin math in bench/RESULTS.md). 2 x GROUP warps: 2 token halves x GROUP block-rows, 64 x 32
-// outputs each; a warp whose block-row does not keep the column waits that step. The union is walked as
+// outputs each (warp 2 j + half); a warp whose block-row does not keep the column waits that step. The union is walked as
 // a merge of the sorted column lists (colidx ascends within a row), the next column's tiles
 // double-buffered as in bsr_linear_tc. Epilogue from registers (8 floats of a row per 32-byte sector).
 // Dynamic shared memory (bsrGroupShared bytes: 40 KB for 4, 60 KB for 8, past the static 48 KB).
@@ -219,7 +219,9 @@ __device__ void bsrLinearTcGroup(float *Y, const __nv_bfloat16 *X, const __nv_bf
     auto sx = reinterpret_cast<__nv_bfloat16(*)[BSR_ROWS][BSR + BSR_PAD]>(bsrSmem);                        // [2][128][40]
     auto sw = reinterpret_cast<__nv_bfloat16(*)[GROUP][BSR][BSR + BSR_PAD]>(bsrSmem + 2 * BSR_ROWS * (BSR + BSR_PAD) * 2); // [2][G][32][40]
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const int wm = warp / GROUP, wn = warp % GROUP; // token half, block-row within the group
+    // token half and block-row within the group: a row's two warps sit on different SM sub-partitions (warp % 4), whose tensor
+    // cores then share its work, and the rows of a column spread over all four
+    const int wm = warp & 1, wn = warp >> 1;
     const int br0 = blockIdx.x * GROUP;
     const int64_t m0 = (int64_t)blockIdx.y * BSR_ROWS;
     __shared__ int end[GROUP]; // each block-row's end in colidx (shared: registers are what 8 rows run short of)
