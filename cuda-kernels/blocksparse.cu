@@ -351,6 +351,143 @@ extern "C" __global__ void __launch_bounds__(512) bsr_linear_tc8(float *Y, const
     bsrLinearTcGroup<8>(Y, X, values, rowptr, colidx, bias, beta, M, N, K);
 }
 
+// The plain product, 8 block-rows x 128 tokens per CTA as bsr_linear_tc8, with the work of a column
+// spread over all 16 warps and the loads several columns ahead:
+// - warp w takes 16 tokens (w & 7) of the 4 block-rows w >> 3, + 2, + 4, + 6: whatever rows keep the
+//   column, every warp (and every SM sub-partition, w % 4) gets a share -- in tc8 the kept rows' warps
+//   do all of it while the rest wait;
+// - global -> shared by cp.async (no registers in between), BSR_STAGES columns in flight, so a
+//   column's L2 latency hides behind the products of the ones before it.
+// Dynamic shared memory: BSR_STAGES x (X tile [128][40] + 8 blocks [32][40]) bf16 = 90 KB.
+#define BSR_STAGES 3
+
+__device__ __forceinline__ void cpAsync16(void *smem, const void *gmem, int bytes) { // bytes < 16: the rest zero-filled
+    unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cpAsyncWait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+extern "C" __global__ void __launch_bounds__(512) bsr_linear_tc8s(float *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *values,
+                                                                    const int32_t *rowptr, const int32_t *colidx, const float *bias,
+                                                                    float beta, int64_t M, int N, int K) {
+    constexpr int GROUP = 8, THREADS = 512;
+    extern __shared__ __align__(16) unsigned char bsrSmem[];
+    auto sx = reinterpret_cast<__nv_bfloat16(*)[BSR_ROWS][BSR + BSR_PAD]>(bsrSmem); // [stage][128][40]
+    auto sw = reinterpret_cast<__nv_bfloat16(*)[GROUP][BSR][BSR + BSR_PAD]>(bsrSmem + BSR_STAGES * BSR_ROWS * (BSR + BSR_PAD) * 2);
+    __shared__ int end[GROUP], stageKept[BSR_STAGES]; // rows' ends in colidx; per stage, which rows keep its column (bits)
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int ts = warp & 7, rp = warp >> 3; // 16 tokens ts * 16 .., block-rows rp + 2 jj
+    const int br0 = blockIdx.x * GROUP;
+    const int64_t m0 = (int64_t)blockIdx.y * BSR_ROWS;
+    int ptr[GROUP];
+#pragma unroll
+    for (int j = 0; j < GROUP; j++) ptr[j] = rowptr[br0 + j];
+    if (tid < GROUP) end[tid] = rowptr[br0 + tid + 1];
+    __syncthreads();
+    auto head = [&](int j) { return ptr[j] < end[j] ? colidx[ptr[j]] : BSR_NONE; };
+    auto lowest = [&]() {
+        int c = BSR_NONE;
+#pragma unroll
+        for (int j = 0; j < GROUP; j++) c = min(c, head(j));
+        return c;
+    };
+    // the next column of the union into stage st: its X tile, the blocks of the rows that keep it, which rows those are
+    auto issue = [&](int st, int c) {
+        {
+            const int64_t row = m0 + (tid >> 2);
+            const __nv_bfloat16 *src = X + (row < M ? row : 0) * K + (int64_t)c * BSR + (tid & 3) * 8;
+            cpAsync16(&sx[st][tid >> 2][(tid & 3) * 8], src, row < M ? 16 : 0);
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const int idx = tid + THREADS * i, j = idx >> 7, within = idx & 127;
+            int block = -1;
+#pragma unroll
+            for (int jj = 0; jj < GROUP; jj++)
+                if (jj == j && head(jj) == c) block = ptr[jj];
+            if (block >= 0) cpAsync16(&sw[st][j][within >> 2][(within & 3) * 8], values + (int64_t)block * BSR * BSR + within * 8, 16);
+        }
+        int kept = 0;
+#pragma unroll
+        for (int j = 0; j < GROUP; j++)
+            if (head(j) == c) {
+                kept |= 1 << j;
+                ptr[j]++;
+            }
+        if (tid == 0) stageKept[st] = kept;
+    };
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+
+    int issued = 0; // the same count in every thread: columns handed to stages so far
+    if (values != nullptr) {
+#pragma unroll
+        for (int st = 0; st < BSR_STAGES - 1; st++) {
+            const int c = lowest();
+            if (c != BSR_NONE) issue(st, c), issued++;
+            cpAsyncCommit(); // one group per stage, empty or not: the wait below counts groups
+        }
+    }
+    for (int i = 0; i < issued; i++) {
+        cpAsyncWait<BSR_STAGES - 2>(); // this thread's copies of column i have landed
+        __syncthreads();               // everyone's have, and column i - 1's stage is free again
+        {
+            const int c = lowest();
+            if (c != BSR_NONE) issue((i + BSR_STAGES - 1) % BSR_STAGES, c), issued++;
+            cpAsyncCommit();
+        }
+        const int st = i % BSR_STAGES, kept = stageKept[st];
+#pragma unroll
+        for (int ks = 0; ks < BSR; ks += 16) {
+            uint32_t a[4];
+            const int row = ts * 16 + g, col = ks + 2 * t;
+            a[0] = *reinterpret_cast<const uint32_t *>(&sx[st][row][col]);
+            a[1] = *reinterpret_cast<const uint32_t *>(&sx[st][row + 8][col]);
+            a[2] = *reinterpret_cast<const uint32_t *>(&sx[st][row][col + 8]);
+            a[3] = *reinterpret_cast<const uint32_t *>(&sx[st][row + 8][col + 8]);
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                const int j = rp + 2 * jj;
+                if (!((kept >> j) & 1)) continue;
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+                    uint32_t b0 = *reinterpret_cast<const uint32_t *>(&sw[st][j][nt * 8 + g][ks + 2 * t]);
+                    uint32_t b1 = *reinterpret_cast<const uint32_t *>(&sw[st][j][nt * 8 + g][ks + 2 * t + 8]);
+                    mmaBf16Bsr(acc[jj][nt], a, b0, b1);
+                }
+            }
+        }
+    }
+    cpAsyncWait<0>();
+    const bool pairs = (reinterpret_cast<uintptr_t>(Y) & 7) == 0;
+#pragma unroll
+    for (int jj = 0; jj < 4; jj++)
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++) {
+            const int col = (br0 + rp + 2 * jj) * BSR + nt * 8 + 2 * t;
+            const float b0 = bias ? bias[col] : 0.0f, b1 = bias ? bias[col + 1] : 0.0f;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int64_t row = m0 + ts * 16 + g + 8 * h;
+                if (row >= M) continue;
+                float *o = Y + row * N + col;
+                float v0 = acc[jj][nt][2 * h] + b0, v1 = acc[jj][nt][2 * h + 1] + b1;
+                if (beta != 0.0f) v0 += beta * o[0], v1 += beta * o[1];
+                if (pairs) *reinterpret_cast<float2 *>(o) = make_float2(v0, v1);
+                else o[0] = v0, o[1] = v1;
+            }
+        }
+}
+
 // Reference mode: the same tiles in fp32 on CUDA cores, a thread per token (32 accumulators).
 extern "C" __global__ void __launch_bounds__(128) bsr_linear_f32(float *Y, const float *X, const float *values, const int32_t *rowptr,
                                                                    const int32_t *colidx, const float *bias, float beta, int64_t M, int N,

@@ -18,7 +18,8 @@ import java.util.SplittableRandom;
  * {@link CudaBackend#linearForward}, bias fused); the conversion is also timed alone, and the dense
  * cuBLASLt GEMM on bf16 x alone, so each line gives the layer speedup and the kernel's (block-sparse
  * layer minus the conversion, over the GEMM). 80% sparsity is worth at most 5x. Both block-sparse
- * kernels (8, 4 or 1 block-rows per CTA: X tiles shared among them), forward and backward-data. Napkin math next
+ * kernels (CudaBackend.BlockSparseKernel: 1, 4 or 8 block-rows per CTA sharing X tiles, and 8 with the work
+ * spread over all warps and cp.async three columns ahead), forward and backward-data. Napkin math next
  * to each: the kept-FLOP rate as a share of the dense GEMM's, same call. First, the per-weight format
  * choice of a 50% block-masked BERT-base on this GPU. Prints `name: value` lines, the kernel figure last.
  */
@@ -40,7 +41,7 @@ public final class BlockSparseBench {
         long m = 4096;
         long[][] shapes = {{4096, 1024}, {1024, 4096}, {3072, 768}, {768, 3072}}; // {out, in}
         String[] names = {"large_ffn_in", "large_ffn_out", "base_ffn_in", "base_ffn_out"};
-        int[] groups = {1, 4, 8}; // block-rows per CTA
+        CudaBackend.BlockSparseKernel[] groups = CudaBackend.BlockSparseKernel.values(), defaultKernel = {gpu.blockSparseKernel()};
         double[] worstKernel = new double[groups.length], worstLayer = new double[groups.length];
         java.util.Arrays.fill(worstKernel, Double.MAX_VALUE);
         java.util.Arrays.fill(worstLayer, Double.MAX_VALUE);
@@ -69,12 +70,12 @@ public final class BlockSparseBench {
                     BlockSparseWeight fwd = gpu.packBlockSparse(w, mask, false, d), bwd = gpu.packBlockSparse(w, mask, true, d);
                     String tag = names[s] + "_sparsity" + Math.round(100 * sparsity);
                     for (int gi = 0; gi < groups.length; gi++) {
-                        gpu.setBlockSparseGroup(groups[gi]);
+                        gpu.setBlockSparseKernel(groups[gi]);
                         double f = LoraForwardBench.time(gpu, () -> gpu.blockSparseLinear(y, x, fwd, bias, 0f, null, null, 0f));
                         double b = LoraForwardBench.time(gpu, () -> gpu.blockSparseLinear(dx, y, bwd, null, 0f, null, null, 0f));
                         double fk = Math.max(f - convertX, 1e-3), bk = Math.max(b - convertY, 1e-3);
                         double keptTflops = 2.0 * m * out * in * fwd.density() / (fk * 1e6);
-                        String k = "rows" + groups[gi];
+                        String k = groups[gi].name().toLowerCase(Locale.ROOT);
                         System.out.printf(Locale.ROOT, "blocksparse_%s_%s_forward_us: %.1f (layer speedup vs dense %.2fx; kernel %.1f vs GEMM %.1f: %.2fx;"
                                 + " kept-FLOP rate %.0f TFLOP/s = %.0f%% of dense)%n", tag, k, f, denseUs / f, fk, gemmF, gemmF / fk, keptTflops,
                                 100 * keptTflops / denseTflops);
@@ -85,7 +86,7 @@ public final class BlockSparseBench {
                             worstKernel[gi] = Math.min(worstKernel[gi], Math.min(gemmF / fk, gemmB / bk));
                         }
                     }
-                    gpu.setBlockSparseGroup(8);
+                    gpu.setBlockSparseKernel(defaultKernel[0]);
                 }
             }
         }
@@ -94,8 +95,8 @@ public final class BlockSparseBench {
         // both layers pay today and sparsity does not shrink)
         double bestKernel = 0, bestLayer = 0;
         for (int gi = 0; gi < groups.length; gi++) {
-            System.out.printf(Locale.ROOT, "blocksparse_80pct_bert_large_ffn_rows%d_kernel_speedup_worst: %.2f (layer %.2f)%n", groups[gi],
-                    worstKernel[gi], worstLayer[gi]);
+            System.out.printf(Locale.ROOT, "blocksparse_80pct_bert_large_ffn_%s_kernel_speedup_worst: %.2f (layer %.2f)%n",
+                    groups[gi].name().toLowerCase(Locale.ROOT), worstKernel[gi], worstLayer[gi]);
             bestKernel = Math.max(bestKernel, worstKernel[gi]);
             bestLayer = Math.max(bestLayer, worstLayer[gi]);
         }

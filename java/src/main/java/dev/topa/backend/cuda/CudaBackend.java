@@ -757,11 +757,10 @@ public final class CudaBackend extends Backend {
         synchronized (this) {
             long n = m * p.k(), xb = values == 0 ? 0 : operands.atLeast(2 * n);
             if (values != 0) launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
-            int group = u != null || values == 0 ? 1 : rows % blockSparseGroup == 0 ? blockSparseGroup : rows % 4 == 0 ? 4 : 1;
-            if (group > 1) { // the plain product: X tiles shared by 4 or 8 block-rows
-                String kernel = "bsr_linear_tc" + group;
-                cu.launch(groupKernel(kernel), kernel, new int[] {rows / group, grid[1], 1}, new int[] {64 * group, 1, 1},
-                        groupSharedBytes(group), stream, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()), arg(bias), beta, m,
+            BlockSparseKernel kernel = u != null || values == 0 ? BlockSparseKernel.ROWS1 : blockSparseKernel.fitting(rows);
+            if (kernel != BlockSparseKernel.ROWS1) { // the plain product: X tiles shared by 4 or 8 block-rows
+                cu.launch(groupKernel(kernel), kernel.function, new int[] {rows / kernel.rows, grid[1], 1}, new int[] {kernel.threads, 1, 1},
+                        kernel.sharedBytes, stream, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()), arg(bias), beta, m,
                         rows * BlockSparseWeight.BLOCK, (int) p.k());
                 return;
             }
@@ -771,30 +770,51 @@ public final class CudaBackend extends Backend {
     }
 
     /**
-     * Block-rows per CTA of plain block-sparse products (no rank-r term): 8 (the least X traffic by the
-     * napkin math; block-rows a multiple of 8, else 4), 4, or 1 (the per-row kernel).
+     * The kernels of plain block-sparse products (no rank-r term), by block-rows per CTA: one
+     * (bsr_linear_tc, also the one with a rank-r term), 4 or 8 sharing each X tile, and 8 with every
+     * warp sharing each column's work and cp.async three columns ahead (ROWS8_STAGED). Shared memory:
+     * two or three stages of the X tile [128][40] and the group's blocks [32][40], bf16.
      */
-    private volatile int blockSparseGroup = 8;
+    enum BlockSparseKernel {
+        ROWS1("bsr_linear_tc", 1, 128, 0), ROWS4("bsr_linear_tc4", 4, 256, 2 * (128 + 4 * 32) * 40 * 2),
+        ROWS8("bsr_linear_tc8", 8, 512, 2 * (128 + 8 * 32) * 40 * 2), ROWS8_STAGED("bsr_linear_tc8s", 8, 512, 3 * (128 + 8 * 32) * 40 * 2);
+
+        final String function;
+        final int rows, threads, sharedBytes;
+
+        BlockSparseKernel(String function, int rows, int threads, int sharedBytes) {
+            this.function = function;
+            this.rows = rows;
+            this.threads = threads;
+            this.sharedBytes = sharedBytes;
+        }
+
+        /** This kernel when the block-rows come in its groups, else the next smaller that fits. */
+        BlockSparseKernel fitting(int blockRows) {
+            if (blockRows % rows == 0) return this;
+            return blockRows % 4 == 0 ? ROWS4 : ROWS1;
+        }
+    }
+
+    /** The default: the least X traffic and the most warps busy by the napkin math (bench/RESULTS.md), until measured. */
+    private volatile BlockSparseKernel blockSparseKernel = BlockSparseKernel.ROWS8_STAGED;
 
     /** For the kit: check and time each kernel. */
-    void setBlockSparseGroup(int group) {
-        if (group != 1 && group != 4 && group != 8) throw new IllegalArgumentException("block-rows per CTA: 1, 4 or 8, not " + group);
-        blockSparseGroup = group;
+    void setBlockSparseKernel(BlockSparseKernel kernel) {
+        blockSparseKernel = kernel;
     }
 
-    /** Its dynamic shared memory: two stages of the X tile [128][40] and of the group's blocks [32][40], bf16. */
-    private static int groupSharedBytes(int group) {
-        return 2 * 128 * 40 * 2 + 2 * group * 32 * 40 * 2;
+    BlockSparseKernel blockSparseKernel() {
+        return blockSparseKernel;
     }
 
-    /** The grouped kernel, allowed its shared memory past 48 KB the first time. */
-    private synchronized long groupKernel(String kernel) {
-        Long f = functions.get(kernel);
+    /** A group kernel, allowed its shared memory past the 48 KB default the first time. */
+    private synchronized long groupKernel(BlockSparseKernel kernel) {
+        Long f = functions.get(kernel.function);
         if (f != null) return f;
-        long fn = cu.function(module, kernel);
-        int group = kernel.endsWith("8") ? 8 : 4;
-        if (groupSharedBytes(group) > 48 * 1024) cu.setMaxDynamicSharedMemory(fn, kernel, groupSharedBytes(group));
-        functions.put(kernel, fn);
+        long fn = cu.function(module, kernel.function);
+        if (kernel.sharedBytes > 48 * 1024) cu.setMaxDynamicSharedMemory(fn, kernel.function, kernel.sharedBytes);
+        functions.put(kernel.function, fn);
         return fn;
     }
 
