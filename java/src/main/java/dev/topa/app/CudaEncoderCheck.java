@@ -86,15 +86,8 @@ public final class CudaEncoderCheck {
     /** The predict/eval path: Predictor on the device (encoder there, head on the CPU) against Predictor on the CPU. */
     boolean predictor(BertConfig config, Backend cpu, Backend gpu) {
         java.util.List<dev.topa.io.BertTokenizer.Encoded> toks = new java.util.ArrayList<>();
-        for (int i = 0; i < 37; i++) {
-            int len = 3 + rnd.nextInt(Math.min(126, config.maxPositions() - 3));
-            int[] ids = new int[len], types = new int[len];
-            for (int t = 0; t < len; t++) {
-                ids[t] = rnd.nextInt(config.vocabSize());
-                types[t] = t < len / 2 ? 0 : 1;
-            }
-            toks.add(new dev.topa.io.BertTokenizer.Encoded(ids, types));
-        }
+        for (int i = 0; i < 37; i++)
+            toks.add(RandomTokens.sequence(rnd, config.vocabSize(), 3 + rnd.nextInt(Math.min(126, config.maxPositions() - 3))));
         try (BertModel m = randomModel(config); dev.topa.model.TaskHead head = new dev.topa.model.TaskHead(config.hidden(), 3, 7);
                 dev.topa.train.Predictor onCpu = new dev.topa.train.Predictor(cpu, m, head);
                 dev.topa.train.Predictor onGpu = new dev.topa.train.Predictor(gpu, m, head)) {
@@ -168,19 +161,8 @@ public final class CudaEncoderCheck {
         return new TensorScope("encoder check", MemoryCategory.WORKSPACE);
     }
 
-    /** ids, types, mask [batch, seq] i32 on the host; with padding, every sequence but the first is shorter. */
     private Tensor[] inputs(TensorScope s, BertConfig config, int batch, int seq, boolean padding) {
-        int[] ids = new int[batch * seq], types = new int[batch * seq], mask = new int[batch * seq];
-        for (int b = 0; b < batch; b++) {
-            int real = !padding || b == 0 ? seq : 2 + rnd.nextInt(seq - 1);
-            for (int t = 0; t < seq; t++) {
-                ids[b * seq + t] = rnd.nextInt(config.vocabSize());
-                types[b * seq + t] = t < real / 2 ? 0 : 1;
-                mask[b * seq + t] = t < real ? 1 : 0;
-            }
-        }
-        return new Tensor[] {s.allocate(DType.I32, batch, seq).copyFrom(ids), s.allocate(DType.I32, batch, seq).copyFrom(types),
-                s.allocate(DType.I32, batch, seq).copyFrom(mask)};
+        return RandomTokens.batch(rnd, s, config.vocabSize(), batch, seq, padding);
     }
 
     /** Weights of a trained encoder's scale: matrices uniform with std 0.05, layer norms near 1 and 0. */

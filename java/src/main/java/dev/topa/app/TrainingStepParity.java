@@ -181,16 +181,9 @@ public final class TrainingStepParity {
      */
     public boolean trainer(BertConfig config, Backend cpu, Backend dev) {
         List<Trainer.Item> items = new ArrayList<>();
-        for (int i = 0; i < 24; i++) {
-            int len = 4 + rnd.nextInt(Math.min(60, config.maxPositions() - 4));
-            int[] ids = new int[len], types = new int[len];
-            for (int t = 0; t < len; t++) {
-                ids[t] = rnd.nextInt(config.vocabSize());
-                types[t] = t < len / 2 ? 0 : 1;
-            }
-            items.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types),
+        for (int i = 0; i < 24; i++)
+            items.add(new Trainer.Item(RandomTokens.sequence(rnd, config.vocabSize(), 4 + rnd.nextInt(Math.min(60, config.maxPositions() - 4))),
                     new Example("a", "b", rnd.nextInt(2), 0f)));
-        }
         var cfg = new Trainer.Config(1, 8, 1e-3, 0.01, 0, 1.0, 7);
         LoraConfig lora = new LoraConfig(8, 16, java.util.EnumSet.allOf(LoraConfig.Target.class));
         float[][] out = new float[2][];
@@ -292,19 +285,12 @@ public final class TrainingStepParity {
         return new TensorScope("training step check", MemoryCategory.WORKSPACE);
     }
 
+    /** ids, types, mask (padding in all but the first sequence) and labels of 3 classes. */
     private Tensor[] inputs(TensorScope s, BertConfig config, int batch, int seq) {
-        int[] ids = new int[batch * seq], types = new int[batch * seq], mask = new int[batch * seq], labels = new int[batch];
-        for (int b = 0; b < batch; b++) {
-            int real = b == 0 ? seq : 2 + rnd.nextInt(seq - 1);
-            for (int t = 0; t < seq; t++) {
-                ids[b * seq + t] = rnd.nextInt(config.vocabSize());
-                types[b * seq + t] = t < real / 2 ? 0 : 1;
-                mask[b * seq + t] = t < real ? 1 : 0;
-            }
-            labels[b] = rnd.nextInt(3);
-        }
-        return new Tensor[] {s.allocate(DType.I32, batch, seq).copyFrom(ids), s.allocate(DType.I32, batch, seq).copyFrom(types),
-                s.allocate(DType.I32, batch, seq).copyFrom(mask), s.allocate(DType.I32, batch).copyFrom(labels)};
+        Tensor[] tokens = RandomTokens.batch(rnd, s, config.vocabSize(), batch, seq, true);
+        int[] labels = new int[batch];
+        for (int b = 0; b < batch; b++) labels[b] = rnd.nextInt(3);
+        return new Tensor[] {tokens[0], tokens[1], tokens[2], s.allocate(DType.I32, batch).copyFrom(labels)};
     }
 
     private boolean[][][][] randomBlockMasks(BertModel m, double density) {
