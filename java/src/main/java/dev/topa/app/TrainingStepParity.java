@@ -3,7 +3,6 @@ package dev.topa.app;
 import dev.topa.backend.AdamWConfig;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
-import dev.topa.io.BertTokenizer;
 import dev.topa.train.Predictor;
 import dev.topa.train.Trainer;
 import dev.topa.backend.Backend;
