@@ -17,7 +17,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
-@Command(name = "bench", description = "Benchmarks of the engine.", subcommands = {BenchCommand.Kernels.class})
+@Command(name = "bench", description = "Benchmarks of the engine.", subcommands = {BenchCommand.Kernels.class, BenchTrainCommand.class})
 final class BenchCommand {
 
     @Command(name = "kernels", description = {

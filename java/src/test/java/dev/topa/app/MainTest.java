@@ -117,6 +117,31 @@ class MainTest {
     }
 
     @Test
+    void benchTrainTimesStepsAndReportsMemory() {
+        java.io.PrintStream before = System.out;
+        java.io.ByteArrayOutputStream buf = new java.io.ByteArrayOutputStream();
+        String[] r;
+        System.setOut(new java.io.PrintStream(buf, true));
+        try {
+            r = run("bench", "train", "--steps", "2", "--warmup", "1", "--batch-size", "2", "--max-seq-len", "16", "--activation-precision",
+                    "bf16", "--threads", "2");
+        } finally {
+            System.setOut(before);
+        }
+        assertEquals("0", r[0], r[2]);
+        String out = buf.toString();
+        assertTrue(out.contains("recipe: lora, batch 2 x seq 16") && out.contains("activations kept in bf16"), out);
+        assertTrue(out.contains("trainable_parameters: ") && out.contains("peak_mib: ") && out.contains("activations"), out);
+        String[] lines = out.strip().split("\n");
+        assertTrue(lines[lines.length - 1].startsWith("step_seconds: "), "the figure comes last: " + out);
+        double seconds = Double.parseDouble(lines[lines.length - 1].substring("step_seconds: ".length()));
+        assertTrue(seconds > 0 && seconds < 60, out);
+        String[] bad = run("bench", "train", "--steps", "0");
+        assertEquals("1", bad[0]);
+        assertTrue(bad[2].contains("--steps"), bad[2]);
+    }
+
+    @Test
     void unknownIsaIsAClearError() {
         String[] r = run("bench", "kernels", "--isa", "avx9000", "--m", "8", "--iterations", "1");
         assertEquals("2", r[0]);
