@@ -3,20 +3,10 @@
 # reductions, the scratch pair, the transposed fragments of the cols pass; padding, a sequence with no
 # real key, partial tiles, D 32/64/128; against a numpy attention backward.
 import numpy as np, sys
+from mma import mma, b_fragments
 rng = np.random.default_rng(3)
 PAD, WARPS, ROWS, QT = 8, 4, 64, 32
 NEG = -np.inf
-
-def mma(afr, b0, b1):
-    # afr[lane] = 4 pairs, b0/b1[lane] = pairs -> c[lane] = 4 values (m16n8k16 layouts)
-    A = np.zeros((16, 16)); B = np.zeros((16, 8))
-    for lane in range(32):
-        g, t = lane >> 2, lane & 3
-        A[g, 2*t:2*t+2] = afr[lane][0]; A[g+8, 2*t:2*t+2] = afr[lane][1]
-        A[g, 2*t+8:2*t+10] = afr[lane][2]; A[g+8, 2*t+8:2*t+10] = afr[lane][3]
-        B[2*t:2*t+2, g] = b0[lane]; B[2*t+8:2*t+10, g] = b1[lane]
-    C = A @ B
-    return [np.array([C[l>>2, 2*(l&3)], C[l>>2, 2*(l&3)+1], C[(l>>2)+8, 2*(l&3)], C[(l>>2)+8, 2*(l&3)+1]]) for l in range(32)]
 
 def row_frags(M, ld, col0, q0, S, D, mul):   # M flat [S*ld]
     f = []
@@ -57,8 +47,7 @@ def rows_kernel(dqkv, P, DS, qkv, dout, mask, B_, S, H, D, scale):
                             for n in range(KT // 8):
                                 acc = [np.zeros(4) for _ in range(32)]
                                 for kc in range(D // 16):
-                                    b0 = [sk[n*8+(l>>2), kc*16+2*(l&3): kc*16+2*(l&3)+2] for l in range(32)]
-                                    b1 = [sk[n*8+(l>>2), kc*16+2*(l&3)+8: kc*16+2*(l&3)+10] for l in range(32)]
+                                    b0, b1 = b_fragments(sk, n*8, kc*16)
                                     c = mma(w['qf'][kc], b0, b1); acc = [acc[l] + c[l] for l in range(32)]
                                 for l in range(32):
                                     t = l & 3; acc[l] = acc[l] + np.array([kb[n*8+2*t], kb[n*8+2*t+1], kb[n*8+2*t], kb[n*8+2*t+1]])
@@ -86,8 +75,7 @@ def rows_kernel(dqkv, P, DS, qkv, dout, mask, B_, S, H, D, scale):
                                 p.append(pn)
                                 acc = [np.zeros(4) for _ in range(32)]
                                 for kc in range(D // 16):
-                                    b0 = [sv[n*8+(l>>2), kc*16+2*(l&3): kc*16+2*(l&3)+2] for l in range(32)]
-                                    b1 = [sv[n*8+(l>>2), kc*16+2*(l&3)+8: kc*16+2*(l&3)+10] for l in range(32)]
+                                    b0, b1 = b_fragments(sv, n*8, kc*16)
                                     c = mma(w['of'][kc], b0, b1); acc = [acc[l] + c[l] for l in range(32)]
                                 dp.append(acc)
                             if sweep == 1:
@@ -110,8 +98,7 @@ def rows_kernel(dqkv, P, DS, qkv, dout, mask, B_, S, H, D, scale):
                                         P[at:at+2] = p[n][l][2*r:2*r+2]; DS[at:at+2] = ds[2*r:2*r+2]
                             for n in range(D // 8):
                                 for kc in range(KT // 16):
-                                    b0 = [skt[n*8+(l>>2), kc*16+2*(l&3): kc*16+2*(l&3)+2] for l in range(32)]
-                                    b1 = [skt[n*8+(l>>2), kc*16+2*(l&3)+8: kc*16+2*(l&3)+10] for l in range(32)]
+                                    b0, b1 = b_fragments(skt, n*8, kc*16)
                                     c = mma(dsf[kc], b0, b1)
                                     for l in range(32): w['dq'][n, l] += c[l]
                     if sweep == 1:
@@ -158,12 +145,10 @@ def cols_kernel(dqkv, P, DS, qkv, dout, B_, S, H, D, scale):
                                 return regs
                             pf, dsf = tfrag(sp), tfrag(sds)
                             for n in range(D // 8):
-                                b0 = [sdo[n*8+(l>>2), kc*16+2*(l&3): kc*16+2*(l&3)+2] for l in range(32)]
-                                b1 = [sdo[n*8+(l>>2), kc*16+2*(l&3)+8: kc*16+2*(l&3)+10] for l in range(32)]
+                                b0, b1 = b_fragments(sdo, n*8, kc*16)
                                 c = mma(pf, b0, b1)
                                 for l in range(32): dv[w, n, l] += c[l]
-                                b0 = [sqt[n*8+(l>>2), kc*16+2*(l&3): kc*16+2*(l&3)+2] for l in range(32)]
-                                b1 = [sqt[n*8+(l>>2), kc*16+2*(l&3)+8: kc*16+2*(l&3)+10] for l in range(32)]
+                                b0, b1 = b_fragments(sqt, n*8, kc*16)
                                 c = mma(dsf, b0, b1)
                                 for l in range(32): dk[w, n, l] += c[l]
                 for w in range(WARPS):

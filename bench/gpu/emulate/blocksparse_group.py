@@ -3,6 +3,7 @@
 # stages, mma.m16n8k16's fragment layouts per lane, the register epilogue; against numpy on integer data
 # (so exact). Usage: python3 blocksparse_group.py 4|8
 import numpy as np
+from mma import mma, a_fragments, b_fragments
 rng = np.random.default_rng(1)
 BSR, ROWS, PAD = 32, 128, 8
 import sys
@@ -78,17 +79,9 @@ def cta(bx, by, X, vals, rowptr, colidx, bias, beta, M, N, K, Y):
             for ks in (0, 16):
                 for mt in range(4):
                     for nt in range(4):
-                        A = np.zeros((16, 16)); B = np.zeros((16, 8))
-                        for lane in range(32):
-                            g, t = lane >> 2, lane & 3
-                            row = wm * 64 + mt * 16 + g; col = ks + 2 * t
-                            A[g, 2*t:2*t+2] = sx[s, row, col:col+2]; A[g+8, 2*t:2*t+2] = sx[s, row+8, col:col+2]
-                            A[g, 2*t+8:2*t+10] = sx[s, row, col+8:col+10]; A[g+8, 2*t+8:2*t+10] = sx[s, row+8, col+8:col+10]
-                            B[2*t:2*t+2, g] = sw[s, wn, nt*8+g, ks+2*t:ks+2*t+2]; B[2*t+8:2*t+10, g] = sw[s, wn, nt*8+g, ks+2*t+8:ks+2*t+10]
-                        C = A @ B
-                        for lane in range(32):
-                            g, t = lane >> 2, lane & 3
-                            acc[warp*32+lane, mt, nt] += [C[g, 2*t], C[g, 2*t+1], C[g+8, 2*t], C[g+8, 2*t+1]]
+                        b0, b1 = b_fragments(sw[s, wn], nt * 8, ks)
+                        c = mma(a_fragments(sx[s], wm * 64 + mt * 16, ks), b0, b1)
+                        for lane in range(32): acc[warp*32+lane, mt, nt] += c[lane]
         if nxt != NONE: stash(s ^ 1)
         cur = nxt; s ^= 1
     for tid in range(THREADS):

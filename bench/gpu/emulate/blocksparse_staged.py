@@ -2,17 +2,9 @@
 # filled ahead by the merge (stages start as NaN, so a read of a stage no copy filled shows), the
 # balanced warp tiling, fragments per lane; against numpy on integer data (so exact).
 import numpy as np
+from mma import mma, a_fragments, b_fragments
 rng = np.random.default_rng(4)
 BSR, ROWS, PAD, GROUP, NST, THREADS = 32, 128, 8, 8, 3, 512
-def mma(afr, b0, b1):
-    A = np.zeros((16, 16)); B = np.zeros((16, 8))
-    for lane in range(32):
-        g, t = lane >> 2, lane & 3
-        A[g, 2*t:2*t+2] = afr[lane][0]; A[g+8, 2*t:2*t+2] = afr[lane][1]
-        A[g, 2*t+8:2*t+10] = afr[lane][2]; A[g+8, 2*t+8:2*t+10] = afr[lane][3]
-        B[2*t:2*t+2, g] = b0[lane]; B[2*t+8:2*t+10, g] = b1[lane]
-    C = A @ B
-    return [np.array([C[l>>2, 2*(l&3)], C[l>>2, 2*(l&3)+1], C[(l>>2)+8, 2*(l&3)], C[(l>>2)+8, 2*(l&3)+1]]) for l in range(32)]
 def run(M, N, K, dens, beta):
     nb, kbs = N // BSR, K // BSR
     mask = rng.random((nb, kbs)) < dens; mask[1, :] = False; mask[2, :] = True
@@ -61,16 +53,12 @@ def cta(bx, by, X, vals, rowptr, colidx, bias, beta, M, N, K, Y):
         for warp in range(16):
             ts, rp = warp & 7, warp >> 3
             for ks in (0, 16):
-                afr = []
-                for l in range(32):
-                    g, t = l >> 2, l & 3; row, col = ts*16 + g, ks + 2*t
-                    afr.append([sx[st, row, col:col+2], sx[st, row+8, col:col+2], sx[st, row, col+8:col+10], sx[st, row+8, col+8:col+10]])
+                afr = a_fragments(sx[st], ts * 16, ks)
                 for jj in range(4):
                     j = rp + 2*jj
                     if not (kept >> j) & 1: continue
                     for nt in range(4):
-                        b0 = [sw[st, j, nt*8+(l>>2), ks+2*(l&3): ks+2*(l&3)+2] for l in range(32)]
-                        b1 = [sw[st, j, nt*8+(l>>2), ks+2*(l&3)+8: ks+2*(l&3)+10] for l in range(32)]
+                        b0, b1 = b_fragments(sw[st, j], nt * 8, ks)
                         cc = mma(afr, b0, b1)
                         for l in range(32): acc[warp*32+l, jj, nt] += cc[l]
         i += 1
