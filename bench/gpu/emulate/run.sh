@@ -6,6 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python3 -c "import numpy" 2>/dev/null || { echo "emulate: needs python3 with numpy" >&2; exit 2; }
+python3 "$here/blocksparse_rows.py"
 python3 "$here/blocksparse_group.py" 4
 python3 "$here/blocksparse_group.py" 8
 python3 "$here/blocksparse_staged.py"
