@@ -207,15 +207,76 @@ extern "C" __global__ void __launch_bounds__(128) bsr_linear_tc(float *Y, const 
 // outputs each (warp 2 j + half); a warp whose block-row does not keep the column waits that step. The union is walked as
 // a merge of the sorted column lists (colidx ascends within a row), the next column's tiles
 // double-buffered as in bsr_linear_tc. Epilogue from registers (8 floats of a row per 32-byte sector).
-// Dynamic shared memory (bsrGroupShared bytes: 40 KB for 4, 60 KB for 8, past the static 48 KB).
-// Grid (N / (32 GROUP), ceil(M/128)), 64 x GROUP threads.
+// Dynamic shared memory (CudaBackend.BlockSparseKernel: 40 KB for 4, 60 KB for 8, past the static 48
+// KB). Grid (N / (32 GROUP), ceil(M/128)), 64 x GROUP threads.
 #define BSR_NONE 0x7fffffff
+
+extern __shared__ __align__(16) unsigned char bsrSmem[]; // the group kernels' dynamic shared memory
+
+// The walk over the union of a CTA's GROUP block-rows' kept columns, a merge of their ascending colidx
+// lists, the same in every thread. ptr (each row's next kept block) is only ever indexed by constants,
+// so it stays in registers; the rows' ends live in shared memory (registers are what 8 rows run short of).
+template <int GROUP>
+struct BsrUnion {
+    int ptr[GROUP];
+    const int *end;
+    const int32_t *colidx;
+
+    // rows br0 .. br0 + GROUP - 1; end: GROUP ints of shared memory (a barrier inside: every thread calls it)
+    __device__ BsrUnion(const int32_t *rowptr, const int32_t *colidx_, int br0, int *end_) : end(end_), colidx(colidx_) {
+#pragma unroll
+        for (int j = 0; j < GROUP; j++) ptr[j] = rowptr[br0 + j];
+        if (threadIdx.x < GROUP) end_[threadIdx.x] = rowptr[br0 + threadIdx.x + 1];
+        __syncthreads();
+    }
+
+    __device__ int head(int j) const { return ptr[j] < end[j] ? colidx[ptr[j]] : BSR_NONE; }
+
+    // the next column of the union (BSR_NONE: none left)
+    __device__ int lowest() const {
+        int c = BSR_NONE;
+#pragma unroll
+        for (int j = 0; j < GROUP; j++) c = min(c, head(j));
+        return c;
+    }
+
+    // row j's kept block at column c, or -1; j may vary per thread: selected, not indexed
+    __device__ int blockAt(int j, int c) const {
+        int block = -1;
+#pragma unroll
+        for (int jj = 0; jj < GROUP; jj++)
+            if (jj == j && head(jj) == c) block = ptr[jj];
+        return block;
+    }
+
+    // moves past column c; returns the rows that keep it (bit j)
+    __device__ int advance(int c) {
+        int kept = 0;
+#pragma unroll
+        for (int j = 0; j < GROUP; j++)
+            if (head(j) == c) {
+                kept |= 1 << j;
+                ptr[j]++;
+            }
+        return kept;
+    }
+};
+
+// Y[row, col .. col + 1] = v + bias + beta Y (rows past M skipped); pairs: Y 8-byte aligned, one float2 store.
+__device__ __forceinline__ void bsrStorePair(float *Y, int64_t row, int col, int64_t M, int N, float v0, float v1, const float *bias,
+                                             float beta, bool pairs) {
+    if (row >= M) return;
+    float *o = Y + row * N + col;
+    if (bias) v0 += bias[col], v1 += bias[col + 1];
+    if (beta != 0.0f) v0 += beta * o[0], v1 += beta * o[1];
+    if (pairs) *reinterpret_cast<float2 *>(o) = make_float2(v0, v1);
+    else o[0] = v0, o[1] = v1;
+}
 
 template <int GROUP>
 __device__ void bsrLinearTcGroup(float *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *values, const int32_t *rowptr,
                                  const int32_t *colidx, const float *bias, float beta, int64_t M, int N, int K) {
     constexpr int THREADS = 64 * GROUP, XV = BSR_ROWS * BSR / 8 / THREADS, WV = GROUP * BSR * BSR / 8 / THREADS;
-    extern __shared__ __align__(16) unsigned char bsrSmem[];
     auto sx = reinterpret_cast<__nv_bfloat16(*)[BSR_ROWS][BSR + BSR_PAD]>(bsrSmem);                        // [2][128][40]
     auto sw = reinterpret_cast<__nv_bfloat16(*)[GROUP][BSR][BSR + BSR_PAD]>(bsrSmem + 2 * BSR_ROWS * (BSR + BSR_PAD) * 2); // [2][G][32][40]
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
@@ -224,26 +285,9 @@ __device__ void bsrLinearTcGroup(float *Y, const __nv_bfloat16 *X, const __nv_bf
     const int wm = warp & 1, wn = warp >> 1;
     const int br0 = blockIdx.x * GROUP;
     const int64_t m0 = (int64_t)blockIdx.y * BSR_ROWS;
-    __shared__ int end[GROUP]; // each block-row's end in colidx (shared: registers are what 8 rows run short of)
-    int ptr[GROUP];            // and its next kept block (the same in every thread)
-#pragma unroll
-    for (int j = 0; j < GROUP; j++) ptr[j] = rowptr[br0 + j];
-    if (tid < GROUP) end[tid] = rowptr[br0 + tid + 1];
-    __syncthreads();
-    auto head = [&](int j) { return ptr[j] < end[j] ? colidx[ptr[j]] : BSR_NONE; }; // j a constant: ptr stays in registers
-    auto lowest = [&]() {
-        int c = BSR_NONE;
-#pragma unroll
-        for (int j = 0; j < GROUP; j++) c = min(c, head(j));
-        return c;
-    };
-    float acc[4][4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+    __shared__ int end[GROUP];
+    BsrUnion<GROUP> cols(rowptr, colidx, br0, end);
+    float acc[4][4][4] = {};
 
     uint4 xr[XV], wr[WV]; // this thread's share of the next column's X tile and of its kept weight blocks
     // registers <- column c (each row's head is at c where it keeps c): X uint4 (tid + THREADS i) of the
@@ -257,11 +301,7 @@ __device__ void bsrLinearTcGroup(float *Y, const __nv_bfloat16 *X, const __nv_bf
         }
 #pragma unroll
         for (int i = 0; i < WV; i++) {
-            const int idx = tid + THREADS * i, j = idx >> 7;
-            int block = -1; // the kept block of row j at column c, selected without indexing ptr by a variable
-#pragma unroll
-            for (int jj = 0; jj < GROUP; jj++)
-                if (jj == j && head(jj) == c) block = ptr[jj];
+            const int idx = tid + THREADS * i, block = cols.blockAt(idx >> 7, c);
             wr[i] = block >= 0 ? reinterpret_cast<const uint4 *>(values + (int64_t)block * BSR * BSR)[idx & 127] : make_uint4(0, 0, 0, 0);
         }
     };
@@ -278,21 +318,15 @@ __device__ void bsrLinearTcGroup(float *Y, const __nv_bfloat16 *X, const __nv_bf
         }
     };
 
-    int cur = values != nullptr ? lowest() : BSR_NONE;
+    int cur = values != nullptr ? cols.lowest() : BSR_NONE;
     if (cur != BSR_NONE) {
         fetch(cur);
         stash(0);
         __syncthreads();
     }
     for (int s = 0; cur != BSR_NONE; s ^= 1) {
-        bool mine = false; // this warp's block-row keeps the column
-#pragma unroll
-        for (int j = 0; j < GROUP; j++)
-            if (head(j) == cur) {
-                mine |= j == wn;
-                ptr[j]++;
-            }
-        const int next = lowest();
+        const bool mine = (cols.advance(cur) >> wn) & 1; // this warp's block-row keeps the column
+        const int next = cols.lowest();
         if (next != BSR_NONE) fetch(next);
         if (mine) {
 #pragma unroll
@@ -323,20 +357,11 @@ __device__ void bsrLinearTcGroup(float *Y, const __nv_bfloat16 *X, const __nv_bf
 #pragma unroll
     for (int mt = 0; mt < 4; mt++)
 #pragma unroll
-        for (int nt = 0; nt < 4; nt++) {
-            const int col = (br0 + wn) * BSR + nt * 8 + 2 * t;
-            const float b0 = bias ? bias[col] : 0.0f, b1 = bias ? bias[col + 1] : 0.0f;
+        for (int nt = 0; nt < 4; nt++)
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const int64_t row = m0 + wm * 64 + mt * 16 + g + 8 * h;
-                if (row >= M) continue;
-                float *o = Y + row * N + col;
-                float v0 = acc[mt][nt][2 * h] + b0, v1 = acc[mt][nt][2 * h + 1] + b1;
-                if (beta != 0.0f) v0 += beta * o[0], v1 += beta * o[1];
-                if (pairs) *reinterpret_cast<float2 *>(o) = make_float2(v0, v1);
-                else o[0] = v0, o[1] = v1;
-            }
-        }
+            for (int h = 0; h < 2; h++)
+                bsrStorePair(Y, m0 + wm * 64 + mt * 16 + g + 8 * h, (br0 + wn) * BSR + nt * 8 + 2 * t, M, N, acc[mt][nt][2 * h],
+                             acc[mt][nt][2 * h + 1], bias, beta, pairs);
 }
 
 extern "C" __global__ void __launch_bounds__(256) bsr_linear_tc4(float *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *values,
@@ -375,26 +400,14 @@ extern "C" __global__ void __launch_bounds__(512) bsr_linear_tc8s(float *Y, cons
                                                                     const int32_t *rowptr, const int32_t *colidx, const float *bias,
                                                                     float beta, int64_t M, int N, int K) {
     constexpr int GROUP = 8, THREADS = 512;
-    extern __shared__ __align__(16) unsigned char bsrSmem[];
     auto sx = reinterpret_cast<__nv_bfloat16(*)[BSR_ROWS][BSR + BSR_PAD]>(bsrSmem); // [stage][128][40]
     auto sw = reinterpret_cast<__nv_bfloat16(*)[GROUP][BSR][BSR + BSR_PAD]>(bsrSmem + BSR_STAGES * BSR_ROWS * (BSR + BSR_PAD) * 2);
-    __shared__ int end[GROUP], stageKept[BSR_STAGES]; // rows' ends in colidx; per stage, which rows keep its column (bits)
+    __shared__ int end[GROUP], stageKept[BSR_STAGES]; // per stage, which rows keep its column (bits)
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int ts = warp & 7, rp = warp >> 3; // 16 tokens ts * 16 .., block-rows rp + 2 jj
     const int br0 = blockIdx.x * GROUP;
     const int64_t m0 = (int64_t)blockIdx.y * BSR_ROWS;
-    int ptr[GROUP];
-#pragma unroll
-    for (int j = 0; j < GROUP; j++) ptr[j] = rowptr[br0 + j];
-    if (tid < GROUP) end[tid] = rowptr[br0 + tid + 1];
-    __syncthreads();
-    auto head = [&](int j) { return ptr[j] < end[j] ? colidx[ptr[j]] : BSR_NONE; };
-    auto lowest = [&]() {
-        int c = BSR_NONE;
-#pragma unroll
-        for (int j = 0; j < GROUP; j++) c = min(c, head(j));
-        return c;
-    };
+    BsrUnion<GROUP> cols(rowptr, colidx, br0, end);
     // the next column of the union into stage st: its X tile, the blocks of the rows that keep it, which rows those are
     auto issue = [&](int st, int c) {
         {
@@ -404,35 +417,19 @@ extern "C" __global__ void __launch_bounds__(512) bsr_linear_tc8s(float *Y, cons
         }
 #pragma unroll
         for (int i = 0; i < 2; i++) {
-            const int idx = tid + THREADS * i, j = idx >> 7, within = idx & 127;
-            int block = -1;
-#pragma unroll
-            for (int jj = 0; jj < GROUP; jj++)
-                if (jj == j && head(jj) == c) block = ptr[jj];
+            const int idx = tid + THREADS * i, j = idx >> 7, within = idx & 127, block = cols.blockAt(j, c);
             if (block >= 0) cpAsync16(&sw[st][j][within >> 2][(within & 3) * 8], values + (int64_t)block * BSR * BSR + within * 8, 16);
         }
-        int kept = 0;
-#pragma unroll
-        for (int j = 0; j < GROUP; j++)
-            if (head(j) == c) {
-                kept |= 1 << j;
-                ptr[j]++;
-            }
+        const int kept = cols.advance(c);
         if (tid == 0) stageKept[st] = kept;
     };
-    float acc[4][4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+    float acc[4][4][4] = {};
 
     int issued = 0; // the same count in every thread: columns handed to stages so far
     if (values != nullptr) {
 #pragma unroll
         for (int st = 0; st < BSR_STAGES - 1; st++) {
-            const int c = lowest();
+            const int c = cols.lowest();
             if (c != BSR_NONE) issue(st, c), issued++;
             cpAsyncCommit(); // one group per stage, empty or not: the wait below counts groups
         }
@@ -441,7 +438,7 @@ extern "C" __global__ void __launch_bounds__(512) bsr_linear_tc8s(float *Y, cons
         cpAsyncWait<BSR_STAGES - 2>(); // this thread's copies of column i have landed
         __syncthreads();               // everyone's have, and column i - 1's stage is free again
         {
-            const int c = lowest();
+            const int c = cols.lowest();
             if (c != BSR_NONE) issue((i + BSR_STAGES - 1) % BSR_STAGES, c), issued++;
             cpAsyncCommit();
         }
@@ -472,20 +469,11 @@ extern "C" __global__ void __launch_bounds__(512) bsr_linear_tc8s(float *Y, cons
 #pragma unroll
     for (int jj = 0; jj < 4; jj++)
 #pragma unroll
-        for (int nt = 0; nt < 4; nt++) {
-            const int col = (br0 + rp + 2 * jj) * BSR + nt * 8 + 2 * t;
-            const float b0 = bias ? bias[col] : 0.0f, b1 = bias ? bias[col + 1] : 0.0f;
+        for (int nt = 0; nt < 4; nt++)
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const int64_t row = m0 + ts * 16 + g + 8 * h;
-                if (row >= M) continue;
-                float *o = Y + row * N + col;
-                float v0 = acc[jj][nt][2 * h] + b0, v1 = acc[jj][nt][2 * h + 1] + b1;
-                if (beta != 0.0f) v0 += beta * o[0], v1 += beta * o[1];
-                if (pairs) *reinterpret_cast<float2 *>(o) = make_float2(v0, v1);
-                else o[0] = v0, o[1] = v1;
-            }
-        }
+            for (int h = 0; h < 2; h++)
+                bsrStorePair(Y, m0 + ts * 16 + g + 8 * h, (br0 + rp + 2 * jj) * BSR + nt * 8 + 2 * t, M, N, acc[jj][nt][2 * h],
+                             acc[jj][nt][2 * h + 1], bias, beta, pairs);
 }
 
 // Reference mode: the same tiles in fp32 on CUDA cores, a thread per token (32 accumulators).
