@@ -4,40 +4,18 @@
 # (so exact). Usage: python3 blocksparse_group.py 4|8
 import numpy as np
 from mma import mma, a_fragments, b_fragments
+from bsr import NONE, Union, run_plain
 rng = np.random.default_rng(1)
 BSR, ROWS, PAD = 32, 128, 8
 import sys
 GROUP = int(sys.argv[1])
 THREADS = 64 * GROUP; XV = ROWS * BSR // 8 // THREADS; WV = GROUP * BSR * BSR // 8 // THREADS
 def run(M, N, K, dens, beta):
-    nb, kbs = N // BSR, K // BSR
-    mask = rng.random((nb, kbs)) < dens
-    mask[1, :] = False                      # a block-row with nothing kept
-    mask[2, :] = True                       # and one with everything
-    W = rng.integers(-4, 5, (N, K)).astype(np.float64)
-    X = rng.integers(-4, 5, (M, K)).astype(np.float64)
-    bias = rng.integers(-4, 5, N).astype(np.float64)
-    Y0 = rng.integers(-4, 5, (M, N)).astype(np.float64)
-    rowptr, colidx, vals = [0], [], []
-    for r in range(nb):
-        for c in range(kbs):
-            if mask[r, c]:
-                colidx.append(c); vals.append(W[r*32:(r+1)*32, c*32:(c+1)*32].copy())  # [32 n][32 k]
-        rowptr.append(len(colidx))
-    Y = Y0.copy()
-    for bx in range(N // (BSR * GROUP)):
-        for by in range((M + ROWS - 1) // ROWS):
-            cta(bx, by, X, vals, rowptr, colidx, bias, beta, M, N, K, Y)
-    Wm = W * np.kron(mask, np.ones((32, 32)))
-    ref = X @ Wm.T + bias + beta * Y0
-    return np.abs(Y - ref).max()
+    return run_plain(rng, cta, GROUP, ROWS, M, N, K, dens, beta)
 
 def cta(bx, by, X, vals, rowptr, colidx, bias, beta, M, N, K, Y):
     br0, m0 = bx * GROUP, by * ROWS
-    ptr = [rowptr[br0 + j] for j in range(GROUP)]; end = [rowptr[br0 + j + 1] for j in range(GROUP)]
-    NONE = 1 << 31
-    head = lambda j: colidx[ptr[j]] if ptr[j] < end[j] else NONE
-    lowest = lambda: min(head(j) for j in range(GROUP))
+    u = Union(rowptr, colidx, br0, GROUP)
     sx = np.zeros((2, ROWS, BSR + PAD)); sw = np.zeros((2, GROUP, BSR, BSR + PAD))
     acc = np.zeros((THREADS, 4, 4, 4))
     xr = {}; wr = {}
@@ -49,7 +27,7 @@ def cta(bx, by, X, vals, rowptr, colidx, bias, beta, M, N, K, Y):
                 xr[tid, i] = X[row, col:col+8].copy() if row < M else np.zeros(8)
             for i in range(WV):
                 idx = tid + THREADS * i; j = idx >> 7
-                block = ptr[j] if head(j) == c else -1
+                block = u.block_at(j, c)
                 if block >= 0:
                     flat = vals[block].reshape(-1); q = idx & 127
                     wr[tid, i] = flat[q*8:(q+1)*8].copy()
@@ -63,19 +41,17 @@ def cta(bx, by, X, vals, rowptr, colidx, bias, beta, M, N, K, Y):
             for i in range(WV):
                 idx = tid + THREADS * i; j = idx >> 7; within = idx & 127
                 sw[s, j, within >> 2, (within & 3) * 8:(within & 3) * 8 + 8] = wr[tid, i]
-    cur = lowest()
+    cur = u.lowest()
     if cur != NONE:
         fetch(cur); stash(0)
     s = 0
     while cur != NONE:
-        kept = [head(j) == cur for j in range(GROUP)]
-        for j in range(GROUP):
-            if kept[j]: ptr[j] += 1
-        nxt = lowest()
+        kept = u.advance(cur)
+        nxt = u.lowest()
         if nxt != NONE: fetch(nxt)
         for warp in range(2 * GROUP):
             wm, wn = warp & 1, warp >> 1
-            if not kept[wn]: continue
+            if not (kept >> wn) & 1: continue
             for ks in (0, 16):
                 for mt in range(4):
                     for nt in range(4):

@@ -4,27 +4,20 @@
 # summed over the row's kept blocks) low-rank term in rank chunks of 16; against numpy on integer data.
 import numpy as np
 from mma import mma, a_fragments, b_fragments
+from bsr import random_case, plain_reference
 rng = np.random.default_rng(6)
 BSR, ROWS, PAD, Q = 32, 128, 8, 16
 
 
 def run(M, N, K, dens, beta, r, per_block):
     nb, kbs = N // BSR, K // BSR
-    mask = rng.random((nb, kbs)) < dens; mask[1, :] = False; mask[0, :] = True
-    W = rng.integers(-3, 4, (N, K)).astype(float); X = rng.integers(-3, 4, (M, K)).astype(float)
-    bias = rng.integers(-3, 4, N).astype(float); Y0 = rng.integers(-3, 4, (M, N)).astype(float)
+    mask, W, X, bias, Y0, rowptr, colidx, vals = random_case(rng, M, N, K, dens)
     U = rng.integers(-3, 4, (M, kbs * r if per_block else r)).astype(float); Lt = rng.integers(-3, 4, (r, N)).astype(float)
-    rowptr, colidx, vals = [0], [], []
-    for b in range(nb):
-        for c in range(kbs):
-            if mask[b, c]: colidx.append(c); vals.append(W[b*32:(b+1)*32, c*32:(c+1)*32].copy())
-        rowptr.append(len(colidx))
     Y = Y0.copy()
     for br in range(nb):
         for by in range((M + ROWS - 1) // ROWS):
             cta(br, by, X, vals, rowptr, colidx, bias, beta, M, N, K, U, Lt, r, 0.5, per_block, Y)
-    Wm = W * np.kron(mask, np.ones((32, 32)))
-    ref = X @ Wm.T + bias + beta * Y0
+    ref = plain_reference(mask, W, X, bias, Y0, beta)
     if per_block:
         Us = np.stack([sum((U[:, c*r:(c+1)*r] for c in range(kbs) if mask[b, c]), np.zeros((M, r))) for b in range(nb)])  # [nb, M, r]
         for b in range(nb): ref[:, b*32:(b+1)*32] += 0.5 * Us[b] @ Lt[:, b*32:(b+1)*32]

@@ -3,30 +3,15 @@
 # balanced warp tiling, fragments per lane; against numpy on integer data (so exact).
 import numpy as np
 from mma import mma, a_fragments, b_fragments
+from bsr import NONE, Union, run_plain
 rng = np.random.default_rng(4)
 BSR, ROWS, PAD, GROUP, NST, THREADS = 32, 128, 8, 8, 3, 512
 def run(M, N, K, dens, beta):
-    nb, kbs = N // BSR, K // BSR
-    mask = rng.random((nb, kbs)) < dens; mask[1, :] = False; mask[2, :] = True
-    W = rng.integers(-4, 5, (N, K)).astype(float); X = rng.integers(-4, 5, (M, K)).astype(float)
-    bias = rng.integers(-4, 5, N).astype(float); Y0 = rng.integers(-4, 5, (M, N)).astype(float)
-    rowptr, colidx, vals = [0], [], []
-    for r in range(nb):
-        for c in range(kbs):
-            if mask[r, c]: colidx.append(c); vals.append(W[r*32:(r+1)*32, c*32:(c+1)*32].copy())
-        rowptr.append(len(colidx))
-    Y = Y0.copy()
-    for bx in range(N // (BSR * GROUP)):
-        for by in range((M + ROWS - 1) // ROWS):
-            cta(bx, by, X, vals, rowptr, colidx, bias, beta, M, N, K, Y)
-    ref = X @ (W * np.kron(mask, np.ones((32, 32)))).T + bias + beta * Y0
-    return np.abs(Y - ref).max()
+    return run_plain(rng, cta, GROUP, ROWS, M, N, K, dens, beta)
+
 def cta(bx, by, X, vals, rowptr, colidx, bias, beta, M, N, K, Y):
     br0, m0 = bx * GROUP, by * ROWS
-    ptr = [rowptr[br0 + j] for j in range(GROUP)]; end = [rowptr[br0 + j + 1] for j in range(GROUP)]
-    NONE = 1 << 31
-    head = lambda j: colidx[ptr[j]] if ptr[j] < end[j] else NONE
-    lowest = lambda: min(head(j) for j in range(GROUP))
+    u = Union(rowptr, colidx, br0, GROUP)
     sx = np.full((NST, ROWS, BSR + PAD), np.nan); sw = np.full((NST, GROUP, BSR, BSR + PAD), np.nan); kept_st = [None] * NST
     acc = np.zeros((THREADS, 4, 4, 4))
     def issue(st, c):
@@ -35,19 +20,17 @@ def cta(bx, by, X, vals, rowptr, colidx, bias, beta, M, N, K, Y):
             sx[st, tid >> 2, (tid & 3)*8:(tid & 3)*8+8] = X[row, c*32 + (tid & 3)*8: c*32 + (tid & 3)*8 + 8] if row < M else 0
             for i in range(2):
                 idx = tid + THREADS * i; j = idx >> 7; within = idx & 127
-                if head(j) == c:
-                    flat = vals[ptr[j]].reshape(-1); sw[st, j, within >> 2, (within & 3)*8:(within & 3)*8+8] = flat[within*8: within*8+8]
-        kept = 0
-        for j in range(GROUP):
-            if head(j) == c: kept |= 1 << j; ptr[j] += 1
-        kept_st[st] = kept
+                block = u.block_at(j, c)
+                if block >= 0:
+                    flat = vals[block].reshape(-1); sw[st, j, within >> 2, (within & 3)*8:(within & 3)*8+8] = flat[within*8: within*8+8]
+        kept_st[st] = u.advance(c)
     issued = 0
     for st in range(NST - 1):
-        c = lowest()
+        c = u.lowest()
         if c != NONE: issue(st, c); issued += 1
     i = 0
     while i < issued:
-        c = lowest()
+        c = u.lowest()
         if c != NONE: issue((i + NST - 1) % NST, c); issued += 1
         st = i % NST; kept = kept_st[st]
         for warp in range(16):
