@@ -103,6 +103,19 @@ final class BenchCommand {
                 report("lora_r8_forward_ms", lora);
                 System.out.printf(Locale.ROOT, "lora_r8_forward_over_linear: %.3f%n", lora / plain);
                 report("lora_r8_backward_ms", median(() -> be.loraBackward(h2, null, null, dla, dlb, dyB, out, h, u, w, la, lb, 2f)));
+                // the same on a bf16 frozen base: the product alone, then with the adapter's factor and term (forward, input gradient)
+                var wt16 = be.packBf16(w, true, scope);
+                var w16 = be.packBf16(w, false, scope);
+                double base16 = median(() -> be.gemmBf16(1f, h, wt16, 0f, out, bias));
+                report("linear_768_bf16_ms", base16);
+                double lora16 = median(() -> be.loraForwardBf16(out, u, h, wt16, bias, la, lb, 2f));
+                report("lora_r8_forward_bf16_ms", lora16);
+                System.out.printf(Locale.ROOT, "lora_r8_forward_bf16_over_linear_bf16: %.3f%n", lora16 / base16);
+                report("lora_r8_input_gradient_bf16_ms", median(() -> be.loraInputGradientBf16(h2, false, dyB, out, w16, lb, la, 2f)));
+                // activations kept for backward in bf16: the conversion there and back
+                Tensor half16 = scope.allocate(DType.BF16, batch, seq, hidden);
+                report("convert_f32_to_bf16_ms", median(() -> be.convert(half16, h)));
+                report("convert_bf16_to_f32_ms", median(() -> be.convert(h2, half16)));
                 // the same projection with half of its 32 x 32 blocks kept, the adapter masked alike (block pruning)
                 boolean[][] half = new boolean[hidden / 32][hidden / 32];
                 for (boolean[] row : half) for (int j = 0; j < row.length; j++) row[j] = rnd.nextBoolean();

@@ -381,6 +381,12 @@ class BackendOpsTest {
                 var e = assertThrows(IllegalArgumentException.class,
                         () -> be.loraForwardBf16(y, poisoned(s, m, r + 1), x, gradientPack, bias, a, b, 0.75f));
                 assertTrue(e.getMessage().startsWith("loraForwardBf16:"), e.getMessage());
+                var e2 = assertThrows(IllegalArgumentException.class, // B [in, r] where [out, r] belongs
+                        () -> be.loraInputGradientBf16(dx, false, g, dy, gradientPack, f32(s, random(rnd, in * r), in, r), a, 0.75f));
+                assertTrue(e2.getMessage().startsWith("loraInputGradientBf16: B"), e2.getMessage());
+                var e3 = assertThrows(IllegalArgumentException.class, // the forward's pack given to the input gradient
+                        () -> be.loraInputGradientBf16(dx, false, g, dy, be.packBf16(w, true, s), b, a, 0.75f));
+                assertTrue(e3.getMessage().startsWith("loraInputGradientBf16:"), e3.getMessage());
             });
         });
     }

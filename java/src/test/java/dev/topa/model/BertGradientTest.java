@@ -262,6 +262,15 @@ class BertGradientTest {
         }
     }
 
+    @Test
+    void savedActivationsAreF32OrBf16() {
+        try (BertModel model = MixedCase.of(3).model()) {
+            var e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> new BertTraining(null, model, n -> true, DropoutConfig.NONE, false, DType.I32));
+            assertTrue(e.getMessage().contains("f32 or bf16") && e.getMessage().contains("I32"), e.getMessage());
+        }
+    }
+
     private static double rel(float[] ref, float[] got) {
         double num = 0, den = 0;
         for (int i = 0; i < ref.length; i++) {
