@@ -42,7 +42,7 @@ public final class InferBench {
             opts.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT);
             try (OrtSession ort = env.createSession(dir.resolve("model.onnx").toString(), opts)) {
                 CpuBackend be = CpuBackend.create();
-                model.packForInference(be);
+                model.packForInference(be, false);
                 double[] b32 = compare(model, be, arena, env, ort, 32, 128, iterations);
                 System.out.printf(Locale.ROOT, "infer_b32_s128_topa_seq_per_s: %.1f%n", 32 / b32[0]);
                 System.out.printf(Locale.ROOT, "infer_b32_s128_ort_seq_per_s: %.1f%n", 32 / b32[1]);

@@ -1,5 +1,6 @@
 package dev.topa.bench;
 
+import dev.topa.model.Adapter;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.cpu.CpuKernels;
 import dev.topa.glue.Example;
@@ -114,7 +115,7 @@ public final class PruneBench {
         BertModel[] models = {dense, pruned};
         double[][] times = new double[2][];
         long[] activationPeak = new long[2];
-        for (BertModel m : models) m.packForInference(be);
+        for (BertModel m : models) m.packForInference(be, false);
         try (StepArena arena = new StepArena("prune bench")) {
             for (int k = 0; k < 2; k++) times[k] = new double[iterations];
             for (int block = 0; block < iterations; block++)
@@ -219,7 +220,7 @@ public final class PruneBench {
         int b = 32, s = 128;
         List<Trainer.Item> batch = TrainBench.syntheticBatch(b, s);
         pruned.addLora(new LoraConfig(8, 16, EnumSet.allOf(LoraConfig.Target.class)), 1);
-        try (BertTraining training = new BertTraining(pruned, n -> n.contains("lora_") || n.contains("LayerNorm"), DropoutConfig.NONE, true);
+        try (BertTraining training = new BertTraining(null, pruned, new BertTraining.Options(n -> n.contains("lora_") || n.contains("LayerNorm"), DropoutConfig.NONE, true, DType.F32));
                 TaskHead head = new TaskHead(pruned.config().hidden(), 2, 1);
                 Trainer trainer = new Trainer(CpuBackend.create(), pruned, training, head, GlueTask.SST2,
                         new Trainer.Config(1, b, 1e-4, 0.01, 0, 1.0, 1))) {

@@ -1,5 +1,6 @@
 package dev.topa.bench;
 
+import dev.topa.tensor.DType;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.cpu.CpuKernels;
 import dev.topa.glue.Example;
@@ -54,9 +55,8 @@ public final class TrainBench {
             boolean lora = parts.contains("lora"), recompute = parts.contains("recompute"), bf16 = parts.contains("bf16");
             dev.topa.tensor.DType saved = parts.contains("bf16act") ? dev.topa.tensor.DType.BF16 : dev.topa.tensor.DType.F32;
             if (lora) model.addLora(new LoraConfig(8, 16, EnumSet.allOf(LoraConfig.Target.class)), 1);
-            if (bf16) model.packBf16ForTraining(CpuBackend.create());
-            try (BertTraining training = new BertTraining(null, model, lora ? n -> n.contains("lora_") || n.contains("LayerNorm") : n -> true,
-                    dev.topa.model.DropoutConfig.NONE, recompute, saved);
+            if (bf16) model.packForTraining(CpuBackend.create());
+            try (BertTraining training = new BertTraining(null, model, new BertTraining.Options(lora ? n -> n.contains("lora_") || n.contains("LayerNorm") : n -> true, dev.topa.model.DropoutConfig.NONE, recompute, saved));
                     TaskHead head = new TaskHead(model.config().hidden(), 2, 1);
                     Trainer trainer = new Trainer(CpuBackend.create(), model, training, head, GlueTask.SST2,
                             new Trainer.Config(1, b, 1e-4, 0.01, 0, 1.0, 1))) {

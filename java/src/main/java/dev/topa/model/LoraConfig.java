@@ -12,16 +12,16 @@ import java.util.Set;
 public record LoraConfig(int rank, double alpha, Set<Target> targets, double dropout, java.util.List<Integer> layerRanks) {
     /** The linear layers an adapter can sit on, by their Hugging Face module names. */
     public enum Target {
-        QUERY("attention.self.query"), KEY("attention.self.key"), VALUE("attention.self.value"),
-        ATTENTION_OUTPUT("attention.output.dense"), FFN_IN("intermediate.dense"), FFN_OUT("output.dense");
+        QUERY(BertNames.Module.QUERY), KEY(BertNames.Module.KEY), VALUE(BertNames.Module.VALUE),
+        ATTENTION_OUTPUT(BertNames.Module.ATTENTION_OUTPUT), FFN_IN(BertNames.Module.FFN_IN), FFN_OUT(BertNames.Module.FFN_OUT);
 
-        private final String module;
+        private final BertNames.Module module;
 
-        Target(String module) {
+        Target(BertNames.Module module) {
             this.module = module;
         }
 
-        public String module() {
+        public BertNames.Module module() {
             return module;
         }
 

@@ -1,11 +1,15 @@
 package dev.topa.model;
 
 import dev.topa.backend.Backend;
+import dev.topa.backend.DenseWeight;
 import dev.topa.backend.Dropout;
+import dev.topa.backend.LinearWeight;
 import dev.topa.tensor.DType;
+import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
 import dev.topa.tensor.TensorScope;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -21,9 +25,10 @@ public final class TaskHead implements AutoCloseable {
     public static final String WEIGHT = "head.weight", BIAS = "head.bias";
 
     private final int outputs;
-    private final dev.topa.tensor.TensorAllocator scope, gradScope;
+    private final TensorAllocator scope, gradScope;
     private final Backend device; // null: host memory
     private final Tensor weight, bias, dWeight, dBias;
+    private final DenseWeight linear;
     private Tensor pooled, mask;
     private Dropout dropout = Dropout.NONE;
     /** The dropout site of the pooled representation (outside the encoder's site numbering). */
@@ -42,6 +47,7 @@ public final class TaskHead implements AutoCloseable {
         weight.copyFrom(w);
         dWeight = gradScope.zeros(outputs, hidden);
         dBias = gradScope.zeros(outputs);
+        linear = new DenseWeight(weight);
     }
 
     private TaskHead(TaskHead host, Backend be) {
@@ -53,6 +59,7 @@ public final class TaskHead implements AutoCloseable {
         bias = be.copyOf(host.bias, scope);
         dWeight = gradScope.allocate(DType.F32, weight.shape());
         dBias = gradScope.allocate(DType.F32, bias.shape());
+        linear = new DenseWeight(weight);
         zeroGradients();
     }
 
@@ -61,7 +68,7 @@ public final class TaskHead implements AutoCloseable {
         return new TaskHead(this, be);
     }
 
-    public dev.topa.tensor.Device device() {
+    public Device device() {
         return scope.device();
     }
 
@@ -111,7 +118,7 @@ public final class TaskHead implements AutoCloseable {
         be.meanPoolForward(pooled, hidden, mask);
         if (dropout.active()) be.dropout(pooled, pooled, dropout, false);
         Tensor out = arena.allocate(DType.F32, b, outputs);
-        be.linearForward(out, pooled, weight, bias);
+        linear.forward(be, out, pooled, bias);
         return out;
     }
 
@@ -122,7 +129,7 @@ public final class TaskHead implements AutoCloseable {
     public Tensor infer(Backend be, StepArena arena, Tensor hidden, Tensor mask) {
         Tensor pooled = arena.allocate(DType.F32, hidden.dim(0), hidden.dim(2)), out = arena.allocate(DType.F32, hidden.dim(0), outputs);
         be.meanPoolForward(pooled, hidden, mask);
-        be.linearForward(out, pooled, weight, bias);
+        linear.forward(be, out, pooled, bias);
         return out;
     }
 
@@ -130,7 +137,7 @@ public final class TaskHead implements AutoCloseable {
     public Tensor backward(Backend be, StepArena arena, Tensor dOut, long seq) {
         long b = pooled.dim(0), c = pooled.dim(1);
         Tensor dPooled = arena.allocate(DType.F32, b, c);
-        be.linearBackward(dPooled, dWeight, dBias, dOut, pooled, weight);
+        linear.backward(be, arena, dPooled, false, dOut, pooled, null, null, Dropout.NONE, new LinearWeight.Gradients(dWeight, dBias, null, null));
         if (dropout.active()) be.dropout(dPooled, dPooled, dropout, false);
         Tensor dHidden = arena.allocate(DType.F32, b, seq, c);
         be.meanPoolBackward(dHidden, dPooled, mask);

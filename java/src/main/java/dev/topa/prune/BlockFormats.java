@@ -3,8 +3,12 @@ package dev.topa.prune;
 import dev.topa.backend.Backend;
 import dev.topa.backend.Bf16Weight;
 import dev.topa.backend.BlockSparseWeight;
+import dev.topa.backend.DenseWeight;
+import dev.topa.backend.LinearWeight;
+import dev.topa.backend.Op;
 import dev.topa.backend.PackedWeight;
 import dev.topa.model.BertModel;
+import dev.topa.model.BertNames;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.Tensor;
@@ -26,7 +30,7 @@ import java.util.SplittableRandom;
  */
 public final class BlockFormats {
     /** One slot's measurement. */
-    public record Slot(int layer, int slot, double density, double sparseMs, double denseMs) {
+    public record Slot(int layer, BertNames.Slot slot, double density, double sparseMs, double denseMs) {
         public boolean dense() {
             return denseMs < sparseMs;
         }
@@ -43,27 +47,23 @@ public final class BlockFormats {
     public static List<Slot> choose(Backend be, BertModel m, long tokens, boolean bf16Dense) {
         List<Slot> out = new ArrayList<>();
         if (!m.blockSparse()) return out;
-        boolean[][] dense = new boolean[m.config().layers()][4];
+        boolean[][] dense = new boolean[m.config().layers()][BertNames.Slot.values().length];
         SplittableRandom rnd = new SplittableRandom(1);
         for (int l = 0; l < m.config().layers(); l++)
-            for (int slot = 0; slot < 4; slot++) {
+            for (BertNames.Slot slot : BertNames.Slot.values()) {
                 boolean[][] mask = m.blockMask(l, slot);
                 if (mask == null) continue;
                 Tensor w = m.slotWeight(l, slot);
                 try (TensorScope host = new TensorScope("format probe (host)", MemoryCategory.WORKSPACE);
                         TensorScope dev = be.scope("format probe", MemoryCategory.WORKSPACE)) {
                     Tensor x = random(be, host, dev, rnd, tokens, w.dim(1)), y = dev.allocate(DType.F32, tokens, w.dim(0));
-                    BlockSparseWeight sparse = be.packBlockSparse(w, mask, false, dev);
-                    double s = median(be, () -> be.blockSparseLinear(y, x, sparse, null, 0f, null, null, 0f)), d;
-                    if (bf16Dense) {
-                        Bf16Weight half = be.packBf16(w, true, dev);
-                        d = median(be, () -> be.gemmBf16(1f, x, half, 0f, y, null));
-                    } else {
-                        PackedWeight packed = be.packLinearWeight(w, dev);
-                        d = median(be, () -> be.linearForward(y, x, packed, null));
-                    }
+                    BlockSparseWeight.Pack sparse = BlockSparseWeight.pack(be, w, mask, false, dev, false);
+                    LinearWeight form = bf16Dense && be.supports(Op.BF16_WEIGHTS) ? Bf16Weight.pack(be, w, dev, false)
+                            : be.supports(Op.PACKED_WEIGHTS) ? PackedWeight.pack(be, w, dev) : new DenseWeight(w);
+                    double s = median(be, () -> BlockSparseWeight.linear(be, y, x, sparse, null, 0f, null, null, 0f, false));
+                    double d = median(be, () -> form.forward(be, y, x, null));
                     Slot r = new Slot(l, slot, sparse.density(), s, d);
-                    dense[l][slot] = r.dense();
+                    dense[l][slot.ordinal()] = r.dense();
                     out.add(r);
                 }
             }

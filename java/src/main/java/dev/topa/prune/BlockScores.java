@@ -3,7 +3,10 @@ package dev.topa.prune;
 import dev.topa.backend.Backend;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.model.BertConfig;
+import dev.topa.model.Adapter;
 import dev.topa.model.BertModel;
+import dev.topa.model.BertNames;
+import dev.topa.model.BertNames.Slot;
 import dev.topa.model.BertTraining;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
@@ -68,11 +71,11 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
     }
 
     @Override
-    public void linear(Backend be, int layer, int slot, Tensor w, Tensor dy, Tensor x, BertModel.Adapter adapter, Tensor dA, Tensor dB) {
-        double[][] s = scores[layer][slot];
+    public void linear(Backend be, int layer, Slot slot, Tensor w, Tensor dy, Tensor x, Adapter adapter, Tensor dA, Tensor dB) {
+        double[][] s = scores[layer][slot.ordinal()];
         if (s == null) return;
         // backward visits slots from the last layer's FFN out down to layer 0's QKV: a step back up starts a new batch
-        int key = layer * 4 + slot;
+        int key = layer * Slot.values().length + slot.ordinal();
         if (key >= lastSlot) batches++;
         lastSlot = key;
         buffers(be);
@@ -83,7 +86,7 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
         } else {
             if (adapter == null || dA == null || dB == null)
                 throw new IllegalStateException("LoRA-guided block scores need an adapter on every scored linear; "
-                        + BertModel.slotName(layer, slot) + " has none (use the exact scorer, or target all six linears)");
+                        + BertNames.slot(layer, slot) + " has none (use the exact scorer, or target all six linears)");
             be.gemm(false, false, 1f, dB, adapter.a(), 0f, g, null);
             be.gemm(false, false, 1f, adapter.b(), dA, 1f, g, null);
             weight = view(effective, out, in);

@@ -6,6 +6,7 @@ import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
+import dev.topa.prune.BlockFormats;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.Predictor;
 import java.nio.file.Path;
@@ -97,9 +98,8 @@ public final class Classifier implements TextModel, AutoCloseable {
         BertModel m = backend.device().isHostAccessible() ? host : host.copyTo(backend);
         boolean bf16 = precision == Precision.BF16 && backend.fastBf16() && backend.device().isHostAccessible();
         // a block-pruned model: each masked weight block-sparse or dense, whichever this device runs faster
-        if (m.blockSparse()) dev.topa.prune.BlockFormats.choose(backend, m, PROBE_ROWS, bf16);
-        if (bf16) m.packForInferenceBf16(backend);
-        else m.packForInference(backend);
+        if (m.blockSparse()) BlockFormats.choose(backend, m, PROBE_ROWS, bf16);
+        m.packForInference(backend, bf16);
         return m;
     }
 

@@ -49,7 +49,7 @@ public final class Predictor implements AutoCloseable {
         this.model = there ? model : deviceCopy;
         this.deviceArena = be.stepArena("predict on " + be.device());
         this.headBackend = head.device().equals(be.device()) ? be : dev.topa.backend.cpu.CpuBackend.create();
-        if (deviceCopy != null) deviceCopy.packForInference(be);
+        if (deviceCopy != null) deviceCopy.packForInference(be, false);
     }
 
     /** Head outputs [examples][outputs]: class logits or the regression value. */

@@ -1,6 +1,8 @@
 package dev.topa.train;
 
 import dev.topa.glue.GlueTask;
+import dev.topa.model.BertNames;
+import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.model.LoraConfig;
 import java.util.EnumSet;
@@ -113,7 +115,12 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
 
     /** Which parameters train: everything (full), or the adapters and LayerNorms (LoRA, as the paper). */
     public java.util.function.Predicate<String> trainable() {
-        return method != Method.LORA ? n -> true : n -> n.contains("lora_") || n.contains("LayerNorm") || n.startsWith("head.");
+        return method != Method.LORA ? n -> true : n -> BertNames.isAdapter(n) || BertNames.isNorm(n) || n.startsWith("head.");
+    }
+
+    /** The encoder's side of the recipe: what trains, dropout, recomputation, the type activations are kept in. */
+    public BertTraining.Options trainingOptions() {
+        return new BertTraining.Options(trainable(), dropout(), recomputeProjections, activationPrecision.dtype());
     }
 
     /** Flat, for report.json and the PyTorch replay. */
@@ -133,7 +140,7 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
             m.put("lora_rank", loraRank);
             m.put("lora_alpha", loraAlpha);
             m.put("lora_dropout", loraDropout);
-            m.put("lora_targets", loraTargets.stream().sorted().map(t -> t.module()).toList());
+            m.put("lora_targets", loraTargets.stream().sorted().map(t -> t.module().path()).toList());
         }
         m.put("recompute_projections", recomputeProjections);
         m.put("base_precision", basePrecision.name().toLowerCase(java.util.Locale.ROOT));

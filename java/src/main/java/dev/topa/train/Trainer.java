@@ -77,6 +77,7 @@ public final class Trainer implements AutoCloseable {
         if (!model.device().equals(be.device()) || !head.device().equals(be.device()))
             throw new IllegalArgumentException("model (" + model.device() + ") and head (" + head.device() + ") must be on the backend's "
                     + be.device());
+        be.require(training.requiredOps(), "training on " + be.device());
         this.be = be;
         this.optimizerScope = be.scope("adamw state", MemoryCategory.OPTIMIZER);
         this.arena = be.stepArena("train step");
@@ -94,6 +95,10 @@ public final class Trainer implements AutoCloseable {
         predictor = new Predictor(be, model, head);
         for (String n : params.keySet())
             moments.put(n, new Tensor[] {zeros(params.get(n).shape()), zeros(params.get(n).shape())});
+    }
+
+    public GlueTask task() {
+        return task;
     }
 
     private Tensor zeros(long... shape) {

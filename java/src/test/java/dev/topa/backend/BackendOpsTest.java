@@ -84,9 +84,9 @@ class BackendOpsTest {
             String name = "linearForward packed M=" + m + " N=" + n + " K=" + k;
             return onEveryBackend(name, (be, s, rnd) -> {
                 Tensor x = f32(s, random(rnd, m * k), m, k), w = f32(s, random(rnd, n * k), n, k), b = f32(s, random(rnd, n), n);
-                PackedWeight pw = be.packLinearWeight(w, s);
+                PackedWeight pw = PackedWeight.pack(be, w, s);
                 Tensor y = poisoned(s, m, n);
-                be.linearForward(y, x, pw, b);
+                pw.forward(be, y, x, b);
                 assertClose(name, Reference.gemm(false, true, m, n, k, 1, asDouble(x), asDouble(w), 0, null, asDouble(b)), y,
                         GEMM_BOUND);
             });
@@ -106,7 +106,7 @@ class BackendOpsTest {
                 Tensor dx = poisoned(s, m, k), dw = f32(s, dw0, n, k), db = f32(s, db0, n);
                 dw0 = asDouble(dw);
                 db0 = asDouble(db);
-                be.linearBackward(dx, dw, db, dy, x, w);
+                new DenseWeight(w).backward(be, s, dx, false, dy, x, null, null, Dropout.NONE, new LinearWeight.Gradients(dw, db, null, null));
                 // loss = sum(dy * (x W^T + b)); each input's gradient against central differences
                 assertGradient("dx", v -> dot(wy, Reference.gemm(false, true, m, n, k, 1, v, wd, 0, null, bd)), xd,
                         dx.toFloatArray(), rnd, 48, GRAD_BOUND);
@@ -142,7 +142,7 @@ class BackendOpsTest {
                 Tensor a = f32(s, random(rnd, r * k), r, k), b = f32(s, random(rnd, n * r), n, r);
                 double[] xd = asDouble(x), wd = asDouble(w), bd = asDouble(bias), ad = asDouble(a), bbd = asDouble(b);
                 Tensor y = poisoned(s, m, n), u = poisoned(s, m, r);
-                be.loraForward(y, u, x, w, bias, a, b, scale);
+                new DenseWeight(w).productWithFactor(be, y, u, x, bias, new LinearWeight.LowRank(a, b, scale));
                 assertClose(name + " y", loraRef(xd, wd, bd, ad, bbd, scale, m, n, k, r), y, GEMM_BOUND);
                 assertClose(name + " u", Reference.gemm(false, true, m, r, k, 1, xd, ad, 0, null, null), u, GEMM_BOUND);
                 if ((long) m * n * k > 2_000_000) return; // backward on the smaller shapes (FD cost)
@@ -152,7 +152,9 @@ class BackendOpsTest {
                 a0 = asDouble(dA);
                 b0 = asDouble(dB);
                 bias0 = asDouble(dbias);
-                be.loraBackward(dx, null, dbias, dA, dB, poisoned(s, m, r), dy, x, u, w, a, b, scale);
+                Tensor uKept = u;
+                new DenseWeight(w).backward(be, s, dx, false, dy, x, uKept, new LinearWeight.LowRank(a, b, scale), Dropout.NONE,
+                        new LinearWeight.Gradients(null, dbias, dA, dB));
                 assertGradient(name + " dx", v -> dot(wy, loraRef(v, wd, bd, ad, bbd, scale, m, n, k, r)), xd, dx.toFloatArray(),
                         rnd, 48, GRAD_BOUND);
                 assertGradient(name + " dA (+=)", v -> dot(wy, loraRef(xd, wd, bd, v, bbd, scale, m, n, k, r)), ad,
@@ -298,7 +300,7 @@ class BackendOpsTest {
                 assertClose(name + " out without probs", ref, out2, GEMM_BOUND);
                 Tensor dout = f32(s, random(rnd, bsz * seq * c), bsz, seq, c), dqkv = poisoned(s, bsz, seq, 3 * c);
                 double[] wy = asDouble(dout);
-                be.attentionBackward(dqkv, dout, probs, qkv, heads, scale);
+                be.attentionBackward(dqkv, dout, probs, qkv, null, heads, scale, Dropout.NONE);
                 int samples = bsz * seq * c > 100_000 ? 12 : 64;
                 assertGradient(name + " dqkv", v -> dot(wy, Reference.attention(v, maskF, bsz, seq, heads, hd, scale, null)),
                         qd, dqkv.toFloatArray(), rnd, samples, GRAD_BOUND);
@@ -331,18 +333,18 @@ class BackendOpsTest {
                 Tensor a = f32(s, random(rnd, m * k), m, k), bias = f32(s, random(rnd, n), n);
                 double[] c0 = random(rnd, m * n);
                 Tensor c = f32(s, c0, m, n);
-                var packed = be.packBf16(w, tr, s);
-                be.gemmBf16(0.7f, a, packed, 0.3f, c, bias);
+                var packed = Bf16Weight.pack(be, w, tr, s);
+                Bf16Weight.gemm(be, 0.7f, a, packed, 0.3f, c, bias, null, 0f, false, null);
                 double[] ad = rounded(a), wd = rounded(w);
                 double[] ref = Reference.gemm(false, tr, m, n, k, 0.7, ad, wd, 0.3, c0, asDouble(bias));
                 assertClose(name, ref, c, GEMM_BOUND);
                 Tensor c2 = poisoned(s, m, n);
-                be.gemmBf16(1f, a, packed, 0f, c2, null); // beta 0 never reads C
+                Bf16Weight.gemm(be, 1f, a, packed, 0f, c2, null, null, 0f, false, null); // beta 0 never reads C
                 assertClose(name + " beta 0", Reference.gemm(false, tr, m, n, k, 1, ad, wd, 0, null, null), c2, GEMM_BOUND);
                 // a rank-3 fp32 term in the same pass (LoRA): B2 [n, 3] (transB2) or [3, n]
                 Tensor a2 = f32(s, random(rnd, m * 3), m, 3), b2 = tr ? f32(s, random(rnd, n * 3), n, 3) : f32(s, random(rnd, 3 * n), 3, n);
                 Tensor c3 = f32(s, c0, m, n);
-                be.gemmBf16(0.7f, a, packed, 0.3f, c3, bias, a2, 1.5f, tr, b2);
+                Bf16Weight.gemm(be, 0.7f, a, packed, 0.3f, c3, bias, a2, 1.5f, tr, b2);
                 double[] low = Reference.gemm(false, tr, m, n, 3, 0.7 * 1.5, asDouble(a2), asDouble(b2), 0, null, null);
                 assertClose(name + " + low rank", Reference.add(ref, low), c3, GEMM_BOUND);
             });
@@ -359,7 +361,9 @@ class BackendOpsTest {
                 Tensor w = f32(s, random(rnd, out * in), out, in), a = f32(s, random(rnd, r * in), r, in), b = f32(s, random(rnd, out * r), out, r);
                 Tensor x = f32(s, random(rnd, m * in), m, in), bias = f32(s, random(rnd, out), out);
                 Tensor y = poisoned(s, m, out), u = poisoned(s, m, r);
-                be.loraForwardBf16(y, u, x, be.packBf16(w, true, s), bias, a, b, 0.75f);
+                Bf16Weight half = Bf16Weight.pack(be, w, s, true), forwardOnly = Bf16Weight.pack(be, w, s, false);
+                LinearWeight.LowRank lora = new LinearWeight.LowRank(a, b, 0.75f);
+                half.productWithFactor(be, y, u, x, bias, lora);
                 double[] uRef = Reference.gemm(false, true, m, r, in, 1, asDouble(x), asDouble(a), 0, null, null);
                 assertClose(name + " u", uRef, u, GEMM_BOUND);
                 double[] yRef = Reference.add(Reference.gemm(false, true, m, out, in, 1, rounded(x), rounded(w), 0, null, asDouble(bias)),
@@ -367,8 +371,7 @@ class BackendOpsTest {
                 assertClose(name + " y", yRef, y, GEMM_BOUND);
                 // input gradient: g = dy B, dx = dy W + s g A, overwritten and accumulated
                 Tensor dy = f32(s, random(rnd, m * out), m, out), g = poisoned(s, m, r), dx = poisoned(s, m, in);
-                var gradientPack = be.packBf16(w, false, s);
-                be.loraInputGradientBf16(dx, false, g, dy, gradientPack, b, a, 0.75f);
+                half.inputProductWithFactor(be, dx, false, g, dy, lora);
                 double[] gRef = Reference.gemm(false, false, m, r, out, 1, asDouble(dy), asDouble(b), 0, null, null);
                 assertClose(name + " g", gRef, g, GEMM_BOUND);
                 double[] dxRef = Reference.add(Reference.gemm(false, false, m, in, out, 1, rounded(dy), rounded(w), 0, null, null),
@@ -376,17 +379,17 @@ class BackendOpsTest {
                 assertClose(name + " dx", dxRef, dx, GEMM_BOUND);
                 double[] dx0 = random(rnd, m * in);
                 Tensor dxAcc = f32(s, dx0, m, in);
-                be.loraInputGradientBf16(dxAcc, true, g, dy, gradientPack, b, a, 0.75f);
+                half.inputProductWithFactor(be, dxAcc, true, g, dy, lora);
                 assertClose(name + " dx accumulated", Reference.add(dxRef, asDouble(f32(s, dx0, m, in))), dxAcc, GEMM_BOUND);
                 var e = assertThrows(IllegalArgumentException.class,
-                        () -> be.loraForwardBf16(y, poisoned(s, m, r + 1), x, gradientPack, bias, a, b, 0.75f));
+                        () -> half.productWithFactor(be, y, poisoned(s, m, r + 1), x, bias, lora));
                 assertTrue(e.getMessage().startsWith("loraForwardBf16:"), e.getMessage());
                 var e2 = assertThrows(IllegalArgumentException.class, // B [in, r] where [out, r] belongs
-                        () -> be.loraInputGradientBf16(dx, false, g, dy, gradientPack, f32(s, random(rnd, in * r), in, r), a, 0.75f));
+                        () -> half.inputProductWithFactor(be, dx, false, g, dy, new LinearWeight.LowRank(a, f32(s, random(rnd, in * r), in, r), 0.75f)));
                 assertTrue(e2.getMessage().startsWith("loraInputGradientBf16: B"), e2.getMessage());
-                var e3 = assertThrows(IllegalArgumentException.class, // the forward's pack given to the input gradient
-                        () -> be.loraInputGradientBf16(dx, false, g, dy, be.packBf16(w, true, s), b, a, 0.75f));
-                assertTrue(e3.getMessage().startsWith("loraInputGradientBf16:"), e3.getMessage());
+                var e3 = assertThrows(UnsupportedOperationException.class, // a weight packed for inference has no input gradient
+                        () -> forwardOnly.inputProductWithFactor(be, dx, false, g, dy, lora));
+                assertTrue(e3.getMessage().contains("no input gradient"), e3.getMessage());
             });
         });
     }
@@ -415,16 +418,16 @@ class BackendOpsTest {
                 Tensor u = f32(s, random(rnd, m * r), m, r), bt = f32(s, random(rnd, r * out), r, out);
                 double[] y0 = random(rnd, m * out);
                 Tensor y = f32(s, y0, m, out);
-                var fwd = be.packBlockSparse(w, mask, false, s);
-                be.blockSparseLinear(y, x, fwd, bias, 0.5f, u, bt, 1.5f);
+                var fwd = BlockSparseWeight.pack(be, w, mask, false, s, false);
+                BlockSparseWeight.linear(be, y, x, fwd, bias, 0.5f, u, bt, 1.5f, false);
                 double[] ref = Reference.gemm(false, true, m, out, in, 1, asDouble(x), masked(w, mask), 0.5, asDouble(f32(s, y0, m, out)),
                         asDouble(bias));
                 ref = Reference.add(ref, Reference.gemm(false, false, m, out, r, 1.5, asDouble(u), asDouble(bt), 0, null, null));
                 assertClose(name + " forward", ref, y, GEMM_BOUND);
                 // input gradient: dx = dy Wm (beta 0: dx poisoned, never read)
                 Tensor dy = f32(s, random(rnd, m * out), m, out), dx = poisoned(s, m, in);
-                var bwd = be.packBlockSparse(w, mask, true, s);
-                be.blockSparseLinear(dx, dy, bwd, null, 0f, null, null, 0f);
+                var bwd = BlockSparseWeight.pack(be, w, mask, true, s, false);
+                BlockSparseWeight.linear(be, dx, dy, bwd, null, 0f, null, null, 0f, false);
                 assertClose(name + " input gradient", Reference.gemm(false, false, m, in, out, 1, asDouble(dy), masked(w, mask), 0,
                         null, null), dx, GEMM_BOUND);
             });
@@ -452,26 +455,26 @@ class BackendOpsTest {
                 double[] delta = Reference.gemm(false, false, out, in, r, sc, asDouble(b), asDouble(a), 0, null, null);
                 double[] eff = Reference.add(asDouble(w), delta);
                 for (int i = 0; i < eff.length; i++) if (!mask[i / in / 32][i % in / 32]) eff[i] = 0;
-                var fwd = be.packBlockSparse(w, mask, false, s);
-                var bwd = be.packBlockSparse(w, mask, true, s);
+                var fwd = BlockSparseWeight.pack(be, w, mask, false, s, false);
+                var bwd = BlockSparseWeight.pack(be, w, mask, true, s, false);
                 Tensor x = f32(s, random(rnd, m * in), m, in), u = poisoned(s, m, in / 32 * r), y = poisoned(s, m, out);
-                be.blockLowRank(u, x, a);
-                be.blockSparseLinear(y, x, fwd, null, 0f, u, bt, sc, true);
+                BlockSparseWeight.lowRank(be, u, x, a);
+                BlockSparseWeight.linear(be, y, x, fwd, null, 0f, u, bt, sc, true);
                 assertClose(name + " forward", Reference.gemm(false, true, m, out, in, 1, asDouble(x), eff, 0, null, null), y, GEMM_BOUND);
                 Tensor dy = f32(s, random(rnd, m * out), m, out), g = poisoned(s, m, out / 32 * r), dx = poisoned(s, m, in);
-                be.blockLowRank(g, dy, bt);
-                be.blockSparseLinear(dx, dy, bwd, null, 0f, g, a, sc, true);
+                BlockSparseWeight.lowRank(be, g, dy, bt);
+                BlockSparseWeight.linear(be, dx, dy, bwd, null, 0f, g, a, sc, true);
                 assertClose(name + " input gradient", Reference.gemm(false, false, m, in, out, 1, asDouble(dy), eff, 0, null, null), dx,
                         GEMM_BOUND);
                 double[] grad = Reference.gemm(true, false, out, in, m, 1, asDouble(dy), asDouble(x), 0, null, null); // G = dy^T x
                 for (int i = 0; i < grad.length; i++) if (!mask[i / in / 32][i % in / 32]) grad[i] = 0;
                 double[] d0 = random(rnd, out * r);
                 Tensor dB = f32(s, d0, out, r);
-                be.blockLowRankGradient(dB, dy, fwd, u, sc);
+                BlockSparseWeight.lowRankGradient(be, dB, dy, fwd, u, sc);
                 assertClose(name + " dB", Reference.add(d0, Reference.gemm(false, true, out, r, in, sc, grad, asDouble(a), 0, null, null)), dB,
                         GEMM_BOUND);
                 Tensor dAt = f32(s, new double[in * r], in, r);
-                be.blockLowRankGradient(dAt, x, bwd, g, sc);
+                BlockSparseWeight.lowRankGradient(be, dAt, x, bwd, g, sc);
                 assertClose(name + " dA^T", Reference.gemm(true, false, in, r, out, sc, grad, asDouble(b), 0, null, null), dAt, GEMM_BOUND);
             });
         });

@@ -80,11 +80,11 @@ class BertGradientTest {
         double[] x = Reference.embedding(ids, null, types, w.get("embeddings.word_embeddings.weight"),
                 w.get("embeddings.position_embeddings.weight"), w.get("embeddings.token_type_embeddings.weight"), S, h);
         x = Reference.layernorm(x, w.get("embeddings.LayerNorm.weight"), w.get("embeddings.LayerNorm.bias"), n, h, c.layerNormEps());
-        x = Reference.dropout(x, dr.at(dr.hidden(), BertTraining.SITE_EMBEDDINGS));
+        x = Reference.dropout(x, dr.at(dr.hidden(), BertModel.SITE_EMBEDDINGS));
         for (int l = 0; l < c.layers(); l++) {
             String p = "encoder.layer." + l + ".";
             int a = c.attentionWidth(l), f = c.ffn(l);
-            Dropout qkvDrop = dr.at(dr.lora(), BertTraining.site(l, BertTraining.SITE_LORA + BertModel.QKV));
+            Dropout qkvDrop = dr.at(dr.lora(), BertModel.site(l, BertModel.SITE_LORA + BertNames.Slot.QKV.ordinal()));
             double[] q = linear(c, w, l, "attention.self.query", x, n, h, a, ls, qkvDrop, w.get(p + "attention.self.query.bias"));
             double[] k = linear(c, w, l, "attention.self.key", x, n, h, a, ls, qkvDrop, w.get(p + "attention.self.key.bias"));
             double[] v = linear(c, w, l, "attention.self.value", x, n, h, a, ls, qkvDrop, w.get(p + "attention.self.value.bias"));
@@ -95,18 +95,18 @@ class BertGradientTest {
                 System.arraycopy(v, t * a, qkv, t * 3 * a + 2 * a, a);
             }
             double[] ctx = Reference.attention(qkv, mask, B, S, c.heads(l), c.headDim(), 1 / Math.sqrt(c.headDim()), null,
-                    dr.at(dr.attention(), BertTraining.site(l, BertTraining.SITE_PROBS)));
+                    dr.at(dr.attention(), BertModel.site(l, BertModel.SITE_PROBS)));
             double[] att = linear(c, w, l, "attention.output.dense", ctx, n, a, h, ls,
-                    dr.at(dr.lora(), BertTraining.site(l, BertTraining.SITE_LORA + BertModel.ATT_OUT)), w.get(p + "attention.output.dense.bias"));
-            att = Reference.dropout(att, dr.at(dr.hidden(), BertTraining.site(l, BertTraining.SITE_ATT_OUT)));
+                    dr.at(dr.lora(), BertModel.site(l, BertModel.SITE_LORA + BertNames.Slot.ATTENTION_OUTPUT.ordinal())), w.get(p + "attention.output.dense.bias"));
+            att = Reference.dropout(att, dr.at(dr.hidden(), BertModel.site(l, BertModel.SITE_ATT_OUT)));
             double[] h1 = Reference.layernorm(Reference.add(att, x), w.get(p + "attention.output.LayerNorm.weight"),
                     w.get(p + "attention.output.LayerNorm.bias"), n, h, c.layerNormEps());
             double[] pre = linear(c, w, l, "intermediate.dense", h1, n, h, f, ls,
-                    dr.at(dr.lora(), BertTraining.site(l, BertTraining.SITE_LORA + BertModel.FFN_IN)), null);
+                    dr.at(dr.lora(), BertModel.site(l, BertModel.SITE_LORA + BertNames.Slot.FFN_IN.ordinal())), null);
             double[] act = Reference.biasGelu(pre, w.get(p + "intermediate.dense.bias"), n, f);
             double[] out = linear(c, w, l, "output.dense", act, n, f, h, ls,
-                    dr.at(dr.lora(), BertTraining.site(l, BertTraining.SITE_LORA + BertModel.FFN_OUT)), w.get(p + "output.dense.bias"));
-            out = Reference.dropout(out, dr.at(dr.hidden(), BertTraining.site(l, BertTraining.SITE_FFN_OUT)));
+                    dr.at(dr.lora(), BertModel.site(l, BertModel.SITE_LORA + BertNames.Slot.FFN_OUT.ordinal())), w.get(p + "output.dense.bias"));
+            out = Reference.dropout(out, dr.at(dr.hidden(), BertModel.site(l, BertModel.SITE_FFN_OUT)));
             x = Reference.layernorm(Reference.add(out, h1), w.get(p + "output.LayerNorm.weight"), w.get(p + "output.LayerNorm.bias"),
                     n, h, c.layerNormEps());
         }
@@ -154,8 +154,7 @@ class BertGradientTest {
             for (int i = 0; i < dy.length; i++) dy[i] = (float) (rnd.nextDouble() - 0.5);
             Map<String, float[]>[] got = new Map[2];
             for (int k = 0; k < 2; k++)
-                try (BertTraining train = new BertTraining(model, n -> n.contains("lora_") || n.contains("LayerNorm") || n.contains("bias"),
-                        new DropoutConfig(0.1, 0.1), k == 1); StepArena arena = new StepArena("recompute")) {
+                try (BertTraining train = new BertTraining(null, model, new BertTraining.Options(n -> n.contains("lora_") || n.contains("LayerNorm") || n.contains("bias"), new DropoutConfig(0.1, 0.1), k == 1, DType.F32)); StepArena arena = new StepArena("recompute")) {
                     train.setDropoutStep(5, 2);
                     CpuBackend be = CpuBackend.create();
                     train.forward(be, arena, arena.allocate(DType.I32, B, S).copyFrom(ids), arena.allocate(DType.I32, B, S).copyFrom(types),
@@ -199,8 +198,7 @@ class BertGradientTest {
         /** One forward and backward (LoRA and LayerNorm trained, dropout on): the output, the gradients, and the bytes forward left for backward. */
         Step step(boolean recompute, DType saved) {
             CpuBackend be = CpuBackend.create();
-            try (BertTraining train = new BertTraining(null, model, n -> n.contains("lora_") || n.contains("LayerNorm"), new DropoutConfig(0.1, 0.1),
-                    recompute, saved); StepArena arena = new StepArena("mixed")) {
+            try (BertTraining train = new BertTraining(null, model, new BertTraining.Options(n -> n.contains("lora_") || n.contains("LayerNorm"), new DropoutConfig(0.1, 0.1), recompute, saved)); StepArena arena = new StepArena("mixed")) {
                 train.setDropoutStep(3, 1);
                 Tensor tid = arena.allocate(DType.I32, B, S).copyFrom(ids), tty = arena.allocate(DType.I32, B, S).copyFrom(types);
                 Tensor tm = arena.allocate(DType.I32, B, S).copyFrom(mask);
@@ -222,7 +220,7 @@ class BertGradientTest {
         MixedCase c = MixedCase.of(17);
         try (BertModel model = c.model()) {
             Step fp32 = c.step(true, DType.F32);
-            model.packBf16ForTraining(CpuBackend.create());
+            model.packForTraining(CpuBackend.create());
             Step bf16 = c.step(true, DType.F32);
             double fwd = rel(fp32.out(), bf16.out());
             assertTrue(fwd < 2e-2 && fwd > 0, "bf16 forward vs fp32: " + fwd + " (0 would mean bf16 was not used)");
@@ -266,7 +264,7 @@ class BertGradientTest {
     void savedActivationsAreF32OrBf16() {
         try (BertModel model = MixedCase.of(3).model()) {
             var e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
-                    () -> new BertTraining(null, model, n -> true, DropoutConfig.NONE, false, DType.I32));
+                    () -> new BertTraining(null, model, new BertTraining.Options(n -> true, DropoutConfig.NONE, false, DType.I32)));
             assertTrue(e.getMessage().contains("f32 or bf16") && e.getMessage().contains("I32"), e.getMessage());
         }
     }
@@ -296,7 +294,7 @@ class BertGradientTest {
         }
         try (BertModel model = new BertModel(cfg)) {
             if (lora != null) model.addLora(lora, 5);
-            try (BertTraining train = new BertTraining(model, trainable, new DropoutConfig(drops.hidden(), drops.attention()));
+            try (BertTraining train = new BertTraining(null, model, new BertTraining.Options(trainable, new DropoutConfig(drops.hidden(), drops.attention()), false, DType.F32));
                     StepArena arena = new StepArena("grad check")) {
                 train.setDropoutStep(drops.seed(), drops.step());
                 run(cfg, model, train, arena, rnd, ids, types, mask, loraScale, trainable, drops);

@@ -51,7 +51,7 @@ class GlueParityTest {
             double worst = 0;
             int hidden = model.config().hidden();
             CpuBackend be = CpuBackend.create();
-            model.packForInference(be); // the inference path (pre-packed weights); OrtParityTest covers the plain one
+            model.packForInference(be, false); // the inference path (pre-packed weights); OrtParityTest covers the plain one
             for (int[] idx : BertTokenizer.batchesByLength(enc, 16)) {
                 List<BertTokenizer.Encoded> part = new ArrayList<>();
                 for (int i : idx) part.add(enc.get(i));

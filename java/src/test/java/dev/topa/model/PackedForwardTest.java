@@ -27,7 +27,7 @@ class PackedForwardTest {
                 for (int i = 0; i < v.length; i++) v[i] = (float) (0.2 * (2 * rnd.nextDouble() - 1));
                 t.copyFrom(v);
             }
-            model.packForInference(CpuBackend.create());
+            model.packForInference(CpuBackend.create(), false);
             check(model, new int[] {5, 31, 2, 12});
         }
     }

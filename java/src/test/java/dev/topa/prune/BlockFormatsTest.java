@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.model.BertModel;
+import dev.topa.model.BertNames;
 import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.tensor.DType;
@@ -34,9 +35,9 @@ class BlockFormatsTest {
                 boolean[][] dense = new boolean[m.config().layers()][4];
                 for (boolean[] row : dense) java.util.Arrays.fill(row, k == 1);
                 m.setDenseFormat(dense);
-                assertEquals(k == 1, m.denseFormat(0, 2));
+                assertEquals(k == 1, m.denseFormat(0, BertNames.Slot.FFN_IN));
                 Tensor[] in = BlockPruningTest.inputs(arena);
-                try (BertTraining t = new BertTraining(m, n -> n.contains("lora_") || n.contains("LayerNorm"), DropoutConfig.NONE, false)) {
+                try (BertTraining t = new BertTraining(null, m, new BertTraining.Options(n -> n.contains("lora_") || n.contains("LayerNorm"), DropoutConfig.NONE, false, DType.F32))) {
                     outs[k] = t.forward(be, arena, in[0], in[1], in[2]).toFloatArray();
                     t.backward(be, arena, arena.allocate(DType.F32, B, S, m.config().hidden()).copyFrom(BlockPruningTest.randomGradient(5)));
                     Map<String, float[]> g = grads[k] = new HashMap<>();
@@ -46,7 +47,7 @@ class BlockFormatsTest {
                 try (BertModel plain = BlockPruningTest.randomModel(7, false)) { // no adapters: the dense form takes the packed path
                     plain.setBlockMasks(BlockPruningTest.masks(3));
                     plain.setDenseFormat(dense);
-                    plain.packForInference(be);
+                    plain.packForInference(be, false);
                     bare[k] = plain.forward(be, arena, in[0], in[1], in[2]).toFloatArray();
                 }
             }

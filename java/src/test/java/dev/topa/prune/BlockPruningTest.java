@@ -88,7 +88,7 @@ class BlockPruningTest {
 
     private static Map<String, float[]> step(CpuBackend be, BertModel m, StepArena arena, Tensor[] in, float[] dy, float[][] out,
             boolean recompute, java.util.function.Predicate<String> trainable) {
-        try (BertTraining t = new BertTraining(m, trainable, DropoutConfig.NONE, recompute)) {
+        try (BertTraining t = new BertTraining(null, m, new BertTraining.Options(trainable, DropoutConfig.NONE, recompute, DType.F32))) {
             Tensor y = t.forward(be, arena, in[0], in[1], in[2]);
             out[0] = y.toFloatArray();
             t.backward(be, arena, arena.allocate(DType.F32, B, S, CFG.hidden()).copyFrom(dy));
@@ -259,7 +259,7 @@ class BlockPruningTest {
             float[] dy = randomGradient(33);
             BlockScores scores = new BlockScores(CFG, BlockScores.Method.EXACT);
             Map<String, float[]> full;
-            try (BertTraining t = new BertTraining(m, n -> true, DropoutConfig.NONE, false)) {
+            try (BertTraining t = new BertTraining(null, m, new BertTraining.Options(n -> true, DropoutConfig.NONE, false, DType.F32))) {
                 t.setWeightGradientListener(scores);
                 t.forward(be, arena, in[0], in[1], in[2]);
                 t.backward(be, arena, arena.allocate(DType.F32, B, S, CFG.hidden()).copyFrom(dy));
@@ -305,7 +305,7 @@ class BlockPruningTest {
         try (BertModel m = randomModel(41, true); StepArena arena = new StepArena("lora scores")) {
             Tensor[] in = inputs(arena);
             BlockScores scores = new BlockScores(CFG, BlockScores.Method.LORA);
-            try (BertTraining t = new BertTraining(m, n -> n.contains("lora_"), DropoutConfig.NONE, true)) {
+            try (BertTraining t = new BertTraining(null, m, new BertTraining.Options(n -> n.contains("lora_"), DropoutConfig.NONE, true, DType.F32))) {
                 t.setWeightGradientListener(scores);
                 for (int k = 0; k < 2; k++) {
                     t.zeroGradients();
@@ -368,20 +368,18 @@ class BlockPruningTest {
         try (BertModel m = randomModel(61, true); StepArena arena = new StepArena("refuse")) {
             m.setBlockMasks(masks(63));
             Tensor[] in = inputs(arena);
-            try (BertTraining t = new BertTraining(m, n -> true, DropoutConfig.NONE, false)) {
-                IllegalStateException e = assertThrows(IllegalStateException.class, () -> t.forward(be, arena, in[0], in[1], in[2]));
-                assertTrue(e.getMessage().contains("block-sparse"), e.getMessage());
-            }
+            // refused when the training is made, before any step
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> new BertTraining(null, m, new BertTraining.Options(n -> true, DropoutConfig.NONE, false, DType.F32)));
+            assertTrue(e.getMessage().contains("block-sparse"), e.getMessage());
         }
         try (BertModel m = new BertModel(CFG); StepArena arena = new StepArena("refuse dropout")) {
             m.addLora(new LoraConfig(2, 4.0, EnumSet.allOf(LoraConfig.Target.class), 0.1), 1);
             m.setBlockMasks(masks(65));
             Tensor[] in = inputs(arena);
-            try (BertTraining t = new BertTraining(m, n -> n.contains("lora_"), DropoutConfig.NONE, false)) {
-                t.setDropoutStep(1, 1);
-                IllegalStateException e = assertThrows(IllegalStateException.class, () -> t.forward(be, arena, in[0], in[1], in[2]));
-                assertTrue(e.getMessage().contains("LoRA dropout"), e.getMessage());
-            }
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> new BertTraining(null, m, new BertTraining.Options(n -> n.contains("lora_"), DropoutConfig.NONE, false, DType.F32)));
+            assertTrue(e.getMessage().contains("LoRA dropout"), e.getMessage());
         }
     }
 }

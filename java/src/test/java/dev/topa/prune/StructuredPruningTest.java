@@ -133,7 +133,7 @@ class StructuredPruningTest {
     }
 
     private static Map<String, float[]> trainStep(CpuBackend be, BertModel m, StepArena arena, Tensor[] in, float[] dy, float[] ref) {
-        try (BertTraining t = new BertTraining(m, n -> !n.contains("embeddings.word"), dev.topa.model.DropoutConfig.NONE, true)) {
+        try (BertTraining t = new BertTraining(null, m, new BertTraining.Options(n -> !n.contains("embeddings.word"), dev.topa.model.DropoutConfig.NONE, true, DType.F32))) {
             float[] out = t.forward(be, arena, in[0], in[1], in[2]).toFloatArray();
             assertTrue(relErr(ref, out) <= 1e-5, "training forward: " + relErr(ref, out));
             t.backward(be, arena, arena.allocate(DType.F32, B, S, CFG.hidden()).copyFrom(dy));
@@ -152,7 +152,7 @@ class StructuredPruningTest {
             SplittableRandom rnd = new SplittableRandom(13);
             for (int i = 0; i < dy.length; i++) dy[i] = (float) (rnd.nextDouble() - 0.5);
             ImportanceScores scores = new ImportanceScores(CFG);
-            try (BertTraining t = new BertTraining(m, n -> n.contains("lora_"), dev.topa.model.DropoutConfig.NONE, false)) {
+            try (BertTraining t = new BertTraining(null, m, new BertTraining.Options(n -> n.contains("lora_"), dev.topa.model.DropoutConfig.NONE, false, DType.F32))) {
                 t.setMaskGradientListener(scores);
                 t.forward(be, arena, in[0], in[1], in[2]);
                 t.backward(be, arena, arena.allocate(DType.F32, B, S, CFG.hidden()).copyFrom(dy));

@@ -1,9 +1,7 @@
 package dev.topa.backend.cpu;
 
-import static java.lang.foreign.ValueLayout.JAVA_INT;
-import static java.lang.foreign.ValueLayout.JAVA_LONG;
+import static dev.topa.backend.cpu.CpuKernel.call;
 
-import java.lang.foreign.FunctionDescriptor;
 import java.lang.invoke.MethodHandle;
 
 /** The process-wide native controls: CPUID, thread count, kernel scratch bytes. */
@@ -11,60 +9,34 @@ public final class CpuKernels {
     private CpuKernels() {}
 
     private static final class Handles {
-        static final NativeLibrary LIB = NativeLibrary.get();
-        static final MethodHandle BEST_ISA = LIB.downcall("topa_cpu_best_isa", FunctionDescriptor.of(JAVA_INT), true);
-        static final MethodHandle SET_THREADS = LIB.downcall("topa_set_num_threads", FunctionDescriptor.ofVoid(JAVA_INT), true);
-        static final MethodHandle GET_THREADS = LIB.downcall("topa_get_num_threads", FunctionDescriptor.of(JAVA_INT), true);
-        static final MethodHandle WORKSPACE = LIB.downcall("topa_workspace_bytes", FunctionDescriptor.of(JAVA_LONG), true);
-        static final MethodHandle HAS_BF16 = LIB.downcall("topa_cpu_has_avx512bf16", FunctionDescriptor.of(JAVA_INT), true);
+        static final MethodHandle BEST_ISA = CpuKernel.CPU_BEST_ISA.bind(null), SET_THREADS = CpuKernel.SET_NUM_THREADS.bind(null),
+                GET_THREADS = CpuKernel.GET_NUM_THREADS.bind(null), WORKSPACE = CpuKernel.WORKSPACE_BYTES.bind(null),
+                HAS_BF16 = CpuKernel.CPU_HAS_AVX512BF16.bind(null);
     }
 
     static int bestIsa() {
-        try {
-            return (int) Handles.BEST_ISA.invokeExact();
-        } catch (Throwable t) {
-            throw rethrow(t);
-        }
+        return (int) call(() -> (int) Handles.BEST_ISA.invokeExact());
     }
 
     /** Whether this CPU runs AVX512_BF16 dot products (VDPBF16PS). */
     public static boolean hasAvx512Bf16() {
-        try {
-            return (int) Handles.HAS_BF16.invokeExact() != 0;
-        } catch (Throwable t) {
-            throw rethrow(t);
-        }
+        return call(() -> (int) Handles.HAS_BF16.invokeExact()) != 0;
     }
 
     /** Threads every CPU kernel uses (process-wide); n <= 0 means all cores. */
     public static void setNumThreads(int n) {
-        try {
+        call(() -> {
             Handles.SET_THREADS.invokeExact(n);
-        } catch (Throwable t) {
-            throw rethrow(t);
-        }
+            return 0;
+        });
     }
 
     public static int numThreads() {
-        try {
-            return (int) Handles.GET_THREADS.invokeExact();
-        } catch (Throwable t) {
-            throw rethrow(t);
-        }
+        return (int) call(() -> (int) Handles.GET_THREADS.invokeExact());
     }
 
     /** Bytes held by the kernels' per-thread scratch buffers (GEMM packing, attention). */
     public static long workspaceBytes() {
-        try {
-            return (long) Handles.WORKSPACE.invokeExact();
-        } catch (Throwable t) {
-            throw rethrow(t);
-        }
-    }
-
-    static RuntimeException rethrow(Throwable t) {
-        if (t instanceof RuntimeException r) return r;
-        if (t instanceof Error e) throw e;
-        return new IllegalStateException(t);
+        return call(() -> (long) Handles.WORKSPACE.invokeExact());
     }
 }

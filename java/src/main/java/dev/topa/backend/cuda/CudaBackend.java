@@ -5,6 +5,8 @@ import dev.topa.backend.Backend;
 import dev.topa.backend.Bf16Weight;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.Dropout;
+import dev.topa.backend.Op;
+import dev.topa.backend.Sparse24Weight;
 import dev.topa.backend.PackedWeight;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.Device;
@@ -18,19 +20,16 @@ import java.io.UncheckedIOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.util.HashMap;
-import java.util.Map;
 
 /**
- * The ops on an NVIDIA GPU: topa's kernels (topa_kernels.fatbin) and cuBLASLt, all on one stream,
- * so ops are ordered without host synchronisation; a copy to the host waits for the stream.
- * Activations are fp32 tensors (the Backend API's type). In {@link Precision#MIXED} (the default)
- * the matrix work runs on the tensor cores: {@link #packLinearWeight} keeps W in bf16 (half the
- * memory), each product converts x to bf16 and accumulates in fp32 into an fp32 y with the bias
- * fused, and attention multiplies bf16 operands with fp32 accumulation. {@link Precision#FP32}
- * keeps every product in fp32 (the reference the mixed mode is checked against). Unpacked GEMMs
- * are fp32 in both. This is the inference half of the backend (issue 6); the backward ops, the
- * optimizer and block-sparse products on tensor cores come with GPU training (issue 7) and say so.
+ * The ops on an NVIDIA GPU: topa's kernels (topa_kernels.fatbin, {@link CudaKernel}) and cuBLASLt,
+ * all on one stream, so ops are ordered without host synchronisation; a copy to the host waits for
+ * the stream. Activations are fp32 tensors between ops. In {@link Precision#MIXED} (the default)
+ * the matrix work runs on the tensor cores: packed weights are bf16, each product converts x to
+ * bf16 and accumulates in fp32 into an fp32 y with the bias fused, and attention multiplies bf16
+ * operands with fp32 accumulation. {@link Precision#FP32} keeps every product in fp32 (the reference
+ * the mixed mode is checked against). Unpacked GEMMs are fp32 in both. What it does not run yet it
+ * says in {@link #supports}: attention dropout, kept attention probabilities, explicit positions.
  */
 public final class CudaBackend extends Backend {
     private static final int THREADS = 256, MAX_BLOCKS = 65535;
@@ -45,7 +44,7 @@ public final class CudaBackend extends Backend {
     private final CublasLt lt;
     private final CudaMemory memory;
     private final String name;
-    private final Map<String, Long> functions = new HashMap<>();
+    private final long[] functions = new long[CudaKernel.values().length];
     private final ThreadLocal<Boolean> current = ThreadLocal.withInitial(() -> false);
     /** Device buffers kept between calls, grown when a call needs more (stream order makes reuse safe). */
     private final class Buffer {
@@ -78,7 +77,7 @@ public final class CudaBackend extends Backend {
         int dev = cu.device(ordinal);
         context = cu.useDevice(dev);
         current.set(true);
-        module = cu.loadModule(CudaOpCheck.fatbin());
+        module = cu.loadModule(kernelImage());
         stream = cu.streamCreate();
         lt = new CublasLt(cu);
         memory = new CudaMemory(cu, ordinal);
@@ -118,16 +117,12 @@ public final class CudaBackend extends Backend {
         return cu;
     }
 
-    public CudaMemory deviceMemory() {
-        return memory;
-    }
-
     public long stream() {
         return stream;
     }
 
-    /** The backend's cuBLASLt handle (benchmarks compare against bare GEMMs). */
-    CublasLt cublasLt() {
+    /** The backend's cuBLASLt handle, on its stream: the kit times bare GEMMs with it, the dense baseline of its kernels. */
+    public CublasLt cublasLt() {
         return lt;
     }
 
@@ -137,9 +132,10 @@ public final class CudaBackend extends Backend {
         cu.streamSynchronize(stream);
     }
 
+    /** The caching allocator all of this backend's scopes and arenas take device memory from. */
     @Override
-    public TensorScope scope(String scopeName, MemoryCategory category) {
-        return new TensorScope(scopeName, category, memory);
+    public CudaMemory deviceMemory() {
+        return memory;
     }
 
     @Override
@@ -152,12 +148,7 @@ public final class CudaBackend extends Backend {
 
     @Override
     protected void kZeroOffDiagonal(Tensor t, long rows, long cols, int blocks) {
-        launch("zero_off_diagonal_f32", strided(rows * cols), THREADS, arg(t), rows, cols, blocks);
-    }
-
-    @Override
-    public StepArena stepArena(String arenaName) {
-        return new StepArena(arenaName, memory);
+        launch(CudaKernel.ZERO_OFF_DIAGONAL_F32, strided(rows * cols), THREADS, arg(t), rows, cols, blocks);
     }
 
     @Override
@@ -183,13 +174,31 @@ public final class CudaBackend extends Backend {
         }
     }
 
-    private synchronized long fn(String kernel) {
-        return functions.computeIfAbsent(kernel, k -> cu.function(module, k));
+    /**
+     * A kernel's function, bound on first use: its parameter list checked against the declared one
+     * (when the driver can say), and a kernel that takes more than 48 KB of dynamic shared memory
+     * allowed it.
+     */
+    private synchronized long fn(CudaKernel kernel) {
+        long f = functions[kernel.ordinal()];
+        if (f != 0) return f;
+        f = cu.function(module, kernel.symbol());
+        long[] sizes = cu.parameterSizes(f);
+        if (sizes != null) kernel.checkBinding(sizes);
+        for (BlockSparseKernel k : BlockSparseKernel.values())
+            if (k.kernel == kernel && k.sharedBytes > 48 * 1024) cu.setMaxDynamicSharedMemory(f, kernel.symbol(), k.sharedBytes);
+        functions[kernel.ordinal()] = f;
+        return f;
     }
 
-    private void launch(String kernel, int[] grid, int threads, Object... args) {
+    private void launch(CudaKernel kernel, int[] grid, int threads, Object... args) {
+        launch(kernel, grid, new int[] {threads, 1, 1}, 0, args);
+    }
+
+    private void launch(CudaKernel kernel, int[] grid, int[] block, int sharedBytes, Object... args) {
         onThisThread();
-        cu.launch(fn(kernel), kernel, grid, new int[] {threads, 1, 1}, 0, stream, args);
+        kernel.checkLaunch(args);
+        cu.launch(fn(kernel), kernel.symbol(), grid, block, sharedBytes, stream, args);
     }
 
     private static int[] grid(long x) {
@@ -214,8 +223,26 @@ public final class CudaBackend extends Backend {
         return t == null ? null : t.data().address();
     }
 
-    private static UnsupportedOperationException notYet(String op) {
-        return new UnsupportedOperationException(op + " does not run on CUDA yet (GPU training: issue 7); use --device cpu");
+    private UnsupportedOperationException notYet(Op op) {
+        return new UnsupportedOperationException(op.description() + " (" + op.label() + ") does not run on " + name() + " yet; use --device cpu");
+    }
+
+    @Override
+    public boolean supports(Op op) {
+        return switch (op) {
+            case ATTENTION_DROPOUT, ATTENTION_PROBS, POSITION_IDS -> false;
+            default -> true;
+        };
+    }
+
+    /** The kernel image: the fatbin packaged beside the CPU library, or the file -Dtopa.cuda.fatbin names. */
+    public static byte[] kernelImage() throws IOException {
+        String path = System.getProperty("topa.cuda.fatbin");
+        if (path != null) return java.nio.file.Files.readAllBytes(java.nio.file.Path.of(path));
+        try (java.io.InputStream in = CudaBackend.class.getResourceAsStream("/native/linux-x86_64/topa_kernels.fatbin")) {
+            if (in == null) throw new IOException("topa_kernels.fatbin is not in this build (it was built without nvcc)");
+            return in.readAllBytes();
+        }
     }
 
     // ---------------------------------------------------------------- copies
@@ -239,20 +266,20 @@ public final class CudaBackend extends Backend {
 
     @Override
     protected void kConvert(Tensor dst, Tensor src, long n) {
-        if (dst.dtype() == DType.BF16) launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, arg(dst), arg(src), n);
-        else launch("convert_bf16_to_f32", strided((n + 1) / 2), THREADS, arg(dst), arg(src), n);
+        if (dst.dtype() == DType.BF16) launch(CudaKernel.CONVERT_F32_TO_BF16, strided((n + 1) / 2), THREADS, arg(dst), arg(src), n);
+        else launch(CudaKernel.CONVERT_BF16_TO_F32, strided((n + 1) / 2), THREADS, arg(dst), arg(src), n);
     }
 
     @Override
     protected void kBroadcastRows(Tensor y, Tensor row, long rows, long cols) {
-        launch("broadcast_rows_f32", strided(rows * cols), THREADS, arg(y), arg(row), rows, (int) cols);
+        launch(CudaKernel.BROADCAST_ROWS_F32, strided(rows * cols), THREADS, arg(y), arg(row), rows, (int) cols);
     }
 
     @Override
     protected void kTranspose(Tensor out, Tensor in, long rows, long cols, float beta) {
         onThisThread();
-        cu.launch(fn("transpose_f32"), "transpose_f32", new int[] {(int) ((cols + 31) / 32), (int) ((rows + 31) / 32), 1}, new int[] {32, 8, 1},
-                0, stream, arg(out), arg(in), (int) rows, (int) cols, beta);
+        launch(CudaKernel.TRANSPOSE_F32, new int[] {(int) ((cols + 31) / 32), (int) ((rows + 31) / 32), 1}, new int[] {32, 8, 1},
+                0, arg(out), arg(in), (int) rows, (int) cols, beta);
     }
 
     // ---------------------------------------------------------------- GEMM
@@ -288,7 +315,7 @@ public final class CudaBackend extends Backend {
             cu.copyOnDevice(ptr(packed), ptr(w), 4 * out * in, stream);
             return;
         }
-        launch("convert_f32_to_bf16", strided((out * in + 1) / 2), THREADS, arg(packed), arg(w), out * in);
+        launch(CudaKernel.CONVERT_F32_TO_BF16, strided((out * in + 1) / 2), THREADS, arg(packed), arg(w), out * in);
     }
 
     @Override
@@ -303,7 +330,7 @@ public final class CudaBackend extends Backend {
         }
         synchronized (this) {
             long xb = operands.atLeast(2 * n);
-            launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
+            launch(CudaKernel.CONVERT_F32_TO_BF16, strided((n + 1) / 2), THREADS, xb, arg(x), n);
             lt.matmul(false, true, rows, out, in, 1f, xb, in, ptr(w.data()), in, 0f, ptr(y), out, ptr(bias), CublasLt.Types.BF16_IN_F32_OUT,
                     epilogue, stream);
         }
@@ -327,12 +354,12 @@ public final class CudaBackend extends Backend {
     @Override
     protected void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed) {
         if (!transposed) {
-            launch("convert_f32_to_bf16", strided((k * n + 1) / 2), THREADS, arg(packed), arg(w), k * n);
+            launch(CudaKernel.CONVERT_F32_TO_BF16, strided((k * n + 1) / 2), THREADS, arg(packed), arg(w), k * n);
             return;
         }
         onThisThread(); // w is [n, k]: its transpose is op(B)
-        cu.launch(fn("transpose_to_bf16"), "transpose_to_bf16", new int[] {(int) ((k + 31) / 32), (int) ((n + 31) / 32), 1},
-                new int[] {32, 8, 1}, 0, stream, arg(packed), arg(w), (int) n, (int) k);
+        launch(CudaKernel.TRANSPOSE_TO_BF16, new int[] {(int) ((k + 31) / 32), (int) ((n + 31) / 32), 1},
+                new int[] {32, 8, 1}, 0, arg(packed), arg(w), (int) n, (int) k);
     }
 
     /**
@@ -342,7 +369,7 @@ public final class CudaBackend extends Backend {
      * rows (r x n, small); above that rank, a second fp32 GEMM adds the term.
      */
     @Override
-    protected void kGemmBf16(long m, long n, long k, float alpha, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias, Tensor a2,
+    protected void kGemmBf16(long m, long n, long k, float alpha, Tensor a, Bf16Weight.Pack b, float beta, Tensor c, Tensor bias, Tensor a2,
             float scale2, boolean transB2, Tensor b2) {
         long r = a2 == null ? 0 : a2.dim(-1);
         boolean fused = r > 0 && r <= LORA_ROWS;
@@ -351,10 +378,10 @@ public final class CudaBackend extends Backend {
         synchronized (this) {
             long ab = operands.atLeast(2 * elems);
             if (fused) {
-                launch("lora_augment_to_bf16", strided(elems), THREADS, ab, arg(a), arg(a2), scale2, m, (int) k, (int) r);
-                launch("lora_pack_b_bf16", strided(r * n), THREADS, ptr(b.data()) + 2 * k * n, arg(b2), (int) n, (int) r, transB2 ? 1 : 0);
+                launch(CudaKernel.LORA_AUGMENT_TO_BF16, strided(elems), THREADS, ab, arg(a), arg(a2), scale2, m, (int) k, (int) r);
+                launch(CudaKernel.LORA_PACK_B_BF16, strided(r * n), THREADS, ptr(b.data()) + 2 * k * n, arg(b2), (int) n, (int) r, transB2 ? 1 : 0);
             } else {
-                launch("convert_f32_to_bf16", strided((elems + 1) / 2), THREADS, ab, arg(a), elems);
+                launch(CudaKernel.CONVERT_F32_TO_BF16, strided((elems + 1) / 2), THREADS, ab, arg(a), elems);
             }
             lt.matmul(false, false, m, n, kk, alpha, ab, kk, ptr(b.data()), n, beta, ptr(c), n, ptr(bias), CublasLt.Types.BF16_IN_F32_OUT,
                     epilogue, stream);
@@ -370,7 +397,7 @@ public final class CudaBackend extends Backend {
      * {@link #LORA_ROWS} the generic path (a factor GEMM, then the product).
      */
     @Override
-    protected void kGemmBf16LowRank(long m, long n, long k, Tensor a, Bf16Weight b, float beta, Tensor c, Tensor bias, Tensor u, Tensor f,
+    protected void kGemmBf16LowRank(long m, long n, long k, Tensor a, Bf16Weight.Pack b, float beta, Tensor c, Tensor bias, Tensor u, Tensor f,
             boolean fRowsAreRank, float scale, Tensor b2, boolean transB2) {
         long r = u.dim(-1);
         if (r > LORA_ROWS || m == 0) {
@@ -381,9 +408,9 @@ public final class CudaBackend extends Backend {
         CublasLt.Epilogue epilogue = bias == null ? CublasLt.Epilogue.NONE : CublasLt.Epilogue.BIAS;
         synchronized (this) {
             long ab = operands.atLeast(2 * m * kk);
-            launch("lora_augment_lowrank_to_bf16", grid(Math.min(MAX_BLOCKS, (m + 15) / 16)), 128, ab, arg(u), arg(a), arg(f),
+            launch(CudaKernel.LORA_AUGMENT_LOWRANK_TO_BF16, grid(Math.min(MAX_BLOCKS, (m + 15) / 16)), 128, ab, arg(u), arg(a), arg(f),
                     fRowsAreRank ? 1 : 0, scale, m, (int) k, (int) r);
-            launch("lora_pack_b_bf16", strided(r * n), THREADS, ptr(b.data()) + 2 * k * n, arg(b2), (int) n, (int) r, transB2 ? 1 : 0);
+            launch(CudaKernel.LORA_PACK_B_BF16, strided(r * n), THREADS, ptr(b.data()) + 2 * k * n, arg(b2), (int) n, (int) r, transB2 ? 1 : 0);
             lt.matmul(false, false, m, n, kk, 1f, ab, kk, ptr(b.data()), n, beta, ptr(c), n, ptr(bias), CublasLt.Types.BF16_IN_F32_OUT,
                     epilogue, stream);
         }
@@ -395,46 +422,46 @@ public final class CudaBackend extends Backend {
     protected void kLayernormForward(Tensor out, Tensor mean, Tensor rstd, Tensor sum, Tensor x, Tensor residual, Tensor gamma,
             Tensor beta, long rows, long cols, float eps) {
         if (cols > 8L * 1024) throw new IllegalArgumentException("layernormForward on CUDA: rows of at most 8192, got " + cols);
-        launch("layernorm_forward_f32", grid(rows), rowThreads(cols), arg(out), arg(mean), arg(rstd), arg(sum), arg(x), arg(residual),
+        launch(CudaKernel.LAYERNORM_FORWARD_F32, grid(rows), rowThreads(cols), arg(out), arg(mean), arg(rstd), arg(sum), arg(x), arg(residual),
                 arg(gamma), arg(beta), (int) cols, eps);
     }
 
     @Override
     protected void kBiasGeluForward(Tensor out, Tensor x, Tensor bias, long rows, long cols) {
-        launch("bias_gelu_forward_f32", strided(rows * cols / (cols % 4 == 0 ? 4 : 1)), THREADS, arg(out), arg(x), arg(bias), rows,
+        launch(CudaKernel.BIAS_GELU_FORWARD_F32, strided(rows * cols / (cols % 4 == 0 ? 4 : 1)), THREADS, arg(out), arg(x), arg(bias), rows,
                 (int) cols);
     }
 
     @Override
     protected void kSoftmaxForward(Tensor y, Tensor x, long rows, long cols) {
         if (cols > 8L * 1024) throw new IllegalArgumentException("softmaxForward on CUDA: rows of at most 8192, got " + cols);
-        launch("softmax_forward_f32", grid(rows), rowThreads(cols), arg(y), arg(x), (int) cols);
+        launch(CudaKernel.SOFTMAX_FORWARD_F32, grid(rows), rowThreads(cols), arg(y), arg(x), (int) cols);
     }
 
     @Override
     protected void kAttentionForward(Tensor out, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq, long heads, long headDim,
             float scale, Dropout dropout) {
-        if (probs != null) throw notYet("attentionForward saving probabilities");
-        if (dropout.active()) throw notYet("attention dropout");
+        if (probs != null) throw notYet(Op.ATTENTION_PROBS);
+        if (dropout.active()) throw notYet(Op.ATTENTION_DROPOUT);
         if (headDim > 128) throw new IllegalArgumentException("attentionForward on CUDA: head dimension at most 128, got " + headDim);
         onThisThread();
         if (precision == Precision.MIXED && (headDim == 32 || headDim == 64 || headDim == 128)) {
-            String kernel = "attention_forward_tc_d" + headDim + "_f32";
-            cu.launch(fn(kernel), kernel, new int[] {(int) ((seq + 63) / 64), (int) heads, (int) batch}, new int[] {128, 1, 1}, 0, stream,
+            CudaKernel kernel = CudaKernel.valueOf("ATTENTION_FORWARD_TC_D" + headDim + "_F32");
+            launch(kernel, new int[] {(int) ((seq + 63) / 64), (int) heads, (int) batch}, new int[] {128, 1, 1}, 0, 
                     arg(out), arg(qkv), arg(mask), (int) seq, (int) heads, scale);
         } else {
-            cu.launch(fn("attention_forward_f32"), "attention_forward_f32", new int[] {(int) ((seq + 7) / 8), (int) heads, (int) batch},
-                    new int[] {THREADS, 1, 1}, 0, stream, arg(out), arg(qkv), arg(mask), (int) seq, (int) heads, (int) headDim, scale);
+            launch(CudaKernel.ATTENTION_FORWARD_F32, new int[] {(int) ((seq + 7) / 8), (int) heads, (int) batch},
+                    new int[] {THREADS, 1, 1}, 0, arg(out), arg(qkv), arg(mask), (int) seq, (int) heads, (int) headDim, scale);
         }
     }
 
     @Override
     protected int kEmbeddingForward(Tensor out, Tensor ids, Tensor posIds, Tensor typeIds, Tensor wte, Tensor wpe, Tensor wtt, long batch,
             long seq, long dim) {
-        if (posIds != null) throw notYet("embeddingForward with explicit positions");
+        if (posIds != null) throw notYet(Op.POSITION_IDS);
         int bad = firstOutOfRange(ids, typeIds, wte.dim(0), seq <= wpe.dim(0), wtt == null ? 0 : wtt.dim(0));
         if (bad != 0) return bad;
-        launch("embedding_forward_f32", grid(batch * seq), THREADS, arg(out), arg(ids), arg(typeIds), arg(wte), arg(wpe), arg(wtt),
+        launch(CudaKernel.EMBEDDING_FORWARD_F32, grid(batch * seq), THREADS, arg(out), arg(ids), arg(typeIds), arg(wte), arg(wpe), arg(wtt),
                 (int) seq, (int) dim, (int) wte.dim(0), wtt == null ? 0 : (int) wtt.dim(0));
         return 0;
     }
@@ -442,7 +469,7 @@ public final class CudaBackend extends Backend {
     /** The host check the CPU kernel does inline: ids (and types) read back, 1 + the first bad token, or 0. */
     private int firstOutOfRange(Tensor ids, Tensor types, long vocab, boolean positionsFit, long typeVocab) {
         if (!positionsFit) return 1;
-        int[] id = download(ids), ty = types == null ? null : download(types);
+        int[] id = downloadInts(ids), ty = types == null ? null : downloadInts(types);
         for (int i = 0; i < id.length; i++) {
             boolean typeOk = ty == null || (ty[i] >= 0 && (ty[i] < typeVocab || (typeVocab == 0 && ty[i] == 0)));
             if (id[i] < 0 || id[i] >= vocab || !typeOk) return i + 1;
@@ -450,51 +477,34 @@ public final class CudaBackend extends Backend {
         return 0;
     }
 
-    private int[] download(Tensor t) {
-        return readBack(t).toArray(ValueLayout.JAVA_INT);
-    }
-
-    private float[] downloadFloats(Tensor t) {
-        return readBack(t).toArray(ValueLayout.JAVA_FLOAT);
-    }
-
-    /** A small tensor's bytes on the host, after the stream has produced them. */
-    private MemorySegment readBack(Tensor t) {
-        onThisThread();
-        MemorySegment host = Arena.ofAuto().allocate(t.byteSize(), 4);
-        cu.copyToHost(host, ptr(t), t.byteSize(), stream);
-        cu.streamSynchronize(stream);
-        return host;
-    }
-
-    // ---------------------------------------------------------------- backward ops, losses, optimizer (issue 7)
+    // ---------------------------------------------------------------- backward ops, losses, optimizer
 
     @Override
     protected void kBiasBackward(Tensor dbias, Tensor dy, long rows, long cols) {
         onThisThread();
         int slices = (int) Math.max(1, Math.min(1024, rows / 64));
-        cu.launch(fn("bias_backward_f32"), "bias_backward_f32", new int[] {(int) ((cols + 31) / 32), slices, 1}, new int[] {32, 8, 1}, 0,
-                stream, arg(dbias), arg(dy), rows, (int) cols);
+        launch(CudaKernel.BIAS_BACKWARD_F32, new int[] {(int) ((cols + 31) / 32), slices, 1}, new int[] {32, 8, 1}, 0,
+                arg(dbias), arg(dy), rows, (int) cols);
     }
 
     @Override
     protected void kLayernormBackward(Tensor dx, Tensor dgamma, Tensor dbeta, Tensor dy, Tensor x, Tensor mean, Tensor rstd, Tensor gamma,
             long rows, long cols, boolean accumulate) {
         if (cols > 8L * 1024) throw new IllegalArgumentException("layernormBackward on CUDA: rows of at most 8192, got " + cols);
-        launch("layernorm_backward_f32", grid(rows), rowThreads(cols), arg(dx), arg(dgamma), arg(dbeta), arg(dy), arg(x), arg(mean),
+        launch(CudaKernel.LAYERNORM_BACKWARD_F32, grid(rows), rowThreads(cols), arg(dx), arg(dgamma), arg(dbeta), arg(dy), arg(x), arg(mean),
                 arg(rstd), arg(gamma), (int) cols, accumulate ? 1 : 0);
     }
 
     @Override
     protected void kBiasGeluBackward(Tensor dx, Tensor dbias, Tensor dy, Tensor x, Tensor bias, long rows, long cols) {
-        launch("bias_gelu_backward_f32", strided(rows * cols), THREADS, arg(dx), arg(dy), arg(x), arg(bias), rows, (int) cols);
+        launch(CudaKernel.BIAS_GELU_BACKWARD_F32, strided(rows * cols), THREADS, arg(dx), arg(dy), arg(x), arg(bias), rows, (int) cols);
         if (dbias != null) kBiasBackward(dbias, dx, rows, cols);
     }
 
     @Override
     protected void kSoftmaxBackward(Tensor dx, Tensor dy, Tensor y, long rows, long cols) {
         if (cols > 8L * 1024) throw new IllegalArgumentException("softmaxBackward on CUDA: rows of at most 8192, got " + cols);
-        launch("softmax_backward_f32", grid(rows), rowThreads(cols), arg(dx), arg(dy), arg(y), (int) cols);
+        launch(CudaKernel.SOFTMAX_BACKWARD_F32, grid(rows), rowThreads(cols), arg(dx), arg(dy), arg(y), (int) cols);
     }
 
     /** A CTA per 32 x 32 block. */
@@ -502,39 +512,39 @@ public final class CudaBackend extends Backend {
     protected void kBlockDot(Tensor out, Tensor w, Tensor g, long rows, long cols) {
         onThisThread();
         int b = BlockSparseWeight.BLOCK;
-        cu.launch(fn("block_dot_f32"), "block_dot_f32", new int[] {(int) (cols / b), (int) (rows / b), 1}, new int[] {THREADS, 1, 1}, 0, stream,
+        launch(CudaKernel.BLOCK_DOT_F32, new int[] {(int) (cols / b), (int) (rows / b), 1}, new int[] {THREADS, 1, 1}, 0,
                 arg(out), arg(w), arg(g), cols);
     }
 
     @Override
     protected void kGroupDot(Tensor out, Tensor x, Tensor dx, long batch, long seq, long groups, long width /* per group */) {
         onThisThread();
-        cu.launch(fn("group_dot_f32"), "group_dot_f32", new int[] {(int) groups, (int) batch, 1}, new int[] {THREADS, 1, 1}, 0, stream,
+        launch(CudaKernel.GROUP_DOT_F32, new int[] {(int) groups, (int) batch, 1}, new int[] {THREADS, 1, 1}, 0,
                 arg(out), arg(x), arg(dx), (int) seq, (int) groups, (int) width);
     }
 
     @Override
     protected void kDropout(Tensor out, Tensor in, long n, Dropout dropout, boolean accumulate) {
-        launch("dropout_f32", strided(n), THREADS, arg(out), arg(in), n, dropout.key(), dropout.threshold(), dropout.scale(),
+        launch(CudaKernel.DROPOUT_F32, strided(n), THREADS, arg(out), arg(in), n, dropout.key(), dropout.threshold(), dropout.scale(),
                 accumulate ? 1 : 0);
     }
 
     @Override
     protected void kEmbeddingBackward(Tensor dwte, Tensor dwpe, Tensor dwtt, Tensor dout, Tensor ids, Tensor posIds, Tensor typeIds,
             long batch, long seq, long dim) {
-        if (posIds != null) throw notYet("embeddingBackward with explicit positions");
-        launch("embedding_backward_f32", grid(batch * seq), THREADS, arg(dwte), arg(dwpe), arg(dwtt), arg(dout), arg(ids), arg(typeIds),
+        if (posIds != null) throw notYet(Op.POSITION_IDS);
+        launch(CudaKernel.EMBEDDING_BACKWARD_F32, grid(batch * seq), THREADS, arg(dwte), arg(dwpe), arg(dwtt), arg(dout), arg(ids), arg(typeIds),
                 (int) seq, (int) dim);
     }
 
     @Override
     protected void kMeanPoolForward(Tensor out, Tensor x, Tensor mask, long batch, long seq, long dim) {
-        launch("mean_pool_forward_f32", grid(batch), THREADS, arg(out), arg(x), arg(mask), (int) seq, (int) dim);
+        launch(CudaKernel.MEAN_POOL_FORWARD_F32, grid(batch), THREADS, arg(out), arg(x), arg(mask), (int) seq, (int) dim);
     }
 
     @Override
     protected void kMeanPoolBackward(Tensor dx, Tensor dout, Tensor mask, long batch, long seq, long dim) {
-        launch("mean_pool_backward_f32", grid(batch), THREADS, arg(dx), arg(dout), arg(mask), (int) seq, (int) dim);
+        launch(CudaKernel.MEAN_POOL_BACKWARD_F32, grid(batch), THREADS, arg(dx), arg(dout), arg(mask), (int) seq, (int) dim);
     }
 
     /**
@@ -545,48 +555,40 @@ public final class CudaBackend extends Backend {
     @Override
     protected void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq, long heads,
             long headDim, float scale, Dropout dropout) {
-        if (probs != null) throw notYet("attentionBackward from saved probabilities");
-        if (dropout.active()) throw notYet("attention dropout");
+        if (probs != null) throw notYet(Op.ATTENTION_PROBS);
+        if (dropout.active()) throw notYet(Op.ATTENTION_DROPOUT);
         if (headDim > 128) throw new IllegalArgumentException("attentionBackward on CUDA: head dimension at most 128, got " + headDim);
         long square = batch * heads * seq * seq;
         onThisThread();
-        if (precision == Precision.MIXED && tensorCoreAttentionBackward && seq % 2 == 0 && (headDim == 32 || headDim == 64 || headDim == 128)) {
+        if (precision == Precision.MIXED && tuning.tensorCoreAttentionBackward && seq % 2 == 0 && (headDim == 32 || headDim == 64 || headDim == 128)) {
             synchronized (this) { // bf16 P and dS between the passes
                 long p = attention.atLeast(4 * square), ds = p + 2 * square;
                 int[] grid = {(int) ((seq + 63) / 64), (int) heads, (int) batch}, block = {128, 1, 1};
-                String rows = "attention_backward_rows_tc_d" + headDim, cols = "attention_backward_cols_tc_d" + headDim;
-                cu.launch(fn(rows), rows, grid, block, 0, stream, arg(dqkv), p, ds, arg(qkv), arg(dout), arg(mask), (int) seq, (int) heads,
-                        scale);
-                cu.launch(fn(cols), cols, grid, block, 0, stream, arg(dqkv), p, ds, arg(qkv), arg(dout), (int) seq, (int) heads, scale);
+                CudaKernel rows = CudaKernel.valueOf("ATTENTION_BACKWARD_ROWS_TC_D" + headDim), cols = CudaKernel.valueOf(
+                        "ATTENTION_BACKWARD_COLS_TC_D" + headDim);
+                launch(rows, grid, block, 0, arg(dqkv), p, ds, arg(qkv), arg(dout), arg(mask), (int) seq, (int) heads, scale);
+                launch(cols, grid, block, 0, arg(dqkv), p, ds, arg(qkv), arg(dout), (int) seq, (int) heads, scale);
             }
             return;
         }
         synchronized (this) {
             long p = attention.atLeast(8 * square), ds = p + 4 * square;
             int[] grid = {(int) ((seq + 7) / 8), (int) heads, (int) batch}, block = {THREADS, 1, 1};
-            cu.launch(fn("attention_backward_rows_f32"), "attention_backward_rows_f32", grid, block, 0, stream, arg(dqkv), p, ds, arg(qkv),
+            launch(CudaKernel.ATTENTION_BACKWARD_ROWS_F32, grid, block, 0, arg(dqkv), p, ds, arg(qkv),
                     arg(dout), arg(mask), (int) seq, (int) heads, (int) headDim, scale);
-            cu.launch(fn("attention_backward_cols_f32"), "attention_backward_cols_f32", grid, block, 0, stream, arg(dqkv), p, ds, arg(qkv),
+            launch(CudaKernel.ATTENTION_BACKWARD_COLS_F32, grid, block, 0, arg(dqkv), p, ds, arg(qkv),
                     arg(dout), (int) seq, (int) heads, (int) headDim, scale);
         }
-    }
-
-    /** Whether mixed precision's attention backward runs on the tensor cores (else the fp32 CUDA-core passes). */
-    private volatile boolean tensorCoreAttentionBackward = true;
-
-    /** For the kit: check and time the CUDA-core attention backward beside the tensor-core one. */
-    void setTensorCoreAttentionBackward(boolean on) {
-        tensorCoreAttentionBackward = on;
     }
 
     /** Labels are read back: the host validates them and counts the rows that are not ignored (the mean's divisor). */
     @Override
     protected int kCrossEntropyForward(Tensor losses, float[] mean, Tensor logits, Tensor labels, long n, long classes) {
-        int[] y = download(labels);
+        int[] y = downloadInts(labels);
         for (int i = 0; i < y.length; i++)
             if (y[i] >= classes) return i + 1;
-        launch("cross_entropy_forward_f32", grid((n + 7) / 8), THREADS, arg(losses), arg(logits), arg(labels), (int) n, (int) classes);
-        float[] l = downloadFloats(losses);
+        launch(CudaKernel.CROSS_ENTROPY_FORWARD_F32, grid((n + 7) / 8), THREADS, arg(losses), arg(logits), arg(labels), (int) n, (int) classes);
+        float[] l = download(losses);
         double total = 0;
         int counted = 0;
         for (int i = 0; i < l.length; i++) {
@@ -600,31 +602,9 @@ public final class CudaBackend extends Backend {
     @Override
     protected void kCrossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, long n, long classes, float dloss) {
         int counted = 0;
-        for (int y : download(labels)) counted += y >= 0 ? 1 : 0;
-        launch("cross_entropy_backward_f32", grid((n + 7) / 8), THREADS, arg(dlogits), arg(logits), arg(labels), (int) n, (int) classes,
+        for (int y : downloadInts(labels)) counted += y >= 0 ? 1 : 0;
+        launch(CudaKernel.CROSS_ENTROPY_BACKWARD_F32, grid((n + 7) / 8), THREADS, arg(dlogits), arg(logits), arg(labels), (int) n, (int) classes,
                 counted == 0 ? 0f : dloss / counted);
-    }
-
-    /** A regression head's [B, 1] values: computed on the host from a read-back, as on the CPU (a launch would cost more). */
-    @Override
-    protected float kMseForward(Tensor pred, Tensor target, long n) {
-        float[] p = downloadFloats(pred), t = downloadFloats(target);
-        double s = 0;
-        for (int i = 0; i < n; i++) s += (p[i] - (double) t[i]) * (p[i] - (double) t[i]);
-        return n == 0 ? 0f : (float) (s / n);
-    }
-
-    @Override
-    protected void kMseBackward(Tensor dpred, Tensor pred, Tensor target, long n, float dloss) {
-        float[] p = downloadFloats(pred), t = downloadFloats(target), d = new float[(int) n];
-        float scale = n == 0 ? 0f : 2f * dloss / n;
-        for (int i = 0; i < n; i++) d[i] = scale * (p[i] - t[i]);
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment host = a.allocateFrom(ValueLayout.JAVA_FLOAT, d);
-            onThisThread();
-            cu.copyToDevice(ptr(dpred), host, 4 * n, stream);
-            cu.streamSynchronize(stream);
-        }
     }
 
     @Override
@@ -655,7 +635,7 @@ public final class CudaBackend extends Backend {
                 cu.streamSynchronize(stream);
             }
             int blocks = (int) Math.max(1, Math.min(1024, (largest + THREADS - 1) / THREADS));
-            cu.launch(fn("adamw_multi_f32"), "adamw_multi_f32", new int[] {blocks, count, 1}, new int[] {THREADS, 1, 1}, 0, stream, dTable,
+            launch(CudaKernel.ADAMW_MULTI_F32, new int[] {blocks, count, 1}, new int[] {THREADS, 1, 1}, 0, dTable,
                     (float) b1, (float) b2, (float) (1.0 - b1), (float) (1.0 - b2), invSqrtBc2, stepSize, decay, (float) cfg.eps(), gradScale);
         }
     }
@@ -673,7 +653,7 @@ public final class CudaBackend extends Backend {
             long total = table.atLeast(4096);
             cu.fill32(total, 0, 2, stream);
             for (Tensor x : xs)
-                if (x.numel() > 0) launch("sum_squares_f32", strided(x.numel()), THREADS, total, arg(x), x.numel());
+                if (x.numel() > 0) launch(CudaKernel.SUM_SQUARES_F32, strided(x.numel()), THREADS, total, arg(x), x.numel());
             try (Arena a = Arena.ofConfined()) {
                 MemorySegment host = a.allocate(ValueLayout.JAVA_DOUBLE);
                 cu.copyToHost(host, total, 8, stream);
@@ -685,23 +665,16 @@ public final class CudaBackend extends Backend {
 
     // ---------------------------------------------------------------- 2:4 semi-structured weights
 
-    /**
-     * y [m, n] = x [m, k] W'^T + bias on the sparse tensor cores (x rounded to bf16, fp32 sums); layout:
-     * which reading of mma.sp's metadata lanes (see sparse24.cu; the kit's Sparse24Check finds the one
-     * the hardware takes). CUDA only, outside the Backend API: not part of the pipeline yet.
-     */
-    public void sparse24Linear(Tensor y, Tensor x, Sparse24 w, Tensor bias, int layout) {
-        long m = x.numel() / w.k();
-        if (x.numel() != m * w.k() || y.numel() != m * w.n() || (bias != null && bias.numel() != w.n()))
-            throw new IllegalArgumentException("sparse24Linear: x " + java.util.Arrays.toString(x.shape()) + ", y "
-                    + java.util.Arrays.toString(y.shape()) + " do not fit the [" + w.n() + ", " + w.k() + "] weight");
-        if (m == 0) return;
+    /** y [m, n] = x [m, k] W'^T + bias on the sparse tensor cores (x rounded to bf16, fp32 sums). */
+    @Override
+    protected void kSparse24Linear(Tensor y, Tensor x, Sparse24Weight w, Tensor bias) {
+        long m = x.numel() / w.inFeatures();
         synchronized (this) {
-            long n = m * w.k(), xb = operands.atLeast(2 * n);
-            launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
-            String kernel = layout == 0 ? "sparse24_linear_tc_l0" : "sparse24_linear_tc_l1";
-            cu.launch(fn(kernel), kernel, new int[] {w.n() / 64, (int) ((m + 63) / 64), 1}, new int[] {128, 1, 1}, 0, stream, arg(y), xb,
-                    arg(w.values()), arg(w.meta()), arg(bias), m, w.n(), w.k());
+            long n = m * w.inFeatures(), xb = operands.atLeast(2 * n);
+            launch(CudaKernel.CONVERT_F32_TO_BF16, strided((n + 1) / 2), THREADS, xb, arg(x), n);
+            CudaKernel kernel = tuning.sparse24Layout == 0 ? CudaKernel.SPARSE24_LINEAR_TC_L0 : CudaKernel.SPARSE24_LINEAR_TC_L1;
+            launch(kernel, new int[] {(int) (w.outFeatures() / 64), (int) ((m + 63) / 64), 1}, new int[] {128, 1, 1}, 0, arg(y), xb,
+                    arg(w.values()), arg(w.meta()), arg(bias), m, (int) w.outFeatures(), (int) w.inFeatures());
         }
     }
 
@@ -734,14 +707,14 @@ public final class CudaBackend extends Backend {
             cu.streamSynchronize(stream);
         }
         if (kept == 0 || values == null) return; // nothing kept, or the structure only
-        String kernel = values.dtype() == DType.BF16 ? "bsr_pack_bf16" : "bsr_pack_f32";
-        cu.launch(fn(kernel), kernel, grid(kept), new int[] {32, 8, 1}, 0, stream, arg(values), arg(w), w.dim(1), arg(rowptr), arg(colidx),
+        CudaKernel kernel = values.dtype() == DType.BF16 ? CudaKernel.BSR_PACK_BF16 : CudaKernel.BSR_PACK_F32;
+        launch(kernel, grid(kept), new int[] {32, 8, 1}, 0, arg(values), arg(w), w.dim(1), arg(rowptr), arg(colidx),
                 rows, transposed ? 1 : 0);
     }
 
     /** Grid (block-rows of P, 128 tokens); mixed: x in bf16 first (the tensor cores' operand, re-read by every block-row). */
     @Override
-    protected void kBlockSparseLinear(Tensor y, Tensor x, BlockSparseWeight p, Tensor bias, float beta, Tensor u, Tensor ltensor, float scale,
+    protected void kBlockSparseLinear(Tensor y, Tensor x, BlockSparseWeight.Pack p, Tensor bias, float beta, Tensor u, Tensor ltensor, float scale,
             boolean perBlock) {
         long m = x.numel() / p.k();
         if (m == 0) return;
@@ -750,21 +723,20 @@ public final class CudaBackend extends Backend {
         long values = p.keptBlocks() == 0 ? 0 : ptr(p.values()); // 0: no product, the low-rank term alone
         onThisThread();
         if (kBlockSparseValueType() == DType.F32) {
-            cu.launch(fn("bsr_linear_f32"), "bsr_linear_f32", grid, block, 0, stream, arg(y), arg(x), values, arg(p.rowptr()), arg(p.colidx()),
+            launch(CudaKernel.BSR_LINEAR_F32, grid, block, 0, arg(y), arg(x), values, arg(p.rowptr()), arg(p.colidx()),
                     arg(bias), beta, m, rows * BlockSparseWeight.BLOCK, (int) p.k(), arg(u), arg(ltensor), r, scale, perBlock ? 1 : 0);
             return;
         }
         synchronized (this) {
             long n = m * p.k(), xb = values == 0 ? 0 : operands.atLeast(2 * n);
-            if (values != 0) launch("convert_f32_to_bf16", strided((n + 1) / 2), THREADS, xb, arg(x), n);
-            BlockSparseKernel kernel = u != null || values == 0 ? BlockSparseKernel.ROWS1 : blockSparseKernel.fitting(rows);
+            if (values != 0) launch(CudaKernel.CONVERT_F32_TO_BF16, strided((n + 1) / 2), THREADS, xb, arg(x), n);
+            BlockSparseKernel kernel = u != null || values == 0 ? BlockSparseKernel.ROWS1 : tuning.blockSparseKernel.fitting(rows);
             if (kernel != BlockSparseKernel.ROWS1) { // the plain product: X tiles shared by 4 or 8 block-rows
-                cu.launch(groupKernel(kernel), kernel.function, new int[] {rows / kernel.rows, grid[1], 1}, new int[] {kernel.threads, 1, 1},
-                        kernel.sharedBytes, stream, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()), arg(bias), beta, m,
+                launch(kernel.kernel, new int[] {rows / kernel.rows, grid[1], 1}, new int[] {kernel.threads, 1, 1}, kernel.sharedBytes, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()), arg(bias), beta, m,
                         rows * BlockSparseWeight.BLOCK, (int) p.k());
                 return;
             }
-            cu.launch(fn("bsr_linear_tc"), "bsr_linear_tc", grid, block, 0, stream, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()),
+            launch(CudaKernel.BSR_LINEAR_TC, grid, block, 0, arg(y), xb, values, arg(p.rowptr()), arg(p.colidx()),
                     arg(bias), beta, m, rows * BlockSparseWeight.BLOCK, (int) p.k(), arg(u), arg(ltensor), r, scale, perBlock ? 1 : 0);
         }
     }
@@ -775,15 +747,16 @@ public final class CudaBackend extends Backend {
      * warp sharing each column's work and cp.async three columns ahead (ROWS8_STAGED). Shared memory:
      * two or three stages of the X tile [128][40] and the group's blocks [32][40], bf16.
      */
-    enum BlockSparseKernel {
-        ROWS1("bsr_linear_tc", 1, 128, 0), ROWS4("bsr_linear_tc4", 4, 256, 2 * (128 + 4 * 32) * 40 * 2),
-        ROWS8("bsr_linear_tc8", 8, 512, 2 * (128 + 8 * 32) * 40 * 2), ROWS8_STAGED("bsr_linear_tc8s", 8, 512, 3 * (128 + 8 * 32) * 40 * 2);
+    public enum BlockSparseKernel {
+        ROWS1(CudaKernel.BSR_LINEAR_TC, 1, 128, 0), ROWS4(CudaKernel.BSR_LINEAR_TC4, 4, 256, 2 * (128 + 4 * 32) * 40 * 2),
+        ROWS8(CudaKernel.BSR_LINEAR_TC8, 8, 512, 2 * (128 + 8 * 32) * 40 * 2),
+        ROWS8_STAGED(CudaKernel.BSR_LINEAR_TC8S, 8, 512, 3 * (128 + 8 * 32) * 40 * 2);
 
-        final String function;
+        final CudaKernel kernel;
         final int rows, threads, sharedBytes;
 
-        BlockSparseKernel(String function, int rows, int threads, int sharedBytes) {
-            this.function = function;
+        BlockSparseKernel(CudaKernel kernel, int rows, int threads, int sharedBytes) {
+            this.kernel = kernel;
             this.rows = rows;
             this.threads = threads;
             this.sharedBytes = sharedBytes;
@@ -796,42 +769,68 @@ public final class CudaBackend extends Backend {
         }
     }
 
-    /** The default: the least X traffic and the most warps busy by the napkin math (bench/RESULTS.md), until measured. */
-    private volatile BlockSparseKernel blockSparseKernel = BlockSparseKernel.ROWS8_STAGED;
+    /**
+     * The choices among kernels that compute the same thing, for the GPU kit to check and time each;
+     * a run keeps the defaults. Set before a run (each is read at every launch).
+     */
+    public static final class Tuning {
+        private volatile BlockSparseKernel blockSparseKernel = BlockSparseKernel.ROWS8_STAGED;
+        private volatile boolean tensorCoreAttentionBackward = true;
+        private volatile int sparse24Layout;
 
-    /** For the kit: check and time each kernel. */
-    void setBlockSparseKernel(BlockSparseKernel kernel) {
-        blockSparseKernel = kernel;
+        /**
+         * The plain block-sparse products' kernel (a rank-r term always takes ROWS1); default ROWS8_STAGED,
+         * the least X traffic and the most warps busy by the napkin math (bench/RESULTS.md), until measured.
+         */
+        public BlockSparseKernel blockSparseKernel() {
+            return blockSparseKernel;
+        }
+
+        public void blockSparseKernel(BlockSparseKernel kernel) {
+            blockSparseKernel = kernel;
+        }
+
+        /** Whether mixed precision's attention backward runs on the tensor cores (default) or the fp32 CUDA-core passes. */
+        public boolean tensorCoreAttentionBackward() {
+            return tensorCoreAttentionBackward;
+        }
+
+        public void tensorCoreAttentionBackward(boolean on) {
+            tensorCoreAttentionBackward = on;
+        }
+
+        /** Which of the two readings of mma.sp's metadata lanes the 2:4 product takes (sparse24.cu; the kit finds the hardware's). */
+        public int sparse24Layout() {
+            return sparse24Layout;
+        }
+
+        public void sparse24Layout(int layout) {
+            if (layout != 0 && layout != 1) throw new IllegalArgumentException("2:4 metadata layout is 0 or 1, got " + layout);
+            sparse24Layout = layout;
+        }
     }
 
-    BlockSparseKernel blockSparseKernel() {
-        return blockSparseKernel;
-    }
+    private final Tuning tuning = new Tuning();
 
-    /** A group kernel, allowed its shared memory past the 48 KB default the first time. */
-    private synchronized long groupKernel(BlockSparseKernel kernel) {
-        Long f = functions.get(kernel.function);
-        if (f != null) return f;
-        long fn = cu.function(module, kernel.function);
-        if (kernel.sharedBytes > 48 * 1024) cu.setMaxDynamicSharedMemory(fn, kernel.function, kernel.sharedBytes);
-        functions.put(kernel.function, fn);
-        return fn;
+    /** This backend's kernel choices (see {@link Tuning}). */
+    public Tuning tuning() {
+        return tuning;
     }
 
     @Override
     protected void kBlockLowRank(Tensor u, Tensor x, Tensor a) {
         long k = a.dim(1), m = x.numel() / k;
-        launch("bsr_block_lowrank", strided(u.numel()), THREADS, arg(u), arg(x), arg(a), m, (int) k, (int) a.dim(0));
+        launch(CudaKernel.BSR_BLOCK_LOWRANK, strided(u.numel()), THREADS, arg(u), arg(x), arg(a), m, (int) k, (int) a.dim(0));
     }
 
     /** Block-rows x up to 8 splits of the tokens (atomic adds into d). */
     @Override
-    protected void kBlockLowRankGradient(Tensor d, Tensor dy, BlockSparseWeight p, Tensor u, long r, float scale) {
+    protected void kBlockLowRankGradient(Tensor d, Tensor dy, BlockSparseWeight.Pack p, Tensor u, long r, float scale) {
         long m = dy.numel() / p.n();
         if (m == 0) return;
         int rows = (int) (p.n() / BlockSparseWeight.BLOCK), splits = (int) Math.max(1, Math.min(8, m / 256));
         onThisThread();
-        cu.launch(fn("bsr_lowrank_grad"), "bsr_lowrank_grad", new int[] {rows, splits, 1}, new int[] {256, 1, 1}, 0, stream, arg(d), arg(dy),
+        launch(CudaKernel.BSR_LOWRANK_GRAD, new int[] {rows, splits, 1}, new int[] {256, 1, 1}, 0, arg(d), arg(dy),
                 arg(p.rowptr()), arg(p.colidx()), arg(u), m, (int) p.n(), (int) p.k(), (int) r, scale);
     }
 

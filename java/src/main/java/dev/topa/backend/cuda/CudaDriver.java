@@ -30,6 +30,8 @@ public final class CudaDriver {
             cuMemcpyDtoH, cuMemcpyDtoD, cuMemsetD32, cuStreamCreate, cuStreamSynchronize, cuEventCreate, cuEventRecord,
             cuEventSynchronize, cuEventElapsedTime, cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel, cuGetErrorName,
             cuGetErrorString, cuMemGetInfo;
+    /** cuFuncGetParamInfo (drivers of CUDA 12.4 and later), or null. */
+    private final MethodHandle cuFuncGetParamInfo;
 
     private CudaDriver(SymbolLookup lib) {
         cuInit = bind(lib, "cuInit", JAVA_INT);
@@ -63,6 +65,8 @@ public final class CudaDriver {
                 JAVA_LONG, ADDRESS, ADDRESS);
         cuGetErrorName = bind(lib, "cuGetErrorName", JAVA_INT, ADDRESS);
         cuGetErrorString = bind(lib, "cuGetErrorString", JAVA_INT, ADDRESS);
+        cuFuncGetParamInfo = lib.find("cuFuncGetParamInfo").map(f -> LINKER.downcallHandle(f, FunctionDescriptor.of(JAVA_INT, ADDRESS,
+                JAVA_LONG, ADDRESS, ADDRESS))).orElse(null);
     }
 
     private static MethodHandle bind(SymbolLookup lib, String name, java.lang.foreign.MemoryLayout... args) {
@@ -257,6 +261,21 @@ public final class CudaDriver {
         try (Arena a = Arena.ofConfined()) {
             return out(cuModuleGetFunction, "cuModuleGetFunction(" + name + ")", MemorySegment.ofAddress(module), a.allocateFrom(name));
         }
+    }
+
+    /**
+     * The byte size of each parameter of a kernel as compiled, or null when this driver cannot say
+     * (cuFuncGetParamInfo came with CUDA 12.4).
+     */
+    public long[] parameterSizes(long function) {
+        if (cuFuncGetParamInfo == null) return null;
+        java.util.List<Long> sizes = new java.util.ArrayList<>();
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment offset = a.allocate(JAVA_LONG), size = a.allocate(JAVA_LONG);
+            while (sizes.size() < MAX_ARGS && call(cuFuncGetParamInfo, MemorySegment.ofAddress(function), (long) sizes.size(), offset, size) == 0)
+                sizes.add(size.get(JAVA_LONG, 0));
+        }
+        return sizes.stream().mapToLong(Long::longValue).toArray();
     }
 
     /** CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: a kernel may take more than 48 KB of dynamic shared memory only when told. */

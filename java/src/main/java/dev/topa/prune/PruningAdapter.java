@@ -1,0 +1,472 @@
+package dev.topa.prune;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.topa.backend.Backend;
+import dev.topa.backend.BlockSparseWeight;
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueTask;
+import dev.topa.io.BertTokenizer;
+import dev.topa.io.ModelLoader;
+import dev.topa.model.BertModel;
+import dev.topa.model.BertNames;
+import dev.topa.model.BertTraining;
+import dev.topa.model.DropoutConfig;
+import dev.topa.model.LoraConfig;
+import dev.topa.model.TaskHead;
+import dev.topa.tensor.MemoryTracker;
+import dev.topa.train.FineTunedModel;
+import dev.topa.train.InferenceProbe;
+import dev.topa.train.Recipe;
+import dev.topa.train.Trainer;
+import dev.topa.train.TrainingCopy;
+import dev.topa.train.TrainingLoop;
+import dev.topa.train.TrainingPlot;
+import dev.topa.train.TrainingReport;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Locale;
+import java.util.function.Consumer;
+
+/**
+ * The Pruning-Adapter as a library: score -> prune -> adapt -> merge -> export -> report. A LoRA
+ * warm-up on the task scores every attention head and FFN neuron (mask gradients) or every 32 x 32
+ * weight block (Taylor); the lowest-scored are physically removed (one-shot, or on a cubic schedule
+ * while the adapters train); LoRA training continues on the smaller frozen backbone; the best model
+ * is saved merged (per-layer shapes, or kept blocks only) with report.json/md/png and pruning.json.
+ * {@code topa prune-adapt} is this class with its options parsed.
+ */
+public final class PruningAdapter {
+    public enum Structure {
+        HEADS("heads"), HEADS_FFN("heads+ffn"), BLOCKS("blocks"), BOTH("both");
+
+        private final String label;
+
+        Structure(String label) {
+            this.label = label;
+        }
+
+        public String label() {
+            return label;
+        }
+    }
+
+    public enum Schedule { ONESHOT, GRADUAL }
+
+    /** topa's recipe (scores gathered during a LoRA warm-up) or the paper's (head scores on the pretrained model). */
+    public enum Preset { TOPA, PAPER }
+
+    /**
+     * How a run prunes. sparsity: the fraction of heads (and FFN neurons, and blocks) removed, in
+     * [0, 1); minHeads / minFfn: per-layer floors; scoreExamples: training examples of the scoring
+     * warm-up; ramp: the gradual schedule's share of the training steps; pruneOnly: the pruning-only
+     * baseline (no adapters, every remaining weight trains); inferenceIterations: timed forwards per
+     * serving figure of the saved model (0: none).
+     */
+    public record Config(Preset preset, boolean pruneOnly, double sparsity, Structure structure, Schedule schedule, double ramp,
+            int minHeads, int minFfn, ImportanceScores.Scorer scorer, int scoreExamples, int evalEvery, int inferenceIterations) {
+        /** The option combinations that cannot run, refused before anything is loaded. */
+        public Config {
+            if (!(sparsity >= 0 && sparsity < 1)) throw new IllegalArgumentException("--sparsity must be in [0, 1), got " + sparsity);
+            boolean blocks = structure == Structure.BLOCKS || structure == Structure.BOTH;
+            if (blocks && (preset == Preset.PAPER || pruneOnly))
+                throw new IllegalArgumentException("--structure " + structure.label() + " goes with the topa recipe");
+            if (blocks && schedule == Schedule.GRADUAL)
+                throw new IllegalArgumentException("--structure " + structure.label() + " is one-shot for now (--schedule oneshot)");
+            if ((preset == Preset.PAPER || pruneOnly) && schedule == Schedule.GRADUAL)
+                throw new IllegalArgumentException("--schedule gradual goes with the topa recipe (adapters score as they train)");
+            if (structure == Structure.BLOCKS && scorer == ImportanceScores.Scorer.FISHER)
+                throw new IllegalArgumentException("--structure blocks scores with taylor or lora-taylor, not fisher");
+            if (!blocks && scorer == ImportanceScores.Scorer.LORA_TAYLOR)
+                throw new IllegalArgumentException("--scorer lora-taylor scores weight blocks: use it with --structure blocks or both");
+            if (!(ramp > 0 && ramp <= 1)) throw new IllegalArgumentException("--ramp must be in (0, 1], got " + ramp);
+            if (scoreExamples < 1) throw new IllegalArgumentException("--score-examples must be >= 1, got " + scoreExamples);
+        }
+
+        /** Scores are gathered as the paper gathers them: on the pretrained model, only a new head training. */
+        boolean headScoring() {
+            return preset == Preset.PAPER || pruneOnly;
+        }
+    }
+
+    /** What a run works on: the task, its recipe, its examples, the model and where the outputs go. */
+    public record Job(GlueTask task, Recipe recipe, List<Example> train, List<Example> dev, ModelLoader.Loaded model, Path out) {}
+
+    /** What a run reports as it goes: a line of news, and the training loop's progress. */
+    public interface Listener extends TrainingLoop.Listener {
+        default void message(String line) {}
+    }
+
+    /** A finished run: the training outcome, the encoder's parameters before and after, and the pruned shape. */
+    public record Result(TrainingLoop.Outcome outcome, long denseParameters, long prunedParameters, int[] heads, int[] ffn, Path out) {}
+
+    private final Backend be;
+    private final Config cfg;
+    private final Listener listener;
+    /** The host backend: it saves, and measures the saved model. */
+    private final CpuBackend cpu = CpuBackend.create();
+
+    /** A pipeline that trains on be (the CPU, or a GPU backend). */
+    public PruningAdapter(Backend be, Config cfg, Listener listener) {
+        if (cfg.schedule() == Schedule.GRADUAL && !be.device().isHostAccessible())
+            throw new IllegalArgumentException("--schedule gradual runs on the CPU only (its masks edit the weights in host memory): use --device cpu");
+        this.be = be;
+        this.cfg = cfg;
+        this.listener = listener;
+    }
+
+    private void say(String format, Object... args) {
+        listener.message(String.format(Locale.ROOT, format, args));
+    }
+
+    /** The run's state between its stages. */
+    private record Run(Job job, Recipe recipe, List<Trainer.Item> train, List<Trainer.Item> dev, BertTokenizer tok, TaskHead head,
+            MemoryTracker mem, long denseParams, double scoreSeconds, long scorePeak) {
+        Run scored(double seconds, long peak) {
+            return new Run(job, recipe, train, dev, tok, head, mem, denseParams, seconds, peak);
+        }
+    }
+
+    public Result run(Job job) throws IOException {
+        Recipe rc = job.recipe();
+        if (cfg.schedule() == Schedule.GRADUAL && rc.basePrecision() == Recipe.Precision.BF16) // bf16 packs would miss the masks
+            throw new IllegalArgumentException("--schedule gradual masks the fp32 weights as it goes; bf16 packs of them would not see the masks:"
+                    + " use --base-precision fp32");
+        GlueTask t = job.task();
+        BertModel dense = job.model().model();
+        try (BertTokenizer tok = new BertTokenizer(job.model().tokenizer(), Math.min(rc.maxSeqLen(), dense.config().maxPositions()));
+                TaskHead head = new TaskHead(dense.config().hidden(), t.numLabels(), rc.seed())) {
+            Run run = new Run(job, rc, Trainer.items(job.train(), tok), Trainer.items(job.dev(), tok), tok, head,
+                    MemoryTracker.of(be.device()), encoderParameters(dense), 0, 0);
+            Files.createDirectories(job.out());
+            boolean blocks = cfg.structure() == Structure.BLOCKS;
+            // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
+            if (!cfg.headScoring()) dense.addLora(rc.loraConfig(), rc.seed());
+            ImportanceScores scores = new ImportanceScores(dense.config());
+            BlockScores blockScores = blocks ? new BlockScores(dense.config(), blockMethod()) : null;
+            long t0 = System.nanoTime();
+            Recipe scoring = cfg.headScoring() ? withLr(rc, 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
+            try (TrainingCopy copy = new TrainingCopy(be, dense, head)) {
+                BertTraining warm = copy.training(new BertTraining.Options(cfg.headScoring() ? n -> false : rc.trainable(),
+                        cfg.headScoring() ? DropoutConfig.NONE : rc.dropout(), rc.recomputeProjections(), rc.activationPrecision().dtype()));
+                if (!cfg.headScoring() && !blocks && rc.basePrecision() == Recipe.Precision.BF16) copy.model.packForTraining(be);
+                warm.setMaskGradientListener(scores);
+                if (blocks) warm.setWeightGradientListener(blockScores);
+                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, t, scoring.trainerConfig(0))) {
+                    scoringSteps(trainer, run.train(), rc, 0, scoring.lr());
+                }
+                copy.copyBack(); // the warmed-up adapters and head go on with the pruned model
+            }
+            run = run.scored((System.nanoTime() - t0) * 1e-9, run.mem().totalPeak());
+            if (cfg.schedule() == Schedule.GRADUAL) return gradual(run, dense, scores);
+            if (blocks) return blockPruned(run, dense, blockScores, Structure.BLOCKS);
+            return structured(run, dense, scores);
+        }
+    }
+
+    /** 2. heads and neurons chosen and removed (then, with both, blocks of what is left); 3. adapters train on. */
+    private Result structured(Run run, BertModel dense, ImportanceScores scores) throws IOException {
+        Recipe rc = run.recipe();
+        boolean both = cfg.structure() == Structure.BOTH, paper = cfg.preset() == Preset.PAPER;
+        ImportanceScores.Scorer unitScorer = cfg.scorer() == ImportanceScores.Scorer.LORA_TAYLOR ? ImportanceScores.Scorer.TAYLOR : cfg.scorer();
+        double unitFraction = both ? cfg.sparsity() / 2 : cfg.sparsity();
+        double[][] headScores = ImportanceScores.normalized(scores.heads(unitScorer));
+        boolean[][] keepHeads = keep(headScores, unitFraction, cfg.minHeads());
+        double[][] neuronScores = ImportanceScores.normalized(scores.neurons(unitScorer));
+        boolean[][] keepNeurons = keep(neuronScores, cfg.structure() == Structure.HEADS ? 0 : unitFraction, cfg.minFfn());
+        if (both) roundUpKept(keepNeurons, neuronScores, BlockSparseWeight.BLOCK); // block pruning needs widths in whole blocks
+        BertModel pruned = StructuredPruning.compact(dense, keepHeads, keepNeurons);
+        dense.close();
+        if (both) {
+            say("structured part: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d", Arrays.toString(pruned.config().heads()),
+                    Arrays.toString(pruned.config().ffn()), run.denseParams(), encoderParameters(pruned));
+            BlockScores second = new BlockScores(pruned.config(), blockMethod());
+            long t1 = System.nanoTime();
+            try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head())) {
+                BertTraining warm = copy.training(rc);
+                warm.setWeightGradientListener(second); // blocks scored on the smaller model, its adapters training on
+                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, run.job().task(), rc.trainerConfig(0))) {
+                    scoringSteps(trainer, run.train(), rc, 1, rc.lr());
+                }
+                copy.copyBack();
+            }
+            return blockPruned(run.scored(run.scoreSeconds() + (System.nanoTime() - t1) * 1e-9, Math.max(run.scorePeak(), run.mem().totalPeak())),
+                    pruned, second, Structure.BOTH);
+        }
+        List<Integer> layerRanks = List.of();
+        if (paper) { // the paper's per-layer ranks: rank 8 for the layers whose heads matter most, 4 elsewhere
+            layerRanks = layerRanks(headScores, rc.loraRank(), Math.max(1, rc.loraRank() / 2));
+            pruned.addLora(new LoraConfig(rc.loraRank(), rc.loraAlpha(), rc.loraTargets(), rc.loraDropout(), layerRanks), rc.seed());
+        }
+        say("scored %d batches (%s, %s) in %.1f s, peak %s; heads per layer %s, FFN widths %s%s", scores.batches(),
+                cfg.scorer().name().toLowerCase(Locale.ROOT), paper ? "paper" : "topa", run.scoreSeconds(), MemoryTracker.human(run.scorePeak()),
+                Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), layerRanks.isEmpty() ? "" : ", LoRA ranks " + layerRanks);
+        reportParameters(run.denseParams(), encoderParameters(pruned));
+        List<Integer> ranks = layerRanks;
+        try (pruned) {
+            return adapt(run, pruned, false, cfg.pruneOnly() ? "prune-only" : paper ? "paper" : "topa", ", pruned", "prune-adapt", p -> {
+                p.put("score_batches", scores.batches());
+                if (!ranks.isEmpty()) p.set("lora_rank_per_layer", new ObjectMapper().valueToTree(ranks));
+            });
+        }
+    }
+
+    /**
+     * Block pruning: the globally lowest-scored 32 x 32 blocks of the encoder's linear weights go
+     * until the fraction of the dense encoder's parameters is removed (counting what structured
+     * pruning already removed, with both); the weights become block-sparse, the adapters train on, and
+     * the best model is saved merged inside the mask, in the block-sparse layout.
+     */
+    private Result blockPruned(Run run, BertModel model, BlockScores blockScores, Structure shape) throws IOException {
+        double[][][][] s = blockScores.scores();
+        long all = BlockScores.blockCount(s), block = (long) BlockSparseWeight.BLOCK * BlockSparseWeight.BLOCK;
+        long already = run.denseParams() - encoderParameters(model);
+        long remove = Math.min(all, Math.max(0, Math.round((cfg.sparsity() * run.denseParams() - already) / block)));
+        model.setBlockMasks(BlockScores.keep(s, remove));
+        blockScores.close();
+        say("scored %d batches (block %s) in %.1f s, peak %s; %d of %d blocks removed (density %.3f)", blockScores.batches(),
+                cfg.scorer() == ImportanceScores.Scorer.LORA_TAYLOR ? "lora-taylor" : "taylor, exact", run.scoreSeconds(),
+                MemoryTracker.human(run.scorePeak()), remove, all, model.blockDensity());
+        reportParameters(run.denseParams(), encoderParameters(model));
+        try (model) {
+            return adapt(run, model, true, "topa", ", block-pruned", "prune-adapt (" + shape.label() + ")", p -> {
+                p.put("score_batches", blockScores.batches());
+                p.put("block_size", BlockSparseWeight.BLOCK);
+                p.put("blocks_removed", remove);
+                p.put("blocks_total", all);
+                p.put("block_density", model.blockDensity());
+            });
+        }
+    }
+
+    /**
+     * 3. adapters (or, pruning only, every weight) train on the pruned model; each block-masked weight in
+     * the form this device runs faster at the training batch; the best saved; 4. the reports.
+     */
+    private Result adapt(Run run, BertModel pruned, boolean blockMasked, String recipeName, String description, String title,
+            Consumer<ObjectNode> extra) throws IOException {
+        Recipe rc = run.recipe();
+        GlueTask t = run.job().task();
+        try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head());
+                Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(cfg.evalEvery()))) {
+            List<BlockFormats.Slot> formats = List.of();
+            if (blockMasked) {
+                long rows = Math.min((long) rc.batchSize() * rc.maxSeqLen(), be.device().isHostAccessible() ? 1024 : 4096);
+                formats = BlockFormats.choose(be, copy.model, rows, rc.basePrecision() == Recipe.Precision.BF16);
+                say("formats on %s: %s", be.name(), BlockFormats.summary(formats));
+                copy.model.packBlockSparse(be);
+            }
+            if (rc.basePrecision() == Recipe.Precision.BF16) copy.model.packForTraining(be); // dense-form weights of a block-masked model too
+            TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), pruned, run.head(), output(run), Double.NEGATIVE_INFINITY,
+                    new TrainingLoop.Hooks(st -> {}, copy.export(), listener));
+            List<BlockFormats.Slot> chosen = formats;
+            return writeReports(run, trainer, pruned, outcome, run.job().model().description() + description, title, p -> {
+                p.put("recipe", recipeName);
+                p.put("schedule", "oneshot");
+                extra.accept(p);
+                if (blockMasked) {
+                    p.put("block_format_device", be.name());
+                    var f = p.putArray("block_formats");
+                    for (BlockFormats.Slot sl : chosen)
+                        f.addObject().put("weight", BertNames.slot(sl.layer(), sl.slot())).put("density", sl.density())
+                                .put("block_sparse_ms", sl.sparseMs()).put("dense_ms", sl.denseMs()).put("chosen", sl.dense() ? "dense" : "block-sparse");
+                }
+            });
+        }
+    }
+
+    /** Gradual pruning: masks grow on the cubic schedule while the adapters train on; the best model is saved compacted. */
+    private Result gradual(Run run, BertModel dense, ImportanceScores scores) throws IOException {
+        Recipe rc = run.recipe();
+        MaskedPruning masks = new MaskedPruning(dense.config());
+        long stepsPerEpoch = (run.train().size() + rc.batchSize() - 1) / rc.batchSize();
+        long rampSteps = Math.max(1, Math.round(cfg.ramp() * stepsPerEpoch * rc.epochs())), every = Math.max(1, rampSteps / 10);
+        long[] step = {0};
+        try (dense; BertTraining training = new BertTraining(null, dense, rc.trainingOptions());
+                Trainer trainer = new Trainer(cpu, dense, training, run.head(), run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
+            training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
+            TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output(run),
+                    Double.NEGATIVE_INFINITY, new TrainingLoop.Hooks(st -> {
+                        step[0]++;
+                        if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
+                            double target = MaskedPruning.cubicTarget(cfg.sparsity(), step[0], rampSteps);
+                            boolean[][] h = keep(masked(ImportanceScores.normalized(scores.heads(cfg.scorer())), masks.keptHeads()), target,
+                                    cfg.minHeads());
+                            boolean[][] n = keep(masked(ImportanceScores.normalized(scores.neurons(cfg.scorer())), masks.keptNeurons()),
+                                    cfg.structure() == Structure.HEADS_FFN ? target : 0, cfg.minFfn());
+                            masks.update(dense, h, n);
+                        } else {
+                            masks.enforce(dense);
+                        }
+                    }, () -> step[0] >= rampSteps ? masks.compact(dense) : null, listener));
+            try (BertModel pruned = masks.compact(dense)) {
+                say("gradual pruning over %d steps: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d", rampSteps,
+                        Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), run.denseParams(), encoderParameters(pruned));
+                return writeReports(run, trainer, pruned, outcome, run.job().model().description() + ", pruned gradually", "prune-adapt (gradual)",
+                        p -> {
+                            p.put("recipe", "topa");
+                            p.put("schedule", "gradual");
+                            p.put("ramp_steps", rampSteps);
+                        });
+            }
+        }
+    }
+
+    private TrainingLoop.Output output(Run run) {
+        return new TrainingLoop.Output(run.job().out(), run.job().model().tokenizer(), run.tok().maxLength(), null);
+    }
+
+    private void reportParameters(long dense, long pruned) {
+        say("encoder parameters: %,d -> %,d (%.1f%% removed)", dense, pruned, 100.0 * (dense - pruned) / dense);
+    }
+
+    /**
+     * report.json/md/png and pruning.json (shapes, parameters, scoring cost, best dev, size on disk,
+     * the saved model's serving figures) of a finished run; extra adds the variant's own fields.
+     */
+    private Result writeReports(Run run, Trainer trainer, BertModel pruned, TrainingLoop.Outcome outcome, String description, String plotTitle,
+            Consumer<ObjectNode> extra) throws IOException {
+        Path out = run.job().out();
+        GlueTask t = run.job().task();
+        long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
+        TrainingReport.write(out, t, run.recipe(), description, trainer.trainableParameters(), total, outcome.results(), run.mem());
+        listener.message(run.mem().report().stripTrailing()); // the run's peaks, before the serving probe below resets them
+        TrainingPlot.write(out.resolve("report.png"), t.folder() + ", " + plotTitle, outcome.stepLoss(),
+                outcome.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode p = json.createObjectNode();
+        extra.accept(p);
+        long prunedParams = encoderParameters(pruned);
+        p.put("sparsity", cfg.sparsity());
+        p.put("structure", cfg.structure().label());
+        p.put("scorer", cfg.scorer().name().toLowerCase(Locale.ROOT));
+        p.put("score_seconds", run.scoreSeconds());
+        p.put("score_peak_bytes", run.scorePeak());
+        p.put("encoder_parameters_dense", run.denseParams());
+        p.put("encoder_parameters_pruned", prunedParams);
+        p.set("heads_per_layer", json.valueToTree(pruned.config().heads()));
+        p.set("ffn_per_layer", json.valueToTree(pruned.config().ffn()));
+        p.put("best_dev", outcome.best());
+        p.put("model_bytes_on_disk", Files.size(out.resolve("model.safetensors")));
+        if (cfg.inferenceIterations() > 0) try (FineTunedModel.Loaded saved = FineTunedModel.load(out)) {
+            InferenceProbe.Figures f = InferenceProbe.measure(cpu, saved.model(), cfg.inferenceIterations());
+            p.put("inference_b1_s128_latency_ms", f.latencyB1Ms());
+            p.put("inference_b32_s128_seq_per_s", f.throughputB32());
+            p.put("inference_b32_activation_peak_bytes", f.activationPeakBytes());
+            p.put("inference_weight_bytes", saved.model().parameterBytes());
+            say("saved model: batch 1 %.1f ms, batch 32 %.1f seq/s", f.latencyB1Ms(), f.throughputB32());
+        }
+        FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
+        say("report: %s, %s", out.resolve("report.md"), out.resolve("pruning.json"));
+        return new Result(outcome, run.denseParams(), prunedParams, pruned.config().heads(), pruned.config().ffn(), out);
+    }
+
+    private BlockScores.Method blockMethod() {
+        return cfg.scorer() == ImportanceScores.Scorer.LORA_TAYLOR ? BlockScores.Method.LORA : BlockScores.Method.EXACT;
+    }
+
+    /** Training steps over the first scoreExamples examples of an epoch's order, while listeners score. */
+    private void scoringSteps(Trainer trainer, List<Trainer.Item> train, Recipe rc, int epoch, double lr) {
+        int[] order = Trainer.epochOrder(train.size(), rc.seed(), epoch);
+        int n = Math.min(cfg.scoreExamples(), train.size());
+        for (int i = 0; i < n; i += rc.batchSize()) {
+            List<Trainer.Item> batch = new ArrayList<>();
+            for (int j = i; j < Math.min(n, i + rc.batchSize()); j++) batch.add(train.get(order[j]));
+            trainer.trainStep(batch, lr);
+        }
+    }
+
+    /** Per layer, keeps more units (the best-scored of those dropped) until the kept count is a multiple of m (or all). */
+    static void roundUpKept(boolean[][] keep, double[][] scores, int m) {
+        for (int l = 0; l < keep.length; l++) {
+            int kept = 0;
+            for (boolean k : keep[l]) if (k) kept++;
+            int target = Math.min(keep[l].length, (kept + m - 1) / m * m);
+            Integer[] idx = new Integer[keep[l].length];
+            for (int i = 0; i < idx.length; i++) idx[i] = i;
+            final int layer = l;
+            Arrays.sort(idx, Comparator.comparingDouble(i -> -scores[layer][i]));
+            for (int i = 0; i < idx.length && kept < target; i++)
+                if (!keep[l][idx[i]]) {
+                    keep[l][idx[i]] = true;
+                    kept++;
+                }
+        }
+    }
+
+    /** Scores with units already masked placed below every live one, so masks only grow. */
+    private static double[][] masked(double[][] scores, boolean[][] kept) {
+        double[][] out = new double[scores.length][];
+        for (int l = 0; l < scores.length; l++) {
+            out[l] = scores[l].clone();
+            for (int i = 0; i < out[l].length; i++) if (!kept[l][i]) out[l][i] = -1;
+        }
+        return out;
+    }
+
+    private static Recipe withLr(Recipe r, double lr) {
+        return new Recipe(r.method(), r.epochs(), lr, r.batchSize(), r.maxSeqLen(), r.warmupRatio(), r.weightDecay(), r.maxGradNorm(),
+                r.hiddenDropout(), r.attentionDropout(), r.loraRank(), r.loraAlpha(), r.loraDropout(), r.loraTargets(), r.recomputeProjections(),
+                r.basePrecision(), r.activationPrecision(), r.seed());
+    }
+
+    /**
+     * The paper's rank assignment by exact layer index: heads ranked by importance over the whole
+     * model (1 = most important), each layer's ranks summed; the third of the layers with the lowest
+     * sums (4 of 12 in the paper, at least one) get the high rank, the others the low one.
+     */
+    public static List<Integer> layerRanks(double[][] headScores, int high, int low) {
+        List<int[]> heads = new ArrayList<>();
+        for (int l = 0; l < headScores.length; l++) for (int h = 0; h < headScores[l].length; h++) heads.add(new int[] {l, h});
+        heads.sort(Comparator.comparingDouble((int[] u) -> -headScores[u[0]][u[1]]));
+        long[] rankSum = new long[headScores.length];
+        for (int i = 0; i < heads.size(); i++) rankSum[heads.get(i)[0]] += i + 1;
+        Integer[] layers = new Integer[headScores.length];
+        for (int l = 0; l < layers.length; l++) layers[l] = l;
+        Arrays.sort(layers, Comparator.comparingLong(l -> rankSum[l]));
+        int highCount = Math.max(1, Math.round(headScores.length / 3f));
+        Integer[] ranks = new Integer[headScores.length];
+        Arrays.fill(ranks, low);
+        for (int i = 0; i < highCount; i++) ranks[layers[i]] = high;
+        return List.of(ranks);
+    }
+
+    /** Encoder parameters (every layer's weights and biases, no embeddings, no adapters; block-pruned blocks do not count). */
+    public static long encoderParameters(BertModel m) {
+        long dense = m.parameters().entrySet().stream().filter(e -> e.getKey().startsWith("encoder.") && !BertNames.isAdapter(e.getKey()))
+                .mapToLong(e -> e.getValue().numel()).sum();
+        long removed = 0;
+        for (boolean[][] mask : m.blockMasksByName().values())
+            for (boolean[] row : mask) for (boolean k : row) if (!k) removed += (long) BlockSparseWeight.BLOCK * BlockSparseWeight.BLOCK;
+        return dense - removed;
+    }
+
+    /**
+     * Keeps all but the round(fraction * total) lowest-scored units over the whole model; every layer
+     * keeps at least floor units (its best-scored ones): the floor wins over the global fraction.
+     */
+    public static boolean[][] keep(double[][] scores, double fraction, int floor) {
+        List<int[]> units = new ArrayList<>();
+        for (int l = 0; l < scores.length; l++) for (int i = 0; i < scores[l].length; i++) units.add(new int[] {l, i});
+        units.sort(Comparator.comparingDouble(u -> scores[u[0]][u[1]]));
+        boolean[][] keep = new boolean[scores.length][];
+        for (int l = 0; l < scores.length; l++) Arrays.fill(keep[l] = new boolean[scores[l].length], true);
+        long remove = Math.round(fraction * units.size());
+        int[] left = new int[scores.length];
+        for (int l = 0; l < scores.length; l++) left[l] = scores[l].length;
+        for (int i = 0, removed = 0; i < units.size() && removed < remove; i++) {
+            int[] u = units.get(i);
+            if (left[u[0]] <= floor) continue; // this layer is at its floor
+            keep[u[0]][u[1]] = false;
+            left[u[0]]--;
+            removed++;
+        }
+        return keep;
+    }
+}

@@ -1,0 +1,75 @@
+package dev.topa.train;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.topa.glue.GlueTask;
+import dev.topa.glue.Metric;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.MemoryTracker;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+
+/** report.json and report.md of a fine-tuning run: metrics per epoch, the best, parameters, memory. */
+public final class TrainingReport {
+    private TrainingReport() {}
+
+    public static void write(Path dir, GlueTask task, Recipe recipe, String model, long trainable, long total,
+            List<Trainer.EpochResult> epochs, MemoryTracker memory) throws IOException {
+        String method = recipe.method().label();
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode r = json.createObjectNode();
+        r.put("task", task.folder());
+        r.put("method", method);
+        r.put("main_metric", task.mainMetric().name().toLowerCase(Locale.ROOT));
+        r.set("recipe", json.valueToTree(recipe.describe()));
+        r.put("model", model);
+        r.put("trainable_parameters", trainable);
+        r.put("total_parameters", total);
+        ArrayNode ep = r.putArray("epochs");
+        Trainer.EpochResult best = null;
+        for (Trainer.EpochResult e : epochs) {
+            ObjectNode n = ep.addObject();
+            n.put("epoch", e.epoch());
+            n.put("step", e.step());
+            n.put("train_loss", e.trainLoss());
+            n.put("seconds", e.seconds());
+            ObjectNode d = n.putObject("dev");
+            e.dev().forEach((k, v) -> d.put(k.name().toLowerCase(Locale.ROOT), v));
+            if (best == null || e.dev().get(task.mainMetric()) > best.dev().get(task.mainMetric())) best = e;
+        }
+        if (best != null) {
+            ObjectNode b = r.putObject("best");
+            b.put("epoch", best.epoch());
+            b.put("step", best.step());
+            best.dev().forEach((k, v) -> b.put(k.name().toLowerCase(Locale.ROOT), v));
+        }
+        ObjectNode mem = r.putObject("memory_" + memory.device());
+        for (Map.Entry<MemoryCategory, long[]> e : memory.snapshot().entrySet())
+            mem.putObject(e.getKey().label()).put("live", e.getValue()[0]).put("peak", e.getValue()[1]);
+        mem.put("total_peak", memory.totalPeak());
+        FineTunedModel.writeAtomically(dir.resolve("report.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(r));
+
+        StringBuilder md = new StringBuilder();
+        md.append("# ").append(task.folder()).append(" — ").append(method).append("\n\n");
+        md.append("- model: ").append(model).append('\n');
+        md.append("- recipe: ").append(recipe.describe()).append('\n');
+        md.append(String.format(Locale.ROOT, "- trainable parameters: %,d of %,d (%.2f%%)%n", trainable, total, 100.0 * trainable / total));
+        md.append("- training peak memory: ").append(MemoryTracker.human(memory.totalPeak())).append("\n\n");
+        md.append("| epoch | step | train loss | ");
+        for (Metric m : task.metrics()) md.append("dev ").append(m.name().toLowerCase(Locale.ROOT)).append(" | ");
+        md.append("seconds |\n|---|---|---|");
+        md.append("---|".repeat(task.metrics().size())).append("---|\n");
+        for (Trainer.EpochResult e : epochs) {
+            md.append(String.format(Locale.ROOT, "| %d | %d | %.4f | ", e.epoch(), e.step(), e.trainLoss()));
+            for (Metric m : task.metrics()) md.append(String.format(Locale.ROOT, "%.4f | ", e.dev().get(m)));
+            md.append(String.format(Locale.ROOT, "%.1f |%n", e.seconds()));
+        }
+        md.append("\n").append("```\n").append(memory.report()).append("```\n");
+        FineTunedModel.writeAtomically(dir.resolve("report.md"), md.toString().getBytes(StandardCharsets.UTF_8));
+    }
+}
