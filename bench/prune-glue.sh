@@ -24,7 +24,7 @@ mvn -q -B -f "$root/pom.xml" -DskipTests package >&2
 work="${KEEP:-$(mktemp -d)}"
 mkdir -p "$work"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
-[ -f "$work/topa.jar" ] || cp "$root"/java/target/topa-*-cli.jar "$work/topa.jar"
+[ -f "$work/topa.jar" ] || cp "$root/cli/target/topa-cli.jar" "$work/topa.jar"
 topa=("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx12g -jar "$work/topa.jar")
 best() { # report.json -> best dev value of the task's main metric
     /usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("%.4f" % r["best"][r["main_metric"]])' "$1"

@@ -19,9 +19,9 @@ threads="${THREADS:-2}" seconds="${SECONDS_PER_RUN:-10}" port="${PORT:-18080}"
 glue="${GLUE:-$root/../shared/glue}"
 work="$root/bench/results/serve"
 mkdir -p "$work"
-mvn -q -B -f "$root/pom.xml" -pl java -DskipTests package >&2
+mvn -q -B -f "$root/pom.xml" -pl cli -am -DskipTests package >&2
 mvn -q -B -f "$root/java/pom.xml" dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile="$work/test-classpath.txt" >&2
-jar="$root/java/target/topa-0.1.0-SNAPSHOT-cli.jar"
+jar="$root/cli/target/topa-cli.jar"
 java=("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx4g)
 topa() { "${java[@]}" -jar "$jar" "$@"; }
 cli=("${java[@]}" -jar "$jar") # servers start from this, not through the function: $! must be the JVM itself

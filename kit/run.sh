@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The GPU kit, run on the device machine in one `run` call (see bench/gpu/README.md): reports the
+# The GPU kit, run on the device machine in one `run` call (see kit/README.md): reports the
 # machine, then every CUDA kernel against the CPU backend (CudaOpCheck: fp32 and bf16, poisoned
 # outputs, stated bounds) with each kernel's time and bandwidth. Uses the carried runtime
-# (bench/gpu/kit/jre) when the machine has no JDK >= 22; rebuilds the fatbin with nvcc when the
+# (kit/dist/jre) when the machine has no JDK >= 22; rebuilds the fatbin with nvcc when the
 # carried one is missing. Logs go to $OUT (or /tmp/topa-gpu); the summary table is printed last.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 out="${OUT:-/tmp/topa-gpu}"
 mkdir -p "$out"
-kit="$root/bench/gpu/kit"
+kit="$root/kit/dist"
 {
     echo "date: $(date -u +%FT%TZ)"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
@@ -17,12 +17,12 @@ kit="$root/bench/gpu/kit"
 java="$kit/jre/bin/java"
 if [ ! -x "$java" ]; then # no carried runtime: a JDK >= 22 on this machine, found as ./topa finds one
     source "$root/scripts/find-jdk.sh"
-    jdk="$(topa_find_jdk 2>/dev/null)" || { echo "run.sh: no carried runtime (bench/gpu/kit/jre) and no JDK >= 22 here" >&2; exit 3; }
+    jdk="$(topa_find_jdk 2>/dev/null)" || { echo "run.sh: no carried runtime (kit/dist/jre) and no JDK >= 22 here" >&2; exit 3; }
     java="$jdk/bin/java"
 fi
 echo "java: $("$java" -version 2>&1 | head -1)" | tee -a "$out/machine.txt"
 jar="$kit/topa.jar"
-[ -f "$jar" ] || { echo "run.sh: $jar missing: run bench/gpu/build-kit.sh before the call and carry bench/gpu/kit" >&2; exit 3; }
+[ -f "$jar" ] || { echo "run.sh: $jar missing: run kit/build.sh before the call and carry kit/dist" >&2; exit 3; }
 props=()
 if ! grep -aq topa_kernels.fatbin "$jar"; then # zip entry names are stored uncompressed (no unzip there)
     echo "run.sh: building the fatbin here" | tee -a "$out/machine.txt"
@@ -56,30 +56,30 @@ step() {
     return $code
 }
 : > "$out/ops.log"; : > "$out/encoder.log"; : > "$out/backward.log"; : > "$out/train.log"; : > "$out/sparse.log"; : > "$out/sparse24.log"
-step 120 dev.topa.backend.cuda.CudaOpCheck "$out/ops.log"
+step 120 dev.topa.kit.CudaOpCheck "$out/ops.log"
 rc=$?
-step 120 dev.topa.app.CudaEncoderCheck "$out/encoder.log"
+step 120 dev.topa.kit.CudaEncoderCheck "$out/encoder.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
-# training on the GPU (issue 7): every backward op, the optimizer and the bf16 frozen base vs the CPU
-# backend, then one whole LoRA training step vs the CPU and its time at BERT-base shape
-step 120 dev.topa.backend.cuda.BackendParity "$out/backward.log"
+# the op harness on the GPU: every op family's cases against the float64 references, fp32 and mixed
+# precision, every kernel choice; then one whole LoRA training step vs the CPU and its time at BERT-base shape
+step 150 dev.topa.kit.OpsCheck "$out/backward.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
-step 150 "dev.topa.app.TrainingStepParity dense" "$out/train.log"
+step 150 "dev.topa.kit.TrainingStepParity dense" "$out/train.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
-step 60 dev.topa.backend.cuda.LoraForwardBench "$out/train.log"
-step 90 "dev.topa.app.TrainingStepParity blocks" "$out/train.log"
+step 60 dev.topa.kit.LoraForwardBench "$out/train.log"
+step 90 "dev.topa.kit.TrainingStepParity blocks" "$out/train.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
-step 120 dev.topa.backend.cuda.BlockSparseBench "$out/sparse.log"
-step 60 dev.topa.backend.cuda.Sparse24Check "$out/sparse24.log"
+step 120 dev.topa.kit.BlockSparseBench "$out/sparse.log"
+step 60 dev.topa.kit.Sparse24Check "$out/sparse24.log"
 erc=$?
 [ $rc -ne 0 ] || rc=$erc
 if command -v python3 >/dev/null && python3 -c "import torch, transformers" 2>/dev/null; then
-    PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_encoder.py" > "$out/torch.log" 2>&1 || echo "torch_encoder: failed (see torch.log)" >> "$out/torch.log"
-    PYTHONUNBUFFERED=1 timeout 180 python3 "$root/bench/gpu/torch_lora_step.py" >> "$out/torch.log" 2>&1 || echo "torch_lora_step: failed (see torch.log)" >> "$out/torch.log"
+    PYTHONUNBUFFERED=1 timeout 180 python3 "$root/kit/torch_encoder.py" > "$out/torch.log" 2>&1 || echo "torch_encoder: failed (see torch.log)" >> "$out/torch.log"
+    PYTHONUNBUFFERED=1 timeout 180 python3 "$root/kit/torch_lora_step.py" >> "$out/torch.log" 2>&1 || echo "torch_lora_step: failed (see torch.log)" >> "$out/torch.log"
 else
     echo "torch_encoder: no python3 with torch and transformers here" > "$out/torch.log"
 fi
@@ -92,9 +92,9 @@ cat "$out/sass-summary.txt" 2>/dev/null || echo "sass: no cuobjdump or no fatbin
 echo "---- encoder (topa CUDA vs CPU backend, then timings) ----"
 cat "$out/encoder.log"
 echo "---- training ops and step (topa CUDA vs CPU backend, then timings) ----"
-grep -E "MISMATCH|all_match|failures|Exception" "$out/backward.log" | head -20
-grep -c "_rel_error: .* ok)" "$out/backward.log" | sed 's/^/backward_parity_checks_ok: /'
-grep -E "^attention_backward_.*_us:" "$out/backward.log"
+grep -E "FAILED|ops_failures|Exception" "$out/backward.log" | head -20
+grep -c ": ok$" "$out/backward.log" | sed 's/^/op_harness_cases_ok: /'
+grep -E "^attention_backward.*_ms:" "$out/backward.log"
 cat "$out/train.log"
 # the ratios asked for, same card, same call
 ours=$(sed -n "s/^topa_cuda_lora_step_bertbase_b32_s128_bf16_base_bf16_act_ms: //p" "$out/train.log")

@@ -1,5 +1,5 @@
 """PyTorch's encoder inference throughput on this GPU: the baseline that topa's CUDA encoder is
-reported beside (bench/gpu/run.sh runs both in the same call). Random-weight BERT (transformers'
+reported beside (kit/run.sh runs both in the same call). Random-weight BERT (transformers'
 BertModel from a config, no download), eval mode, batch x seq tokens, every sequence full length.
 Prints `name: value` lines; times are CUDA-event medians after warm-up."""
 import sys

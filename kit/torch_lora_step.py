@@ -1,5 +1,5 @@
 """PyTorch eager LoRA training step on this GPU: the baseline topa's CUDA training step is reported
-beside (bench/gpu/run.sh runs both in the same call). Random-weight BERT-base (transformers'
+beside (kit/run.sh runs both in the same call). Random-weight BERT-base (transformers'
 BertModel from a config), PEFT LoRA r 8 alpha 16 on query and value (PEFT's default for BERT),
 mask-aware mean pooling and a linear head of 3 classes, cross-entropy, AdamW on the trainable parameters; bf16
 autocast (the usual mixed-precision recipe) and fp32. Median wall time of 10 steps after 3 warm-ups,

@@ -2,7 +2,7 @@
 # The CUDA kernels' numpy emulations (no GPU needed): index math and algorithms of the kernels written
 # without a device, and the rounding behind the kit's parity bounds. Each prints its figures; errors
 # of the emulations are float64 round-off (~1e-15) or exactly 0 on integer data.
-# Usage: bench/gpu/emulate/run.sh   (python3 with numpy)
+# Usage: kit/emulate/run.sh   (python3 with numpy)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python3 -c "import numpy" 2>/dev/null || { echo "emulate: needs python3 with numpy" >&2; exit 2; }

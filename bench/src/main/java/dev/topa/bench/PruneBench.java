@@ -1,5 +1,6 @@
 package dev.topa.bench;
 
+import dev.topa.backend.BlockSparseWeight;
 import dev.topa.model.Adapter;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.cpu.CpuKernels;
@@ -20,6 +21,7 @@ import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorScope;
 import dev.topa.train.Trainer;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -165,19 +167,19 @@ public final class PruneBench {
         SplittableRandom rnd = new SplittableRandom(5);
         long m = 4096;
         double minFwd = Double.MAX_VALUE, minBwd = Double.MAX_VALUE;
-        try (dev.topa.tensor.TensorScope scope = new dev.topa.tensor.TensorScope("blocksparse", MemoryCategory.ACTIVATIONS)) {
+        try (TensorScope scope = new TensorScope("blocksparse", MemoryCategory.ACTIVATIONS)) {
             for (long[] shape : new long[][] {{3072, 768}, {768, 3072}}) {
                 long out = shape[0], in = shape[1];
                 boolean[][] mask = new boolean[(int) out / 32][(int) in / 32];
                 for (boolean[] row : mask) for (int j = 0; j < row.length; j++) row[j] = rnd.nextDouble() < 0.2;
                 Tensor w = random(scope, rnd, out, in), x = random(scope, rnd, m, in), y = scope.allocate(DType.F32, m, out);
                 Tensor dy = random(scope, rnd, m, out), dx = scope.allocate(DType.F32, m, in);
-                var fwd = be.packBlockSparse(w, mask, false, scope);
-                var bwd = be.packBlockSparse(w, mask, true, scope);
-                double dF = median(iterations, () -> be.linearForward(y, x, w, null));
-                double sF = median(iterations, () -> be.blockSparseLinear(y, x, fwd, null, 0f, null, null, 0f));
+                var fwd = BlockSparseWeight.pack(be, w, mask, false, scope, false);
+                var bwd = BlockSparseWeight.pack(be, w, mask, true, scope, false);
+                double dF = median(iterations, () -> be.gemm(false, true, 1f, x, w, 0f, y, null));
+                double sF = median(iterations, () -> BlockSparseWeight.linear(be, y, x, fwd, null, 0f, null, null, 0f, false));
                 double dB = median(iterations, () -> be.gemm(false, false, 1f, dy, w, 0f, dx, null));
-                double sB = median(iterations, () -> be.blockSparseLinear(dx, dy, bwd, null, 0f, null, null, 0f));
+                double sB = median(iterations, () -> BlockSparseWeight.linear(be, dx, dy, bwd, null, 0f, null, null, 0f, false));
                 String tag = m + "x" + in + "x" + out;
                 System.out.printf(Locale.ROOT, "blocksparse80_%s_density: %.3f%n", tag, fwd.density());
                 System.out.printf(Locale.ROOT, "blocksparse80_%s_fwd_ms: dense %.2f, sparse %.2f%n", tag, dF * 1e3, sF * 1e3);

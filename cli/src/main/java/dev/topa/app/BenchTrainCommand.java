@@ -4,11 +4,13 @@ import dev.topa.backend.Backend;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.ModelLoader;
+import dev.topa.io.RandomTokens;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.Recipe;
 import dev.topa.train.Trainer;
+import dev.topa.train.TrainingCopy;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -17,7 +19,9 @@ import java.util.SplittableRandom;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 /** topa bench train: training steps end to end, as finetune runs them, on a synthetic batch. */
 @Command(name = "train", description = {
@@ -25,7 +29,7 @@ import picocli.CommandLine.Option;
         "'name: value' lines: the median seconds per step (forward, loss, backward, clipping, AdamW, the",
         "loss read back) after warm-up steps, tokens per second, then the memory the run held per category.",
         "The recipe options are finetune's (on a GPU: bf16 frozen base and bf16-kept activations by default)."})
-final class BenchTrainCommand implements Callable<Integer> {
+final class BenchTrainCommand implements Callable<Integer>, RecipeOptions.TakesRecipe {
     @Option(names = "--model", defaultValue = "default", description = "as for encode (default: ${DEFAULT-VALUE})")
     String model;
 
@@ -38,8 +42,8 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--warmup", defaultValue = "3", description = "untimed steps first (default: ${DEFAULT-VALUE})")
     int warmup;
 
-    @Mixin
-    RecipeOptions recipeOptions;
+    @Spec
+    CommandSpec spec;
 
     @Mixin
     ThreadsOption threads;
@@ -52,7 +56,7 @@ final class BenchTrainCommand implements Callable<Integer> {
         if (method == Recipe.Method.PRUNE) throw new IllegalArgumentException("--method: full or lora (prune is timed by prune-adapt's report)");
         if (steps < 1 || warmup < 0) throw new IllegalArgumentException("--steps must be >= 1 and --warmup >= 0");
         threads.apply();
-        Recipe rc = recipeOptions.recipe(GlueTask.SST2, method, device.device == DeviceOption.Kind.cuda);
+        Recipe rc = new RecipeOptions(spec).recipe(GlueTask.SST2, method, device.device == DeviceOption.Kind.cuda);
         ModelLoader.Loaded loaded = ModelLoader.load(model);
         try (Backend be = device.backend(); BertModel m = loaded.model(); TaskHead head = new TaskHead(m.config().hidden(), 2, rc.seed())) {
             int seq = Math.min(rc.maxSeqLen(), m.config().maxPositions());

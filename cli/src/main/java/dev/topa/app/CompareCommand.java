@@ -6,6 +6,8 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.train.FineTunedModel;
+import dev.topa.train.InferenceProbe;
+import dev.topa.train.TrainingPlot;
 import java.io.IOException;
 import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
@@ -30,17 +32,8 @@ import picocli.CommandLine.Option;
         "task, side by side (dev metric, trainable parameters, training peak memory, time per epoch, batch-1 latency, batch-32",
         "throughput, inference peak memory, size on disk), and dev metric vs sparsity: compare.md, compare.json, sparsity.png."})
 final class CompareCommand implements Callable<Integer> {
-    @Option(names = "--task", required = true, description = "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    String task;
-
-    @Option(names = "--model", defaultValue = "default", description = "as for finetune (default: ${DEFAULT-VALUE})")
-    String model;
-
-    @Option(names = "--data-dir", description = "GLUE data (default: downloaded into the cache, as for finetune)")
-    Path dataDir;
-
-    @Option(names = "--out", required = true, description = "one folder per run, and the comparison report")
-    Path out;
+    @Mixin
+    TaskOptions job;
 
     @Option(names = "--sparsity", defaultValue = "0.5", description = "the sparsity of the pruning-only and topa rows (default: ${DEFAULT-VALUE})")
     double sparsity;
@@ -51,9 +44,6 @@ final class CompareCommand implements Callable<Integer> {
 
     @Option(names = "--epochs", description = "epochs of every run (default: each method's own default)")
     Integer epochs;
-
-    @Option(names = "--train-limit", description = "use only the first N training examples in every run")
-    Integer trainLimit;
 
     @Option(names = "--max-seq-len", description = "for every run (default: the recipes' 128)")
     Integer maxSeqLen;
@@ -82,7 +72,7 @@ final class CompareCommand implements Callable<Integer> {
         threads.apply();
         if (!(sparsity >= 0 && sparsity < 1)) throw new IllegalArgumentException("--sparsity must be in [0, 1), got " + sparsity);
         for (double s : sweep) if (!(s >= 0 && s < 1)) throw new IllegalArgumentException("--sweep: every sparsity must be in [0, 1), got " + s);
-        Files.createDirectories(out);
+        Files.createDirectories(job.out);
         List<Run> methods = methods();
         Map<String, Row> done = new LinkedHashMap<>();
         List<Row> table = new ArrayList<>(), curve = new ArrayList<>();
@@ -118,13 +108,13 @@ final class CompareCommand implements Callable<Integer> {
     private Row runOnce(Run r, Map<String, Row> done) throws IOException, InterruptedException {
         Row prior = done.get(r.name());
         if (prior != null) return prior.as(r);
-        Path dir = out.resolve(r.name()), log = out.resolve(r.name() + ".log");
+        Path dir = job.out.resolve(r.name()), log = job.out.resolve(r.name() + ".log");
         List<String> cmd = new ArrayList<>(javaCommand());
         cmd.addAll(r.args());
-        cmd.addAll(List.of("--task", task, "--model", model, "--out", dir.toString()));
-        if (dataDir != null) cmd.addAll(List.of("--data-dir", dataDir.toString()));
+        cmd.addAll(List.of("--task", job.task, "--model", job.model, "--out", dir.toString()));
+        if (job.dataDir != null) cmd.addAll(List.of("--data-dir", job.dataDir.toString()));
         if (epochs != null) cmd.addAll(List.of("--epochs", epochs.toString()));
-        if (trainLimit != null) cmd.addAll(List.of("--train-limit", trainLimit.toString()));
+        if (job.trainLimit != null) cmd.addAll(List.of("--train-limit", job.trainLimit.toString()));
         if (maxSeqLen != null) cmd.addAll(List.of("--max-seq-len", maxSeqLen.toString()));
         if (threads.threads > 0) cmd.addAll(List.of("--threads", Integer.toString(threads.threads)));
         System.out.printf(Locale.ROOT, "%-55s ", r.label());
@@ -177,21 +167,21 @@ final class CompareCommand implements Callable<Integer> {
     private void write(List<Row> table, List<Row> curve) throws IOException {
         ObjectMapper json = new ObjectMapper();
         ObjectNode root = json.createObjectNode();
-        root.put("task", task);
-        root.put("model", model);
-        if (trainLimit != null) root.put("train_limit", trainLimit);
+        root.put("task", job.task);
+        root.put("model", job.model);
+        if (job.trainLimit != null) root.put("train_limit", job.trainLimit);
         if (epochs != null) root.put("epochs", epochs);
         ArrayNode methods = root.putArray("methods"), points = root.putArray("sparsity_curve");
         for (Row r : table) methods.add(json.valueToTree(rowMap(r)));
         for (Row r : curve) points.add(json.valueToTree(rowMap(r)));
-        FineTunedModel.writeAtomically(out.resolve("compare.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(root));
+        FineTunedModel.writeAtomically(job.out.resolve("compare.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(root));
         StringBuilder md = new StringBuilder();
-        md.append("# ").append(task).append(": five methods side by side\n\n");
+        md.append("# ").append(job.task).append(": five methods side by side\n\n");
         md.append(String.format(Locale.ROOT, "Model %s; %s; each run in its own process, with its own defaults%s. Serving figures: sequence"
                 + " length 128, medians after warm-up, measured in the comparing process one model at a time. Training peak: the"
                 + " tensor runtime's peak over the whole run (weights, adapters, optimizer state, gradients, activations,"
-                + " workspace). Inference peak: the model's weights + the batch-32 forward's activation peak.%n%n", model,
-                trainLimit != null ? "first " + trainLimit + " training examples" : "all training examples",
+                + " workspace). Inference peak: the model's weights + the batch-32 forward's activation peak.%n%n", job.model,
+                job.trainLimit != null ? "first " + job.trainLimit + " training examples" : "all training examples",
                 epochs != null ? ", " + epochs + " epochs each" : ""));
         md.append("| method | dev ").append(table.isEmpty() ? "" : table.get(0).metric()).append(" | trainable parameters | training peak"
                 + " MiB | s / epoch | batch-1 ms | batch-32 seq/s | inference peak MiB | size on disk MiB |\n");
@@ -203,12 +193,12 @@ final class CompareCommand implements Callable<Integer> {
             for (Row r : curve)
                 md.append(String.format(Locale.ROOT, "| %s%% | %.4f | %.1f | %.1f |%n", percent(r.run().sparsity()), r.dev(), r.throughputB32(),
                         r.diskBytes() / 1048576.0));
-            TrainingPlot.curve(out.resolve("sparsity.png"), task + ": dev " + curve.get(0).metric() + " vs sparsity", "sparsity %",
+            TrainingPlot.curve(job.out.resolve("sparsity.png"), job.task + ": dev " + curve.get(0).metric() + " vs sparsity", "sparsity %",
                     curve.stream().mapToDouble(r -> 100 * r.run().sparsity()).toArray(), curve.stream().mapToDouble(Row::dev).toArray());
         }
-        FineTunedModel.writeAtomically(out.resolve("compare.md"), md.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        FineTunedModel.writeAtomically(job.out.resolve("compare.md"), md.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));
         System.out.print(md);
-        System.out.println("report: " + out.resolve("compare.md") + ", " + out.resolve("compare.json"));
+        System.out.println("report: " + job.out.resolve("compare.md") + ", " + job.out.resolve("compare.json"));
     }
 
     private static String markdownRow(Row r) {

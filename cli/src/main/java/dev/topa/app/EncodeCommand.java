@@ -5,6 +5,7 @@ import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.Safetensors;
 import dev.topa.tensor.DType;
+import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.tensor.StepArena;
@@ -98,7 +99,7 @@ final class EncodeCommand implements Callable<Integer> {
             Safetensors.write(output, out, Map.of("model", loaded.description(), "lines", String.valueOf(a.size())));
             System.err.printf("encoded %d inputs in %.2f s -> %s%n", a.size(), (System.nanoTime() - t0) * 1e-9, output);
             System.err.print(MemoryTracker.of(be.device()).report());
-            if (!be.device().isHostAccessible()) System.err.print(MemoryTracker.of(dev.topa.tensor.Device.CPU).report());
+            if (!be.device().isHostAccessible()) System.err.print(MemoryTracker.of(Device.CPU).report());
         }
         return 0;
     }

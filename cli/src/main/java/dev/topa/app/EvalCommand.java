@@ -1,5 +1,6 @@
 package dev.topa.app;
 
+import dev.topa.backend.Backend;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueDownload;
 import dev.topa.glue.GlueTask;
@@ -41,7 +42,7 @@ final class EvalCommand implements Callable<Integer> {
         threads.apply();
         try (FineTunedModel.Loaded ft = FineTunedModel.load(model);
                 BertTokenizer tok = new BertTokenizer(ft.tokenizer(), ft.maxSeqLen());
-                dev.topa.backend.Backend be = device.backend(); Predictor p = new Predictor(be, ft.model(), ft.head())) {
+                Backend be = device.backend(); Predictor p = new Predictor(be, ft.model(), ft.head())) {
             GlueTask t = task == null ? ft.task() : GlueTask.parse(task);
             if (t.numLabels() != ft.head().outputs())
                 throw new IllegalArgumentException(model + " has a " + ft.head().outputs() + "-output head; " + t.folder()

@@ -17,6 +17,7 @@ public final class Main implements Runnable {
 
     static CommandLine commandLine() {
         CommandLine cl = new CommandLine(new Main()).setCaseInsensitiveEnumValuesAllowed(true);
+        RecipeOptions.addTo(cl);
         cl.setExecutionExceptionHandler((ex, cmd, parse) -> {
             cmd.getErr().println("topa: " + (ex.getMessage() != null ? ex.getMessage() : ex.toString()));
             if (System.getenv("TOPA_DEBUG") != null) ex.printStackTrace(cmd.getErr());

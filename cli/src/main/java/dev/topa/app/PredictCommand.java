@@ -1,5 +1,6 @@
 package dev.topa.app;
 
+import dev.topa.backend.Backend;
 import dev.topa.io.BertTokenizer;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.Predictor;
@@ -29,7 +30,7 @@ final class PredictCommand implements Callable<Integer> {
     public Integer call() {
         try (FineTunedModel.Loaded ft = FineTunedModel.load(model);
                 BertTokenizer tok = new BertTokenizer(ft.tokenizer(), ft.maxSeqLen());
-                dev.topa.backend.Backend be = device.backend(); Predictor p = new Predictor(be, ft.model(), ft.head())) {
+                Backend be = device.backend(); Predictor p = new Predictor(be, ft.model(), ft.head())) {
             if (ft.task().isPair() != (textB != null))
                 throw new IllegalArgumentException(ft.task().folder() + (ft.task().isPair() ? " needs two texts" : " takes one text"));
             float[] out = p.outputs(List.of(tok.encode(text, textB)), 1)[0];

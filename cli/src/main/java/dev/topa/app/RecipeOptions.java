@@ -1,106 +1,107 @@
 package dev.topa.app;
 
+import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.GlueTask;
 import dev.topa.model.LoraConfig;
 import dev.topa.train.Recipe;
 import java.util.EnumSet;
 import java.util.List;
-import java.util.Set;
-import picocli.CommandLine.Option;
+import picocli.CommandLine;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Model.OptionSpec;
 
-/** The recipe options that training commands share (a picocli mixin): each overrides the task's default. */
+/**
+ * The recipe options training commands share, each overriding one field of the task's default
+ * {@link Recipe}: declared once in a table and added to every command that {@link TakesRecipe}
+ * (picocli's programmatic API), read back into the recipe by the field's name.
+ */
 final class RecipeOptions {
-    @Option(names = "--epochs", description = "default: per task (5 full / 10 LoRA on small tasks, 3 on large ones)")
-    Integer epochs;
+    /** A command whose options include the recipe's. */
+    interface TakesRecipe {}
 
-    @Option(names = "--lr", description = "peak learning rate (default: 1e-3 for LoRA, 5e-5 for full)")
-    Double lr;
+    /** One option: its name, the recipe field it sets, its value type, its help. */
+    private record Field(String option, String field, Class<?> type, String label, String... help) {}
 
-    @Option(names = "--batch-size", description = "default: 32")
-    Integer batchSize;
+    private static final List<Field> FIELDS = List.of(
+            new Field("--epochs", "epochs", Integer.class, "N", "default: per task (5 full / 10 LoRA on small tasks, 3 on large ones)"),
+            new Field("--lr", "lr", Double.class, "RATE", "peak learning rate (default: 1e-3 for LoRA, 5e-5 for full)"),
+            new Field("--batch-size", "batchSize", Integer.class, "N", "default: 32"),
+            new Field("--max-seq-len", "maxSeqLen", Integer.class, "N", "default: 128"),
+            new Field("--warmup-ratio", "warmupRatio", Double.class, "R", "share of steps with linear warmup (default: 0.06)"),
+            new Field("--weight-decay", "weightDecay", Double.class, "D", "AdamW decoupled decay, not on biases and LayerNorm (default: 0.01)"),
+            new Field("--dropout", "hiddenDropout", Double.class, "P", "hidden dropout: embeddings, attention and FFN outputs, pooled (default: 0.1)"),
+            new Field("--attention-dropout", "attentionDropout", Double.class, "P", "dropout on attention probabilities (default: 0.1)"),
+            new Field("--lora-rank", "loraRank", Integer.class, "R", "default: 8"),
+            new Field("--lora-alpha", "loraAlpha", Double.class, "A", "scale = alpha / rank (default: 16)"),
+            new Field("--lora-dropout", "loraDropout", Double.class, "P", "dropout on the adapters' input (default: 0)"),
+            new Field("--lora-targets", "loraTargets", List.class, "T[,T...]",
+                    "comma-separated among query,key,value,attention.output,intermediate,output (default: all six)"),
+            new Field("--recompute-projections", "recomputeProjections", Boolean.class, "true|false",
+                    "recompute the QKV and FFN-in GEMMs in backward instead of keeping them (default: true for LoRA)"),
+            new Field("--base-precision", "basePrecision", Recipe.Precision.class, "fp32|bf16",
+                    "frozen base weights multiplied in bf16 with fp32 sums (LoRA only; about twice the GEMM rate on CPUs with AVX512_BF16)",
+                    "(default: finetune --method lora: bf16 where the CPU has AVX512_BF16 or on a GPU, else fp32; full fine-tuning and",
+                    "prune-adapt on the CPU: fp32)"),
+            new Field("--activation-precision", "activationPrecision", Recipe.Precision.class, "fp32|bf16",
+                    "how the activations products read (attention context, QKV, FFN pre-activation) are kept for backward; bf16",
+                    "halves them, backward widens them to fp32 (default: bf16 on a GPU, fp32 on the CPU)"),
+            new Field("--seed", "seed", Long.class, "N", "default: 42"));
 
-    @Option(names = "--max-seq-len", description = "default: 128")
-    Integer maxSeqLen;
+    /** Adds the recipe options to every command (and subcommand) that takes a recipe. */
+    static void addTo(CommandLine cl) {
+        if (cl.getCommand() instanceof TakesRecipe)
+            for (Field f : FIELDS) {
+                OptionSpec.Builder b = OptionSpec.builder(f.option()).paramLabel(f.label()).description(f.help());
+                if (f.type() == List.class) b.type(List.class).auxiliaryTypes(String.class).splitRegex(",");
+                else b.type(f.type()).arity("1");
+                cl.getCommandSpec().addOption(b.build());
+            }
+        cl.getSubcommands().values().forEach(RecipeOptions::addTo);
+    }
 
-    @Option(names = "--warmup-ratio", description = "share of steps with linear warmup (default: 0.06)")
-    Double warmupRatio;
+    private final CommandSpec cmd;
 
-    @Option(names = "--weight-decay", description = "AdamW decoupled decay, not on biases and LayerNorm (default: 0.01)")
-    Double weightDecay;
+    RecipeOptions(CommandSpec cmd) {
+        this.cmd = cmd;
+    }
 
-    @Option(names = "--dropout", description = "hidden dropout: embeddings, attention and FFN outputs, pooled (default: 0.1)")
-    Double dropout;
-
-    @Option(names = "--attention-dropout", description = "dropout on attention probabilities (default: 0.1)")
-    Double attentionDropout;
-
-    @Option(names = "--lora-rank", description = "default: 8")
-    Integer loraRank;
-
-    @Option(names = "--lora-alpha", description = "scale = alpha / rank (default: 16)")
-    Double loraAlpha;
-
-    @Option(names = "--lora-dropout", description = "dropout on the adapters' input (default: 0)")
-    Double loraDropout;
-
-    @Option(names = "--lora-targets", split = ",",
-            description = "comma-separated among query,key,value,attention.output,intermediate,output (default: all six)")
-    List<String> loraTargets;
-
-    @Option(names = "--recompute-projections", arity = "1", paramLabel = "true|false",
-            description = "recompute the QKV and FFN-in GEMMs in backward instead of keeping them (default: true for LoRA)")
-    Boolean recomputeProjections;
-
-    @Option(names = "--base-precision", description = {"fp32 or bf16: frozen base weights multiplied in bf16 with fp32 sums",
-            "(LoRA only; about twice the GEMM rate on CPUs with AVX512_BF16)",
-            "(default: finetune --method lora: bf16 where the CPU has AVX512_BF16, else fp32; full fine-tuning and prune-adapt: fp32)"})
-    Recipe.Precision basePrecision;
-
-    @Option(names = "--activation-precision", description = {"fp32 or bf16: how the activations products read (attention context,",
-            "QKV, FFN pre-activation) are kept for backward; bf16 halves them, backward widens them to fp32",
-            "(default: bf16 on a GPU, fp32 on the CPU)"})
-    Recipe.Precision activationPrecision;
-
-    @Option(names = "--seed", description = "default: 42")
-    Long seed;
+    /** The value given on the command line, or null. */
+    @SuppressWarnings("unchecked")
+    <T> T given(String option) {
+        OptionSpec o = cmd.findOption(option);
+        if (o == null) throw new IllegalStateException(cmd.name() + " takes no recipe option " + option);
+        Object v = o.getValue();
+        return v instanceof List<?> l && l.isEmpty() ? null : (T) v;
+    }
 
     /**
      * The task's defaults with every given option applied. LoRA's frozen base multiplies in bf16
-     * where the CPU does bf16 products in hardware: the frozen weights need no fp32 master copy,
-     * and it is what keeps the adapter step well ahead of fp32 eager PyTorch on a 2-core CPU
-     * (bench/RESULTS.md); {@code --base-precision fp32} opts out.
+     * where bf16 products run in hardware (a GPU, or a CPU with AVX512_BF16): the frozen weights need
+     * no fp32 master copy, and it keeps the adapter step well ahead of fp32 eager PyTorch on a 2-core
+     * CPU (bench/RESULTS.md); {@code --base-precision fp32} opts out. On a GPU activations are kept in
+     * bf16 unless asked otherwise.
      */
-    Recipe recipe(GlueTask t, Recipe.Method method) {
-        return recipe(t, method, false);
-    }
-
-    /** As above; onGpu: training runs on a GPU, whose tensor cores make the bf16 base the fast one. */
     Recipe recipe(GlueTask t, Recipe.Method method, boolean onGpu) {
         Recipe r = applyTo(Recipe.defaults(t, method));
-        if (activationPrecision == null && onGpu) r = r.withActivationPrecision(Recipe.Precision.BF16);
-        if (basePrecision != null || method != Recipe.Method.LORA) return r;
-        boolean hardware = onGpu || dev.topa.backend.cpu.CpuBackend.create().fastBf16();
+        if (given("--activation-precision") == null && onGpu) r = r.withActivationPrecision(Recipe.Precision.BF16);
+        if (given("--base-precision") != null || method != Recipe.Method.LORA) return r;
+        boolean hardware = onGpu || CpuBackend.create().fastBf16();
         return hardware ? r.withBasePrecision(Recipe.Precision.BF16) : r;
     }
 
     /** The given defaults with every option the user gave applied. */
     Recipe applyTo(Recipe d) {
-        Recipe.Method method = d.method();
-        Set<LoraConfig.Target> targets = d.loraTargets();
-        if (loraTargets != null) {
-            EnumSet<LoraConfig.Target> chosen = EnumSet.noneOf(LoraConfig.Target.class);
-            for (String s : loraTargets) chosen.add(LoraConfig.Target.parse(s.trim()));
-            targets = chosen;
+        Recipe r = d;
+        for (Field f : FIELDS) {
+            Object v = given(f.option());
+            if (v == null) continue;
+            if (f.type() == List.class) {
+                EnumSet<LoraConfig.Target> chosen = EnumSet.noneOf(LoraConfig.Target.class);
+                for (Object s : (List<?>) v) chosen.add(LoraConfig.Target.parse(s.toString().trim()));
+                v = chosen;
+            }
+            r = r.with(f.field(), v);
         }
-        return new Recipe(method, or(epochs, d.epochs()), or(lr, d.lr()), or(batchSize, d.batchSize()), or(maxSeqLen, d.maxSeqLen()),
-                or(warmupRatio, d.warmupRatio()), or(weightDecay, d.weightDecay()), d.maxGradNorm(), or(dropout, d.hiddenDropout()),
-                or(attentionDropout, d.attentionDropout()), or(loraRank, d.loraRank()), or(loraAlpha, d.loraAlpha()),
-                or(loraDropout, d.loraDropout()), targets, or(recomputeProjections, d.recomputeProjections()),
-                or(basePrecision, d.basePrecision()), or(activationPrecision, d.activationPrecision()), or(seed, d.seed()));
+        return r;
     }
-
-    private static <T> T or(T given, T otherwise) {
-        return given != null ? given : otherwise;
-    }
-
 }

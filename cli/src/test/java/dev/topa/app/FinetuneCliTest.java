@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.topa.testing.TestData;
+import dev.topa.train.TrainingPlot;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.nio.file.Files;
@@ -107,19 +108,6 @@ class FinetuneCliTest {
     }
 
     @Test
-    void layerRanksFollowHeadImportanceByExactLayerIndex() {
-        // layer 2 holds the most important heads, then layer 0; a substring match would confuse 1 and 11
-        double[][] scores = new double[12][];
-        for (int l = 0; l < 12; l++) scores[l] = new double[] {0.1 * (l % 3), 0.05};
-        scores[2] = new double[] {0.99, 0.98};
-        scores[0] = new double[] {0.97, 0.96};
-        scores[11] = new double[] {0.95, 0.94};
-        scores[1] = new double[] {0.93, 0.92};
-        var ranks = PruneAdaptCommand.layerRanks(scores, 8, 4);
-        assertEquals(java.util.List.of(8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4, 8), ranks);
-    }
-
-    @Test
     void pruneMethodIsThePruningOnlyBaseline(@TempDir Path dir) throws Exception {
         Path out = dir.resolve("prune");
         String[] r = run("finetune", "--method", "prune", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "1",
@@ -148,16 +136,6 @@ class FinetuneCliTest {
         assertEquals("0", ev[0], ev[2]);
         assertTrue(ev[1].contains(String.format(Locale.ROOT, "accuracy: %.4f", p.get("best_dev").asDouble())),
                 "the masked model trained and the compacted one saved must agree:\n" + ev[1] + "\nbest " + p.get("best_dev"));
-    }
-
-    @Test
-    void perLayerFloorsWinOverTheGlobalFraction() {
-        double[][] scores = {{0.1, 0.2, 0.3}, {0.9, 0.8, 0.7}};
-        boolean[][] k = PruneAdaptCommand.keep(scores, 0.5, 2);
-        assertEquals(java.util.List.of(false, true, true), java.util.List.of(k[0][0], k[0][1], k[0][2]), "layer 0 stops at its floor of 2");
-        assertEquals(java.util.List.of(true, true, false), java.util.List.of(k[1][0], k[1][1], k[1][2]), "the rest comes from layer 1");
-        boolean[][] none = PruneAdaptCommand.keep(scores, 0.5, 0);
-        assertEquals(0, java.util.stream.IntStream.range(0, 3).filter(i -> none[0][i]).count(), "without a floor layer 0 goes entirely");
     }
 
     @Test

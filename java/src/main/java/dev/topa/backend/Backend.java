@@ -148,21 +148,21 @@ public abstract class Backend implements AutoCloseable {
     }
 
     /**
-     * C = op(A) op(B) + scale A2 op(B2) + beta C + bias in one pass over C: K extended by the r
+     * C = A op(B) + scale A2 op(B2) + beta C + bias in one pass over C: K extended by the r
      * columns of A2 [M, r] (op(B2) [r, N]: B2 [N, r] when transB2, else [r, N]). A LoRA product:
      * y = x W^T + s (x A^T) B^T, and its input gradient dx = dy W + s (dy B) A.
      */
-    public final void gemmLowRank(boolean transA, boolean transB, Tensor a, Tensor b, Tensor a2, float scale, boolean transB2, Tensor b2,
+    public final void gemmLowRank(boolean transB, Tensor a, Tensor b, Tensor a2, float scale, boolean transB2, Tensor b2,
             float beta, Tensor c, Tensor bias) {
         String op = "gemmLowRank";
-        long[] mnk = gemmShape(op, transA, transB, a, b, c, bias);
+        long[] mnk = gemmShape(op, false, transB, a, b, c, bias);
         f32(this, op, "A2", a2);
         f32(this, op, "B2", b2);
         long r = cols(a2);
         check(rows(a2) == mnk[0], op, "A2 " + shape(a2) + " has " + rows(a2) + " rows, C has " + mnk[0]);
         check(transB2 ? rows(b2) == mnk[1] && cols(b2) == r : rows(b2) == r && cols(b2) == mnk[1], op,
                 "B2 " + shape(b2) + " does not match A2 " + shape(a2) + " and N = " + mnk[1]);
-        kGemmAugmented(transA, transB, mnk[0], mnk[1], mnk[2], a, b, r, a2, scale, transB2, b2, beta, c, bias);
+        kGemmAugmented(transB, mnk[0], mnk[1], mnk[2], a, b, r, a2, scale, transB2, b2, beta, c, bias);
     }
 
     private long[] gemmShape(String op, boolean transA, boolean transB, Tensor a, Tensor b, Tensor c, Tensor bias) {
@@ -578,10 +578,10 @@ public abstract class Backend implements AutoCloseable {
             float beta, Tensor c, long ldc, Tensor bias);
 
     /**
-     * C[m, n] = op(A) op(B) + scale * A2 op(B2) + beta C (+ bias), K extended by k2; A [m, k] row-major
-     * (or [k, m] when transA), op(B) [k, n]; A2 [m, k2] row-major; op(B2) [k2, n].
+     * C[m, n] = A op(B) + scale * A2 op(B2) + beta C (+ bias), K extended by k2; A [m, k] and A2 [m, k2]
+     * row-major; op(B) [k, n]; op(B2) [k2, n].
      */
-    protected abstract void kGemmAugmented(boolean transA, boolean transB, long m, long n, long k, Tensor a, Tensor b, long k2, Tensor a2,
+    protected abstract void kGemmAugmented(boolean transB, long m, long n, long k, Tensor a, Tensor b, long k2, Tensor a2,
             float scale, boolean transB2, Tensor b2, float beta, Tensor c, Tensor bias);
 
     protected abstract void kBiasBackward(Tensor dbias, Tensor dy, long rows, long cols);

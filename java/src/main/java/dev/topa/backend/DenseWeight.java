@@ -50,13 +50,13 @@ public final class DenseWeight extends LinearWeight {
     @Override
     void product(Backend be, Tensor y, Tensor x, Tensor bias, Tensor u, Tensor b, float scale) {
         if (u == null) be.gemm(false, true, 1f, x, w, 0f, y, bias);
-        else be.gemmLowRank(false, true, x, w, u, scale, true, b, 0f, y, bias);
+        else be.gemmLowRank(true, x, w, u, scale, true, b, 0f, y, bias);
     }
 
     @Override
     void inputProduct(Backend be, Tensor dx, boolean accumulate, Tensor dy, Tensor g, Tensor a, float scale) {
         if (g == null) be.gemm(false, false, 1f, dy, w, accumulate ? 1f : 0f, dx, null);
-        else be.gemmLowRank(false, false, dy, w, g, scale, false, a, accumulate ? 1f : 0f, dx, null);
+        else be.gemmLowRank(false, dy, w, g, scale, false, a, accumulate ? 1f : 0f, dx, null);
     }
 
     @Override

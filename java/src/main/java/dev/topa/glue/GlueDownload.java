@@ -1,5 +1,6 @@
 package dev.topa.glue;
 
+import dev.topa.backend.cpu.NativeLibrary;
 import dev.topa.io.Downloader;
 import java.io.BufferedWriter;
 import java.io.IOException;
@@ -49,7 +50,7 @@ public final class GlueDownload {
      * TOPA_GLUE_URL (default: GLUE's own) unless TOPA_OFFLINE=1, where the cache must already hold it.
      */
     public static Path dataDir(GlueTask task) throws IOException {
-        Path cache = dev.topa.backend.cpu.NativeLibrary.cacheDir().resolve("glue");
+        Path cache = NativeLibrary.cacheDir().resolve("glue");
         if ("1".equals(System.getenv("TOPA_OFFLINE"))) {
             if (Files.isRegularFile(cache.resolve(task.folder()).resolve(task.trainFile()))) return cache;
             throw new IOException("offline: " + task.folder() + " is not in the GLUE cache " + cache + "; give --data-dir or unset TOPA_OFFLINE");

@@ -3,9 +3,12 @@ package dev.topa.io;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.topa.backend.BlockSparseWeight;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
+import dev.topa.tensor.DType;
 import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
@@ -113,9 +116,9 @@ public final class HfBertDirectory {
                     p.getValue().copyFrom(e.floats(where.get(p.getKey())));
                 }
                 if (!masks.isEmpty()) {
-                    if (blockSize(dir) != dev.topa.backend.BlockSparseWeight.BLOCK)
+                    if (blockSize(dir) != BlockSparseWeight.BLOCK)
                         throw new ModelFormatException(dir.resolve("config.json") + ": block-sparse tensors need \"topa_block_size\": "
-                                + dev.topa.backend.BlockSparseWeight.BLOCK);
+                                + BlockSparseWeight.BLOCK);
                     model.setBlockMasksByName(masks);
                 }
             } catch (RuntimeException ex) {
@@ -130,7 +133,7 @@ public final class HfBertDirectory {
 
     /** Scatters a block-sparse weight's kept blocks into w (zeros elsewhere) and returns its block mask. */
     private static boolean[][] loadBlocks(Path dir, String name, Tensor w, Map<String, Safetensors.Entry> entries, Map<String, Path> where) {
-        int b = dev.topa.backend.BlockSparseWeight.BLOCK;
+        int b = BlockSparseWeight.BLOCK;
         Safetensors.Entry values = entries.get(name + BSR_VALUES), blocks = entries.get(name + BSR_BLOCKS);
         Path file = where.get(name + BSR_VALUES);
         if (blocks == null) throw new ModelFormatException(file + ": " + name + BSR_VALUES + " without " + name + BSR_BLOCKS);
@@ -210,7 +213,7 @@ public final class HfBertDirectory {
      * gathered blocks while writing.
      */
     public static void save(BertConfig c, Map<String, Tensor> tensors, Map<String, boolean[][]> blockMasks, Path dir,
-            dev.topa.tensor.TensorAllocator scratch) {
+            TensorAllocator scratch) {
         if (!blockMasks.isEmpty()) {
             Map<String, Tensor> sparse = new LinkedHashMap<>();
             for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
@@ -220,10 +223,10 @@ public final class HfBertDirectory {
                     continue;
                 }
                 Tensor w = e.getValue();
-                int b = dev.topa.backend.BlockSparseWeight.BLOCK, cols = m[0].length;
+                int b = BlockSparseWeight.BLOCK, cols = m[0].length;
                 List<Integer> kept = new ArrayList<>();
                 for (int r = 0; r < m.length; r++) for (int k = 0; k < cols; k++) if (m[r][k]) kept.add(r * cols + k);
-                Tensor values = scratch.allocate(dev.topa.tensor.DType.F32, kept.size(), b, b);
+                Tensor values = scratch.allocate(DType.F32, kept.size(), b, b);
                 int[] idx = new int[kept.size()];
                 for (int i = 0; i < idx.length; i++) {
                     idx[i] = kept.get(i);
@@ -233,7 +236,7 @@ public final class HfBertDirectory {
                                 ((long) i * b * b + (long) row * b) * 4, b * 4L);
                 }
                 sparse.put(e.getKey() + BSR_VALUES, values);
-                sparse.put(e.getKey() + BSR_BLOCKS, scratch.allocate(dev.topa.tensor.DType.I32, Math.max(1, idx.length)).copyFrom(
+                sparse.put(e.getKey() + BSR_BLOCKS, scratch.allocate(DType.I32, Math.max(1, idx.length)).copyFrom(
                         idx.length > 0 ? idx : new int[] {-1}));
             }
             tensors = sparse;
@@ -256,7 +259,7 @@ public final class HfBertDirectory {
         cfg.put("hidden_act", "gelu");
         boolean uniform = Arrays.stream(c.heads()).allMatch(h -> h == c.hidden() / c.headDim())
                 && Arrays.stream(c.ffn()).allMatch(f -> f == c.ffn(0));
-        if (blockSparse) cfg.put("topa_block_size", dev.topa.backend.BlockSparseWeight.BLOCK);
+        if (blockSparse) cfg.put("topa_block_size", BlockSparseWeight.BLOCK);
         if (!uniform) {
             cfg.put("topa_head_dim", c.headDim());
             var h = cfg.putArray("topa_heads_per_layer");

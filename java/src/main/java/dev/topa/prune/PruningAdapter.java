@@ -89,6 +89,12 @@ public final class PruningAdapter {
             if (scoreExamples < 1) throw new IllegalArgumentException("--score-examples must be >= 1, got " + scoreExamples);
         }
 
+        /** Fails when this configuration cannot run on a device whose memory the host can (not) read. */
+        public void checkDevice(boolean hostMemory) {
+            if (schedule == Schedule.GRADUAL && !hostMemory)
+                throw new IllegalArgumentException("--schedule gradual runs on the CPU only (its masks edit the weights in host memory): use --device cpu");
+        }
+
         /** Scores are gathered as the paper gathers them: on the pretrained model, only a new head training. */
         boolean headScoring() {
             return preset == Preset.PAPER || pruneOnly;
@@ -114,8 +120,7 @@ public final class PruningAdapter {
 
     /** A pipeline that trains on be (the CPU, or a GPU backend). */
     public PruningAdapter(Backend be, Config cfg, Listener listener) {
-        if (cfg.schedule() == Schedule.GRADUAL && !be.device().isHostAccessible())
-            throw new IllegalArgumentException("--schedule gradual runs on the CPU only (its masks edit the weights in host memory): use --device cpu");
+        cfg.checkDevice(be.device().isHostAccessible());
         this.be = be;
         this.cfg = cfg;
         this.listener = listener;
@@ -133,11 +138,17 @@ public final class PruningAdapter {
         }
     }
 
-    public Result run(Job job) throws IOException {
-        Recipe rc = job.recipe();
+    /** Fails when the recipe cannot run with this configuration (call it before loading anything). */
+    public void check(Recipe rc) {
         if (cfg.schedule() == Schedule.GRADUAL && rc.basePrecision() == Recipe.Precision.BF16) // bf16 packs would miss the masks
             throw new IllegalArgumentException("--schedule gradual masks the fp32 weights as it goes; bf16 packs of them would not see the masks:"
                     + " use --base-precision fp32");
+    }
+
+    /** Runs the pipeline on a job; the job's model is consumed (closed when done). */
+    public Result run(Job job) throws IOException {
+        Recipe rc = job.recipe();
+        check(rc);
         GlueTask t = job.task();
         BertModel dense = job.model().model();
         try (BertTokenizer tok = new BertTokenizer(job.model().tokenizer(), Math.min(rc.maxSeqLen(), dense.config().maxPositions()));
@@ -151,7 +162,7 @@ public final class PruningAdapter {
             ImportanceScores scores = new ImportanceScores(dense.config());
             BlockScores blockScores = blocks ? new BlockScores(dense.config(), blockMethod()) : null;
             long t0 = System.nanoTime();
-            Recipe scoring = cfg.headScoring() ? withLr(rc, 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
+            Recipe scoring = cfg.headScoring() ? rc.with("lr", 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
             try (TrainingCopy copy = new TrainingCopy(be, dense, head)) {
                 BertTraining warm = copy.training(new BertTraining.Options(cfg.headScoring() ? n -> false : rc.trainable(),
                         cfg.headScoring() ? DropoutConfig.NONE : rc.dropout(), rc.recomputeProjections(), rc.activationPrecision().dtype()));
@@ -408,12 +419,6 @@ public final class PruningAdapter {
             for (int i = 0; i < out[l].length; i++) if (!kept[l][i]) out[l][i] = -1;
         }
         return out;
-    }
-
-    private static Recipe withLr(Recipe r, double lr) {
-        return new Recipe(r.method(), r.epochs(), lr, r.batchSize(), r.maxSeqLen(), r.warmupRatio(), r.weightDecay(), r.maxGradNorm(),
-                r.hiddenDropout(), r.attentionDropout(), r.loraRank(), r.loraAlpha(), r.loraDropout(), r.loraTargets(), r.recomputeProjections(),
-                r.basePrecision(), r.activationPrecision(), r.seed());
     }
 
     /**

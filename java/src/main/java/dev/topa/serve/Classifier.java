@@ -4,6 +4,7 @@ import dev.topa.backend.Backend;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
+import dev.topa.io.HfBertDirectory;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
 import dev.topa.prune.BlockFormats;
@@ -144,7 +145,7 @@ public final class Classifier implements TextModel, AutoCloseable {
     /** As above with the precision of the backbone's linear layers (adapters' rank-r terms included). */
     public static MultiTask loadMultiTask(Path backboneDir, List<Path> adapterDirs, Backend backend, int workers, Precision precision) {
         if (workers < 1) throw new IllegalArgumentException("workers must be >= 1, got " + workers);
-        BertModel host = dev.topa.io.HfBertDirectory.load(backboneDir);
+        BertModel host = HfBertDirectory.load(backboneDir);
         MultiTask mt = new MultiTask(host);
         try {
             String fingerprint = host.fingerprint();

@@ -16,18 +16,12 @@ import java.util.List;
  * device other than the CPU ({@link #StepArena(String, DeviceMemory)}) the chunks are device
  * blocks and the tensors device pointers; the bookkeeping is the same.
  */
-public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.Owner {
-    private static final long ALIGNMENT = 64;
+public final class StepArena extends TrackedAllocator implements AutoCloseable {
     private static final long DEFAULT_CHUNK = 64L << 20;
 
-    private final String name;
-    private final MemoryCategory defaultCategory;
     private final Arena arena = Arena.ofShared();
-    private final DeviceMemory deviceMemory; // null: host chunks from the arena
-    private final MemoryTracker tracker;
     private final List<MemorySegment> chunks = new ArrayList<>(); // device chunks: zero-length segments at the block's address
     private final List<Long> chunkSizes = new ArrayList<>();
-    private final long[] liveByCategory = new long[MemoryCategory.values().length];
     private final long chunkBytes;
     private int chunk;      // chunk being filled
     private long offset;    // bytes used in it
@@ -36,43 +30,25 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
     private volatile long stepStart; // tokens <= stepStart belong to earlier steps
     private final List<long[]> released = new ArrayList<>(); // (from, to]: token ranges freed this step
     private long reserved;
-    private volatile boolean closed;
 
     public StepArena(String name) {
         this(name, MemoryCategory.ACTIVATIONS, DEFAULT_CHUNK);
     }
 
     public StepArena(String name, MemoryCategory defaultCategory, long chunkBytes) {
-        this.name = name;
-        this.defaultCategory = defaultCategory;
+        super(name, defaultCategory, null);
         this.chunkBytes = chunkBytes;
-        this.deviceMemory = null;
-        this.tracker = MemoryTracker.of(Device.CPU);
     }
 
     /** A step arena whose chunks are blocks of a device's memory (activations on a GPU). */
     public StepArena(String name, DeviceMemory memory) {
-        this.name = name;
-        this.defaultCategory = MemoryCategory.ACTIVATIONS;
+        super(name, MemoryCategory.ACTIVATIONS, memory);
         this.chunkBytes = DEFAULT_CHUNK;
-        this.deviceMemory = memory;
-        this.tracker = MemoryTracker.of(memory.device());
-    }
-
-    @Override
-    public Device device() {
-        return deviceMemory == null ? Device.CPU : deviceMemory.device();
-    }
-
-    @Override
-    public Tensor allocate(DType dtype, long... shape) {
-        return allocate(defaultCategory, dtype, shape);
     }
 
     @Override
     public synchronized Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
-        if (closed) throw new IllegalStateException("step arena '" + name + "' is closed");
-        long bytes = Tensor.numel(shape) * dtype.byteSize();
+        long bytes = bytesFor("step arena", dtype, shape);
         long padded = (Math.max(bytes, 1) + ALIGNMENT - 1) & -ALIGNMENT;
         while (chunk < chunks.size() && offset + padded > chunkSizes.get(chunk)) {
             chunk++;
@@ -93,8 +69,7 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
         MemorySegment base = chunks.get(chunk);
         MemorySegment seg = deviceMemory == null ? base.asSlice(offset, bytes) : MemorySegment.ofAddress(base.address() + offset);
         offset += padded;
-        tracker.add(category, bytes);
-        liveByCategory[category.ordinal()] += bytes;
+        account(category, bytes);
         return new Tensor(device(), dtype, shape, seg, category, this, ++serial);
     }
 
@@ -102,16 +77,13 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
     public record Mark(long step, int chunk, long offset, long serial, long[] live) {}
 
     public synchronized Mark mark() {
-        return new Mark(steps, chunk, offset, serial, liveByCategory.clone());
+        return new Mark(steps, chunk, offset, serial, live());
     }
 
     /** Frees every tensor allocated after the mark (they become invalid); earlier ones stay. */
     public synchronized void release(Mark m) {
         if (m.step() != steps) throw new IllegalStateException("mark of step arena '" + name + "' is from an earlier step");
-        for (MemoryCategory c : MemoryCategory.values()) {
-            tracker.add(c, m.live()[c.ordinal()] - liveByCategory[c.ordinal()]);
-            liveByCategory[c.ordinal()] = m.live()[c.ordinal()];
-        }
+        restore(m.live());
         if (serial > m.serial()) released.add(new long[] {m.serial(), serial});
         chunk = m.chunk();
         offset = m.offset();
@@ -119,10 +91,7 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
 
     /** Ends the step: all tensors from it become invalid; their memory is reused. */
     public synchronized void reset() {
-        for (MemoryCategory c : MemoryCategory.values()) {
-            tracker.add(c, -liveByCategory[c.ordinal()]);
-            liveByCategory[c.ordinal()] = 0;
-        }
+        restore(new long[MemoryCategory.values().length]);
         chunk = 0;
         offset = 0;
         stepStart = serial;
@@ -132,9 +101,7 @@ public final class StepArena implements TensorAllocator, AutoCloseable, Tensor.O
 
     /** Bytes of the tensors alive in this step (what a forward keeps for its backward, read between the two). */
     public synchronized long liveBytes() {
-        long sum = 0;
-        for (long b : liveByCategory) sum += b;
-        return sum;
+        return handedOut();
     }
 
     /** Bytes the arena's chunks hold (what the process really keeps for activations). */

@@ -12,17 +12,9 @@ import java.util.List;
  * blocks (tensors hold the device pointer in a zero-length segment, so host access fails loudly).
  * The device's memory tracker sees every allocation and the release.
  */
-public final class TensorScope implements TensorAllocator, AutoCloseable, Tensor.Owner {
-    private static final long ALIGNMENT = 64;
-
-    private final String name;
-    private final MemoryCategory defaultCategory;
-    private final MemoryTracker tracker;
+public final class TensorScope extends TrackedAllocator implements AutoCloseable {
     private final Arena arena = Arena.ofShared();
-    private final DeviceMemory deviceMemory; // null: host memory from the arena
     private final List<long[]> deviceBlocks = new ArrayList<>(); // {address, bytes} to give back
-    private final long[] bytesByCategory = new long[MemoryCategory.values().length];
-    private volatile boolean closed;
 
     public TensorScope(String name, MemoryCategory defaultCategory) {
         this(name, defaultCategory, null);
@@ -30,28 +22,18 @@ public final class TensorScope implements TensorAllocator, AutoCloseable, Tensor
 
     /** A scope in a device's memory (null: host memory). */
     public TensorScope(String name, MemoryCategory defaultCategory, DeviceMemory memory) {
+        super(name, defaultCategory, hostChecked(memory));
+    }
+
+    private static DeviceMemory hostChecked(DeviceMemory memory) {
         if (memory != null && memory.device().isHostAccessible())
             throw new IllegalArgumentException("device memory of " + memory.device() + " is host memory: use the host scope");
-        this.name = name;
-        this.defaultCategory = defaultCategory;
-        this.deviceMemory = memory;
-        this.tracker = MemoryTracker.of(device());
-    }
-
-    @Override
-    public Device device() {
-        return deviceMemory == null ? Device.CPU : deviceMemory.device();
-    }
-
-    @Override
-    public Tensor allocate(DType dtype, long... shape) {
-        return allocate(defaultCategory, dtype, shape);
+        return memory;
     }
 
     @Override
     public synchronized Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
-        if (closed) throw new IllegalStateException("tensor scope '" + name + "' is closed");
-        long bytes = Tensor.numel(shape) * dtype.byteSize();
+        long bytes = bytesFor("tensor scope", dtype, shape);
         MemorySegment seg;
         if (deviceMemory != null) {
             long address = deviceMemory.allocate(Math.max(bytes, 1)); // throws OutOfMemoryError naming the device
@@ -65,16 +47,13 @@ public final class TensorScope implements TensorAllocator, AutoCloseable, Tensor
                         + category.label() + " in '" + name + "' (" + tracker.totalLive() + " bytes live on cpu)");
             }
         }
-        tracker.add(category, bytes);
-        bytesByCategory[category.ordinal()] += bytes;
+        account(category, bytes);
         return new Tensor(device(), dtype, shape, seg, category, this, 0);
     }
 
     /** Bytes this scope holds. */
     public synchronized long bytes() {
-        long t = 0;
-        for (long b : bytesByCategory) t += b;
-        return t;
+        return handedOut();
     }
 
     @Override
@@ -91,7 +70,7 @@ public final class TensorScope implements TensorAllocator, AutoCloseable, Tensor
     public synchronized void close() {
         if (closed) return;
         closed = true;
-        for (MemoryCategory c : MemoryCategory.values()) tracker.add(c, -bytesByCategory[c.ordinal()]);
+        restore(new long[MemoryCategory.values().length]);
         for (long[] b : deviceBlocks) deviceMemory.free(b[0], b[1]);
         deviceBlocks.clear();
         arena.close();

@@ -10,7 +10,10 @@ import dev.topa.io.ModelFormatException;
 import dev.topa.io.Safetensors;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
+import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
 import dev.topa.tensor.TensorScope;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -61,7 +64,7 @@ public final class FineTunedModel {
      * trained on (metadata), so one backbone can serve several tasks' adapters ({@link #loadAdapter}).
      */
     static void saveAdapter(Path file, BertModel model) throws IOException {
-        Map<String, dev.topa.tensor.Tensor> t = new java.util.LinkedHashMap<>();
+        Map<String, Tensor> t = new java.util.LinkedHashMap<>();
         model.parameters().forEach((n, v) -> {
             if (n.contains(".lora_") || n.contains("LayerNorm")) t.put(n, v);
         });
@@ -73,7 +76,7 @@ public final class FineTunedModel {
 
     /** A task's adapter set, head and task facts, loaded against a backbone (its tensors on the backbone's device). */
     public record Adapter(BertModel.AdapterSet set, TaskHead head, GlueTask task, Path tokenizer, int maxSeqLen,
-            dev.topa.tensor.TensorAllocator memory) implements AutoCloseable {
+            TensorAllocator memory) implements AutoCloseable {
         @Override
         public void close() {
             head.close();
@@ -89,16 +92,16 @@ public final class FineTunedModel {
         Path file = dir.resolve(ADAPTER);
         if (!Files.isRegularFile(file))
             throw new ModelFormatException(dir + ": no " + ADAPTER + " (write one with topa finetune --method lora)");
-        dev.topa.tensor.TensorAllocator memory = be.scope("adapter " + dir.getFileName(), MemoryCategory.ADAPTERS);
+        TensorAllocator memory = be.scope("adapter " + dir.getFileName(), MemoryCategory.ADAPTERS);
         try (Safetensors st = Safetensors.read(file); TensorScope host = new TensorScope("adapter load", MemoryCategory.WORKSPACE)) {
             String trainedOn = st.metadata().get("backbone_fingerprint");
             if (!backboneFingerprint.equals(trainedOn))
                 throw new ModelFormatException(file + ": trained on backbone " + trainedOn + ", this backbone is " + backboneFingerprint
                         + " (serve it with the model it was fine-tuned from)");
-            Map<String, dev.topa.tensor.Tensor> tensors = new java.util.LinkedHashMap<>();
+            Map<String, Tensor> tensors = new java.util.LinkedHashMap<>();
             Map<String, Float> scales = new java.util.LinkedHashMap<>();
             for (var e : st.entries().entrySet()) {
-                dev.topa.tensor.Tensor t = host.allocate(dev.topa.tensor.DType.F32, e.getValue().shape()).copyFrom(e.getValue().floats(file));
+                Tensor t = host.allocate(DType.F32, e.getValue().shape()).copyFrom(e.getValue().floats(file));
                 tensors.put(e.getKey(), be.copyOf(t, memory));
             }
             st.metadata().forEach((k, v) -> {

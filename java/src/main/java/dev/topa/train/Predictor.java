@@ -1,14 +1,15 @@
 package dev.topa.train;
 
 import dev.topa.backend.Backend;
+import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.glue.Metric;
 import dev.topa.io.BertTokenizer;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
-import dev.topa.tensor.StepArena;
 import dev.topa.tensor.DType;
+import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
 import java.util.ArrayList;
 import java.util.EnumMap;
@@ -48,7 +49,7 @@ public final class Predictor implements AutoCloseable {
         this.deviceCopy = there ? null : model.copyTo(be);
         this.model = there ? model : deviceCopy;
         this.deviceArena = be.stepArena("predict on " + be.device());
-        this.headBackend = head.device().equals(be.device()) ? be : dev.topa.backend.cpu.CpuBackend.create();
+        this.headBackend = head.device().equals(be.device()) ? be : CpuBackend.create();
         if (deviceCopy != null) deviceCopy.packForInference(be, false);
     }
 

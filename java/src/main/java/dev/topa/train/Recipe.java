@@ -5,6 +5,9 @@ import dev.topa.model.BertNames;
 import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.model.LoraConfig;
+import dev.topa.tensor.DType;
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.RecordComponent;
 import java.util.EnumSet;
 import java.util.LinkedHashMap;
 import java.util.Locale;
@@ -28,8 +31,8 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
     public enum Precision {
         FP32, BF16;
 
-        public dev.topa.tensor.DType dtype() {
-            return this == FP32 ? dev.topa.tensor.DType.F32 : dev.topa.tensor.DType.BF16;
+        public DType dtype() {
+            return this == FP32 ? DType.F32 : DType.BF16;
         }
     }
 
@@ -89,15 +92,38 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
                 EnumSet.of(LoraConfig.Target.QUERY, LoraConfig.Target.KEY, LoraConfig.Target.VALUE), true, Precision.FP32, Precision.FP32, 42);
     }
 
+    /**
+     * This recipe with one field changed, named as its record component ("epochs", "lr",
+     * "basePrecision", ...); the result is validated as any recipe is.
+     */
+    public Recipe with(String field, Object value) {
+        RecordComponent[] fields = Recipe.class.getRecordComponents();
+        Object[] values = new Object[fields.length];
+        Class<?>[] types = new Class<?>[fields.length];
+        boolean found = false;
+        try {
+            for (int i = 0; i < fields.length; i++) {
+                types[i] = fields[i].getType();
+                found |= fields[i].getName().equals(field);
+                values[i] = fields[i].getName().equals(field) ? value : fields[i].getAccessor().invoke(this);
+            }
+            if (!found) throw new IllegalArgumentException("a recipe has no field '" + field + "'");
+            return Recipe.class.getDeclaredConstructor(types).newInstance(values);
+        } catch (InvocationTargetException e) {
+            if (e.getCause() instanceof RuntimeException r) throw r;
+            throw new IllegalStateException(e.getCause());
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException("recipe field " + field + ": " + e, e);
+        }
+    }
+
     public Recipe withBasePrecision(Precision p) {
-        return new Recipe(method, epochs, lr, batchSize, maxSeqLen, warmupRatio, weightDecay, maxGradNorm, hiddenDropout,
-                attentionDropout, loraRank, loraAlpha, loraDropout, loraTargets, recomputeProjections, p, activationPrecision, seed);
+        return with("basePrecision", p);
     }
 
     /** Activations kept for backward in bf16 (half their memory; backward widens them to fp32) or fp32. */
     public Recipe withActivationPrecision(Precision p) {
-        return new Recipe(method, epochs, lr, batchSize, maxSeqLen, warmupRatio, weightDecay, maxGradNorm, hiddenDropout,
-                attentionDropout, loraRank, loraAlpha, loraDropout, loraTargets, recomputeProjections, basePrecision, p, seed);
+        return with("activationPrecision", p);
     }
 
     public LoraConfig loraConfig() {

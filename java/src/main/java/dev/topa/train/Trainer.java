@@ -7,6 +7,8 @@ import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.glue.Metric;
 import dev.topa.io.BertTokenizer;
+import dev.topa.io.ModelFormatException;
+import dev.topa.io.Safetensors;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertTraining;
 import dev.topa.model.TaskHead;
@@ -14,6 +16,7 @@ import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
 import dev.topa.tensor.TensorScope;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -65,7 +68,7 @@ public final class Trainer implements AutoCloseable {
     private final Config cfg;
     private final Map<String, Tensor> params = new LinkedHashMap<>(), grads = new LinkedHashMap<>();
     private final Map<String, Tensor[]> moments = new LinkedHashMap<>();
-    private final dev.topa.tensor.TensorAllocator optimizerScope;
+    private final TensorAllocator optimizerScope;
     /** Activations on the backend's device; the batch is padded on the host first. */
     private final StepArena arena, hostArena = new StepArena("train step inputs");
     private final Predictor predictor;
@@ -129,7 +132,7 @@ public final class Trainer implements AutoCloseable {
             meta.put("step", Long.toString(step));
             meta.put("epoch", Integer.toString(epochsDone));
             meta.put("format", "topa-checkpoint");
-            dev.topa.io.Safetensors.write(file, t, meta);
+            Safetensors.write(file, t, meta);
         }
     }
 
@@ -143,15 +146,15 @@ public final class Trainer implements AutoCloseable {
      * epoch. Returns the checkpoint's metadata.
      */
     public Map<String, String> loadCheckpoint(java.nio.file.Path file) {
-        try (dev.topa.io.Safetensors st = dev.topa.io.Safetensors.read(file)) {
+        try (Safetensors st = Safetensors.read(file)) {
             for (String n : params.keySet()) {
                 Tensor[] mv = moments.get(n);
                 String[] names = {n, "adamw.m." + n, "adamw.v." + n};
                 Tensor[] into = {params.get(n), mv[0], mv[1]};
                 for (int i = 0; i < 3; i++) {
-                    dev.topa.io.Safetensors.Entry e = st.entries().get(names[i]);
+                    Safetensors.Entry e = st.entries().get(names[i]);
                     if (e == null || e.numel() != into[i].numel())
-                        throw new dev.topa.io.ModelFormatException(file + ": checkpoint lacks " + names[i]
+                        throw new ModelFormatException(file + ": checkpoint lacks " + names[i]
                                 + " (or it has another size): not a checkpoint of this model and method");
                     if (into[i].device().isHostAccessible()) into[i].copyFrom(e.floats(file));
                     else try (TensorScope host = new TensorScope("checkpoint", MemoryCategory.WORKSPACE)) {

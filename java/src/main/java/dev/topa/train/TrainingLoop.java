@@ -52,6 +52,10 @@ public final class TrainingLoop {
         public Hooks withListener(Listener l) {
             return new Hooks(afterStep, export, l);
         }
+
+        public Hooks withExport(Supplier<BertModel> e) {
+            return new Hooks(afterStep, e, listener);
+        }
     }
 
     private TrainingLoop() {}

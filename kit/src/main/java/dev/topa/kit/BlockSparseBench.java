@@ -1,8 +1,14 @@
-package dev.topa.backend.cuda;
+package dev.topa.kit;
 
-import dev.topa.model.BertNames;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.PackedWeight;
+import dev.topa.backend.cuda.CublasLt;
+import dev.topa.backend.cuda.CudaBackend;
+import dev.topa.backend.cuda.CudaDriver;
+import dev.topa.model.BertConfig;
+import dev.topa.model.BertModel;
+import dev.topa.model.BertNames;
+import dev.topa.prune.BlockFormats;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.Tensor;
@@ -12,11 +18,11 @@ import java.util.Locale;
 import java.util.SplittableRandom;
 
 /**
- * Block-sparse products on the tensor cores against dense cuBLASLt (the GPU kit, issue 7): BERT-large
+ * Block-sparse products on the tensor cores against dense cuBLASLt (the GPU kit): BERT-large
  * FFN shapes (4096 tokens = batch 32 x seq 128; 1024 -> 4096 and 4096 -> 1024) and BERT-base's, at
  * 50% and 80% block sparsity (random 32 x 32 masks), forward (P = W) and backward-data (P = W^T).
  * Both layers take the same fp32 activations and convert them to bf16 (the dense side through
- * {@link CudaBackend#linearForward}, bias fused); the conversion is also timed alone, and the dense
+ * {@link PackedWeight}, bias fused); the conversion is also timed alone, and the dense
  * cuBLASLt GEMM on bf16 x alone, so each line gives the layer speedup and the kernel's (block-sparse
  * layer minus the conversion, over the GEMM). 80% sparsity is worth at most 5x. Both block-sparse
  * kernels (CudaBackend.BlockSparseKernel: 1, 4 or 8 block-rows per CTA sharing X tiles, and 8 with the work
@@ -42,17 +48,17 @@ public final class BlockSparseBench {
         long m = 4096;
         long[][] shapes = {{4096, 1024}, {1024, 4096}, {3072, 768}, {768, 3072}}; // {out, in}
         String[] names = {"large_ffn_in", "large_ffn_out", "base_ffn_in", "base_ffn_out"};
-        CudaBackend.BlockSparseKernel[] groups = CudaBackend.BlockSparseKernel.values(), defaultKernel = {gpu.blockSparseKernel()};
+        CudaBackend.BlockSparseKernel[] groups = CudaBackend.BlockSparseKernel.values(), defaultKernel = {gpu.tuning().blockSparseKernel()};
         double[] worstKernel = new double[groups.length], worstLayer = new double[groups.length];
         java.util.Arrays.fill(worstKernel, Double.MAX_VALUE);
         java.util.Arrays.fill(worstLayer, Double.MAX_VALUE);
-        try (TensorScope h = new TensorScope("bench host", MemoryCategory.WORKSPACE); TensorAllocator d = gpu.weightScope("bench")) {
+        try (TensorScope h = new TensorScope("bench host", MemoryCategory.WORKSPACE); TensorAllocator d = gpu.scope("bench", MemoryCategory.WEIGHTS)) {
             for (int s = 0; s < shapes.length; s++) {
                 int out = (int) shapes[s][0], in = (int) shapes[s][1];
                 Tensor w = up(gpu, h, d, out, in), x = up(gpu, h, d, m, in), bias = up(gpu, h, d, out), y = up(gpu, h, d, m, out);
                 Tensor dx = up(gpu, h, d, m, in);
-                PackedWeight dense = gpu.packLinearWeight(w, d);
-                double denseUs = LoraForwardBench.time(gpu, () -> gpu.linearForward(y, x, dense, bias));
+                PackedWeight dense = PackedWeight.pack(gpu, w, d);
+                double denseUs = LoraForwardBench.time(gpu, () -> dense.forward(gpu, y, x, bias));
                 // every layer starts from fp32 activations and converts them first: the conversions alone, and the dense
                 // cuBLASLt GEMMs on bf16 operands alone (forward x W^T; backward-data dy W), for the kernels' own speedups
                 Tensor xb = d.allocate(DType.BF16, m, in), yb = d.allocate(DType.BF16, m, out);
@@ -68,12 +74,13 @@ public final class BlockSparseBench {
                 for (double sparsity : new double[] {0.5, 0.8}) {
                     boolean[][] mask = new boolean[out / BlockSparseWeight.BLOCK][in / BlockSparseWeight.BLOCK];
                     for (boolean[] row : mask) for (int j = 0; j < row.length; j++) row[j] = rnd.nextDouble() >= sparsity;
-                    BlockSparseWeight fwd = gpu.packBlockSparse(w, mask, false, d), bwd = gpu.packBlockSparse(w, mask, true, d);
+                    BlockSparseWeight.Pack fwd = BlockSparseWeight.pack(gpu, w, mask, false, d, false);
+                    BlockSparseWeight.Pack bwd = BlockSparseWeight.pack(gpu, w, mask, true, d, false);
                     String tag = names[s] + "_sparsity" + Math.round(100 * sparsity);
                     for (int gi = 0; gi < groups.length; gi++) {
-                        gpu.setBlockSparseKernel(groups[gi]);
-                        double f = LoraForwardBench.time(gpu, () -> gpu.blockSparseLinear(y, x, fwd, bias, 0f, null, null, 0f));
-                        double b = LoraForwardBench.time(gpu, () -> gpu.blockSparseLinear(dx, y, bwd, null, 0f, null, null, 0f));
+                        gpu.tuning().blockSparseKernel(groups[gi]);
+                        double f = LoraForwardBench.time(gpu, () -> BlockSparseWeight.linear(gpu, y, x, fwd, bias, 0f, null, null, 0f, false));
+                        double b = LoraForwardBench.time(gpu, () -> BlockSparseWeight.linear(gpu, dx, y, bwd, null, 0f, null, null, 0f, false));
                         double fk = Math.max(f - convertX, 1e-3), bk = Math.max(b - convertY, 1e-3);
                         double keptTflops = 2.0 * m * out * in * fwd.density() / (fk * 1e6);
                         String k = groups[gi].name().toLowerCase(Locale.ROOT);
@@ -87,7 +94,7 @@ public final class BlockSparseBench {
                             worstKernel[gi] = Math.min(worstKernel[gi], Math.min(gemmF / fk, gemmB / bk));
                         }
                     }
-                    gpu.setBlockSparseKernel(defaultKernel[0]);
+                    gpu.tuning().blockSparseKernel(defaultKernel[0]);
                 }
             }
         }
@@ -110,29 +117,29 @@ public final class BlockSparseBench {
      * encoder with half the blocks of every linear weight masked at random, each weight timed both ways at 4096 tokens.
      */
     static void formats(CudaBackend gpu) {
-        var config = dev.topa.model.BertConfig.uniform(30522, 768, 12, 12, 3072, 512, 2, 1e-12f);
+        var config = BertConfig.uniform(30522, 768, 12, 12, 3072, 512, 2, 1e-12f);
         SplittableRandom rnd = new SplittableRandom(9);
-        try (dev.topa.model.BertModel host = new dev.topa.model.BertModel(config)) {
+        try (BertModel host = new BertModel(config)) {
             for (Tensor t : host.parameters().values()) {
                 float[] v = new float[(int) t.numel()];
                 for (int i = 0; i < v.length; i++) v[i] = (float) (0.05 * (2 * rnd.nextDouble() - 1));
                 t.copyFrom(v);
             }
-            boolean[][][][] masks = new boolean[config.layers()][4][][];
+            boolean[][][][] masks = new boolean[config.layers()][BertNames.Slot.values().length][][];
             for (int l = 0; l < masks.length; l++)
-                for (int slot = 0; slot < 4; slot++) {
+                for (BertNames.Slot slot : BertNames.Slot.values()) {
                     Tensor w = host.slotWeight(l, slot);
-                    masks[l][slot] = new boolean[(int) (w.dim(0) / BlockSparseWeight.BLOCK)][(int) (w.dim(1) / BlockSparseWeight.BLOCK)];
-                    for (boolean[] row : masks[l][slot]) for (int j = 0; j < row.length; j++) row[j] = rnd.nextBoolean();
+                    boolean[][] m = masks[l][slot.ordinal()] = new boolean[(int) (w.dim(0) / BlockSparseWeight.BLOCK)][(int) (w.dim(1) / BlockSparseWeight.BLOCK)];
+                    for (boolean[] row : m) for (int j = 0; j < row.length; j++) row[j] = rnd.nextBoolean();
                 }
             host.setBlockMasks(masks);
-            try (dev.topa.model.BertModel m = host.copyTo(gpu)) {
-                var slots = dev.topa.prune.BlockFormats.choose(gpu, m, 4096);
+            try (BertModel m = host.copyTo(gpu)) {
+                var slots = BlockFormats.choose(gpu, m, 4096);
                 for (var sl : slots)
                     if (sl.layer() == 0)
                         System.out.printf(Locale.ROOT, "format_layer0_%s: block-sparse %.3f ms, dense %.3f ms -> %s%n",
-                                dev.topa.model.BertNames.slot(0, sl.slot()), sl.sparseMs(), sl.denseMs(), sl.dense() ? "dense" : "block-sparse");
-                System.out.println("formats_bertbase_50pct_blocks: " + dev.topa.prune.BlockFormats.summary(slots));
+                                BertNames.slot(0, sl.slot()), sl.sparseMs(), sl.denseMs(), sl.dense() ? "dense" : "block-sparse");
+                System.out.println("formats_bertbase_50pct_blocks: " + BlockFormats.summary(slots));
             }
         }
     }

@@ -1,5 +1,10 @@
-package dev.topa.app;
+package dev.topa.kit;
 
+import dev.topa.io.RandomTokens;
+import dev.topa.harness.Check;
+import dev.topa.io.BertTokenizer;
+import dev.topa.model.TaskHead;
+import dev.topa.train.Predictor;
 import dev.topa.backend.Backend;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.cuda.CudaBackend;
@@ -85,12 +90,12 @@ public final class CudaEncoderCheck {
 
     /** The predict/eval path: Predictor on the device (encoder there, head on the CPU) against Predictor on the CPU. */
     boolean predictor(BertConfig config, Backend cpu, Backend gpu) {
-        java.util.List<dev.topa.io.BertTokenizer.Encoded> toks = new java.util.ArrayList<>();
+        java.util.List<BertTokenizer.Encoded> toks = new java.util.ArrayList<>();
         for (int i = 0; i < 37; i++)
             toks.add(RandomTokens.sequence(rnd, config.vocabSize(), 3 + rnd.nextInt(Math.min(126, config.maxPositions() - 3))));
-        try (BertModel m = randomModel(config); dev.topa.model.TaskHead head = new dev.topa.model.TaskHead(config.hidden(), 3, 7);
-                dev.topa.train.Predictor onCpu = new dev.topa.train.Predictor(cpu, m, head);
-                dev.topa.train.Predictor onGpu = new dev.topa.train.Predictor(gpu, m, head)) {
+        try (BertModel m = randomModel(config); TaskHead head = new TaskHead(config.hidden(), 3, 7);
+                Predictor onCpu = new Predictor(cpu, m, head);
+                Predictor onGpu = new Predictor(gpu, m, head)) {
             float[][] ref = onCpu.outputs(toks, 8), got = onGpu.outputs(toks, 8);
             float[] r = new float[ref.length * 3], g = new float[r.length];
             for (int i = 0; i < ref.length; i++) {
@@ -151,7 +156,7 @@ public final class CudaEncoderCheck {
     }
 
     private void report(String name, float[] ref, float[] got, double bound) {
-        double err = dev.topa.backend.cuda.RelativeError.of(ref, got);
+        double err = Check.relativeError(ref, got);
         boolean ok = err <= bound;
         failed |= !ok;
         System.out.printf(Locale.ROOT, "%s_rel_error: %.3e (bound %.0e, %s)%n", name, err, bound, ok ? "ok" : "MISMATCH");

@@ -1,13 +1,21 @@
-package dev.topa.backend.cuda;
+package dev.topa.kit;
 
+import dev.topa.backend.DenseWeight;
 import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.backend.cuda.CublasLt;
+import dev.topa.backend.cuda.CudaBackend;
+import dev.topa.backend.cuda.CudaDriver;
+import dev.topa.backend.cuda.CudaException;
+import dev.topa.backend.cuda.CudaKernel;
+import dev.topa.backend.cuda.CudaMemory;
+import dev.topa.harness.Check;
 import dev.topa.tensor.Bf16;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.MemoryTracker;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorScope;
 import java.io.IOException;
-import java.io.InputStream;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -17,7 +25,7 @@ import java.util.Locale;
 import java.util.SplittableRandom;
 
 /**
- * The GPU kit's kernel check (bench/gpu/run.sh): every CUDA kernel of topa_kernels.fatbin against
+ * The GPU kit's kernel check (kit/run.sh): every CUDA kernel of topa_kernels.fatbin against
  * the CPU backend on fresh random inputs, fp32 and bf16 storage, outputs poisoned with NaN before
  * each launch, relative error ||gpu - cpu|| / ||cpu|| against a stated bound (fp32 1e-5; bf16: the
  * CPU sees the same bf16-rounded inputs, bound 1e-2), then the kernels' times (CUDA events, median
@@ -35,18 +43,8 @@ public final class CudaOpCheck {
     private CudaOpCheck(CudaDriver cu) throws IOException {
         this.cu = cu;
         cu.useDevice(cu.device(0));
-        module = cu.loadModule(fatbin());
+        module = cu.loadModule(CudaBackend.kernelImage());
         stream = cu.streamCreate();
-    }
-
-    /** The fatbin packaged beside the CPU library (or -Dtopa.cuda.fatbin=PATH). */
-    static byte[] fatbin() throws IOException {
-        String path = System.getProperty("topa.cuda.fatbin");
-        if (path != null) return java.nio.file.Files.readAllBytes(java.nio.file.Path.of(path));
-        try (InputStream in = CudaOpCheck.class.getResourceAsStream("/native/linux-x86_64/topa_kernels.fatbin")) {
-            if (in == null) throw new IOException("topa_kernels.fatbin is not in this build (it was built without nvcc)");
-            return in.readAllBytes();
-        }
     }
 
     public static void main(String[] args) throws Exception {
@@ -191,7 +189,7 @@ public final class CudaOpCheck {
                 if (hd == 32 || hd == 64 || hd == 128) { // the tensor-core kernel: bf16 operands whatever the storage
                     long dt = d.poisoned(n, bf16);
                     String kernel = "attention_forward_tc_d" + hd + (bf16 ? "_bf16" : "_f32");
-                    double tus = time(() -> cu.launch(functions.computeIfAbsent(kernel, k -> cu.function(module, k)), kernel,
+                    double tus = time(() -> cu.launch(function(kernel), kernel,
                             new int[] {(seq + 63) / 64, heads, b}, new int[] {128, 1, 1}, 0, stream, dt, dq, dm, seq, heads, scale));
                     compare("attention tensor cores", bf16, b + "x" + seq + " " + heads + "x" + hd, ctx, d.down(dt, n, bf16), 2e-2, tus,
                             n * 4 * (bf16 ? 2 : 4));
@@ -237,7 +235,7 @@ public final class CudaOpCheck {
         try (Dev d = new Dev()) {
             long row = d.alloc(64), out = d.alloc(256);
             for (int i = 0; i < 20_000; i++)
-                cu.launch(functions.computeIfAbsent("broadcast_rows_f32", k -> cu.function(module, k)), "broadcast_rows_f32", new int[] {1, 1, 1},
+                cu.launch(function("broadcast_rows_f32"), "broadcast_rows_f32", new int[] {1, 1, 1},
                         new int[] {32, 1, 1}, 0, stream, out, row, 4L, 16);
             cu.streamSynchronize(stream);
         }
@@ -251,7 +249,7 @@ public final class CudaOpCheck {
             Tensor host = random(s, false, 1000, 77), back = s.allocate(DType.F32, 1000, 77);
             Tensor t = d.allocate(DType.F32, 1000, 77);
             address = t.data().address();
-            long tracked = dev.topa.tensor.MemoryTracker.of(mem.device()).live(MemoryCategory.ACTIVATIONS);
+            long tracked = MemoryTracker.of(mem.device()).live(MemoryCategory.ACTIVATIONS);
             cu.copyToDevice(address, host.data(), host.byteSize(), stream);
             cu.copyToHost(back.data(), address, host.byteSize(), stream);
             cu.streamSynchronize(stream);
@@ -273,7 +271,7 @@ public final class CudaOpCheck {
         try (TensorScope s = scope()) {
             Tensor x = random(s, bf16, m, k), w = random(s, bf16, n, k), bias = random(s, bf16, n), y = s.allocate(DType.F32, m, n);
             boolean withBias = epilogue != CublasLt.Epilogue.NONE;
-            cpu.linearForward(y, x, w, withBias ? bias : null);
+            new DenseWeight(w).forward(cpu, y, x, withBias ? bias : null);
             try (Dev d = new Dev()) {
                 long dx = d.up(x, bf16), dw = d.up(w, bf16), db = withBias ? d.up(bias, bf16) : 0, dy = d.poisoned((long) m * n, bf16);
                 double us = time(() -> lt.linear(dy, dx, dw, db, m, n, k, bf16, epilogue, stream));
@@ -307,7 +305,17 @@ public final class CudaOpCheck {
     private final java.util.Map<String, Long> functions = new java.util.HashMap<>();
 
     private long fn(String op, boolean bf16) {
-        return functions.computeIfAbsent(op + (bf16 ? "_bf16" : "_f32"), n -> cu.function(module, n));
+        return function(op + (bf16 ? "_bf16" : "_f32"));
+    }
+
+    /** A kernel of the image, its parameter list checked against the engine's declaration when bound. */
+    private long function(String name) {
+        return functions.computeIfAbsent(name, n -> {
+            long f = cu.function(module, n);
+            long[] sizes = cu.parameterSizes(f);
+            if (sizes != null) CudaKernel.valueOf(n.toUpperCase(Locale.ROOT)).checkBinding(sizes);
+            return f;
+        });
     }
 
     private static TensorScope scope() {
@@ -341,7 +349,7 @@ public final class CudaOpCheck {
     }
 
     private void compare(String op, boolean bf16, String shape, Tensor ref, float[] got, double bound, double us, long bytes) {
-        double err = RelativeError.of(ref.toFloatArray(), got);
+        double err = Check.relativeError(ref.toFloatArray(), got);
         boolean ok = err <= bound;
         failed |= !ok;
         String dtype = bf16 ? "bf16" : "f32";

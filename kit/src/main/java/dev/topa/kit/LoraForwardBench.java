@@ -1,6 +1,12 @@
-package dev.topa.backend.cuda;
+package dev.topa.kit;
 
 import dev.topa.backend.Bf16Weight;
+import dev.topa.backend.Dropout;
+import dev.topa.backend.LinearWeight;
+import dev.topa.backend.cuda.CublasLt;
+import dev.topa.backend.cuda.CudaBackend;
+import dev.topa.backend.cuda.CudaDriver;
+import dev.topa.tensor.StepArena;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.Tensor;
@@ -10,7 +16,7 @@ import java.util.Locale;
 import java.util.SplittableRandom;
 
 /**
- * What a LoRA update costs on top of the frozen bf16 base GEMM (the GPU kit, issue 7): at BERT-base
+ * What a LoRA update costs on top of the frozen bf16 base GEMM (the GPU kit): at BERT-base
  * shapes (4096 tokens = batch 32 x seq 128; the QKV, attention-output, FFN-in and FFN-out weights)
  * and ranks 8 and 16, the time of y = x W^T + bias alone, of the same with the rank-r term folded
  * into the GEMM with its factor product u = x A^T formed in the conversion pass (the whole LoRA
@@ -36,12 +42,13 @@ public final class LoraForwardBench {
         long[][] shapes = {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}}; // {out, in}
         String[] names = {"qkv", "attn_out", "ffn_in", "ffn_out"};
         double worst = 0;
-        try (TensorScope h = new TensorScope("bench host", MemoryCategory.WORKSPACE); TensorAllocator d = gpu.weightScope("bench")) {
+        try (TensorScope h = new TensorScope("bench host", MemoryCategory.WORKSPACE); TensorAllocator d = gpu.scope("bench", MemoryCategory.WEIGHTS); StepArena temp = gpu.stepArena("bench")) {
             for (int s = 0; s < shapes.length; s++) {
                 long out = shapes[s][0], in = shapes[s][1];
                 Tensor w = up(gpu, h, d, out, in), x = up(gpu, h, d, m, in), bias = up(gpu, h, d, out), y = up(gpu, h, d, m, out);
-                Bf16Weight packed = gpu.packBf16(w, true, d);
-                double base = time(gpu, () -> gpu.gemmBf16(1f, x, packed, 0f, y, bias, null, 0f, false, null));
+                Bf16Weight weight = Bf16Weight.pack(gpu, w, d, false);
+                Bf16Weight.Pack packed = weight.forwardPack();
+                double base = time(gpu, () -> weight.forward(gpu, y, x, bias));
                 long xb = gpu.deviceMemory().allocate(2 * m * in), yb = gpu.deviceMemory().allocate(2 * m * out);
                 double bare = time(gpu, () -> lt(gpu).matmul(false, false, m, out, in, 1f, xb, in, packed.data().data().address(), out, 0f, yb, out, 0,
                         CublasLt.Types.BF16, CublasLt.Epilogue.NONE, gpu.stream()));
@@ -53,13 +60,17 @@ public final class LoraForwardBench {
                 for (int r : new int[] {8, 16}) {
                     Tensor u = up(gpu, h, d, m, r), a = up(gpu, h, d, r, in), b = up(gpu, h, d, out, r);
                     // the whole LoRA forward: u = x A^T formed in the pass that rounds x to bf16, then one GEMM over K + r
-                    double whole = time(gpu, () -> gpu.loraForwardBf16(y, u, x, packed, bias, a, b, 0.5f));
+                    LinearWeight.LowRank lora = new LinearWeight.LowRank(a, b, 0.5f);
+                    double whole = time(gpu, () -> {
+                        temp.reset();
+                        weight.forward(gpu, temp, temp, y, x, bias, lora, Dropout.NONE);
+                    });
                     // the same from two calls: the factor GEMM (reads x once more), then the product with u folded in
                     double twoCalls = time(gpu, () -> {
                         gpu.gemm(false, true, 1f, x, a, 0f, u, null);
-                        gpu.gemmBf16(1f, x, packed, 0f, y, bias, u, 0.5f, true, b);
+                        Bf16Weight.gemm(gpu, 1f, x, packed, 0f, y, bias, u, 0.5f, true, b);
                     });
-                    double termOnly = time(gpu, () -> gpu.gemmBf16(1f, x, packed, 0f, y, bias, u, 0.5f, true, b));
+                    double termOnly = time(gpu, () -> Bf16Weight.gemm(gpu, 1f, x, packed, 0f, y, bias, u, 0.5f, true, b));
                     double pct = 100 * (whole / base - 1);
                     worst = Math.max(worst, pct);
                     System.out.printf(Locale.ROOT, "lora_forward_%s_r%d_us: %.1f%nlora_forward_overhead_%s_r%d_pct: %.1f (vs the bare GEMM: %.1f)%n"

@@ -1,6 +1,10 @@
-package dev.topa.backend.cuda;
+package dev.topa.kit;
 
+import dev.topa.harness.Check;
 import dev.topa.backend.PackedWeight;
+import dev.topa.backend.Sparse24Weight;
+import dev.topa.backend.cuda.CudaBackend;
+import dev.topa.backend.cuda.CudaDriver;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
@@ -11,7 +15,7 @@ import java.util.Locale;
 import java.util.SplittableRandom;
 
 /**
- * 2:4 semi-structured products on the sparse tensor cores (the GPU kit, issue 7): first which reading
+ * 2:4 semi-structured products on the sparse tensor cores (the GPU kit): first which reading
  * of mma.sp's metadata lanes the hardware takes -- each layout's product against the CPU's fp32
  * product with the same pruned weight (bound 1e-2: bf16 operands) -- then, with the one that matches,
  * time against the dense product of the same (pruned) weight through cuBLASLt (bf16, x converted,
@@ -36,40 +40,41 @@ public final class Sparse24Check {
     int run(CudaBackend gpu) {
         CpuBackend cpu = CpuBackend.create();
         int matched = -1;
-        try (TensorScope h = new TensorScope("2:4 host", MemoryCategory.WORKSPACE); TensorAllocator d = gpu.weightScope("2:4")) {
+        try (TensorScope h = new TensorScope("2:4 host", MemoryCategory.WORKSPACE); TensorAllocator d = gpu.scope("2:4", MemoryCategory.WEIGHTS)) {
             int m = 200, n = 128, k = 96; // m not a multiple of the tile: the edge too
             float[] w = random(n * k);
-            Sparse24.Compressed c = Sparse24.compress(w, n, k);
+            Sparse24Weight.Compressed c = Sparse24Weight.compress(w, n, k);
             Tensor x = h.allocate(DType.F32, m, k).copyFrom(random(m * k)), bias = h.allocate(DType.F32, n).copyFrom(random(n));
             Tensor ref = h.allocate(DType.F32, m, n);
             cpu.gemm(false, true, 1f, x, h.allocate(DType.F32, n, k).copyFrom(c.pruned()), 0f, ref, bias);
-            Sparse24 packed = Sparse24.upload(gpu, c, h, d);
+            Sparse24Weight packed = Sparse24Weight.upload(gpu, c, h, d);
             Tensor dx = gpu.copyOf(x, d), db = gpu.copyOf(bias, d);
             for (int layout = 0; layout < 2; layout++) {
                 Tensor y = gpu.copyOf(h.allocate(DType.F32, m, n).fill(Float.NaN), d);
-                gpu.sparse24Linear(y, dx, packed, db, layout);
-                double err = RelativeError.of(ref.toFloatArray(), gpu.copyOf(y, h).toFloatArray());
+                gpu.tuning().sparse24Layout(layout);
+                packed.forward(gpu, y, dx, db);
+                double err = Check.relativeError(ref.toFloatArray(), gpu.copyOf(y, h).toFloatArray());
                 boolean ok = err <= 1e-2;
                 System.out.printf(Locale.ROOT, "sparse24_layout%d_rel_error: %.3e (bound 1e-02, %s)%n", layout, err, ok ? "ok" : "MISMATCH");
                 if (ok && matched < 0) matched = layout;
             }
             System.out.println("sparse24_metadata_layout: " + (matched < 0 ? "none matches" : matched));
             if (matched < 0) return -1;
+            gpu.tuning().sparse24Layout(matched);
             double worst = Double.MAX_VALUE;
             long tokens = 4096;
             int[][] shapes = {{4096, 1024}, {1024, 4096}, {3072, 768}, {768, 3072}};
             String[] names = {"large_ffn_in", "large_ffn_out", "base_ffn_in", "base_ffn_out"};
             for (int s = 0; s < shapes.length; s++) {
                 int out = shapes[s][0], in = shapes[s][1];
-                Sparse24.Compressed cs = Sparse24.compress(random(out * in), out, in);
-                Sparse24 sp = Sparse24.upload(gpu, cs, h, d);
+                Sparse24Weight.Compressed cs = Sparse24Weight.compress(random(out * in), out, in);
+                Sparse24Weight sp = Sparse24Weight.upload(gpu, cs, h, d);
                 Tensor wd = gpu.copyOf(h.allocate(DType.F32, out, in).copyFrom(cs.pruned()), d);
-                PackedWeight dense = gpu.packLinearWeight(wd, d);
+                PackedWeight dense = PackedWeight.pack(gpu, wd, d);
                 Tensor xx = gpu.copyOf(h.allocate(DType.F32, tokens, in).copyFrom(random((int) tokens * in)), d);
                 Tensor yy = gpu.copyOf(h.allocate(DType.F32, tokens, out).fill(0f), d), bb = gpu.copyOf(h.allocate(DType.F32, out).fill(0.5f), d);
-                final int lay = matched;
-                double sparseUs = LoraForwardBench.time(gpu, () -> gpu.sparse24Linear(yy, xx, sp, bb, lay));
-                double denseUs = LoraForwardBench.time(gpu, () -> gpu.linearForward(yy, xx, dense, bb));
+                double sparseUs = LoraForwardBench.time(gpu, () -> sp.forward(gpu, yy, xx, bb));
+                double denseUs = LoraForwardBench.time(gpu, () -> dense.forward(gpu, yy, xx, bb));
                 double speedup = denseUs / sparseUs;
                 worst = Math.min(worst, speedup);
                 System.out.printf(Locale.ROOT, "sparse24_%s_%dx%dx%d_us: %.1f; dense_us: %.1f; speedup: %.2fx (the FLOPs allow 2x)%n", names[s],

@@ -1,5 +1,7 @@
-package dev.topa.app;
+package dev.topa.kit;
 
+import dev.topa.io.RandomTokens;
+import dev.topa.harness.Check;
 import dev.topa.model.Adapter;
 import dev.topa.backend.AdamWConfig;
 import dev.topa.glue.Example;
@@ -273,7 +275,7 @@ public final class TrainingStepParity {
     }
 
     private void compare(String name, float[] ref, float[] got, double bound) {
-        double err = dev.topa.backend.cuda.RelativeError.of(ref, got);
+        double err = Check.relativeError(ref, got);
         boolean ok = err <= bound;
         if (!ok) failures.add(name);
         if (!ok || name.endsWith("_loss") || name.startsWith("trainer") || name.contains("layer.0.") || name.contains("grad_head")

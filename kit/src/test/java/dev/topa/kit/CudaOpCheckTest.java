@@ -1,5 +1,7 @@
-package dev.topa.backend.cuda;
+package dev.topa.kit;
 
+import dev.topa.backend.cuda.CudaDriver;
+import dev.topa.backend.cuda.CudaBackend;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -31,7 +33,7 @@ class CudaOpCheckTest {
     void theFatbinIsPackagedWhenTheBuildHadNvcc() throws Exception {
         assumeTrue(CudaOpCheck.class.getResource("/native/linux-x86_64/topa_kernels.fatbin") != null,
                 "this build had no nvcc: the CUDA kernels were skipped");
-        byte[] image = CudaOpCheck.fatbin();
+        byte[] image = CudaBackend.kernelImage();
         // a fatbin starts with its magic 0xBA55ED50 (little-endian)
         assertEquals(0x50, image[0] & 0xff);
         assertEquals(0xED, image[1] & 0xff);

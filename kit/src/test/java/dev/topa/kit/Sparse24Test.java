@@ -1,10 +1,13 @@
-package dev.topa.backend.cuda;
+package dev.topa.kit;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import dev.topa.backend.Sparse24Weight;
+import dev.topa.backend.cuda.CudaBackend;
+import dev.topa.backend.cuda.CudaDriver;
 import dev.topa.tensor.Bf16;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
@@ -17,7 +20,7 @@ class Sparse24Test {
         SplittableRandom rnd = new SplittableRandom(4);
         float[] w = new float[n * k];
         for (int i = 0; i < w.length; i++) w[i] = (float) (2 * rnd.nextDouble() - 1);
-        Sparse24.Compressed c = Sparse24.compress(w, n, k);
+        Sparse24Weight.Compressed c = Sparse24Weight.compress(w, n, k);
         for (int r = 0; r < n; r++)
             for (int grp = 0; grp < k / 4; grp++) {
                 int base = r * k + 4 * grp, kept = 0;
@@ -39,7 +42,7 @@ class Sparse24Test {
                 assertEquals(Bf16.toFloat(Bf16.fromFloat(w[base + i1])), Bf16.toFloat(c.values()[r * (k / 2) + 2 * grp + 1]));
                 assertTrue(c.pruned()[base + i0] != 0 && c.pruned()[base + i1] != 0);
             }
-        var e = assertThrows(IllegalArgumentException.class, () -> Sparse24.compress(new float[48 * 32], 48, 32));
+        var e = assertThrows(IllegalArgumentException.class, () -> Sparse24Weight.compress(new float[48 * 32], 48, 32));
         assertTrue(e.getMessage().contains("multiple of 64"), e.getMessage());
     }
 

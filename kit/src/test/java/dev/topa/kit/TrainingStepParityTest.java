@@ -1,4 +1,4 @@
-package dev.topa.app;
+package dev.topa.kit;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;

@@ -59,7 +59,9 @@ import dev.topa.tensor.Tensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.invoke.MethodHandle;
+import java.util.EnumSet;
 import java.util.Locale;
+import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -75,21 +77,35 @@ public final class CpuBackend extends Backend {
     private final Isa isa;
     private final MethodHandle[] handles = new MethodHandle[CpuKernel.values().length];
     private final boolean dpbf16;
+    /** Ops this backend says it lacks (a device's capabilities, with the CPU standing in for it). */
+    private final Set<Op> withheld;
 
-    private CpuBackend(Isa isa) {
+    private CpuBackend(Isa isa, Set<Op> withheld) {
         if (!isa.supported()) throw new UnsupportedOperationException("this CPU does not support " + isa + " (best: " + Isa.best() + ")");
         this.isa = isa;
+        this.withheld = withheld.isEmpty() ? EnumSet.noneOf(Op.class) : EnumSet.copyOf(withheld);
+        for (Op op : withheld) if (op.required()) throw new IllegalArgumentException(op + " is required of every backend");
         dpbf16 = isa == Isa.AVX512 && CpuKernels.hasAvx512Bf16();
         for (CpuKernel k : CpuKernel.values()) if (k.perIsa()) handles[k.ordinal()] = k.bind(isa);
     }
 
+    /**
+     * This backend declaring the given optional ops unsupported, as a device without them would: a
+     * run's needs checked against that device's capabilities with the CPU standing in.
+     */
+    public CpuBackend without(Set<Op> ops) {
+        EnumSet<Op> all = EnumSet.copyOf(withheld);
+        all.addAll(ops);
+        return new CpuBackend(isa, all);
+    }
+
     /** The backend for the best ISA of this CPU. */
     public static CpuBackend create() {
-        return new CpuBackend(Isa.best());
+        return create(Isa.best());
     }
 
     public static CpuBackend create(Isa isa) {
-        return new CpuBackend(isa);
+        return new CpuBackend(isa, Set.of());
     }
 
     public Isa isa() {
@@ -111,10 +127,10 @@ public final class CpuBackend extends Backend {
         return dpbf16;
     }
 
-    /** Every op but 2:4 (a sparse tensor core format). */
+    /** Every op but 2:4 (a sparse tensor core format), and those {@link #without} withholds. */
     @Override
     public boolean supports(Op op) {
-        return op != Op.SPARSE24;
+        return op != Op.SPARSE24 && !withheld.contains(op);
     }
 
     private MethodHandle h(CpuKernel k) {
@@ -167,9 +183,9 @@ public final class CpuBackend extends Backend {
     }
 
     @Override
-    protected void kGemmAugmented(boolean transA, boolean transB, long m, long n, long k, Tensor a, Tensor b, long k2, Tensor a2, float scale,
+    protected void kGemmAugmented(boolean transB, long m, long n, long k, Tensor a, Tensor b, long k2, Tensor a2, float scale,
             boolean transB2, Tensor b2, float beta, Tensor c, Tensor bias) {
-        scratch("gemmLowRank", () -> (int) h(SGEMM_AUG).invokeExact(transA ? 1 : 0, transB ? 1 : 0, m, n, k, 1f, seg(a), transA ? m : k,
+        scratch("gemmLowRank", () -> (int) h(SGEMM_AUG).invokeExact(0, transB ? 1 : 0, m, n, k, 1f, seg(a), k,
                 seg(b), transB ? k : n, k2, seg(a2), k2, scale, transB2 ? 1 : 0, seg(b2), transB2 ? k2 : n, beta, seg(c), n, seg(bias)));
     }
 

@@ -293,10 +293,10 @@ public final class CudaBackend extends Backend {
     }
 
     @Override
-    protected void kGemmAugmented(boolean transA, boolean transB, long m, long n, long k, Tensor a, Tensor b, long k2, Tensor a2, float scale,
+    protected void kGemmAugmented(boolean transB, long m, long n, long k, Tensor a, Tensor b, long k2, Tensor a2, float scale,
             boolean transB2, Tensor b2, float beta, Tensor c, Tensor bias) {
         onThisThread(); // two products into one C: the second accumulates (beta 1)
-        lt.matmul(transA, transB, m, n, k, 1f, ptr(a), transA ? m : k, ptr(b), transB ? k : n, beta, ptr(c), n, 0, CublasLt.Types.F32,
+        lt.matmul(false, transB, m, n, k, 1f, ptr(a), k, ptr(b), transB ? k : n, beta, ptr(c), n, 0, CublasLt.Types.F32,
                 CublasLt.Epilogue.NONE, stream);
         lt.matmul(false, transB2, m, n, k2, scale, ptr(a2), k2, ptr(b2), transB2 ? k2 : n, 1f, ptr(c), n, ptr(bias), CublasLt.Types.F32,
                 bias == null ? CublasLt.Epilogue.NONE : CublasLt.Epilogue.BIAS, stream);

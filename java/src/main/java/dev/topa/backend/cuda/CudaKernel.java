@@ -124,7 +124,7 @@ public enum CudaKernel {
     }
 
     /** Fails, naming the kernel and the argument, unless args fit the declared parameters. */
-    void checkLaunch(Object[] values) {
+    public void checkLaunch(Object[] values) {
         if (values.length != args.length)
             throw new IllegalArgumentException(symbol() + ": " + values.length + " launch arguments, the kernel takes " + args.length);
         for (int i = 0; i < values.length; i++)
@@ -134,7 +134,7 @@ public enum CudaKernel {
     }
 
     /** Fails unless the compiled kernel's parameter sizes (from the driver) are the declared ones. */
-    void checkBinding(long[] sizes) {
+    public void checkBinding(long[] sizes) {
         boolean same = sizes.length == args.length;
         for (int i = 0; same && i < sizes.length; i++) same = sizes[i] == args[i].bytes;
         if (same) return;

@@ -1,4 +1,6 @@
-package dev.topa.backend;
+package dev.topa.harness;
+
+import dev.topa.backend.Dropout;
 
 /**
  * The spec: every op in plain float64 Java, written for clarity, not speed. Kernels are checked
@@ -129,6 +131,20 @@ public final class Reference {
                         out[(b * s + i) * c + hh * d + e] = acc;
                     }
                 }
+        return out;
+    }
+
+    /** Sequences packed end to end (qkv [N, 3*H*D], sequence i the next lengths[i] rows), each attending only to itself. */
+    public static double[] attentionPacked(double[] qkv, int[] lengths, int h, int d, double scale) {
+        int c = h * d, n = 0;
+        for (int len : lengths) n += len;
+        double[] out = new double[n * c];
+        int off = 0;
+        for (int len : lengths) {
+            double[] one = attention(java.util.Arrays.copyOfRange(qkv, off * 3 * c, (off + len) * 3 * c), null, 1, len, h, d, scale, null);
+            System.arraycopy(one, 0, out, off * c, len * c);
+            off += len;
+        }
         return out;
     }
 

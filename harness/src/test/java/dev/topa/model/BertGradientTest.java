@@ -4,7 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.topa.backend.Dropout;
-import dev.topa.backend.Reference;
+import dev.topa.harness.Reference;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.StepArena;

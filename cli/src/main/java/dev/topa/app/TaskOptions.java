@@ -1,0 +1,49 @@
+package dev.topa.app;
+
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueDownload;
+import dev.topa.glue.GlueTask;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.List;
+import picocli.CommandLine.Option;
+
+/** What a training command works on: the task, its data, the model, where the outputs go (a picocli mixin). */
+final class TaskOptions {
+    @Option(names = "--task", required = true, description = "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    String task;
+
+    @Option(names = "--model", defaultValue = "default", description = "as for encode (default: ${DEFAULT-VALUE})")
+    String model;
+
+    @Option(names = "--data-dir", description = {"GLUE data: one folder per task (SST-2/train.tsv, ...); default: downloaded",
+            "into the cache (TOPA_GLUE_URL sets the source, TOPA_OFFLINE=1 uses the cache only)"})
+    Path dataDir;
+
+    @Option(names = "--out", required = true, description = "where the outputs go: the best model (LoRA merged), head, tokenizer and reports; compare: a folder per run")
+    Path out;
+
+    @Option(names = "--train-limit", description = "use only the first N training examples")
+    Integer trainLimit;
+
+    GlueTask glueTask() {
+        return GlueTask.parse(task);
+    }
+
+    /** The task's data folder: --data-dir, or the cache (downloaded there when missing). */
+    Path data() throws IOException {
+        return dataDir != null ? dataDir : GlueDownload.dataDir(glueTask());
+    }
+
+    /** The training examples (the first --train-limit of them). */
+    List<Example> train() throws IOException {
+        List<Example> all = glueTask().train(data());
+        return trainLimit == null ? all : all.subList(0, Math.min(trainLimit, all.size()));
+    }
+
+    /** The first dev split's examples. */
+    List<Example> dev() throws IOException {
+        GlueTask t = glueTask();
+        return t.dev(data(), t.devSplits().get(0));
+    }
+}

@@ -1,0 +1,62 @@
+package dev.topa.harness;
+
+import static dev.topa.harness.Check.GRAD;
+import static dev.topa.harness.Check.ROW;
+import static dev.topa.harness.Check.gradient;
+
+import dev.topa.tensor.Tensor;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+/** Softmax cross-entropy (ignored labels), mean squared error, and their gradients. */
+final class LossOps implements OpFamily {
+    @Override
+    public String name() {
+        return "loss";
+    }
+
+    @Override
+    public List<OpCase> cases() {
+        List<OpCase> all = new ArrayList<>();
+        for (int[] sh : new int[][] {{1, 2}, {7, 3}, {33, 5}, {129, 2}}) {
+            int n = sh[0], classes = sh[1];
+            String name = "crossEntropy N=" + n + " C=" + classes;
+            all.add(new OpCase(name(), name, ws -> {
+                Tensor logits = ws.f32(ws.uniform(n * classes, -4, 4), n, classes);
+                int[] labels = ws.rnd().ints(n, 0, classes).toArray();
+                if (n > 3) labels[2] = -1; // ignored row
+                double[] ld = ws.values(logits);
+                Tensor losses = ws.poisoned(n), tl = ws.i32(labels, n);
+                float mean = ws.backend().crossEntropyForward(losses, logits, tl);
+                double[] ref = Reference.crossEntropy(ld, labels, n, classes);
+                ws.close(name + " losses", Arrays.copyOf(ref, n), losses, ROW);
+                Check.close(name + " mean", new double[] {ref[n]}, new float[] {mean}, ROW);
+                Tensor dl = ws.poisoned(n, classes);
+                ws.backend().crossEntropyBackward(dl, logits, tl, 0.7f);
+                gradient(name + " dlogits", v -> 0.7 * Reference.crossEntropy(v, labels, n, classes)[n], ld, ws.floats(dl), ws.rnd(), 64, GRAD);
+            }));
+        }
+        for (int n : new int[] {1, 7, 33, 1000}) {
+            String name = "mse N=" + n;
+            all.add(new OpCase(name(), name, ws -> {
+                Tensor p = ws.f32(ws.random(n), n), t = ws.f32(ws.random(n), n);
+                double[] pd = ws.values(p), td = ws.values(t);
+                float loss = ws.backend().mseForward(p, t);
+                Check.close(name, new double[] {Reference.mse(pd, td)}, new float[] {loss}, ROW);
+                Tensor dp = ws.poisoned(n);
+                ws.backend().mseBackward(dp, p, t, 1.5f);
+                gradient(name + " dpred", v -> 1.5 * Reference.mse(v, td), pd, ws.floats(dp), ws.rnd(), 64, GRAD);
+            }));
+        }
+        return all;
+    }
+
+    @Override
+    public List<OpTiming> timings(int tokens) {
+        return List.of(new OpTiming(name(), "crossEntropy 32x2", ws -> {
+            Tensor logits = ws.f32(ws.random(64), 32, 2), losses = ws.poisoned(32), labels = ws.i32(ws.rnd().ints(32, 0, 2).toArray(), 32);
+            return OpTiming.Work.bytes(32 * 3 * 4, () -> ws.backend().crossEntropyForward(losses, logits, labels));
+        }));
+    }
+}

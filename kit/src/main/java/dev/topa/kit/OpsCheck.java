@@ -1,0 +1,56 @@
+package dev.topa.kit;
+
+import dev.topa.backend.Backend;
+import dev.topa.backend.cuda.CudaBackend;
+import dev.topa.backend.cuda.CudaDriver;
+import dev.topa.harness.Ops;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The op harness on a GPU: every case of every op family against the float64 references, on
+ * CUDA in fp32 (the fp32 bounds, as on the CPU) and in mixed precision (products on the tensor cores
+ * held to the bf16 floor), then again for every kernel choice the backend's {@link CudaBackend.Tuning}
+ * offers (block-sparse kernels, the attention backward on CUDA cores), then the timings. Prints a
+ * line per case and {@code ops_failures: N} last; exits 1 on a failure, 2 without a GPU.
+ */
+public final class OpsCheck {
+    /** The normwise error of a product of bf16-rounded operands summed in fp32: a few units of bf16's 2^-9 (kit/emulate/rounding_bounds.py). */
+    static final double BF16_PRODUCTS = 2e-2;
+
+    private OpsCheck() {}
+
+    public static void main(String[] args) {
+        if (CudaDriver.get().isEmpty()) {
+            System.out.println("cuda_available: false (" + CudaDriver.unavailableReason() + ")");
+            System.exit(2);
+        }
+        boolean quick = args.length > 0 && args[0].equals("quick");
+        List<String> failed = new ArrayList<>();
+        try (CudaBackend exact = CudaBackend.open(0, CudaBackend.Precision.FP32); CudaBackend mixed = CudaBackend.open(0)) {
+            failed.addAll(run(exact, 0, "fp32"));
+            failed.addAll(run(mixed, BF16_PRODUCTS, "mixed"));
+            for (CudaBackend.BlockSparseKernel k : CudaBackend.BlockSparseKernel.values()) {
+                mixed.tuning().blockSparseKernel(k);
+                failed.addAll(Ops.checkAll(mixed, "blocksparse", BF16_PRODUCTS, System.out).stream().map(f -> "mixed " + k + " " + f).toList());
+            }
+            mixed.tuning().blockSparseKernel(CudaBackend.BlockSparseKernel.ROWS8_STAGED);
+            mixed.tuning().tensorCoreAttentionBackward(false);
+            failed.addAll(Ops.checkAll(mixed, "attention", BF16_PRODUCTS, System.out).stream().map(f -> "mixed cuda-core backward " + f).toList());
+            mixed.tuning().tensorCoreAttentionBackward(true);
+            if (!quick) {
+                Ops.bench(exact, null, 4096, 7, System.out);
+                Ops.bench(mixed, null, 4096, 7, System.out);
+            }
+        }
+        failed.forEach(f -> System.out.println("FAILED " + f));
+        System.out.println("ops_failures: " + failed.size());
+        System.exit(failed.isEmpty() ? 0 : 1);
+    }
+
+    /** Every case on be; the failures, each prefixed with the mode. */
+    static List<String> run(Backend be, double productFloor, String mode) {
+        System.out.println("---- op harness on " + be.name() + " (" + mode + ")");
+        return Ops.checkAll(be, null, productFloor, System.out).stream().map(f -> mode + " " + f).toList();
+    }
+}
