@@ -26,6 +26,7 @@ public final class Bf16Weight extends LinearWeight {
     private final Pack forward, gradient;
 
     private Bf16Weight(Pack forward, Pack gradient) {
+        super(forward.n(), forward.k(), forward.backend(), "bf16");
         this.forward = forward;
         this.gradient = gradient;
     }
@@ -59,25 +60,9 @@ public final class Bf16Weight extends LinearWeight {
         return forward;
     }
 
-    @Override
-    public long outFeatures() {
-        return forward.n();
-    }
 
-    @Override
-    public long inFeatures() {
-        return forward.k();
-    }
 
-    @Override
-    public String backend() {
-        return forward.backend();
-    }
 
-    @Override
-    public String kind() {
-        return "bf16";
-    }
 
     @Override
     public boolean hasInputGradient() {

@@ -40,6 +40,7 @@ public final class BlockSparseWeight extends LinearWeight {
     private final LinearWeight base;
 
     private BlockSparseWeight(Pack forward, Pack gradient, LinearWeight base) {
+        super(forward.n(), forward.k(), forward.backend(), "block-sparse");
         this.forward = forward;
         this.gradient = gradient;
         this.base = base;
@@ -156,24 +157,12 @@ public final class BlockSparseWeight extends LinearWeight {
         return forward.density();
     }
 
-    @Override
-    public long outFeatures() {
-        return forward.n();
-    }
 
-    @Override
-    public long inFeatures() {
-        return forward.k();
-    }
 
-    @Override
-    public String backend() {
-        return forward.backend();
-    }
 
     @Override
     public String kind() {
-        return base == null ? "block-sparse" : "block-masked, " + base.kind();
+        return base == null ? super.kind() : "block-masked, " + base.kind();
     }
 
     @Override

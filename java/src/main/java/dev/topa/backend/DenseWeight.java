@@ -13,8 +13,13 @@ public final class DenseWeight extends LinearWeight {
     private final Tensor w;
 
     public DenseWeight(Tensor w) {
-        if (w.rank() != 2) throw new IllegalArgumentException("a linear weight is [out, in], got " + shape(w));
+        super(dims(w)[0], dims(w)[1], null, "fp32");
         this.w = w;
+    }
+
+    private static long[] dims(Tensor w) {
+        if (w.rank() != 2) throw new IllegalArgumentException("a linear weight is [out, in], got " + shape(w));
+        return w.shape();
     }
 
     /** W itself. */
@@ -22,25 +27,9 @@ public final class DenseWeight extends LinearWeight {
         return w;
     }
 
-    @Override
-    public long outFeatures() {
-        return w.dim(0);
-    }
 
-    @Override
-    public long inFeatures() {
-        return w.dim(1);
-    }
 
-    @Override
-    public String backend() {
-        return null;
-    }
 
-    @Override
-    public String kind() {
-        return "fp32";
-    }
 
     @Override
     public boolean trainable() {

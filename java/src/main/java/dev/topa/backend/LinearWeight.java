@@ -30,15 +30,33 @@ public abstract sealed class LinearWeight permits DenseWeight, PackedWeight, Bf1
         public static final Gradients NONE = new Gradients(null, null, null, null);
     }
 
-    public abstract long outFeatures();
+    private final long out, in;
+    private final String backend, kind;
 
-    public abstract long inFeatures();
+    /** kind: "fp32", "fp32 packed", "bf16", "block-sparse", "2:4": for reports. */
+    LinearWeight(long out, long in, String backend, String kind) {
+        this.out = out;
+        this.in = in;
+        this.backend = backend;
+        this.kind = kind;
+    }
+
+    public final long outFeatures() {
+        return out;
+    }
+
+    public final long inFeatures() {
+        return in;
+    }
 
     /** The backend whose layout this is, or null for W as it is (fp32, any backend whose memory holds it). */
-    public abstract String backend();
+    public final String backend() {
+        return backend;
+    }
 
-    /** "fp32", "fp32 packed", "bf16", "block-sparse", "2:4": for reports. */
-    public abstract String kind();
+    public String kind() {
+        return kind;
+    }
 
     /** Whether backward can pass through it (a pack for the input gradient exists). */
     public boolean hasInputGradient() {

@@ -21,14 +21,10 @@ import dev.topa.tensor.TensorAllocator;
  */
 public final class PackedWeight extends LinearWeight {
     private final Tensor data;
-    private final long out, in;
-    private final String backend;
 
     private PackedWeight(Tensor data, long out, long in, String backend) {
+        super(out, in, backend, "fp32 packed");
         this.data = data;
-        this.out = out;
-        this.in = in;
-        this.backend = backend;
     }
 
     /** W [out, in] packed for be, in memory from alloc. */
@@ -45,25 +41,9 @@ public final class PackedWeight extends LinearWeight {
         return data;
     }
 
-    @Override
-    public long outFeatures() {
-        return out;
-    }
 
-    @Override
-    public long inFeatures() {
-        return in;
-    }
 
-    @Override
-    public String backend() {
-        return backend;
-    }
 
-    @Override
-    public String kind() {
-        return "fp32 packed";
-    }
 
     @Override
     public boolean hasInputGradient() {
@@ -73,12 +53,12 @@ public final class PackedWeight extends LinearWeight {
     @Override
     void product(Backend be, Tensor y, Tensor x, Tensor bias, Tensor u, Tensor b, float scale) {
         String op = "linearForward";
-        packedBy(be, op, backend);
+        packedBy(be, op, backend());
         f32(be, op, "x", x);
         onDevice(be, op, "packed W", data);
-        check(cols(x) == in, op, "x has " + cols(x) + " features, W takes " + in);
-        matrix(be, op, "y", y, rows(x), out);
-        if (bias != null) vector(be, op, "bias", bias, out);
+        check(cols(x) == inFeatures(), op, "x has " + cols(x) + " features, W takes " + inFeatures());
+        matrix(be, op, "y", y, rows(x), outFeatures());
+        if (bias != null) vector(be, op, "bias", bias, outFeatures());
         be.kLinearPacked(y, x, this, rows(x), bias);
         if (u != null) be.gemm(false, true, scale, u, b, 1f, y, null);
     }

@@ -22,15 +22,11 @@ public final class Sparse24Weight extends LinearWeight {
     public record Compressed(float[] pruned, short[] values, int[] meta, int n, int k) {}
 
     private final Tensor values, meta;
-    private final int n, k;
-    private final String backend;
 
     private Sparse24Weight(Tensor values, Tensor meta, int n, int k, String backend) {
+        super(n, k, backend, "2:4");
         this.values = values;
         this.meta = meta;
-        this.n = n;
-        this.k = k;
-        this.backend = backend;
     }
 
     /** W [n, k] row-major, n a multiple of 64 and k of 32 (the kernel's tile). */
@@ -79,25 +75,9 @@ public final class Sparse24Weight extends LinearWeight {
         return meta;
     }
 
-    @Override
-    public long outFeatures() {
-        return n;
-    }
 
-    @Override
-    public long inFeatures() {
-        return k;
-    }
 
-    @Override
-    public String backend() {
-        return backend;
-    }
 
-    @Override
-    public String kind() {
-        return "2:4";
-    }
 
     @Override
     public boolean hasInputGradient() {
@@ -107,9 +87,9 @@ public final class Sparse24Weight extends LinearWeight {
     @Override
     void product(Backend be, Tensor y, Tensor x, Tensor bias, Tensor u, Tensor b, float scale) {
         String op = "sparse24Linear";
-        Checks.packedBy(be, op, backend);
+        Checks.packedBy(be, op, backend());
         Checks.f32(be, op, "x", x);
-        long m = x.numel() / k;
+        long n = outFeatures(), k = inFeatures(), m = x.numel() / k;
         check(x.numel() == m * k && y.numel() == m * n && (bias == null || bias.numel() == n), op, "x " + shape(x) + ", y " + shape(y)
                 + " do not fit the [" + n + ", " + k + "] weight");
         Checks.f32(be, op, "y", y);

@@ -4,7 +4,6 @@ import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.PackedWeight;
 import dev.topa.backend.cuda.CublasLt;
 import dev.topa.backend.cuda.CudaBackend;
-import dev.topa.backend.cuda.CudaDriver;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertNames;
@@ -32,10 +31,7 @@ import java.util.SplittableRandom;
  */
 public final class BlockSparseBench {
     public static void main(String[] args) {
-        if (CudaDriver.get().isEmpty()) {
-            System.out.println("cuda_available: false (" + CudaDriver.unavailableReason() + ")");
-            System.exit(2);
-        }
+        Gpu.requireOrExit();
         try (CudaBackend gpu = CudaBackend.open(0)) {
             formats(gpu);
             new BlockSparseBench().run(gpu); // the asked figure last

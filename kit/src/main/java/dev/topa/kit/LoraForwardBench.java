@@ -26,10 +26,7 @@ import java.util.SplittableRandom;
  */
 public final class LoraForwardBench {
     public static void main(String[] args) {
-        if (CudaDriver.get().isEmpty()) {
-            System.out.println("cuda_available: false (" + CudaDriver.unavailableReason() + ")");
-            System.exit(2);
-        }
+        Gpu.requireOrExit();
         try (CudaBackend gpu = CudaBackend.open(0)) {
             new LoraForwardBench().run(gpu);
         }

@@ -2,7 +2,6 @@ package dev.topa.kit;
 
 import dev.topa.backend.Backend;
 import dev.topa.backend.cuda.CudaBackend;
-import dev.topa.backend.cuda.CudaDriver;
 import dev.topa.harness.Ops;
 import java.util.ArrayList;
 import java.util.List;
@@ -21,10 +20,7 @@ public final class OpsCheck {
     private OpsCheck() {}
 
     public static void main(String[] args) {
-        if (CudaDriver.get().isEmpty()) {
-            System.out.println("cuda_available: false (" + CudaDriver.unavailableReason() + ")");
-            System.exit(2);
-        }
+        Gpu.requireOrExit();
         boolean quick = args.length > 0 && args[0].equals("quick");
         List<String> failed = new ArrayList<>();
         try (CudaBackend exact = CudaBackend.open(0, CudaBackend.Precision.FP32); CudaBackend mixed = CudaBackend.open(0)) {

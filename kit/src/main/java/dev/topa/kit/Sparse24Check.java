@@ -4,7 +4,6 @@ import dev.topa.harness.Check;
 import dev.topa.backend.PackedWeight;
 import dev.topa.backend.Sparse24Weight;
 import dev.topa.backend.cuda.CudaBackend;
-import dev.topa.backend.cuda.CudaDriver;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
@@ -24,10 +23,7 @@ import java.util.SplittableRandom;
  */
 public final class Sparse24Check {
     public static void main(String[] args) {
-        if (CudaDriver.get().isEmpty()) {
-            System.out.println("cuda_available: false (" + CudaDriver.unavailableReason() + ")");
-            System.exit(2);
-        }
+        Gpu.requireOrExit();
         try (CudaBackend gpu = CudaBackend.open(0)) {
             int layout = new Sparse24Check().run(gpu);
             System.exit(layout >= 0 ? 0 : 1);

@@ -39,6 +39,7 @@ import static dev.topa.backend.cpu.CpuKernel.SOFTMAX_FORWARD;
 import static dev.topa.backend.cpu.CpuKernel.SUM_SQUARES;
 import static dev.topa.backend.cpu.CpuKernel.TRANSPOSE;
 import static dev.topa.backend.cpu.CpuKernel.call;
+import static dev.topa.backend.cpu.CpuKernel.run;
 import static dev.topa.backend.cpu.CpuKernel.value;
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
 import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
@@ -169,9 +170,8 @@ public final class CpuBackend extends Backend {
     @Override
     protected void kConvert(Tensor dst, Tensor src, long n) {
         CpuKernel k = dst.dtype() == DType.BF16 ? CONVERT_F32_TO_BF16 : CONVERT_BF16_TO_F32;
-        call(() -> {
+        run(() -> {
             h(k).invokeExact(seg(src), seg(dst), n);
-            return 0;
         });
     }
 
@@ -191,17 +191,15 @@ public final class CpuBackend extends Backend {
 
     @Override
     protected void kBiasBackward(Tensor dbias, Tensor dy, long rows, long cols) {
-        call(() -> {
+        run(() -> {
             h(BIAS_BACKWARD).invokeExact(seg(dbias), seg(dy), rows, cols);
-            return 0;
         });
     }
 
     @Override
     protected void kTranspose(Tensor out, Tensor in, long rows, long cols, float beta) {
-        call(() -> {
+        run(() -> {
             h(TRANSPOSE).invokeExact(seg(out), seg(in), rows, cols, beta);
-            return 0;
         });
     }
 
@@ -228,9 +226,8 @@ public final class CpuBackend extends Backend {
 
     @Override
     protected void kPackLinearWeight(Tensor w, long out, long in, Tensor packed) {
-        call(() -> {
+        run(() -> {
             h(SGEMM_PACK_B).invokeExact(1, in, out, seg(w), in, seg(packed));
-            return 0;
         });
     }
 
@@ -248,9 +245,8 @@ public final class CpuBackend extends Backend {
 
     @Override
     protected void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed) {
-        call(() -> {
+        run(() -> {
             h(BF16_PACK_B).invokeExact(transposed ? 1 : 0, k, n, seg(w), w.dim(1), seg(packed));
-            return 0;
         });
     }
 
@@ -267,15 +263,15 @@ public final class CpuBackend extends Backend {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment m = arena.allocate(Math.max(1, mask.length));
             MemorySegment.copy(mask, 0, m, JAVA_BYTE, 0, mask.length);
-            call(() -> {
-                h(BSR_PACK).invokeExact(seg(w), w.dim(0), w.dim(1), m, transposed ? 1 : 0, seg(values), seg(rowptr), seg(colidx));
-                return 0;
-            });
+            run(() -> {
+            h(BSR_PACK).invokeExact(seg(w), w.dim(0), w.dim(1), m, transposed ? 1 : 0, seg(values), seg(rowptr), seg(colidx));
+        });
         }
     }
 
     @Override
-    protected void kBlockSparseLinear(Tensor y, Tensor x, BlockSparseWeight.Pack p, Tensor bias, float beta, Tensor u, Tensor lt, float scale,
+    protected void kBlockSparseLinear(Tensor y, Tensor x, BlockSparseWeight.Pack p, Tensor bias, float beta, Tensor u, Tensor lt,
+            float scale,
             boolean perBlock) {
         long m = x.numel() / p.k(), r = u == null ? 0 : lt.dim(0);
         scratch("blockSparseLinear", () -> (int) h(BSR_LINEAR).invokeExact(m, p.n(), p.k(), seg(x), p.k(), seg(p.values()), seg(p.rowptr()),
@@ -290,10 +286,9 @@ public final class CpuBackend extends Backend {
 
     @Override
     protected void kBlockLowRankGradient(Tensor d, Tensor dy, BlockSparseWeight.Pack p, Tensor u, long r, float scale) {
-        call(() -> {
-            h(BSR_LOWRANK_GRAD).invokeExact(dy.numel() / p.n(), p.n(), p.k(), r, seg(dy), p.n(), seg(p.rowptr()), seg(p.colidx()), seg(u),
-                    scale, seg(d));
-            return 0;
+        run(() -> {
+            h(BSR_LOWRANK_GRAD).invokeExact(dy.numel() / p.n(), p.n(), p.k(), r, seg(dy), p.n(), seg(p.rowptr()),
+                seg(p.colidx()), seg(u), scale, seg(d));
         });
     }
 
@@ -302,52 +297,46 @@ public final class CpuBackend extends Backend {
     @Override
     protected void kLayernormForward(Tensor out, Tensor mean, Tensor rstd, Tensor sum, Tensor x, Tensor residual, Tensor gamma, Tensor beta,
             long rows, long cols, float eps) {
-        call(() -> {
-            h(LAYERNORM_FORWARD).invokeExact(seg(out), seg(mean), seg(rstd), seg(sum), seg(x), seg(residual), seg(gamma), seg(beta), rows,
-                    cols, eps);
-            return 0;
+        run(() -> {
+            h(LAYERNORM_FORWARD).invokeExact(seg(out), seg(mean), seg(rstd), seg(sum), seg(x), seg(residual), seg(gamma),
+                seg(beta), rows, cols, eps);
         });
     }
 
     @Override
     protected void kLayernormBackward(Tensor dx, Tensor dgamma, Tensor dbeta, Tensor dy, Tensor x, Tensor mean, Tensor rstd, Tensor gamma,
             long rows, long cols, boolean accumulate) {
-        call(() -> {
-            h(LAYERNORM_BACKWARD).invokeExact(seg(dx), seg(dgamma), seg(dbeta), seg(dy), seg(x), seg(mean), seg(rstd), seg(gamma), rows,
-                    cols, accumulate ? 1 : 0);
-            return 0;
+        run(() -> {
+            h(LAYERNORM_BACKWARD).invokeExact(seg(dx), seg(dgamma), seg(dbeta), seg(dy), seg(x), seg(mean), seg(rstd),
+                seg(gamma), rows, cols, accumulate ? 1 : 0);
         });
     }
 
     @Override
     protected void kBiasGeluForward(Tensor out, Tensor x, Tensor bias, long rows, long cols) {
-        call(() -> {
+        run(() -> {
             h(BIAS_GELU_FORWARD).invokeExact(seg(out), seg(x), seg(bias), rows, cols);
-            return 0;
         });
     }
 
     @Override
     protected void kBiasGeluBackward(Tensor dx, Tensor dbias, Tensor dy, Tensor x, Tensor bias, long rows, long cols) {
-        call(() -> {
+        run(() -> {
             h(BIAS_GELU_BACKWARD).invokeExact(seg(dx), seg(dbias), seg(dy), seg(x), seg(bias), rows, cols);
-            return 0;
         });
     }
 
     @Override
     protected void kSoftmaxForward(Tensor y, Tensor x, long rows, long cols) {
-        call(() -> {
+        run(() -> {
             h(SOFTMAX_FORWARD).invokeExact(seg(y), seg(x), rows, cols);
-            return 0;
         });
     }
 
     @Override
     protected void kSoftmaxBackward(Tensor dx, Tensor dy, Tensor y, long rows, long cols) {
-        call(() -> {
+        run(() -> {
             h(SOFTMAX_BACKWARD).invokeExact(seg(dx), seg(dy), seg(y), rows, cols);
-            return 0;
         });
     }
 
@@ -393,25 +382,22 @@ public final class CpuBackend extends Backend {
 
     @Override
     protected void kDropout(Tensor out, Tensor in, long n, Dropout d, boolean accumulate) {
-        call(() -> {
+        run(() -> {
             h(DROPOUT).invokeExact(seg(out), seg(in), n, d.key(), d.threshold(), d.scale(), accumulate ? 1 : 0);
-            return 0;
         });
     }
 
     @Override
     protected void kGroupDot(Tensor out, Tensor x, Tensor dx, long batch, long seq, long groups, long width) {
-        call(() -> {
+        run(() -> {
             h(GROUP_DOT).invokeExact(seg(out), seg(x), seg(dx), batch, seq, groups, width);
-            return 0;
         });
     }
 
     @Override
     protected void kBlockDot(Tensor out, Tensor w, Tensor g, long rows, long cols) {
-        call(() -> {
+        run(() -> {
             h(BLOCK_DOT).invokeExact(seg(out), seg(w), seg(g), rows, cols);
-            return 0;
         });
     }
 
@@ -427,26 +413,23 @@ public final class CpuBackend extends Backend {
     @Override
     protected void kEmbeddingBackward(Tensor dwte, Tensor dwpe, Tensor dwtt, Tensor dout, Tensor ids, Tensor posIds, Tensor typeIds,
             long batch, long seq, long dim) {
-        call(() -> {
-            h(EMBEDDING_BACKWARD).invokeExact(seg(dwte), seg(dwpe), seg(dwtt), seg(dout), seg(ids), seg(posIds), seg(typeIds), batch * seq, seq,
-                    dim);
-            return 0;
+        run(() -> {
+            h(EMBEDDING_BACKWARD).invokeExact(seg(dwte), seg(dwpe), seg(dwtt), seg(dout), seg(ids), seg(posIds), seg(typeIds),
+                batch * seq, seq, dim);
         });
     }
 
     @Override
     protected void kMeanPoolForward(Tensor out, Tensor x, Tensor mask, long batch, long seq, long dim) {
-        call(() -> {
+        run(() -> {
             h(MEAN_POOL_FORWARD).invokeExact(seg(out), seg(x), seg(mask), batch, seq, dim);
-            return 0;
         });
     }
 
     @Override
     protected void kMeanPoolBackward(Tensor dx, Tensor dout, Tensor mask, long batch, long seq, long dim) {
-        call(() -> {
+        run(() -> {
             h(MEAN_POOL_BACKWARD).invokeExact(seg(dx), seg(dout), seg(mask), batch, seq, dim);
-            return 0;
         });
     }
 
@@ -464,9 +447,8 @@ public final class CpuBackend extends Backend {
 
     @Override
     protected void kCrossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, long n, long classes, float dloss) {
-        call(() -> {
+        run(() -> {
             h(CROSS_ENTROPY_BACKWARD).invokeExact(seg(dlogits), seg(logits), seg(labels), n, classes, dloss);
-            return 0;
         });
     }
 
@@ -477,18 +459,16 @@ public final class CpuBackend extends Backend {
 
     @Override
     protected void kMseBackward(Tensor dpred, Tensor pred, Tensor target, long n, float dloss) {
-        call(() -> {
+        run(() -> {
             h(MSE_BACKWARD).invokeExact(seg(dpred), seg(pred), seg(target), n, dloss);
-            return 0;
         });
     }
 
     @Override
     protected void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg, long step, float gradScale) {
-        call(() -> {
-            h(ADAMW_STEP).invokeExact(seg(param), seg(grad), seg(m), seg(v), n, cfg.lr(), cfg.beta1(), cfg.beta2(), cfg.eps(), cfg.weightDecay(),
-                    step, gradScale);
-            return 0;
+        run(() -> {
+            h(ADAMW_STEP).invokeExact(seg(param), seg(grad), seg(m), seg(v), n, cfg.lr(), cfg.beta1(), cfg.beta2(), cfg.eps(),
+                cfg.weightDecay(), step, gradScale);
         });
     }
 

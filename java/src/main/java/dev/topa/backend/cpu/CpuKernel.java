@@ -118,7 +118,12 @@ public enum CpuKernel {
         long run() throws Throwable;
     }
 
-    /** The same for the kernels that return a float or double. */
+    /** The same for the kernels that return nothing, and for those that return a float or double. */
+    @FunctionalInterface
+    interface VoidCall {
+        void run() throws Throwable;
+    }
+
     @FunctionalInterface
     interface ValueCall {
         double run() throws Throwable;
@@ -135,13 +140,19 @@ public enum CpuKernel {
         }
     }
 
+    static void run(VoidCall c) {
+        call(() -> {
+            c.run();
+            return 0;
+        });
+    }
+
     static double value(ValueCall c) {
-        try {
-            return c.run();
-        } catch (RuntimeException | Error e) {
-            throw e;
-        } catch (Throwable t) {
-            throw new IllegalStateException(t);
-        }
+        double[] v = new double[1];
+        call(() -> {
+            v[0] = c.run();
+            return 0;
+        });
+        return v[0];
     }
 }

@@ -1,6 +1,7 @@
 package dev.topa.backend.cpu;
 
 import static dev.topa.backend.cpu.CpuKernel.call;
+import static dev.topa.backend.cpu.CpuKernel.run;
 
 import java.lang.invoke.MethodHandle;
 
@@ -25,9 +26,8 @@ public final class CpuKernels {
 
     /** Threads every CPU kernel uses (process-wide); n <= 0 means all cores. */
     public static void setNumThreads(int n) {
-        call(() -> {
+        run(() -> {
             Handles.SET_THREADS.invokeExact(n);
-            return 0;
         });
     }
 
