@@ -4,7 +4,7 @@
 # (git-ignored; carried to the device machine with `run`, under its 64 MiB limit).
 # Usage: kit/build.sh
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/find-jdk.sh"
 JAVA_HOME="$(topa_find_jdk)"
 export JAVA_HOME

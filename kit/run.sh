@@ -5,7 +5,7 @@
 # (kit/dist/jre) when the machine has no JDK >= 22; rebuilds the fatbin with nvcc when the
 # carried one is missing. Logs go to $OUT (or /tmp/topa-gpu); the summary table is printed last.
 set -uo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${OUT:-/tmp/topa-gpu}"
 mkdir -p "$out"
 kit="$root/kit/dist"

@@ -60,10 +60,6 @@ public final class Bf16Weight extends LinearWeight {
         return forward;
     }
 
-
-
-
-
     @Override
     public boolean hasInputGradient() {
         return gradient != null;

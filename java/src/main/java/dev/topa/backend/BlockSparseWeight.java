@@ -157,9 +157,6 @@ public final class BlockSparseWeight extends LinearWeight {
         return forward.density();
     }
 
-
-
-
     @Override
     public String kind() {
         return base == null ? super.kind() : "block-masked, " + base.kind();

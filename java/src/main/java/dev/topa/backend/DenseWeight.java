@@ -27,10 +27,6 @@ public final class DenseWeight extends LinearWeight {
         return w;
     }
 
-
-
-
-
     @Override
     public boolean trainable() {
         return true;

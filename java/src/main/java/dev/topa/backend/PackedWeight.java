@@ -41,10 +41,6 @@ public final class PackedWeight extends LinearWeight {
         return data;
     }
 
-
-
-
-
     @Override
     public boolean hasInputGradient() {
         return false;

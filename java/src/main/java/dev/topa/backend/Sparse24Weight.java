@@ -75,10 +75,6 @@ public final class Sparse24Weight extends LinearWeight {
         return meta;
     }
 
-
-
-
-
     @Override
     public boolean hasInputGradient() {
         return false;
