@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.io.OutputDirectory;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.InferenceProbe;
 import dev.topa.train.TrainingPlot;
@@ -72,7 +73,7 @@ final class CompareCommand implements Callable<Integer> {
         threads.apply();
         if (!(sparsity >= 0 && sparsity < 1)) throw new IllegalArgumentException("--sparsity must be in [0, 1), got " + sparsity);
         for (double s : sweep) if (!(s >= 0 && s < 1)) throw new IllegalArgumentException("--sweep: every sparsity must be in [0, 1), got " + s);
-        Files.createDirectories(job.out);
+        job.openOut(false, 0); // each run checks its own folder's space
         List<Run> methods = methods();
         Map<String, Row> done = new LinkedHashMap<>();
         List<Row> table = new ArrayList<>(), curve = new ArrayList<>();
@@ -115,6 +116,7 @@ final class CompareCommand implements Callable<Integer> {
         if (job.dataDir != null) cmd.addAll(List.of("--data-dir", job.dataDir.toString()));
         if (epochs != null) cmd.addAll(List.of("--epochs", epochs.toString()));
         if (job.trainLimit != null) cmd.addAll(List.of("--train-limit", job.trainLimit.toString()));
+        if (job.overwrite) cmd.add("--overwrite");
         if (maxSeqLen != null) cmd.addAll(List.of("--max-seq-len", maxSeqLen.toString()));
         if (threads.threads > 0) cmd.addAll(List.of("--threads", Integer.toString(threads.threads)));
         System.out.printf(Locale.ROOT, "%-55s ", r.label());
@@ -174,7 +176,7 @@ final class CompareCommand implements Callable<Integer> {
         ArrayNode methods = root.putArray("methods"), points = root.putArray("sparsity_curve");
         for (Row r : table) methods.add(json.valueToTree(rowMap(r)));
         for (Row r : curve) points.add(json.valueToTree(rowMap(r)));
-        FineTunedModel.writeAtomically(job.out.resolve("compare.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(root));
+        OutputDirectory.writeFile(job.out.resolve("compare.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(root));
         StringBuilder md = new StringBuilder();
         md.append("# ").append(job.task).append(": five methods side by side\n\n");
         md.append(String.format(Locale.ROOT, "Model %s; %s; each run in its own process, with its own defaults%s. Serving figures: sequence"
@@ -196,7 +198,7 @@ final class CompareCommand implements Callable<Integer> {
             TrainingPlot.curve(job.out.resolve("sparsity.png"), job.task + ": dev " + curve.get(0).metric() + " vs sparsity", "sparsity %",
                     curve.stream().mapToDouble(r -> 100 * r.run().sparsity()).toArray(), curve.stream().mapToDouble(Row::dev).toArray());
         }
-        FineTunedModel.writeAtomically(job.out.resolve("compare.md"), md.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        OutputDirectory.writeFile(job.out.resolve("compare.md"), md.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));
         System.out.print(md);
         System.out.println("report: " + job.out.resolve("compare.md") + ", " + job.out.resolve("compare.json"));
     }

@@ -4,6 +4,7 @@ import dev.topa.backend.Backend;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.Safetensors;
+import dev.topa.io.TextFiles;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
@@ -11,7 +12,6 @@ import dev.topa.tensor.MemoryTracker;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorScope;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -58,8 +58,8 @@ final class EncodeCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         threads.apply();
-        List<String> a = Files.readAllLines(input, StandardCharsets.UTF_8);
-        List<String> b = pairFile == null ? null : Files.readAllLines(pairFile, StandardCharsets.UTF_8);
+        List<String> a = TextFiles.lines(input);
+        List<String> b = pairFile == null ? null : TextFiles.lines(pairFile);
         if (b != null && b.size() != a.size())
             throw new IllegalArgumentException(pairFile + " has " + b.size() + " lines, " + input + " has " + a.size());
         if (batchSize < 1) throw new IllegalArgumentException("--batch-size must be >= 1");

@@ -6,6 +6,7 @@ import dev.topa.glue.GlueDownload;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.train.FineTunedModel;
+import dev.topa.train.NonFiniteOutputException;
 import dev.topa.train.Predictor;
 import dev.topa.train.Trainer;
 import java.nio.file.Path;
@@ -51,12 +52,22 @@ final class EvalCommand implements Callable<Integer> {
             List<Example> dev = t.dev(dataDir != null ? dataDir : GlueDownload.dataDir(t), s);
             List<Trainer.Item> items = Trainer.items(dev, tok);
             long t0 = System.nanoTime();
-            var metrics = Predictor.metrics(t, p.outputs(items.stream().map(Trainer.Item::tokens).toList(), 64), dev);
+            float[][] outputs;
+            try {
+                outputs = p.outputs(items.stream().map(Trainer.Item::tokens).toList(), 64);
+            } catch (NonFiniteOutputException e) {
+                throw e.as(e.index(), t.folder() + " " + s + " example " + e.index() + " (\"" + abbreviate(dev.get(e.index()).textA()) + "\")");
+            }
+            var metrics = Predictor.metrics(t, outputs, dev);
             double sec = (System.nanoTime() - t0) * 1e-9;
             System.out.printf(Locale.ROOT, "task: %s, split: %s, examples: %d, %.1f s (%.1f examples/s)%n", t.folder(), s, dev.size(),
                     sec, dev.size() / sec);
             metrics.forEach((k, v) -> System.out.printf(Locale.ROOT, "%s: %.4f%n", k.name().toLowerCase(Locale.ROOT), v));
         }
         return 0;
+    }
+
+    static String abbreviate(String text) {
+        return text.length() <= 60 ? text : text.substring(0, 57) + "...";
     }
 }

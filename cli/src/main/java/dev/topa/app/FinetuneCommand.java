@@ -6,6 +6,8 @@ import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
+import dev.topa.io.OutputDirectory;
+import dev.topa.io.Safetensors;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
 import dev.topa.prune.ImportanceScores;
@@ -13,6 +15,7 @@ import dev.topa.prune.PruningAdapter;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.Recipe;
 import dev.topa.train.RecipeExport;
+import dev.topa.train.RunIdentity;
 import dev.topa.train.Trainer;
 import dev.topa.train.TrainingCopy;
 import dev.topa.train.TrainingLoop;
@@ -94,6 +97,7 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
         try (Backend be = device.backend(); BertModel m = loaded.model();
                 BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), m.config().maxPositions()));
                 TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), rc.seed())) {
+            RunIdentity identity = RunIdentity.of(t, m, trainEx, rc); // of the model as loaded
             if (rc.method() == Recipe.Method.LORA) m.addLora(rc.loraConfig(), rc.seed());
             // on a GPU the model and head train there; the host copies receive the trained values for saving
             try (TrainingCopy copy = new TrainingCopy(be, m, head);
@@ -106,27 +110,31 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                     System.out.println("recipe, initial parameters, data and batch order written to " + exportRecipe);
                     return 0;
                 }
+                long total = m.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
+                OutputDirectory out = job.openOut(resume, TaskOptions.bytesNeeded(4 * total, 12 * trainer.trainableParameters()));
                 System.out.printf(Locale.ROOT, "task: %s, method: %s, model: %s%n", t.folder(), rc.method().label(), loaded.description());
                 System.out.printf(Locale.ROOT, "train examples: %d, dev examples: %d, trainable parameters: %d%n", trainEx.size(), devEx.size(),
                         trainer.trainableParameters());
                 double best = Double.NEGATIVE_INFINITY;
-                Path checkpoint = job.out.resolve("checkpoint.safetensors");
+                Path checkpoint = out.file("checkpoint.safetensors");
                 if (resume) {
                     if (!Files.isRegularFile(checkpoint)) throw new IllegalArgumentException("--resume: no checkpoint at " + checkpoint);
+                    try (Safetensors st = Safetensors.read(checkpoint)) { // before any of its tensors is loaded
+                        identity.check(checkpoint, st.metadata());
+                    }
                     Map<String, String> meta = trainer.loadCheckpoint(checkpoint);
                     best = Double.parseDouble(meta.getOrDefault("best_dev", "-Infinity"));
                     System.out.printf(Locale.ROOT, "resumed after epoch %d (best dev %s so far)%n", trainer.epochsDone(), best);
                 }
                 TrainingLoop.Outcome run = TrainingLoop.run(CpuBackend.create(), trainer, train, dev, m, head,
-                        new TrainingLoop.Output(job.out, loaded.tokenizer(), tok.maxLength(), checkpoint), best,
+                        new TrainingLoop.Output(out, loaded.tokenizer(), tok.maxLength(), checkpoint, identity), best,
                         TrainingLoop.Hooks.NONE.withExport(copy.export()).withListener(progress));
                 MemoryTracker mem = MemoryTracker.of(be.device());
-                long total = m.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
-                TrainingReport.write(job.out, t, rc, loaded.description(), trainer.trainableParameters(), total, run.results(), mem);
-                TrainingPlot.write(job.out.resolve("report.png"), t.folder() + ", " + rc.method().label(), run.stepLoss(),
+                TrainingReport.write(out.path(), t, rc, loaded.description(), trainer.trainableParameters(), total, run.results(), mem);
+                TrainingPlot.write(out.file("report.png"), t.folder() + ", " + rc.method().label(), run.stepLoss(),
                         run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
                 System.out.print(mem.report());
-                System.out.println("report: " + job.out.resolve("report.md") + ", " + job.out.resolve("report.png"));
+                System.out.println("report: " + out.file("report.md") + ", " + out.file("report.png"));
             }
         }
         return 0;

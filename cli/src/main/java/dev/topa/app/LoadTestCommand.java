@@ -2,6 +2,7 @@ package dev.topa.app;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.topa.io.TextFiles;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -62,7 +63,7 @@ final class LoadTestCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        List<String> lines = Files.readAllLines(inputs).stream().filter(s -> !s.isBlank()).toList();
+        List<String> lines = TextFiles.lines(inputs).stream().filter(s -> !s.isBlank()).toList();
         if (lines.isEmpty()) throw new IllegalArgumentException(inputs + " has no inputs");
         boolean pairs = lines.get(0).contains("\t"); // bad requests take the shape the task expects, so each fault is its own
         HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();

@@ -4,7 +4,7 @@ import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
 /** The topa command line. */
-@Command(name = "topa", mixinStandardHelpOptions = true, version = "topa 0.1.0",
+@Command(name = "topa", mixinStandardHelpOptions = true, scope = CommandLine.ScopeType.INHERIT, version = "topa 0.1.0",
         description = "Task-Oriented Pruning-Adapter: fine-tune transformer encoders so that training and inference are both cheap.",
         subcommands = {FinetuneCommand.class, PruneAdaptCommand.class, CompareCommand.class, EvalCommand.class, PredictCommand.class, EncodeCommand.class, ServeCommand.class, LoadTestCommand.class, InfoCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
@@ -15,7 +15,7 @@ public final class Main implements Runnable {
         System.exit(commandLine().execute(args));
     }
 
-    static CommandLine commandLine() {
+    public static CommandLine commandLine() {
         CommandLine cl = new CommandLine(new Main()).setCaseInsensitiveEnumValuesAllowed(true);
         RecipeOptions.addTo(cl);
         cl.setExecutionExceptionHandler((ex, cmd, parse) -> {

@@ -3,6 +3,7 @@ package dev.topa.app;
 import dev.topa.backend.Backend;
 import dev.topa.io.BertTokenizer;
 import dev.topa.train.FineTunedModel;
+import dev.topa.train.NonFiniteOutputException;
 import dev.topa.train.Predictor;
 import java.nio.file.Path;
 import java.util.List;
@@ -33,7 +34,12 @@ final class PredictCommand implements Callable<Integer> {
                 Backend be = device.backend(); Predictor p = new Predictor(be, ft.model(), ft.head())) {
             if (ft.task().isPair() != (textB != null))
                 throw new IllegalArgumentException(ft.task().folder() + (ft.task().isPair() ? " needs two texts" : " takes one text"));
-            float[] out = p.outputs(List.of(tok.encode(text, textB)), 1)[0];
+            float[] out;
+            try {
+                out = p.outputs(List.of(tok.encode(text, textB)), 1)[0];
+            } catch (NonFiniteOutputException e) {
+                throw e.as(0, "the text \"" + EvalCommand.abbreviate(text) + "\"");
+            }
             if (ft.task().isRegression()) {
                 System.out.printf(Locale.ROOT, "value: %.4f%n", out[0]);
                 return 0;

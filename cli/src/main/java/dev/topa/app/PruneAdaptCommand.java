@@ -1,14 +1,18 @@
 package dev.topa.app;
 
 import dev.topa.backend.Backend;
+import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.ModelLoader;
+import dev.topa.io.OutputDirectory;
 import dev.topa.prune.ImportanceScores;
 import dev.topa.prune.PruningAdapter;
 import dev.topa.prune.PruningAdapter.Preset;
 import dev.topa.prune.PruningAdapter.Schedule;
 import dev.topa.prune.PruningAdapter.Structure;
 import dev.topa.train.Recipe;
+import java.io.IOException;
+import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import picocli.CommandLine;
@@ -25,7 +29,7 @@ import picocli.CommandLine.Spec;
 final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesRecipe {
     @Option(names = "--recipe", defaultValue = "topa", description = {"topa: scores gathered during a LoRA warm-up, heads and",
             "FFN neurons, LoRA on all six linears; paper: the paper's preset (head scores on the pretrained model with a",
-            "training head, ~30% of heads removed, LoRA on q/k/v with per-layer rank 8/4 by importance, scaling 1/r,",
+            "training head, ~30%% of heads removed, LoRA on q/k/v with per-layer rank 8/4 by importance, scaling 1/r,",
             "lr 2e-5, up to 30 epochs) (default: ${DEFAULT-VALUE})"})
     Preset preset;
 
@@ -122,7 +126,16 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
         try (Backend be = device.backend(); TrainingProgress progress = new TrainingProgress(job.out)) {
             PruningAdapter pipeline = new PruningAdapter(be, cfg, progress);
             pipeline.check(rc);
-            pipeline.run(new PruningAdapter.Job(t, rc, job.train(), job.dev(), ModelLoader.load(job.model), job.out));
+            List<Example> train = job.train(), dev = job.dev();
+            ModelLoader.Loaded model = ModelLoader.load(job.model);
+            OutputDirectory out;
+            try {
+                out = job.openOut(false, TaskOptions.bytesNeeded(model.model().parameterBytes(), 0));
+            } catch (IOException | RuntimeException e) {
+                model.model().close();
+                throw e;
+            }
+            pipeline.run(new PruningAdapter.Job(t, rc, train, dev, model, out));
         }
         return 0;
     }

@@ -4,6 +4,7 @@ import dev.topa.backend.Backend;
 import dev.topa.serve.Classifier;
 import dev.topa.serve.PredictServer;
 import dev.topa.tensor.Device;
+import java.net.InetAddress;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -57,8 +58,32 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--max-body-bytes", defaultValue = "1048576", description = "request body size at most (default: ${DEFAULT-VALUE})")
     int maxBodyBytes;
 
-    @Option(names = "--read-timeout-ms", defaultValue = "10000", description = "time a client has to send its request: a body not in by then gets 408; headers not in by then, the connection closed (default: ${DEFAULT-VALUE})")
-    long readTimeoutMillis;
+    @Option(names = "--header-timeout-ms", defaultValue = "5000", description = {"time from a request's first byte to the end of its headers;",
+            "a slower client gets 408 and is cut off (default: ${DEFAULT-VALUE})"})
+    long headerTimeoutMillis;
+
+    @Option(names = {"--body-timeout-ms", "--read-timeout-ms"}, defaultValue = "10000",
+            description = "time a client has to send its body after the headers, else 408 (default: ${DEFAULT-VALUE})")
+    long bodyTimeoutMillis;
+
+    @Option(names = "--idle-timeout-ms", defaultValue = "30000", description = "an idle keep-alive connection is closed after this (default: ${DEFAULT-VALUE})")
+    long idleTimeoutMillis;
+
+    @Option(names = "--request-timeout-ms", defaultValue = "30000", description = "a prediction not done by then is answered 503 (default: ${DEFAULT-VALUE})")
+    long requestTimeoutMillis;
+
+    @Option(names = "--max-connections", defaultValue = "1024", description = "open connections at most; beyond, 503 and close (default: ${DEFAULT-VALUE})")
+    int maxConnections;
+
+    @Option(names = "--max-header-bytes", defaultValue = "16384", description = "request headers' size at most, else 431 (default: ${DEFAULT-VALUE})")
+    int maxHeaderBytes;
+
+    @Option(names = "--max-headers", defaultValue = "100", description = "request headers at most, else 431 (default: ${DEFAULT-VALUE})")
+    int maxHeaders;
+
+    @Option(names = "--api-key-file", description = {"a file holding an API key: /v1/predict then needs \"Authorization: Bearer <key>\" (401",
+            "otherwise); without it, listening beyond loopback prints a warning"})
+    Path apiKeyFile;
 
     @Option(names = "--precision", defaultValue = "fp32", description = "fp32, or bf16: bf16 weights and products with fp32 sums where the"
             + " CPU has AVX512_BF16 (up to twice the speed, outputs within ~1e-2) (default: ${DEFAULT-VALUE})")
@@ -73,11 +98,28 @@ final class ServeCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         threads.apply();
-        if (workers < 1 || maxBatch < 1 || queue < 1 || maxTexts < 1 || maxTextChars < 1 || maxBodyBytes < 1)
-            throw new IllegalArgumentException("--workers, --max-batch, --queue, --max-texts, --max-text-chars and --max-body-bytes must be >= 1");
-        // the JDK server reads these once, when it first starts: slow clients are cut off, idle connections closed
-        System.setProperty("sun.net.httpserver.maxReqTime", Long.toString(readTimeoutMillis));
-        System.setProperty("sun.net.httpserver.idleInterval", "30");
+        Map<String, Long> positive = new LinkedHashMap<>();
+        positive.put("--workers", (long) workers);
+        positive.put("--max-batch", (long) maxBatch);
+        positive.put("--queue", (long) queue);
+        positive.put("--max-texts", (long) maxTexts);
+        positive.put("--max-text-chars", (long) maxTextChars);
+        positive.put("--max-body-bytes", (long) maxBodyBytes);
+        positive.put("--header-timeout-ms", headerTimeoutMillis);
+        positive.put("--body-timeout-ms", bodyTimeoutMillis);
+        positive.put("--idle-timeout-ms", idleTimeoutMillis);
+        positive.put("--request-timeout-ms", requestTimeoutMillis);
+        positive.put("--max-connections", (long) maxConnections);
+        positive.put("--max-header-bytes", (long) maxHeaderBytes);
+        positive.put("--max-headers", (long) maxHeaders);
+        positive.forEach((flag, v) -> {
+            if (v < 1) throw new IllegalArgumentException(flag + " must be >= 1, got " + v);
+        });
+        if (maxWaitMicros < 0) throw new IllegalArgumentException("--max-wait-us must be >= 0, got " + maxWaitMicros);
+        String apiKey = apiKeyFile == null ? null : readKey(apiKeyFile);
+        if (apiKey == null && !InetAddress.getByName(host).isLoopbackAddress())
+            System.err.println("warning: listening on " + host + " with no authentication: anyone who reaches this port can use the models;"
+                    + " give --api-key-file, or put topa serve behind an authenticating proxy");
         if ((models == null) == (backbone == null) || (backbone == null) != (adapters == null))
             throw new IllegalArgumentException("give --model DIR[,DIR...], or --backbone DIR with --adapters DIR[,DIR...]");
         Backend be = device.backend();
@@ -100,8 +142,9 @@ final class ServeCommand implements Callable<Integer> {
             }
             List<Device> devices = new ArrayList<>(List.of(Device.CPU));
             if (!be.device().isHostAccessible()) devices.add(be.device());
-            PredictServer.Options o = new PredictServer.Options(maxBatch, maxWaitMicros, queue, maxTexts, maxTextChars, maxBodyBytes, 30_000,
-                    readTimeoutMillis);
+            PredictServer.Options o = PredictServer.Options.defaults().withBatching(maxBatch, maxWaitMicros, queue)
+                    .withLimits(maxTexts, maxTextChars, maxBodyBytes).withTimeouts(requestTimeoutMillis, headerTimeoutMillis, bodyTimeoutMillis,
+                            idleTimeoutMillis).withConnections(maxConnections, maxHeaderBytes, maxHeaders).withApiKey(apiKey);
             PredictServer server = new PredictServer(loaded, o, host, port, devices);
             CountDownLatch stopped = new CountDownLatch(1);
             Thread hook = new Thread(() -> {
@@ -120,6 +163,15 @@ final class ServeCommand implements Callable<Integer> {
             closeAll(loaded, multi[0], be);
             throw e;
         }
+    }
+
+    /** The key: the file's first line, trimmed. */
+    private static String readKey(Path file) throws java.io.IOException {
+        List<String> lines = dev.topa.io.TextFiles.lines(file);
+        String key = lines.isEmpty() ? "" : lines.get(0).trim();
+        if (key.length() < 16) throw new IllegalArgumentException("--api-key-file " + file + ": the key on its first line has "
+                + key.length() + " characters; use 16 or more");
+        return key;
     }
 
     private static void closeAll(Map<String, Classifier> loaded, Classifier.MultiTask multi, Backend be) {

@@ -3,6 +3,7 @@ package dev.topa.app;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueDownload;
 import dev.topa.glue.GlueTask;
+import dev.topa.io.OutputDirectory;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.List;
@@ -26,6 +27,32 @@ final class TaskOptions {
     @Option(names = "--train-limit", description = "use only the first N training examples")
     Integer trainLimit;
 
+    @Option(names = "--overwrite", description = {"replace what --out holds (its model stays until the new one is complete);",
+            "without it a non-empty --out is refused"})
+    boolean overwrite;
+
+    /**
+     * --out taken for this run, before any training: a non-empty one refused unless resuming or
+     * --overwrite; writability and free space (bytesNeeded) checked.
+     */
+    OutputDirectory openOut(boolean resume, long bytesNeeded) throws IOException {
+        if (resume && overwrite) throw new IllegalArgumentException("--resume continues the run in --out; --overwrite replaces it: give one");
+        try {
+            return OutputDirectory.open(out, resume ? OutputDirectory.Mode.RESUME : overwrite ? OutputDirectory.Mode.OVERWRITE
+                    : OutputDirectory.Mode.NEW, bytesNeeded);
+        } catch (java.nio.file.NoSuchFileException e) {
+            throw new IllegalArgumentException("--resume: " + out + " does not exist (nothing to continue)");
+        } catch (OutputDirectory.NotEmptyException e) {
+            throw new IllegalArgumentException("--out: " + e.getMessage() + ": give a new or empty directory, --resume to continue the run"
+                    + " it holds, or --overwrite to replace it");
+        }
+    }
+
+    /** What a run's --out must have free: the model twice (old and new side by side during a save), the checkpoint, and slack. */
+    static long bytesNeeded(long modelBytes, long checkpointBytes) {
+        return 2 * modelBytes + checkpointBytes + (32L << 20);
+    }
+
     GlueTask glueTask() {
         return GlueTask.parse(task);
     }
@@ -37,6 +64,7 @@ final class TaskOptions {
 
     /** The training examples (the first --train-limit of them). */
     List<Example> train() throws IOException {
+        if (trainLimit != null && trainLimit < 1) throw new IllegalArgumentException("--train-limit must be >= 1, got " + trainLimit);
         List<Example> all = glueTask().train(data());
         return trainLimit == null ? all : all.subList(0, Math.min(trainLimit, all.size()));
     }

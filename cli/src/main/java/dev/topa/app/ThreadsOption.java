@@ -10,6 +10,10 @@ final class ThreadsOption {
 
     /** Sets the kernels' thread count for this process. */
     void apply() {
-        CpuKernels.setNumThreads(threads);
+        try {
+            CpuKernels.setNumThreads(threads);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--threads: " + e.getMessage(), e);
+        }
     }
 }

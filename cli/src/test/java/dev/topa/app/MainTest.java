@@ -3,19 +3,12 @@ package dev.topa.app;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import org.junit.jupiter.api.Test;
-import picocli.CommandLine;
 
 class MainTest {
     private static String[] run(String... args) {
-        CommandLine cl = Main.commandLine();
-        StringWriter out = new StringWriter(), err = new StringWriter();
-        cl.setOut(new PrintWriter(out));
-        cl.setErr(new PrintWriter(err));
-        int code = cl.execute(args);
-        return new String[] {String.valueOf(code), out.toString(), err.toString()};
+        CliRun r = CliRun.of(args);
+        return new String[] {String.valueOf(r.code()), r.out(), r.err()};
     }
 
     @Test
@@ -118,18 +111,10 @@ class MainTest {
 
     @Test
     void benchTrainTimesStepsAndReportsMemory() {
-        java.io.PrintStream before = System.out;
-        java.io.ByteArrayOutputStream buf = new java.io.ByteArrayOutputStream();
-        String[] r;
-        System.setOut(new java.io.PrintStream(buf, true));
-        try {
-            r = run("bench", "train", "--steps", "2", "--warmup", "1", "--batch-size", "2", "--max-seq-len", "16", "--activation-precision",
-                    "bf16", "--threads", "2");
-        } finally {
-            System.setOut(before);
-        }
+        String[] r = run("bench", "train", "--steps", "2", "--warmup", "1", "--batch-size", "2", "--max-seq-len", "16", "--activation-precision",
+                "bf16", "--threads", "2");
         assertEquals("0", r[0], r[2]);
-        String out = buf.toString();
+        String out = r[1];
         assertTrue(out.contains("recipe: lora, batch 2 x seq 16") && out.contains("activations kept in bf16"), out);
         assertTrue(out.contains("trainable_parameters: ") && out.contains("peak_mib: ") && out.contains("activations"), out);
         String[] lines = out.strip().split("\n");

@@ -1,7 +1,7 @@
 package dev.topa.glue;
 
+import dev.topa.io.TextFiles;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -109,37 +109,45 @@ public enum GlueTask {
         return read(dataDir.resolve(folder).resolve(split + ".tsv"));
     }
 
-    /** Reads one labelled file of this task. */
+    /**
+     * Reads one labelled file of this task. Every refusal names the file, the line and, where one
+     * field is at fault, its column (1-based, counted in tab-separated fields); a file without
+     * examples is refused too.
+     */
     public List<Example> read(Path file) throws IOException {
         if (!Files.isRegularFile(file)) throw new IOException(file + ": no such GLUE file (task " + folder + ")");
-        List<String> lines = Files.readAllLines(file, StandardCharsets.UTF_8);
+        List<String> lines = TextFiles.lines(file);
         List<Example> out = new ArrayList<>();
+        int need = Math.max(Math.max(textA, textB), label) + 1;
         for (int i = header ? 1 : 0; i < lines.size(); i++) {
             String line = lines.get(i);
             if (i == 0 && line.startsWith("\uFEFF")) line = line.substring(1);
             if (line.isEmpty()) continue; // a trailing newline
             String[] f = line.split("\t", -1);
-            int need = Math.max(Math.max(textA, textB), label) + 1;
             if ((columns > 0 && f.length != columns) || f.length < need)
                 throw new GlueFormatException(file, i + 1, "expected " + (columns > 0 ? columns : "at least " + need)
                         + " tab-separated columns, found " + f.length);
-            String raw = f[label >= 0 ? label : f.length - 1].trim();
+            int labelColumn = label >= 0 ? label : f.length - 1;
+            String raw = f[labelColumn].trim();
             String a = f[textA], b = textB >= 0 ? f[textB] : null;
             if (labels == null) {
                 float score;
                 try {
                     score = Float.parseFloat(raw);
                 } catch (NumberFormatException e) {
-                    throw new GlueFormatException(file, i + 1, "score '" + raw + "' is not a number");
+                    throw new GlueFormatException(file, i + 1, labelColumn + 1, "score '" + raw + "' is not a number");
                 }
-                if (!Float.isFinite(score)) throw new GlueFormatException(file, i + 1, "score '" + raw + "' is not finite");
+                if (!Float.isFinite(score)) throw new GlueFormatException(file, i + 1, labelColumn + 1, "score '" + raw + "' is not finite");
                 out.add(new Example(a, b, -1, score));
             } else {
                 int id = labels.indexOf(raw);
-                if (id < 0) throw new GlueFormatException(file, i + 1, "label '" + raw + "' is not one of " + labels);
+                if (id < 0) throw new GlueFormatException(file, i + 1, labelColumn + 1, "label '" + raw + "' is not one of " + labels);
                 out.add(new Example(a, b, id, id));
             }
         }
+        if (out.isEmpty())
+            throw new GlueFormatException(file, "no examples (" + (lines.isEmpty() ? "the file is empty" : "no rows after the header") + ")");
         return out;
     }
+
 }

@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
+import dev.topa.model.BertNames;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorAllocator;
@@ -58,15 +59,67 @@ public final class HfBertDirectory {
         int[] h = perLayer(file, c, "topa_heads_per_layer", layers, heads);
         int[] f = perLayer(file, c, "topa_ffn_per_layer", layers, required(file, c, "intermediate_size"));
         int headDim = c.path("topa_head_dim").asInt(hidden / heads);
-        return new BertConfig(required(file, c, "vocab_size"), hidden, required(file, c, "max_position_embeddings"),
-                c.path("type_vocab_size").asInt(2), headDim, h, f, (float) c.path("layer_norm_eps").asDouble(1e-12));
+        limit(file, "topa_head_dim", headDim, hidden);
+        for (int l = 0; l < layers; l++) {
+            limit(file, "topa_heads_per_layer[" + l + "]", h[l], hidden / Math.max(1, headDim));
+            limit(file, "topa_ffn_per_layer[" + l + "]", f[l], MAX_FFN);
+        }
+        int types = c.path("type_vocab_size").asInt(2);
+        limit(file, "type_vocab_size", types, MAX_TYPES);
+        double eps = c.path("layer_norm_eps").asDouble(1e-12);
+        if (!(eps > 0 && eps < 1)) throw new ModelFormatException(file + ": field layer_norm_eps is " + eps + ", not in (0, 1)");
+        return new BertConfig(required(file, c, "vocab_size"), hidden, required(file, c, "max_position_embeddings"), types, headDim, h, f,
+                (float) eps);
     }
+
+    // sizes a config may claim: beyond these it is not a BERT encoder this engine runs, and sizes decide allocations
+    private static final int MAX_HIDDEN = 1 << 14, MAX_LAYERS = 256, MAX_VOCAB = 1 << 22, MAX_POSITIONS = 1 << 16, MAX_FFN = 1 << 17,
+            MAX_TYPES = 1 << 10;
 
     private static int required(Path file, JsonNode c, String key) {
         JsonNode v = c.get(key);
         if (v == null || !v.canConvertToInt() || v.asInt() <= 0)
             throw new ModelFormatException(file + ": field " + key + " is missing or not a positive integer");
+        int max = switch (key) {
+            case "hidden_size", "num_attention_heads" -> MAX_HIDDEN;
+            case "num_hidden_layers" -> MAX_LAYERS;
+            case "vocab_size" -> MAX_VOCAB;
+            case "max_position_embeddings" -> MAX_POSITIONS;
+            default -> MAX_FFN;
+        };
+        limit(file, key, v.asInt(), max);
         return v.asInt();
+    }
+
+    private static void limit(Path file, String key, int value, int max) {
+        if (value < 0 || value > max) throw new ModelFormatException(file + ": field " + key + " is " + value + ", over the limit of " + max);
+    }
+
+    /**
+     * Every disagreement between the config and the weight files, found from the files' headers
+     * before any weight is allocated: a tensor the config implies that is missing or of another
+     * shape, or an encoder tensor the config does not imply (a layer or module beyond it).
+     */
+    private static void checkAgainstWeights(Path dir, BertConfig config, Map<String, Safetensors.Entry> entries, Map<String, Path> where) {
+        Map<String, long[]> shapes = BertNames.shapes(config);
+        for (var s : shapes.entrySet()) {
+            String n = s.getKey();
+            Safetensors.Entry e = entries.get(n);
+            if (e == null && entries.containsKey(n + BSR_VALUES)) continue; // block-sparse: checked against the grid as it loads
+            if (e == null) throw new ModelFormatException(dir + ": no tensor " + n + " " + Arrays.toString(s.getValue()) + " in " + shards(dir)
+                    + " (config.json implies it)");
+            if (!Arrays.equals(e.shape(), s.getValue()))
+                throw new ModelFormatException(where.get(n) + ": tensor " + n + " is " + Arrays.toString(e.shape()) + ", config.json implies "
+                        + Arrays.toString(s.getValue()));
+        }
+        for (String n : entries.keySet()) {
+            String base = n.endsWith(BSR_VALUES) ? n.substring(0, n.length() - BSR_VALUES.length())
+                    : n.endsWith(BSR_BLOCKS) ? n.substring(0, n.length() - BSR_BLOCKS.length()) : n;
+            boolean encoder = base.startsWith("embeddings.") || base.startsWith("encoder.");
+            if (encoder && !shapes.containsKey(base) && !base.equals("embeddings.position_ids"))
+                throw new ModelFormatException(where.get(n) + ": tensor " + n + " is not part of the encoder config.json describes ("
+                        + config.layers() + " layers, hidden " + config.hidden() + ")");
+        }
     }
 
     private static int[] perLayer(Path file, JsonNode c, String key, int layers, int fallback) {
@@ -100,6 +153,7 @@ public final class HfBertDirectory {
                     where.put(OnnxBertReader.hfName(k), p);
                 });
             }
+            checkAgainstWeights(dir, config, entries, where);
             BertModel model = new BertModel(config);
             try {
                 Map<String, boolean[][]> masks = new LinkedHashMap<>();

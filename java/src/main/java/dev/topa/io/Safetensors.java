@@ -4,6 +4,7 @@ import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.topa.tensor.Bf16;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.Tensor;
 import java.io.IOException;
@@ -144,9 +145,11 @@ public final class Safetensors implements AutoCloseable {
 
     /**
      * Writes tensors (f32, bf16, i32 or i64, host memory) in map order, atomically: a temp file in
-     * the same directory is renamed over the target only once complete.
+     * the same directory is renamed over the target only once complete. A float tensor holding NaN
+     * or an infinity is refused (naming it) before anything is written: what is saved loads again.
      */
     public static void write(Path target, Map<String, Tensor> tensors, Map<String, String> metadata) throws IOException {
+        tensors.forEach((name, t) -> requireFinite(target, name, t));
         ObjectNode header = JSON.createObjectNode();
         if (metadata != null && !metadata.isEmpty()) {
             ObjectNode m = header.putObject("__metadata__");
@@ -191,6 +194,18 @@ public final class Safetensors implements AutoCloseable {
             Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         } finally {
             Files.deleteIfExists(tmp);
+        }
+    }
+
+    private static void requireFinite(Path target, String name, Tensor t) {
+        if (t.dtype() != DType.F32 && t.dtype() != DType.BF16) return;
+        long n = t.numel();
+        for (long i = 0; i < n; i++) {
+            float v = t.dtype() == DType.F32 ? t.data().getAtIndex(ValueLayout.JAVA_FLOAT, i)
+                    : Bf16.toFloat(t.data().getAtIndex(ValueLayout.JAVA_SHORT, i));
+            if (!Float.isFinite(v))
+                throw new IllegalArgumentException("not writing " + target + ": tensor " + name + " holds a non-finite value (" + v
+                        + ") at flat index " + i);
         }
     }
 }

@@ -23,6 +23,10 @@ final class WeightConversion {
             default -> throw new ModelFormatException(file + ": tensor " + tensor + " has dtype " + dtype
                     + "; supported: F32, F16, BF16");
         }
+        // a NaN or infinite weight makes every output NaN (served as label 0, probability NaN): refused where it is read
+        for (int i = 0; i < out.length; i++)
+            if (!Float.isFinite(out[i]))
+                throw new ModelFormatException(file + ": tensor " + tensor + " holds a non-finite value (" + out[i] + ") at flat index " + i);
         return out;
     }
 }

@@ -1,6 +1,8 @@
 package dev.topa.model;
 
+import java.util.LinkedHashMap;
 import java.util.Locale;
+import java.util.Map;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -54,6 +56,36 @@ public final class BertNames {
         public String label() {
             return name().toLowerCase(Locale.ROOT).replace('_', '-');
         }
+    }
+
+    /**
+     * Every parameter of a BERT encoder of this config with its shape, in {@link BertModel#parameters}
+     * order, without allocating anything: what a weight file is checked against before a model is made.
+     */
+    public static Map<String, long[]> shapes(BertConfig config) {
+        Map<String, long[]> m = new LinkedHashMap<>();
+        long c = config.hidden();
+        m.put(WORD_EMBEDDINGS, new long[] {config.vocabSize(), c});
+        m.put(POSITION_EMBEDDINGS, new long[] {config.maxPositions(), c});
+        if (config.typeVocabSize() > 0) m.put(TYPE_EMBEDDINGS, new long[] {config.typeVocabSize(), c});
+        m.put(EMBEDDINGS_NORM + "." + WEIGHT, new long[] {c});
+        m.put(EMBEDDINGS_NORM + "." + BIAS, new long[] {c});
+        for (int l = 0; l < config.layers(); l++) {
+            long a = config.attentionWidth(l), f = config.ffn(l);
+            for (Module q : QKV_PARTS) {
+                m.put(of(l, q, WEIGHT), new long[] {a, c});
+                m.put(of(l, q, BIAS), new long[] {a});
+            }
+            long[][] linear = {{c, a}, {f, c}, {c, f}};
+            Module[] modules = {Module.ATTENTION_OUTPUT, Module.FFN_IN, Module.FFN_OUT};
+            for (int i = 0; i < 3; i++) {
+                m.put(of(l, modules[i], WEIGHT), linear[i]);
+                m.put(of(l, modules[i], BIAS), new long[] {linear[i][0]});
+                if (i == 0) for (String t : new String[] {WEIGHT, BIAS}) m.put(of(l, Module.ATTENTION_NORM, t), new long[] {c});
+            }
+            for (String t : new String[] {WEIGHT, BIAS}) m.put(of(l, Module.OUTPUT_NORM, t), new long[] {c});
+        }
+        return m;
     }
 
     /** q, k, v in the fused projection's row order. */

@@ -9,6 +9,7 @@ import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
+import dev.topa.io.OutputDirectory;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertNames;
 import dev.topa.model.BertTraining;
@@ -102,7 +103,7 @@ public final class PruningAdapter {
     }
 
     /** What a run works on: the task, its recipe, its examples, the model and where the outputs go. */
-    public record Job(GlueTask task, Recipe recipe, List<Example> train, List<Example> dev, ModelLoader.Loaded model, Path out) {}
+    public record Job(GlueTask task, Recipe recipe, List<Example> train, List<Example> dev, ModelLoader.Loaded model, OutputDirectory out) {}
 
     /** What a run reports as it goes: a line of news, and the training loop's progress. */
     public interface Listener extends TrainingLoop.Listener {
@@ -155,7 +156,6 @@ public final class PruningAdapter {
                 TaskHead head = new TaskHead(dense.config().hidden(), t.numLabels(), rc.seed())) {
             Run run = new Run(job, rc, Trainer.items(job.train(), tok), Trainer.items(job.dev(), tok), tok, head,
                     MemoryTracker.of(be.device()), encoderParameters(dense), 0, 0);
-            Files.createDirectories(job.out());
             boolean blocks = cfg.structure() == Structure.BLOCKS;
             // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
             if (!cfg.headScoring()) dense.addLora(rc.loraConfig(), rc.seed());
@@ -330,7 +330,7 @@ public final class PruningAdapter {
     }
 
     private TrainingLoop.Output output(Run run) {
-        return new TrainingLoop.Output(run.job().out(), run.job().model().tokenizer(), run.tok().maxLength(), null);
+        return new TrainingLoop.Output(run.job().out(), run.job().model().tokenizer(), run.tok().maxLength(), null, null);
     }
 
     private void reportParameters(long dense, long pruned) {
@@ -343,7 +343,7 @@ public final class PruningAdapter {
      */
     private Result writeReports(Run run, Trainer trainer, BertModel pruned, TrainingLoop.Outcome outcome, String description, String plotTitle,
             Consumer<ObjectNode> extra) throws IOException {
-        Path out = run.job().out();
+        Path out = run.job().out().path();
         GlueTask t = run.job().task();
         long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
         TrainingReport.write(out, t, run.recipe(), description, trainer.trainableParameters(), total, outcome.results(), run.mem());
@@ -373,7 +373,7 @@ public final class PruningAdapter {
             p.put("inference_weight_bytes", saved.model().parameterBytes());
             say("saved model: batch 1 %.1f ms, batch 32 %.1f seq/s", f.latencyB1Ms(), f.throughputB32());
         }
-        FineTunedModel.writeAtomically(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
+        OutputDirectory.writeFile(out.resolve("pruning.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(p));
         say("report: %s, %s", out.resolve("report.md"), out.resolve("pruning.json"));
         return new Result(outcome, run.denseParams(), prunedParams, pruned.config().heads(), pruned.config().ffn(), out);
     }

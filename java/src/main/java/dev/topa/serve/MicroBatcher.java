@@ -84,7 +84,20 @@ final class MicroBatcher implements AutoCloseable {
                 j.result().complete(out.subList(at, at + j.inputs().size()));
                 at += j.inputs().size();
             }
-        } catch (RuntimeException | Error e) {
+        } catch (RuntimeException e) {
+            if (batch.size() == 1) {
+                batch.get(0).result().completeExceptionally(e);
+                return;
+            }
+            // one request's fault (e.g. an input whose output is not finite) must not fail the others batched with it
+            for (Job j : batch) {
+                try {
+                    j.result().complete(model.apply(j.inputs()));
+                } catch (RuntimeException | Error alone) {
+                    j.result().completeExceptionally(alone);
+                }
+            }
+        } catch (Error e) {
             for (Job j : batch) j.result().completeExceptionally(e);
         }
     }

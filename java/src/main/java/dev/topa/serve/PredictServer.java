@@ -5,102 +5,220 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import com.sun.net.httpserver.HttpExchange;
-import com.sun.net.httpserver.HttpServer;
 import dev.topa.tensor.Device;
+import dev.topa.train.NonFiniteOutputException;
+import io.netty.bootstrap.ServerBootstrap;
+import io.netty.buffer.ByteBufInputStream;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelFutureListener;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.SimpleChannelInboundHandler;
+import io.netty.channel.nio.NioIoHandler;
+import io.netty.channel.socket.SocketChannel;
+import io.netty.channel.socket.nio.NioServerSocketChannel;
+import io.netty.handler.codec.http.DefaultFullHttpResponse;
+import io.netty.handler.codec.http.FullHttpRequest;
+import io.netty.handler.codec.http.FullHttpResponse;
+import io.netty.handler.codec.http.HttpDecoderConfig;
+import io.netty.handler.codec.http.HttpHeaderNames;
+import io.netty.handler.codec.http.HttpHeaderValues;
+import io.netty.handler.codec.http.HttpObjectAggregator;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import io.netty.handler.codec.http.HttpServerCodec;
+import io.netty.handler.codec.http.HttpUtil;
+import io.netty.handler.codec.http.HttpVersion;
+import io.netty.handler.codec.http.QueryStringDecoder;
 import java.io.IOException;
-import java.io.InputStream;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /**
- * JSON over HTTP for one or more {@link TextModel}s (topa's {@link Classifier}s), on the JDK's HttpServer (no HTTP parsing of
- * our own): {@code POST /v1/predict} with {@code {"texts": [...]}} or {@code {"pairs": [[a, b], ...]}}
- * and an optional {@code "task"}, {@code GET /health}, {@code GET /metrics} (Prometheus text).
- * Requests for a model are micro-batched ({@link MicroBatcher}); its bounded queue answers 503 when
- * full. Every bad request gets a 4xx with a message: malformed JSON, wrong field types, empty or
- * oversized texts, too many texts, a body over the limit, an unknown task, a wrong method or path.
- * Handlers run on virtual threads. A client too slow to send its body gets 408 with a message after
- * {@link Options#bodyTimeoutMillis} (and the connection closed); one too slow to send even its
- * headers is cut off by the JDK server's request timeout (sun.net.httpserver.maxReqTime, set by
- * {@code topa serve}): no handler has seen it, so there is no one to answer.
+ * JSON over HTTP/1.1 for one or more {@link TextModel}s (topa's {@link Classifier}s), on Netty:
+ * {@code POST /v1/predict} with {@code {"texts": [...]}} or {@code {"pairs": [[a, b], ...]}} and an
+ * optional {@code "task"}, {@code GET /health}, {@code GET /metrics} (Prometheus text). Requests for
+ * a model are micro-batched ({@link MicroBatcher}) off the event loop; its bounded queue answers 503
+ * when full. Every bad request gets a 4xx with a JSON message: malformed JSON, wrong field types,
+ * empty or oversized texts, too many texts, a body or headers over the limit, an unknown task, a
+ * wrong method or path, a missing API key.
+ *
+ * <p>What a hostile or broken client can hold is bounded per connection ({@link RequestGate}): the
+ * headers must be complete within {@link Options#headerTimeoutMillis} of a connection's first byte
+ * (slow-header clients are cut), the body within {@link Options#bodyTimeoutMillis} (408), an idle
+ * keep-alive connection is closed after {@link Options#idleTimeoutMillis}; connections beyond
+ * {@link Options#maxConnections} are answered 503 and closed, so the server stays responsive to the
+ * clients it holds. Requests on one connection are answered in order, one at a time.
  */
 public final class PredictServer implements AutoCloseable {
-    /** Limits and batching knobs. */
+    /** Limits, timeouts and batching knobs; every size and timeout must be positive. */
     public record Options(int maxBatch, long maxWaitMicros, int queueCapacity, int maxTexts, int maxTextChars, int maxBodyBytes,
-            long requestTimeoutMillis, long bodyTimeoutMillis) {
+            long requestTimeoutMillis, long headerTimeoutMillis, long bodyTimeoutMillis, long idleTimeoutMillis, int maxConnections,
+            int maxHeaderBytes, int maxHeaders, String apiKey) {
+        public Options {
+            long[] positive = {maxBatch, queueCapacity, maxTexts, maxTextChars, maxBodyBytes, requestTimeoutMillis, headerTimeoutMillis,
+                bodyTimeoutMillis, idleTimeoutMillis, maxConnections, maxHeaderBytes, maxHeaders};
+            String[] names = {"maxBatch", "queueCapacity", "maxTexts", "maxTextChars", "maxBodyBytes", "requestTimeoutMillis",
+                "headerTimeoutMillis", "bodyTimeoutMillis", "idleTimeoutMillis", "maxConnections", "maxHeaderBytes", "maxHeaders"};
+            for (int i = 0; i < positive.length; i++)
+                if (positive[i] < 1) throw new IllegalArgumentException("server option " + names[i] + " must be >= 1, got " + positive[i]);
+            if (maxWaitMicros < 0) throw new IllegalArgumentException("server option maxWaitMicros must be >= 0, got " + maxWaitMicros);
+            if (apiKey != null && apiKey.isBlank()) throw new IllegalArgumentException("the API key is empty");
+        }
+
         public static Options defaults() {
-            return new Options(32, 2000, 256, 64, 8192, 1 << 20, 30_000, 10_000);
+            return new Options(32, 2000, 256, 64, 8192, 1 << 20, 30_000, 5_000, 10_000, 30_000, 1024, 16 << 10, 100, null);
+        }
+
+        public Options withBatching(int maxBatch, long maxWaitMicros, int queueCapacity) {
+            return new Options(maxBatch, maxWaitMicros, queueCapacity, maxTexts, maxTextChars, maxBodyBytes, requestTimeoutMillis,
+                    headerTimeoutMillis, bodyTimeoutMillis, idleTimeoutMillis, maxConnections, maxHeaderBytes, maxHeaders, apiKey);
+        }
+
+        public Options withLimits(int maxTexts, int maxTextChars, int maxBodyBytes) {
+            return new Options(maxBatch, maxWaitMicros, queueCapacity, maxTexts, maxTextChars, maxBodyBytes, requestTimeoutMillis,
+                    headerTimeoutMillis, bodyTimeoutMillis, idleTimeoutMillis, maxConnections, maxHeaderBytes, maxHeaders, apiKey);
+        }
+
+        public Options withTimeouts(long requestMillis, long headerMillis, long bodyMillis, long idleMillis) {
+            return new Options(maxBatch, maxWaitMicros, queueCapacity, maxTexts, maxTextChars, maxBodyBytes, requestMillis, headerMillis,
+                    bodyMillis, idleMillis, maxConnections, maxHeaderBytes, maxHeaders, apiKey);
+        }
+
+        public Options withConnections(int maxConnections, int maxHeaderBytes, int maxHeaders) {
+            return new Options(maxBatch, maxWaitMicros, queueCapacity, maxTexts, maxTextChars, maxBodyBytes, requestTimeoutMillis,
+                    headerTimeoutMillis, bodyTimeoutMillis, idleTimeoutMillis, maxConnections, maxHeaderBytes, maxHeaders, apiKey);
+        }
+
+        /** Requests to /v1/predict must carry "Authorization: Bearer KEY" (null: no key asked). */
+        public Options withApiKey(String key) {
+            return new Options(maxBatch, maxWaitMicros, queueCapacity, maxTexts, maxTextChars, maxBodyBytes, requestTimeoutMillis,
+                    headerTimeoutMillis, bodyTimeoutMillis, idleTimeoutMillis, maxConnections, maxHeaderBytes, maxHeaders, key);
         }
     }
 
-    private static final ObjectMapper JSON = new ObjectMapper();
+    static final ObjectMapper JSON = new ObjectMapper();
 
     private final Map<String, TextModel> models;
     private final Map<String, MicroBatcher> batchers = new LinkedHashMap<>();
     private final Options options;
     private final ServerMetrics metrics;
-    private final HttpServer server;
-    private final ExecutorService handlers = Executors.newVirtualThreadPerTaskExecutor();
+    private final AtomicInteger open = new AtomicInteger();
+    private final EventLoopGroup boss, loops;
+    private final Channel listener;
     private volatile boolean stopping;
 
-    /** models by task name (lower case, e.g. "mrpc"); the server listens on port (0: any free port) of the loopback or all interfaces. */
+    /** models by task name (lower case, e.g. "mrpc"); the server listens on port (0: any free port) of host. */
     public PredictServer(Map<String, ? extends TextModel> models, Options options, String host, int port, List<Device> devices) throws IOException {
         if (models.isEmpty()) throw new IllegalArgumentException("no model to serve");
         this.models = Map.copyOf(models);
         this.options = options;
-        this.metrics = new ServerMetrics(devices);
+        this.metrics = new ServerMetrics(devices, open::get);
         for (var e : models.entrySet()) {
             MicroBatcher b = new MicroBatcher(e.getKey(), e.getValue()::predictBatch, options.queueCapacity(), options.maxBatch(),
                     options.maxWaitMicros(), metrics);
             batchers.put(e.getKey(), b);
             metrics.queue(e.getKey(), b::queued);
         }
-        server = HttpServer.create(new InetSocketAddress(host, port), 128);
-        server.setExecutor(handlers);
-        server.createContext("/", this::handle);
-        server.start();
+        // the event loops only parse and write: the models run on the batchers' threads
+        boss = new MultiThreadIoEventLoopGroup(1, NioIoHandler.newFactory());
+        loops = new MultiThreadIoEventLoopGroup(2, NioIoHandler.newFactory());
+        try {
+            listener = new ServerBootstrap().group(boss, loops).channel(NioServerSocketChannel.class).option(ChannelOption.SO_BACKLOG, 1024)
+                    .childOption(ChannelOption.TCP_NODELAY, true).childHandler(new ChannelInitializer<SocketChannel>() {
+                        @Override
+                        protected void initChannel(SocketChannel ch) {
+                            RequestGate gate = new RequestGate(options, open, metrics);
+                            ch.pipeline().addLast("first-byte", gate.firstByte())
+                                    .addLast("codec", new HttpServerCodec(new HttpDecoderConfig().setMaxInitialLineLength(8192)
+                                            .setMaxHeaderSize(options.maxHeaderBytes()).setMaxChunkSize(64 << 10)))
+                                    .addLast("gate", gate)
+                                    .addLast("aggregate", new HttpObjectAggregator(options.maxBodyBytes()))
+                                    .addLast("predict", new Handler());
+                        }
+                    }).bind(new InetSocketAddress(host, port)).sync().channel();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            shutdownLoops();
+            throw new IOException("interrupted while binding " + host + ":" + port, e);
+        } catch (RuntimeException e) {
+            shutdownLoops();
+            throw new IOException("cannot listen on " + host + ":" + port + ": " + e.getMessage(), e);
+        }
     }
 
     public int port() {
-        return server.getAddress().getPort();
+        return ((InetSocketAddress) listener.localAddress()).getPort();
     }
 
-    private void handle(HttpExchange ex) throws IOException {
-        String path = ex.getRequestURI().getPath();
-        int code;
-        try {
-            code = switch (path) {
-                case "/v1/predict" -> predict(ex);
-                case "/health" -> get(ex, () -> health());
-                case "/metrics" -> get(ex, metrics::render);
-                default -> error(ex, 404, "no such path: " + path + " (POST /v1/predict, GET /health, GET /metrics)");
+    /** Open client connections (those over the cap included until they are closed). */
+    public int openConnections() {
+        return open.get();
+    }
+
+    /** The application: routes, the API key, the prediction JSON. */
+    private final class Handler extends SimpleChannelInboundHandler<FullHttpRequest> {
+        @Override
+        protected void channelRead0(ChannelHandlerContext ctx, FullHttpRequest req) {
+            long t0 = System.nanoTime();
+            String path = new QueryStringDecoder(req.uri()).path();
+            String label = switch (path) {
+                case "/v1/predict", "/health", "/metrics" -> path;
+                default -> "other";
             };
-        } catch (RuntimeException | Error e) {
-            code = error(ex, 500, "internal error: " + e);
-        } finally {
-            ex.close();
+            boolean keepAlive = HttpUtil.isKeepAlive(req);
+            Reply reply = (code, type, body) -> {
+                metrics.request(label, code);
+                if (label.equals("/v1/predict") && code == 200) metrics.predictionSeconds((System.nanoTime() - t0) * 1e-9);
+                respond(ctx, code, type, body, keepAlive, null);
+            };
+            try {
+                switch (path) {
+                    case "/v1/predict" -> predict(req, reply);
+                    case "/health" -> get(req, reply, "application/json", () -> health().getBytes(StandardCharsets.UTF_8));
+                    case "/metrics" -> get(req, reply, metrics.contentType(), metrics::render);
+                    default -> reply.error(404, "no such path: " + path + " (POST /v1/predict, GET /health, GET /metrics)");
+                }
+            } catch (RuntimeException e) {
+                reply.error(500, "internal error: " + e);
+            }
         }
-        metrics.request(switch (path) {
-            case "/v1/predict", "/health", "/metrics" -> path;
-            default -> "other";
-        }, code);
+
+        @Override
+        public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
+            ctx.close(); // a reset connection: nothing to answer
+        }
     }
 
-    private int get(HttpExchange ex, java.util.function.Supplier<String> body) throws IOException {
-        if (!ex.getRequestMethod().equals("GET")) return error(ex, 405, ex.getRequestURI().getPath() + " takes GET");
-        boolean json = ex.getRequestURI().getPath().equals("/health");
-        return send(ex, 200, json ? "application/json" : "text/plain; version=0.0.4", body.get());
+    /** Where an answer goes (from the event loop or from a batcher's completion). */
+    @FunctionalInterface
+    private interface Reply {
+        void send(int code, String type, byte[] body);
+
+        default void json(int code, String body) {
+            send(code, "application/json", body.getBytes(StandardCharsets.UTF_8));
+        }
+
+        default void error(int code, String message) {
+            json(code, JSON.createObjectNode().put("error", message).toString());
+        }
+    }
+
+    private void get(FullHttpRequest req, Reply reply, String type, java.util.function.Supplier<byte[]> body) {
+        if (!req.method().name().equals("GET")) reply.error(405, new QueryStringDecoder(req.uri()).path() + " takes GET");
+        else reply.send(200, type, body.get());
     }
 
     private String health() {
@@ -111,72 +229,84 @@ public final class PredictServer implements AutoCloseable {
         return h.toString();
     }
 
-    private int predict(HttpExchange ex) throws IOException {
-        long t0 = System.nanoTime();
-        if (!ex.getRequestMethod().equals("POST")) return error(ex, 405, "/v1/predict takes POST with a JSON body");
-        if (stopping) return error(ex, 503, "server is shutting down");
-        String length = ex.getRequestHeaders().getFirst("Content-Length");
-        if (length != null && parseLong(length) > options.maxBodyBytes())
-            return error(ex, 413, "body of " + length + " bytes is over the limit of " + options.maxBodyBytes());
-        byte[] body;
-        // the body is read on a thread of its own so a client that stalls mid-body gets an answer, not a hung handler
-        java.util.concurrent.Future<byte[]> reading = handlers.submit(() -> {
-            try (InputStream in = ex.getRequestBody()) {
-                return in.readNBytes(options.maxBodyBytes() + 1);
-            }
-        });
-        try {
-            body = reading.get(options.bodyTimeoutMillis(), TimeUnit.MILLISECONDS);
-        } catch (TimeoutException e) {
-            reading.cancel(false); // no interrupt: it would close the socket before the answer goes out; closing the exchange ends the read
-            return error(ex, 408, "the request body did not arrive within " + options.bodyTimeoutMillis() + " ms");
-        } catch (ExecutionException e) {
-            throw e.getCause() instanceof IOException io ? io : new IOException(e.getCause());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IOException("interrupted while reading the request body", e);
+    private void predict(FullHttpRequest req, Reply reply) {
+        if (!req.method().name().equals("POST")) {
+            reply.error(405, "/v1/predict takes POST with a JSON body");
+            return;
         }
-        if (body.length > options.maxBodyBytes()) return error(ex, 413, "body is over the limit of " + options.maxBodyBytes() + " bytes");
-        JsonNode req;
-        try {
-            req = JSON.readTree(body);
+        if (options.apiKey() != null && !authorized(req.headers().get(HttpHeaderNames.AUTHORIZATION))) {
+            reply.error(401, "this server needs \"Authorization: Bearer <key>\" (the key given to topa serve --api-key-file)");
+            return;
+        }
+        if (stopping) {
+            reply.error(503, "server is shutting down");
+            return;
+        }
+        JsonNode body;
+        try (ByteBufInputStream in = new ByteBufInputStream(req.content())) {
+            body = JSON.readTree((java.io.InputStream) in);
         } catch (JsonProcessingException e) {
-            return error(ex, 400, "malformed JSON: " + e.getOriginalMessage());
+            reply.error(400, "malformed JSON: " + e.getOriginalMessage());
+            return;
+        } catch (IOException e) {
+            reply.error(400, "cannot read the body: " + e.getMessage());
+            return;
         }
-        if (req == null || !req.isObject()) return error(ex, 400, "the body must be a JSON object with \"texts\" or \"pairs\"");
+        if (body == null || !body.isObject()) {
+            reply.error(400, "the body must be a JSON object with \"texts\" or \"pairs\"");
+            return;
+        }
         String task;
-        if (req.has("task")) {
-            if (!req.get("task").isTextual()) return error(ex, 400, "\"task\" must be a string");
-            task = req.get("task").asText().toLowerCase(Locale.ROOT);
-            if (!models.containsKey(task)) return error(ex, 404, "unknown task '" + task + "': this server has " + models.keySet());
+        if (body.has("task")) {
+            if (!body.get("task").isTextual()) {
+                reply.error(400, "\"task\" must be a string");
+                return;
+            }
+            task = body.get("task").asText().toLowerCase(Locale.ROOT);
+            if (!models.containsKey(task)) {
+                reply.error(404, "unknown task '" + task + "': this server has " + models.keySet());
+                return;
+            }
         } else if (models.size() == 1) {
             task = models.keySet().iterator().next();
         } else {
-            return error(ex, 400, "\"task\" is required: this server has " + models.keySet());
+            reply.error(400, "\"task\" is required: this server has " + models.keySet());
+            return;
         }
         List<Classifier.Input> inputs;
         try {
-            inputs = inputs(req, models.get(task));
+            inputs = inputs(body, models.get(task));
         } catch (IllegalArgumentException e) {
-            return error(ex, e.getMessage().startsWith("too many") || e.getMessage().contains("longer than") ? 413 : 400, e.getMessage());
+            reply.error(e.getMessage().startsWith("too many") || e.getMessage().contains("longer than") ? 413 : 400, e.getMessage());
+            return;
         }
         MicroBatcher.Job job = batchers.get(task).submit(inputs);
         if (job == null) {
-            ex.getResponseHeaders().set("Retry-After", "1");
-            return error(ex, 503, "overloaded: " + options.queueCapacity() + " requests are already waiting for " + task);
+            reply.error(503, "overloaded: " + options.queueCapacity() + " requests are already waiting for " + task);
+            return;
         }
-        List<Classifier.Prediction> out;
-        try {
-            out = job.result().get(options.requestTimeoutMillis(), TimeUnit.MILLISECONDS);
-        } catch (TimeoutException e) {
-            return error(ex, 503, "the prediction took longer than " + options.requestTimeoutMillis() + " ms");
-        } catch (ExecutionException e) {
-            Throwable c = e.getCause();
-            return c instanceof IllegalArgumentException ? error(ex, 400, c.getMessage()) : error(ex, 500, "prediction failed: " + c);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return error(ex, 503, "interrupted");
-        }
+        String field = models.get(task).task().isPair() ? "pairs[" : "texts[";
+        job.result().orTimeout(options.requestTimeoutMillis(), TimeUnit.MILLISECONDS).whenComplete((out, failure) -> {
+            if (failure == null) {
+                reply.json(200, answer(task, out));
+                return;
+            }
+            Throwable c = failure instanceof java.util.concurrent.CompletionException && failure.getCause() != null ? failure.getCause() : failure;
+            switch (c) {
+                case TimeoutException t -> reply.error(503, "the prediction took longer than " + options.requestTimeoutMillis() + " ms");
+                case IllegalArgumentException bad -> reply.error(400, bad.getMessage());
+                case NonFiniteOutputException n -> reply.error(500, n.as(n.index(), field + n.index() + "]").getMessage());
+                default -> reply.error(500, "prediction failed: " + c);
+            }
+        });
+    }
+
+    private boolean authorized(String header) {
+        String expected = "Bearer " + options.apiKey();
+        return header != null && MessageDigest.isEqual(header.getBytes(StandardCharsets.UTF_8), expected.getBytes(StandardCharsets.UTF_8));
+    }
+
+    private static String answer(String task, List<Classifier.Prediction> out) {
         ObjectNode res = JSON.createObjectNode();
         res.put("task", task);
         ArrayNode preds = res.putArray("predictions");
@@ -190,8 +320,7 @@ public final class PredictServer implements AutoCloseable {
                 p.probabilities().forEach(probs::put);
             }
         }
-        metrics.predictionSeconds((System.nanoTime() - t0) * 1e-9);
-        return send(ex, 200, "application/json", res.toString());
+        return res.toString();
     }
 
     /** The request's inputs, checked against the limits and the task's kind (single texts or pairs). */
@@ -227,39 +356,38 @@ public final class PredictServer implements AutoCloseable {
         return s;
     }
 
-    private static long parseLong(String s) {
-        try {
-            return Long.parseLong(s.trim());
-        } catch (NumberFormatException e) {
-            return -1;
+    /**
+     * Writes a complete answer; then either reads the connection's next request (keep-alive) or
+     * closes it. extra: headers to add (or null).
+     */
+    static void respond(ChannelHandlerContext ctx, int code, String type, byte[] body, boolean keepAlive, Map<String, String> extra) {
+        FullHttpResponse res = new DefaultFullHttpResponse(HttpVersion.HTTP_1_1, HttpResponseStatus.valueOf(code), Unpooled.wrappedBuffer(body));
+        res.headers().set(HttpHeaderNames.CONTENT_TYPE, type).setInt(HttpHeaderNames.CONTENT_LENGTH, body.length);
+        if (extra != null) extra.forEach((k, v) -> res.headers().set(k, v));
+        if (code == 503) res.headers().set(HttpHeaderNames.RETRY_AFTER, "1");
+        res.headers().set(HttpHeaderNames.CONNECTION, keepAlive ? HttpHeaderValues.KEEP_ALIVE : HttpHeaderValues.CLOSE);
+        var written = ctx.writeAndFlush(res);
+        if (!keepAlive) {
+            written.addListener(ChannelFutureListener.CLOSE);
+            return;
         }
-    }
-
-    private static int error(HttpExchange ex, int code, String message) throws IOException {
-        return send(ex, code, "application/json", JSON.createObjectNode().put("error", message).toString());
-    }
-
-    private static int send(HttpExchange ex, int code, String type, String body) throws IOException {
-        byte[] b = body.getBytes(StandardCharsets.UTF_8);
-        ex.getResponseHeaders().set("Content-Type", type);
-        ex.sendResponseHeaders(code, b.length);
-        try (var out = ex.getResponseBody()) { // closed here, so the answer goes out before the exchange drains what is left of the request
-            out.write(b);
-        }
-        return code;
+        written.addListener(f -> {
+            RequestGate gate = ctx.pipeline().get(RequestGate.class);
+            if (gate != null) gate.answered(ctx);
+        });
     }
 
     /** Graceful: refuses new predictions (503), lets queued ones finish, then stops listening. Models stay open (the caller's). */
     @Override
     public void close() {
         stopping = true;
+        listener.close().awaitUninterruptibly(5, TimeUnit.SECONDS);
         batchers.values().forEach(MicroBatcher::close);
-        server.stop(1);
-        handlers.shutdown();
-        try {
-            handlers.awaitTermination(5, TimeUnit.SECONDS);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
+        shutdownLoops();
+    }
+
+    private void shutdownLoops() {
+        loops.shutdownGracefully(0, 2, TimeUnit.SECONDS).awaitUninterruptibly(5, TimeUnit.SECONDS);
+        boss.shutdownGracefully(0, 2, TimeUnit.SECONDS).awaitUninterruptibly(5, TimeUnit.SECONDS);
     }
 }

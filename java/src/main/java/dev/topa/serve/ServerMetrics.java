@@ -3,38 +3,61 @@ package dev.topa.serve;
 import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.MemoryTracker;
+import io.prometheus.metrics.core.metrics.Counter;
+import io.prometheus.metrics.core.metrics.GaugeWithCallback;
+import io.prometheus.metrics.core.metrics.Histogram;
+import io.prometheus.metrics.expositionformats.PrometheusTextFormatWriter;
+import io.prometheus.metrics.model.registry.PrometheusRegistry;
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
-import java.util.TreeMap;
-import java.util.concurrent.atomic.AtomicLong;
-import java.util.concurrent.atomic.AtomicLongArray;
-import java.util.function.Supplier;
+import java.util.concurrent.ConcurrentSkipListMap;
+import java.util.function.IntSupplier;
 
 /**
- * The server's counters in Prometheus' text exposition format (version 0.0.4): requests by path and
- * status, the latency of predictions and the sizes of the batches the model ran (histograms),
- * queue depths, the process's resident memory and the tensor memory each device's tracker counts.
+ * The server's metrics, kept and written by the Prometheus Java client (text format 0.0.4): requests
+ * by path and status, the latency of predictions and the sizes of the batches the model ran
+ * (histograms), connections open and refused, queue depths, the process's resident memory and the
+ * tensor memory each device's tracker counts.
  */
 final class ServerMetrics {
-    private static final double[] LATENCY_BUCKETS = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-    private static final double[] BATCH_BUCKETS = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+    private final PrometheusRegistry registry = new PrometheusRegistry();
+    private final PrometheusTextFormatWriter writer = PrometheusTextFormatWriter.create();
+    private final Counter requests, predicted, refusedConnections;
+    private final Histogram latency, batches;
+    private final Map<String, IntSupplier> queues = new ConcurrentSkipListMap<>();
 
-    private final Map<String, AtomicLong> requests = new TreeMap<>(); // "path|code"
-    private final Histogram latency = new Histogram(LATENCY_BUCKETS), batches = new Histogram(BATCH_BUCKETS);
-    private final AtomicLong predicted = new AtomicLong();
-    private final Map<String, Supplier<Integer>> queues = new TreeMap<>();
-    private final List<Device> devices;
-
-    ServerMetrics(List<Device> devices) {
-        this.devices = List.copyOf(devices);
+    ServerMetrics(List<Device> devices, IntSupplier openConnections) {
+        requests = Counter.builder().name("topa_requests_total").help("HTTP requests by path and status code.").labelNames("path", "code")
+                .register(registry);
+        predicted = Counter.builder().name("topa_inputs_predicted_total").help("Inputs the models predicted.").register(registry);
+        refusedConnections = Counter.builder().name("topa_connections_refused_total")
+                .help("Connections answered 503 because the connection cap was reached.").register(registry);
+        latency = Histogram.builder().name("topa_predict_seconds").help("Time from a prediction request's arrival to its answer.")
+                .classicOnly().classicUpperBounds(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10).register(registry);
+        batches = Histogram.builder().name("topa_batch_inputs").help("Inputs per model call (micro-batches).").classicOnly()
+                .classicUpperBounds(1, 2, 4, 8, 16, 32, 64, 128, 256).register(registry);
+        GaugeWithCallback.builder().name("topa_queue_depth").help("Requests waiting for their model.").labelNames("model")
+                .callback(cb -> queues.forEach((m, d) -> cb.call(d.getAsInt(), m))).register(registry);
+        GaugeWithCallback.builder().name("topa_connections_open").help("Open client connections.")
+                .callback(cb -> cb.call(openConnections.getAsInt())).register(registry);
+        GaugeWithCallback.builder().name("topa_process_resident_bytes").help("Resident memory of the process.")
+                .callback(cb -> cb.call(residentBytes())).register(registry);
+        List<Device> devs = List.copyOf(devices);
+        GaugeWithCallback.builder().name("topa_tensor_bytes").help("Live tensor memory by device and category.").labelNames("device", "category")
+                .callback(cb -> {
+                    for (Device d : devs)
+                        for (Map.Entry<MemoryCategory, long[]> e : MemoryTracker.of(d).snapshot().entrySet())
+                            cb.call(e.getValue()[0], d.toString(), e.getKey().label());
+                }).register(registry);
     }
 
-    synchronized void request(String path, int code) {
-        requests.computeIfAbsent(path + "|" + code, k -> new AtomicLong()).incrementAndGet();
+    void request(String path, int code) {
+        requests.labelValues(path, Integer.toString(code)).inc();
     }
 
     void predictionSeconds(double s) {
@@ -43,10 +66,14 @@ final class ServerMetrics {
 
     void batch(int inputs) {
         batches.observe(inputs);
-        predicted.addAndGet(inputs);
+        predicted.inc(inputs);
     }
 
-    synchronized void queue(String model, Supplier<Integer> depth) {
+    void connectionRefused() {
+        refusedConnections.inc();
+    }
+
+    void queue(String model, IntSupplier depth) {
         queues.put(model, depth);
     }
 
@@ -60,60 +87,17 @@ final class ServerMetrics {
         }
     }
 
-    synchronized String render() {
-        StringBuilder b = new StringBuilder();
-        b.append("# HELP topa_requests_total HTTP requests by path and status code.\n# TYPE topa_requests_total counter\n");
-        requests.forEach((k, v) -> {
-            String[] p = k.split("\\|");
-            b.append("topa_requests_total{path=\"").append(p[0]).append("\",code=\"").append(p[1]).append("\"} ").append(v.get()).append('\n');
-        });
-        latency.render(b, "topa_predict_seconds", "Time from a prediction request's arrival to its answer.");
-        batches.render(b, "topa_batch_inputs", "Inputs per model call (micro-batches).");
-        b.append("# HELP topa_inputs_predicted_total Inputs the models predicted.\n# TYPE topa_inputs_predicted_total counter\n");
-        b.append("topa_inputs_predicted_total ").append(predicted.get()).append('\n');
-        b.append("# HELP topa_queue_depth Requests waiting for their model.\n# TYPE topa_queue_depth gauge\n");
-        queues.forEach((m, d) -> b.append("topa_queue_depth{model=\"").append(m).append("\"} ").append(d.get()).append('\n'));
-        b.append("# HELP topa_process_resident_bytes Resident memory of the process.\n# TYPE topa_process_resident_bytes gauge\n");
-        b.append("topa_process_resident_bytes ").append(residentBytes()).append('\n');
-        b.append("# HELP topa_tensor_bytes Live tensor memory by device and category.\n# TYPE topa_tensor_bytes gauge\n");
-        for (Device d : devices)
-            for (Map.Entry<MemoryCategory, long[]> e : MemoryTracker.of(d).snapshot().entrySet())
-                b.append("topa_tensor_bytes{device=\"").append(d).append("\",category=\"").append(e.getKey().label()).append("\"} ")
-                        .append(e.getValue()[0]).append('\n');
-        return b.toString();
+    String contentType() {
+        return writer.getContentType();
     }
 
-    /** A cumulative histogram with fixed buckets. */
-    private static final class Histogram {
-        private final double[] bounds;
-        private final AtomicLongArray counts;
-        private final AtomicLong count = new AtomicLong();
-        private double sum;
-
-        Histogram(double[] bounds) {
-            this.bounds = bounds;
-            this.counts = new AtomicLongArray(bounds.length);
+    byte[] render() {
+        ByteArrayOutputStream out = new ByteArrayOutputStream(4096);
+        try {
+            writer.write(out, registry.scrape());
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
         }
-
-        void observe(double v) {
-            for (int i = 0; i < bounds.length; i++) if (v <= bounds[i]) counts.incrementAndGet(i);
-            count.incrementAndGet();
-            synchronized (this) {
-                sum += v;
-            }
-        }
-
-        synchronized void render(StringBuilder b, String name, String help) {
-            b.append("# HELP ").append(name).append(' ').append(help).append("\n# TYPE ").append(name).append(" histogram\n");
-            for (int i = 0; i < bounds.length; i++)
-                b.append(name).append("_bucket{le=\"").append(fmt(bounds[i])).append("\"} ").append(counts.get(i)).append('\n');
-            b.append(name).append("_bucket{le=\"+Inf\"} ").append(count.get()).append('\n');
-            b.append(name).append("_sum ").append(String.format(Locale.ROOT, "%.6f", sum)).append('\n');
-            b.append(name).append("_count ").append(count.get()).append('\n');
-        }
-
-        private static String fmt(double v) {
-            return v == Math.rint(v) ? String.valueOf((long) v) : String.valueOf(v);
-        }
+        return out.toByteArray();
     }
 }

@@ -7,6 +7,7 @@ import dev.topa.backend.Backend;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.HfBertDirectory;
 import dev.topa.io.ModelFormatException;
+import dev.topa.io.OutputDirectory;
 import dev.topa.io.Safetensors;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
@@ -55,7 +56,7 @@ public final class FineTunedModel {
         t.put("outputs", head.outputs());
         t.put("max_seq_len", maxSeqLen);
         t.put("head", "mean-pool-linear");
-        writeAtomically(dir.resolve(TASK), JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(t));
+        OutputDirectory.writeFile(dir.resolve(TASK), JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(t));
     }
 
     /**
@@ -92,6 +93,7 @@ public final class FineTunedModel {
         Path file = dir.resolve(ADAPTER);
         if (!Files.isRegularFile(file))
             throw new ModelFormatException(dir + ": no " + ADAPTER + " (write one with topa finetune --method lora)");
+        OutputDirectory.verify(dir);
         TensorAllocator memory = be.scope("adapter " + dir.getFileName(), MemoryCategory.ADAPTERS);
         try (Safetensors st = Safetensors.read(file); TensorScope host = new TensorScope("adapter load", MemoryCategory.WORKSPACE)) {
             String trainedOn = st.metadata().get("backbone_fingerprint");
@@ -124,6 +126,7 @@ public final class FineTunedModel {
     }
 
     public static Loaded load(Path dir) {
+        OutputDirectory.verify(dir);
         JsonNode t = readTask(dir);
         GlueTask task = GlueTask.parse(t.path("task").asText());
         BertModel model = HfBertDirectory.load(dir);
@@ -163,20 +166,8 @@ public final class FineTunedModel {
         }
     }
 
-    /** Writes a file through a temp file in the same directory and an atomic rename. */
-    public static void writeAtomically(Path target, byte[] bytes) throws IOException {
-        Path tmp = Files.createTempFile(target.toAbsolutePath().getParent(), target.getFileName().toString(), ".tmp");
-        try {
-            Files.write(tmp, bytes);
-            Files.setPosixFilePermissions(tmp, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
-            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } finally {
-            Files.deleteIfExists(tmp);
-        }
-    }
-
     private static void copyAtomically(Path src, Path target) throws IOException {
         if (src.toAbsolutePath().equals(target.toAbsolutePath())) return;
-        writeAtomically(target, Files.readAllBytes(src));
+        OutputDirectory.writeFile(target, Files.readAllBytes(src));
     }
 }

@@ -53,7 +53,10 @@ public final class Predictor implements AutoCloseable {
         if (deviceCopy != null) deviceCopy.packForInference(be, false);
     }
 
-    /** Head outputs [examples][outputs]: class logits or the regression value. */
+    /**
+     * Head outputs [examples][outputs]: class logits or the regression value. Throws
+     * {@link NonFiniteOutputException} naming the first input whose output is NaN or infinite.
+     */
     public float[][] outputs(List<BertTokenizer.Encoded> toks, int batchSize) {
         float[][] out = new float[toks.size()][];
         for (int[] idx : BertTokenizer.batchesByLength(toks, batchSize)) {
@@ -65,6 +68,8 @@ public final class Predictor implements AutoCloseable {
             int k = head.outputs();
             for (int j = 0; j < idx.length; j++) out[idx[j]] = java.util.Arrays.copyOfRange(v, j * k, (j + 1) * k);
         }
+        for (int i = 0; i < out.length; i++)
+            for (float x : out[i]) if (!Float.isFinite(x)) throw new NonFiniteOutputException(i, x);
         arena.reset();
         if (deviceArena != null) deviceArena.reset();
         return out;

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.topa.glue.GlueTask;
 import dev.topa.glue.Metric;
+import dev.topa.io.OutputDirectory;
 import dev.topa.io.Safetensors;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
@@ -50,7 +51,7 @@ public final class RecipeExport {
         mc.set("heads", json.valueToTree(java.util.stream.IntStream.range(0, c.layers()).map(c::heads).toArray()));
         mc.set("ffn", json.valueToTree(java.util.stream.IntStream.range(0, c.layers()).map(c::ffn).toArray()));
         r.put("lora_scale", recipe.method() == Recipe.Method.LORA ? recipe.loraConfig().scale() : 0.0);
-        FineTunedModel.writeAtomically(dir.resolve("recipe.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(r));
+        OutputDirectory.writeFile(dir.resolve("recipe.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(r));
 
         Map<String, Tensor> init = new LinkedHashMap<>(model.parameters());
         init.putAll(head.parameters());

@@ -186,6 +186,8 @@ public final class Trainer implements AutoCloseable {
      */
     public List<EpochResult> fit(List<Item> train, List<Item> dev, java.util.function.Consumer<EpochResult> afterEpoch,
             java.util.function.Consumer<StepInfo> onStep) {
+        if (train.isEmpty()) throw new IllegalArgumentException("no training examples");
+        if (dev.isEmpty()) throw new IllegalArgumentException("no dev examples");
         long stepsPerEpoch = (train.size() + cfg.batchSize() - 1) / cfg.batchSize();
         long total = stepsPerEpoch * cfg.epochs(), warmup = Math.round(total * cfg.warmupRatio());
         List<EpochResult> out = new ArrayList<>();
@@ -206,7 +208,7 @@ public final class Trainer implements AutoCloseable {
                 boolean last = i + cfg.batchSize() >= order.size();
                 if (last) epochsDone = epoch;
                 if (last || (cfg.evalEvery() > 0 && step % cfg.evalEvery() == 0)) {
-                    EpochResult r = new EpochResult(epoch, step, last, lossSum / sinceEval, evaluate(dev), (System.nanoTime() - t0) * 1e-9);
+                    EpochResult r = new EpochResult(epoch, step, last, lossSum / sinceEval, evaluateAfterStep(dev), (System.nanoTime() - t0) * 1e-9);
                     out.add(r);
                     afterEpoch.accept(r);
                     lossSum = 0;
@@ -275,14 +277,34 @@ public final class Trainer implements AutoCloseable {
     }
 
     private void checkFinite(double loss) {
-        if (!Double.isFinite(loss))
-            throw new ArithmeticException("loss is " + loss + " at step " + (step + 1) + ": stopping (lower --lr, or check the data)");
+        if (!Double.isFinite(loss)) throw diverged(step + 1, "the loss is " + loss);
+    }
+
+    /**
+     * Training that has left finite numbers: stopped before the step's update (or, for the dev
+     * outputs, before anything of that evaluation is kept), with what to try.
+     */
+    private ArithmeticException diverged(long atStep, String what) {
+        return new ArithmeticException("step " + atStep + ": " + what + "; training stopped, nothing of this step was applied or saved"
+                + " (the best model saved before it stays); try a lower learning rate (now " + cfg.lr() + ")"
+                + (cfg.maxGradNorm() > 0 ? "" : " or gradient clipping (max grad norm, now off)") + ", or check the data");
+    }
+
+    /** The dev metrics after a step; non-finite dev outputs mean the step's weights diverged. */
+    private Map<Metric, Double> evaluateAfterStep(List<Item> dev) {
+        try {
+            return evaluate(dev);
+        } catch (NonFiniteOutputException e) {
+            ArithmeticException d = diverged(step, "on dev example " + e.index() + " the model's output is not finite");
+            d.initCause(e);
+            throw d;
+        }
     }
 
     private void optimizerStep(double lr) {
-        step++;
         double norm = Math.sqrt(be.sumOfSquares(grads.values()));
-        if (!Double.isFinite(norm)) throw new ArithmeticException("gradient norm is " + norm + " at step " + step);
+        if (!Double.isFinite(norm)) throw diverged(step + 1, "the gradient norm is " + norm);
+        step++;
         float clip = norm > cfg.maxGradNorm() && cfg.maxGradNorm() > 0 ? (float) (cfg.maxGradNorm() / norm) : 1f;
         java.util.List<Tensor[]> decayed = new java.util.ArrayList<>(), plain = new java.util.ArrayList<>();
         for (Map.Entry<String, Tensor> e : params.entrySet()) {

@@ -1,12 +1,14 @@
 package dev.topa.train;
 
 import dev.topa.backend.Backend;
+import dev.topa.io.OutputDirectory;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.function.Consumer;
@@ -22,8 +24,12 @@ public final class TrainingLoop {
     /** What the loop saw: every evaluation, the loss of every step, and the best main metric. */
     public record Outcome(List<Trainer.EpochResult> results, List<Double> stepLoss, double best) {}
 
-    /** Where a run saves: the output directory, the tokenizer and length saved beside the model, the checkpoint file (or null). */
-    public record Output(Path dir, Path tokenizer, int maxSeqLen, Path checkpoint) {}
+    /**
+     * Where a run saves: the output directory (the model replaced there as one unit), the tokenizer
+     * and length saved beside the model, the checkpoint file (or null) and the run's identity
+     * recorded in it (or null).
+     */
+    public record Output(OutputDirectory dir, Path tokenizer, int maxSeqLen, Path checkpoint, RunIdentity identity) {}
 
     /** What a run reports as it goes; every method may be left out. */
     public interface Listener {
@@ -75,7 +81,7 @@ public final class TrainingLoop {
                 try {
                     saved = saveBest(be, trainer, model, head, output, hooks.export());
                 } catch (IOException e) {
-                    throw new UncheckedIOException("cannot save the best model into " + output.dir(), e);
+                    throw new UncheckedIOException(e.getMessage(), e);
                 }
                 if (saved) {
                     best[0] = r.dev().get(trainer.task().mainMetric());
@@ -85,9 +91,12 @@ public final class TrainingLoop {
                 }
             }
             if (output.checkpoint() != null && r.endOfEpoch()) try { // resuming restarts at an epoch boundary
-                trainer.saveCheckpoint(output.checkpoint(), Map.of("best_dev", Double.toString(best[0])));
+                Map<String, String> meta = new LinkedHashMap<>();
+                meta.put("best_dev", Double.toString(best[0]));
+                if (output.identity() != null) meta.putAll(output.identity().metadata());
+                trainer.saveCheckpoint(output.checkpoint(), meta);
             } catch (IOException e) {
-                throw new UncheckedIOException("cannot write the checkpoint " + output.checkpoint(), e);
+                throw new UncheckedIOException("cannot write the checkpoint " + output.checkpoint() + ": " + OutputDirectory.reason(e), e);
             }
         }, st -> {
             hooks.afterStep().accept(st);
@@ -100,12 +109,12 @@ public final class TrainingLoop {
     private static boolean saveBest(Backend be, Trainer trainer, BertModel model, TaskHead head, Output output, Supplier<BertModel> export)
             throws IOException {
         if (export == null) {
-            FineTunedModel.save(output.dir(), be, model, head, trainer.task(), output.tokenizer(), output.maxSeqLen());
+            output.dir().replaceModel(tmp -> FineTunedModel.save(tmp, be, model, head, trainer.task(), output.tokenizer(), output.maxSeqLen()));
             return true;
         }
         try (BertModel saved = export.get()) {
             if (saved == null) return false;
-            FineTunedModel.save(output.dir(), be, saved, head, trainer.task(), output.tokenizer(), output.maxSeqLen());
+            output.dir().replaceModel(tmp -> FineTunedModel.save(tmp, be, saved, head, trainer.task(), output.tokenizer(), output.maxSeqLen()));
             return true;
         }
     }

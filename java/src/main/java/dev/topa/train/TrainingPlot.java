@@ -1,5 +1,6 @@
 package dev.topa.train;
 
+import dev.topa.io.OutputDirectory;
 import java.awt.BasicStroke;
 import java.awt.Color;
 import java.awt.Graphics2D;
@@ -48,7 +49,7 @@ public final class TrainingPlot {
         g.dispose();
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
         ImageIO.write(img, "png", bytes);
-        FineTunedModel.writeAtomically(png, bytes.toByteArray());
+        OutputDirectory.writeFile(png, bytes.toByteArray());
     }
 
     private static void panel(Graphics2D g, int x0, String title, String xLabel, double[] x, double[] y, Color color) {

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.topa.glue.GlueTask;
 import dev.topa.glue.Metric;
+import dev.topa.io.OutputDirectory;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.MemoryTracker;
 import java.io.IOException;
@@ -52,7 +53,7 @@ public final class TrainingReport {
         for (Map.Entry<MemoryCategory, long[]> e : memory.snapshot().entrySet())
             mem.putObject(e.getKey().label()).put("live", e.getValue()[0]).put("peak", e.getValue()[1]);
         mem.put("total_peak", memory.totalPeak());
-        FineTunedModel.writeAtomically(dir.resolve("report.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(r));
+        OutputDirectory.writeFile(dir.resolve("report.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(r));
 
         StringBuilder md = new StringBuilder();
         md.append("# ").append(task.folder()).append(" — ").append(method).append("\n\n");
@@ -70,6 +71,6 @@ public final class TrainingReport {
             md.append(String.format(Locale.ROOT, "%.1f |%n", e.seconds()));
         }
         md.append("\n").append("```\n").append(memory.report()).append("```\n");
-        FineTunedModel.writeAtomically(dir.resolve("report.md"), md.toString().getBytes(StandardCharsets.UTF_8));
+        OutputDirectory.writeFile(dir.resolve("report.md"), md.toString().getBytes(StandardCharsets.UTF_8));
     }
 }

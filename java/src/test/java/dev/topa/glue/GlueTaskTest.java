@@ -65,14 +65,14 @@ class GlueTaskTest {
         Path rte = Files.createDirectories(tmp.resolve("RTE"));
         Files.writeString(rte.resolve("dev.tsv"), "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tmaybe\n");
         var e = assertThrows(GlueFormatException.class, () -> GlueTask.RTE.dev(tmp, "dev"));
-        assertTrue(e.getMessage().endsWith("dev.tsv:3: label 'maybe' is not one of [entailment, not_entailment]"), e.getMessage());
+        assertTrue(e.getMessage().endsWith("dev.tsv:3: column 4: label 'maybe' is not one of [entailment, not_entailment]"), e.getMessage());
         Files.writeString(rte.resolve("dev.tsv"), "index\tsentence1\tsentence2\tlabel\n0\ta\tentailment\n");
         var e2 = assertThrows(GlueFormatException.class, () -> GlueTask.RTE.dev(tmp, "dev"));
         assertTrue(e2.getMessage().contains("dev.tsv:2: expected 4 tab-separated columns, found 3"), e2.getMessage());
         Path sts = Files.createDirectories(tmp.resolve("STS-B"));
         Files.writeString(sts.resolve("dev.tsv"), "i\tg\tf\ty\to\ts1\ts2\tsentence1\tsentence2\tscore\n0\tg\tf\ty\to\tx\tx\ta\tb\tfive\n");
         var e3 = assertThrows(GlueFormatException.class, () -> GlueTask.STSB.dev(tmp, "dev"));
-        assertTrue(e3.getMessage().contains("dev.tsv:2: score 'five' is not a number"), e3.getMessage());
+        assertTrue(e3.getMessage().contains("dev.tsv:2: column 10: score 'five' is not a number"), e3.getMessage());
         var e4 = assertThrows(IOException.class, () -> GlueTask.COLA.dev(tmp, "dev"));
         assertTrue(e4.getMessage().contains("CoLA"), e4.getMessage());
         assertThrows(IllegalArgumentException.class, () -> GlueTask.parse("squad"));

@@ -12,10 +12,10 @@ import java.nio.file.Path;
 import java.util.SplittableRandom;
 
 /** Small random-weight models in the fine-tuned format (the default model's tokenizer, its vocabulary): fast serving tests. */
-final class TinyModels {
+public final class TinyModels {
     private TinyModels() {}
 
-    static Path write(Path dir, GlueTask task, long seed) throws java.io.IOException {
+    public static Path write(Path dir, GlueTask task, long seed) throws java.io.IOException {
         BertConfig cfg = BertConfig.uniform(30522, 32, 1, 2, 64, 128, 2, 1e-12f);
         SplittableRandom rnd = new SplittableRandom(seed);
         try (BertModel m = new BertModel(cfg); TaskHead head = new TaskHead(cfg.hidden(), task.isRegression() ? 1 : task.numLabels(), seed)) {

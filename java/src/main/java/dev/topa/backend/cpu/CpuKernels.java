@@ -25,7 +25,14 @@ public final class CpuKernels {
     }
 
     /** Threads every CPU kernel uses (process-wide); n <= 0 means all cores. */
+    /**
+     * Kernel threads for this process: 1 to the machine's CPU count (0: all of them). More threads
+     * than CPUs only contend, and a huge count would exhaust the per-thread scratch.
+     */
     public static void setNumThreads(int n) {
+        int cpus = Runtime.getRuntime().availableProcessors();
+        if (n < 0 || n > cpus)
+            throw new IllegalArgumentException("threads must be between 1 and this machine's " + cpus + " CPUs (0: all), got " + n);
         run(() -> {
             Handles.SET_THREADS.invokeExact(n);
         });

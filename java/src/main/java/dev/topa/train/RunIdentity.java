@@ -1,0 +1,62 @@
+package dev.topa.train;
+
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueTask;
+import dev.topa.model.BertModel;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+
+/**
+ * What makes a run the same run: the task, the starting model (its fingerprint), the training
+ * data and every field of the recipe. Written into each checkpoint; a resume compares it and refuses
+ * a checkpoint of another run, saying what differs.
+ */
+public record RunIdentity(Map<String, String> fields) {
+    private static final String PREFIX = "run.";
+
+    public RunIdentity {
+        fields = Map.copyOf(fields);
+    }
+
+    /** model: as loaded, before any adapter is added or any weight trained. */
+    public static RunIdentity of(GlueTask task, BertModel model, List<Example> train, Recipe recipe) {
+        Map<String, String> f = new LinkedHashMap<>();
+        f.put("task", task.name());
+        f.put("model", model.fingerprint());
+        f.put("train_examples", Integer.toString(train.size()));
+        f.put("train_data", dataFingerprint(train));
+        recipe.describe().forEach((k, v) -> f.put("recipe." + k, String.valueOf(v)));
+        return new RunIdentity(f);
+    }
+
+    /** A hash of the examples' texts and targets, in order. */
+    static String dataFingerprint(List<Example> examples) {
+        long h = 1125899906842597L;
+        for (Example e : examples) h = 31 * h + Objects.hash(e.textA(), e.textB(), e.label(), Float.floatToIntBits(e.score()));
+        return Long.toHexString(h);
+    }
+
+    /** As checkpoint metadata. */
+    public Map<String, String> metadata() {
+        Map<String, String> m = new LinkedHashMap<>();
+        fields.forEach((k, v) -> m.put(PREFIX + k, v));
+        return m;
+    }
+
+    /** Throws IllegalArgumentException listing every field in which the checkpoint's run differs from this one. */
+    public void check(Path checkpoint, Map<String, String> metadata) {
+        List<String> diffs = new ArrayList<>();
+        for (var e : new java.util.TreeMap<>(fields).entrySet()) {
+            String theirs = metadata.get(PREFIX + e.getKey());
+            if (!e.getValue().equals(theirs))
+                diffs.add(e.getKey() + ": checkpoint " + (theirs == null ? "(not recorded)" : theirs) + ", this run " + e.getValue());
+        }
+        if (!diffs.isEmpty())
+            throw new IllegalArgumentException(checkpoint + " is a checkpoint of another run; it differs in " + String.join("; ", diffs)
+                    + " (resume with the same task, model, data and recipe, or start afresh in another --out)");
+    }
+}
