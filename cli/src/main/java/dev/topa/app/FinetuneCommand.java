@@ -125,6 +125,10 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                     Map<String, String> meta = trainer.loadCheckpoint(checkpoint);
                     best = Double.parseDouble(meta.getOrDefault("best_dev", "-Infinity"));
                     System.out.printf(Locale.ROOT, "resumed after epoch %d (best dev %s so far)%n", trainer.epochsDone(), best);
+                    if (trainer.epochsDone() >= rc.epochs()) {
+                        System.out.printf(Locale.ROOT, "nothing to do: all %d epochs are done; the best model is in %s%n", rc.epochs(), out.path());
+                        return 0;
+                    }
                 }
                 TrainingLoop.Outcome run = TrainingLoop.run(CpuBackend.create(), trainer, train, dev, m, head,
                         new TrainingLoop.Output(out, loaded.tokenizer(), tok.maxLength(), checkpoint, identity), best,

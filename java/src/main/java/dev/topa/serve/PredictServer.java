@@ -116,7 +116,7 @@ public final class PredictServer implements AutoCloseable {
     private final Options options;
     private final ServerMetrics metrics;
     private final AtomicInteger open = new AtomicInteger();
-    private final EventLoopGroup boss, loops;
+    private final EventLoopGroup loops;
     private final Channel listener;
     private volatile boolean stopping;
 
@@ -132,11 +132,11 @@ public final class PredictServer implements AutoCloseable {
             batchers.put(e.getKey(), b);
             metrics.queue(e.getKey(), b::queued);
         }
-        // the event loops only parse and write: the models run on the batchers' threads
-        boss = new MultiThreadIoEventLoopGroup(1, NioIoHandler.newFactory());
-        loops = new MultiThreadIoEventLoopGroup(2, NioIoHandler.newFactory());
+        // one event loop accepts, parses and writes: the models run on the batchers' threads, and more
+        // loop threads would only take CPU from the kernels' threads
+        loops = new MultiThreadIoEventLoopGroup(1, NioIoHandler.newFactory());
         try {
-            listener = new ServerBootstrap().group(boss, loops).channel(NioServerSocketChannel.class).option(ChannelOption.SO_BACKLOG, 1024)
+            listener = new ServerBootstrap().group(loops).channel(NioServerSocketChannel.class).option(ChannelOption.SO_BACKLOG, 1024)
                     .childOption(ChannelOption.TCP_NODELAY, true).childHandler(new ChannelInitializer<SocketChannel>() {
                         @Override
                         protected void initChannel(SocketChannel ch) {
@@ -388,6 +388,5 @@ public final class PredictServer implements AutoCloseable {
 
     private void shutdownLoops() {
         loops.shutdownGracefully(0, 2, TimeUnit.SECONDS).awaitUninterruptibly(5, TimeUnit.SECONDS);
-        boss.shutdownGracefully(0, 2, TimeUnit.SECONDS).awaitUninterruptibly(5, TimeUnit.SECONDS);
     }
 }
