@@ -9,6 +9,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/find-jdk.sh"
+source "$root/bench/ab-lib.sh"
 JAVA_HOME="$(topa_find_jdk)"
 export JAVA_HOME
 before="${1:?usage: bench/ab.sh BEFORE_BENCHMARKS_JAR}"
@@ -33,25 +34,7 @@ for ((r = 0; r < rounds; r++)); do
         if ((r % 2 == 0)); then run before "$before" $p; run after "$after" $p; else run after "$after" $p; run before "$before" $p; fi
     done
 done
-awk '{ key = $2; sub(/:$/, "", key); v[$1 " " key] = v[$1 " " key] " " $3; keys[key] = 1 }
-    function median(list,   a, n, i, j, t) {
-        n = split(list, a, " ")
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
-    END {
-        for (k in keys) {
-            b = median(v["before " k]); a = median(v["after " k])
-            printf "before_%s: %s\nafter_%s: %s\n", k, b, k, a
-            if (k ~ /(seconds|_ms|_per_s|gflops|speedup|_mib)$/ && b > 0) printf "after_over_before_%s: %.3f\n", k, a / b
-        }
-    }' "$work/lines" | sort
+ab_summary "$work/lines" '(seconds|_ms|_per_s|gflops|speedup|_mib)$'
 lora=lora-recompute
 grep -qw avx512_bf16 /proc/cpuinfo && lora=lora-recompute-bf16
-awk -v k="$lora" '$2 == k "_step_seconds:" { v[$1] = v[$1] " " $3 }
-    function median(list,   a, n, i, j, t) {
-        n = split(list, a, " ")
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
-    END { printf "lora_default_step_after_over_before: %.3f\n", median(v["after"]) / median(v["before"]) }' "$work/lines"
+ab_ratio "$work/lines" "${lora}_step_seconds" lora_default_step_after_over_before

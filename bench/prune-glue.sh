@@ -32,9 +32,9 @@ best() { # report.json -> best dev value of the task's main metric
 sum=0 n=0
 for t in $tasks; do
     [ -f "$work/$t-full/report.json" ] || "${topa[@]}" finetune --task "$t" --method full --data-dir "$data" --threads "$threads" \
-        --train-limit "$limit" --out "$work/$t-full" "$@" > "$work/$t-full.log" 2>&1 || { tail -20 "$work/$t-full.log" >&2; exit 1; }
+        --train-limit "$limit" --overwrite --out "$work/$t-full" "$@" > "$work/$t-full.log" 2>&1 || { tail -20 "$work/$t-full.log" >&2; exit 1; }
     [ -f "$work/$t-pa/report.json" ] || "${topa[@]}" prune-adapt --task "$t" --sparsity "$sparsity" --data-dir "$data" --threads "$threads" \
-        --train-limit "$limit" --inference-iterations 0 --out "$work/$t-pa" "$@" > "$work/$t-pa.log" 2>&1 \
+        --train-limit "$limit" --inference-iterations 0 --overwrite --out "$work/$t-pa" "$@" > "$work/$t-pa.log" 2>&1 \
         || { tail -20 "$work/$t-pa.log" >&2; exit 1; }
     full="$(best "$work/$t-full/report.json")" pa="$(best "$work/$t-pa/report.json")"
     gap="$(awk -v a="$full" -v b="$pa" 'BEGIN { printf "%.2f", 100 * (a - b) }')"

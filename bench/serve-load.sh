@@ -13,6 +13,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/find-jdk.sh"
+source "$root/bench/ab-lib.sh"
 JAVA_HOME="$(topa_find_jdk)"
 export JAVA_HOME
 threads="${THREADS:-2}" seconds="${SECONDS_PER_RUN:-10}" port="${PORT:-18080}"
@@ -28,13 +29,13 @@ cli=("${java[@]}" -jar "$jar") # servers start from this, not through the functi
 dense="${DENSE:-$root/out/cmp-mrpc/full}" pruned="${PRUNED:-$root/out/mrpc}"
 # latency does not depend on how well a model was trained: missing models are made with a short run
 [ -f "$dense/task.json" ] || { dense="$work/dense"; [ -f "$dense/task.json" ] || topa finetune --task mrpc --method full --data-dir "$glue" \
-    --train-limit 64 --epochs 1 --out "$dense" >&2; }
+    --train-limit 64 --epochs 1 --overwrite --out "$dense" >&2; }
 [ -f "$pruned/task.json" ] || { pruned="$work/pruned"; [ -f "$pruned/task.json" ] || topa prune-adapt --task mrpc --data-dir "$glue" \
-    --sparsity 0.5 --train-limit 64 --epochs 1 --score-examples 64 --out "$pruned" >&2; }
+    --sparsity 0.5 --train-limit 64 --epochs 1 --score-examples 64 --overwrite --out "$pruned" >&2; }
 # adapters on the pruned backbone for two tasks: short LoRA runs (latency, not accuracy)
 for task in mrpc sst2; do
     [ -f "$work/adapter-$task/adapter.safetensors" ] || topa finetune --model "$pruned" --task "$task" --method lora --data-dir "$glue" \
-        --train-limit 64 --epochs 1 --out "$work/adapter-$task" >&2
+        --train-limit 64 --epochs 1 --overwrite --out "$work/adapter-$task" >&2
 done
 inputs="$work/mrpc-dev-pairs.txt"
 awk -F'\t' 'NR > 1 && $4 != "" && $5 != "" { print $4 "\t" $5 }' "$glue/MRPC/dev.tsv" > "$inputs"
@@ -44,18 +45,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "dense: $dense"
 echo "pruned: $pruned"
 
-server=""
-stop() { if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; server=""; }
 trap stop EXIT
-# up: this server's own "serving" line (not an older process still on the port), then /health
-wait_up() {
-    for _ in $(seq 1 600); do
-        kill -0 "$server" 2>/dev/null || { echo "server exited:" >&2; tail -5 "$1" >&2; exit 1; }
-        grep -q "^serving" "$1" && curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
-        sleep 0.2
-    done
-    echo "server did not start" >&2; exit 1
-}
 rss_mib() { curl -sf "http://127.0.0.1:$port/metrics" | awk '/^topa_process_resident_bytes/ { printf "%.1f", $2 / 1048576 }'; }
 load() { topa loadtest --url "http://127.0.0.1:$port/v1/predict" --inputs "$inputs" --seconds "$seconds" --warmup-seconds 3 "$@"; }
 
