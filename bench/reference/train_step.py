@@ -4,9 +4,11 @@
 mean-pooled linear head, batch 32 x seq 128, AdamW; full fine-tuning or LoRA (r 8, alpha 16 on all
 six linears, LayerNorm and head trained, base weights frozen). Eager torch, as a PEFT user runs it.
 Prints `<method>_pytorch_step_seconds` (median after 2 warm-up steps) and
-`<method>_pytorch_peak_rss_mib`.
+`<method>_pytorch_peak_rss_mib`. `full-bf16` and `lora-bf16` run the step under
+torch.autocast("cpu", bfloat16): oneDNN's bf16 kernels (AMX tiles where the CPU has them), fp32
+master weights and optimizer, as a PyTorch user turns mixed precision on.
 
-    python3 train_step.py full|lora [steps]
+    python3 train_step.py full|lora|full-bf16|lora-bf16 [steps]
 """
 import math
 import resource
@@ -74,7 +76,8 @@ class Model(torch.nn.Module):
 
 
 def main(method, steps):
-    model = Model(method == "lora")
+    model = Model(method.startswith("lora"))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=method.endswith("-bf16"))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01)
     ids = torch.randint(1000, 30000, (B, S))
@@ -84,7 +87,9 @@ def main(method, steps):
     for i in range(steps + 2):
         t0 = time.perf_counter()
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(ids, mask), labels).backward()
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
+        loss.backward()
         opt.step()
         if i >= 2:
             times.append(time.perf_counter() - t0)

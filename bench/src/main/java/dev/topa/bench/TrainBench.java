@@ -1,17 +1,20 @@
 package dev.topa.bench;
 
-import dev.topa.tensor.DType;
+import dev.topa.backend.PrecisionChoice;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.cpu.CpuKernels;
+import dev.topa.backend.cpu.Isa;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.DefaultModel;
 import dev.topa.io.OnnxBertReader;
+import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertTraining;
 import dev.topa.model.LoraConfig;
 import dev.topa.model.TaskHead;
+import dev.topa.tensor.DType;
 import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.Trainer;
@@ -49,6 +52,22 @@ public final class TrainBench {
         int threads = args.length > 1 ? Integer.parseInt(args[1]) : 2, steps = args.length > 2 ? Integer.parseInt(args[2]) : 5;
         CpuKernels.setNumThreads(threads);
         int b = 32, s = 128;
+        if (method.equals("choice")) { // what topa finetune --method lora takes here for the frozen base, and why
+            PrecisionChoice.Result c = PrecisionChoice.choose(CpuBackend.create(), PrecisionChoice.Use.TRAINING,
+                    BertModel.linearShapes(BertConfig.uniform(30522, 384, 6, 12, 1536, 512, 2, 1e-12f), (long) b * s));
+            System.out.println("lora_default_base_precision: " + (c.bf16() ? "bf16" : "fp32"));
+            System.out.println("lora_default_base_precision_why: " + c.why());
+            // the same measurement on the slower instruction sets this CPU also runs: a bf16 without VDPBF16PS is never taken
+            for (Isa isa : Isa.values()) {
+                if (isa == Isa.SCALAR || !isa.supported() || isa == Isa.best()) continue;
+                try (CpuBackend be = CpuBackend.create(isa)) {
+                    PrecisionChoice.Result r = PrecisionChoice.choose(be, PrecisionChoice.Use.TRAINING,
+                            BertModel.linearShapes(BertConfig.uniform(30522, 384, 6, 12, 1536, 512, 2, 1e-12f), (long) b * s));
+                    System.out.println("lora_base_precision_on_" + be.name() + ": " + r.describe());
+                }
+            }
+            return;
+        }
         List<Trainer.Item> batch = syntheticBatch(b, s);
         try (BertModel model = OnnxBertReader.load(DefaultModel.directory().resolve("model.onnx"))) {
             List<String> parts = List.of(method.split("-"));
@@ -69,6 +88,8 @@ public final class TrainBench {
                 }
                 Arrays.sort(t);
                 MemoryTracker mem = MemoryTracker.of(Device.CPU);
+                System.out.printf(Locale.ROOT, "%s_kernel_path: %s, frozen base %s%n", method, CpuBackend.create().name(),
+                        bf16 ? "bf16 (" + (CpuKernels.hasAvx512Bf16() ? "vdpbf16ps" : "emulated") + ")" : lora ? "fp32" : "trained in fp32");
                 System.out.printf(Locale.ROOT, "%s_trainable_parameters: %d%n", method, trainer.trainableParameters());
                 System.out.printf(Locale.ROOT, "%s_step_seconds: %.3f%n", method, t[steps / 2]);
                 System.out.printf(Locale.ROOT, "%s_peak_mib: %.1f%n", method, mem.totalPeak() / 1048576.0);

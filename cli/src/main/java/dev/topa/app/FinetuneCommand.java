@@ -1,6 +1,7 @@
 package dev.topa.app;
 
 import dev.topa.backend.Backend;
+import dev.topa.backend.PrecisionChoice;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
@@ -91,12 +92,21 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
         if (method == Recipe.Method.PRUNE) return pruneOnly();
         threads.apply();
         GlueTask t = job.glueTask();
-        Recipe rc = new RecipeOptions(spec).recipe(t, method, device.device == DeviceOption.Kind.cuda);
+        RecipeOptions options = new RecipeOptions(spec);
+        Recipe asked = options.recipe(t, method, device.device == DeviceOption.Kind.cuda);
         List<Example> trainEx = job.train(), devEx = job.dev();
         ModelLoader.Loaded loaded = ModelLoader.load(job.model);
         try (Backend be = device.backend(); BertModel m = loaded.model();
-                BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(rc.maxSeqLen(), m.config().maxPositions()));
-                TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), rc.seed())) {
+                BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(asked.maxSeqLen(), m.config().maxPositions()));
+                TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), asked.seed())) {
+            Recipe rc = asked;
+            if (rc.method() == Recipe.Method.LORA && options.given("--base-precision") == null && be.device().isHostAccessible()) {
+                // LoRA's frozen base in bf16 where that is measured faster on this model's shapes, else fp32
+                PrecisionChoice.Result choice = PrecisionChoice.choose(be, PrecisionChoice.Use.TRAINING,
+                        BertModel.linearShapes(m.config(), (long) rc.batchSize() * tok.maxLength()));
+                rc = rc.withBasePrecision(choice.bf16() ? Recipe.Precision.BF16 : Recipe.Precision.FP32);
+                System.out.println("frozen base: " + choice.describe());
+            }
             RunIdentity identity = RunIdentity.of(t, m, trainEx, rc); // of the model as loaded
             if (rc.method() == Recipe.Method.LORA) m.addLora(rc.loraConfig(), rc.seed());
             // on a GPU the model and head train there; the host copies receive the trained values for saving

@@ -1,6 +1,5 @@
 package dev.topa.app;
 
-import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.GlueTask;
 import dev.topa.model.LoraConfig;
 import dev.topa.train.Recipe;
@@ -39,8 +38,8 @@ final class RecipeOptions {
             new Field("--recompute-projections", "recomputeProjections", Boolean.class, "true|false",
                     "recompute the QKV and FFN-in GEMMs in backward instead of keeping them (default: true for LoRA)"),
             new Field("--base-precision", "basePrecision", Recipe.Precision.class, "fp32|bf16",
-                    "frozen base weights multiplied in bf16 with fp32 sums (LoRA only; about twice the GEMM rate on CPUs with AVX512_BF16)",
-                    "(default: finetune --method lora: bf16 where the CPU has AVX512_BF16 or on a GPU, else fp32; full fine-tuning and",
+                    "frozen base weights multiplied in bf16 with fp32 sums (LoRA only; twice the fp32 GEMM rate on Zen 4, slower on Xeons without AMX)",
+                    "(default: finetune --method lora: bf16 on a GPU, and on a CPU where measured faster on the model's shapes, else fp32;",
                     "prune-adapt on the CPU: fp32)"),
             new Field("--activation-precision", "activationPrecision", Recipe.Precision.class, "fp32|bf16",
                     "how the activations products read (attention context, QKV, FFN pre-activation) are kept for backward; bf16",
@@ -75,18 +74,17 @@ final class RecipeOptions {
     }
 
     /**
-     * The task's defaults with every given option applied. LoRA's frozen base multiplies in bf16
-     * where bf16 products run in hardware (a GPU, or a CPU with AVX512_BF16): the frozen weights need
-     * no fp32 master copy, and it keeps the adapter step well ahead of fp32 eager PyTorch on a 2-core
-     * CPU (bench/RESULTS.md); {@code --base-precision fp32} opts out. On a GPU activations are kept in
-     * bf16 unless asked otherwise.
+     * The task's defaults with every given option applied. On a GPU LoRA's frozen base multiplies in
+     * bf16 (the tensor cores' rate; the frozen weights need no fp32 master copy) and activations are
+     * kept in bf16, unless asked otherwise. On a CPU the frozen base stays fp32 here: the training
+     * command measures bf16 against fp32 on the model's shapes once the model is loaded
+     * ({@link dev.topa.backend.PrecisionChoice}).
      */
     Recipe recipe(GlueTask t, Recipe.Method method, boolean onGpu) {
         Recipe r = applyTo(Recipe.defaults(t, method));
         if (given("--activation-precision") == null && onGpu) r = r.withActivationPrecision(Recipe.Precision.BF16);
-        if (given("--base-precision") != null || method != Recipe.Method.LORA) return r;
-        boolean hardware = onGpu || CpuBackend.create().fastBf16();
-        return hardware ? r.withBasePrecision(Recipe.Precision.BF16) : r;
+        if (given("--base-precision") != null || method != Recipe.Method.LORA || !onGpu) return r;
+        return r.withBasePrecision(Recipe.Precision.BF16);
     }
 
     /** The given defaults with every option the user gave applied. */

@@ -85,8 +85,9 @@ final class ServeCommand implements Callable<Integer> {
             "otherwise); without it, listening beyond loopback prints a warning"})
     Path apiKeyFile;
 
-    @Option(names = "--precision", defaultValue = "fp32", description = "fp32, or bf16: bf16 weights and products with fp32 sums where the"
-            + " CPU has AVX512_BF16 (up to twice the speed, outputs within ~1e-2) (default: ${DEFAULT-VALUE})")
+    @Option(names = "--precision", defaultValue = "fp32", description = {"fp32 (the model's own outputs); bf16: bf16 weights and products",
+            "with fp32 sums on the CPU (outputs within ~1e-2); auto: bf16 where measured faster than fp32 on this model's shapes here",
+            "(default: ${DEFAULT-VALUE})"})
     Classifier.Precision precision;
 
     @Mixin

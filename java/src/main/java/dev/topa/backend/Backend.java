@@ -48,11 +48,6 @@ public abstract class Backend implements AutoCloseable {
     /** A short name such as {@code cpu-avx512}; packed weights record it (a pack is one backend's layout). */
     public abstract String name();
 
-    /** Whether bf16 products run in hardware here (so a bf16 frozen base is faster than fp32, not just smaller). */
-    public boolean fastBf16() {
-        return false;
-    }
-
     /** Whether this backend runs op; the required ones always, the optional ones when the backend declares them. */
     public boolean supports(Op op) {
         return op.required();

@@ -5,6 +5,7 @@ import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.Dropout;
 import dev.topa.backend.LinearWeight;
 import dev.topa.backend.Op;
+import dev.topa.backend.PrecisionChoice;
 import dev.topa.model.BertNames.Module;
 import dev.topa.model.BertNames.Slot;
 import dev.topa.tensor.DType;
@@ -13,6 +14,7 @@ import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorScope;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collection;
 import java.util.Collections;
@@ -128,6 +130,20 @@ public final class BertModel implements AutoCloseable {
         Tensor t = params.get(name);
         if (t == null) throw new IllegalArgumentException("BERT model has no parameter '" + name + "'");
         return t;
+    }
+
+    /** The shapes of one forward's linear products over rows tokens, layer by layer (what a precision is measured on). */
+    public static List<PrecisionChoice.Shape> linearShapes(BertConfig config, long rows) {
+        List<PrecisionChoice.Shape> out = new ArrayList<>();
+        long c = config.hidden();
+        for (int l = 0; l < config.layers(); l++) {
+            long a = config.attentionWidth(l), f = config.ffn(l);
+            out.add(new PrecisionChoice.Shape(rows, 3 * a, c));
+            out.add(new PrecisionChoice.Shape(rows, c, a));
+            out.add(new PrecisionChoice.Shape(rows, f, c));
+            out.add(new PrecisionChoice.Shape(rows, c, f));
+        }
+        return out;
     }
 
     public long parameterBytes() {

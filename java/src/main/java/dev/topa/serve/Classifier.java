@@ -1,6 +1,8 @@
 package dev.topa.serve;
 
 import dev.topa.backend.Backend;
+import dev.topa.backend.Op;
+import dev.topa.backend.PrecisionChoice;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
@@ -88,8 +90,10 @@ public final class Classifier implements TextModel, AutoCloseable {
     public enum Precision {
         /** fp32 weights and products: the model's own outputs. */
         FP32,
-        /** bf16 weights and inputs, fp32 sums, where the CPU multiplies bf16 in hardware (AVX512_BF16; else fp32). */
-        BF16
+        /** bf16 weights and inputs, fp32 sums (outputs within ~1e-2 of fp32's), on the CPU. */
+        BF16,
+        /** bf16 where it is measured faster than fp32 on this model's shapes on this machine, else fp32 ({@link PrecisionChoice}). */
+        AUTO
     }
 
     /** The model on the backend's device (a copy unless the backend is the CPU), packed for inference. */
@@ -97,7 +101,12 @@ public final class Classifier implements TextModel, AutoCloseable {
 
     private static BertModel onDevice(BertModel host, Backend backend, Precision precision) {
         BertModel m = backend.device().isHostAccessible() ? host : host.copyTo(backend);
-        boolean bf16 = precision == Precision.BF16 && backend.fastBf16() && backend.device().isHostAccessible();
+        boolean onCpu = backend.device().isHostAccessible() && backend.supports(Op.BF16_WEIGHTS);
+        boolean bf16 = onCpu && switch (precision) {
+            case FP32 -> false;
+            case BF16 -> true;
+            case AUTO -> PrecisionChoice.choose(backend, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(m.config(), PROBE_ROWS)).bf16();
+        };
         // a block-pruned model: each masked weight block-sparse or dense, whichever this device runs faster
         if (m.blockSparse()) BlockFormats.choose(backend, m, PROBE_ROWS, bf16);
         m.packForInference(backend, bf16);

@@ -25,8 +25,8 @@ public record Recipe(Method method, int epochs, double lr, int batchSize, int ma
         Precision activationPrecision, long seed) {
 
     /**
-     * How frozen base weights multiply: fp32, or bf16 products with fp32 sums (LoRA only; ~2x on
-     * AVX512_BF16). For activations: how those that products read are kept for backward.
+     * How frozen base weights multiply: fp32, or bf16 products with fp32 sums (LoRA only; the
+     * faster where measured so, e.g. ~1.7x on Zen 4). For activations: how those that products read are kept for backward.
      */
     public enum Precision {
         FP32, BF16;

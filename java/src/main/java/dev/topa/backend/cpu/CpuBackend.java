@@ -123,11 +123,6 @@ public final class CpuBackend extends Backend {
         return "cpu-" + isa.name().toLowerCase(Locale.ROOT);
     }
 
-    @Override
-    public boolean fastBf16() {
-        return dpbf16;
-    }
-
     /** Every op but 2:4 (a sparse tensor core format), and those {@link #without} withholds. */
     @Override
     public boolean supports(Op op) {

@@ -108,11 +108,6 @@ public final class CudaBackend extends Backend {
         return name;
     }
 
-    @Override
-    public boolean fastBf16() {
-        return precision == Precision.MIXED;
-    }
-
     public CudaDriver driver() {
         return cu;
     }
