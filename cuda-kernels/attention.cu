@@ -5,7 +5,8 @@
 // D <= 128. Grid (ceil(S / 8), heads, B); 8 warps per block, one query row per warp; each 32-key
 // tile of K and V is staged in shared memory (fp32, K rows padded against bank conflicts), lane j
 // scores key j of the tile, then every lane updates its D / 32 output columns. A row whose keys
-// are all padding gets zeros.
+// are all padding gets zeros. Dropout on the probabilities (drop): the row sum l adds the kept and the
+// dropped alike, the accumulator only the kept ones, scaled -- ctx = dropout(P) V as the CPU computes it.
 #include "common.cuh"
 
 #define ATT_WARPS 8
@@ -13,7 +14,7 @@
 #define ATT_DMAX 128
 
 template <typename T>
-__device__ void attentionForward(T *ctx, const T *qkv, const int32_t *mask, int S, int H, int D, float scale) {
+__device__ void attentionForward(T *ctx, const T *qkv, const int32_t *mask, int S, int H, int D, float scale, AttnDrop drop) {
     __shared__ float kTile[ATT_KT][ATT_DMAX + 1];
     __shared__ float vTile[ATT_KT][ATT_DMAX];
     __shared__ float qRow[ATT_WARPS][ATT_DMAX];
@@ -52,6 +53,7 @@ __device__ void attentionForward(T *ctx, const T *qkv, const int32_t *mask, int 
         if (mNew == -INFINITY) continue; // nothing real yet
         float p = keep[lane] ? __expf(s - mNew) : 0.0f, corr = __expf(m - mNew);
         l = l * corr + warpSum(p);
+        if (drop.on() && keep[lane]) p = drop.apply(p, ((int64_t)b * H + h) * S + q, S, k0 + lane);
 #pragma unroll
         for (int i = 0; i < ATT_DMAX / 32; i++) acc[i] *= corr;
         for (int j = 0; j < ATT_KT; j++) {
@@ -76,7 +78,8 @@ __device__ void attentionForward(T *ctx, const T *qkv, const int32_t *mask, int 
 
 #define ATTENTION(SUFFIX, T)                                                                                       \
     extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32)                                                   \
-        attention_forward_##SUFFIX(T *ctx, const T *qkv, const int32_t *mask, int S, int H, int D, float scale) { \
-        attentionForward(ctx, qkv, mask, S, H, D, scale);                                                          \
+        attention_forward_##SUFFIX(T *ctx, const T *qkv, const int32_t *mask, int S, int H, int D, float scale, \
+                                  uint32_t dropKey, uint32_t dropThreshold, float dropScale) {                    \
+        attentionForward(ctx, qkv, mask, S, H, D, scale, AttnDrop{dropKey, dropThreshold, dropScale});             \
     }
 TOPA_BOTH_TYPES(ATTENTION)

@@ -6,6 +6,8 @@
 // a scratch [B, H, S, S] pair and produces dQ; attention_backward_cols (a warp per key row) reads
 // the columns back for dK and dV. Layout as the forward's: qkv and dqkv [B, S, 3A] with Q, K, V
 // side by side, head h at columns h D .. h D + D; every element of dqkv is written. D <= 128.
+// With dropout on the probabilities (Pd = dropout(P), ctx = Pd V): dV = Pd^T dO, dP = dropout(dO V^T),
+// dS = P (dP - rowsum(dP P)); the rows pass writes Pd (not P) for the cols pass.
 #include "common.cuh"
 
 #define AB_WARPS 8
@@ -14,8 +16,9 @@
 
 extern "C" __global__ void __launch_bounds__(AB_WARPS * 32)
     attention_backward_rows_f32(float *dqkv, float *pOut, float *dsOut, const float *qkv, const float *dout, const int32_t *mask, int S,
-                                int H, int D, float scale) {
+                                int H, int D, float scale, uint32_t dropKey, uint32_t dropThreshold, float dropScale) {
     __shared__ float kTile[AB_T][AB_DMAX + 1], vTile[AB_T][AB_DMAX + 1];
+    const AttnDrop drop{dropKey, dropThreshold, dropScale};
     __shared__ float qRow[AB_WARPS][AB_DMAX], dRow[AB_WARPS][AB_DMAX];
     __shared__ int keep[AB_T];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -60,17 +63,24 @@ extern "C" __global__ void __launch_bounds__(AB_WARPS * 32)
             m = mNew;
         }
     }
-    // pass 2: P, rowsum(dP P), then dS (each lane rereads only the keys it wrote)
+    // pass 2: P, dP (dropped), rowsum(dP P), then dS and Pd (each lane rereads only the keys it wrote)
     float inv = l > 0.0f ? 1.0f / l : 0.0f, dot = 0.0f;
+    const int64_t bhRow = ((int64_t)b * H + h) * S + i;
     if (active)
         for (int key = lane; key < S; key += 32) {
             float s = pRow[key], p = s == -INFINITY ? 0.0f : __expf(s - m) * inv;
+            float dp = drop.on() ? drop.apply(dsRow[key], bhRow, S, key) : dsRow[key];
             pRow[key] = p;
-            dot += p * dsRow[key];
+            dsRow[key] = dp;
+            dot += p * dp;
         }
     dot = warpSum(dot);
     if (active)
-        for (int key = lane; key < S; key += 32) dsRow[key] = pRow[key] * (dsRow[key] - dot);
+        for (int key = lane; key < S; key += 32) {
+            float p = pRow[key];
+            dsRow[key] = p * (dsRow[key] - dot);
+            if (drop.on()) pRow[key] = drop.apply(p, bhRow, S, key);
+        }
     __syncwarp();
     // pass 3: dQ = scale dS K, lanes own D / 32 columns each
     float acc[AB_DMAX / 32];

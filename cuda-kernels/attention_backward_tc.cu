@@ -11,6 +11,7 @@
 // and dK = dS^T Q, P^T and dS^T fragments gathered from the staged [query][key] tiles, dO and Q staged
 // transposed so each B fragment is one 32-bit load. D (32, 64, 128) a template parameter; KT = 64
 // keys (32 for D = 128: shared memory stays under 48 KB). Fragment layouts: see attention_tc.cu.
+// Dropout as in attention_backward.cu: dP dropped where the forward dropped P, Pd written for dV.
 #include "common.cuh"
 
 #define TCB_WARPS 4
@@ -42,14 +43,14 @@ __device__ __forceinline__ void rowFragments(uint32_t f[D / 16][4], const float 
 
 template <int D>
 __device__ void attentionBackwardRowsTc(float *dqkv, __nv_bfloat16 *pOut, __nv_bfloat16 *dsOut, const float *qkv, const float *dout,
-                                        const int32_t *mask, int S, int H, float scale) {
+                                        const int32_t *mask, int S, int H, float scale, AttnDrop drop) {
     constexpr int KT = TcbRowsShared<D>::KT;
     __shared__ __align__(16) TcbRowsShared<D> sh;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TCB_ROWS + warp * 16;
     const int64_t A = (int64_t)H * D, row3 = 3 * A;
     const float *base = qkv + (int64_t)b * S * row3, *dob = dout + (int64_t)b * S * A;
-    const int64_t square = ((int64_t)b * H + h) * S * (int64_t)S;
+    const int64_t bhS = ((int64_t)b * H + h) * S, square = bhS * S; // bhS + q: query q's row of the [B, H, S, S] probabilities
     uint32_t qf[D / 16][4], of[D / 16][4]; // Q (scale folded in) and dO as A fragments
     rowFragments<D>(qf, base, row3, h * D, q0, S, g, t, scale);
     rowFragments<D>(of, dob, A, h * D, q0, S, g, t, 1.0f);
@@ -129,6 +130,10 @@ __device__ void attentionBackwardRowsTc(float *dqkv, __nv_bfloat16 *pOut, __nv_b
                     const __nv_bfloat16 *vr = &sh.v[n * 8 + g][kc * 16 + 2 * t];
                     mmaBf16(dp[n], of[kc], *reinterpret_cast<const uint32_t *>(vr), *reinterpret_cast<const uint32_t *>(vr + 8));
                 }
+                if (drop.on()) // dP = dropout(dO V^T); rows or keys past S hold p = 0 and are never stored
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        dp[n][e] = drop.apply(dp[n][e], bhS + q0 + g + 8 * (e >> 1), S, k0 + n * 8 + 2 * t + (e & 1));
             }
             if (sweep == 1) {
 #pragma unroll
@@ -153,7 +158,9 @@ __device__ void attentionBackwardRowsTc(float *dqkv, __nv_bfloat16 *pOut, __nv_b
                     int q = q0 + g + 8 * r;
                     if (q >= S || key >= S) continue;
                     int64_t at = square + (int64_t)q * S + key;
-                    *reinterpret_cast<__nv_bfloat162 *>(pOut + at) = __floats2bfloat162_rn(p[n][2 * r], p[n][2 * r + 1]);
+                    float p0 = p[n][2 * r], p1 = p[n][2 * r + 1]; // Pd for dV = Pd^T dO
+                    if (drop.on()) p0 = drop.apply(p0, bhS + q, S, key), p1 = drop.apply(p1, bhS + q, S, key + 1);
+                    *reinterpret_cast<__nv_bfloat162 *>(pOut + at) = __floats2bfloat162_rn(p0, p1);
                     *reinterpret_cast<__nv_bfloat162 *>(dsOut + at) = __floats2bfloat162_rn(ds[2 * r], ds[2 * r + 1]);
                 }
             }
@@ -269,8 +276,9 @@ __device__ void attentionBackwardColsTc(float *dqkv, const __nv_bfloat16 *pIn, c
 #define ATTENTION_BACKWARD_TC(DIM)                                                                                                    \
     extern "C" __global__ void __launch_bounds__(TCB_WARPS * 32)                                                                     \
         attention_backward_rows_tc_d##DIM(float *dqkv, __nv_bfloat16 *pOut, __nv_bfloat16 *dsOut, const float *qkv, const float *dout, \
-                                          const int32_t *mask, int S, int H, float scale) {                                           \
-        attentionBackwardRowsTc<DIM>(dqkv, pOut, dsOut, qkv, dout, mask, S, H, scale);                                               \
+                                          const int32_t *mask, int S, int H, float scale, uint32_t dropKey, uint32_t dropThreshold,   \
+                                          float dropScale) {                                                                          \
+        attentionBackwardRowsTc<DIM>(dqkv, pOut, dsOut, qkv, dout, mask, S, H, scale, AttnDrop{dropKey, dropThreshold, dropScale});  \
     }                                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(TCB_WARPS * 32)                                                                     \
         attention_backward_cols_tc_d##DIM(float *dqkv, const __nv_bfloat16 *pIn, const __nv_bfloat16 *dsIn, const float *qkv,          \

@@ -5,7 +5,8 @@
 // the S accumulators in registers and P goes back into the tensor cores as A fragments without
 // touching shared memory. Same contract as attention.cu (layout, padding mask, a row whose keys are
 // all padding gets zeros); storage fp32 or bf16, head dimension D a template parameter (32, 64, 128).
-// Operand rounding to bf16 makes it a ~1e-3 relative approximation of the fp32 kernel.
+// Operand rounding to bf16 makes it a ~1e-3 relative approximation of the fp32 kernel. Dropout on
+// the probabilities as in attention.cu: the row sums take every P, the P V fragments only the kept.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16 .bf16): lane = 4 g + t. A (16 x 16, row-major):
 // a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]. B (16 x 8, k x n):
@@ -38,7 +39,7 @@ __device__ __forceinline__ void st2(__nv_bfloat16 *p, int64_t i, float x, float 
 }
 
 template <typename T, int D>
-__device__ void attentionForwardTc(T *ctx, const T *qkv, const int32_t *mask, int S, int H, float scale) {
+__device__ void attentionForwardTc(T *ctx, const T *qkv, const int32_t *mask, int S, int H, float scale, AttnDrop drop) {
     __shared__ __align__(16) __nv_bfloat16 kTile[TC_KT][D + TC_PAD];  // K rows: [key][d]
     __shared__ __align__(16) __nv_bfloat16 vTile[D][TC_KT + TC_PAD];  // V transposed: [d][key]
     __shared__ float keyBias[TC_KT];                                    // 0 for a real key, -inf for padding or past S
@@ -119,6 +120,12 @@ __device__ void attentionForwardTc(T *ctx, const T *qkv, const int32_t *mask, in
             float p2 = __expf(s[n][2] - mx[1]), p3 = __expf(s[n][3] - mx[1]);
             sum[0] += p0 + p1;
             sum[1] += p2 + p3;
+            if (drop.on()) { // rows past S are never stored; keys past S have p = 0 already
+                int64_t row = ((int64_t)b * H + h) * S + q0 + g;
+                int key = k0 + n * 8 + 2 * t;
+                p0 = drop.apply(p0, row, S, key), p1 = drop.apply(p1, row, S, key + 1);
+                p2 = drop.apply(p2, row + 8, S, key), p3 = drop.apply(p3, row + 8, S, key + 1);
+            }
             p[n / 2][(n & 1) * 2] = packBf16(p0, p1);
             p[n / 2][(n & 1) * 2 + 1] = packBf16(p2, p3);
         }
@@ -152,8 +159,9 @@ __device__ void attentionForwardTc(T *ctx, const T *qkv, const int32_t *mask, in
 
 #define ATTENTION_TC(SUFFIX, T, DIM)                                                                                         \
     extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)                                                              \
-        attention_forward_tc_d##DIM##_##SUFFIX(T *ctx, const T *qkv, const int32_t *mask, int S, int H, float scale) { \
-        attentionForwardTc<T, DIM>(ctx, qkv, mask, S, H, scale);                                                             \
+        attention_forward_tc_d##DIM##_##SUFFIX(T *ctx, const T *qkv, const int32_t *mask, int S, int H, float scale,  \
+                                               uint32_t dropKey, uint32_t dropThreshold, float dropScale) {          \
+        attentionForwardTc<T, DIM>(ctx, qkv, mask, S, H, scale, AttnDrop{dropKey, dropThreshold, dropScale});               \
     }
 #define ATTENTION_TC_ALL(SUFFIX, T) ATTENTION_TC(SUFFIX, T, 32) ATTENTION_TC(SUFFIX, T, 64) ATTENTION_TC(SUFFIX, T, 128)
 TOPA_BOTH_TYPES(ATTENTION_TC_ALL)

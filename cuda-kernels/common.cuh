@@ -43,4 +43,28 @@ __device__ __forceinline__ float blockMax(float v, float *scratch /* [32] shared
     return warpMax(v);
 }
 
+// Dropout's counter-based mask (native/topa_cpu.h, Dropout.java): element i of a tensor is kept iff
+// (hash32(i ^ key) >> 8) >= threshold; a pure function of (key, i), so every kernel that drops (the
+// dropout pass, attention's probabilities) draws exactly the CPU's mask and backward regenerates it.
+__device__ __forceinline__ uint32_t hash32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+__device__ __forceinline__ bool dropKeep(uint32_t i, uint32_t key, uint32_t threshold) { return (hash32(i ^ key) >> 8) >= threshold; }
+
+// An attention dropout draw (threshold 0: none); element (bh, q, k) of the [B, H, S, S] probabilities is index (bh S + q) S + k.
+struct AttnDrop {
+    uint32_t key, threshold;
+    float scale;
+    __device__ __forceinline__ bool on() const { return threshold != 0; }
+    __device__ __forceinline__ float apply(float p, int64_t bhRow /* bh S + q */, int S, int k) const {
+        return dropKeep((uint32_t)(bhRow * S + k), key, threshold) ? p * scale : 0.0f;
+    }
+};
+
 #define TOPA_BOTH_TYPES(MACRO) MACRO(f32, float) MACRO(bf16, __nv_bfloat16)

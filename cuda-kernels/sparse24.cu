@@ -61,7 +61,7 @@ __device__ void sparse24Linear(float *Y, const __nv_bfloat16 *X, const __nv_bflo
                 a[mt][i] = *reinterpret_cast<const uint32_t *>(&ws[row + (i & 1) * 8][2 * t + (i >> 1) * 8]);
             uint32_t lo = ms[row], hi = ms[row + 8];
             if (LAYOUT == 0) e[mt] = t == 0 ? lo : hi;
-            else e[mt] = t == 0 ? ((lo & 0xFFFFu) | (hi << 16)) : ((lo >> 16) | (hi & 0xFFFF0000u));
+            else e[mt] = __byte_perm(lo, hi, t == 0 ? 0x5410 : 0x7632); // t 0: the low halves of both rows, t 1: the high halves
         }
 #pragma unroll
         for (int nt = 0; nt < 4; nt++) {

@@ -27,7 +27,7 @@ final class AttentionOps implements OpFamily {
 
     /** {B, S, H, D, masked}. */
     private static final int[][] SHAPES = {{1, 1, 1, 1, 0}, {2, 7, 3, 4, 1}, {3, 33, 2, 8, 1}, {1, 129, 1, 7, 0}, {2, 128, 12, 64, 1},
-            {2, 70, 4, 32, 1}};
+            {2, 70, 4, 32, 1}, {3, 37, 2, 32, 1}, {1, 46, 2, 128, 1}};
 
     @Override
     public List<OpCase> cases() {

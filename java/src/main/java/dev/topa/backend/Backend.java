@@ -63,6 +63,15 @@ public abstract class Backend implements AutoCloseable {
         throw new UnsupportedOperationException(what + " needs what " + name() + " does not support: " + sb);
     }
 
+    /**
+     * An optional op used: fails unless this backend declares it. Every optional op's entry point
+     * calls it, so a declaration and the kernels cannot disagree, and a device's capabilities can be
+     * checked with the CPU standing in ({@code CpuBackend.without}).
+     */
+    protected final void need(Op op, String what) {
+        if (!supports(op)) throw unsupported(op, what);
+    }
+
     public MemoryTracker memory() {
         return MemoryTracker.of(device());
     }
@@ -264,11 +273,13 @@ public abstract class Backend implements AutoCloseable {
 
     /** Row softmax ({@link Op#SOFTMAX}). */
     public final void softmaxForward(Tensor y, Tensor x) {
+        need(Op.SOFTMAX, "softmaxForward");
         sameShape(this, "softmaxForward", "y", y, x);
         kSoftmaxForward(y, x, rows(x), cols(x));
     }
 
     public final void softmaxBackward(Tensor dx, Tensor dy, Tensor y) {
+        need(Op.SOFTMAX, "softmaxBackward");
         sameShape(this, "softmaxBackward", "dx", dx, y);
         sameShape(this, "softmaxBackward", "dy", dy, y);
         kSoftmaxBackward(dx, dy, y, rows(y), cols(y));
@@ -293,7 +304,7 @@ public abstract class Backend implements AutoCloseable {
         long bsz = d[0], s = d[1], c = d[2];
         f32(this, op, "out", out);
         check(out.numel() == bsz * s * c, op, "out " + shape(out) + " is not [" + bsz + "," + s + "," + c + "]");
-        probsShape(op, probs, bsz, heads, s);
+        probsShape(op, probs, bsz, heads, s, dropout);
         kAttentionForward(out, probs, qkv, mask, bsz, s, heads, c / heads, scale, dropout);
     }
 
@@ -303,6 +314,7 @@ public abstract class Backend implements AutoCloseable {
      */
     public final void attentionForwardPacked(Tensor out, Tensor qkv, int[] lengths, int heads, float scale) {
         String op = "attentionForwardPacked";
+        need(Op.ATTENTION_PACKED, op);
         f32(this, op, "qkv", qkv);
         f32(this, op, "out", out);
         long n = 0;
@@ -330,12 +342,14 @@ public abstract class Backend implements AutoCloseable {
         sameShape(this, op, "dqkv", dqkv, qkv);
         f32(this, op, "dout", dout);
         check(dout.numel() == bsz * s * c, op, "dout " + shape(dout) + " is not [" + bsz + "," + s + "," + c + "]");
-        probsShape(op, probs, bsz, heads, s);
+        probsShape(op, probs, bsz, heads, s, dropout);
         kAttentionBackward(dqkv, dout, probs, qkv, mask, bsz, s, heads, c / heads, scale, dropout);
     }
 
-    private void probsShape(String op, Tensor probs, long bsz, int heads, long s) {
+    private void probsShape(String op, Tensor probs, long bsz, int heads, long s, Dropout dropout) {
+        if (dropout.active()) need(Op.ATTENTION_DROPOUT, op);
         if (probs == null) return;
+        need(Op.ATTENTION_PROBS, op);
         f32(this, op, "probs", probs);
         check(probs.numel() == bsz * heads * s * s, op, "probs " + shape(probs) + " is not [" + bsz + "," + heads + "," + s + "," + s + "]");
     }
@@ -411,6 +425,7 @@ public abstract class Backend implements AutoCloseable {
                         + ", got " + t);
                 onDevice(this, op, "ids", t);
             }
+        if (posIds != null) need(Op.POSITION_IDS, op);
         f32(this, op, "wte", wte);
         f32(this, op, "wpe", wpe);
         check(wte.rank() == 2 && wpe.rank() == 2 && wpe.dim(1) == wte.dim(1), op, "wte " + shape(wte) + " and wpe " + shape(wpe)
@@ -533,6 +548,7 @@ public abstract class Backend implements AutoCloseable {
      */
     public final void groupDot(Tensor out, Tensor x, Tensor dx, int groups) {
         String op = "groupDot";
+        need(Op.IMPORTANCE, op);
         f32(this, op, "x", x);
         sameShape(this, op, "dx", dx, x);
         check(x.rank() == 3 && groups > 0 && x.dim(2) % groups == 0, op, "x must be [B, S, G*D] with G = " + groups + ", got " + shape(x));
@@ -546,6 +562,7 @@ public abstract class Backend implements AutoCloseable {
      */
     public final void blockDot(Tensor out, Tensor w, Tensor g) {
         String op = "blockDot";
+        need(Op.IMPORTANCE, op);
         f32(this, op, "w", w);
         sameShape(this, op, "g", g, w);
         int b = BlockSparseWeight.BLOCK;
@@ -707,7 +724,11 @@ public abstract class Backend implements AutoCloseable {
     // ================================================================ optional hooks a backend declares in supports()
 
     private UnsupportedOperationException unsupported(Op op) {
-        return new UnsupportedOperationException(op.description() + " (" + op.label() + ") is not supported on " + name());
+        return unsupported(op, op.label());
+    }
+
+    private UnsupportedOperationException unsupported(Op op, String what) {
+        return new UnsupportedOperationException(what + ": " + op.description() + " (" + op.label() + ") is not supported on " + name());
     }
 
     /** {@link Op#SOFTMAX}. */

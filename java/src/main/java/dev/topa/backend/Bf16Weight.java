@@ -38,6 +38,7 @@ public final class Bf16Weight extends LinearWeight {
 
     /** op(B) = W^T (transposed) or W, rounded to bf16, in be's layout. */
     public static Pack pack(Backend be, Tensor w, boolean transposed, TensorAllocator alloc) {
+        be.need(Op.BF16_WEIGHTS, "packBf16");
         f32(be, "packBf16", "W", w);
         check(w.rank() == 2, "packBf16", "W must be [out, in], got " + shape(w));
         long k = transposed ? w.dim(1) : w.dim(0), n = transposed ? w.dim(0) : w.dim(1);

@@ -70,6 +70,7 @@ public final class BlockSparseWeight extends LinearWeight {
     /** One pack: W (transposed false: the forward's P) or W^T (the input gradient's); structureOnly: rowptr and colidx alone. */
     public static Pack pack(Backend be, Tensor w, boolean[][] blockMask, boolean transposed, TensorAllocator alloc, boolean structureOnly) {
         String op = "packBlockSparse";
+        be.need(Op.BLOCK_SPARSE, op);
         f32(be, op, "W", w);
         check(w.rank() == 2 && w.dim(0) % BLOCK == 0 && w.dim(1) % BLOCK == 0, op, "W must be [out, in] with both multiples of " + BLOCK
                 + ", got " + shape(w));

@@ -29,6 +29,7 @@ public final class PackedWeight extends LinearWeight {
 
     /** W [out, in] packed for be, in memory from alloc. */
     public static PackedWeight pack(Backend be, Tensor w, TensorAllocator alloc) {
+        be.need(Op.PACKED_WEIGHTS, "packLinearWeight");
         f32(be, "packLinearWeight", "W", w);
         check(w.rank() == 2, "packLinearWeight", "W must be [out, in], got " + shape(w));
         Tensor packed = alloc.allocate(DType.F32, be.kPackedSize(w.dim(0), w.dim(1)));

@@ -1,6 +1,7 @@
 package dev.topa.train;
 
 import dev.topa.backend.Backend;
+import dev.topa.backend.Op;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
@@ -28,6 +29,8 @@ public final class Predictor implements AutoCloseable {
     private final TaskHead head;
     private final StepArena arena = new StepArena("predict"), deviceArena;
     private final BertModel.AdapterSet adapters;
+    /** Whether the host runs the encoder over the tokens packed without padding (the backend takes packed attention and positions). */
+    private final boolean unpadded;
 
     public Predictor(Backend be, BertModel model, TaskHead head) {
         this(be, model, head, null);
@@ -38,6 +41,7 @@ public final class Predictor implements AutoCloseable {
         this.be = be;
         this.head = head;
         this.adapters = adapters;
+        this.unpadded = be.device().isHostAccessible() && be.supports(Op.ATTENTION_PACKED) && be.supports(Op.POSITION_IDS);
         if (be.device().isHostAccessible()) {
             this.model = model;
             this.deviceCopy = null;
@@ -64,7 +68,7 @@ public final class Predictor implements AutoCloseable {
             List<BertTokenizer.Encoded> part = new ArrayList<>();
             for (int i : idx) part.add(toks.get(i));
             BertTokenizer.Batch padded = BertTokenizer.pad(part, arena);
-            float[] v = deviceArena == null ? headOutputsPacked(part, padded) : headOutputs(padded);
+            float[] v = unpadded ? headOutputsPacked(part, padded) : headOutputs(padded);
             int k = head.outputs();
             for (int j = 0; j < idx.length; j++) out[idx[j]] = java.util.Arrays.copyOfRange(v, j * k, (j + 1) * k);
         }

@@ -183,14 +183,14 @@ public final class CudaOpCheck {
             try (Dev d = new Dev()) {
                 long n = (long) b * seq * a, dq = d.up(qkv, bf16), dm = d.upRaw(mask), dc = d.poisoned(n, bf16);
                 double us = time(() -> cu.launch(fn("attention_forward", bf16), "attention_forward",
-                        new int[] {(seq + 7) / 8, heads, b}, new int[] {256, 1, 1}, 0, stream, dc, dq, dm, seq, heads, hd, scale));
+                        new int[] {(seq + 7) / 8, heads, b}, new int[] {256, 1, 1}, 0, stream, dc, dq, dm, seq, heads, hd, scale, 0, 0, 1f));
                 compare("attention (padding mask)", bf16, b + "x" + seq + " " + heads + "x" + hd, ctx, d.down(dc, n, bf16), bf16 ? 1e-2 : 1e-5,
                         us, n * 4 * (bf16 ? 2 : 4));
                 if (hd == 32 || hd == 64 || hd == 128) { // the tensor-core kernel: bf16 operands whatever the storage
                     long dt = d.poisoned(n, bf16);
                     String kernel = "attention_forward_tc_d" + hd + (bf16 ? "_bf16" : "_f32");
                     double tus = time(() -> cu.launch(function(kernel), kernel,
-                            new int[] {(seq + 63) / 64, heads, b}, new int[] {128, 1, 1}, 0, stream, dt, dq, dm, seq, heads, scale));
+                            new int[] {(seq + 63) / 64, heads, b}, new int[] {128, 1, 1}, 0, stream, dt, dq, dm, seq, heads, scale, 0, 0, 1f)); // no dropout: the op harness checks it
                     compare("attention tensor cores", bf16, b + "x" + seq + " " + heads + "x" + hd, ctx, d.down(dt, n, bf16), 2e-2, tus,
                             n * 4 * (bf16 ? 2 : 4));
                     System.out.printf(Locale.ROOT, "attention_tc_%s_%dx%d_%dx%d_tflops: %.1f%n", bf16 ? "bf16" : "f32", b, seq, heads, hd,

@@ -6,8 +6,8 @@ import dev.topa.backend.Bf16Weight;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.Dropout;
 import dev.topa.backend.Op;
-import dev.topa.backend.Sparse24Weight;
 import dev.topa.backend.PackedWeight;
+import dev.topa.backend.Sparse24Weight;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
@@ -20,6 +20,9 @@ import java.io.UncheckedIOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.Collections;
+import java.util.EnumSet;
+import java.util.Set;
 
 /**
  * The ops on an NVIDIA GPU: topa's kernels (topa_kernels.fatbin, {@link CudaKernel}) and cuBLASLt,
@@ -29,7 +32,8 @@ import java.lang.foreign.ValueLayout;
  * bf16 and accumulates in fp32 into an fp32 y with the bias fused, and attention multiplies bf16
  * operands with fp32 accumulation. {@link Precision#FP32} keeps every product in fp32 (the reference
  * the mixed mode is checked against). Unpacked GEMMs are fp32 in both. What it does not run yet it
- * says in {@link #supports}: attention dropout, kept attention probabilities, explicit positions.
+ * says in {@link #UNSUPPORTED}: kept attention probabilities and explicit positions -- neither on a
+ * command's default path.
  */
 public final class CudaBackend extends Backend {
     private static final int THREADS = 256, MAX_BLOCKS = 65535;
@@ -222,12 +226,12 @@ public final class CudaBackend extends Backend {
         return new UnsupportedOperationException(op.description() + " (" + op.label() + ") does not run on " + name() + " yet; use --device cpu");
     }
 
+    /** The optional ops the CUDA kernels do not run (a test walks every command's defaults against it on the CPU). */
+    public static final Set<Op> UNSUPPORTED = Collections.unmodifiableSet(EnumSet.of(Op.ATTENTION_PROBS, Op.POSITION_IDS));
+
     @Override
     public boolean supports(Op op) {
-        return switch (op) {
-            case ATTENTION_DROPOUT, ATTENTION_PROBS, POSITION_IDS -> false;
-            default -> true;
-        };
+        return !UNSUPPORTED.contains(op);
     }
 
     /** The kernel image: the fatbin packaged beside the CPU library, or the file -Dtopa.cuda.fatbin names. */
@@ -437,16 +441,16 @@ public final class CudaBackend extends Backend {
     protected void kAttentionForward(Tensor out, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq, long heads, long headDim,
             float scale, Dropout dropout) {
         if (probs != null) throw notYet(Op.ATTENTION_PROBS);
-        if (dropout.active()) throw notYet(Op.ATTENTION_DROPOUT);
         if (headDim > 128) throw new IllegalArgumentException("attentionForward on CUDA: head dimension at most 128, got " + headDim);
         onThisThread();
         if (precision == Precision.MIXED && (headDim == 32 || headDim == 64 || headDim == 128)) {
             CudaKernel kernel = CudaKernel.valueOf("ATTENTION_FORWARD_TC_D" + headDim + "_F32");
             launch(kernel, new int[] {(int) ((seq + 63) / 64), (int) heads, (int) batch}, new int[] {128, 1, 1}, 0, 
-                    arg(out), arg(qkv), arg(mask), (int) seq, (int) heads, scale);
+                    arg(out), arg(qkv), arg(mask), (int) seq, (int) heads, scale, dropout.key(), dropout.threshold(), dropout.scale());
         } else {
             launch(CudaKernel.ATTENTION_FORWARD_F32, new int[] {(int) ((seq + 7) / 8), (int) heads, (int) batch},
-                    new int[] {THREADS, 1, 1}, 0, arg(out), arg(qkv), arg(mask), (int) seq, (int) heads, (int) headDim, scale);
+                    new int[] {THREADS, 1, 1}, 0, arg(out), arg(qkv), arg(mask), (int) seq, (int) heads, (int) headDim, scale, dropout.key(),
+                    dropout.threshold(), dropout.scale());
         }
     }
 
@@ -551,7 +555,6 @@ public final class CudaBackend extends Backend {
     protected void kAttentionBackward(Tensor dqkv, Tensor dout, Tensor probs, Tensor qkv, Tensor mask, long batch, long seq, long heads,
             long headDim, float scale, Dropout dropout) {
         if (probs != null) throw notYet(Op.ATTENTION_PROBS);
-        if (dropout.active()) throw notYet(Op.ATTENTION_DROPOUT);
         if (headDim > 128) throw new IllegalArgumentException("attentionBackward on CUDA: head dimension at most 128, got " + headDim);
         long square = batch * heads * seq * seq;
         onThisThread();
@@ -561,7 +564,8 @@ public final class CudaBackend extends Backend {
                 int[] grid = {(int) ((seq + 63) / 64), (int) heads, (int) batch}, block = {128, 1, 1};
                 CudaKernel rows = CudaKernel.valueOf("ATTENTION_BACKWARD_ROWS_TC_D" + headDim), cols = CudaKernel.valueOf(
                         "ATTENTION_BACKWARD_COLS_TC_D" + headDim);
-                launch(rows, grid, block, 0, arg(dqkv), p, ds, arg(qkv), arg(dout), arg(mask), (int) seq, (int) heads, scale);
+                launch(rows, grid, block, 0, arg(dqkv), p, ds, arg(qkv), arg(dout), arg(mask), (int) seq, (int) heads, scale, dropout.key(),
+                        dropout.threshold(), dropout.scale());
                 launch(cols, grid, block, 0, arg(dqkv), p, ds, arg(qkv), arg(dout), (int) seq, (int) heads, scale);
             }
             return;
@@ -570,7 +574,7 @@ public final class CudaBackend extends Backend {
             long p = attention.atLeast(8 * square), ds = p + 4 * square;
             int[] grid = {(int) ((seq + 7) / 8), (int) heads, (int) batch}, block = {THREADS, 1, 1};
             launch(CudaKernel.ATTENTION_BACKWARD_ROWS_F32, grid, block, 0, arg(dqkv), p, ds, arg(qkv),
-                    arg(dout), arg(mask), (int) seq, (int) heads, (int) headDim, scale);
+                    arg(dout), arg(mask), (int) seq, (int) heads, (int) headDim, scale, dropout.key(), dropout.threshold(), dropout.scale());
             launch(CudaKernel.ATTENTION_BACKWARD_COLS_F32, grid, block, 0, arg(dqkv), p, ds, arg(qkv),
                     arg(dout), (int) seq, (int) heads, (int) headDim, scale);
         }

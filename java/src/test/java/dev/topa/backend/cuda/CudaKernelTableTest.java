@@ -22,6 +22,7 @@ import org.junit.jupiter.api.Test;
  */
 class CudaKernelTableTest {
     private static final Path PTX = Path.of("target/native-build/topa_kernels.ptx");
+    private static final Path PTXAS = Path.of("target/native-build/topa_kernels.ptxas.txt");
 
     /** kernel -> PTX parameter types (u64, u32, f32, ...). */
     static Map<String, List<String>> entries(String ptx) {
@@ -56,6 +57,23 @@ class CudaKernelTableTest {
                 assertTrue(ok, k + ": argument " + i + " is ." + t + " in the PTX, declared " + args[i]);
             }
         }
+    }
+
+    /** ptxas's report of the fatbin build: no kernel, on any architecture built, spills registers or keeps a stack frame. */
+    @Test
+    void noKernelSpillsOnAnyArchitecture() throws Exception {
+        assumeTrue(Files.isRegularFile(PTXAS), "this build had no nvcc: no ptxas report to read");
+        Matcher m = Pattern.compile("Compiling entry function '(\\w+)' for '(\\w+)'\\s+ptxas info\\s+: Function properties for \\w+\\s+"
+                + "(\\d+) bytes stack frame, (\\d+) bytes spill stores, (\\d+) bytes spill loads").matcher(Files.readString(PTXAS));
+        int kernels = 0;
+        List<String> bad = new ArrayList<>();
+        while (m.find()) {
+            kernels++;
+            if (!m.group(3).equals("0") || !m.group(4).equals("0") || !m.group(5).equals("0"))
+                bad.add(m.group(1) + " on " + m.group(2) + ": " + m.group(3) + " B stack, " + m.group(4) + "/" + m.group(5) + " B spilled");
+        }
+        assertEquals(2 * CudaKernel.values().length, kernels, "a report per kernel for sm_80 and sm_90a");
+        assertTrue(bad.isEmpty(), String.join("\n", bad));
     }
 
     @Test
