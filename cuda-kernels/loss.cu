@@ -1,7 +1,9 @@
-// Cross-entropy forward: loss[row] = logsumexp(logits[row]) - logits[row, label[row]], fp32; a
-// negative label is an ignored row (loss 0, as on the CPU); a label >= classes gives NaN (the host
-// validates labels; this is the last line). One
-// warp per row: GLUE heads have 2-3 classes.
+// Losses on the device, so a training step reads nothing back (the mean goes to a device scalar
+// the trainer reads once per logging interval). Cross-entropy forward: loss[row] =
+// logsumexp(logits[row]) - logits[row, label[row]], fp32; a negative label is an ignored row (loss
+// 0, as on the CPU); a label >= classes gives NaN (the host validates labels before they are
+// uploaded; this is the last line, and a NaN loss stops training). One warp per row: GLUE heads
+// have 2-3 classes.
 #include "common.cuh"
 
 extern "C" __global__ void cross_entropy_forward_f32(float *loss, const float *logits, const int32_t *labels, int rows, int classes) {
@@ -20,10 +22,28 @@ extern "C" __global__ void cross_entropy_forward_f32(float *loss, const float *l
     }
 }
 
+// The mean of the per-row losses over the rows with a label >= 0 (0 when none), written to *mean.
+// One block: rows is a batch.
+extern "C" __global__ void loss_mean_f32(float *mean, const float *loss, const int32_t *labels, int rows) {
+    __shared__ float scratch[32];
+    float s = 0.0f, c = 0.0f;
+    for (int i = threadIdx.x; i < rows; i += blockDim.x)
+        if (labels[i] >= 0) s += loss[i], c += 1.0f;
+    s = blockSum(s, scratch);
+    c = blockSum(c, scratch);
+    if (threadIdx.x == 0) *mean = c > 0.0f ? s / c : 0.0f;
+}
+
 // Backward (fp32): dlogits = dloss / counted (softmax(logits) - onehot(label)) for rows with a label
-// >= 0 (counted: their number, given by the host), zeros for ignored rows (label < 0). One warp per row.
+// >= 0 (counted: their number, each block counts the batch's labels itself), zeros for ignored rows
+// (label < 0). One warp per row.
 extern "C" __global__ void cross_entropy_backward_f32(float *dlogits, const float *logits, const int32_t *labels, int rows, int classes,
-                                                     float scale) {
+                                                     float dloss) {
+    __shared__ float scratch[32];
+    float counted = 0.0f;
+    for (int i = threadIdx.x; i < rows; i += blockDim.x) counted += labels[i] >= 0 ? 1.0f : 0.0f;
+    counted = blockSum(counted, scratch);
+    const float scale = counted > 0.0f ? dloss / counted : 0.0f;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= rows) return;
     const float *z = logits + (int64_t)row * classes;
@@ -40,4 +60,22 @@ extern "C" __global__ void cross_entropy_backward_f32(float *dlogits, const floa
     for (int c = lane; c < classes; c += 32) s += __expf(z[c] - m);
     float lse = m + __logf(warpSum(s));
     for (int c = lane; c < classes; c += 32) d[c] = scale * (__expf(z[c] - lse) - (c == y ? 1.0f : 0.0f));
+}
+
+// Mean squared error of a regression head: *mean = sum (pred - target)^2 / n (one block; n a batch),
+// and its gradient dpred = scale (pred - target) with scale = 2 dloss / n.
+extern "C" __global__ void mse_forward_f32(float *mean, const float *pred, const float *target, int64_t n) {
+    __shared__ float scratch[32];
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        float d = pred[i] - target[i];
+        s += d * d;
+    }
+    s = blockSum(s, scratch);
+    if (threadIdx.x == 0) *mean = n > 0 ? s / (float)n : 0.0f;
+}
+
+extern "C" __global__ void mse_backward_f32(float *dpred, const float *pred, const float *target, int64_t n, float scale) {
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride) dpred[i] = scale * (pred[i] - target[i]);
 }

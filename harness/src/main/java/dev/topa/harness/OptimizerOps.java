@@ -3,6 +3,7 @@ package dev.topa.harness;
 import static dev.topa.harness.Check.ROW;
 
 import dev.topa.backend.AdamWConfig;
+import dev.topa.backend.Backend;
 import dev.topa.tensor.Tensor;
 import java.util.ArrayList;
 import java.util.List;
@@ -29,7 +30,58 @@ final class OptimizerOps implements OpFamily {
             }));
         }
         all.add(many());
+        all.add(clipOnTheDevice());
         return all;
+    }
+
+    /**
+     * clipScale decides the clip factor where the gradients are and adamwStep reads it there: a
+     * clipped step, an unclipped one, then a step with a NaN gradient, which must be recorded (step,
+     * loss, norm) and leave the parameters as they were, as must every step after it.
+     */
+    private OpCase clipOnTheDevice() {
+        String name = "clipScale, then adamw reading the scale on the device";
+        return new OpCase(name(), name, ws -> {
+            int[] sizes = {5, 1003};
+            double lr = 1e-2, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.01;
+            AdamWConfig cfg = new AdamWConfig(lr, b1, b2, eps, wd);
+            List<Tensor[]> group = new ArrayList<>();
+            List<double[][]> ref = new ArrayList<>();
+            for (int n : sizes) {
+                Tensor p = ws.f32(ws.random(n), n), m = ws.f32(new double[n], n), v = ws.f32(new double[n], n);
+                group.add(new Tensor[] {p, null, m, v});
+                ref.add(new double[][] {ws.values(p), null, new double[n], new double[n]});
+            }
+            Tensor state = ws.f32(new double[Backend.CLIP_STATE], Backend.CLIP_STATE), loss = ws.f32(new double[] {0.75}, 1);
+            float[] maxNorms = {1f, 1e6f, 1f, 1f};
+            for (int step = 1; step <= 4; step++) {
+                double sq = 0;
+                List<double[]> gds = new ArrayList<>();
+                for (int i = 0; i < sizes.length; i++) {
+                    double[] gd = ws.random(sizes[i]);
+                    if (step == 3 && i == 1) gd[17] = Double.NaN;
+                    Tensor g = ws.f32(gd, sizes[i]);
+                    gds.add(ws.values(g));
+                    for (double x : ws.values(g)) sq += x * x;
+                    group.get(i)[1] = g;
+                }
+                ws.backend().clipScale(group.stream().map(t -> t[1]).toList(), maxNorms[step - 1], loss, step, state);
+                double norm = Math.sqrt(sq), want = step >= 3 ? 0 : norm > maxNorms[step - 1] ? maxNorms[step - 1] / norm : 1;
+                double[] s = ws.values(state);
+                Check.isTrue(Math.abs(s[Backend.CLIP_SCALE] - want) <= 1e-6 * Math.max(1, want), name + " step " + step + ": scale "
+                        + s[Backend.CLIP_SCALE] + ", want " + want);
+                Check.isTrue(s[Backend.CLIP_FIRST_BAD_STEP] == (step >= 3 ? 3 : 0) && (step < 3 || (Double.isNaN(s[Backend.CLIP_BAD_NORM])
+                        && s[Backend.CLIP_BAD_LOSS] == 0.75)), name + " step " + step + ": state " + java.util.Arrays.toString(s));
+                ws.backend().adamwStep(group, cfg, step, state.rows(Backend.CLIP_SCALE, Backend.CLIP_SCALE + 1));
+                for (int i = 0; i < sizes.length && want != 0; i++) {
+                    double[][] r = ref.get(i);
+                    double[] gd = gds.get(i);
+                    for (int k = 0; k < gd.length; k++) gd[k] = (float) (gd[k] * (float) want);
+                    Reference.adamw(r[0], gd, r[2], r[3], lr, b1, b2, eps, wd, step);
+                }
+                for (int i = 0; i < sizes.length; i++) ws.close(name + " step " + step + " param " + i, ref.get(i)[0], group.get(i)[0], ROW);
+            }
+        });
     }
 
     private OpCase adamw(int n) {

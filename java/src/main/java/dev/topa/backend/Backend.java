@@ -384,7 +384,8 @@ public abstract class Backend implements AutoCloseable {
     /**
      * out [B, S, C] = wte[ids] + wpe[pos] + wtt[type]. ids [B, S] i32; posIds null means 0..S-1;
      * typeIds null means type 0; wtt may be null (no type table). An id outside its table throws
-     * an error naming the batch row and position.
+     * an error naming the batch row and position where the ids are host memory; a device does not
+     * read them back and gives that token a NaN row (callers check host ids before the upload).
      */
     public final void embeddingForward(Tensor out, Tensor ids, Tensor posIds, Tensor typeIds, Tensor wte, Tensor wpe, Tensor wtt) {
         String op = "embeddingForward";
@@ -463,20 +464,33 @@ public abstract class Backend implements AutoCloseable {
 
     /**
      * Softmax cross-entropy: losses [N] per row, returns the mean over rows whose label is >= 0
-     * (label < 0 is ignored, as PyTorch's ignore_index).
+     * (label < 0 is ignored, as PyTorch's ignore_index). A read-back on a device; a training step
+     * keeps the mean there ({@link #crossEntropyForward(Tensor, Tensor, Tensor, Tensor)}).
      */
     public final float crossEntropyForward(Tensor losses, Tensor logits, Tensor labels) {
+        try (TensorScope s = scope("loss", MemoryCategory.WORKSPACE)) {
+            Tensor mean = s.allocate(DType.F32, 1);
+            crossEntropyForward(losses, logits, labels, mean);
+            return download(mean)[0];
+        }
+    }
+
+    /**
+     * As above with the mean written to mean [1] on this backend's device, nothing read back. A label
+     * outside the classes throws on the host; on a device it makes that row's loss NaN (callers that
+     * hold the labels on the host check them before the upload).
+     */
+    public final void crossEntropyForward(Tensor losses, Tensor logits, Tensor labels, Tensor mean) {
         String op = "crossEntropyForward";
         f32(this, op, "logits", logits);
         long n = rows(logits);
         labels(op, labels, n);
         vector(this, op, "losses", losses, n);
-        float[] mean = new float[1];
+        vector(this, op, "mean", mean, 1);
         int st = kCrossEntropyForward(losses, mean, logits, labels, n, cols(logits));
         if (st > 0)
             throw new IllegalArgumentException(op + ": label " + labelAt(labels, st - 1) + " of row " + (st - 1) + " is not a class of "
                     + cols(logits));
-        return mean[0];
     }
 
     /** dlogits = dloss (softmax(logits) - onehot(label)) / counted rows. */
@@ -487,10 +501,20 @@ public abstract class Backend implements AutoCloseable {
         kCrossEntropyBackward(dlogits, logits, labels, rows(logits), cols(logits), dloss);
     }
 
-    /** Mean squared error over pred and target of one element count. */
+    /** Mean squared error over pred and target of one element count (a read-back on a device). */
     public final float mseForward(Tensor pred, Tensor target) {
+        try (TensorScope s = scope("loss", MemoryCategory.WORKSPACE)) {
+            Tensor mean = s.allocate(DType.F32, 1);
+            mseForward(pred, target, mean);
+            return download(mean)[0];
+        }
+    }
+
+    /** As above into mean [1] on this backend's device, nothing read back. */
+    public final void mseForward(Tensor pred, Tensor target, Tensor mean) {
         sameShape(this, "mseForward", "target", target, pred);
-        return kMseForward(pred, target, pred.numel());
+        vector(this, "mseForward", "mean", mean, 1);
+        kMseForward(pred, target, pred.numel(), mean);
     }
 
     public final void mseBackward(Tensor dpred, Tensor pred, Tensor target, float dloss) {
@@ -510,6 +534,26 @@ public abstract class Backend implements AutoCloseable {
 
     // ================================================================ optimizer
 
+    /** The slots of the state {@link #clipScale} keeps: f32 [CLIP_STATE], zeros before the first step. */
+    public static final int CLIP_FIRST_BAD_STEP = 0, CLIP_BAD_LOSS = 1, CLIP_BAD_NORM = 2, CLIP_SCALE = 3, CLIP_STATE = 4;
+
+    /**
+     * Global-norm gradient clipping decided where the gradients live, nothing read back, so a
+     * training step needs no host round trip: state[CLIP_SCALE] = min(1, maxNorm / ||grads||) (1
+     * when maxNorm <= 0), the factor {@link #adamwStep(List, AdamWConfig, long, Tensor)} applies.
+     * When the norm or loss[0] (the step's loss, or null) is not finite, the first such step is kept
+     * with its loss and norm (CLIP_FIRST_BAD_STEP, CLIP_BAD_LOSS, CLIP_BAD_NORM) and the scale is 0
+     * from then on: every later update is skipped until the caller reads the state and stops.
+     */
+    public final void clipScale(Collection<Tensor> grads, float maxNorm, Tensor loss, long step, Tensor state) {
+        String op = "clipScale";
+        vector(this, op, "state", state, CLIP_STATE);
+        if (loss != null) f32(this, op, "loss", loss);
+        check(step >= 1 && step < (1 << 24), op, "step must be in [1, 2^24) (kept exactly as an f32), got " + step);
+        for (Tensor g : grads) f32(this, op, "grad", g);
+        kClipScale(grads, maxNorm, loss, step, state);
+    }
+
     /** One AdamW step (PyTorch semantics) on gradScale * grad (clipping without rescaling the gradients); step counts from 1. */
     public final void adamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWConfig cfg, long step, float gradScale) {
         adamwStep(List.<Tensor[]>of(new Tensor[] {param, grad, m, v}), cfg, step, gradScale);
@@ -526,7 +570,19 @@ public abstract class Backend implements AutoCloseable {
             for (int i = 1; i < 4; i++) sameShape(this, "adamwStep", new String[] {"param", "grad", "m", "v"}[i], t[i], t[0]);
         }
         check(step >= 1, "adamwStep", "step counts from 1, got " + step);
-        if (!tensors.isEmpty()) kAdamwStepMany(tensors, cfg, step, gradScale);
+        if (!tensors.isEmpty()) kAdamwStepMany(tensors, cfg, step, gradScale, null);
+    }
+
+    /** As above with the gradient scale read where it lies (scale [1] on this device, e.g. {@link #clipScale}'s); 0 leaves every tensor as it is. */
+    public final void adamwStep(List<Tensor[]> tensors, AdamWConfig cfg, long step, Tensor scale) {
+        for (Tensor[] t : tensors) {
+            check(t.length == 4, "adamwStep", "each entry is {param, grad, m, v}");
+            f32(this, "adamwStep", "param", t[0]);
+            for (int i = 1; i < 4; i++) sameShape(this, "adamwStep", new String[] {"param", "grad", "m", "v"}[i], t[i], t[0]);
+        }
+        check(step >= 1, "adamwStep", "step counts from 1, got " + step);
+        vector(this, "adamwStep", "scale", scale, 1);
+        if (!tensors.isEmpty()) kAdamwStepMany(tensors, cfg, step, 1f, scale);
     }
 
     /** Sum of squares over all elements of many tensors, in double (a global gradient norm in one reduction on a device). */
@@ -630,8 +686,8 @@ public abstract class Backend implements AutoCloseable {
 
     protected abstract void kMeanPoolBackward(Tensor dx, Tensor dout, Tensor mask, long batch, long seq, long dim);
 
-    /** Returns 0, or 1 + the first row whose label is not a class. */
-    protected abstract int kCrossEntropyForward(Tensor losses, float[] mean, Tensor logits, Tensor labels, long n, long classes);
+    /** losses [n] per row and mean [1]; 1 + the first row whose label is not a class (where the labels are checked), or 0. */
+    protected abstract int kCrossEntropyForward(Tensor losses, Tensor mean, Tensor logits, Tensor labels, long n, long classes);
 
     protected abstract void kCrossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, long n, long classes, float dloss);
 
@@ -642,9 +698,25 @@ public abstract class Backend implements AutoCloseable {
 
     // ================================================================ optional hooks with a default built on the required ones
 
-    /** Per tensor; a device backend overrides with one launch for all. */
-    protected void kAdamwStepMany(List<Tensor[]> tensors, AdamWConfig cfg, long step, float gradScale) {
+    /** Per tensor; a device backend overrides with one launch for all. scaleAt: null, or [1] holding the scale (0: no update). */
+    protected void kAdamwStepMany(List<Tensor[]> tensors, AdamWConfig cfg, long step, float gradScale, Tensor scaleAt) {
+        if (scaleAt != null) gradScale = download(scaleAt)[0];
+        if (scaleAt != null && gradScale == 0f) return;
         for (Tensor[] t : tensors) kAdamwStep(t[0], t[1], t[2], t[3], t[0].numel(), cfg, step, gradScale);
+    }
+
+    /** Through the host (free where the state is host memory); a device backend overrides with kernels. */
+    protected void kClipScale(Collection<Tensor> grads, float maxNorm, Tensor loss, long step, Tensor state) {
+        double norm = Math.sqrt(kSumOfSquaresMany(grads));
+        float[] s = download(state);
+        float l = loss == null ? 0f : download(loss)[0];
+        if ((!Double.isFinite(norm) || !Float.isFinite(l)) && s[CLIP_FIRST_BAD_STEP] == 0) {
+            s[CLIP_FIRST_BAD_STEP] = step;
+            s[CLIP_BAD_LOSS] = l;
+            s[CLIP_BAD_NORM] = (float) norm;
+        }
+        s[CLIP_SCALE] = s[CLIP_FIRST_BAD_STEP] != 0 ? 0f : maxNorm > 0 && norm > maxNorm ? (float) (maxNorm / norm) : 1f;
+        upload(state, s);
     }
 
     protected double kSumOfSquaresMany(Collection<Tensor> xs) {
@@ -677,12 +749,12 @@ public abstract class Backend implements AutoCloseable {
         upload(t, v);
     }
 
-    /** A regression head's [B, 1] values: computed on the host (a launch would cost more than the arithmetic). */
-    protected float kMseForward(Tensor pred, Tensor target, long n) {
+    /** Through the host; a device backend overrides with kernels (a training step reads nothing back). */
+    protected void kMseForward(Tensor pred, Tensor target, long n, Tensor mean) {
         float[] p = download(pred), t = download(target);
         double s = 0;
         for (int i = 0; i < n; i++) s += (p[i] - (double) t[i]) * (p[i] - (double) t[i]);
-        return n == 0 ? 0f : (float) (s / n);
+        upload(mean, new float[] {n == 0 ? 0f : (float) (s / n)});
     }
 
     protected void kMseBackward(Tensor dpred, Tensor pred, Tensor target, long n, float dloss) {

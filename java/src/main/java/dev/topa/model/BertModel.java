@@ -146,6 +146,21 @@ public final class BertModel implements AutoCloseable {
         return out;
     }
 
+    /**
+     * Host token ids [B, S] (and types, or null) against this model's tables: what a device does not
+     * check (it gives an out-of-range token a NaN row rather than read the ids back), checked before
+     * the upload with the sequence and position named.
+     */
+    public void checkTokens(Tensor ids, Tensor types) {
+        long s = ids.dim(ids.rank() - 1);
+        for (long i = 0; i < ids.numel(); i++) {
+            int id = ids.getInt(i), ty = types == null ? 0 : types.getInt(i);
+            if (id < 0 || id >= config.vocabSize() || ty < 0 || ty >= Math.max(1, config.typeVocabSize()))
+                throw new IllegalArgumentException("token " + i % s + " of sequence " + i / s + " has id " + id + " (vocabulary "
+                        + config.vocabSize() + ") or type " + ty + " (types " + config.typeVocabSize() + ") outside the model's tables");
+        }
+    }
+
     public long parameterBytes() {
         return scope.bytes();
     }

@@ -106,6 +106,7 @@ public final class Predictor implements AutoCloseable {
     private float[] headOutputs(BertTokenizer.Batch b) {
         if (deviceArena == null) return head.infer(be, arena, model.forward(be, arena, b.ids(), b.types(), b.mask(), adapters), b.mask()).toFloatArray();
         deviceArena.reset();
+        model.checkTokens(b.ids(), b.types());
         Tensor mask = be.copyOf(b.mask(), deviceArena);
         Tensor h = model.forward(be, deviceArena, be.copyOf(b.ids(), deviceArena), be.copyOf(b.types(), deviceArena), mask, adapters);
         if (headBackend == be) return be.copyOf(head.infer(be, deviceArena, h, mask), arena).toFloatArray();

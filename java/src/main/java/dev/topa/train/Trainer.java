@@ -29,6 +29,13 @@ import java.util.SplittableRandom;
  * then linear decay, global-norm gradient clipping, seeded shuffling, a non-finite loss stopped
  * with its step, dev evaluation after each epoch. The optimizer step is the one place an
  * all-reduce would go for data-parallel training.
+ *
+ * <p>A step reads nothing back from a device: the inputs go up (labels checked on the host first),
+ * the loss lands in a slot of a small device tensor, the clip factor is decided there
+ * ({@link Backend#clipScale}) and AdamW reads it there. The losses of up to {@value #DEVICE_WINDOW}
+ * steps are read back at once (every step on the host, where reading is free), and at every
+ * evaluation; a step whose loss or gradient norm was not finite makes that and every later update a
+ * no-op on the device, and the read-back stops training naming it.
  */
 public final class Trainer implements AutoCloseable {
     /** headDropout: on the pooled representation (the encoder's dropout is the BertTraining's). */
@@ -74,6 +81,13 @@ public final class Trainer implements AutoCloseable {
     private final Predictor predictor;
     private long step;
     private int epochsDone;
+    /** Steps whose losses a device keeps before one read-back. */
+    public static final int DEVICE_WINDOW = 16;
+    private int window;
+    /** On the backend's device: clipScale's state, then one loss slot per step of the window. */
+    private final Tensor stats;
+    /** Steps done since the last read-back, with what onStep will report of each. */
+    private final List<StepInfo> pending = new ArrayList<>();
 
     /** On a device backend, model and head must already be there (BertModel/TaskHead copyTo) and training built for it. */
     public Trainer(Backend be, BertModel model, BertTraining training, TaskHead head, GlueTask task, Config cfg) {
@@ -98,6 +112,20 @@ public final class Trainer implements AutoCloseable {
         predictor = new Predictor(be, model, head);
         for (String n : params.keySet())
             moments.put(n, new Tensor[] {zeros(params.get(n).shape()), zeros(params.get(n).shape())});
+        window = be.device().isHostAccessible() ? 1 : DEVICE_WINDOW;
+        stats = zeros(Backend.CLIP_STATE + DEVICE_WINDOW, 1);
+    }
+
+    /**
+     * Steps between read-backs in {@link #fit} (1 to {@value #DEVICE_WINDOW}; default 1 on the host,
+     * where reading is free, {@value #DEVICE_WINDOW} on a device): the same losses and weights either
+     * way, fewer waits for the device with more.
+     */
+    public Trainer readBackEvery(int steps) {
+        if (steps < 1 || steps > DEVICE_WINDOW) throw new IllegalArgumentException("read back every 1 to " + DEVICE_WINDOW + " steps, got " + steps);
+        if (!pending.isEmpty()) throw new IllegalStateException("steps are waiting to be read back");
+        window = steps;
+        return this;
     }
 
     public GlueTask task() {
@@ -195,23 +223,27 @@ public final class Trainer implements AutoCloseable {
             long t0 = System.nanoTime();
             List<Item> order = new ArrayList<>(train.size());
             for (int i : epochOrder(train.size(), cfg.seed(), epoch)) order.add(train.get(i));
-            double lossSum = 0;
+            double[] lossSum = {0};
             int batches = 0, sinceEval = 0;
+            java.util.function.Consumer<StepInfo> counted = st -> {
+                lossSum[0] += st.loss();
+                onStep.accept(st);
+            };
             for (int i = 0; i < order.size(); i += cfg.batchSize()) {
                 List<Item> batch = order.subList(i, Math.min(order.size(), i + cfg.batchSize()));
                 double lr = cfg.lr() * (step < warmup ? (step + 1.0) / warmup : Math.max(0, (double) (total - step) / Math.max(1, total - warmup)));
-                double loss = trainStep(batch, lr);
-                lossSum += loss;
                 batches++;
                 sinceEval++;
-                onStep.accept(new StepInfo(epoch, batches, (int) stepsPerEpoch, loss, batch.size()));
+                stepKeepingLoss(batch, lr, new StepInfo(epoch, batches, (int) stepsPerEpoch, Double.NaN, batch.size()));
                 boolean last = i + cfg.batchSize() >= order.size();
+                boolean evaluate = last || (cfg.evalEvery() > 0 && step % cfg.evalEvery() == 0);
+                if (evaluate || pending.size() == window) readBack(counted);
                 if (last) epochsDone = epoch;
-                if (last || (cfg.evalEvery() > 0 && step % cfg.evalEvery() == 0)) {
-                    EpochResult r = new EpochResult(epoch, step, last, lossSum / sinceEval, evaluateAfterStep(dev), (System.nanoTime() - t0) * 1e-9);
+                if (evaluate) {
+                    EpochResult r = new EpochResult(epoch, step, last, lossSum[0] / sinceEval, evaluateAfterStep(dev), (System.nanoTime() - t0) * 1e-9);
                     out.add(r);
                     afterEpoch.accept(r);
-                    lossSum = 0;
+                    lossSum[0] = 0;
                     sinceEval = 0;
                     t0 = System.nanoTime();
                 }
@@ -228,19 +260,67 @@ public final class Trainer implements AutoCloseable {
         return idx.stream().mapToInt(Integer::intValue).toArray();
     }
 
-    /** One optimizer step on a batch; returns its loss. */
+    /** One optimizer step on a batch; returns its loss (read back: a loop of steps uses {@link #fit}, which reads in windows). */
     public double trainStep(List<Item> batch, double lr) {
-        double loss = lossAndGradients(batch);
-        optimizerStep(lr);
-        return loss;
+        stepKeepingLoss(batch, lr, new StepInfo(0, 0, 0, Double.NaN, batch.size()));
+        double[] loss = {Double.NaN};
+        readBack(st -> loss[0] = st.loss());
+        return loss[0];
     }
 
-    /** Forward and backward on a batch: returns the loss, adds to the gradients (no update). */
+    /** Forward and backward on a batch: returns the loss (read back), adds to the gradients (no update). */
     public double lossAndGradients(List<Item> batch) {
+        Tensor loss = stats.rows(Backend.CLIP_STATE, Backend.CLIP_STATE + 1);
+        accumulate(batch, loss);
+        float l = onHost(loss);
+        checkFinite(l);
+        return l;
+    }
+
+    /** A step with its loss left in the next slot of the window; info: what onStep gets once the loss is read back. */
+    private void stepKeepingLoss(List<Item> batch, double lr, StepInfo info) {
+        Tensor loss = stats.rows(Backend.CLIP_STATE + pending.size(), Backend.CLIP_STATE + pending.size() + 1);
+        accumulate(batch, loss);
+        optimizerStep(lr, loss);
+        pending.add(info);
+    }
+
+    /**
+     * One read-back of the window: the first step that was not finite stops training (its update and
+     * every later one were skipped on the device); otherwise each pending step with its loss to onStep.
+     */
+    private void readBack(java.util.function.Consumer<StepInfo> onStep) {
+        if (pending.isEmpty()) return;
+        float[] s = be.device().isHostAccessible() ? stats.toFloatArray() : copyToHost(stats);
+        long bad = (long) s[Backend.CLIP_FIRST_BAD_STEP], first = step - pending.size() + 1; // the window's steps: first .. step
+        for (int i = 0; i < pending.size() && (bad == 0 || first + i < bad); i++) {
+            StepInfo p = pending.get(i);
+            onStep.accept(new StepInfo(p.epoch(), p.batch(), p.batches(), s[Backend.CLIP_STATE + i], p.examples()));
+        }
+        pending.clear();
+        if (bad != 0) {
+            float loss = s[Backend.CLIP_BAD_LOSS], norm = s[Backend.CLIP_BAD_NORM];
+            throw diverged(bad, Float.isFinite(loss) ? "the gradient norm is " + norm : "the loss is " + loss);
+        }
+    }
+
+    private float[] copyToHost(Tensor t) {
+        try (TensorScope host = new TensorScope("read-back", MemoryCategory.WORKSPACE)) {
+            return be.copyOf(t, host).toFloatArray();
+        }
+    }
+
+    private float onHost(Tensor scalar) {
+        return be.device().isHostAccessible() ? scalar.getFloat(0) : copyToHost(scalar)[0];
+    }
+
+    /** Forward and backward on a batch into the gradients; the batch's mean loss into loss [1] on the device, nothing read back. */
+    private void accumulate(List<Item> batch, Tensor loss) {
         arena.reset();
         hostArena.reset();
         List<BertTokenizer.Encoded> toks = batch.stream().map(Item::tokens).toList();
         BertTokenizer.Batch hb = BertTokenizer.pad(toks, hostArena);
+        if (!be.device().isHostAccessible()) model.checkTokens(hb.ids(), hb.types()); // the device does not read them back
         BertTokenizer.Batch b = new BertTokenizer.Batch(be.copyOf(hb.ids(), arena), be.copyOf(hb.types(), arena), be.copyOf(hb.mask(), arena),
                 hb.lengths());
         // dropout masks are drawn from (seed, step): a resumed run redraws the same ones
@@ -250,25 +330,26 @@ public final class Trainer implements AutoCloseable {
                 ? new Dropout(cfg.headDropout(), Dropout.key(cfg.seed(), step + 1, TaskHead.DROPOUT_SITE)) : Dropout.NONE;
         Tensor out = head.forward(be, arena, hidden, b.mask(), headDrop);
         Tensor dOut = arena.allocate(DType.F32, out.shape());
-        double loss;
         if (task.isRegression()) {
             float[] t = new float[batch.size()];
             for (int i = 0; i < t.length; i++) t[i] = batch.get(i).example().score();
             Tensor target = be.copyOf(hostArena.allocate(DType.F32, out.shape()).copyFrom(t), arena);
-            loss = be.mseForward(out, target);
-            checkFinite(loss);
+            be.mseForward(out, target, loss);
             be.mseBackward(dOut, out, target, 1f);
         } else {
             int[] l = new int[batch.size()];
-            for (int i = 0; i < l.length; i++) l[i] = batch.get(i).example().label();
+            for (int i = 0; i < l.length; i++) {
+                l[i] = batch.get(i).example().label();
+                if (l[i] >= task.numLabels())
+                    throw new IllegalArgumentException("label " + l[i] + " is not a class of " + task + " (" + task.numLabels()
+                            + " classes): example '" + batch.get(i).example().textA() + "'");
+            }
             Tensor labels = be.copyOf(hostArena.allocate(DType.I32, l.length).copyFrom(l), arena);
-            loss = be.crossEntropyForward(arena.allocate(DType.F32, l.length), out, labels);
-            checkFinite(loss);
+            be.crossEntropyForward(arena.allocate(DType.F32, l.length), out, labels, loss);
             be.crossEntropyBackward(dOut, out, labels, 1f);
         }
         Tensor dHidden = head.backward(be, arena, dOut, b.ids().dim(1));
         training.backward(be, arena, dHidden);
-        return loss;
     }
 
     public void zeroGradients() {
@@ -301,11 +382,11 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
-    private void optimizerStep(double lr) {
-        double norm = Math.sqrt(be.sumOfSquares(grads.values()));
-        if (!Double.isFinite(norm)) throw diverged(step + 1, "the gradient norm is " + norm);
+    /** Clipping decided and AdamW applied on the device, reading the clip factor there; loss: the step's, for the finite check. */
+    private void optimizerStep(double lr, Tensor loss) {
         step++;
-        float clip = norm > cfg.maxGradNorm() && cfg.maxGradNorm() > 0 ? (float) (cfg.maxGradNorm() / norm) : 1f;
+        Tensor state = stats.rows(0, Backend.CLIP_STATE), clip = stats.rows(Backend.CLIP_SCALE, Backend.CLIP_SCALE + 1);
+        be.clipScale(grads.values(), (float) cfg.maxGradNorm(), loss, step, state);
         java.util.List<Tensor[]> decayed = new java.util.ArrayList<>(), plain = new java.util.ArrayList<>();
         for (Map.Entry<String, Tensor> e : params.entrySet()) {
             String n = e.getKey();

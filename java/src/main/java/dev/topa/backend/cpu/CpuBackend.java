@@ -42,7 +42,6 @@ import static dev.topa.backend.cpu.CpuKernel.call;
 import static dev.topa.backend.cpu.CpuKernel.run;
 import static dev.topa.backend.cpu.CpuKernel.value;
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
-import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 
 import dev.topa.backend.AdamWConfig;
@@ -431,13 +430,8 @@ public final class CpuBackend extends Backend {
     // ---------------------------------------------------------------- losses, optimizer
 
     @Override
-    protected int kCrossEntropyForward(Tensor losses, float[] mean, Tensor logits, Tensor labels, long n, long classes) {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment m = arena.allocate(JAVA_FLOAT);
-            int st = (int) call(() -> (int) h(CROSS_ENTROPY_FORWARD).invokeExact(seg(losses), m, seg(logits), seg(labels), n, classes));
-            mean[0] = m.get(JAVA_FLOAT, 0);
-            return st;
-        }
+    protected int kCrossEntropyForward(Tensor losses, Tensor mean, Tensor logits, Tensor labels, long n, long classes) {
+        return (int) call(() -> (int) h(CROSS_ENTROPY_FORWARD).invokeExact(seg(losses), seg(mean), seg(logits), seg(labels), n, classes));
     }
 
     @Override
@@ -448,8 +442,8 @@ public final class CpuBackend extends Backend {
     }
 
     @Override
-    protected float kMseForward(Tensor pred, Tensor target, long n) {
-        return (float) value(() -> (float) h(MSE_FORWARD).invokeExact(seg(pred), seg(target), n));
+    protected void kMseForward(Tensor pred, Tensor target, long n, Tensor mean) {
+        mean.setFloat(0, (float) value(() -> (float) h(MSE_FORWARD).invokeExact(seg(pred), seg(target), n)));
     }
 
     @Override

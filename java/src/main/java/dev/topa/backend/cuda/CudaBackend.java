@@ -69,6 +69,49 @@ public final class CudaBackend extends Backend {
         }
     }
 
+    /**
+     * Host-to-device copies that do not drain the stream: the bytes are copied into one of a ring of
+     * page-locked buffers and sent with an asynchronous copy ordered on the stream, then the caller
+     * may reuse its own memory at once. A buffer is reused after the event recorded behind its copy
+     * (normally long passed: SLOTS uploads later). A step's inputs (ids, types, mask, labels, the
+     * optimizer's table) go this way; larger copies wait for the stream as before.
+     */
+    private final class Staging {
+        static final int SLOTS = 16;
+        static final long SLOT_BYTES = 1 << 20;
+        private final MemorySegment[] slot = new MemorySegment[SLOTS];
+        private final long[] event = new long[SLOTS];
+        private final boolean[] pending = new boolean[SLOTS];
+        private int next;
+
+        /** False when the copy is too large for a slot (the caller copies synchronously). */
+        synchronized boolean upload(long dst, MemorySegment src, long bytes) {
+            if (bytes > SLOT_BYTES) return false;
+            int i = next;
+            next = (next + 1) % SLOTS;
+            if (slot[i] == null) {
+                slot[i] = cu.hostAlloc(SLOT_BYTES);
+                event[i] = cu.eventCreate();
+            } else if (pending[i]) {
+                cu.eventSynchronize(event[i]);
+            }
+            MemorySegment.copy(src, 0, slot[i], 0, bytes);
+            cu.copyToDevice(dst, slot[i], bytes, stream);
+            cu.eventRecord(event[i], stream);
+            pending[i] = true;
+            return true;
+        }
+
+        synchronized void free() {
+            for (int i = 0; i < SLOTS; i++)
+                if (slot[i] != null) {
+                    cu.hostFree(slot[i]);
+                    slot[i] = null;
+                }
+        }
+    }
+
+    private final Staging staging = new Staging();
     private final Buffer operands = new Buffer(); // the bf16 (left) operand of a product
     private final Buffer table = new Buffer();    // the optimizer's tensor table, the sum of squares
     private final Buffer attention = new Buffer(); // P and dS of attention backward
@@ -159,6 +202,7 @@ public final class CudaBackend extends Backend {
         operands.free();
         table.free();
         attention.free();
+        staging.free();
         lt.close();
         memory.release();
     }
@@ -253,6 +297,7 @@ public final class CudaBackend extends Backend {
         if (dHost && sHost) {
             MemorySegment.copy(src.data(), 0, dst.data(), 0, bytes);
         } else if (sHost) {
+            if (staging.upload(ptr(dst), src.data(), bytes)) return;
             cu.copyToDevice(ptr(dst), src.data(), bytes, stream);
             cu.streamSynchronize(stream); // the host buffer may be reused as soon as this returns
         } else if (dHost) {
@@ -458,21 +503,9 @@ public final class CudaBackend extends Backend {
     protected int kEmbeddingForward(Tensor out, Tensor ids, Tensor posIds, Tensor typeIds, Tensor wte, Tensor wpe, Tensor wtt, long batch,
             long seq, long dim) {
         if (posIds != null) throw notYet(Op.POSITION_IDS);
-        int bad = firstOutOfRange(ids, typeIds, wte.dim(0), seq <= wpe.dim(0), wtt == null ? 0 : wtt.dim(0));
-        if (bad != 0) return bad;
+        if (seq > wpe.dim(0)) return 1; // ids are not read back: one out of its table gets a NaN row (callers check host ids first)
         launch(CudaKernel.EMBEDDING_FORWARD_F32, grid(batch * seq), THREADS, arg(out), arg(ids), arg(typeIds), arg(wte), arg(wpe), arg(wtt),
                 (int) seq, (int) dim, (int) wte.dim(0), wtt == null ? 0 : (int) wtt.dim(0));
-        return 0;
-    }
-
-    /** The host check the CPU kernel does inline: ids (and types) read back, 1 + the first bad token, or 0. */
-    private int firstOutOfRange(Tensor ids, Tensor types, long vocab, boolean positionsFit, long typeVocab) {
-        if (!positionsFit) return 1;
-        int[] id = downloadInts(ids), ty = types == null ? null : downloadInts(types);
-        for (int i = 0; i < id.length; i++) {
-            boolean typeOk = ty == null || (ty[i] >= 0 && (ty[i] < typeVocab || (typeVocab == 0 && ty[i] == 0)));
-            if (id[i] < 0 || id[i] >= vocab || !typeOk) return i + 1;
-        }
         return 0;
     }
 
@@ -582,38 +615,48 @@ public final class CudaBackend extends Backend {
 
     /** Labels are read back: the host validates them and counts the rows that are not ignored (the mean's divisor). */
     @Override
-    protected int kCrossEntropyForward(Tensor losses, float[] mean, Tensor logits, Tensor labels, long n, long classes) {
-        int[] y = downloadInts(labels);
-        for (int i = 0; i < y.length; i++)
-            if (y[i] >= classes) return i + 1;
+    /** Nothing read back: a label outside the classes gives its row a NaN loss (the trainer checks labels before the upload). */
+    protected int kCrossEntropyForward(Tensor losses, Tensor mean, Tensor logits, Tensor labels, long n, long classes) {
         launch(CudaKernel.CROSS_ENTROPY_FORWARD_F32, grid((n + 7) / 8), THREADS, arg(losses), arg(logits), arg(labels), (int) n, (int) classes);
-        float[] l = download(losses);
-        double total = 0;
-        int counted = 0;
-        for (int i = 0; i < l.length; i++) {
-            total += l[i];
-            counted += y[i] >= 0 ? 1 : 0;
-        }
-        mean[0] = counted == 0 ? 0f : (float) (total / counted);
+        launch(CudaKernel.LOSS_MEAN_F32, grid(1), THREADS, arg(mean), arg(losses), arg(labels), (int) n);
         return 0;
     }
 
+    /** Each block counts the batch's labels itself: no read-back. */
     @Override
     protected void kCrossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, long n, long classes, float dloss) {
-        int counted = 0;
-        for (int y : downloadInts(labels)) counted += y >= 0 ? 1 : 0;
         launch(CudaKernel.CROSS_ENTROPY_BACKWARD_F32, grid((n + 7) / 8), THREADS, arg(dlogits), arg(logits), arg(labels), (int) n, (int) classes,
-                counted == 0 ? 0f : dloss / counted);
+                dloss);
+    }
+
+    @Override
+    protected void kMseForward(Tensor pred, Tensor target, long n, Tensor mean) {
+        launch(CudaKernel.MSE_FORWARD_F32, grid(1), THREADS, arg(mean), arg(pred), arg(target), n);
+    }
+
+    @Override
+    protected void kMseBackward(Tensor dpred, Tensor pred, Tensor target, long n, float dloss) {
+        launch(CudaKernel.MSE_BACKWARD_F32, strided(n), THREADS, arg(dpred), arg(pred), arg(target), n, n == 0 ? 0f : 2f * dloss / n);
+    }
+
+    /** The sum of squares into a device double, then one thread decides the scale: no read-back. */
+    @Override
+    protected void kClipScale(java.util.Collection<Tensor> grads, float maxNorm, Tensor loss, long step, Tensor state) {
+        onThisThread();
+        synchronized (this) {
+            long total = sumSquares(grads);
+            launch(CudaKernel.CLIP_SCALE_F32, grid(1), new int[] {32, 1, 1}, 0, arg(state), total, arg(loss), maxNorm, (float) step);
+        }
     }
 
     @Override
     protected void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg, long step, float gradScale) {
-        kAdamwStepMany(java.util.List.<Tensor[]>of(new Tensor[] {param, grad, m, v}), cfg, step, gradScale);
+        kAdamwStepMany(java.util.List.<Tensor[]>of(new Tensor[] {param, grad, m, v}), cfg, step, gradScale, null);
     }
 
     /** One launch for all tensors: a table of {param, grad, m, v, n} uploaded per step, blockIdx.y picks the tensor. */
     @Override
-    protected void kAdamwStepMany(java.util.List<Tensor[]> tensors, AdamWConfig cfg, long step, float gradScale) {
+    protected void kAdamwStepMany(java.util.List<Tensor[]> tensors, AdamWConfig cfg, long step, float gradScale, Tensor scaleAt) {
         int count = tensors.size();
         long largest = 0;
         long[] rows = new long[5 * count]; // {param, grad, m, v, n} per tensor
@@ -630,12 +673,16 @@ public final class CudaBackend extends Backend {
         synchronized (this) {
             long dTable = table.atLeast(Math.max(4096, 8L * rows.length));
             try (Arena a = Arena.ofConfined()) {
-                cu.copyToDevice(dTable, a.allocateFrom(ValueLayout.JAVA_LONG, rows), 8L * rows.length, stream);
-                cu.streamSynchronize(stream);
+                MemorySegment host = a.allocateFrom(ValueLayout.JAVA_LONG, rows);
+                if (!staging.upload(dTable, host, 8L * rows.length)) {
+                    cu.copyToDevice(dTable, host, 8L * rows.length, stream);
+                    cu.streamSynchronize(stream);
+                }
             }
             int blocks = (int) Math.max(1, Math.min(1024, (largest + THREADS - 1) / THREADS));
             launch(CudaKernel.ADAMW_MULTI_F32, new int[] {blocks, count, 1}, new int[] {THREADS, 1, 1}, 0, dTable,
-                    (float) b1, (float) b2, (float) (1.0 - b1), (float) (1.0 - b2), invSqrtBc2, stepSize, decay, (float) cfg.eps(), gradScale);
+                    (float) b1, (float) b2, (float) (1.0 - b1), (float) (1.0 - b2), invSqrtBc2, stepSize, decay, (float) cfg.eps(), gradScale,
+                    arg(scaleAt));
         }
     }
 
@@ -649,10 +696,7 @@ public final class CudaBackend extends Backend {
     protected double kSumOfSquaresMany(java.util.Collection<Tensor> xs) {
         onThisThread();
         synchronized (this) {
-            long total = table.atLeast(4096);
-            cu.fill32(total, 0, 2, stream);
-            for (Tensor x : xs)
-                if (x.numel() > 0) launch(CudaKernel.SUM_SQUARES_F32, strided(x.numel()), THREADS, total, arg(x), x.numel());
+            long total = sumSquares(xs);
             try (Arena a = Arena.ofConfined()) {
                 MemorySegment host = a.allocate(ValueLayout.JAVA_DOUBLE);
                 cu.copyToHost(host, total, 8, stream);
@@ -660,6 +704,15 @@ public final class CudaBackend extends Backend {
                 return host.get(ValueLayout.JAVA_DOUBLE, 0);
             }
         }
+    }
+
+    /** Every tensor's sum of squares into one device double (the table buffer's first 8 bytes); returns its address. */
+    private long sumSquares(java.util.Collection<Tensor> xs) {
+        long total = table.atLeast(4096);
+        cu.fill32(total, 0, 2, stream);
+        for (Tensor x : xs)
+            if (x.numel() > 0) launch(CudaKernel.SUM_SQUARES_F32, strided(x.numel()), THREADS, total, arg(x), x.numel());
+        return total;
     }
 
     // ---------------------------------------------------------------- 2:4 semi-structured weights

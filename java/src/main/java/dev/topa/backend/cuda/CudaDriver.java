@@ -26,7 +26,7 @@ public final class CudaDriver {
     private static volatile Object loaded; // CudaDriver or the String reason it is unavailable
 
     private final MethodHandle cuInit, cuDriverGetVersion, cuDeviceGetCount, cuDeviceGet, cuDeviceGetName, cuDeviceTotalMem,
-            cuDeviceGetAttribute, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemcpyHtoD,
+            cuDeviceGetAttribute, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemAllocHost, cuMemFreeHost, cuMemcpyHtoD,
             cuMemcpyDtoH, cuMemcpyDtoD, cuMemsetD32, cuStreamCreate, cuStreamSynchronize, cuEventCreate, cuEventRecord,
             cuEventSynchronize, cuEventElapsedTime, cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel, cuGetErrorName,
             cuGetErrorString, cuMemGetInfo;
@@ -46,6 +46,8 @@ public final class CudaDriver {
         cuCtxSynchronize = bind(lib, "cuCtxSynchronize");
         cuMemAlloc = bind(lib, "cuMemAlloc_v2", ADDRESS, JAVA_LONG);
         cuMemFree = bind(lib, "cuMemFree_v2", JAVA_LONG);
+        cuMemAllocHost = bind(lib, "cuMemAllocHost_v2", ADDRESS, JAVA_LONG);
+        cuMemFreeHost = bind(lib, "cuMemFreeHost", JAVA_LONG);
         cuMemGetInfo = bind(lib, "cuMemGetInfo_v2", ADDRESS, ADDRESS);
         cuMemcpyHtoD = bind(lib, "cuMemcpyHtoDAsync_v2", JAVA_LONG, ADDRESS, JAVA_LONG, ADDRESS);
         cuMemcpyDtoH = bind(lib, "cuMemcpyDtoHAsync_v2", ADDRESS, JAVA_LONG, JAVA_LONG, ADDRESS);
@@ -203,6 +205,20 @@ public final class CudaDriver {
 
     public void free(long ptr) {
         check(call(cuMemFree, ptr), "cuMemFree_v2");
+    }
+
+    /** Page-locked host memory (copies from it are asynchronous to the host), as a segment of that size. */
+    public MemorySegment hostAlloc(long bytes) {
+        return MemorySegment.ofAddress(out(cuMemAllocHost, "cuMemAllocHost_v2(" + bytes + " bytes)", bytes)).reinterpret(bytes);
+    }
+
+    public void hostFree(MemorySegment pinned) {
+        check(call(cuMemFreeHost, pinned.address()), "cuMemFreeHost");
+    }
+
+    /** Waits until the work queued before the event's record has run. */
+    public void eventSynchronize(long event) {
+        check(call(cuEventSynchronize, MemorySegment.ofAddress(event)), "cuEventSynchronize");
     }
 
     public void copyToDevice(long dst, MemorySegment src, long bytes, long stream) {

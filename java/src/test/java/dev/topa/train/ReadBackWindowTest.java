@@ -1,0 +1,90 @@
+package dev.topa.train;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueTask;
+import dev.topa.io.BertTokenizer;
+import dev.topa.model.BertConfig;
+import dev.topa.model.BertModel;
+import dev.topa.model.BertTraining;
+import dev.topa.model.DropoutConfig;
+import dev.topa.model.TaskHead;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+/**
+ * A step reads nothing back: losses wait on the device in a window and the clip factor and the
+ * finite check are decided there. Run on the CPU with windows of 1 and 5 steps, training must give
+ * the same per-step losses and weights, and a diverging run must stop at the same step with the
+ * same weights (the updates after the bad step skipped where the device decided, not applied).
+ */
+class ReadBackWindowTest {
+    private static final BertConfig CONFIG = new BertConfig(200, 32, 40, 2, 16, new int[] {2}, new int[] {64}, 1e-12f);
+
+    private record Run(List<Double> losses, Map<String, float[]> weights, String error) {}
+
+    private static Run train(int window, double lr, GlueTask task) {
+        SplittableRandom rnd = new SplittableRandom(11);
+        CpuBackend be = CpuBackend.create();
+        try (BertModel model = new BertModel(CONFIG); TaskHead head = new TaskHead(32, task.numLabels(), 5)) {
+            for (var t : model.parameters().values()) {
+                float[] v = new float[(int) t.numel()];
+                for (int i = 0; i < v.length; i++) v[i] = (float) (0.05 * (2 * rnd.nextDouble() - 1));
+                t.copyFrom(v);
+            }
+            List<Trainer.Item> items = new ArrayList<>();
+            for (int i = 0; i < 28; i++) {
+                int len = 3 + rnd.nextInt(12);
+                int[] ids = new int[len], types = new int[len];
+                for (int t = 0; t < len; t++) ids[t] = rnd.nextInt(200);
+                items.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types), new Example("a", "b", rnd.nextInt(2), (float) rnd.nextDouble())));
+            }
+            List<Double> losses = new ArrayList<>();
+            String error = null;
+            try (BertTraining training = new BertTraining(be, model, new BertTraining.Options(n -> true, DropoutConfig.BERT, false,
+                    dev.topa.tensor.DType.F32));
+                    Trainer trainer = new Trainer(be, model, training, head, task, new Trainer.Config(2, 4, lr, 0.01, 0.1, 1.0, 7))) {
+                trainer.readBackEvery(window).fit(items, items.subList(0, 8), r -> {}, st -> losses.add(st.loss()));
+            } catch (ArithmeticException e) {
+                error = e.getMessage();
+            }
+            Map<String, float[]> weights = new LinkedHashMap<>();
+            model.parameters().forEach((n, t) -> weights.put(n, t.toFloatArray()));
+            head.parameters().forEach((n, t) -> weights.put(n, t.toFloatArray()));
+            return new Run(losses, weights, error);
+        }
+    }
+
+    private static void same(Run a, Run b) {
+        assertEquals(a.losses(), b.losses());
+        assertEquals(a.weights().keySet(), b.weights().keySet());
+        a.weights().forEach((n, w) -> assertArrayEquals(w, b.weights().get(n), n));
+    }
+
+    @Test
+    void aWindowOfStepsGivesTheSameLossesAndWeights() {
+        for (GlueTask task : new GlueTask[] {GlueTask.MRPC, GlueTask.STSB}) {
+            Run one = train(1, 1e-3, task), five = train(5, 1e-3, task);
+            assertEquals(14, one.losses().size(), "2 epochs of 7 steps, each reported once");
+            assertTrue(one.error() == null && one.losses().stream().allMatch(Double::isFinite), one.toString());
+            same(one, five);
+        }
+    }
+
+    @Test
+    void aDivergingRunStopsAtTheSameStepWithNothingAppliedFromIt() {
+        Run one = train(1, 1e30, GlueTask.MRPC), five = train(5, 1e30, GlueTask.MRPC);
+        assertTrue(one.error() != null && one.error().matches("(?s)step \\d+: .*(NaN|Infinity).*training stopped.*"), String.valueOf(one.error()));
+        assertEquals(one.error(), five.error());
+        same(one, five);
+    }
+}
