@@ -1,12 +1,23 @@
 # attention_backward_rows_tc / _cols_tc (cuda-kernels/attention_backward_tc.cu) emulated per lane in
 # float64 (rounding left out: this checks indices and the algorithm): the three sweeps with their quad
 # reductions, the scratch pair, the transposed fragments of the cols pass; padding, a sequence with no
-# real key, partial tiles, D 32/64/128; against a numpy attention backward.
+# real key, partial tiles, D 32/64/128, with and without dropout on the probabilities (the kernels'
+# counter-based mask, AttnDrop in common.cuh); against a numpy attention backward.
 import numpy as np, sys
 from mma import mma, b_fragments
 rng = np.random.default_rng(3)
 PAD, WARPS, ROWS, QT = 8, 4, 64, 32
 NEG = -np.inf
+
+def hash32(x):  # common.cuh's hash32 on uint32
+    x &= 0xFFFFFFFF
+    x ^= x >> 16; x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15; x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+def drop_apply(v, drop, bh_row, S, k):  # AttnDrop::apply: element (bh S + q) S + k of the [B, H, S, S] probabilities
+    key, threshold, scale = drop
+    return v * scale if (hash32(((bh_row * S + k) & 0xFFFFFFFF) ^ key) >> 8) >= threshold else 0.0
 
 def row_frags(M, ld, col0, q0, S, D, mul):   # M flat [S*ld]
     f = []
@@ -21,7 +32,7 @@ def row_frags(M, ld, col0, q0, S, D, mul):   # M flat [S*ld]
         f.append(regs)
     return f
 
-def rows_kernel(dqkv, P, DS, qkv, dout, mask, B_, S, H, D, scale):
+def rows_kernel(dqkv, P, DS, qkv, dout, mask, B_, S, H, D, scale, drop=None):
     KT = 32 if D == 128 else 64; A = H * D; row3 = 3 * A
     for b in range(B_):
         for h in range(H):
@@ -77,6 +88,11 @@ def rows_kernel(dqkv, P, DS, qkv, dout, mask, B_, S, H, D, scale):
                                 for kc in range(D // 16):
                                     b0, b1 = b_fragments(sv, n*8, kc*16)
                                     c = mma(w['of'][kc], b0, b1); acc = [acc[l] + c[l] for l in range(32)]
+                                if drop is not None:  # dP = dropout(dO V^T)
+                                    for l in range(32):
+                                        g, t = l >> 2, l & 3
+                                        acc[l] = np.array([drop_apply(acc[l][e], drop, (b*H+h)*S + w['q0'] + g + 8*(e >> 1), S, k0 + n*8 + 2*t + (e & 1))
+                                                           for e in range(4)])
                                 dp.append(acc)
                             if sweep == 1:
                                 for n in range(KT // 8):
@@ -95,7 +111,10 @@ def rows_kernel(dqkv, P, DS, qkv, dout, mask, B_, S, H, D, scale):
                                         q = w['q0'] + g + 8*r
                                         if q >= S or key >= S: continue
                                         at = ((b*H+h)*S + q)*S + key
-                                        P[at:at+2] = p[n][l][2*r:2*r+2]; DS[at:at+2] = ds[2*r:2*r+2]
+                                        pd = p[n][l][2*r:2*r+2]
+                                        if drop is not None:  # Pd for dV
+                                            pd = np.array([drop_apply(pd[i], drop, (b*H+h)*S + q, S, key + i) for i in range(2)])
+                                        P[at:at+2] = pd; DS[at:at+2] = ds[2*r:2*r+2]
                             for n in range(D // 8):
                                 for kc in range(KT // 16):
                                     b0, b1 = b_fragments(skt, n*8, kc*16)
@@ -162,7 +181,7 @@ def cols_kernel(dqkv, P, DS, qkv, dout, B_, S, H, D, scale):
                                 dqkv[o + A + h*D + n*8 + 2*t: o + A + h*D + n*8 + 2*t + 2] = dk[w, n, l][2*r:2*r+2] * scale
                                 dqkv[o + 2*A + h*D + n*8 + 2*t: o + 2*A + h*D + n*8 + 2*t + 2] = dv[w, n, l][2*r:2*r+2]
 
-def reference(qkv, dout, mask, B_, S, H, D, scale):
+def reference(qkv, dout, mask, B_, S, H, D, scale, drop=None):
     A = H*D; X = qkv.reshape(B_, S, 3, H, D); dO = dout.reshape(B_, S, H, D); out = np.zeros((B_, S, 3, H, D))
     for b in range(B_):
         for h in range(H):
@@ -171,11 +190,16 @@ def reference(qkv, dout, mask, B_, S, H, D, scale):
             if mask is not None: s[:, mask[b*S:(b+1)*S] == 0] = -np.inf
             mx = s.max(axis=1, keepdims=True); mx[~np.isfinite(mx)] = 0
             e = np.exp(s - mx); den = e.sum(axis=1, keepdims=True); Pm = np.where(den > 0, e / np.where(den > 0, den, 1), 0)
-            dP = dO[b, :, h] @ V.T; dS = Pm * (dP - (Pm * dP).sum(axis=1, keepdims=True))
-            out[b, :, 0, h] = scale * dS @ K; out[b, :, 1, h] = scale * dS.T @ Q; out[b, :, 2, h] = Pm.T @ dO[b, :, h]
+            M = np.ones((S, S))
+            if drop is not None:
+                M = np.array([[drop_apply(1.0, drop, (b*H+h)*S + q, S, k) for k in range(S)] for q in range(S)])
+            dP = (dO[b, :, h] @ V.T) * M; dS = Pm * (dP - (Pm * dP).sum(axis=1, keepdims=True))
+            out[b, :, 0, h] = scale * dS @ K; out[b, :, 1, h] = scale * dS.T @ Q; out[b, :, 2, h] = (Pm * M).T @ dO[b, :, h]
     return out.reshape(-1)
 
-for (B_, S, H, D, masked) in [(2, 70, 2, 32, True), (1, 40, 1, 64, True), (1, 66, 1, 128, False), (1, 34, 2, 128, True)]:
+for (B_, S, H, D, masked, dropped) in [(2, 70, 2, 32, True, False), (1, 40, 1, 64, True, False), (1, 66, 1, 128, False, False),
+                                       (1, 34, 2, 128, True, False), (2, 70, 2, 32, True, True), (1, 66, 1, 128, False, True)]:
+    drop = (0x9E3779B9, int(0.25 * 2**24), 1 / 0.75) if dropped else None
     A = H*D
     qkv = rng.standard_normal(B_*S*3*A); dout = rng.standard_normal(B_*S*A)
     mask = None
@@ -184,8 +208,8 @@ for (B_, S, H, D, masked) in [(2, 70, 2, 32, True), (1, 40, 1, 64, True), (1, 66
         if B_ > 1: mask[S:2*S] = 0  # a sequence with every key padding
     scale = 1/np.sqrt(D)
     dqkv = np.full(B_*S*3*A, np.nan); P = np.full(B_*H*S*S, np.nan); DS = np.full(B_*H*S*S, np.nan)
-    rows_kernel(dqkv, P, DS, qkv, dout, mask, B_, S, H, D, scale)
+    rows_kernel(dqkv, P, DS, qkv, dout, mask, B_, S, H, D, scale, drop)
     cols_kernel(dqkv, P, DS, qkv, dout, B_, S, H, D, scale)
-    ref = reference(qkv, dout, mask, B_, S, H, D, scale)
+    ref = reference(qkv, dout, mask, B_, S, H, D, scale, drop)
     err = np.abs(dqkv - ref).max() if not np.isnan(dqkv).any() else float('nan')
-    print("attention_backward_max_abs_error_b%d_s%d_h%d_d%d%s: %.1e" % (B_, S, H, D, "_padded" if masked else "", err))
+    print("attention_backward_max_abs_error_b%d_s%d_h%d_d%d%s%s: %.1e" % (B_, S, H, D, "_padded" if masked else "", "_dropout" if dropped else "", err))

@@ -27,14 +27,38 @@ import java.util.SplittableRandom;
  * kernels (CudaBackend.BlockSparseKernel: 1, 4 or 8 block-rows per CTA sharing X tiles, and 8 with the work
  * spread over all warps and cp.async three columns ahead), forward and backward-data. Napkin math next
  * to each: the kept-FLOP rate as a share of the dense GEMM's, same call. First, the per-weight format
- * choice of a 50% block-masked BERT-base on this GPU. Prints `name: value` lines, the kernel figure last.
+ * choice of a 50% block-masked BERT-base on this GPU. Every timed output is also checked: forward and
+ * backward-data against fp32 GEMMs with the masked dense weight, normwise within the bf16 products'
+ * bound ({@link OpsCheck#BF16_PRODUCTS}); a mismatch prints `blocksparse_check_failed: ...` and the
+ * program exits 1. Prints `name: value` lines, the kernel figure last.
  */
 public final class BlockSparseBench {
     public static void main(String[] args) {
         Gpu.requireOrExit();
+        int failures;
         try (CudaBackend gpu = CudaBackend.open(0)) {
             formats(gpu);
-            new BlockSparseBench().run(gpu); // the asked figure last
+            BlockSparseBench bench = new BlockSparseBench();
+            bench.run(gpu); // the asked figure last
+            failures = bench.failures;
+        }
+        System.exit(failures == 0 ? 0 : 1);
+    }
+
+    private int failures;
+
+    /** got against want (both on the GPU), normwise; a failure is printed and counted. */
+    private void check(CudaBackend gpu, TensorScope h, String what, Tensor got, Tensor want) {
+        float[] g = gpu.copyOf(got, h).toFloatArray(), w = gpu.copyOf(want, h).toFloatArray();
+        double diff = 0, norm = 0;
+        for (int i = 0; i < g.length; i++) {
+            diff += (g[i] - (double) w[i]) * (g[i] - (double) w[i]);
+            norm += w[i] * (double) w[i];
+        }
+        double rel = Math.sqrt(diff / Math.max(norm, 1e-30));
+        if (!(rel <= OpsCheck.BF16_PRODUCTS)) {
+            failures++;
+            System.out.printf(Locale.ROOT, "blocksparse_check_failed: %s rel error %.3g > %.0e%n", what, rel, OpsCheck.BF16_PRODUCTS);
         }
     }
 
@@ -73,20 +97,32 @@ public final class BlockSparseBench {
                     BlockSparseWeight.Pack fwd = BlockSparseWeight.pack(gpu, w, mask, false, d, false);
                     BlockSparseWeight.Pack bwd = BlockSparseWeight.pack(gpu, w, mask, true, d, false);
                     String tag = names[s] + "_sparsity" + Math.round(100 * sparsity);
+                    // the references: fp32 GEMMs with the weight's unkept blocks zeroed
+                    float[] wm = gpu.copyOf(w, h).toFloatArray();
+                    int b = BlockSparseWeight.BLOCK;
+                    for (int r = 0; r < out; r++)
+                        for (int c = 0; c < in; c++)
+                            if (!mask[r / b][c / b]) wm[r * in + c] = 0f;
+                    Tensor masked = gpu.copyOf(h.allocate(DType.F32, out, in).copyFrom(wm), d);
+                    Tensor yRef = d.allocate(DType.F32, m, out), dxRef = d.allocate(DType.F32, m, in);
+                    gpu.gemm(false, true, 1f, x, masked, 0f, yRef, bias);
                     for (int gi = 0; gi < groups.length; gi++) {
                         gpu.tuning().blockSparseKernel(groups[gi]);
                         double f = LoraForwardBench.time(gpu, () -> BlockSparseWeight.linear(gpu, y, x, fwd, bias, 0f, null, null, 0f, false));
-                        double b = LoraForwardBench.time(gpu, () -> BlockSparseWeight.linear(gpu, dx, y, bwd, null, 0f, null, null, 0f, false));
-                        double fk = Math.max(f - convertX, 1e-3), bk = Math.max(b - convertY, 1e-3);
+                        double bw = LoraForwardBench.time(gpu, () -> BlockSparseWeight.linear(gpu, dx, y, bwd, null, 0f, null, null, 0f, false));
+                        check(gpu, h, tag + " " + groups[gi] + " forward", y, yRef);
+                        gpu.gemm(false, false, 1f, y, masked, 0f, dxRef, null); // backward-data read this forward's y
+                        check(gpu, h, tag + " " + groups[gi] + " backward-data", dx, dxRef);
+                        double fk = Math.max(f - convertX, 1e-3), bk = Math.max(bw - convertY, 1e-3);
                         double keptTflops = 2.0 * m * out * in * fwd.density() / (fk * 1e6);
                         String k = groups[gi].name().toLowerCase(Locale.ROOT);
                         System.out.printf(Locale.ROOT, "blocksparse_%s_%s_forward_us: %.1f (layer speedup vs dense %.2fx; kernel %.1f vs GEMM %.1f: %.2fx;"
                                 + " kept-FLOP rate %.0f TFLOP/s = %.0f%% of dense)%n", tag, k, f, denseUs / f, fk, gemmF, gemmF / fk, keptTflops,
                                 100 * keptTflops / denseTflops);
-                        System.out.printf(Locale.ROOT, "blocksparse_%s_%s_backward_data_us: %.1f (kernel %.1f vs GEMM %.1f: %.2fx)%n", tag, k, b, bk,
+                        System.out.printf(Locale.ROOT, "blocksparse_%s_%s_backward_data_us: %.1f (kernel %.1f vs GEMM %.1f: %.2fx)%n", tag, k, bw, bk,
                                 gemmB, gemmB / bk);
                         if (sparsity == 0.8 && s < 2) {
-                            worstLayer[gi] = Math.min(worstLayer[gi], Math.min(denseUs / f, (convertY + gemmB) / b));
+                            worstLayer[gi] = Math.min(worstLayer[gi], Math.min(denseUs / f, (convertY + gemmB) / bw));
                             worstKernel[gi] = Math.min(worstKernel[gi], Math.min(gemmF / fk, gemmB / bk));
                         }
                     }

@@ -10,8 +10,10 @@ import java.util.List;
  * The op harness on a GPU: every case of every op family against the float64 references, on
  * CUDA in fp32 (the fp32 bounds, as on the CPU) and in mixed precision (products on the tensor cores
  * held to the bf16 floor), then again for every kernel choice the backend's {@link CudaBackend.Tuning}
- * offers (block-sparse kernels, the attention backward on CUDA cores), then the timings. Prints a
- * line per case and {@code ops_failures: N} last; exits 1 on a failure, 2 without a GPU.
+ * offers (block-sparse kernels, the attention backward on CUDA cores), then the timings. Modes:
+ * {@code check} (the cases only: what the kit runs under compute-sanitizer and as its parity stage),
+ * {@code bench} (the timings only), none (both). Prints a line per case and {@code ops_failures: N}
+ * last; exits 1 on a failure, 2 without a GPU.
  */
 public final class OpsCheck {
     /** The normwise error of a product of bf16-rounded operands summed in fp32: a few units of bf16's 2^-9 (kit/emulate/rounding_bounds.py). */
@@ -21,20 +23,12 @@ public final class OpsCheck {
 
     public static void main(String[] args) {
         Gpu.requireOrExit();
-        boolean quick = args.length > 0 && args[0].equals("quick");
+        String mode = args.length > 0 ? args[0] : "all";
+        boolean check = !mode.equals("bench"), bench = mode.equals("all") || mode.equals("bench");
         List<String> failed = new ArrayList<>();
         try (CudaBackend exact = CudaBackend.open(0, CudaBackend.Precision.FP32); CudaBackend mixed = CudaBackend.open(0)) {
-            failed.addAll(run(exact, 0, "fp32"));
-            failed.addAll(run(mixed, BF16_PRODUCTS, "mixed"));
-            for (CudaBackend.BlockSparseKernel k : CudaBackend.BlockSparseKernel.values()) {
-                mixed.tuning().blockSparseKernel(k);
-                failed.addAll(Ops.checkAll(mixed, "blocksparse", BF16_PRODUCTS, System.out).stream().map(f -> "mixed " + k + " " + f).toList());
-            }
-            mixed.tuning().blockSparseKernel(CudaBackend.BlockSparseKernel.ROWS8_STAGED);
-            mixed.tuning().tensorCoreAttentionBackward(false);
-            failed.addAll(Ops.checkAll(mixed, "attention", BF16_PRODUCTS, System.out).stream().map(f -> "mixed cuda-core backward " + f).toList());
-            mixed.tuning().tensorCoreAttentionBackward(true);
-            if (!quick) {
+            if (check) failed.addAll(checks(exact, mixed));
+            if (bench) {
                 Ops.bench(exact, null, 4096, 7, System.out);
                 Ops.bench(mixed, null, 4096, 7, System.out);
             }
@@ -42,6 +36,22 @@ public final class OpsCheck {
         failed.forEach(f -> System.out.println("FAILED " + f));
         System.out.println("ops_failures: " + failed.size());
         System.exit(failed.isEmpty() ? 0 : 1);
+    }
+
+    /** Every case in both modes and under every kernel choice: the failures. */
+    static List<String> checks(CudaBackend exact, CudaBackend mixed) {
+        List<String> failed = new ArrayList<>();
+        failed.addAll(run(exact, 0, "fp32"));
+        failed.addAll(run(mixed, BF16_PRODUCTS, "mixed"));
+        for (CudaBackend.BlockSparseKernel k : CudaBackend.BlockSparseKernel.values()) {
+            mixed.tuning().blockSparseKernel(k);
+            failed.addAll(Ops.checkAll(mixed, "blocksparse", BF16_PRODUCTS, System.out).stream().map(f -> "mixed " + k + " " + f).toList());
+        }
+        mixed.tuning().blockSparseKernel(CudaBackend.BlockSparseKernel.ROWS8_STAGED);
+        mixed.tuning().tensorCoreAttentionBackward(false);
+        failed.addAll(Ops.checkAll(mixed, "attention", BF16_PRODUCTS, System.out).stream().map(f -> "mixed cuda-core backward " + f).toList());
+        mixed.tuning().tensorCoreAttentionBackward(true);
+        return failed;
     }
 
     /** Every case on be; the failures, each prefixed with the mode. */
