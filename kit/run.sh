@@ -124,7 +124,10 @@ step 90 "$logs/harness.log" "${jrun[@]}" dev.topa.kit.OpsCheck check; c3=$?
 step 120 "$logs/train.log" "${jrun[@]}" dev.topa.kit.TrainingStepParity dense; c4=$?
 step 60 "$logs/train.log" "${jrun[@]}" dev.topa.kit.TrainingStepParity blocks; c5=$?
 step 45 "$logs/sparse24.log" "${jrun[@]}" dev.topa.kit.Sparse24Check; c6=$?
-stage_result parity $c1 $c2 $c3 $c4 $c5 $c6
+step 45 "$logs/nccl.log" "${jrun[@]}" dev.topa.kit.NcclCheck; c7=$? # one rank here; 3: no libnccl on this machine (said, not a failure)
+note "nccl: exit $c7, $(grep -h -E '^nccl_(check|available|version)' "$logs/nccl.log" | tr '\n' ' ')"
+[ $c7 -ne 3 ] || c7=0
+stage_result parity $c1 $c2 $c3 $c4 $c5 $c6 $c7
 note "parity: CudaOpCheck $c1, CudaEncoderCheck $c2, op harness $c3 ($(grep -m1 ops_failures "$logs/harness.log")), training step dense $c4 blocks $c5, 2:4 $c6"
 grep -h "^FAILED" "$logs/harness.log" | head -20 >> "$logs/summary-body.txt"
 

@@ -14,12 +14,12 @@ import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 
 /**
- * The engine's layers name only what is below them: tensor < backend < model < io < glue < train <
+ * The engine's layers name only what is below them: tensor < backend < dist < model < io < glue < train <
  * prune < serve. Every source file is read for imports and fully qualified names of dev.topa
  * packages; one that names a higher layer fails with the file and the name.
  */
 class LayeringTest {
-    static final List<String> LAYERS = List.of("tensor", "backend", "model", "io", "glue", "train", "prune", "serve");
+    static final List<String> LAYERS = List.of("tensor", "backend", "dist", "model", "io", "glue", "train", "prune", "serve");
     private static final Pattern NAME = Pattern.compile("\\bdev\\.topa\\.([a-z]+)\\b");
 
     static List<String> violations(Path root) throws IOException {

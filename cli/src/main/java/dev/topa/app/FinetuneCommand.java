@@ -111,7 +111,8 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
             if (rc.method() == Recipe.Method.LORA) m.addLora(rc.loraConfig(), rc.seed());
             // on a GPU the model and head train there; the host copies receive the trained values for saving
             try (TrainingCopy copy = new TrainingCopy(be, m, head);
-                    Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(evalEvery));
+                    Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(evalEvery))
+                            .distributed(Main.processes);
                     TrainingProgress progress = new TrainingProgress(job.out)) {
                 if (rc.basePrecision() == Recipe.Precision.BF16) copy.model.packForTraining(be);
                 List<Trainer.Item> train = Trainer.items(trainEx, tok), dev = Trainer.items(devEx, tok);
@@ -121,12 +122,13 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                     return 0;
                 }
                 long total = m.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
-                OutputDirectory out = job.openOut(resume, TaskOptions.bytesNeeded(4 * total, 12 * trainer.trainableParameters()));
+                boolean root = Main.processes.isRoot(); // across processes rank 0 alone checks, writes and reports
+                OutputDirectory out = root ? job.openOut(resume, TaskOptions.bytesNeeded(4 * total, 12 * trainer.trainableParameters())) : null;
                 System.out.printf(Locale.ROOT, "task: %s, method: %s, model: %s%n", t.folder(), rc.method().label(), loaded.description());
                 System.out.printf(Locale.ROOT, "train examples: %d, dev examples: %d, trainable parameters: %d%n", trainEx.size(), devEx.size(),
                         trainer.trainableParameters());
                 double best = Double.NEGATIVE_INFINITY;
-                Path checkpoint = out.file("checkpoint.safetensors");
+                Path checkpoint = job.out.resolve("checkpoint.safetensors");
                 if (resume) {
                     if (!Files.isRegularFile(checkpoint)) throw new IllegalArgumentException("--resume: no checkpoint at " + checkpoint);
                     try (Safetensors st = Safetensors.read(checkpoint)) { // before any of its tensors is loaded
@@ -136,7 +138,7 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                     best = Double.parseDouble(meta.getOrDefault("best_dev", "-Infinity"));
                     System.out.printf(Locale.ROOT, "resumed after epoch %d (best dev %s so far)%n", trainer.epochsDone(), best);
                     if (trainer.epochsDone() >= rc.epochs()) {
-                        System.out.printf(Locale.ROOT, "nothing to do: all %d epochs are done; the best model is in %s%n", rc.epochs(), out.path());
+                        System.out.printf(Locale.ROOT, "nothing to do: all %d epochs are done; the best model is in %s%n", rc.epochs(), job.out);
                         return 0;
                     }
                 }
@@ -144,6 +146,7 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                         new TrainingLoop.Output(out, loaded.tokenizer(), tok.maxLength(), checkpoint, identity), best,
                         TrainingLoop.Hooks.NONE.withExport(copy.export()).withListener(progress));
                 MemoryTracker mem = MemoryTracker.of(be.device());
+                if (!root) return 0;
                 TrainingReport.write(out.path(), t, rc, loaded.description(), trainer.trainableParameters(), total, run.results(), mem);
                 TrainingPlot.write(out.file("report.png"), t.folder() + ", " + rc.method().label(), run.stepLoss(),
                         run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));

@@ -124,12 +124,12 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
         if (options.given("--base-precision") == null) rc = rc.withBasePrecision(gpu && !pruneOnly ? Recipe.Precision.BF16 : Recipe.Precision.FP32);
         if (options.given("--activation-precision") == null && gpu) rc = rc.withActivationPrecision(Recipe.Precision.BF16);
         try (Backend be = device.backend(); TrainingProgress progress = new TrainingProgress(job.out)) {
-            PruningAdapter pipeline = new PruningAdapter(be, cfg, progress);
+            PruningAdapter pipeline = new PruningAdapter(be, cfg, progress).distributed(Main.processes);
             pipeline.check(rc);
             List<Example> train = job.train(), dev = job.dev();
             ModelLoader.Loaded model = ModelLoader.load(job.model);
-            OutputDirectory out;
-            try {
+            OutputDirectory out = null; // across processes rank 0 alone checks and writes the outputs
+            if (Main.processes.isRoot()) try {
                 out = job.openOut(false, TaskOptions.bytesNeeded(model.model().parameterBytes(), 0));
             } catch (IOException | RuntimeException e) {
                 model.model().close();

@@ -132,6 +132,12 @@ public final class BertNames {
 
     private static final Pattern LAYER_NAME = Pattern.compile("encoder\\.layer\\.(\\d+)\\.(.+)\\.([A-Za-z_]+)");
 
+    /** The encoder layer a parameter belongs to ("encoder.layer.L. ..."), or -1 for any other name. */
+    public static int layerOf(String name) {
+        Matcher m = LAYER_NAME.matcher(name);
+        return m.matches() ? Integer.parseInt(m.group(1)) : -1;
+    }
+
     /** The parts of an encoder layer's parameter name, or null for any other name. */
     public static Parsed parse(String name) {
         Matcher m = LAYER_NAME.matcher(name);

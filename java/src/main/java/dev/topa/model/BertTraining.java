@@ -289,6 +289,17 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
         return model.parameter(name);
     }
 
+    private java.util.function.IntConsumer layerDone = l -> {};
+
+    /**
+     * Called in backward as soon as layer l's parameter gradients are complete (the last layer first),
+     * so a data-parallel trainer can start summing them across processes while the layers below
+     * are still computed.
+     */
+    public void onLayerGradients(java.util.function.IntConsumer done) {
+        layerDone = done == null ? l -> {} : done;
+    }
+
     /** Accumulates parameter gradients from dOut = dL/d(last_hidden_state) of the last forward. */
     public void backward(Backend be, StepArena arena, Tensor dOut) {
         if (embedded == null || !dOut.isAlive() || !embedded.emb().isAlive())
@@ -301,6 +312,7 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
         for (int l = cfg.layers() - 1; l >= 0; l--) {
             Tensor dIn = pingPong[l % 2];
             layerBackward(be, l, saved[l], dh, dIn);
+            layerDone.accept(l);
             dh = dIn;
         }
         // embeddings: dropout, LayerNorm, then the scatter-add into the tables

@@ -2,8 +2,9 @@ package dev.topa.prune;
 
 import dev.topa.backend.Backend;
 import dev.topa.backend.BlockSparseWeight;
-import dev.topa.model.BertConfig;
+import dev.topa.dist.Communicator;
 import dev.topa.model.Adapter;
+import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertNames;
 import dev.topa.model.BertNames.Slot;
@@ -38,6 +39,14 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
     private Tensor gradient, effective, sums, hostSum;
     private long batches;
     private int lastSlot = -1; // layer * 4 + slot of the previous call
+
+    private Communicator comm = Communicator.SINGLE;
+
+    /** Scores of a data-parallel run: each batch's block sums are summed over the ranks before the absolute value (the global batch's). */
+    public BlockScores distributed(Communicator comm) {
+        this.comm = comm;
+        return this;
+    }
 
     public BlockScores(BertConfig config, Method method) {
         this.method = method;
@@ -96,6 +105,7 @@ public final class BlockScores implements BertTraining.WeightGradientListener {
         Tensor blocks = view(sums, out / B, in / B), host = view(hostSum, out / B, in / B);
         be.blockDot(blocks, weight, g);
         be.copy(host, blocks);
+        comm.allReduceSum(List.of(host));
         for (int rb = 0; rb < s.length; rb++)
             for (int cb = 0; cb < s[rb].length; cb++) s[rb][cb] += Math.abs(host.getFloat((long) rb * s[rb].length + cb));
     }

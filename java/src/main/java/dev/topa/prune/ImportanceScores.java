@@ -1,5 +1,6 @@
 package dev.topa.prune;
 
+import dev.topa.dist.Communicator;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertTraining;
 import dev.topa.tensor.Tensor;
@@ -15,6 +16,17 @@ public final class ImportanceScores implements BertTraining.MaskGradientListener
 
     private final double[][] headTaylor, headFisher, neuronTaylor, neuronFisher;
     private long batches;
+    private Communicator comm = Communicator.SINGLE;
+
+    /**
+     * Scores of a data-parallel run: each batch's per-unit sums (and sums of squares) are summed over
+     * the ranks before the absolute value is taken, so the scores are those of the global batch and
+     * every rank ranks the same units.
+     */
+    public ImportanceScores distributed(Communicator comm) {
+        this.comm = comm;
+        return this;
+    }
 
     public ImportanceScores(BertConfig cfg) {
         int n = cfg.layers();
@@ -33,26 +45,28 @@ public final class ImportanceScores implements BertTraining.MaskGradientListener
     @Override
     public void heads(int layer, Tensor perExample) {
         if (layer == headTaylor.length - 1) batches++; // backward visits the last layer first, once per batch
-        accumulate(perExample, headTaylor[layer], headFisher[layer]);
+        accumulate(perExample, headTaylor[layer], headFisher[layer], comm);
     }
 
     @Override
     public void neurons(int layer, Tensor perExample) {
-        accumulate(perExample, neuronTaylor[layer], neuronFisher[layer]);
+        accumulate(perExample, neuronTaylor[layer], neuronFisher[layer], comm);
     }
 
-    private static void accumulate(Tensor perExample, double[] taylor, double[] fisher) {
+    private static void accumulate(Tensor perExample, double[] taylor, double[] fisher, Communicator comm) {
         float[] g = perExample.toFloatArray();
         int groups = taylor.length, examples = g.length / Math.max(1, groups);
-        for (int j = 0; j < groups; j++) {
-            double sum = 0, sq = 0;
+        double[] sums = new double[2 * groups]; // per unit: the sum over the batch's examples, then the sum of squares
+        for (int j = 0; j < groups; j++)
             for (int b = 0; b < examples; b++) {
                 double v = g[b * groups + j];
-                sum += v;
-                sq += v * v;
+                sums[j] += v;
+                sums[groups + j] += v * v;
             }
-            taylor[j] += Math.abs(sum);
-            fisher[j] += sq;
+        comm.allReduceSum(sums);
+        for (int j = 0; j < groups; j++) {
+            taylor[j] += Math.abs(sums[j]);
+            fisher[j] += sums[groups + j];
         }
     }
 

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.topa.backend.Backend;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.dist.Communicator;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
@@ -119,6 +120,18 @@ public final class PruningAdapter {
     /** The host backend: it saves, and measures the saved model. */
     private final CpuBackend cpu = CpuBackend.create();
 
+    private Communicator comm = Communicator.SINGLE;
+
+    /**
+     * Runs as one of comm's ranks: every training data parallel, importance and block scores summed
+     * over ranks before anything is ranked (so every rank removes the same heads, neurons and
+     * blocks), evaluation sharded; only rank 0 writes the outputs (the job's out may be null on the others).
+     */
+    public PruningAdapter distributed(Communicator comm) {
+        this.comm = comm;
+        return this;
+    }
+
     /** A pipeline that trains on be (the CPU, or a GPU backend). */
     public PruningAdapter(Backend be, Config cfg, Listener listener) {
         cfg.checkDevice(be.device().isHostAccessible());
@@ -159,8 +172,8 @@ public final class PruningAdapter {
             boolean blocks = cfg.structure() == Structure.BLOCKS;
             // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
             if (!cfg.headScoring()) dense.addLora(rc.loraConfig(), rc.seed());
-            ImportanceScores scores = new ImportanceScores(dense.config());
-            BlockScores blockScores = blocks ? new BlockScores(dense.config(), blockMethod()) : null;
+            ImportanceScores scores = new ImportanceScores(dense.config()).distributed(comm);
+            BlockScores blockScores = blocks ? new BlockScores(dense.config(), blockMethod()).distributed(comm) : null;
             long t0 = System.nanoTime();
             Recipe scoring = cfg.headScoring() ? rc.with("lr", 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
             try (TrainingCopy copy = new TrainingCopy(be, dense, head)) {
@@ -169,7 +182,7 @@ public final class PruningAdapter {
                 if (!cfg.headScoring() && !blocks && rc.basePrecision() == Recipe.Precision.BF16) copy.model.packForTraining(be);
                 warm.setMaskGradientListener(scores);
                 if (blocks) warm.setWeightGradientListener(blockScores);
-                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, t, scoring.trainerConfig(0))) {
+                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, t, scoring.trainerConfig(0)).distributed(comm)) {
                     scoringSteps(trainer, run.train(), rc, 0, scoring.lr());
                 }
                 copy.copyBack(); // the warmed-up adapters and head go on with the pruned model
@@ -197,12 +210,12 @@ public final class PruningAdapter {
         if (both) {
             say("structured part: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d", Arrays.toString(pruned.config().heads()),
                     Arrays.toString(pruned.config().ffn()), run.denseParams(), encoderParameters(pruned));
-            BlockScores second = new BlockScores(pruned.config(), blockMethod());
+            BlockScores second = new BlockScores(pruned.config(), blockMethod()).distributed(comm);
             long t1 = System.nanoTime();
             try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head())) {
                 BertTraining warm = copy.training(rc);
                 warm.setWeightGradientListener(second); // blocks scored on the smaller model, its adapters training on
-                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, run.job().task(), rc.trainerConfig(0))) {
+                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, run.job().task(), rc.trainerConfig(0)).distributed(comm)) {
                     scoringSteps(trainer, run.train(), rc, 1, rc.lr());
                 }
                 copy.copyBack();
@@ -265,7 +278,7 @@ public final class PruningAdapter {
         Recipe rc = run.recipe();
         GlueTask t = run.job().task();
         try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head());
-                Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(cfg.evalEvery()))) {
+                Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(cfg.evalEvery())).distributed(comm)) {
             List<BlockFormats.Slot> formats = List.of();
             if (blockMasked) {
                 long rows = Math.min((long) rc.batchSize() * rc.maxSeqLen(), be.device().isHostAccessible() ? 1024 : 4096);
@@ -300,7 +313,7 @@ public final class PruningAdapter {
         long rampSteps = Math.max(1, Math.round(cfg.ramp() * stepsPerEpoch * rc.epochs())), every = Math.max(1, rampSteps / 10);
         long[] step = {0};
         try (dense; BertTraining training = new BertTraining(null, dense, rc.trainingOptions());
-                Trainer trainer = new Trainer(cpu, dense, training, run.head(), run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
+                Trainer trainer = new Trainer(cpu, dense, training, run.head(), run.job().task(), rc.trainerConfig(cfg.evalEvery())).distributed(comm)) {
             training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
             TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output(run),
                     Double.NEGATIVE_INFINITY, new TrainingLoop.Hooks(st -> {
@@ -343,6 +356,8 @@ public final class PruningAdapter {
      */
     private Result writeReports(Run run, Trainer trainer, BertModel pruned, TrainingLoop.Outcome outcome, String description, String plotTitle,
             Consumer<ObjectNode> extra) throws IOException {
+        if (!comm.isRoot()) // the other ranks hold the same model and books; rank 0 writes
+            return new Result(outcome, run.denseParams(), encoderParameters(pruned), pruned.config().heads(), pruned.config().ffn(), null);
         Path out = run.job().out().path();
         GlueTask t = run.job().task();
         long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();

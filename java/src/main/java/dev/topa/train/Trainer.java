@@ -3,6 +3,7 @@ package dev.topa.train;
 import dev.topa.backend.AdamWConfig;
 import dev.topa.backend.Backend;
 import dev.topa.backend.Dropout;
+import dev.topa.dist.Communicator;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.glue.Metric;
@@ -10,6 +11,7 @@ import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelFormatException;
 import dev.topa.io.Safetensors;
 import dev.topa.model.BertModel;
+import dev.topa.model.BertNames;
 import dev.topa.model.BertTraining;
 import dev.topa.model.TaskHead;
 import dev.topa.tensor.DType;
@@ -36,6 +38,14 @@ import java.util.SplittableRandom;
  * steps are read back at once (every step on the host, where reading is free), and at every
  * evaluation; a step whose loss or gradient norm was not finite makes that and every later update a
  * no-op on the device, and the read-back stops training naming it.
+ *
+ * <p>Data parallel ({@link #distributed}): every rank walks the same seeded order; each global batch
+ * is split into contiguous shares, one per rank; a rank's loss gradient is weighted by its share
+ * of the batch, so the gradients summed over ranks are the one-process gradients of the global
+ * batch. The sums run per bucket (a layer's gradients, then the rest) as soon as backward has
+ * finished the layer, non-blocking, and all are awaited before clipping, which then sees the same
+ * gradients on every rank: every rank takes the same step. Losses, evaluation outputs (each rank
+ * predicts its share of the dev set) and the finite check are reduced the same way.
  */
 public final class Trainer implements AutoCloseable {
     /** headDropout: on the pooled representation (the encoder's dropout is the BertTraining's). */
@@ -81,6 +91,13 @@ public final class Trainer implements AutoCloseable {
     private final Predictor predictor;
     private long step;
     private int epochsDone;
+    private Communicator comm = Communicator.SINGLE;
+    /** Per rank, what share of each pending step's global batch it had (its loss weight). */
+    private final List<Double> pendingWeights = new ArrayList<>();
+    /** Gradient sums across ranks: one bucket per encoder layer, then everything else (embeddings, head). */
+    private List<GradientBucket> layerBuckets = List.of();
+    private GradientBucket restBucket;
+
     /** Steps whose losses a device keeps before one read-back. */
     public static final int DEVICE_WINDOW = 16;
     private int window;
@@ -114,6 +131,46 @@ public final class Trainer implements AutoCloseable {
             moments.put(n, new Tensor[] {zeros(params.get(n).shape()), zeros(params.get(n).shape())});
         window = be.device().isHostAccessible() ? 1 : DEVICE_WINDOW;
         stats = zeros(Backend.CLIP_STATE + DEVICE_WINDOW, 1);
+    }
+
+    /**
+     * Trains as one of comm's ranks (data parallel, see the class comment); every rank must call the
+     * same methods with the same data. Before the first step.
+     */
+    public Trainer distributed(Communicator comm) {
+        if (step != 0 || !pending.isEmpty()) throw new IllegalStateException("distributed() goes before the first step");
+        this.comm = comm;
+        if (comm.size() == 1) return this;
+        if (!be.device().isHostAccessible())
+            throw new UnsupportedOperationException("training across processes on " + be.device() + " needs NCCL, which this build does not bind"
+                    + " yet; run the ranks on the CPU");
+        int layers = model.config().layers();
+        List<List<Tensor>> perLayer = new ArrayList<>();
+        for (int l = 0; l < layers; l++) perLayer.add(new ArrayList<>());
+        List<Tensor> rest = new ArrayList<>();
+        grads.forEach((n, g) -> {
+            int l = BertNames.layerOf(n);
+            (l >= 0 ? perLayer.get(l) : rest).add(g);
+        });
+        List<GradientBucket> buckets = new ArrayList<>();
+        for (List<Tensor> ts : perLayer) buckets.add(new GradientBucket(ts, optimizerScope));
+        layerBuckets = buckets;
+        restBucket = new GradientBucket(rest, optimizerScope);
+        training.onLayerGradients(l -> layerBuckets.get(l).start(comm));
+        return this;
+    }
+
+    public Communicator communicator() {
+        return comm;
+    }
+
+    /** This rank's contiguous share of a global batch (possibly empty when the batch has fewer examples than ranks). */
+    private <T> List<T> share(List<T> batch) {
+        return batch.subList(shareStart(batch.size()), (int) ((long) batch.size() * (comm.rank() + 1) / comm.size()));
+    }
+
+    private int shareStart(int n) {
+        return (int) ((long) n * comm.rank() / comm.size());
     }
 
     /**
@@ -271,18 +328,65 @@ public final class Trainer implements AutoCloseable {
     /** Forward and backward on a batch: returns the loss (read back), adds to the gradients (no update). */
     public double lossAndGradients(List<Item> batch) {
         Tensor loss = stats.rows(Backend.CLIP_STATE, Backend.CLIP_STATE + 1);
-        accumulate(batch, loss);
+        accumulate(batch, loss, 1f);
         float l = onHost(loss);
         checkFinite(l);
         return l;
     }
 
-    /** A step with its loss left in the next slot of the window; info: what onStep gets once the loss is read back. */
+    /**
+     * A step on a global batch (this rank's share of it) with the loss left in the next slot of the
+     * window; info: what onStep gets once the loss is read back.
+     */
     private void stepKeepingLoss(List<Item> batch, double lr, StepInfo info) {
         Tensor loss = stats.rows(Backend.CLIP_STATE + pending.size(), Backend.CLIP_STATE + pending.size() + 1);
-        accumulate(batch, loss);
-        optimizerStep(lr, loss);
+        List<Item> mine = share(batch);
+        double weight = (double) mine.size() / batch.size();
+        if (mine.isEmpty()) // fewer examples than ranks: this rank runs the last one with weight 0, so every rank makes the same collective calls
+            mine = batch.subList(batch.size() - 1, batch.size());
+        accumulate(mine, loss, (float) weight);
+        if (comm.size() > 1) reduceGradients();
+        optimizerStep(lr, comm.size() > 1 ? null : loss); // across ranks only the (summed) gradients decide: the same on every rank
+        if (CHECK_REPLICAS && comm.size() > 1) checkReplicas();
         pending.add(info);
+        pendingWeights.add(weight);
+    }
+
+    /** -Dtopa.dist.check=true: after every step, every rank's parameters are compared with rank 0's (a checksum of their bits). */
+    private static final boolean CHECK_REPLICAS = Boolean.getBoolean("topa.dist.check");
+
+    private void checkReplicas() {
+        long sum = 0;
+        for (Map.Entry<String, Tensor> e : params.entrySet()) {
+            float[] v = be.device().isHostAccessible() ? e.getValue().toFloatArray() : copyToHost(e.getValue());
+            for (float x : v) sum = sum * 31 + Float.floatToRawIntBits(x);
+        }
+        byte[] root = java.nio.ByteBuffer.allocate(8).putLong(sum).array();
+        comm.broadcast(root, 0);
+        if (java.nio.ByteBuffer.wrap(root).getLong() != sum)
+            throw new IllegalStateException("step " + step + ": the parameters of rank " + comm.rank() + " differ from rank 0's (replicas drifted apart)");
+    }
+
+    /** Every bucket summed across ranks: the layers' were started during backward, the rest starts now. */
+    private void reduceGradients() {
+        long t0 = System.nanoTime();
+        for (GradientBucket b : layerBuckets) b.start(comm); // a no-op where backward started it
+        restBucket.start(comm);
+        for (GradientBucket b : layerBuckets) b.finish();
+        restBucket.finish();
+        communicationNanos += System.nanoTime() - t0;
+    }
+
+    private long communicationNanos;
+
+    /** Seconds spent after backward waiting for the gradient sums (what overlap with backward did not hide), since the start. */
+    public double communicationSeconds() {
+        return communicationNanos * 1e-9;
+    }
+
+    /** Bytes of gradients each rank sends into the sums per step (0 in one process). */
+    public long bytesReducedPerStep() {
+        return comm.size() == 1 ? 0 : 4L * grads.values().stream().mapToLong(Tensor::numel).sum();
     }
 
     /**
@@ -293,11 +397,20 @@ public final class Trainer implements AutoCloseable {
         if (pending.isEmpty()) return;
         float[] s = be.device().isHostAccessible() ? stats.toFloatArray() : copyToHost(stats);
         long bad = (long) s[Backend.CLIP_FIRST_BAD_STEP], first = step - pending.size() + 1; // the window's steps: first .. step
+        double[] losses = new double[pending.size()]; // the global batches' losses: each rank's mean weighted by its share, summed
+        for (int i = 0; i < losses.length; i++) losses[i] = s[Backend.CLIP_STATE + i] * pendingWeights.get(i);
+        comm.allReduceSum(losses);
+        for (int i = 0; i < losses.length && bad == 0; i++)
+            if (!Double.isFinite(losses[i])) {
+                bad = first + i;
+                s[Backend.CLIP_BAD_LOSS] = (float) losses[i];
+            }
         for (int i = 0; i < pending.size() && (bad == 0 || first + i < bad); i++) {
             StepInfo p = pending.get(i);
-            onStep.accept(new StepInfo(p.epoch(), p.batch(), p.batches(), s[Backend.CLIP_STATE + i], p.examples()));
+            onStep.accept(new StepInfo(p.epoch(), p.batch(), p.batches(), losses[i], p.examples()));
         }
         pending.clear();
+        pendingWeights.clear();
         if (bad != 0) {
             float loss = s[Backend.CLIP_BAD_LOSS], norm = s[Backend.CLIP_BAD_NORM];
             throw diverged(bad, Float.isFinite(loss) ? "the gradient norm is " + norm : "the loss is " + loss);
@@ -314,8 +427,11 @@ public final class Trainer implements AutoCloseable {
         return be.device().isHostAccessible() ? scalar.getFloat(0) : copyToHost(scalar)[0];
     }
 
-    /** Forward and backward on a batch into the gradients; the batch's mean loss into loss [1] on the device, nothing read back. */
-    private void accumulate(List<Item> batch, Tensor loss) {
+    /**
+     * Forward and backward on a batch into the gradients, the loss's gradient weighted by dloss; the
+     * batch's mean loss into loss [1] on the device, nothing read back.
+     */
+    private void accumulate(List<Item> batch, Tensor loss, float dloss) {
         arena.reset();
         hostArena.reset();
         List<BertTokenizer.Encoded> toks = batch.stream().map(Item::tokens).toList();
@@ -335,7 +451,7 @@ public final class Trainer implements AutoCloseable {
             for (int i = 0; i < t.length; i++) t[i] = batch.get(i).example().score();
             Tensor target = be.copyOf(hostArena.allocate(DType.F32, out.shape()).copyFrom(t), arena);
             be.mseForward(out, target, loss);
-            be.mseBackward(dOut, out, target, 1f);
+            be.mseBackward(dOut, out, target, dloss);
         } else {
             int[] l = new int[batch.size()];
             for (int i = 0; i < l.length; i++) {
@@ -346,7 +462,7 @@ public final class Trainer implements AutoCloseable {
             }
             Tensor labels = be.copyOf(hostArena.allocate(DType.I32, l.length).copyFrom(l), arena);
             be.crossEntropyForward(arena.allocate(DType.F32, l.length), out, labels, loss);
-            be.crossEntropyBackward(dOut, out, labels, 1f);
+            be.crossEntropyBackward(dOut, out, labels, dloss);
         }
         Tensor dHidden = head.backward(be, arena, dOut, b.ids().dim(1));
         training.backward(be, arena, dHidden);
@@ -400,8 +516,20 @@ public final class Trainer implements AutoCloseable {
 
     /** The task's official metrics on labelled items (inference path, batches by length). */
     public Map<Metric, Double> evaluate(List<Item> items) {
-        return Predictor.metrics(task, predictor.outputs(items.stream().map(Item::tokens).toList(), 64),
-                items.stream().map(Item::example).toList());
+        List<Example> gold = items.stream().map(Item::example).toList();
+        if (comm.size() == 1) return Predictor.metrics(task, predictor.outputs(items.stream().map(Item::tokens).toList(), 64), gold);
+        // each rank predicts its share; the outputs summed over ranks (zeros elsewhere) are every output, on every rank
+        List<Item> mine = share(items);
+        int from = shareStart(items.size()), k = head.outputs();
+        float[][] part = mine.isEmpty() ? new float[0][] : predictor.outputs(mine.stream().map(Item::tokens).toList(), 64);
+        double[] all = new double[items.size() * k];
+        for (int i = 0; i < part.length; i++)
+            for (int j = 0; j < k; j++) all[(from + i) * k + j] = part[i][j];
+        comm.allReduceSum(all);
+        float[][] outputs = new float[items.size()][k];
+        for (int i = 0; i < outputs.length; i++)
+            for (int j = 0; j < k; j++) outputs[i][j] = (float) all[i * k + j];
+        return Predictor.metrics(task, outputs, gold);
     }
 
     @Override

@@ -18,7 +18,8 @@ import java.util.function.Supplier;
  * A run of {@link Trainer#fit} that keeps its results: the best model so far saved into the output
  * directory (LoRA merged) at every evaluation that improves the task's main metric, a checkpoint
  * after each epoch when a checkpoint file is given, and what happened reported to a {@link Listener}
- * (the command line draws a progress bar and prints the evaluations).
+ * (the command line draws a progress bar and prints the evaluations). Trained across processes,
+ * only rank 0 saves (it holds what every rank holds).
  */
 public final class TrainingLoop {
     /** What the loop saw: every evaluation, the loss of every step, and the best main metric. */
@@ -74,12 +75,13 @@ public final class TrainingLoop {
             Output output, double bestSoFar, Hooks hooks) {
         double[] best = {bestSoFar};
         List<Double> stepLoss = new ArrayList<>();
+        boolean writes = trainer.communicator().isRoot(); // across processes only rank 0 writes; all keep the same books
         List<Trainer.EpochResult> results = trainer.fit(train, dev, r -> {
             hooks.listener().evaluated(r);
             if (r.dev().get(trainer.task().mainMetric()) > best[0]) {
                 boolean saved;
                 try {
-                    saved = saveBest(be, trainer, model, head, output, hooks.export());
+                    saved = !writes || saveBest(be, trainer, model, head, output, hooks.export());
                 } catch (IOException e) {
                     throw new UncheckedIOException(e.getMessage(), e);
                 }
@@ -90,7 +92,7 @@ public final class TrainingLoop {
                     hooks.listener().notSaved(r);
                 }
             }
-            if (output.checkpoint() != null && r.endOfEpoch()) try { // resuming restarts at an epoch boundary
+            if (writes && output.checkpoint() != null && r.endOfEpoch()) try { // resuming restarts at an epoch boundary
                 Map<String, String> meta = new LinkedHashMap<>();
                 meta.put("best_dev", Double.toString(best[0]));
                 if (output.identity() != null) meta.putAll(output.identity().metadata());

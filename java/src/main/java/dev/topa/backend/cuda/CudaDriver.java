@@ -26,8 +26,8 @@ public final class CudaDriver {
     private static volatile Object loaded; // CudaDriver or the String reason it is unavailable
 
     private final MethodHandle cuInit, cuDriverGetVersion, cuDeviceGetCount, cuDeviceGet, cuDeviceGetName, cuDeviceTotalMem,
-            cuDeviceGetAttribute, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemAllocHost, cuMemFreeHost, cuMemcpyHtoD,
-            cuMemcpyDtoH, cuMemcpyDtoD, cuMemsetD32, cuStreamCreate, cuStreamSynchronize, cuEventCreate, cuEventRecord,
+            cuDeviceGetAttribute, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemAllocHost,
+            cuMemFreeHost, cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD, cuMemsetD32, cuStreamCreate, cuStreamSynchronize, cuEventCreate, cuEventRecord,
             cuEventSynchronize, cuEventElapsedTime, cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel, cuGetErrorName,
             cuGetErrorString, cuMemGetInfo;
     /** cuFuncGetParamInfo (drivers of CUDA 12.4 and later), or null. */
