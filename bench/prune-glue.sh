@@ -1,47 +1,100 @@
 #!/usr/bin/env bash
-# The Pruning-Adapter's accuracy (issue 5): on CoLA, SST-2, MRPC, STS-B and RTE, dense full
-# fine-tuning (`topa finetune --method full`) vs topa's Pruning-Adapter at 50% structured sparsity
-# (`topa prune-adapt --sparsity 0.5`: LoRA warm-up scores heads and FFN neurons, half of each is
-# removed, LoRA trains on the frozen pruned backbone), each with its task defaults, on the first
-# TRAIN_LIMIT training examples (the whole dev set). Every run is its own process, one after the
-# other, from one private copy of the jar (edits to the checkout during the run do not touch it).
-# Prints `name: value` lines per task as it goes (best dev main metric of each method, the gap in
-# GLUE points), then avg_metric_gap_points_50 last: mean over the five tasks of
-# (full - pruning-adapter) best dev main metric, x 100 (positive: the pruned model is behind).
-# Usage: bench/prune-glue.sh [extra options for both commands]
-#   env: DATA (default ../shared/glue beside the checkout), THREADS (2), TRAIN_LIMIT (2000),
-#        TASKS ("cola sst2 mrpc stsb rte"), SPARSITY (0.5), KEEP (a folder to keep the runs in; a run whose
-#        report.json is already there is reused, so an interrupted KEEP run resumes)
+# The Pruning-Adapter's accuracy on GLUE: on CoLA, SST-2, MRPC, STS-B and RTE, with each task's
+# default recipe, the methods
+#   full       dense full fine-tuning (`topa finetune --method full`)
+#   lora       dense LoRA (`topa finetune`)
+#   paper      the paper's recipe (`topa prune-adapt --recipe paper`)
+#   pa         topa's Pruning-Adapter at each SPARSITY (`topa prune-adapt --sparsity S`)
+#   pa-distill the same, the warmed-up dense model teaching (`--distill $DISTILL`)
+# on the first TRAIN_LIMIT training examples ("all": the whole training set) and the whole dev set;
+# RTE, MRPC and STS-B with every seed of SEEDS (mean and spread), the others with the first. Every
+# run is its own process, one after the other, from one private copy of the jar; each finished run
+# appends a row to results.tsv in the work folder (KEEP: kept and resumed -- a run whose
+# report.json is there is not run again). Then the dense learning-rate check (full fine-tuning at
+# LR_FACTORS x the default on LR_TASKS: the baseline is not weak by accident), the plot
+# prune-glue.png (best dev metric vs sparsity per task, dense full fine-tuning at 0), and
+# `name: value` lines: per task and method the mean best dev main metric (x 100, GLUE points) with
+# its spread, the gaps to dense full fine-tuning, then the averages over the tasks,
+# avg_metric_gap_points_50 last (positive: the pruned model is behind).
+# Usage: bench/prune-glue.sh [extra options for every command]
+#   env: DATA (../shared/glue beside the checkout), THREADS (2), TRAIN_LIMIT (all), TASKS ("cola sst2 mrpc stsb rte"),
+#        SPARSITY ("0.5 0.7"), METHODS ("full lora paper pa pa-distill"), SEEDS ("1 2 3"), DISTILL (0.5),
+#        LR_TASKS ("mrpc rte"), LR_FACTORS ("0.5 2"; empty: no check), SST2_EPOCHS (the SST-2 epochs; empty: its default), KEEP
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/find-jdk.sh"
 JAVA_HOME="$(topa_find_jdk)"
 export JAVA_HOME
 data="${DATA:-$root/../shared/glue}"
-threads="${THREADS:-2}" limit="${TRAIN_LIMIT:-2000}" sparsity="${SPARSITY:-0.5}"
-tasks="${TASKS:-cola sst2 mrpc stsb rte}"
+threads="${THREADS:-2}" limit="${TRAIN_LIMIT:-all}" sparsities="${SPARSITY:-0.5 0.7}" distill="${DISTILL:-0.5}"
+tasks="${TASKS:-cola sst2 mrpc stsb rte}" methods="${METHODS:-full lora paper pa pa-distill}" seeds="${SEEDS:-1 2 3}"
+lr_tasks="${LR_TASKS-mrpc rte}" lr_factors="${LR_FACTORS-0.5 2}"
+[ "$limit" != all ] || limit=100000000
 mvn -q -B -f "$root/pom.xml" -DskipTests package >&2
 work="${KEEP:-$(mktemp -d)}"
 mkdir -p "$work"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 [ -f "$work/topa.jar" ] || cp "$root/cli/target/topa-cli.jar" "$work/topa.jar"
+[ -f "$work/benchmarks.jar" ] || cp "$root/bench/target/benchmarks.jar" "$work/benchmarks.jar"
 topa=("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx12g -jar "$work/topa.jar")
-best() { # report.json -> best dev value of the task's main metric
-    /usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("%.4f" % r["best"][r["main_metric"]])' "$1"
+results="$work/results.tsv"
+[ -f "$results" ] || printf 'task\tmethod\tsparsity\tseed\tbest\tremoved_pct\tpeak_mib\tseconds\tbest_at_last\n' > "$results"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), threads: $threads, train limit: $limit"
+
+# run NAME SPARSITY SEED COMMAND...: runs once into $work/NAME (reused when its report.json is there), appends its row
+run() {
+    local name=$1 sp=$2 seed=$3
+    shift 3
+    local out="$work/$name" t0
+    if [ ! -f "$out/report.json" ]; then
+        t0=$(date +%s)
+        "${topa[@]}" "$@" --data-dir "$data" --threads "$threads" --train-limit "$limit" --seed "$seed" --overwrite --out "$out" "${extra[@]}" \
+            > "$out.log" 2>&1 || { tail -20 "$out.log" >&2; exit 1; }
+        echo "$(($(date +%s) - t0))" > "$out.seconds"
+    fi
+    grep -q "^$name	" "$work/rows.done" 2>/dev/null && return 0
+    local task=${name%%-*} method=${name#*-}
+    method=${method%-s*}
+    python3 - "$out/report.json" "$out.log" "$task" "$method" "$sp" "$seed" "$(cat "$out.seconds" 2>/dev/null || echo 0)" >> "$results" <<'PY'
+import json, re, sys
+r = json.load(open(sys.argv[1])); log = open(sys.argv[2]).read()
+removed = re.search(r"\(([0-9.]+)% removed\)", log); peak = re.findall(r"total\s+\S+ \S+\s+([0-9.]+) (MiB|GiB)", log)
+mib = (float(peak[-1][0]) * (1024 if peak[-1][1] == "GiB" else 1)) if peak else 0
+print("\t".join([sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], "%.4f" % r["best"][r["main_metric"]],
+                 removed.group(1) if removed else "0", "%.1f" % mib, sys.argv[7], str(r["best"]["step"] == r["epochs"][-1]["step"]).lower()]))
+PY
+    printf '%s\t\n' "$name" >> "$work/rows.done"
 }
-sum=0 n=0
+extra=("$@")
 for t in $tasks; do
-    [ -f "$work/$t-full/report.json" ] || "${topa[@]}" finetune --task "$t" --method full --data-dir "$data" --threads "$threads" \
-        --train-limit "$limit" --overwrite --out "$work/$t-full" "$@" > "$work/$t-full.log" 2>&1 || { tail -20 "$work/$t-full.log" >&2; exit 1; }
-    [ -f "$work/$t-pa/report.json" ] || "${topa[@]}" prune-adapt --task "$t" --sparsity "$sparsity" --data-dir "$data" --threads "$threads" \
-        --train-limit "$limit" --inference-iterations 0 --overwrite --out "$work/$t-pa" "$@" > "$work/$t-pa.log" 2>&1 \
-        || { tail -20 "$work/$t-pa.log" >&2; exit 1; }
-    full="$(best "$work/$t-full/report.json")" pa="$(best "$work/$t-pa/report.json")"
-    gap="$(awk -v a="$full" -v b="$pa" 'BEGIN { printf "%.2f", 100 * (a - b) }')"
-    echo "${t}_full_best: $full"
-    echo "${t}_prune_adapt_best: $pa"
-    echo "${t}_gap_points: $gap"
-    echo "${t}_encoder_parameters_removed_pct: $(grep -m1 -oE '[0-9.]+% removed' "$work/$t-pa.log" | tr -dc '0-9.')"
-    sum="$(awk -v s="$sum" -v g="$gap" 'BEGIN { print s + g }')" n=$((n + 1))
+    task_seeds="${seeds%% *}"
+    case $t in rte | mrpc | stsb) task_seeds="$seeds" ;; esac
+    epochs=()
+    [ "$t" != sst2 ] || [ -z "${SST2_EPOCHS:-}" ] || epochs=(--epochs "$SST2_EPOCHS")
+    for seed in $task_seeds; do
+        for m in $methods; do
+            case $m in
+                full) run "$t-full-s$seed" 0 "$seed" finetune --task "$t" --method full "${epochs[@]}" ;;
+                lora) run "$t-lora-s$seed" 0 "$seed" finetune --task "$t" "${epochs[@]}" ;;
+                paper) run "$t-paper-s$seed" 0.30 "$seed" prune-adapt --task "$t" --recipe paper --inference-iterations 0 "${epochs[@]}" ;;
+                pa | pa-distill)
+                    for sp in $sparsities; do
+                        d=()
+                        [ "$m" = pa ] || d=(--distill "$distill")
+                        run "$t-$m$(awk -v s="$sp" 'BEGIN { printf "%d", 100 * s + 0.5 }')-s$seed" "$sp" "$seed" prune-adapt --task "$t" --sparsity "$sp" \
+                            --inference-iterations 0 "${d[@]}" "${epochs[@]}"
+                    done ;;
+                *) echo "prune-glue: unknown method $m" >&2; exit 2 ;;
+            esac
+        done
+    done
 done
-awk -v s="$sum" -v n="$n" -v p="$sparsity" 'BEGIN { printf "avg_metric_gap_points_%d: %.2f\n", 100 * p + 0.5, s / n }'
+# the dense baseline's learning rate: full fine-tuning at other rates on a few tasks, first seed
+for t in $lr_tasks; do
+    for f in $lr_factors; do
+        lr="$(python3 -c "import json,sys; print(float(json.load(open(sys.argv[1]))['recipe']['lr']) * float(sys.argv[2]))" \
+            "$work/$t-full-s${seeds%% *}/report.json" "$f")"
+        run "$t-fulllr$f-s${seeds%% *}" 0 "${seeds%% *}" finetune --task "$t" --method full --lr "$lr"
+    done
+done
+"$JAVA_HOME/bin/java" -cp "$work/benchmarks.jar" dev.topa.bench.GlueTable "$results" "$work/prune-glue.png" "$sparsities"

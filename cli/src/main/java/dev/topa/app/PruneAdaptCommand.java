@@ -75,6 +75,15 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
     @Option(names = "--eval-every", defaultValue = "0", description = "also evaluate every N steps (default: per epoch)")
     int evalEvery;
 
+    @Option(names = "--distill", defaultValue = "0", paramLabel = "ALPHA", description = {"knowledge distillation: the warmed-up dense",
+            "model teaches the pruned one, forward only; the loss is (1 - ALPHA) x the task loss + ALPHA x the distillation term (0: off;",
+            "default: ${DEFAULT-VALUE})"})
+    double distill;
+
+    @Option(names = "--distill-temperature", defaultValue = "2", paramLabel = "T",
+            description = "softens both models' outputs for the KL term (regression: squared error to the teacher) (default: ${DEFAULT-VALUE})")
+    double distillTemperature;
+
     /** Set by `topa finetune --method prune`: the pruning-only baseline (no adapters; full fine-tuning of what remains). */
     boolean pruneOnly;
 
@@ -124,7 +133,7 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
         if (options.given("--base-precision") == null) rc = rc.withBasePrecision(gpu && !pruneOnly ? Recipe.Precision.BF16 : Recipe.Precision.FP32);
         if (options.given("--activation-precision") == null && gpu) rc = rc.withActivationPrecision(Recipe.Precision.BF16);
         try (Backend be = device.backend(); TrainingProgress progress = new TrainingProgress(job.out)) {
-            PruningAdapter pipeline = new PruningAdapter(be, cfg, progress).distributed(Main.processes);
+            PruningAdapter pipeline = new PruningAdapter(be, cfg, progress).distributed(Main.processes).distilling(distill, distillTemperature);
             pipeline.check(rc);
             List<Example> train = job.train(), dev = job.dev();
             ModelLoader.Loaded model = ModelLoader.load(job.model);

@@ -9,7 +9,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 
-/** Softmax cross-entropy (ignored labels), mean squared error, and their gradients. */
+/** Softmax cross-entropy (ignored labels), mean squared error, distillation from a teacher's outputs, and their gradients. */
 final class LossOps implements OpFamily {
     @Override
     public String name() {
@@ -49,6 +49,24 @@ final class LossOps implements OpFamily {
                 gradient(name + " dpred", v -> 1.5 * Reference.mse(v, td), pd, ws.floats(dp), ws.rnd(), 64, GRAD);
             }));
         }
+        for (int[] sh : new int[][] {{1, 2}, {7, 3}, {33, 1}, {65, 2}})
+            for (double temperature : new double[] {1, 2.5}) {
+                int n = sh[0], classes = sh[1];
+                String name = "distillation N=" + n + " C=" + classes + " T=" + temperature;
+                all.add(new OpCase(name(), name, ws -> {
+                    Tensor s = ws.f32(ws.uniform(n * classes, -4, 4), n, classes), t = ws.f32(ws.uniform(n * classes, -4, 4), n, classes);
+                    double[] sd = ws.values(s), td = ws.values(t);
+                    float loss = ws.backend().distillationForward(s, t, (float) temperature);
+                    Check.close(name, new double[] {Reference.distillation(sd, td, n, classes, temperature)}, new float[] {loss}, ROW);
+                    double[] base = ws.uniform(n * classes, -1, 1); // the gradient adds to what is there (the label loss's)
+                    Tensor d = ws.f32(base, n, classes);
+                    ws.backend().distillationBackward(d, s, t, (float) temperature, 0.6f);
+                    float[] got = ws.floats(d);
+                    double[] before = ws.values(ws.f32(base, n, classes)); // base as stored (f32)
+                    for (int i = 0; i < got.length; i++) got[i] -= (float) before[i];
+                    gradient(name + " dstudent", v -> 0.6 * Reference.distillation(v, td, n, classes, temperature), sd, got, ws.rnd(), 64, GRAD);
+                }));
+            }
         return all;
     }
 

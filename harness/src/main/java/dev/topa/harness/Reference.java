@@ -199,6 +199,31 @@ public final class Reference {
         return out;
     }
 
+    /** T^2 KL(softmax(t / T) || softmax(s / T)) (or (s - t)^2 for one column), the mean over rows, in float64. */
+    public static double distillation(double[] s, double[] t, int rows, int cols, double temperature) {
+        double total = 0;
+        for (int i = 0; i < rows; i++) {
+            if (cols == 1) {
+                total += (s[i] - t[i]) * (s[i] - t[i]);
+                continue;
+            }
+            double ms = Double.NEGATIVE_INFINITY, mt = Double.NEGATIVE_INFINITY, zs = 0, zt = 0;
+            for (int j = 0; j < cols; j++) {
+                ms = Math.max(ms, s[i * cols + j] / temperature);
+                mt = Math.max(mt, t[i * cols + j] / temperature);
+            }
+            for (int j = 0; j < cols; j++) {
+                zs += Math.exp(s[i * cols + j] / temperature - ms);
+                zt += Math.exp(t[i * cols + j] / temperature - mt);
+            }
+            for (int j = 0; j < cols; j++) {
+                double lt = t[i * cols + j] / temperature - mt - Math.log(zt), ls = s[i * cols + j] / temperature - ms - Math.log(zs);
+                total += Math.exp(lt) * (lt - ls);
+            }
+        }
+        return (cols == 1 ? 1 : temperature * temperature) * total / rows;
+    }
+
     public static double mse(double[] pred, double[] target) {
         double s = 0;
         for (int i = 0; i < pred.length; i++) s += (pred[i] - target[i]) * (pred[i] - target[i]);

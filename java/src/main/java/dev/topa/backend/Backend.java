@@ -72,6 +72,20 @@ public abstract class Backend implements AutoCloseable {
         if (!supports(op)) throw unsupported(op, what);
     }
 
+    /** Milliseconds of call, the median of 5 after 2 warm-ups, the device synchronized around each (what a measured choice times). */
+    public final double medianMs(Runnable call) {
+        double[] t = new double[5];
+        for (int i = -2; i < t.length; i++) {
+            synchronize();
+            long t0 = System.nanoTime();
+            call.run();
+            synchronize();
+            if (i >= 0) t[i] = (System.nanoTime() - t0) * 1e-6;
+        }
+        Arrays.sort(t);
+        return t[t.length / 2];
+    }
+
     public MemoryTracker memory() {
         return MemoryTracker.of(device());
     }
@@ -523,6 +537,59 @@ public abstract class Backend implements AutoCloseable {
         kMseBackward(dpred, pred, target, pred.numel(), dloss);
     }
 
+    /**
+     * Knowledge distillation from a teacher's outputs, [B, C] each: for C >= 2 Hinton's
+     * T^2 KL(softmax(teacher / T) || softmax(student / T)), for C = 1 (regression) the squared error
+     * (student - teacher)^2; the mean over the B rows. A read-back on a device.
+     */
+    public final float distillationForward(Tensor student, Tensor teacher, float temperature) {
+        sameShape(this, "distillationForward", "teacher", teacher, student);
+        check(temperature > 0, "distillationForward", "temperature must be positive, got " + temperature);
+        float[] s = download(student), t = download(teacher);
+        int c = (int) cols(student), b = (int) rows(student);
+        double total = 0;
+        for (int i = 0; i < b; i++) {
+            if (c == 1) {
+                total += (s[i] - (double) t[i]) * (s[i] - (double) t[i]);
+                continue;
+            }
+            double[] ps = softmax(s, i * c, c, temperature), pt = softmax(t, i * c, c, temperature);
+            for (int j = 0; j < c; j++) if (pt[j] > 0) total += pt[j] * (Math.log(pt[j]) - Math.log(Math.max(ps[j], Double.MIN_NORMAL)));
+        }
+        return (float) ((c == 1 ? 1 : temperature * temperature) * total / Math.max(1, b));
+    }
+
+    /**
+     * dStudent += weight x the gradient of {@link #distillationForward}: T (softmax(student / T) -
+     * softmax(teacher / T)) / B, or 2 (student - teacher) / B for regression. Computed on the host
+     * (the head's [B, C] values; a read-back and an upload on a device).
+     */
+    public final void distillationBackward(Tensor dStudent, Tensor student, Tensor teacher, float temperature, float weight) {
+        sameShape(this, "distillationBackward", "teacher", teacher, student);
+        sameShape(this, "distillationBackward", "dStudent", dStudent, student);
+        check(temperature > 0, "distillationBackward", "temperature must be positive, got " + temperature);
+        float[] s = download(student), t = download(teacher), d = download(dStudent);
+        int c = (int) cols(student), b = (int) rows(student);
+        for (int i = 0; i < b; i++) {
+            if (c == 1) {
+                d[i] += weight * 2f * (s[i] - t[i]) / b;
+                continue;
+            }
+            double[] ps = softmax(s, i * c, c, temperature), pt = softmax(t, i * c, c, temperature);
+            for (int j = 0; j < c; j++) d[i * c + j] += (float) (weight * temperature * (ps[j] - pt[j]) / b);
+        }
+        upload(dStudent, d);
+    }
+
+    private static double[] softmax(float[] z, int at, int c, float temperature) {
+        double mx = Double.NEGATIVE_INFINITY, sum = 0;
+        for (int j = 0; j < c; j++) mx = Math.max(mx, z[at + j] / (double) temperature);
+        double[] p = new double[c];
+        for (int j = 0; j < c; j++) sum += p[j] = Math.exp(z[at + j] / (double) temperature - mx);
+        for (int j = 0; j < c; j++) p[j] /= sum;
+        return p;
+    }
+
     private void labels(String op, Tensor labels, long n) {
         check(labels.dtype() == DType.I32 && labels.numel() == n, op, "labels must be i32 [" + n + "], got " + labels);
         onDevice(this, op, "labels", labels);
@@ -564,25 +631,24 @@ public abstract class Backend implements AutoCloseable {
      * backend runs them all in one launch; the result is that of one step on each.
      */
     public final void adamwStep(List<Tensor[]> tensors, AdamWConfig cfg, long step, float gradScale) {
-        for (Tensor[] t : tensors) {
-            check(t.length == 4, "adamwStep", "each entry is {param, grad, m, v}");
-            f32(this, "adamwStep", "param", t[0]);
-            for (int i = 1; i < 4; i++) sameShape(this, "adamwStep", new String[] {"param", "grad", "m", "v"}[i], t[i], t[0]);
-        }
-        check(step >= 1, "adamwStep", "step counts from 1, got " + step);
+        adamwArguments(tensors, step);
         if (!tensors.isEmpty()) kAdamwStepMany(tensors, cfg, step, gradScale, null);
     }
 
     /** As above with the gradient scale read where it lies (scale [1] on this device, e.g. {@link #clipScale}'s); 0 leaves every tensor as it is. */
     public final void adamwStep(List<Tensor[]> tensors, AdamWConfig cfg, long step, Tensor scale) {
+        adamwArguments(tensors, step);
+        vector(this, "adamwStep", "scale", scale, 1);
+        if (!tensors.isEmpty()) kAdamwStepMany(tensors, cfg, step, 1f, scale);
+    }
+
+    private void adamwArguments(List<Tensor[]> tensors, long step) {
         for (Tensor[] t : tensors) {
             check(t.length == 4, "adamwStep", "each entry is {param, grad, m, v}");
             f32(this, "adamwStep", "param", t[0]);
             for (int i = 1; i < 4; i++) sameShape(this, "adamwStep", new String[] {"param", "grad", "m", "v"}[i], t[i], t[0]);
         }
         check(step >= 1, "adamwStep", "step counts from 1, got " + step);
-        vector(this, "adamwStep", "scale", scale, 1);
-        if (!tensors.isEmpty()) kAdamwStepMany(tensors, cfg, step, 1f, scale);
     }
 
     /** Sum of squares over all elements of many tensors, in double (a global gradient norm in one reduction on a device). */

@@ -13,7 +13,6 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
@@ -94,8 +93,8 @@ public final class PrecisionChoice {
                 Tensor y = mem.allocate(DType.F32, s.rows(), s.out());
                 LinearWeight full = use == Use.INFERENCE && be.supports(Op.PACKED_WEIGHTS) ? PackedWeight.pack(be, w, mem) : new DenseWeight(w);
                 LinearWeight half = Bf16Weight.pack(be, w, mem, false);
-                fp32 += times * median(be, () -> full.forward(be, y, x, null));
-                bf16 += times * median(be, () -> half.forward(be, y, x, null));
+                fp32 += times * be.medianMs(() -> full.forward(be, y, x, null));
+                bf16 += times * be.medianMs(() -> half.forward(be, y, x, null));
             }
         }
         return new double[] {fp32, bf16};
@@ -111,18 +110,6 @@ public final class PrecisionChoice {
         return mem.allocate(DType.F32, rows, cols).copyFrom(v);
     }
 
-    private static double median(Backend be, Runnable call) {
-        double[] t = new double[5];
-        for (int i = -2; i < t.length; i++) {
-            be.synchronize();
-            long t0 = System.nanoTime();
-            call.run();
-            be.synchronize();
-            if (i >= 0) t[i] = (System.nanoTime() - t0) * 1e-6;
-        }
-        Arrays.sort(t);
-        return t[t.length / 2];
-    }
 
     private static String key(Backend be, Use use, List<Shape> shapes) {
         StringBuilder k = new StringBuilder(be.name()).append('|').append(cpuModel()).append("|threads ").append(CpuKernels.numThreads())

@@ -102,7 +102,8 @@ public final class Mpi implements Communicator {
         return LINKER.downcallHandle(global(lib, name), FunctionDescriptor.of(JAVA_INT, args));
     }
 
-    private static int call(MethodHandle h, Object... args) {
+    /** A downcall with its failure as an {@link MpiException} (NCCL's binding uses it too). */
+    static int call(MethodHandle h, Object... args) {
         try {
             return (int) h.invokeWithArguments(args);
         } catch (RuntimeException | Error e) {

@@ -86,7 +86,7 @@ public final class Nccl {
     public int version() {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment v = a.allocate(JAVA_INT);
-            check(call(getVersion, v), "ncclGetVersion");
+            check(Mpi.call(getVersion, v), "ncclGetVersion");
             return v.get(JAVA_INT, 0);
         }
     }
@@ -98,12 +98,12 @@ public final class Nccl {
     public Comm join(Communicator mpi) {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment id = a.allocate(UNIQUE_ID);
-            if (mpi.isRoot()) check(call(getUniqueId, id), "ncclGetUniqueId");
+            if (mpi.isRoot()) check(Mpi.call(getUniqueId, id), "ncclGetUniqueId");
             byte[] bytes = id.toArray(ValueLayout.JAVA_BYTE);
             mpi.broadcast(bytes, 0);
             MemorySegment.copy(bytes, 0, id, ValueLayout.JAVA_BYTE, 0, bytes.length);
             MemorySegment out = a.allocate(ADDRESS);
-            check(call(commInitRank, out, mpi.size(), id, mpi.rank()), "ncclCommInitRank");
+            check(Mpi.call(commInitRank, out, mpi.size(), id, mpi.rank()), "ncclCommInitRank");
             return new Comm(out.get(ADDRESS, 0), mpi.rank(), mpi.size());
         }
     }
@@ -129,22 +129,12 @@ public final class Nccl {
 
         /** The f32 buffer at devicePtr (count elements) summed over the ranks in place, queued on stream. */
         public void allReduceSum(long devicePtr, long count, long stream) {
-            check(call(allReduce, devicePtr, devicePtr, count, NCCL_FLOAT32, NCCL_SUM, handle, stream), "ncclAllReduce");
+            check(Mpi.call(allReduce, devicePtr, devicePtr, count, NCCL_FLOAT32, NCCL_SUM, handle, stream), "ncclAllReduce");
         }
 
         @Override
         public void close() {
-            call(commDestroy, handle);
-        }
-    }
-
-    private static int call(MethodHandle h, Object... args) {
-        try {
-            return (int) h.invokeWithArguments(args);
-        } catch (RuntimeException | Error e) {
-            throw e;
-        } catch (Throwable t) {
-            throw new MpiException(t.toString());
+            Mpi.call(commDestroy, handle);
         }
     }
 

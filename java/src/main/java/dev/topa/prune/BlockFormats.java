@@ -15,7 +15,6 @@ import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorAllocator;
 import dev.topa.tensor.TensorScope;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.SplittableRandom;
 
@@ -60,8 +59,8 @@ public final class BlockFormats {
                     BlockSparseWeight.Pack sparse = BlockSparseWeight.pack(be, w, mask, false, dev, false);
                     LinearWeight form = bf16Dense && be.supports(Op.BF16_WEIGHTS) ? Bf16Weight.pack(be, w, dev, false)
                             : be.supports(Op.PACKED_WEIGHTS) ? PackedWeight.pack(be, w, dev) : new DenseWeight(w);
-                    double s = median(be, () -> BlockSparseWeight.linear(be, y, x, sparse, null, 0f, null, null, 0f, false));
-                    double d = median(be, () -> form.forward(be, y, x, null));
+                    double s = be.medianMs(() -> BlockSparseWeight.linear(be, y, x, sparse, null, 0f, null, null, 0f, false));
+                    double d = be.medianMs(() -> form.forward(be, y, x, null));
                     Slot r = new Slot(l, slot, sparse.density(), s, d);
                     dense[l][slot.ordinal()] = r.dense();
                     out.add(r);
@@ -85,16 +84,4 @@ public final class BlockFormats {
         return be.copyOf(host.allocate(DType.F32, rows, cols).copyFrom(v), dev);
     }
 
-    private static double median(Backend be, Runnable call) {
-        double[] t = new double[5];
-        for (int i = -2; i < t.length; i++) {
-            be.synchronize();
-            long t0 = System.nanoTime();
-            call.run();
-            be.synchronize();
-            if (i >= 0) t[i] = (System.nanoTime() - t0) * 1e-6;
-        }
-        Arrays.sort(t);
-        return t[t.length / 2];
-    }
 }

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.topa.backend.Backend;
 import dev.topa.backend.BlockSparseWeight;
+import dev.topa.backend.PrecisionChoice;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.dist.Communicator;
 import dev.topa.glue.Example;
@@ -21,6 +22,7 @@ import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.InferenceProbe;
 import dev.topa.train.Recipe;
+import dev.topa.train.Teacher;
 import dev.topa.train.Trainer;
 import dev.topa.train.TrainingCopy;
 import dev.topa.train.TrainingLoop;
@@ -132,6 +134,23 @@ public final class PruningAdapter {
         return this;
     }
 
+    private double distillAlpha, distillTemperature = 2;
+    private Teacher teacher; // during adaptation, when distilling
+
+    /**
+     * Adaptation learns from the dense task model too: the scoring warm-up's model (its LoRA
+     * adapters and head) becomes a forward-only teacher, and the pruned student's loss is
+     * (1 - alpha) x the task loss + alpha x the distillation term at temperature (KL of softened
+     * outputs; squared error for regression). alpha 0: off.
+     */
+    public PruningAdapter distilling(double alpha, double temperature) {
+        if (!(alpha >= 0 && alpha <= 1)) throw new IllegalArgumentException("--distill: a weight in [0, 1], got " + alpha);
+        if (!(temperature > 0)) throw new IllegalArgumentException("--distill-temperature: positive, got " + temperature);
+        distillAlpha = alpha;
+        distillTemperature = temperature;
+        return this;
+    }
+
     /** A pipeline that trains on be (the CPU, or a GPU backend). */
     public PruningAdapter(Backend be, Config cfg, Listener listener) {
         cfg.checkDevice(be.device().isHostAccessible());
@@ -154,6 +173,9 @@ public final class PruningAdapter {
 
     /** Fails when the recipe cannot run with this configuration (call it before loading anything). */
     public void check(Recipe rc) {
+        if (distillAlpha > 0 && (cfg.schedule() == Schedule.GRADUAL || cfg.pruneOnly()))
+            throw new IllegalArgumentException("--distill: the one-shot Pruning-Adapter learns from the warmed-up dense model; "
+                    + (cfg.pruneOnly() ? "pruning only has no adaptation" : "--schedule gradual has no dense teacher beside it"));
         if (cfg.schedule() == Schedule.GRADUAL && rc.basePrecision() == Recipe.Precision.BF16) // bf16 packs would miss the masks
             throw new IllegalArgumentException("--schedule gradual masks the fp32 weights as it goes; bf16 packs of them would not see the masks:"
                     + " use --base-precision fp32");
@@ -188,10 +210,31 @@ public final class PruningAdapter {
                 copy.copyBack(); // the warmed-up adapters and head go on with the pruned model
             }
             run = run.scored((System.nanoTime() - t0) * 1e-9, run.mem().totalPeak());
-            if (cfg.schedule() == Schedule.GRADUAL) return gradual(run, dense, scores);
-            if (blocks) return blockPruned(run, dense, blockScores, Structure.BLOCKS);
-            return structured(run, dense, scores);
+            if (distillAlpha > 0) teacher = teacher(dense, head);
+            try {
+                if (cfg.schedule() == Schedule.GRADUAL) return gradual(run, dense, scores);
+                if (blocks) return blockPruned(run, dense, blockScores, Structure.BLOCKS);
+                return structured(run, dense, scores);
+            } finally {
+                if (teacher != null) teacher.close();
+                teacher = null;
+            }
         }
+    }
+
+    /**
+     * The dense warmed-up model as a forward-only teacher on the training device: a copy (the dense
+     * model goes on to be pruned), its linears packed in bf16 where that multiplies faster here (on
+     * a GPU, the tensor cores' bf16), else left as they are (no second fp32 copy).
+     */
+    private Teacher teacher(BertModel dense, TaskHead head) {
+        BertModel m = dense.copyTo(be);
+        boolean bf16 = !be.device().isHostAccessible() || PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE,
+                BertModel.linearShapes(m.config(), 32L * 128)).bf16();
+        if (bf16) m.packForInference(be, true);
+        say("distillation: the warmed-up dense model teaches (weight %.2f, temperature %.1f, %s products, %s)", distillAlpha, distillTemperature,
+                bf16 ? "bf16" : "fp32", MemoryTracker.human(m.parameterBytes()));
+        return new Teacher(m, head.copyTo(be), distillAlpha, distillTemperature);
     }
 
     /** 2. heads and neurons chosen and removed (then, with both, blocks of what is left); 3. adapters train on. */
@@ -278,7 +321,8 @@ public final class PruningAdapter {
         Recipe rc = run.recipe();
         GlueTask t = run.job().task();
         try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head());
-                Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(cfg.evalEvery())).distributed(comm)) {
+                Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(cfg.evalEvery())).distributed(comm)
+                        .distillFrom(teacher)) {
             List<BlockFormats.Slot> formats = List.of();
             if (blockMasked) {
                 long rows = Math.min((long) rc.batchSize() * rc.maxSeqLen(), be.device().isHostAccessible() ? 1024 : 4096);
@@ -370,6 +414,12 @@ public final class PruningAdapter {
         extra.accept(p);
         long prunedParams = encoderParameters(pruned);
         p.put("sparsity", cfg.sparsity());
+        p.put("distill_alpha", teacher == null ? 0 : teacher.alpha());
+        if (teacher != null) {
+            p.put("distill_temperature", teacher.temperature());
+            p.put("teacher_forward_seconds", teacher.seconds());
+            p.put("teacher_weight_bytes", teacher.weightBytes());
+        }
         p.put("structure", cfg.structure().label());
         p.put("scorer", cfg.scorer().name().toLowerCase(Locale.ROOT));
         p.put("score_seconds", run.scoreSeconds());

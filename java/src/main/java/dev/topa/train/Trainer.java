@@ -164,6 +164,14 @@ public final class Trainer implements AutoCloseable {
         return comm;
     }
 
+    private Teacher teacher;
+
+    /** Every later step also learns the teacher's outputs (knowledge distillation; see {@link Teacher}); null stops that. */
+    public Trainer distillFrom(Teacher teacher) {
+        this.teacher = teacher;
+        return this;
+    }
+
     /** This rank's contiguous share of a global batch (possibly empty when the batch has fewer examples than ranks). */
     private <T> List<T> share(List<T> batch) {
         return batch.subList(shareStart(batch.size()), (int) ((long) batch.size() * (comm.rank() + 1) / comm.size()));
@@ -446,12 +454,13 @@ public final class Trainer implements AutoCloseable {
                 ? new Dropout(cfg.headDropout(), Dropout.key(cfg.seed(), step + 1, TaskHead.DROPOUT_SITE)) : Dropout.NONE;
         Tensor out = head.forward(be, arena, hidden, b.mask(), headDrop);
         Tensor dOut = arena.allocate(DType.F32, out.shape());
+        float taskWeight = teacher == null ? dloss : (float) ((1 - teacher.alpha()) * dloss);
         if (task.isRegression()) {
             float[] t = new float[batch.size()];
             for (int i = 0; i < t.length; i++) t[i] = batch.get(i).example().score();
             Tensor target = be.copyOf(hostArena.allocate(DType.F32, out.shape()).copyFrom(t), arena);
             be.mseForward(out, target, loss);
-            be.mseBackward(dOut, out, target, dloss);
+            be.mseBackward(dOut, out, target, taskWeight);
         } else {
             int[] l = new int[batch.size()];
             for (int i = 0; i < l.length; i++) {
@@ -462,8 +471,10 @@ public final class Trainer implements AutoCloseable {
             }
             Tensor labels = be.copyOf(hostArena.allocate(DType.I32, l.length).copyFrom(l), arena);
             be.crossEntropyForward(arena.allocate(DType.F32, l.length), out, labels, loss);
-            be.crossEntropyBackward(dOut, out, labels, dloss);
+            be.crossEntropyBackward(dOut, out, labels, taskWeight);
         }
+        if (teacher != null) // the loss slot keeps the task loss (comparable with runs without a teacher); the gradient takes both
+            be.distillationBackward(dOut, out, teacher.outputs(be, arena, b), (float) teacher.temperature(), (float) (teacher.alpha() * dloss));
         Tensor dHidden = head.backward(be, arena, dOut, b.ids().dim(1));
         training.backward(be, arena, dHidden);
     }

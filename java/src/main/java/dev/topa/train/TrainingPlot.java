@@ -5,7 +5,8 @@ import java.nio.file.Path;
 import java.util.List;
 
 /**
- * The run's PNG: training loss per step (left) and the dev metric per epoch (right). A Java runtime
+ * The run's PNG: training loss per step (left) and the dev metric per epoch (right), drawn with
+ * JFreeChart (axes, ticks, legends); also single curves and families of curves. A Java runtime
  * without java.desktop (a jlink'd one, as the GPU kit carries) writes no image and says so once:
  * the run itself does not depend on its picture.
  */
@@ -28,6 +29,11 @@ public final class TrainingPlot {
     /** One curve y(x) on its own (half-width) panel, e.g. dev metric vs sparsity. */
     public static void curve(Path png, String title, String xLabel, double[] x, double[] y) throws IOException {
         if (drawable(png)) TrainingPlotImage.curve(png, title, xLabel, x, y);
+    }
+
+    /** Named curves {x[], y[]} on one full-width panel with a legend (e.g. a metric against sparsity, a curve per task and method). */
+    public static void curves(Path png, String title, String xLabel, String yLabel, java.util.Map<String, double[][]> series) throws IOException {
+        if (drawable(png)) TrainingPlotImage.curves(png, title, xLabel, yLabel, series);
     }
 
     private static synchronized boolean drawable(Path png) {

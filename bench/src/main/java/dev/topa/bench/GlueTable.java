@@ -1,0 +1,116 @@
+package dev.topa.bench;
+
+import dev.topa.train.TrainingPlot;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * bench/prune-glue.sh's summary of its results.tsv (one row per finished run): per task and
+ * method the mean best dev main metric over seeds, in GLUE points (x 100), with its spread; the
+ * gaps to dense full fine-tuning; distillation's effect; the dense learning-rate check; whether a
+ * dense baseline's best evaluation was its last (then it may be under-trained); the averages over
+ * tasks with avg_metric_gap_points_50 last; and the plot (metric vs sparsity per task, dense at 0).
+ * Usage: GlueTable results.tsv plot.png "0.5 0.7"
+ */
+public final class GlueTable {
+    private GlueTable() {}
+
+    private record Row(String task, String method, double sparsity, double best, double removedPct, double peakMib, boolean bestAtLast) {}
+
+    public static void main(String[] args) throws Exception {
+        List<Row> rows = new ArrayList<>();
+        for (String line : Files.readAllLines(Path.of(args[0])).subList(1, Files.readAllLines(Path.of(args[0])).size())) {
+            String[] f = line.split("\t");
+            rows.add(new Row(f[0], f[1], Double.parseDouble(f[2]), 100 * Double.parseDouble(f[4]), Double.parseDouble(f[5]),
+                    Double.parseDouble(f[6]), f.length > 8 && f[8].equals("true")));
+        }
+        Set<String> tasks = new LinkedHashSet<>(), methods = new LinkedHashSet<>();
+        for (Row r : rows) {
+            tasks.add(r.task());
+            methods.add(r.method());
+        }
+        Map<String, double[]> mean = new LinkedHashMap<>(); // task/method -> {mean, spread (sample sd), n, removed %, peak MiB}
+        for (String t : tasks)
+            for (String m : methods) {
+                List<Row> rs = rows.stream().filter(r -> r.task().equals(t) && r.method().equals(m)).toList();
+                if (rs.isEmpty()) continue;
+                double mu = rs.stream().mapToDouble(Row::best).average().orElse(0), sd = 0;
+                for (Row r : rs) sd += (r.best() - mu) * (r.best() - mu);
+                sd = rs.size() > 1 ? Math.sqrt(sd / (rs.size() - 1)) : 0;
+                mean.put(t + "/" + m, new double[] {mu, sd, rs.size(), rs.get(0).removedPct(), rs.stream().mapToDouble(Row::peakMib).max().orElse(0)});
+                System.out.printf(Locale.ROOT, "%s_%s_best_points: %.2f (sd %.2f over %d seeds; encoder parameters removed %.1f%%; peak %.0f MiB)%n",
+                        t, m, mu, sd, rs.size(), rs.get(0).removedPct(), mean.get(t + "/" + m)[4]);
+                if (m.equals("full") && rs.stream().anyMatch(Row::bestAtLast))
+                    System.out.printf(Locale.ROOT, "%s_full_best_at_last_epoch: true (a longer run might still improve it)%n", t);
+            }
+        // the dense learning-rate check: a rate that beats the default's mean says the baseline was weak
+        for (String m : methods)
+            if (m.startsWith("fulllr"))
+                for (String t : tasks)
+                    if (mean.containsKey(t + "/" + m) && mean.containsKey(t + "/full"))
+                        System.out.printf(Locale.ROOT, "%s_dense_lr_x%s_minus_default_points: %.2f%n", t, m.substring("fulllr".length()),
+                                mean.get(t + "/" + m)[0] - mean.get(t + "/full")[0]);
+        Map<String, List<Double>> gaps = new LinkedHashMap<>();
+        for (String m : methods) {
+            if (m.equals("full") || m.startsWith("fulllr")) continue;
+            for (String t : tasks) {
+                double[] full = mean.get(t + "/full"), other = mean.get(t + "/" + m);
+                if (full == null || other == null) continue;
+                double gap = full[0] - other[0];
+                System.out.printf(Locale.ROOT, "%s_gap_points_%s: %.2f%n", t, m, gap);
+                gaps.computeIfAbsent(m, k -> new ArrayList<>()).add(gap);
+            }
+        }
+        for (String m : methods)
+            if (m.startsWith("pa-distill"))
+                for (String t : tasks) {
+                    double[] with = mean.get(t + "/" + m), without = mean.get(t + "/pa" + m.substring("pa-distill".length()));
+                    if (with != null && without != null)
+                        System.out.printf(Locale.ROOT, "%s_distill_effect_points_%s: %.2f%n", t, m.substring("pa-distill".length()), with[0] - without[0]);
+                }
+        plot(Path.of(args[1]), tasks, methods, mean, rows);
+        String last = null;
+        for (var e : gaps.entrySet()) {
+            String name = "avg_metric_gap_points_" + suffix(e.getKey());
+            String line = String.format(Locale.ROOT, "%s: %.2f (%d tasks)", name, e.getValue().stream().mapToDouble(Double::doubleValue).average().orElse(0),
+                    e.getValue().size());
+            if (name.equals("avg_metric_gap_points_50")) last = line.replaceFirst(" \\(.*", "");
+            else System.out.println(line);
+        }
+        if (last != null) System.out.println(last);
+    }
+
+    /** pa50 -> 50, pa-distill70 -> 70_distill, lora -> lora. */
+    private static String suffix(String method) {
+        if (method.startsWith("pa-distill")) return method.substring("pa-distill".length()) + "_distill";
+        if (method.startsWith("pa")) return method.substring(2);
+        return method;
+    }
+
+    /** Best dev metric vs sparsity (percent of encoder parameters removed), a curve per task and pruning method, dense full at 0. */
+    private static void plot(Path png, Set<String> tasks, Set<String> methods, Map<String, double[]> mean, List<Row> rows) throws Exception {
+        Map<String, double[][]> series = new LinkedHashMap<>();
+        for (String t : tasks)
+            for (String kind : new String[] {"pa", "pa-distill"}) {
+                List<double[]> points = new ArrayList<>();
+                if (mean.containsKey(t + "/full")) points.add(new double[] {0, mean.get(t + "/full")[0]});
+                for (String m : methods)
+                    if (m.startsWith(kind) && (kind.equals("pa-distill") || !m.startsWith("pa-distill")) && mean.containsKey(t + "/" + m))
+                        points.add(new double[] {mean.get(t + "/" + m)[3], mean.get(t + "/" + m)[0]});
+                if (points.size() < 2) continue;
+                points.sort((a, b) -> Double.compare(a[0], b[0]));
+                series.put(t + " " + (kind.equals("pa") ? "Pruning-Adapter" : "with distillation"),
+                        new double[][] {points.stream().mapToDouble(p -> p[0]).toArray(), points.stream().mapToDouble(p -> p[1]).toArray()});
+            }
+        if (!series.isEmpty())
+            TrainingPlot.curves(png, "GLUE dev: best metric vs parameters removed (0: dense full fine-tuning)",
+                    "encoder parameters removed %", "metric x 100", series);
+    }
+}
