@@ -82,7 +82,7 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
 
     @Option(names = "--distill-temperature", defaultValue = "2", paramLabel = "T",
             description = "softens both models' outputs for the KL term (regression: squared error to the teacher) (default: ${DEFAULT-VALUE})")
-    double distillTemperature;
+    double distillTemperature = 2; // also when finetune --method prune makes this command itself
 
     /** Set by `topa finetune --method prune`: the pruning-only baseline (no adapters; full fine-tuning of what remains). */
     boolean pruneOnly;
