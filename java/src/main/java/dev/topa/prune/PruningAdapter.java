@@ -21,6 +21,7 @@ import dev.topa.model.TaskHead;
 import dev.topa.tensor.MemoryTracker;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.InferenceProbe;
+import dev.topa.train.Predictor;
 import dev.topa.train.Recipe;
 import dev.topa.train.Teacher;
 import dev.topa.train.Trainer;
@@ -210,31 +211,37 @@ public final class PruningAdapter {
                 copy.copyBack(); // the warmed-up adapters and head go on with the pruned model
             }
             run = run.scored((System.nanoTime() - t0) * 1e-9, run.mem().totalPeak());
-            if (distillAlpha > 0) teacher = teacher(dense, head);
+            if (distillAlpha > 0) teacher = teacher(dense, head, run.train());
             try {
                 if (cfg.schedule() == Schedule.GRADUAL) return gradual(run, dense, scores);
                 if (blocks) return blockPruned(run, dense, blockScores, Structure.BLOCKS);
                 return structured(run, dense, scores);
             } finally {
-                if (teacher != null) teacher.close();
                 teacher = null;
             }
         }
     }
 
     /**
-     * The dense warmed-up model as a forward-only teacher on the training device: a copy (the dense
-     * model goes on to be pruned), its linears packed in bf16 where that multiplies faster here (on
-     * a GPU, the tensor cores' bf16), else left as they are (no second fp32 copy).
+     * The dense warmed-up model as teacher: its outputs on every training example, by one inference
+     * pass over them (on the CPU packed in bf16 where that multiplies faster here, on a GPU the
+     * tensor cores' bf16); the dense model then goes on to be pruned, and nothing of it stays for
+     * the student's steps.
      */
-    private Teacher teacher(BertModel dense, TaskHead head) {
-        BertModel m = dense.copyTo(be);
-        boolean bf16 = !be.device().isHostAccessible() || PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE,
-                BertModel.linearShapes(m.config(), 32L * 128)).bf16();
-        if (bf16) m.packForInference(be, true);
-        say("distillation: the warmed-up dense model teaches (weight %.2f, temperature %.1f, %s products, %s)", distillAlpha, distillTemperature,
-                bf16 ? "bf16" : "fp32", MemoryTracker.human(m.parameterBytes()));
-        return new Teacher(m, head.copyTo(be), distillAlpha, distillTemperature);
+    private Teacher teacher(BertModel dense, TaskHead head, List<Trainer.Item> train) {
+        boolean onHost = be.device().isHostAccessible();
+        boolean bf16 = onHost && PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(dense.config(), 32L * 128)).bf16();
+        Teacher t;
+        // a copy, packed for inference: the dense model goes on to be pruned (and, block-masked, trained) without stale packs
+        try (BertModel m = dense.copyTo(cpu.device().equals(be.device()) ? be : cpu)) {
+            if (bf16) m.packForInference(be, true);
+            try (Predictor p = new Predictor(be, m, head)) { // on a device the predictor packs its own copy there
+                t = new Teacher(p, m.parameterBytes(), train, distillAlpha, distillTemperature);
+            }
+        }
+        say("distillation: the warmed-up dense model taught %d examples in %.1f s (weight %.2f, temperature %.1f, %s products)", train.size(),
+                t.seconds(), distillAlpha, distillTemperature, bf16 || !onHost ? "bf16" : "fp32");
+        return t;
     }
 
     /** 2. heads and neurons chosen and removed (then, with both, blocks of what is left); 3. adapters train on. */

@@ -1,31 +1,34 @@
 package dev.topa.train;
 
-import dev.topa.backend.Backend;
-import dev.topa.io.BertTokenizer;
-import dev.topa.model.BertModel;
-import dev.topa.model.TaskHead;
-import dev.topa.tensor.StepArena;
-import dev.topa.tensor.Tensor;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Map;
 
 /**
- * A task model that only runs forward, so that its outputs teach a student (knowledge
- * distillation): the student's loss becomes (1 - alpha) x its task loss + alpha x
- * {@link Backend#distillationForward} against these outputs at the given temperature. The teacher
- * keeps no activations (the inference forward) and multiplies with whatever it was packed for
- * (bf16 where that is measured faster); the time its forwards take is counted.
+ * What a task model teaches a student (knowledge distillation): its outputs on every training
+ * example, computed once by forward passes before the student trains, so the teacher's weights are
+ * gone before the student's first step (no memory of it during training, no forward per step and
+ * epoch: its outputs do not change, the teacher runs without dropout). The student's loss becomes
+ * (1 - alpha) x its task loss + alpha x {@link dev.topa.backend.Backend#distillationForward}
+ * against these outputs at the given temperature.
  */
-public final class Teacher implements AutoCloseable {
-    private final BertModel model;
-    private final TaskHead head;
-    private final double alpha, temperature;
-    private long nanos;
+public final class Teacher {
+    private final Map<Trainer.Item, float[]> outputs = new IdentityHashMap<>();
+    private final double alpha, temperature, seconds;
+    private final long weightBytes;
 
-    /** Takes model and head (closed with the teacher); both on the device of the backend that trains. */
-    public Teacher(BertModel model, TaskHead head, double alpha, double temperature) {
+    /**
+     * Runs model (with its head) over items once: predictor's outputs, kept per item.
+     * seconds and weightBytes are reported as the teacher's cost.
+     */
+    public Teacher(Predictor predictor, long weightBytes, List<Trainer.Item> items, double alpha, double temperature) {
         if (!(alpha > 0 && alpha <= 1)) throw new IllegalArgumentException("distillation weight must be in (0, 1], got " + alpha);
         if (!(temperature > 0)) throw new IllegalArgumentException("distillation temperature must be positive, got " + temperature);
-        this.model = model;
-        this.head = head;
+        long t0 = System.nanoTime();
+        float[][] out = predictor.outputs(items.stream().map(Trainer.Item::tokens).toList(), 64);
+        for (int i = 0; i < out.length; i++) outputs.put(items.get(i), out[i]);
+        this.seconds = (System.nanoTime() - t0) * 1e-9;
+        this.weightBytes = weightBytes;
         this.alpha = alpha;
         this.temperature = temperature;
     }
@@ -38,27 +41,27 @@ public final class Teacher implements AutoCloseable {
         return temperature;
     }
 
-    /** The teacher's head outputs [B, C] for a padded batch already on be's device. */
-    Tensor outputs(Backend be, StepArena arena, BertTokenizer.Batch batch) {
-        long t0 = System.nanoTime();
-        Tensor out = head.infer(be, arena, model.forward(be, arena, batch.ids(), batch.types(), batch.mask()), batch.mask());
-        nanos += System.nanoTime() - t0;
-        return out;
+    /** The teacher's outputs for a batch, [B x C] row by row (an item it has not seen is an error). */
+    float[] outputs(List<Trainer.Item> batch) {
+        float[] first = forItem(batch.get(0));
+        float[] all = new float[batch.size() * first.length];
+        for (int i = 0; i < batch.size(); i++) System.arraycopy(forItem(batch.get(i)), 0, all, i * first.length, first.length);
+        return all;
     }
 
-    /** Seconds spent in the teacher's forwards so far (host time; on a device, what the host waited). */
+    private float[] forItem(Trainer.Item item) {
+        float[] v = outputs.get(item);
+        if (v == null) throw new IllegalArgumentException("the teacher has no outputs for a training item it was not given");
+        return v;
+    }
+
+    /** Seconds of the teacher's forward passes. */
     public double seconds() {
-        return nanos * 1e-9;
+        return seconds;
     }
 
-    /** Bytes of the teacher's weights and packs. */
+    /** Bytes of the teacher's weights while it ran (freed before the student trains). */
     public long weightBytes() {
-        return model.parameterBytes();
-    }
-
-    @Override
-    public void close() {
-        model.close();
-        head.close();
+        return weightBytes;
     }
 }

@@ -473,8 +473,10 @@ public final class Trainer implements AutoCloseable {
             be.crossEntropyForward(arena.allocate(DType.F32, l.length), out, labels, loss);
             be.crossEntropyBackward(dOut, out, labels, taskWeight);
         }
-        if (teacher != null) // the loss slot keeps the task loss (comparable with runs without a teacher); the gradient takes both
-            be.distillationBackward(dOut, out, teacher.outputs(be, arena, b), (float) teacher.temperature(), (float) (teacher.alpha() * dloss));
+        if (teacher != null) { // the loss slot keeps the task loss (comparable with runs without a teacher); the gradient takes both
+            Tensor taught = be.copyOf(hostArena.allocate(DType.F32, out.shape()).copyFrom(teacher.outputs(batch)), arena);
+            be.distillationBackward(dOut, out, taught, (float) teacher.temperature(), (float) (teacher.alpha() * dloss));
+        }
         Tensor dHidden = head.backward(be, arena, dOut, b.ids().dim(1));
         training.backward(be, arena, dHidden);
     }

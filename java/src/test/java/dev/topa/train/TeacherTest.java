@@ -1,0 +1,70 @@
+package dev.topa.train;
+
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueTask;
+import dev.topa.io.BertTokenizer;
+import dev.topa.model.BertConfig;
+import dev.topa.model.BertModel;
+import dev.topa.model.BertTraining;
+import dev.topa.model.DropoutConfig;
+import dev.topa.model.TaskHead;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Distillation's plumbing: a student taught only by itself (alpha 1: the teacher's outputs are its
+ * own, no dropout) gets a gradient that is zero up to rounding (the teacher's outputs come from the
+ * inference path), while taught half by the labels it gets a real one; a batch the teacher never
+ * saw is refused.
+ */
+class TeacherTest {
+    private static final BertConfig CONFIG = new BertConfig(100, 32, 24, 2, 16, new int[] {2}, new int[] {64}, 1e-12f);
+
+    /** The norm of the gradients of one batch. */
+    private static double gradientNorm(double alpha, boolean unseen) {
+        SplittableRandom rnd = new SplittableRandom(4);
+        CpuBackend be = CpuBackend.create();
+        try (BertModel model = new BertModel(CONFIG); TaskHead head = new TaskHead(32, 2, 3)) {
+            for (var t : model.parameters().values()) {
+                float[] v = new float[(int) t.numel()];
+                for (int i = 0; i < v.length; i++) v[i] = (float) (0.1 * (2 * rnd.nextDouble() - 1));
+                t.copyFrom(v);
+            }
+            List<Trainer.Item> items = new ArrayList<>();
+            for (int i = 0; i < 8; i++) {
+                int len = 3 + rnd.nextInt(8);
+                int[] ids = new int[len], types = new int[len];
+                for (int t = 0; t < len; t++) ids[t] = rnd.nextInt(100);
+                items.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types), new Example("a", "b", rnd.nextInt(2), 0f)));
+            }
+            Teacher teacher;
+            try (Predictor p = new Predictor(be, model, head)) {
+                teacher = new Teacher(p, model.parameterBytes(), items.subList(0, unseen ? 4 : 8), alpha, 1.0);
+            }
+            try (BertTraining training = new BertTraining(be, model, new BertTraining.Options(n -> true, DropoutConfig.NONE, false,
+                    dev.topa.tensor.DType.F32));
+                    Trainer trainer = new Trainer(be, model, training, head, GlueTask.MRPC, new Trainer.Config(1, 8, 1e-2, 0.0, 0, 1.0, 7))
+                            .distillFrom(teacher)) {
+                trainer.lossAndGradients(items);
+                double sq = 0;
+                for (var g : training.gradients().values()) for (float x : g.toFloatArray()) sq += (double) x * x;
+                return Math.sqrt(sq);
+            }
+        }
+    }
+
+    @Test
+    void aStudentTaughtOnlyByItselfGetsNoGradientAndWithLabelsItDoes() {
+        double self = gradientNorm(1.0, false), half = gradientNorm(0.5, false);
+        assertTrue(half > 1e-3, "the labels' half of the loss has a gradient: " + half);
+        assertTrue(self < 1e-3 * half, "taught by its own outputs the student's gradient is rounding: " + self + " vs " + half);
+        var e = assertThrows(IllegalArgumentException.class, () -> gradientNorm(0.5, true));
+        assertTrue(e.getMessage().contains("no outputs for a training item"), e.getMessage());
+    }
+}
