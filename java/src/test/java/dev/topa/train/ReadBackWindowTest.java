@@ -6,14 +6,13 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.topa.backend.cpu.CpuBackend;
-import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
-import dev.topa.io.BertTokenizer;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.model.TaskHead;
+import dev.topa.testing.RandomTraining;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -36,18 +35,8 @@ class ReadBackWindowTest {
         SplittableRandom rnd = new SplittableRandom(11);
         CpuBackend be = CpuBackend.create();
         try (BertModel model = new BertModel(CONFIG); TaskHead head = new TaskHead(32, task.numLabels(), 5)) {
-            for (var t : model.parameters().values()) {
-                float[] v = new float[(int) t.numel()];
-                for (int i = 0; i < v.length; i++) v[i] = (float) (0.05 * (2 * rnd.nextDouble() - 1));
-                t.copyFrom(v);
-            }
-            List<Trainer.Item> items = new ArrayList<>();
-            for (int i = 0; i < 28; i++) {
-                int len = 3 + rnd.nextInt(12);
-                int[] ids = new int[len], types = new int[len];
-                for (int t = 0; t < len; t++) ids[t] = rnd.nextInt(200);
-                items.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types), new Example("a", "b", rnd.nextInt(2), (float) rnd.nextDouble())));
-            }
+            RandomTraining.randomize(model, rnd, 0.05);
+            List<Trainer.Item> items = RandomTraining.items(rnd, 28, 200, 3, 12);
             List<Double> losses = new ArrayList<>();
             String error = null;
             try (BertTraining training = new BertTraining(be, model, new BertTraining.Options(n -> true, DropoutConfig.BERT, false,

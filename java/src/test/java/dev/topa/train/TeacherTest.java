@@ -4,15 +4,13 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.topa.backend.cpu.CpuBackend;
-import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
-import dev.topa.io.BertTokenizer;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.model.TaskHead;
-import java.util.ArrayList;
+import dev.topa.testing.RandomTraining;
 import java.util.List;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
@@ -31,18 +29,8 @@ class TeacherTest {
         SplittableRandom rnd = new SplittableRandom(4);
         CpuBackend be = CpuBackend.create();
         try (BertModel model = new BertModel(CONFIG); TaskHead head = new TaskHead(32, 2, 3)) {
-            for (var t : model.parameters().values()) {
-                float[] v = new float[(int) t.numel()];
-                for (int i = 0; i < v.length; i++) v[i] = (float) (0.1 * (2 * rnd.nextDouble() - 1));
-                t.copyFrom(v);
-            }
-            List<Trainer.Item> items = new ArrayList<>();
-            for (int i = 0; i < 8; i++) {
-                int len = 3 + rnd.nextInt(8);
-                int[] ids = new int[len], types = new int[len];
-                for (int t = 0; t < len; t++) ids[t] = rnd.nextInt(100);
-                items.add(new Trainer.Item(new BertTokenizer.Encoded(ids, types), new Example("a", "b", rnd.nextInt(2), 0f)));
-            }
+            RandomTraining.randomize(model, rnd, 0.1);
+            List<Trainer.Item> items = RandomTraining.items(rnd, 8, 100, 3, 8);
             Teacher teacher;
             try (Predictor p = new Predictor(be, model, head)) {
                 teacher = new Teacher(p, model.parameterBytes(), items.subList(0, unseen ? 4 : 8), alpha, 1.0);
