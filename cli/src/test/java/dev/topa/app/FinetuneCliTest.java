@@ -202,6 +202,24 @@ class FinetuneCliTest {
     }
 
     @Test
+    void badDistillationSettingsAreRejectedBeforeAnyWork(@TempDir Path dir) {
+        String[][] cases = {{"--distill", "1.5"}, {"--distill", "-0.1"}, {"--distill", "NaN"}, {"--distill", "0.5", "--distill-temperature", "0"},
+                {"--distill", "0.5", "--distill-temperature", "-2"}, {"--distill", "0.5", "--schedule", "gradual"}};
+        String[] says = {"--distill: a weight in [0, 1]", "--distill: a weight in [0, 1]", "--distill: a weight in [0, 1]",
+                "--distill-temperature: positive", "--distill-temperature: positive", "--schedule gradual has no dense teacher"};
+        for (int i = 0; i < cases.length; i++) {
+            Path out = dir.resolve("d" + i);
+            java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("prune-adapt", "--task", "rte", "--data-dir",
+                    TestData.glue().toString(), "--base-precision", "fp32", "--out", out.toString()));
+            args.addAll(java.util.List.of(cases[i]));
+            String[] r = run(args.toArray(String[]::new));
+            assertEquals("1", r[0], String.join(" ", cases[i]));
+            assertTrue(r[2].contains(says[i]), String.join(" ", cases[i]) + ": " + r[2]);
+            assertTrue(!java.nio.file.Files.exists(out), "nothing written for " + String.join(" ", cases[i]));
+        }
+    }
+
+    @Test
     void bothPrunesUnitsThenBlocksOfWhatIsLeftToTheOverallTarget(@TempDir Path dir) throws Exception {
         Path out = dir.resolve("both");
         String[] pa = run("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--structure", "both", "--epochs", "1",

@@ -92,8 +92,6 @@ public final class Trainer implements AutoCloseable {
     private long step;
     private int epochsDone;
     private Communicator comm = Communicator.SINGLE;
-    /** Per rank, what share of each pending step's global batch it had (its loss weight). */
-    private final List<Double> pendingWeights = new ArrayList<>();
     /** Gradient sums across ranks: one bucket per encoder layer, then everything else (embeddings, head). */
     private List<GradientBucket> layerBuckets = List.of();
     private GradientBucket restBucket;
@@ -103,8 +101,10 @@ public final class Trainer implements AutoCloseable {
     private int window;
     /** On the backend's device: clipScale's state, then one loss slot per step of the window. */
     private final Tensor stats;
-    /** Steps done since the last read-back, with what onStep will report of each. */
-    private final List<StepInfo> pending = new ArrayList<>();
+    /** A step done since the last read-back: what onStep will report of it, and this rank's share of its global batch (its loss weight). */
+    private record Pending(StepInfo info, double weight) {}
+
+    private final List<Pending> pending = new ArrayList<>();
 
     /** On a device backend, model and head must already be there (BertModel/TaskHead copyTo) and training built for it. */
     public Trainer(Backend be, BertModel model, BertTraining training, TaskHead head, GlueTask task, Config cfg) {
@@ -356,8 +356,7 @@ public final class Trainer implements AutoCloseable {
         if (comm.size() > 1) reduceGradients();
         optimizerStep(lr, comm.size() > 1 ? null : loss); // across ranks only the (summed) gradients decide: the same on every rank
         if (CHECK_REPLICAS && comm.size() > 1) checkReplicas();
-        pending.add(info);
-        pendingWeights.add(weight);
+        pending.add(new Pending(info, weight));
     }
 
     /** -Dtopa.dist.check=true: after every step, every rank's parameters are compared with rank 0's (a checksum of their bits). */
@@ -406,7 +405,7 @@ public final class Trainer implements AutoCloseable {
         float[] s = be.device().isHostAccessible() ? stats.toFloatArray() : copyToHost(stats);
         long bad = (long) s[Backend.CLIP_FIRST_BAD_STEP], first = step - pending.size() + 1; // the window's steps: first .. step
         double[] losses = new double[pending.size()]; // the global batches' losses: each rank's mean weighted by its share, summed
-        for (int i = 0; i < losses.length; i++) losses[i] = s[Backend.CLIP_STATE + i] * pendingWeights.get(i);
+        for (int i = 0; i < losses.length; i++) losses[i] = s[Backend.CLIP_STATE + i] * pending.get(i).weight();
         comm.allReduceSum(losses);
         for (int i = 0; i < losses.length && bad == 0; i++)
             if (!Double.isFinite(losses[i])) {
@@ -414,11 +413,10 @@ public final class Trainer implements AutoCloseable {
                 s[Backend.CLIP_BAD_LOSS] = (float) losses[i];
             }
         for (int i = 0; i < pending.size() && (bad == 0 || first + i < bad); i++) {
-            StepInfo p = pending.get(i);
+            StepInfo p = pending.get(i).info();
             onStep.accept(new StepInfo(p.epoch(), p.batch(), p.batches(), losses[i], p.examples()));
         }
         pending.clear();
-        pendingWeights.clear();
         if (bad != 0) {
             float loss = s[Backend.CLIP_BAD_LOSS], norm = s[Backend.CLIP_BAD_NORM];
             throw diverged(bad, Float.isFinite(loss) ? "the gradient norm is " + norm : "the loss is " + loss);

@@ -70,6 +70,19 @@ class ReadBackWindowTest {
     }
 
     @Test
+    void aWindowOutsideOneToSixteenIsRefused() {
+        try (BertModel model = new BertModel(CONFIG); TaskHead head = new TaskHead(32, 2, 5);
+                BertTraining training = new BertTraining(CpuBackend.create(), model, new BertTraining.Options(n -> true, DropoutConfig.NONE, false,
+                        dev.topa.tensor.DType.F32));
+                Trainer trainer = new Trainer(CpuBackend.create(), model, training, head, GlueTask.MRPC, new Trainer.Config(1, 4, 1e-3, 0, 0, 1, 7))) {
+            for (int bad : new int[] {0, -1, Trainer.DEVICE_WINDOW + 1}) {
+                var e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, () -> trainer.readBackEvery(bad));
+                assertTrue(e.getMessage().contains("read back every 1 to " + Trainer.DEVICE_WINDOW + " steps, got " + bad), e.getMessage());
+            }
+        }
+    }
+
+    @Test
     void aDivergingRunStopsAtTheSameStepWithNothingAppliedFromIt() {
         Run one = train(1, 1e30, GlueTask.MRPC), five = train(5, 1e30, GlueTask.MRPC);
         assertTrue(one.error() != null && one.error().matches("(?s)step \\d+: .*(NaN|Infinity).*training stopped.*"), String.valueOf(one.error()));
