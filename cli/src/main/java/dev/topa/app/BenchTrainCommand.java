@@ -56,7 +56,7 @@ final class BenchTrainCommand implements Callable<Integer>, RecipeOptions.TakesR
         if (method == Recipe.Method.PRUNE) throw new IllegalArgumentException("--method: full or lora (prune is timed by prune-adapt's report)");
         if (steps < 1 || warmup < 0) throw new IllegalArgumentException("--steps must be >= 1 and --warmup >= 0");
         threads.apply();
-        Recipe rc = new RecipeOptions(spec).recipe(GlueTask.SST2, method, device.device == DeviceOption.Kind.cuda);
+        Recipe rc = new RecipeOptions(spec).recipe(GlueTask.SST2, method, device.cuda());
         ModelLoader.Loaded loaded = ModelLoader.load(model);
         try (Backend be = device.backend(); BertModel m = loaded.model(); TaskHead head = new TaskHead(m.config().hidden(), 2, rc.seed())) {
             int seq = Math.min(rc.maxSeqLen(), m.config().maxPositions());

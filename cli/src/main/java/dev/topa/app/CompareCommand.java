@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.topa.backend.Backend;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.io.OutputDirectory;
 import dev.topa.train.FineTunedModel;
@@ -54,6 +55,9 @@ final class CompareCommand implements Callable<Integer> {
 
     @Mixin
     ThreadsOption threads;
+
+    @Mixin
+    DeviceOption device;
 
     /** One training run: its table label, its folder name and the topa arguments that train it. */
     record Run(String label, String name, double sparsity, List<String> args) {}
@@ -119,6 +123,7 @@ final class CompareCommand implements Callable<Integer> {
         if (job.overwrite) cmd.add("--overwrite");
         if (maxSeqLen != null) cmd.addAll(List.of("--max-seq-len", maxSeqLen.toString()));
         if (threads.threads > 0) cmd.addAll(List.of("--threads", Integer.toString(threads.threads)));
+        cmd.addAll(List.of("--device", device.spec()));
         System.out.printf(Locale.ROOT, "%-55s ", r.label());
         System.out.flush();
         long t0 = System.nanoTime();
@@ -135,12 +140,13 @@ final class CompareCommand implements Callable<Integer> {
         for (JsonNode e : report.path("epochs")) seconds += e.path("seconds").asDouble();
         seconds /= Math.max(1, report.path("epochs").size());
         Row row;
-        CpuBackend be = CpuBackend.create();
+        // the serving figures on the CPU, for every device the runs trained on (a Java service's embedded inference)
+        Backend be = CpuBackend.create();
         try (FineTunedModel.Loaded saved = FineTunedModel.load(dir)) {
             InferenceProbe.Figures f = inferenceIterations > 0 ? InferenceProbe.measure(be, saved.model(), inferenceIterations)
                     : new InferenceProbe.Figures(Double.NaN, Double.NaN, 0);
             row = new Row(r, metric, report.path("best").path(metric).asDouble(), report.path("trainable_parameters").asLong(),
-                    report.path("memory_cpu").path("total_peak").asLong(), seconds, f.latencyB1Ms(), f.throughputB32(),
+                    report.path("memory_" + device.spec()).path("total_peak").asLong(), seconds, f.latencyB1Ms(), f.throughputB32(),
                     saved.model().parameterBytes() + f.activationPeakBytes(), diskBytes(dir));
         }
         System.out.printf(Locale.ROOT, "dev %s %.4f (%.0f s)%n", metric, row.dev(), (System.nanoTime() - t0) * 1e-9);

@@ -93,14 +93,14 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
         threads.apply();
         GlueTask t = job.glueTask();
         RecipeOptions options = new RecipeOptions(spec);
-        Recipe asked = options.recipe(t, method, device.device == DeviceOption.Kind.cuda);
+        Recipe asked = options.recipe(t, method, device.cuda());
         List<Example> trainEx = job.train(), devEx = job.dev();
         ModelLoader.Loaded loaded = ModelLoader.load(job.model);
         try (Backend be = device.backend(); BertModel m = loaded.model();
                 BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(asked.maxSeqLen(), m.config().maxPositions()));
                 TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), asked.seed())) {
             Recipe rc = asked;
-            if (rc.method() == Recipe.Method.LORA && options.given("--base-precision") == null && device.device == DeviceOption.Kind.cpu) {
+            if (rc.method() == Recipe.Method.LORA && options.given("--base-precision") == null && device.host()) {
                 // LoRA's frozen base in bf16 where that is measured faster on this model's shapes, else fp32
                 PrecisionChoice.Result choice = PrecisionChoice.choose(be, PrecisionChoice.Use.TRAINING,
                         BertModel.linearShapes(m.config(), (long) rc.batchSize() * tok.maxLength()));

@@ -119,11 +119,11 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
     @Override
     public Integer call() throws Exception {
         threads.apply();
-        boolean paper = preset == Preset.PAPER, gpu = device.device == DeviceOption.Kind.cuda;
+        boolean paper = preset == Preset.PAPER, gpu = device.cuda();
         PruningAdapter.Config cfg = new PruningAdapter.Config(preset, pruneOnly, sparsity != null ? sparsity : paper ? 43.0 / 144 : 0.3,
                 structure != null ? structure : paper ? Structure.HEADS : Structure.HEADS_FFN, schedule, ramp, minHeads, minFfn, scorer,
                 scoreExamples, evalEvery, inferenceIterations); // option combinations are checked before any loading
-        cfg.checkDevice(!gpu);
+        cfg.checkDevice(device.host());
         GlueTask t = job.glueTask();
         RecipeOptions options = new RecipeOptions(spec);
         Recipe rc = pruneOnly ? options.recipe(t, Recipe.Method.PRUNE, gpu) : paper ? options.applyTo(Recipe.paper(t))

@@ -1,0 +1,110 @@
+package dev.topa.app;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.topa.backend.opencl.OpenCl;
+import dev.topa.backend.opencl.OpenClBackend;
+import dev.topa.io.Safetensors;
+import dev.topa.testing.TestData;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The commands on the first OpenCL device (PoCL in CI) against the same commands on the CPU: the
+ * default model's states, one epoch of training, and a block-pruned model run block-sparse. Skipped,
+ * with the reason, where there is no OpenCL platform.
+ */
+class OpenClCliTest {
+    @BeforeEach
+    void needsOpenCl() {
+        assumeTrue(OpenCl.unavailableReason() == null, () -> "opencl skipped: " + OpenCl.unavailableReason());
+    }
+
+    private static CliRun ok(List<String> args) {
+        CliRun r = CliRun.of(args.toArray(String[]::new));
+        assertEquals(0, r.code(), String.join(" ", args) + "\n" + r.printed());
+        return r;
+    }
+
+    private static List<String> with(List<String> args, String... more) {
+        List<String> a = new ArrayList<>(args);
+        a.addAll(List.of(more));
+        return a;
+    }
+
+    @Test
+    void theDefaultModelsStatesEqualTheCpusWithin1e4(@TempDir Path dir) throws Exception {
+        Path in = Files.writeString(dir.resolve("in.txt"), "a gripping film with a thin plot\nok\nthe cat sat on the mat and looked at the dog\n");
+        for (String device : new String[] {"cpu", "opencl"})
+            ok(List.of("encode", "--device", device, "--input", in.toString(), "--output", dir.resolve(device + ".safetensors").toString(),
+                    "--pooled", "--batch-size", "2"));
+        try (Safetensors c = Safetensors.read(dir.resolve("cpu.safetensors")); Safetensors o = Safetensors.read(dir.resolve("opencl.safetensors"))) {
+            assertEquals(c.entries().keySet(), o.entries().keySet());
+            double worst = 0;
+            for (String k : c.entries().keySet()) {
+                float[] a = c.entries().get(k).floats(c.file()), b = o.entries().get(k).floats(o.file());
+                assertEquals(a.length, b.length, k);
+                for (int i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+            }
+            assertTrue(worst <= 1e-4, "largest difference of a hidden state or pooled mean: " + worst);
+        }
+    }
+
+    @Test
+    void oneEpochOfLoraTrainingGivesTheCpusLossWithin1e3(@TempDir Path dir) throws Exception {
+        List<String> args = List.of("finetune", "--task", "rte", "--data-dir", TestData.glue().toString(), "--train-limit", "64", "--epochs", "1",
+                "--batch-size", "16", "--max-seq-len", "64", "--base-precision", "fp32", "--seed", "5");
+        JsonNode[] reports = new JsonNode[2];
+        String[] devices = {"cpu", "opencl"};
+        for (int i = 0; i < 2; i++) {
+            Path out = dir.resolve(devices[i]);
+            ok(with(args, "--device", devices[i], "--out", out.toString()));
+            reports[i] = new ObjectMapper().readTree(out.resolve("report.json").toFile());
+        }
+        JsonNode c = reports[0].get("epochs").get(0), o = reports[1].get("epochs").get(0);
+        assertEquals(4, c.get("step").asInt(), "64 examples in batches of 16");
+        assertEquals(c.get("train_loss").asDouble(), o.get("train_loss").asDouble(), 1e-3, "mean training loss of the epoch");
+        assertEquals(c.get("dev").get("accuracy").asDouble(), o.get("dev").get("accuracy").asDouble(), 2.0 / 277, "dev accuracy");
+        assertTrue(reports[1].has("memory_opencl:0"), "the device's memory is reported: " + reports[1]);
+    }
+
+    @Test
+    void aBlockPrunedModelRunsBlockSparseOnOpenClWithTheCpusAnswers(@TempDir Path dir) throws Exception {
+        Path out = dir.resolve("blocks");
+        ok(List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--structure", "blocks", "--scorer", "taylor",
+                "--epochs", "1", "--train-limit", "32", "--batch-size", "16", "--max-seq-len", "48", "--score-examples", "16", "--sparsity", "0.5",
+                "--inference-iterations", "0", "--out", out.toString()));
+        assertTrue(Files.readString(out.resolve("config.json")).contains("topa_block_size"), "saved with its block masks");
+        String[] printed = new String[2], devices = {"cpu", "opencl"};
+        for (int i = 0; i < 2; i++) {
+            CliRun e = ok(List.of("eval", "--model", out.toString(), "--data-dir", TestData.glue().toString(), "--device", devices[i]));
+            CliRun p = ok(List.of("predict", "--model", out.toString(), "--device", devices[i], "A cat sat on the mat.", "A cat was sitting."));
+            printed[i] = e.out().lines().filter(l -> l.contains("accuracy")).toList() + "\n" + p.out();
+        }
+        assertTrue(printed[0].contains("accuracy") && printed[0].contains("p(entailment)"), printed[0]);
+        assertEquals(printed[0], printed[1], "the same dev accuracy, label and probabilities (4 digits) as on the CPU");
+    }
+
+    @Test
+    void aBadDeviceIndexIsRefusedBeforeAnyWork(@TempDir Path dir) throws Exception {
+        Path in = Files.writeString(dir.resolve("in.txt"), "ok\n"), out = dir.resolve("o.safetensors");
+        int n = OpenClBackend.devices().size();
+        CliRun r = CliRun.of("encode", "--device", "opencl:" + n, "--input", in.toString(), "--output", out.toString());
+        assertEquals(1, r.code(), r.printed());
+        assertTrue(r.err().contains("no OpenCL device " + n + ": this machine has " + n), r.printed());
+        assertFalse(Files.exists(out), "nothing written");
+        CliRun bad = CliRun.of("encode", "--device", "opencl:x", "--input", in.toString(), "--output", out.toString());
+        assertEquals(2, bad.code(), bad.printed());
+        assertTrue(bad.err().contains("the device index is a whole number"), bad.printed());
+    }
+}

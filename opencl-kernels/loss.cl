@@ -1,0 +1,61 @@
+// Task losses (native/loss.c): softmax cross-entropy (label < 0: ignored) and mean squared error.
+// Means are summed in row order by one work-item, in double where the device has it, so nothing is
+// read back during a step. A label outside the classes gives its row a NaN loss (labels are checked
+// on the host before the upload).
+
+inline float topa_row_logsumexp(__global const float *x, long C) {
+    float mx = x[0], s = 0.0f;
+    for (long c = 1; c < C; c++) mx = fmax(mx, x[c]);
+    for (long c = 0; c < C; c++) s += exp(x[c] - mx);
+    return mx + log(s);
+}
+
+__kernel void cross_entropy_forward(TENSOR(float, losses), TENSOR(const float, logits), TENSOR(const int, labels), long N, long C) {
+    long i = get_global_id(0);
+    if (i >= N) return;
+    int y = AT(labels)[i];
+    __global const float *x = AT(logits) + i * C;
+    AT(losses)[i] = y < 0 ? 0.0f : y >= C ? NAN : topa_row_logsumexp(x, C) - x[y];
+}
+
+// mean = the mean of losses over the rows whose label is not ignored
+__kernel void loss_mean(TENSOR(float, mean), TENSOR(const float, losses), TENSOR(const int, labels), long N) {
+    if (get_global_id(0) != 0) return;
+    acc_t total = 0;
+    long counted = 0;
+    for (long i = 0; i < N; i++) {
+        total += AT(losses)[i];
+        counted += AT(labels)[i] >= 0;
+    }
+    AT(mean)[0] = counted ? (float)(total / (acc_t)counted) : 0.0f;
+}
+
+__kernel void cross_entropy_backward(TENSOR(float, dlogits), TENSOR(const float, logits), TENSOR(const int, labels), long N, long C,
+                                     float dloss) {
+    long i = get_global_id(0);
+    if (i >= N) return;
+    long counted = 0;
+    for (long r = 0; r < N; r++) counted += AT(labels)[r] >= 0;
+    float scale = counted ? dloss / (float)counted : 0.0f;
+    int y = AT(labels)[i];
+    __global const float *x = AT(logits) + i * C;
+    __global float *d = AT(dlogits) + i * C;
+    float lse = y < 0 ? 0.0f : topa_row_logsumexp(x, C);
+    for (long c = 0; c < C; c++) d[c] = y < 0 ? 0.0f : scale * (exp(x[c] - lse) - (c == y ? 1.0f : 0.0f));
+}
+
+__kernel void mse_forward(TENSOR(float, mean), TENSOR(const float, pred), TENSOR(const float, target), long N) {
+    if (get_global_id(0) != 0) return;
+    acc_t s = 0;
+    for (long i = 0; i < N; i++) {
+        acc_t d = (acc_t)AT(pred)[i] - (acc_t)AT(target)[i];
+        s += d * d;
+    }
+    AT(mean)[0] = N ? (float)(s / (acc_t)N) : 0.0f;
+}
+
+__kernel void mse_backward(TENSOR(float, dpred), TENSOR(const float, pred), TENSOR(const float, target), long N, float scale) {
+    long i = get_global_id(0);
+    if (i >= N) return;
+    AT(dpred)[i] = scale * (AT(pred)[i] - AT(target)[i]);
+}
