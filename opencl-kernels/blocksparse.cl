@@ -1,7 +1,7 @@
 // 32 x 32 block-sparse linear layers (native/blocksparse.c): the kept blocks of the packed operand
 // P [N, K] as values [kept][32 inputs][32 outputs], rowptr [N/32 + 1] and colidx [kept] (the
 // structure built on the host from the mask). Only kept blocks are read or multiplied: the work is
-// the kept blocks' FLOPs. A work-item per output element.
+// the kept blocks' FLOPs.
 
 #define TOPA_SB 32
 
@@ -23,29 +23,50 @@ __kernel void bsr_pack(TENSOR(float, values), TENSOR(const float, w), long in, T
 
 // Y[M, N] = X[M, K] P^T + beta Y + bias (+ scale U Lt: U [M, r], or with ublocks U [M, (K/32) r]
 // summed over the block-row's kept blocks). values absent: the structure only, the term alone.
-__kernel void bsr_linear(long M, long N, long K, TENSOR(const float, x), TENSOR(const float, values), TENSOR(const int, rowptr),
-                         TENSOR(const int, colidx), TENSOR(const float, bias), float beta, TENSOR(float, y), long r, TENSOR(const float, u),
-                         TENSOR(const float, lt), float scale, int ublocks) {
-    long e = get_global_id(0);
-    if (e >= M * N) return;
-    long m = e / N, n = e % N, br = n / TOPA_SB, o = n % TOPA_SB;
+// A work-group of 256 per (block-row, 32 tokens): for each kept block of the row, the 32 x 32 tile
+// of X and the block are staged in local memory and every work-item adds 32 products for each of
+// its 4 tokens and its output -- the kept blocks' FLOPs, each operand read once per work-group.
+__kernel __attribute__((reqd_work_group_size(256, 1, 1)))
+void bsr_linear(long M, long N, long K, TENSOR(const float, x), TENSOR(const float, values), TENSOR(const int, rowptr),
+                TENSOR(const int, colidx), TENSOR(const float, bias), float beta, TENSOR(float, y), long r, TENSOR(const float, u),
+                TENSOR(const float, lt), float scale, int ublocks) {
+    __local float xs[TOPA_SB][TOPA_SB + 1]; // [token][input], padded against bank conflicts
+    __local float ws[TOPA_SB][TOPA_SB];     // [input][output]
+    long rows = N / TOPA_SB, g = get_group_id(0), br = g % rows, m0 = g / rows * TOPA_SB;
+    int lid = get_local_id(0), o = lid % TOPA_SB, tr = lid / TOPA_SB;
     __global const int *rp = AT(rowptr), *ci = AT(colidx);
-    __global const float *xr = AT(x) + m * K;
-    float acc = 0.0f;
+    __global const float *xb = AT(x);
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int k = rp[br]; values_buf && k < rp[br + 1]; k++) {
-        __global const float *v = AT(values) + (long)k * TOPA_SB * TOPA_SB + o;
-        __global const float *xc = xr + (long)ci[k] * TOPA_SB;
-        for (int i = 0; i < TOPA_SB; i++) acc += xc[i] * v[i * TOPA_SB];
+        long col = (long)ci[k] * TOPA_SB;
+        __global const float *v = AT(values) + (long)k * TOPA_SB * TOPA_SB;
+        for (int j = 0; j < 4; j++) {
+            int t = tr + 8 * j;
+            xs[t][o] = m0 + t < M ? xb[(m0 + t) * K + col + o] : 0.0f;
+            ws[t][o] = v[t * TOPA_SB + o];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int i = 0; i < TOPA_SB; i++) {
+            float w = ws[i][o];
+            for (int j = 0; j < 4; j++) acc[j] += xs[tr + 8 * j][i] * w;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
     }
-    for (long q = 0; q < r && u_buf; q++) {
-        float uv = 0.0f;
-        if (!ublocks) uv = AT(u)[m * r + q];
-        else
-            for (int k = rp[br]; k < rp[br + 1]; k++) uv += AT(u)[m * (K / TOPA_SB) * r + (long)ci[k] * r + q];
-        acc += scale * uv * AT(lt)[q * N + n];
+    long n = br * TOPA_SB + o;
+    for (int j = 0; j < 4; j++) {
+        long m = m0 + tr + 8 * j;
+        if (m >= M) break;
+        float a = acc[j];
+        for (long q = 0; q < r && u_buf; q++) {
+            float uv = 0.0f;
+            if (!ublocks) uv = AT(u)[m * r + q];
+            else
+                for (int k = rp[br]; k < rp[br + 1]; k++) uv += AT(u)[m * (K / TOPA_SB) * r + (long)ci[k] * r + q];
+            a += scale * uv * AT(lt)[q * N + n];
+        }
+        __global float *yy = AT(y) + m * N + n;
+        *yy = a + (beta != 0.0f ? beta * *yy : 0.0f) + (bias_buf ? AT(bias)[n] : 0.0f);
     }
-    __global float *yy = AT(y) + e;
-    *yy = acc + (beta != 0.0f ? beta * *yy : 0.0f) + (bias_buf ? AT(bias)[n] : 0.0f);
 }
 
 // U[m, c r + q] = sum over input block c of X[m, c 32 + e] A[q, c 32 + e]; A [r, K]

@@ -547,8 +547,8 @@ public final class OpenClBackend extends Backend {
     @Override
     protected void kBlockSparseLinear(Tensor y, Tensor x, BlockSparseWeight.Pack p, Tensor bias, float beta, Tensor u, Tensor lt, float scale,
             boolean perBlock) {
-        long m = x.numel() / p.k(), r = u == null ? 0 : lt.dim(0);
-        launch("bsr_linear", m * p.n(), 0, m, p.n(), p.k(), t(x), p.keptBlocks() == 0 ? t(null) : t(p.values()), t(p.rowptr()), t(p.colidx()),
+        long m = x.numel() / p.k(), r = u == null ? 0 : lt.dim(0), rows = p.n() / BlockSparseWeight.BLOCK;
+        launch("bsr_linear", rows * ((m + 31) / 32) * 256, 256, m, p.n(), p.k(), t(x), p.keptBlocks() == 0 ? t(null) : t(p.values()), t(p.rowptr()), t(p.colidx()),
                 t(bias), beta, t(y), r, t(u), t(lt), scale, perBlock ? 1 : 0);
     }
 
