@@ -28,6 +28,12 @@ head -n 161 "$glue/RTE/train.tsv" > "$kit/cli/glue/RTE/train.tsv"
 head -n 41 "$glue/RTE/dev.tsv" > "$kit/cli/glue/RTE/dev.tsv"
 "$JAVA_HOME/bin/jlink" --add-modules java.base,java.management,java.logging,java.net.http,jdk.unsupported --strip-debug --no-header-files \
     --no-man-pages --compress=zip-6 --output "$kit/jre"
+# the OpenCL ICD loader and CLBlast (the device machine has neither; its GPU driver may bring an ICD)
+mkdir -p "$kit/lib"
+for l in libOpenCL.so.1 libclblast.so.1; do
+    f=$(ldconfig -p | awk -v l="$l" '$1 == l { print $NF; exit }')
+    [ -n "$f" ] && cp -L "$f" "$kit/lib/$l" || echo "build-kit: $l not found here (apt-get install ocl-icd-libopencl1 libclblast-dev); the OpenCL stage will say so" >&2
+done
 rm -rf "$dist"
 mkdir -p "$dist"
 tar -C "$stage" -cJf "$dist/kit.tar.xz.tmp" topa-kit

@@ -7,7 +7,9 @@
 #   2. parity: every CUDA kernel against the CPU backend, the op harness against float64
 #      references, the encoder, whole training steps and 2:4;
 #   3. cli: finetune and prune-adapt with their defaults on --device cuda (a small random BERT with
-#      the real tokenizer, the first rows of RTE), then eval;
+#      the real tokenizer, the first rows of RTE), then eval; then the OpenCL backend on every OpenCL
+#      device here (the kit carries the ICD loader and CLBlast; the NVIDIA driver's OpenCL library is
+#      registered when no ICD file names it): the op harness and finetune --device opencl;
 #   4. timings: the op harness's, the LoRA forward, block-sparse vs cuBLASLt (its outputs checked
 #      too), PyTorch in the same call.
 # Writes two files under $OUT: summary.txt (first lines: pass/fail per stage) and kit-logs.tar.gz
@@ -138,8 +140,25 @@ data=(--task rte --data-dir "$kit/cli/glue" --model "$kit/cli/model" --device cu
 step 60 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main finetune "${data[@]}" --out "$cli/finetune"; f1=$?
 step 60 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main prune-adapt "${data[@]}" --score-examples 32 --inference-iterations 2 --out "$cli/prune-adapt"; f2=$?
 step 30 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main eval --model "$cli/finetune" --data-dir "$kit/cli/glue" --device cuda; f3=$?
-stage_result cli $f1 $f2 $f3
-note "cli: finetune $f1, prune-adapt $f2, eval $f3; $(grep -m1 -E '^accuracy' "$logs/cli.log")"
+# OpenCL: the loader and CLBlast from the kit; NVIDIA's ICD registered if the driver's library is here but no file names it
+export LD_LIBRARY_PATH="$kit/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then
+    nv=$(ldconfig -p 2>/dev/null | awk '/libnvidia-opencl\.so\.1/ { print $NF; exit }')
+    if [ -n "$nv" ]; then mkdir -p "$logs/icd" && echo "$nv" > "$logs/icd/nvidia.icd" && export OCL_ICD_VENDORS="$logs/icd"; fi
+    note "opencl icd: ${nv:-no /etc/OpenCL/vendors and no libnvidia-opencl.so.1 found}"
+fi
+step 150 "$logs/opencl.log" "${jrun[@]}" dev.topa.kit.OpenClCheck check; o1=$?
+note "opencl: exit $o1 (3: no OpenCL device here), $(grep -h -E '^opencl( |_devices|_failures)' "$logs/opencl.log" | tr '\n' ' ')"
+grep -h "^FAILED" "$logs/opencl.log" | head -10 >> "$logs/summary-body.txt"
+o2=0
+if [ $o1 -ne 3 ]; then
+    step 90 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main finetune "${data[@]/cuda/opencl}" --out "$cli/finetune-opencl"; o2=$?
+    note "opencl finetune: exit $o2, $(grep -h -A0 '^epoch 1: train' "$logs/cli.log" | tr '\n' ' ')"
+else
+    o1=0
+fi
+stage_result cli $f1 $f2 $f3 $o1 $o2
+note "cli: finetune $f1, prune-adapt $f2, eval $f3, opencl harness $o1, opencl finetune $o2; $(grep -m1 -E '^accuracy' "$logs/cli.log")"
 grep -h -E "Exception|error:" "$logs/cli.log" | head -5 >> "$logs/summary-body.txt"
 
 # ---- 4. timings
