@@ -29,3 +29,12 @@ inline uint topa_hash32(uint x) {
 }
 
 inline int topa_dropout_keep(uint i, uint key, uint threshold) { return (topa_hash32(i ^ key) >> 8) >= threshold; }
+
+// x rounded to bf16 (nearest even; NaN stays NaN) and back to f32: what a bf16 operand holds
+inline uint topa_bf16_bits(float x) {
+    uint u = as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u; // quiet NaN
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+inline float topa_bf16_round(float x) { return as_float(topa_bf16_bits(x) << 16); }

@@ -5,9 +5,7 @@
 __kernel void convert_f32_to_bf16(TENSOR(ushort, out), TENSOR(const float, in), long n) {
     long i = get_global_id(0);
     if (i >= n) return;
-    uint u = as_uint(AT(in)[i]);
-    if ((u & 0x7fffffffu) > 0x7f800000u) AT(out)[i] = (ushort)((u >> 16) | 0x40u); // quiet NaN
-    else AT(out)[i] = (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    AT(out)[i] = (ushort)topa_bf16_bits(AT(in)[i]);
 }
 
 __kernel void convert_bf16_to_f32(TENSOR(float, out), TENSOR(const ushort, in), long n) {

@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.topa.backend.cpu.CpuKernels;
 import dev.topa.backend.cpu.NativeLibrary;
 import dev.topa.tensor.DType;
+import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorScope;
@@ -61,7 +62,7 @@ public final class PrecisionChoice {
             };
         }
         if (!be.supports(Op.BF16_WEIGHTS)) return new Result(false, Double.NaN, Double.NaN, be.name() + " has no bf16 products");
-        if (!be.device().isHostAccessible()) return new Result(true, Double.NaN, Double.NaN, "tensor cores run bf16 at their full rate");
+        if (be.device().kind() == Device.Kind.CUDA) return new Result(true, Double.NaN, Double.NaN, "tensor cores run bf16 at their full rate");
         String key = key(be, use, shapes);
         Path cache = NativeLibrary.cacheDir().resolve("precision.json");
         JsonNode hit = read(cache).path(key);
@@ -89,7 +90,7 @@ public final class PrecisionChoice {
         for (Shape s : distinct(shapes)) {
             int times = (int) shapes.stream().filter(s::equals).count(); // a model repeats its layer shapes
             try (TensorScope mem = be.scope("precision probe", MemoryCategory.WORKSPACE)) {
-                Tensor w = random(mem, rnd, s.out(), s.in()), x = random(mem, rnd, s.rows(), s.in());
+                Tensor w = random(be, mem, rnd, s.out(), s.in()), x = random(be, mem, rnd, s.rows(), s.in());
                 Tensor y = mem.allocate(DType.F32, s.rows(), s.out());
                 LinearWeight full = use == Use.INFERENCE && be.supports(Op.PACKED_WEIGHTS) ? PackedWeight.pack(be, w, mem) : new DenseWeight(w);
                 LinearWeight half = Bf16Weight.pack(be, w, mem, false);
@@ -104,10 +105,13 @@ public final class PrecisionChoice {
         return shapes.stream().distinct().toList();
     }
 
-    private static Tensor random(TensorScope mem, SplittableRandom rnd, long rows, long cols) {
+    /** Uniform values in [-1, 1) on be's device. */
+    private static Tensor random(Backend be, TensorScope mem, SplittableRandom rnd, long rows, long cols) {
         float[] v = new float[Math.toIntExact(rows * cols)];
         for (int i = 0; i < v.length; i++) v[i] = (float) (2 * rnd.nextDouble() - 1);
-        return mem.allocate(DType.F32, rows, cols).copyFrom(v);
+        try (TensorScope host = new TensorScope("precision probe (host)", MemoryCategory.WORKSPACE)) {
+            return be.copyOf(host.allocate(DType.F32, rows, cols).copyFrom(v), mem);
+        }
     }
 
 

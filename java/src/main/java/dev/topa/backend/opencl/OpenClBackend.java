@@ -6,6 +6,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 import dev.topa.backend.AdamWConfig;
 import dev.topa.backend.Backend;
+import dev.topa.backend.Bf16Weight;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.backend.Dropout;
 import dev.topa.backend.Op;
@@ -32,16 +33,16 @@ import java.util.Set;
  * The ops on an OpenCL device (a GPU of any vendor, or the CPU through PoCL, which is how CI runs
  * every device op): topa's kernels in OpenCL C (opencl-kernels/, one file per op family, built for
  * the device when the backend opens) and CLBlast's GEMMs, all on one in-order queue, so ops are
- * ordered without host synchronisation; a copy to the host waits for the queue. fp32 throughout
- * (activations, weights, products); block-sparse weights keep only their kept blocks and multiply
- * only those. Not run here: bf16 weights and 2:4 weights (no bf16 GEMM in CLBlast; 2:4 is a
- * tensor-core format). The kernels are written for correctness first -- a work-item per row or per
+ * ordered without host synchronisation; a copy to the host waits for the queue. Activations fp32;
+ * weights fp32 (CLBlast's products) or, asked for, bf16 (topa's own product: half the memory, fp32
+ * sums); block-sparse weights keep only their kept blocks and multiply only those. Not run here:
+ * 2:4 weights (a tensor-core format). The kernels are written for correctness first -- a work-item per row or per
  * element -- and are not tuned for any GPU.
  */
 public final class OpenClBackend extends Backend {
     /** The kernel sources in build order (common helpers first). */
     static final List<String> SOURCES = List.of("common", "convert", "bias", "layernorm", "gelu", "softmax", "attention", "dropout", "embedding",
-            "pool", "loss", "adamw", "importance", "blocksparse");
+            "pool", "loss", "adamw", "importance", "blocksparse", "gemm_bf16");
     /** The local size sum_squares reduces over (TOPA_SUM_LOCAL) and the work-groups it is launched with. */
     private static final int SUM_LOCAL = 64, SUM_GROUPS = 64;
 
@@ -133,8 +134,8 @@ public final class OpenClBackend extends Backend {
         return deviceName;
     }
 
-    /** Optional ops not run here: bf16 weights (CLBlast has no bf16 GEMM) and 2:4 weights (a tensor-core format). */
-    public static final Set<Op> UNSUPPORTED = Set.of(Op.BF16_WEIGHTS, Op.SPARSE24);
+    /** The optional op not run here: 2:4 weights (a tensor-core format). */
+    public static final Set<Op> UNSUPPORTED = Set.of(Op.SPARSE24);
 
     @Override
     public boolean supports(Op op) {
@@ -321,6 +322,27 @@ public final class OpenClBackend extends Backend {
     protected void kLinearPacked(Tensor y, Tensor x, PackedWeight w, long rows, Tensor bias) {
         long in = w.inFeatures(), out = w.outFeatures();
         sgemm(false, true, rows, out, in, 1f, x, in, w.data(), in, 0f, y, out, bias);
+    }
+
+    // ---------------------------------------------------------------- bf16 weights (topa's kernel: CLBlast has no bf16 GEMM)
+
+    /** op(B) [k, n] row-major in bf16. */
+    @Override
+    protected long kBf16PackedSize(long k, long n) {
+        return k * n;
+    }
+
+    @Override
+    protected void kBf16Pack(Tensor w, boolean transposed, long k, long n, Tensor packed) {
+        launch("bf16_pack_b", k * n, 0, t(packed), t(w), k, n, transposed ? 1 : 0);
+    }
+
+    @Override
+    protected void kGemmBf16(long m, long n, long k, float alpha, Tensor a, Bf16Weight.Pack b, float beta, Tensor c, Tensor bias, Tensor a2,
+            float scale2, boolean transB2, Tensor b2) {
+        long r = a2 == null ? 0 : a2.dim(-1);
+        launch("bf16_gemm", (m + 15) / 16 * ((n + 15) / 16) * 256, 256, m, n, k, alpha, t(a), t(b.data()), beta, t(c), t(bias), r, t(a2), scale2,
+                transB2 ? 1 : 0, t(b2));
     }
 
     @Override
