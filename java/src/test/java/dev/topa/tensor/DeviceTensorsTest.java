@@ -4,7 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.topa.backend.cuda.CudaMemoryTestAccess;
 import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.api.Test;
@@ -78,10 +77,10 @@ class DeviceTensorsTest {
     void cudaAllocatorSizeClassesCoverEveryRequestWithBoundedWaste() {
         long[] asks = {1, 511, 512, 513, 4000, 65537, 1 << 20, (1 << 20) + 1, 3L << 20, 25_165_824L + 7};
         for (long b : asks) {
-            long c = CudaMemoryTestAccess.sizeClass(b);
+            long c = dev.topa.tensor.CachingDeviceMemory.sizeClass(b);
             assertTrue(c >= b, b + " -> " + c);
             assertTrue(c <= Math.max(512, 2 * b) || c - b < 2L << 20, "waste at " + b + ": " + c);
         }
-        assertEquals(CudaMemoryTestAccess.sizeClass(3000), CudaMemoryTestAccess.sizeClass(4096), "one class serves both");
+        assertEquals(dev.topa.tensor.CachingDeviceMemory.sizeClass(3000), dev.topa.tensor.CachingDeviceMemory.sizeClass(4096), "one class serves both");
     }
 }
