@@ -40,9 +40,23 @@ final class CompareCommand implements Callable<Integer> {
     @Option(names = "--sparsity", defaultValue = "0.5", description = "the sparsity of the pruning-only and topa rows (default: ${DEFAULT-VALUE})")
     double sparsity;
 
-    @Option(names = "--sweep", split = ",", defaultValue = "0,0.3,0.5,0.7,0.9",
-            description = "sparsities of the dev-metric curve (topa's Pruning-Adapter; empty: no sweep) (default: ${DEFAULT-VALUE})")
-    List<Double> sweep;
+    @Option(names = "--sweep", defaultValue = "0,0.3,0.5,0.7,0.9",
+            description = "sparsities of the dev-metric curve, comma-separated (topa's Pruning-Adapter; empty: no sweep) (default: ${DEFAULT-VALUE})")
+    String sweepText;
+
+    /** --sweep's sparsities (none for an empty value). */
+    List<Double> sweep() {
+        List<Double> out = new ArrayList<>();
+        for (String s : sweepText.split(",")) {
+            if (s.isBlank()) continue;
+            try {
+                out.add(Double.parseDouble(s.trim()));
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException("--sweep: sparsities separated by commas, got '" + s.trim() + "'");
+            }
+        }
+        return out;
+    }
 
     @Option(names = "--epochs", description = "epochs of every run (default: each method's own default)")
     Integer epochs;
@@ -76,6 +90,7 @@ final class CompareCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         threads.apply();
         if (!(sparsity >= 0 && sparsity < 1)) throw new IllegalArgumentException("--sparsity must be in [0, 1), got " + sparsity);
+        List<Double> sweep = sweep();
         for (double s : sweep) if (!(s >= 0 && s < 1)) throw new IllegalArgumentException("--sweep: every sparsity must be in [0, 1), got " + s);
         job.openOut(false, 0); // each run checks its own folder's space
         List<Run> methods = methods();
@@ -185,12 +200,12 @@ final class CompareCommand implements Callable<Integer> {
         OutputDirectory.writeFile(job.out.resolve("compare.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(root));
         StringBuilder md = new StringBuilder();
         md.append("# ").append(job.task).append(": five methods side by side\n\n");
-        md.append(String.format(Locale.ROOT, "Model %s; %s; each run in its own process, with its own defaults%s. Serving figures: sequence"
-                + " length 128, medians after warm-up, measured in the comparing process one model at a time. Training peak: the"
-                + " tensor runtime's peak over the whole run (weights, adapters, optimizer state, gradients, activations,"
-                + " workspace). Inference peak: the model's weights + the batch-32 forward's activation peak.%n%n", job.model,
-                job.trainLimit != null ? "first " + job.trainLimit + " training examples" : "all training examples",
-                epochs != null ? ", " + epochs + " epochs each" : ""));
+        md.append(String.format(Locale.ROOT, "Model %s; %s; each run in its own process on %s, with its own defaults%s. Serving figures:"
+                + " sequence length 128, medians after warm-up, measured on the CPU in the comparing process one model at a time."
+                + " Training peak: the tensor runtime's peak over the whole run (weights, adapters, optimizer state, gradients,"
+                + " activations, workspace). Inference peak: the model's weights + the batch-32 forward's activation peak.%n%n", job.model,
+                job.trainLimit != null ? "first " + job.trainLimit + " training examples" : "all training examples", device.spec(),
+                epochs != null ? ", " + (epochs == 1 ? "1 epoch" : epochs + " epochs") + " each" : ""));
         md.append("| method | dev ").append(table.isEmpty() ? "" : table.get(0).metric()).append(" | trainable parameters | training peak"
                 + " MiB | s / epoch | batch-1 ms | batch-32 seq/s | inference peak MiB | size on disk MiB |\n");
         md.append("|---|---|---|---|---|---|---|---|---|\n");

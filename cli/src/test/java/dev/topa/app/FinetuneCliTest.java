@@ -199,6 +199,11 @@ class FinetuneCliTest {
             assertEquals("1", c[0], bad);
             assertTrue(c[2].contains("--sweep"), bad + ": " + c[2]);
         }
+        Path out = dir.resolve("words");
+        String[] w = run("compare", "--task", "rte", "--data-dir", TestData.glue().toString(), "--sweep", "0,half", "--out", out.toString());
+        assertEquals("1", w[0], w[2]);
+        assertTrue(w[2].contains("--sweep: sparsities separated by commas, got 'half'"), w[2]);
+        assertTrue(!java.nio.file.Files.exists(out), "nothing written");
     }
 
     @Test
