@@ -13,6 +13,7 @@ import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
 import dev.topa.tensor.TensorScope;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -400,6 +401,21 @@ public final class BertModel implements AutoCloseable {
                 lin.packForInference(be, bf16);
                 if (lin.blockMask != null) lin.packBlocks(be);
             }
+    }
+
+    /**
+     * The linear weights packed for be's inference from alloc, a scope the caller owns: a pass of
+     * inference over a model that goes on to train or be pruned (a teacher's), whose packs are then
+     * dropped ({@link #dropInferencePacks}) and freed with alloc -- no second fp32 copy of the model.
+     */
+    public synchronized void packForInference(Backend be, boolean bf16, TensorAllocator alloc) {
+        if (bf16) be.require(List.of(Op.BF16_WEIGHTS), "bf16 inference");
+        for (Layer layer : layers) for (Linear lin : layer.slots()) lin.packForInference(be, bf16, alloc);
+    }
+
+    /** Forgets every inference pack (after {@link #packForInference(Backend, boolean, TensorAllocator)}, before its scope closes). */
+    public synchronized void dropInferencePacks() {
+        for (Layer layer : layers) for (Linear lin : layer.slots()) lin.dropInference();
     }
 
     /**

@@ -93,10 +93,20 @@ final class Linear {
 
     /** W packed once for be's inference products: bf16 W^T, or fp32 panels (where the backend has them; else W stays as it is). */
     synchronized void packForInference(Backend be, boolean bf16) {
+        packForInference(be, bf16, scope);
+    }
+
+    /** As above, the pack allocated from alloc (a scope the caller closes after {@link #dropInference}). */
+    synchronized void packForInference(Backend be, boolean bf16, TensorAllocator alloc) {
         if (empty() || (blockMask != null && !denseForm)) return;
         if (inference != null && be.name().equals(inference.backend()) && (inference instanceof Bf16Weight) == bf16) return;
-        if (bf16) inference = Bf16Weight.pack(be, weight, scope, false);
-        else if (!bf16 && be.supports(Op.PACKED_WEIGHTS)) inference = PackedWeight.pack(be, weight, scope);
+        if (bf16) inference = Bf16Weight.pack(be, weight, alloc, false);
+        else if (!bf16 && be.supports(Op.PACKED_WEIGHTS)) inference = PackedWeight.pack(be, weight, alloc);
+    }
+
+    /** Forgets the inference pack (its memory goes with the allocator it came from). */
+    synchronized void dropInference() {
+        inference = null;
     }
 
     /** W rounded to bf16 and packed both ways for training with W frozen. */

@@ -18,7 +18,9 @@ import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.model.LoraConfig;
 import dev.topa.model.TaskHead;
+import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.MemoryTracker;
+import dev.topa.tensor.TensorScope;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.InferenceProbe;
 import dev.topa.train.Predictor;
@@ -224,23 +226,27 @@ public final class PruningAdapter {
 
     /**
      * The dense warmed-up model as teacher: its outputs on every training example, by one inference
-     * pass over them (on the CPU packed in bf16 where that multiplies faster here, on a GPU the
-     * tensor cores' bf16); the dense model then goes on to be pruned, and nothing of it stays for
-     * the student's steps.
+     * pass over them (on the CPU with bf16 packs of its weights where that multiplies faster here, on
+     * a GPU the predictor's own bf16 copy); the packs go right after, so the teacher costs no fp32
+     * copy of the model and nothing of it stays for the student's steps.
      */
     private Teacher teacher(BertModel dense, TaskHead head, List<Trainer.Item> train) {
         boolean onHost = be.device().isHostAccessible();
         boolean bf16 = onHost && PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(dense.config(), 32L * 128)).bf16();
         Teacher t;
-        // a copy, packed for inference: the dense model goes on to be pruned (and, block-masked, trained) without stale packs
-        try (BertModel m = dense.copyTo(cpu.device().equals(be.device()) ? be : cpu)) {
-            if (bf16) m.packForInference(be, true);
-            try (Predictor p = new Predictor(be, m, head)) { // on a device the predictor packs its own copy there
-                t = new Teacher(p, m.parameterBytes(), train, distillAlpha, distillTemperature);
+        try (TensorScope packs = new TensorScope("teacher packs", MemoryCategory.WEIGHTS)) {
+            try {
+                if (bf16) dense.packForInference(be, true, packs);
+                try (Predictor p = new Predictor(be, dense, head)) { // on a device the predictor packs its own copy there
+                    t = new Teacher(p, onHost ? packs.bytes() : dense.parameterBytes(), train, distillAlpha, distillTemperature);
+                }
+            } finally {
+                dense.dropInferencePacks(); // the dense model goes on to be pruned (and, block-masked, trained) without stale packs
             }
         }
-        say("distillation: the warmed-up dense model taught %d examples in %.1f s (weight %.2f, temperature %.1f, %s products)", train.size(),
-                t.seconds(), distillAlpha, distillTemperature, bf16 || !onHost ? "bf16" : "fp32");
+        say("distillation: the warmed-up dense model taught %d examples in %.1f s (weight %.2f, temperature %.1f, %s products, %s of weights)",
+                train.size(), t.seconds(), distillAlpha, distillTemperature, !onHost ? "the device's" : bf16 ? "bf16" : "fp32",
+                MemoryTracker.human(t.weightBytes()));
         return t;
     }
 
