@@ -43,7 +43,7 @@ final class RecipeOptions {
                     "prune-adapt on the CPU: fp32)"),
             new Field("--activation-precision", "activationPrecision", Recipe.Precision.class, "fp32|bf16",
                     "how the activations products read (attention context, QKV, FFN pre-activation) are kept for backward; bf16",
-                    "halves them, backward widens them to fp32 (default: bf16 on a GPU, fp32 on the CPU)"),
+                    "halves them, backward widens them to fp32 (default: bf16 on a GPU and for prune-adapt, fp32 for finetune on a CPU or OpenCL)"),
             new Field("--seed", "seed", Long.class, "N", "default: 42"));
 
     /** Adds the recipe options to every command (and subcommand) that takes a recipe. */
