@@ -8,10 +8,15 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.topa.backend.Backend;
+import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.opencl.OpenCl;
 import dev.topa.backend.opencl.OpenClBackend;
+import dev.topa.io.BertTokenizer;
 import dev.topa.io.Safetensors;
 import dev.topa.testing.TestData;
+import dev.topa.train.FineTunedModel;
+import dev.topa.train.Predictor;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -81,6 +86,16 @@ class OpenClCliTest {
         assertEquals(c.get("train_loss").asDouble(), o.get("train_loss").asDouble(), 1e-3, "mean training loss of the epoch");
         assertEquals(c.get("dev").get("accuracy").asDouble(), o.get("dev").get("accuracy").asDouble(), 2.0 / 277, "dev accuracy");
         assertTrue(reports[1].has("memory_opencl:0"), "the device's memory is reported: " + reports[1]);
+        // what predict computes, on the fine-tuned default model: the head's outputs on both backends for a few dev pairs
+        try (FineTunedModel.Loaded ft = FineTunedModel.load(dir.resolve("cpu")); BertTokenizer tok = new BertTokenizer(ft.tokenizer(), ft.maxSeqLen());
+                Backend cpu = CpuBackend.create(); Backend ocl = OpenClBackend.open(0); Predictor pc = new Predictor(cpu, ft.model(), ft.head());
+                Predictor po = new Predictor(ocl, ft.model(), ft.head())) {
+            List<BertTokenizer.Encoded> pairs = List.of(tok.encode("A cat sat on the mat.", "A cat was sitting."),
+                    tok.encode("The film was long and the plot was thin.", "The film was short."), tok.encode("ok", "fine"));
+            float[][] a = pc.outputs(pairs, 2), b = po.outputs(pairs, 2);
+            for (int i = 0; i < a.length; i++)
+                for (int j = 0; j < a[i].length; j++) assertEquals(a[i][j], b[i][j], 1e-4, "logit " + j + " of pair " + i);
+        }
     }
 
     @Test
