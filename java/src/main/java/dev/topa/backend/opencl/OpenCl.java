@@ -39,7 +39,8 @@ public final class OpenCl {
     private final MethodHandle clGetPlatformIDs, clGetPlatformInfo, clGetDeviceIDs, clGetDeviceInfo, clCreateContext, clCreateCommandQueue,
             clCreateBuffer, clReleaseMemObject, clEnqueueWriteBuffer, clEnqueueReadBuffer, clEnqueueCopyBuffer, clEnqueueFillBuffer,
             clCreateProgramWithSource, clBuildProgram, clGetProgramBuildInfo, clCreateKernel, clGetKernelInfo, clSetKernelArg,
-            clEnqueueNDRangeKernel, clFinish, clFlush, clReleaseKernel, clReleaseProgram, clReleaseCommandQueue, clReleaseContext;
+            clEnqueueNDRangeKernel, clFinish, clFlush, clReleaseKernel, clReleaseProgram, clReleaseCommandQueue, clReleaseContext, clWaitForEvents,
+            clReleaseEvent;
 
     private OpenCl(SymbolLookup lib) {
         clGetPlatformIDs = bind(lib, "clGetPlatformIDs", JAVA_INT, ADDRESS, ADDRESS);
@@ -72,6 +73,8 @@ public final class OpenCl {
         clReleaseProgram = bind(lib, "clReleaseProgram", JAVA_LONG);
         clReleaseCommandQueue = bind(lib, "clReleaseCommandQueue", JAVA_LONG);
         clReleaseContext = bind(lib, "clReleaseContext", JAVA_LONG);
+        clWaitForEvents = bind(lib, "clWaitForEvents", JAVA_INT, ADDRESS);
+        clReleaseEvent = bind(lib, "clReleaseEvent", JAVA_LONG);
     }
 
     private static MethodHandle bind(SymbolLookup lib, String name, MemoryLayout... args) {
@@ -247,6 +250,26 @@ public final class OpenCl {
     /** Device to host, blocking (waits for everything queued before it). */
     public void read(long queue, long mem, long offset, MemorySegment host, long bytes) {
         check(call(clEnqueueReadBuffer, queue, mem, 1, offset, bytes, host, 0, MemorySegment.NULL, MemorySegment.NULL), "clEnqueueReadBuffer");
+    }
+
+    /**
+     * Host to device without waiting: the copy is queued behind what is queued and host must stay
+     * unchanged until it has run; returns its event (wait for it with {@link #waitAndRelease}).
+     */
+    public long writeAsync(long queue, long mem, long offset, MemorySegment host, long bytes) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment event = a.allocate(JAVA_LONG);
+            check(call(clEnqueueWriteBuffer, queue, mem, 0, offset, bytes, host, 0, MemorySegment.NULL, event), "clEnqueueWriteBuffer");
+            return event.get(JAVA_LONG, 0);
+        }
+    }
+
+    /** Waits for an event, then releases it. */
+    public void waitAndRelease(long event) {
+        try (Arena a = Arena.ofConfined()) {
+            check(call(clWaitForEvents, 1, a.allocateFrom(JAVA_LONG, event)), "clWaitForEvents");
+        }
+        check(call(clReleaseEvent, event), "clReleaseEvent");
     }
 
     public void copy(long queue, long src, long srcOffset, long dst, long dstOffset, long bytes) {

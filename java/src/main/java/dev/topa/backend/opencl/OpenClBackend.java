@@ -33,7 +33,8 @@ import java.util.Set;
  * The ops on an OpenCL device (a GPU of any vendor, or the CPU through PoCL, which is how CI runs
  * every device op): topa's kernels in OpenCL C (opencl-kernels/, one file per op family, built for
  * the device when the backend opens) and CLBlast's GEMMs, all on one in-order queue, so ops are
- * ordered without host synchronisation; a copy to the host waits for the queue. Activations fp32;
+ * ordered without host synchronisation; small uploads go through staging buffers without waiting,
+ * a copy to the host waits for the queue. Activations fp32;
  * weights fp32 (CLBlast's products) or, asked for, bf16 (topa's own product: half the memory, fp32
  * sums); block-sparse weights keep only their kept blocks and multiply only those. Not run here:
  * 2:4 weights (a tensor-core format). The kernels are written for correctness first -- a work-item per row or per
@@ -57,6 +58,44 @@ public final class OpenClBackend extends Backend {
     private final Arena arena = Arena.ofShared();
     private final MemorySegment queueRef, argValue, globalSize, localSize;
     private long scratchAddress, scratchBytes; // attention backward's P and dS, sums of squares; grown as needed
+
+    /**
+     * Host-to-device copies that do not drain the queue: the bytes go into one of a ring of host
+     * buffers and a non-blocking write is queued from there, so the caller may reuse its memory at
+     * once and the device keeps running what is queued. A buffer is reused after the event of its
+     * last write (normally long done: SLOTS uploads later). A step's inputs (ids, types, mask,
+     * labels) go this way; larger copies are blocking writes.
+     */
+    private final class Staging {
+        static final int SLOTS = 16;
+        static final long SLOT_BYTES = 1 << 20;
+        private final MemorySegment[] slot = new MemorySegment[SLOTS];
+        private final long[] event = new long[SLOTS];
+        private int next;
+
+        /** False when the copy is too large for a slot (the caller writes blocking). */
+        synchronized boolean upload(long dst, MemorySegment src, long bytes) {
+            if (bytes > SLOT_BYTES) return false;
+            int i = next;
+            next = (next + 1) % SLOTS;
+            if (slot[i] == null) slot[i] = arena.allocate(SLOT_BYTES, 64);
+            if (event[i] != 0) cl.waitAndRelease(event[i]);
+            event[i] = 0;
+            MemorySegment.copy(src, 0, slot[i], 0, bytes);
+            event[i] = cl.writeAsync(queue, memory.buffer(dst), memory.offset(dst), slot[i], bytes);
+            return true;
+        }
+
+        synchronized void drain() {
+            for (int i = 0; i < SLOTS; i++)
+                if (event[i] != 0) {
+                    cl.waitAndRelease(event[i]);
+                    event[i] = 0;
+                }
+        }
+    }
+
+    private final Staging staging = new Staging();
     private boolean closed;
 
     private OpenClBackend(OpenCl cl, int index, long device) {
@@ -157,6 +196,7 @@ public final class OpenClBackend extends Backend {
         if (closed) return;
         closed = true;
         cl.finish(queue);
+        staging.drain();
         if (scratchAddress != 0) memory.free(scratchAddress, scratchBytes);
         memory.release();
         for (long[] k : kernels.values()) cl.releaseKernel(k[0]);
@@ -244,7 +284,9 @@ public final class OpenClBackend extends Backend {
             return;
         }
         long d = dst.data().address(), s = src.data().address();
-        if (sHost) cl.write(queue, memory.buffer(d), memory.offset(d), src.data(), bytes);
+        if (sHost) {
+            if (!staging.upload(d, src.data(), bytes)) cl.write(queue, memory.buffer(d), memory.offset(d), src.data(), bytes);
+        }
         else if (dHost) cl.read(queue, memory.buffer(s), memory.offset(s), dst.data(), bytes);
         else cl.copy(queue, memory.buffer(s), memory.offset(s), memory.buffer(d), memory.offset(d), bytes);
     }
