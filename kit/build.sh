@@ -31,7 +31,7 @@ head -n 41 "$glue/RTE/dev.tsv" > "$kit/cli/glue/RTE/dev.tsv"
 # the OpenCL ICD loader and CLBlast (the device machine has neither; its GPU driver may bring an ICD)
 mkdir -p "$kit/lib"
 for l in libOpenCL.so.1 libclblast.so.1; do
-    f=$(ldconfig -p | awk -v l="$l" '$1 == l { print $NF; exit }')
+    f=$(ldconfig -p | awk -v l="$l" '$1 == l && !f { f = $NF } END { print f }') # no early exit: pipefail would see ldconfig's SIGPIPE
     [ -n "$f" ] && cp -L "$f" "$kit/lib/$l" || echo "build-kit: $l not found here (apt-get install ocl-icd-libopencl1 libclblast-dev); the OpenCL stage will say so" >&2
 done
 rm -rf "$dist"

@@ -143,7 +143,7 @@ step 30 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main eval --model "$cli/finetu
 # OpenCL: the loader and CLBlast from the kit; NVIDIA's ICD registered if the driver's library is here but no file names it
 export LD_LIBRARY_PATH="$kit/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then
-    nv=$(ldconfig -p 2>/dev/null | awk '/libnvidia-opencl\.so\.1/ { print $NF; exit }')
+    nv=$(ldconfig -p 2>/dev/null | awk '/libnvidia-opencl\.so\.1/ && !f { f = $NF } END { print f }')
     if [ -n "$nv" ]; then mkdir -p "$logs/icd" && echo "$nv" > "$logs/icd/nvidia.icd" && export OCL_ICD_VENDORS="$logs/icd"; fi
     note "opencl icd: ${nv:-no /etc/OpenCL/vendors and no libnvidia-opencl.so.1 found}"
 fi
