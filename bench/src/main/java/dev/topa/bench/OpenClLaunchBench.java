@@ -36,7 +36,7 @@ public final class OpenClLaunchBench {
         int launches = args.length > 0 ? Integer.parseInt(args[0]) : 20000, repeats = args.length > 1 ? Integer.parseInt(args[1]) : 7;
         OpenCl cl = OpenCl.get().orElseThrow(() -> new IllegalStateException("no OpenCL: " + OpenCl.unavailableReason()));
         long platform = cl.platforms().get(0), device = cl.devices(platform).get(0);
-        System.out.println("device: " + cl.deviceInfo(device, 0x102B) + " (" + cl.platformInfo(platform, 0x0902) + ")");
+        System.out.println("device: " + cl.deviceInfo(device, OpenCl.CL_DEVICE_NAME) + " (" + cl.platformInfo(platform, OpenCl.CL_PLATFORM_NAME) + ")");
         System.out.println("cpu: " + System.getProperty("os.arch") + ", launches: " + launches + ", repeats: " + repeats);
         double ffm = ffm(cl, device, launches, repeats), jocl = jocl(launches, repeats);
         System.out.printf(Locale.ROOT, "ffm_launch_us: %.3f%njocl_launch_us: %.3f%njocl_over_ffm_launch: %.3f%n", ffm, jocl, jocl / ffm);

@@ -29,17 +29,15 @@ public final class OpenCl {
     private static volatile Object loaded; // OpenCl or the String reason it is unavailable
 
     static final int CL_DEVICE_TYPE_ALL = 0xFFFFFFFF;
-    static final int CL_PLATFORM_VERSION = 0x0901, CL_PLATFORM_NAME = 0x0902;
-    static final int CL_DEVICE_TYPE = 0x1000, CL_DEVICE_MAX_WORK_GROUP_SIZE = 0x1004, CL_DEVICE_MAX_MEM_ALLOC_SIZE = 0x1010,
-            CL_DEVICE_GLOBAL_MEM_SIZE = 0x101F, CL_DEVICE_NAME = 0x102B, CL_DEVICE_VENDOR = 0x102C, CL_DRIVER_VERSION = 0x102D,
-            CL_DEVICE_VERSION = 0x102F, CL_DEVICE_EXTENSIONS = 0x1030;
+    /** The info queries topa asks ({@link #platformInfo}, {@link #deviceInfo}). */
+    public static final int CL_PLATFORM_NAME = 0x0902, CL_DEVICE_NAME = 0x102B, CL_DEVICE_VERSION = 0x102F, CL_DEVICE_EXTENSIONS = 0x1030;
     static final int CL_PROGRAM_BUILD_LOG = 0x1183, CL_KERNEL_NUM_ARGS = 0x1191;
     static final long CL_MEM_READ_WRITE = 1;
 
     private final MethodHandle clGetPlatformIDs, clGetPlatformInfo, clGetDeviceIDs, clGetDeviceInfo, clCreateContext, clCreateCommandQueue,
             clCreateBuffer, clReleaseMemObject, clEnqueueWriteBuffer, clEnqueueReadBuffer, clEnqueueCopyBuffer, clEnqueueFillBuffer,
             clCreateProgramWithSource, clBuildProgram, clGetProgramBuildInfo, clCreateKernel, clGetKernelInfo, clSetKernelArg,
-            clEnqueueNDRangeKernel, clFinish, clFlush, clReleaseKernel, clReleaseProgram, clReleaseCommandQueue, clReleaseContext, clWaitForEvents,
+            clEnqueueNDRangeKernel, clFinish, clReleaseKernel, clReleaseProgram, clReleaseCommandQueue, clReleaseContext, clWaitForEvents,
             clReleaseEvent;
 
     private OpenCl(SymbolLookup lib) {
@@ -68,7 +66,6 @@ public final class OpenCl {
         clEnqueueNDRangeKernel = bind(lib, "clEnqueueNDRangeKernel", JAVA_LONG, JAVA_LONG, JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_INT, ADDRESS,
                 ADDRESS);
         clFinish = bind(lib, "clFinish", JAVA_LONG);
-        clFlush = bind(lib, "clFlush", JAVA_LONG);
         clReleaseKernel = bind(lib, "clReleaseKernel", JAVA_LONG);
         clReleaseProgram = bind(lib, "clReleaseProgram", JAVA_LONG);
         clReleaseCommandQueue = bind(lib, "clReleaseCommandQueue", JAVA_LONG);
@@ -182,16 +179,6 @@ public final class OpenCl {
         return string((size, value, ret) -> call(clGetDeviceInfo, device, param, size, value, ret), "clGetDeviceInfo");
     }
 
-    /** A size_t / cl_ulong device property. */
-    public long deviceLong(long device, int param) {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(JAVA_LONG);
-            v.set(JAVA_LONG, 0, 0L);
-            check(call(clGetDeviceInfo, device, param, 8L, v, MemorySegment.NULL), "clGetDeviceInfo");
-            return v.get(JAVA_LONG, 0);
-        }
-    }
-
     private interface InfoCall {
         int call(long size, MemorySegment value, MemorySegment sizeRet);
     }
@@ -287,10 +274,6 @@ public final class OpenCl {
 
     public void finish(long queue) {
         check(call(clFinish, queue), "clFinish");
-    }
-
-    public void flush(long queue) {
-        check(call(clFlush, queue), "clFlush");
     }
 
     // ---------------------------------------------------------------- programs and kernels

@@ -37,7 +37,7 @@ import java.util.Set;
  * a copy to the host waits for the queue. Activations fp32;
  * weights fp32 (CLBlast's products) or, asked for, bf16 (topa's own product: half the memory, fp32
  * sums); block-sparse weights keep only their kept blocks and multiply only those. Not run here:
- * 2:4 weights (a tensor-core format). The kernels are written for correctness first -- a work-item per row or per
+ * pre-packed fp32 weights (W is CLBlast's operand as it is) and 2:4 weights (a tensor-core format). The kernels are written for correctness first -- a work-item per row or per
  * element -- and are not tuned for any GPU.
  */
 public final class OpenClBackend extends Backend {
@@ -52,7 +52,7 @@ public final class OpenClBackend extends Backend {
     private final long device, context, queue, program;
     private final OpenClMemory memory;
     private final ClBlast blas;
-    private final String name, deviceName;
+    private final String name;
     private final boolean fp64;
     private final Map<String, long[]> kernels = new HashMap<>(); // name -> {kernel, checked argument count}
     private final Arena arena = Arena.ofShared();
@@ -82,7 +82,8 @@ public final class OpenClBackend extends Backend {
             if (event[i] != 0) cl.waitAndRelease(event[i]);
             event[i] = 0;
             MemorySegment.copy(src, 0, slot[i], 0, bytes);
-            event[i] = cl.writeAsync(queue, memory.buffer(dst), memory.offset(dst), slot[i], bytes);
+            Buf d = raw(dst, 1);
+            event[i] = cl.writeAsync(queue, d.mem(), d.offset(), slot[i], bytes);
             return true;
         }
 
@@ -102,7 +103,7 @@ public final class OpenClBackend extends Backend {
         this.cl = cl;
         this.index = index;
         this.device = device;
-        this.deviceName = cl.deviceInfo(device, OpenCl.CL_DEVICE_NAME);
+        String deviceName = cl.deviceInfo(device, OpenCl.CL_DEVICE_NAME);
         this.fp64 = cl.deviceInfo(device, OpenCl.CL_DEVICE_EXTENSIONS).contains("cl_khr_fp64");
         context = cl.createContext(device);
         queue = cl.createQueue(context, device);
@@ -168,13 +169,11 @@ public final class OpenClBackend extends Backend {
         return name;
     }
 
-    /** The device's own name (as clinfo prints it). */
-    public String deviceName() {
-        return deviceName;
-    }
-
-    /** The optional op not run here: 2:4 weights (a tensor-core format). */
-    public static final Set<Op> UNSUPPORTED = Set.of(Op.SPARSE24);
+    /**
+     * The optional ops not run here: pre-packed fp32 weights (CLBlast takes W as it is, so a pack
+     * would only be a second fp32 copy of every weight) and 2:4 weights (a tensor-core format).
+     */
+    public static final Set<Op> UNSUPPORTED = Set.of(Op.PACKED_WEIGHTS, Op.SPARSE24);
 
     @Override
     public boolean supports(Op op) {
@@ -212,17 +211,16 @@ public final class OpenClBackend extends Backend {
     private record Buf(long mem, long offset) {}
 
     private Buf t(Tensor x) {
-        if (x == null) return new Buf(0, 0);
-        long a = x.data().address();
-        return new Buf(memory.buffer(a), memory.offset(a) / x.dtype().byteSize());
+        return x == null ? new Buf(0, 0) : raw(x.data().address(), x.dtype().byteSize());
     }
 
     /** Raw device bytes at address as elements of elementBytes. */
     private Buf raw(long address, int elementBytes) {
-        return new Buf(memory.buffer(address), memory.offset(address) / elementBytes);
+        long[] at = memory.locate(address);
+        return new Buf(at[0], at[1] / elementBytes);
     }
 
-    /** Launches kernel over items work-items (local: 0 lets the driver choose), after binding args in order. */
+    /** Launches kernel over items work-items in work-groups of local (0: 64), after binding args in order. */
     private synchronized void launch(String kernel, long items, int local, Object... args) {
         if (items == 0) return;
         long[] k = kernels.get(kernel);
@@ -283,19 +281,26 @@ public final class OpenClBackend extends Backend {
             MemorySegment.copy(src.data(), 0, dst.data(), 0, bytes);
             return;
         }
-        long d = dst.data().address(), s = src.data().address();
         if (sHost) {
-            if (!staging.upload(d, src.data(), bytes)) cl.write(queue, memory.buffer(d), memory.offset(d), src.data(), bytes);
+            long d = dst.data().address();
+            if (!staging.upload(d, src.data(), bytes)) write(d, src.data(), bytes);
+            return;
         }
-        else if (dHost) cl.read(queue, memory.buffer(s), memory.offset(s), dst.data(), bytes);
-        else cl.copy(queue, memory.buffer(s), memory.offset(s), memory.buffer(d), memory.offset(d), bytes);
+        Buf s = raw(src.data().address(), 1);
+        if (dHost) {
+            cl.read(queue, s.mem(), s.offset(), dst.data(), bytes);
+        } else {
+            Buf d = raw(dst.data().address(), 1);
+            cl.copy(queue, s.mem(), s.offset(), d.mem(), d.offset(), bytes);
+        }
     }
 
     @Override
     protected void kZero(Tensor t) {
         long bytes = t.byteSize(), a = t.data().address();
         if (bytes % 4 != 0) throw new IllegalArgumentException("zero on OpenCL: " + t + " is not whole 32-bit words");
-        if (bytes > 0) cl.fill32(queue, memory.buffer(a), memory.offset(a), bytes, 0);
+        Buf b = raw(a, 1);
+        if (bytes > 0) cl.fill32(queue, b.mem(), b.offset(), bytes, 0);
     }
 
     @Override
@@ -347,23 +352,6 @@ public final class OpenClBackend extends Backend {
             Tensor b2, float beta, Tensor c, Tensor bias) {
         sgemm(false, transB, m, n, k, 1f, a, k, b, transB ? k : n, beta, c, n, null);
         sgemm(false, transB2, m, n, k2, scale, a2, k2, b2, transB2 ? k2 : n, 1f, c, n, bias);
-    }
-
-    /** Packed fp32 weights are W itself (CLBlast packs per call; there is no layout to keep). */
-    @Override
-    protected long kPackedSize(long out, long in) {
-        return out * in;
-    }
-
-    @Override
-    protected void kPackLinearWeight(Tensor w, long out, long in, Tensor packed) {
-        kCopy(packed, w, 4 * out * in);
-    }
-
-    @Override
-    protected void kLinearPacked(Tensor y, Tensor x, PackedWeight w, long rows, Tensor bias) {
-        long in = w.inFeatures(), out = w.outFeatures();
-        sgemm(false, true, rows, out, in, 1f, x, in, w.data(), in, 0f, y, out, bias);
     }
 
     // ---------------------------------------------------------------- bf16 weights (topa's kernel: CLBlast has no bf16 GEMM)
@@ -554,7 +542,8 @@ public final class OpenClBackend extends Backend {
             long total = sumSquares(xs);
             try (Arena a = Arena.ofConfined()) {
                 MemorySegment host = a.allocate(8);
-                cl.read(queue, memory.buffer(total), memory.offset(total), host, fp64 ? 8 : 4);
+                Buf b = raw(total, 1);
+                cl.read(queue, b.mem(), b.offset(), host, fp64 ? 8 : 4);
                 return fp64 ? host.get(ValueLayout.JAVA_DOUBLE, 0) : host.get(ValueLayout.JAVA_FLOAT, 0);
             }
         }
@@ -596,16 +585,17 @@ public final class OpenClBackend extends Backend {
             rp[r + 1] = kept;
         }
         try (Arena a = Arena.ofConfined()) {
-            write(rowptr, a.allocateFrom(JAVA_INT, rp), 4L * rp.length);
-            if (ci.length > 0) write(colidx, a.allocateFrom(JAVA_INT, ci), 4L * ci.length);
+            write(rowptr.data().address(), a.allocateFrom(JAVA_INT, rp), 4L * rp.length);
+            if (ci.length > 0) write(colidx.data().address(), a.allocateFrom(JAVA_INT, ci), 4L * ci.length);
         }
         if (kept == 0 || values == null) return;
         launch("bsr_pack", (long) kept * b * b, 0, t(values), t(w), w.dim(1), t(rowptr), t(colidx), (long) rows, transposed ? 1 : 0, (long) kept);
     }
 
-    private void write(Tensor dst, MemorySegment host, long bytes) {
-        long a = dst.data().address();
-        cl.write(queue, memory.buffer(a), memory.offset(a), host, bytes);
+    /** A blocking upload of bytes to device address dst. */
+    private void write(long dst, MemorySegment host, long bytes) {
+        Buf d = raw(dst, 1);
+        cl.write(queue, d.mem(), d.offset(), host, bytes);
     }
 
     @Override

@@ -8,8 +8,7 @@ import java.util.TreeMap;
 /**
  * The caching allocator over clCreateBuffer. OpenCL buffers are handles, not pointers, so each
  * buffer is given a range of an address space of its own: a tensor's "address" is the buffer's base
- * plus its offset, views and arenas do pointer arithmetic on it as on CUDA, and {@link #buffer} /
- * {@link #offset} turn an address back into what a kernel argument or CLBlast takes. The addresses
+ * plus its offset, views and arenas do pointer arithmetic on it as on CUDA, and {@link #locate} turns an address back into what a kernel argument or CLBlast takes. The addresses
  * are never dereferenced.
  */
 public final class OpenClMemory extends CachingDeviceMemory {
@@ -46,20 +45,12 @@ public final class OpenClMemory extends CachingDeviceMemory {
         cl.releaseBuffer(buffers.remove(address)[0]);
     }
 
-    /** The cl_mem holding address (0 for address 0: an absent tensor). */
-    synchronized long buffer(long address) {
-        return address == 0 ? 0 : entry(address).getValue()[0];
-    }
-
-    /** The byte offset of address in its buffer. */
-    synchronized long offset(long address) {
-        return address == 0 ? 0 : address - entry(address).getKey();
-    }
-
-    private Map.Entry<Long, long[]> entry(long address) {
+    /** {the cl_mem holding address, the byte offset of address in it}; {0, 0} for address 0 (an absent tensor). */
+    synchronized long[] locate(long address) {
+        if (address == 0) return new long[] {0, 0};
         Map.Entry<Long, long[]> e = buffers.floorEntry(address);
         if (e == null || address > e.getKey() + e.getValue()[1])
             throw new IllegalArgumentException("address 0x" + Long.toHexString(address) + " is in no buffer of " + device());
-        return e;
+        return new long[] {e.getValue()[0], address - e.getKey()};
     }
 }
