@@ -5,7 +5,8 @@
 #   lora       dense LoRA (`topa finetune`)
 #   paper      the paper's recipe (`topa prune-adapt --recipe paper`)
 #   pa         topa's Pruning-Adapter at each SPARSITY (`topa prune-adapt --sparsity S`)
-#   pa-distill the same, the warmed-up dense model teaching (`--distill $DISTILL`)
+#   pa-distill the same, the same seed's dense full fine-tuning teaching (`--distill $DISTILL --teacher DIR`; the
+#              full run goes first); TEACHER=warmup: the scoring warm-up's model teaches instead (rows named warmdistill)
 # on the first TRAIN_LIMIT training examples ("all": the whole training set) and the whole dev set;
 # RTE, MRPC and STS-B with every seed of SEEDS (mean and spread), the others with the first. Every
 # run is its own process, one after the other, from one private copy of the jar; each finished run
@@ -19,7 +20,8 @@
 # Usage: bench/prune-glue.sh [extra options for every command]
 #   env: DATA (../shared/glue beside the checkout), THREADS (2), TRAIN_LIMIT (all), TASKS ("cola sst2 mrpc stsb rte"),
 #        SPARSITY ("0.5 0.7"), METHODS ("full lora paper pa pa-distill"), SEEDS ("1 2 3"), DISTILL (0.5),
-#        LR_TASKS ("mrpc rte"), LR_FACTORS ("0.5 2"; empty: no check), SST2_EPOCHS (the SST-2 epochs; empty: its default), KEEP
+#        LR_TASKS ("mrpc rte"), LR_FACTORS ("0.5 2"; empty: no check), SST2_EPOCHS (the SST-2 epochs; empty: its default),
+#        TEACHER (full or warmup), KEEP
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/find-jdk.sh"
@@ -28,7 +30,8 @@ export JAVA_HOME
 data="${DATA:-$root/../shared/glue}"
 threads="${THREADS:-2}" limit="${TRAIN_LIMIT:-all}" sparsities="${SPARSITY:-0.5 0.7}" distill="${DISTILL:-0.5}"
 tasks="${TASKS:-cola sst2 mrpc stsb rte}" methods="${METHODS:-full lora paper pa pa-distill}" seeds="${SEEDS:-1 2 3}"
-lr_tasks="${LR_TASKS-mrpc rte}" lr_factors="${LR_FACTORS-0.5 2}"
+lr_tasks="${LR_TASKS-mrpc rte}" lr_factors="${LR_FACTORS-0.5 2}" teacher="${TEACHER:-full}"
+case $teacher in full | warmup) ;; *) echo "prune-glue: TEACHER is full or warmup, got '$teacher'" >&2; exit 2 ;; esac
 [ "$limit" != all ] || limit=100000000
 mvn -q -B -f "$root/pom.xml" -DskipTests package >&2
 work="${KEEP:-$(mktemp -d)}"
@@ -78,10 +81,15 @@ for t in $tasks; do
                 lora) run "$t-lora-s$seed" 0 "$seed" finetune --task "$t" "${epochs[@]}" ;;
                 paper) run "$t-paper-s$seed" 0.30 "$seed" prune-adapt --task "$t" --recipe paper --inference-iterations 0 "${epochs[@]}" ;;
                 pa | pa-distill)
+                    d=() name=$m
+                    if [ "$m" = pa-distill ] && [ "$teacher" = warmup ]; then
+                        d=(--distill "$distill") name=warmdistill
+                    elif [ "$m" = pa-distill ]; then
+                        run "$t-full-s$seed" 0 "$seed" finetune --task "$t" --method full "${epochs[@]}"
+                        d=(--distill "$distill" --teacher "$work/$t-full-s$seed")
+                    fi
                     for sp in $sparsities; do
-                        d=()
-                        [ "$m" = pa ] || d=(--distill "$distill")
-                        run "$t-$m$(awk -v s="$sp" 'BEGIN { printf "%d", 100 * s + 0.5 }')-s$seed" "$sp" "$seed" prune-adapt --task "$t" --sparsity "$sp" \
+                        run "$t-$name$(awk -v s="$sp" 'BEGIN { printf "%d", 100 * s + 0.5 }')-s$seed" "$sp" "$seed" prune-adapt --task "$t" --sparsity "$sp" \
                             --inference-iterations 0 "${d[@]}" "${epochs[@]}"
                     done ;;
                 *) echo "prune-glue: unknown method $m" >&2; exit 2 ;;

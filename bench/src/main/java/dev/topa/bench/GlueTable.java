@@ -68,13 +68,17 @@ public final class GlueTable {
                 gaps.computeIfAbsent(m, k -> new ArrayList<>()).add(gap);
             }
         }
+        // distillation's effect: pa-distillNN (the dense fine-tuned teacher) and warmdistillNN (the warm-up's) against paNN
         for (String m : methods)
-            if (m.startsWith("pa-distill"))
-                for (String t : tasks) {
-                    double[] with = mean.get(t + "/" + m), without = mean.get(t + "/pa" + m.substring("pa-distill".length()));
-                    if (with != null && without != null)
-                        System.out.printf(Locale.ROOT, "%s_distill_effect_points_%s: %.2f%n", t, m.substring("pa-distill".length()), with[0] - without[0]);
-                }
+            for (String kind : new String[] {"pa-distill", "warmdistill"})
+                if (m.startsWith(kind))
+                    for (String t : tasks) {
+                        String sp = m.substring(kind.length());
+                        double[] with = mean.get(t + "/" + m), without = mean.get(t + "/pa" + sp);
+                        if (with != null && without != null)
+                            System.out.printf(Locale.ROOT, "%s_%s_effect_points_%s: %.2f%n", t, kind.equals("pa-distill") ? "distill" : "warmdistill", sp,
+                                    with[0] - without[0]);
+                    }
         plot(Path.of(args[1]), tasks, methods, mean, rows);
         String last = null;
         for (var e : gaps.entrySet()) {
@@ -87,10 +91,11 @@ public final class GlueTable {
         if (last != null) System.out.println(last);
     }
 
-    /** pa50 -> 50, pa-distill70 -> 70_distill, lora -> lora. */
+    /** pa50 -> 50, pa-distill70 -> 70_distill, warmdistill50 -> 50_warmdistill, lora -> lora, paper -> paper. */
     private static String suffix(String method) {
-        if (method.startsWith("pa-distill")) return method.substring("pa-distill".length()) + "_distill";
-        if (method.startsWith("pa")) return method.substring(2);
+        if (method.matches("pa-distill\\d+")) return method.substring("pa-distill".length()) + "_distill";
+        if (method.matches("warmdistill\\d+")) return method.substring("warmdistill".length()) + "_warmdistill";
+        if (method.matches("pa\\d+")) return method.substring(2);
         return method;
     }
 

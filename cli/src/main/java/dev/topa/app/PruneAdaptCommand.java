@@ -10,8 +10,11 @@ import dev.topa.prune.PruningAdapter;
 import dev.topa.prune.PruningAdapter.Preset;
 import dev.topa.prune.PruningAdapter.Schedule;
 import dev.topa.prune.PruningAdapter.Structure;
+import dev.topa.train.FineTunedModel;
 import dev.topa.train.Recipe;
 import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
@@ -84,6 +87,10 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
             description = "softens both models' outputs for the KL term (regression: squared error to the teacher) (default: ${DEFAULT-VALUE})")
     double distillTemperature = 2; // also when finetune --method prune makes this command itself
 
+    @Option(names = "--teacher", paramLabel = "DIR", description = {"with --distill: a dense model fine-tuned on the task (a `topa finetune`",
+            "output with the same tokenizer) teaches instead of the warmed-up one (default: the warm-up's)"})
+    Path teacher;
+
     /** Set by `topa finetune --method prune`: the pruning-only baseline (no adapters; full fine-tuning of what remains). */
     boolean pruneOnly;
 
@@ -135,10 +142,18 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
         // on RTE it changed neither the loss nor the dev accuracy at 4 digits while it took the peak from 336 to 318 MiB
         if (options.given("--activation-precision") == null) rc = rc.withActivationPrecision(Recipe.Precision.BF16);
         try (Backend be = device.backend(); TrainingProgress progress = new TrainingProgress(job.out)) {
-            PruningAdapter pipeline = new PruningAdapter(be, cfg, progress).distributed(Main.processes).distilling(distill, distillTemperature);
+            PruningAdapter pipeline = new PruningAdapter(be, cfg, progress).distributed(Main.processes).distilling(distill, distillTemperature, teacher);
             pipeline.check(rc);
+            if (teacher != null && !Files.isDirectory(teacher)) throw new IllegalArgumentException("--teacher " + teacher + ": not a directory");
+            GlueTask taught = teacher == null ? t : FineTunedModel.task(teacher);
+            if (taught != t) throw new IllegalArgumentException("--teacher " + teacher + ": a model of " + taught.folder() + ", not of " + t.folder());
             List<Example> train = job.train(), dev = job.dev();
             ModelLoader.Loaded model = ModelLoader.load(job.model);
+            if (teacher != null && (!Files.isRegularFile(teacher.resolve(FineTunedModel.TOKENIZER))
+                    || Files.mismatch(teacher.resolve(FineTunedModel.TOKENIZER), model.tokenizer()) != -1)) {
+                model.model().close();
+                throw new IllegalArgumentException("--teacher " + teacher + ": no tokenizer.json, or one that differs from the model's (its outputs would be for other tokens)");
+            }
             OutputDirectory out = null; // across processes rank 0 alone checks and writes the outputs
             if (Main.processes.isRoot()) try {
                 out = job.openOut(false, TaskOptions.bytesNeeded(model.model().parameterBytes(), 0));

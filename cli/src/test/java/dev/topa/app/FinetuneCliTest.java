@@ -225,6 +225,54 @@ class FinetuneCliTest {
     }
 
     @Test
+    void aFineTunedTeacherTeachesInsteadOfTheWarmUpAndAMismatchedOneIsRefused(@TempDir Path dir) throws Exception {
+        String glue = TestData.glue().toString();
+        Path teacher = dir.resolve("teacher");
+        String[] ft = run("finetune", "--task", "rte", "--data-dir", glue, "--method", "full", "--epochs", "1", "--train-limit", "32",
+                "--batch-size", "16", "--max-seq-len", "48", "--out", teacher.toString());
+        assertEquals("0", ft[0], ft[2]);
+        java.util.function.BiFunction<String, String[], String[]> pa = (out, more) -> {
+            java.util.List<String> a = new java.util.ArrayList<>(java.util.List.of("prune-adapt", "--task", "rte", "--data-dir", glue,
+                    "--epochs", "1", "--train-limit", "32", "--batch-size", "16", "--max-seq-len", "48", "--score-examples", "16",
+                    "--sparsity", "0.5", "--inference-iterations", "0", "--base-precision", "fp32", "--out", dir.resolve(out).toString()));
+            a.addAll(java.util.List.of(more));
+            return run(a.toArray(String[]::new));
+        };
+        String[] warm = pa.apply("warm", new String[] {"--distill", "0.5"});
+        assertEquals("0", warm[0], warm[2]);
+        String[] taught = pa.apply("taught", new String[] {"--distill", "0.5", "--teacher", teacher.toString()});
+        assertEquals("0", taught[0], taught[2]);
+        assertTrue(taught[1].contains("distillation: " + teacher + " taught 32 examples"), taught[1]);
+        var w = new ObjectMapper().readTree(dir.resolve("warm/pruning.json").toFile());
+        var f = new ObjectMapper().readTree(dir.resolve("taught/pruning.json").toFile());
+        assertEquals("warm-up", w.get("teacher").asText());
+        assertEquals(teacher.toString(), f.get("teacher").asText());
+        long teacherBytes = Files.size(teacher.resolve("model.safetensors"));
+        assertTrue(f.get("teacher_weight_bytes").asLong() > teacherBytes * 9 / 10, "its own fp32 weights are counted: " + f);
+        assertTrue(w.get("teacher_weight_bytes").asLong() < teacherBytes / 2, "the warm-up teacher is the student's weights (bf16 packs at most): " + w);
+        // the same seed and data: only the teacher differs, so the trained students must too
+        assertTrue(Files.mismatch(dir.resolve("warm/model.safetensors"), dir.resolve("taught/model.safetensors")) != -1, "the teacher made no difference");
+        // refused before any work, nothing written: no --distill, no such directory, another task, another tokenizer
+        Path otherTask = dir.resolve("mrpc-teacher"), otherTokens = dir.resolve("other-tokens");
+        for (Path copy : new Path[] {otherTask, otherTokens}) {
+            Files.createDirectories(copy);
+            for (String name : new String[] {"config.json", "model.safetensors", "head.safetensors", "tokenizer.json", "task.json"})
+                Files.copy(teacher.resolve(name), copy.resolve(name));
+        }
+        Files.writeString(otherTask.resolve("task.json"), Files.readString(teacher.resolve("task.json")).replace("\"RTE\"", "\"MRPC\""));
+        Files.writeString(otherTokens.resolve("tokenizer.json"), Files.readString(teacher.resolve("tokenizer.json")).replace("[UNK]", "[UNKNOWN]"));
+        String[][] cases = {{"--teacher", teacher.toString()}, {"--distill", "0.5", "--teacher", dir.resolve("none").toString()},
+                {"--distill", "0.5", "--teacher", otherTask.toString()}, {"--distill", "0.5", "--teacher", otherTokens.toString()}};
+        String[] says = {"only with --distill ALPHA > 0", "not a directory", "a model of MRPC, not of RTE", "one that differs from the model's"};
+        for (int i = 0; i < cases.length; i++) {
+            String[] r = pa.apply("refused" + i, cases[i]);
+            assertEquals("1", r[0], String.join(" ", cases[i]));
+            assertTrue(r[2].contains("--teacher") && r[2].contains(says[i]), String.join(" ", cases[i]) + ": " + r[2]);
+            assertTrue(!Files.exists(dir.resolve("refused" + i)), "nothing written for " + String.join(" ", cases[i]));
+        }
+    }
+
+    @Test
     void bothPrunesUnitsThenBlocksOfWhatIsLeftToTheOverallTarget(@TempDir Path dir) throws Exception {
         Path out = dir.resolve("both");
         String[] pa = run("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--structure", "both", "--epochs", "1",

@@ -138,19 +138,24 @@ public final class PruningAdapter {
     }
 
     private double distillAlpha, distillTemperature = 2;
+    private Path teacherDir; // a dense fine-tuned model that teaches instead of the warmed-up one (null: the warm-up's)
     private Teacher teacher; // during adaptation, when distilling
 
     /**
      * Adaptation learns from the dense task model too: the scoring warm-up's model (its LoRA
      * adapters and head) becomes a forward-only teacher, and the pruned student's loss is
      * (1 - alpha) x the task loss + alpha x the distillation term at temperature (KL of softened
-     * outputs; squared error for regression). alpha 0: off.
+     * outputs; squared error for regression). alpha 0: off. teacherDir, when not null, names a dense
+     * model fine-tuned on the task ({@link FineTunedModel}) that teaches instead: a stronger teacher
+     * than a warm-up of a few hundred examples, as pruning methods that distil use (CoFi, APT).
      */
-    public PruningAdapter distilling(double alpha, double temperature) {
+    public PruningAdapter distilling(double alpha, double temperature, Path teacherDir) {
         if (!(alpha >= 0 && alpha <= 1)) throw new IllegalArgumentException("--distill: a weight in [0, 1], got " + alpha);
         if (!(temperature > 0)) throw new IllegalArgumentException("--distill-temperature: positive, got " + temperature);
+        if (teacherDir != null && alpha == 0) throw new IllegalArgumentException("--teacher " + teacherDir + ": only with --distill ALPHA > 0");
         distillAlpha = alpha;
         distillTemperature = temperature;
+        this.teacherDir = teacherDir;
         return this;
     }
 
@@ -195,6 +200,8 @@ public final class PruningAdapter {
             Run run = new Run(job, rc, Trainer.items(job.train(), tok), Trainer.items(job.dev(), tok), tok, head,
                     MemoryTracker.of(be.device()), encoderParameters(dense), 0, 0);
             boolean blocks = cfg.structure() == Structure.BLOCKS;
+            // a fine-tuned teacher runs first, while only the dense model is loaded beside it, and is gone before any training
+            Teacher fineTuned = distillAlpha > 0 && teacherDir != null ? fineTunedTeacher(run.train()) : null;
             // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
             if (!cfg.headScoring()) dense.addLora(rc.loraConfig(), rc.seed());
             ImportanceScores scores = new ImportanceScores(dense.config()).distributed(comm);
@@ -213,7 +220,7 @@ public final class PruningAdapter {
                 copy.copyBack(); // the warmed-up adapters and head go on with the pruned model
             }
             run = run.scored((System.nanoTime() - t0) * 1e-9, run.mem().totalPeak());
-            if (distillAlpha > 0) teacher = teacher(dense, head, run.train());
+            if (distillAlpha > 0) teacher = fineTuned != null ? fineTuned : teacher(dense, head, run.train(), "the warmed-up dense model", 0);
             try {
                 if (cfg.schedule() == Schedule.GRADUAL) return gradual(run, dense, scores);
                 if (blocks) return blockPruned(run, dense, blockScores, Structure.BLOCKS);
@@ -224,13 +231,21 @@ public final class PruningAdapter {
         }
     }
 
+    /** The fine-tuned model in teacherDir as teacher (see {@link #teacher}); its weights are freed when it has run. */
+    private Teacher fineTunedTeacher(List<Trainer.Item> train) {
+        try (FineTunedModel.Loaded ft = FineTunedModel.load(teacherDir)) {
+            return teacher(ft.model(), ft.head(), train, teacherDir.toString(), ft.model().parameterBytes()); // its fp32 weights too
+        }
+    }
+
     /**
-     * The dense warmed-up model as teacher: its outputs on every training example, by one inference
-     * pass over them (on the CPU with bf16 packs of its weights where that multiplies faster here, on
-     * a GPU the predictor's own bf16 copy); the packs go right after, so the teacher costs no fp32
-     * copy of the model and nothing of it stays for the student's steps.
+     * A dense model (the warmed-up one, or a fine-tuned one) as teacher: its outputs on every training
+     * example, by one inference pass over them (on the CPU with bf16 packs of its weights where that
+     * multiplies faster here, on a GPU the predictor's own bf16 copy); the packs go right after, so the
+     * warmed-up teacher costs no fp32 copy of the model and nothing of it stays for the student's
+     * steps. ownBytes: weights held for the teacher alone (a loaded fine-tuned model's).
      */
-    private Teacher teacher(BertModel dense, TaskHead head, List<Trainer.Item> train) {
+    private Teacher teacher(BertModel dense, TaskHead head, List<Trainer.Item> train, String who, long ownBytes) {
         boolean onHost = be.device().isHostAccessible();
         boolean bf16 = onHost && PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(dense.config(), 32L * 128)).bf16();
         Teacher t;
@@ -238,15 +253,14 @@ public final class PruningAdapter {
             try {
                 if (bf16) dense.packForInference(be, true, packs);
                 try (Predictor p = new Predictor(be, dense, head)) { // on a device the predictor packs its own copy there
-                    t = new Teacher(p, onHost ? packs.bytes() : dense.parameterBytes(), train, distillAlpha, distillTemperature);
+                    t = new Teacher(p, ownBytes + (onHost ? packs.bytes() : dense.parameterBytes()), train, distillAlpha, distillTemperature);
                 }
             } finally {
                 dense.dropInferencePacks(); // the dense model goes on to be pruned (and, block-masked, trained) without stale packs
             }
         }
-        say("distillation: the warmed-up dense model taught %d examples in %.1f s (weight %.2f, temperature %.1f, %s products, %s of weights)",
-                train.size(), t.seconds(), distillAlpha, distillTemperature, !onHost ? "the device's" : bf16 ? "bf16" : "fp32",
-                MemoryTracker.human(t.weightBytes()));
+        say("distillation: %s taught %d examples in %.1f s (weight %.2f, temperature %.1f, %s products, %s of weights)", who, train.size(),
+                t.seconds(), distillAlpha, distillTemperature, !onHost ? "the device's" : bf16 ? "bf16" : "fp32", MemoryTracker.human(t.weightBytes()));
         return t;
     }
 
@@ -430,6 +444,7 @@ public final class PruningAdapter {
         p.put("distill_alpha", teacher == null ? 0 : teacher.alpha());
         if (teacher != null) {
             p.put("distill_temperature", teacher.temperature());
+            p.put("teacher", teacherDir == null ? "warm-up" : teacherDir.toString());
             p.put("teacher_forward_seconds", teacher.seconds());
             p.put("teacher_weight_bytes", teacher.weightBytes());
         }

@@ -139,6 +139,12 @@ public final class FineTunedModel {
         }
     }
 
+    /** The task of the fine-tuned model in dir (read from its task.json alone, nothing loaded). */
+    public static GlueTask task(Path dir) {
+        OutputDirectory.verify(dir);
+        return GlueTask.parse(readTask(dir).path("task").asText());
+    }
+
     private static JsonNode readTask(Path dir) {
         Path taskFile = dir.resolve(TASK);
         if (!Files.isRegularFile(taskFile))
