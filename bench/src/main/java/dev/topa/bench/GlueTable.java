@@ -1,5 +1,6 @@
 package dev.topa.bench;
 
+import dev.topa.glue.GlueTask;
 import dev.topa.train.TrainingPlot;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -16,7 +17,8 @@ import java.util.Set;
  * method the mean best dev main metric over seeds, in GLUE points (x 100), with its spread; the
  * gaps to dense full fine-tuning; distillation's effect; the dense learning-rate check; whether a
  * dense baseline's best evaluation was its last (then it may be under-trained); the averages over
- * tasks with avg_metric_gap_points_50 last; and the plot (metric vs sparsity per task, dense at 0).
+ * tasks with avg_metric_gap_points_50 last; the plot (metric vs sparsity per task, dense at 0) and
+ * the same figures as a Markdown table beside it (plot.md).
  * Usage: GlueTable results.tsv plot.png "0.5 0.7"
  */
 public final class GlueTable {
@@ -80,6 +82,7 @@ public final class GlueTable {
                                     with[0] - without[0]);
                     }
         plot(Path.of(args[1]), tasks, methods, mean, rows);
+        table(Path.of(args[1].replaceFirst("\\.png$", "") + ".md"), tasks, methods, mean, rows);
         String last = null;
         for (var e : gaps.entrySet()) {
             String name = "avg_metric_gap_points_" + suffix(e.getKey());
@@ -91,6 +94,35 @@ public final class GlueTable {
         if (last != null) System.out.println(last);
     }
 
+    /**
+     * Dense dev scores published for MiniLM-L6-H384 (the default model's architecture, before its
+     * sentence-embedding training; MRPC as accuracy), for scale beside the table: not the same
+     * checkpoint, so not a target.
+     */
+    private static final Map<String, String> PUBLISHED = Map.of("sst2", "91.5", "mrpc", "88.9 (accuracy; F1 here)", "rte", "68.8", "cola", "47.5");
+
+    /** The table for RESULTS.md: a row per task and method, mean over seeds with its spread, gap and peak against dense full fine-tuning. */
+    private static void table(Path md, Set<String> tasks, Set<String> methods, Map<String, double[]> mean, List<Row> rows) throws Exception {
+        StringBuilder b = new StringBuilder();
+        b.append("| task | method | encoder params removed % | seeds | best dev metric x 100, mean (sd) | gap to full FT (points) |")
+                .append(" training peak MiB (x full FT) | dense best at the last epoch | published dense MiniLM-L6-H384 |\n");
+        b.append("|---|---|---|---|---|---|---|---|---|\n");
+        for (String t : tasks)
+            for (String m : methods) {
+                double[] v = mean.get(t + "/" + m), full = mean.get(t + "/full");
+                if (v == null) continue;
+                boolean dense = m.equals("full") || m.startsWith("fulllr");
+                String atLast = !dense ? "" : String.valueOf(rows.stream().anyMatch(r -> r.task().equals(t) && r.method().equals(m) && r.bestAtLast()));
+                b.append(String.format(Locale.ROOT, "| %s | %s | %.1f | %d | %.2f (%.2f) | %s | %.1f (%s) | %s | %s |%n", t, m, v[3], (int) v[2], v[0], v[1],
+                        full == null || m.equals("full") ? "" : String.format(Locale.ROOT, "%.2f", full[0] - v[0]), v[4],
+                        full == null ? "?" : String.format(Locale.ROOT, "%.2f", v[4] / full[4]), atLast,
+                        m.equals("full") ? PUBLISHED.getOrDefault(t, "") : ""));
+            }
+        Path tmp = md.resolveSibling(md.getFileName() + ".tmp");
+        Files.writeString(tmp, b);
+        Files.move(tmp, md, java.nio.file.StandardCopyOption.ATOMIC_MOVE, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+    }
+
     /** pa50 -> 50, pa-distill70 -> 70_distill, warmdistill50 -> 50_warmdistill, lora -> lora, paper -> paper. */
     private static String suffix(String method) {
         if (method.matches("pa-distill\\d+")) return method.substring("pa-distill".length()) + "_distill";
@@ -99,23 +131,29 @@ public final class GlueTable {
         return method;
     }
 
-    /** Best dev metric vs sparsity (percent of encoder parameters removed), a curve per task and pruning method, dense full at 0. */
+    /** Best dev metric vs encoder parameters removed, a panel per task: the Pruning-Adapter with and without distillation, dense full fine-tuning as a level line. */
     private static void plot(Path png, Set<String> tasks, Set<String> methods, Map<String, double[]> mean, List<Row> rows) throws Exception {
-        Map<String, double[][]> series = new LinkedHashMap<>();
-        for (String t : tasks)
-            for (String kind : new String[] {"pa", "pa-distill"}) {
+        Map<String, Map<String, double[][]>> panels = new LinkedHashMap<>();
+        for (String t : tasks) {
+            Map<String, double[][]> series = new LinkedHashMap<>();
+            double[] full = mean.get(t + "/full");
+            for (String kind : new String[] {"pa", "pa-distill", "warmdistill"}) {
                 List<double[]> points = new ArrayList<>();
-                if (mean.containsKey(t + "/full")) points.add(new double[] {0, mean.get(t + "/full")[0]});
+                if (full != null) points.add(new double[] {0, full[0]});
                 for (String m : methods)
-                    if (m.startsWith(kind) && (kind.equals("pa-distill") || !m.startsWith("pa-distill")) && mean.containsKey(t + "/" + m))
-                        points.add(new double[] {mean.get(t + "/" + m)[3], mean.get(t + "/" + m)[0]});
+                    if (m.matches(kind + "\\d+") && mean.containsKey(t + "/" + m)) points.add(new double[] {mean.get(t + "/" + m)[3], mean.get(t + "/" + m)[0]});
                 if (points.size() < 2) continue;
                 points.sort((a, b) -> Double.compare(a[0], b[0]));
-                series.put(t + " " + (kind.equals("pa") ? "Pruning-Adapter" : "with distillation"),
-                        new double[][] {points.stream().mapToDouble(p -> p[0]).toArray(), points.stream().mapToDouble(p -> p[1]).toArray()});
+                series.put(switch (kind) {
+                    case "pa" -> "Pruning-Adapter";
+                    case "pa-distill" -> "with distillation (fine-tuned teacher)";
+                    default -> "with distillation (warm-up teacher)";
+                }, new double[][] {points.stream().mapToDouble(p -> p[0]).toArray(), points.stream().mapToDouble(p -> p[1]).toArray()});
             }
-        if (!series.isEmpty())
-            TrainingPlot.curves(png, "GLUE dev: best metric vs parameters removed (0: dense full fine-tuning)",
-                    "encoder parameters removed %", "metric x 100", series);
+            if (full != null) series.put("dense full fine-tuning (reference)", new double[][] {{0, 75}, {full[0], full[0]}});
+            String metric = GlueTask.parse(t).mainMetric().name().toLowerCase(Locale.ROOT);
+            if (series.size() > 1) panels.put(t + ": best dev " + metric + " x 100", series);
+        }
+        if (!panels.isEmpty()) TrainingPlot.panels(png, "encoder parameters removed %", panels);
     }
 }

@@ -31,9 +31,13 @@ public final class TrainingPlot {
         if (drawable(png)) TrainingPlotImage.curve(png, title, xLabel, x, y);
     }
 
-    /** Named curves {x[], y[]} on one full-width panel with a legend (e.g. a metric against sparsity, a curve per task and method). */
-    public static void curves(Path png, String title, String xLabel, String yLabel, java.util.Map<String, double[][]> series) throws IOException {
-        if (drawable(png)) TrainingPlotImage.curves(png, title, xLabel, yLabel, series);
+    /**
+     * Panels of named curves {x[], y[]}, each with its title, axes and legend, two to a row (e.g. a
+     * metric against sparsity, a panel per task); a curve whose name ends in "(reference)" is drawn
+     * dashed without marks.
+     */
+    public static void panels(Path png, String xLabel, java.util.Map<String, java.util.Map<String, double[][]>> panels) throws IOException {
+        if (drawable(png)) TrainingPlotImage.panels(png, xLabel, panels);
     }
 
     private static synchronized boolean drawable(Path png) {

@@ -39,15 +39,33 @@ final class TrainingPlotImage {
         save(png, chart(title, xLabel, "", List.of(s), new Color(200, 80, 30)));
     }
 
-    static void curves(Path png, String title, String xLabel, String yLabel, java.util.Map<String, double[][]> named) throws IOException {
-        List<XYSeries> series = new java.util.ArrayList<>();
-        named.forEach((name, xy) -> {
-            XYSeries s = new XYSeries(name);
-            for (int i = 0; i < xy[0].length; i++) s.add(xy[0][i], xy[1][i]);
-            series.add(s);
+    static void panels(Path png, String xLabel, java.util.Map<String, java.util.Map<String, double[][]>> panels) throws IOException {
+        List<JFreeChart> charts = new java.util.ArrayList<>();
+        java.util.Map<String, Color> colors = new java.util.HashMap<>(); // a curve's name keeps its colour on every panel
+        Color[] palette = {new Color(200, 60, 40), new Color(40, 90, 200), new Color(40, 150, 70), Color.GRAY, new Color(150, 60, 170), new Color(220, 150, 0)};
+        panels.forEach((title, named) -> {
+            List<XYSeries> series = new java.util.ArrayList<>();
+            named.forEach((name, xy) -> {
+                XYSeries s = new XYSeries(name, false); // unsorted: a reference line keeps its two ends in order
+                for (int i = 0; i < xy[0].length; i++) s.add(xy[0][i], xy[1][i]);
+                series.add(s);
+            });
+            JFreeChart c = chart(title, xLabel, "", series, null);
+            XYLineAndShapeRenderer r = (XYLineAndShapeRenderer) c.getXYPlot().getRenderer();
+            for (int i = 0; i < series.size(); i++) {
+                String name = series.get(i).getKey().toString();
+                r.setSeriesPaint(i, colors.computeIfAbsent(name, k -> palette[colors.size() % palette.length]));
+                if (name.endsWith("(reference)")) {
+                    r.setSeriesStroke(i, new BasicStroke(1.5f, BasicStroke.CAP_BUTT, BasicStroke.JOIN_MITER, 10, new float[] {6, 4}, 0));
+                    r.setSeriesShapesVisible(i, false);
+                }
+            }
+            charts.add(c);
         });
-        JFreeChart c = chart(title, xLabel, yLabel, series, null);
-        write(png, WIDTH, g -> c.draw(g, new java.awt.Rectangle(0, 0, WIDTH, HEIGHT)));
+        int w = WIDTH / 2, rows = (charts.size() + 1) / 2;
+        write(png, WIDTH, rows * HEIGHT, g -> {
+            for (int i = 0; i < charts.size(); i++) charts.get(i).draw(g, new java.awt.Rectangle(i % 2 * w, i / 2 * HEIGHT, w, HEIGHT));
+        });
     }
 
     private static XYSeries series(String name, List<Double> y) {
@@ -80,17 +98,17 @@ final class TrainingPlotImage {
     /** The charts side by side, each a half-width panel, written atomically. */
     private static void save(Path png, JFreeChart... charts) throws IOException {
         int w = WIDTH / 2;
-        write(png, w * charts.length, g -> {
+        write(png, w * charts.length, HEIGHT, g -> {
             for (int i = 0; i < charts.length; i++) charts[i].draw(g, new java.awt.Rectangle(i * w, 0, w, HEIGHT));
         });
     }
 
-    private static void write(Path png, int width, java.util.function.Consumer<Graphics2D> draw) throws IOException {
+    private static void write(Path png, int width, int height, java.util.function.Consumer<Graphics2D> draw) throws IOException {
         System.setProperty("java.awt.headless", "true");
-        BufferedImage img = new BufferedImage(width, HEIGHT, BufferedImage.TYPE_INT_RGB);
+        BufferedImage img = new BufferedImage(width, height, BufferedImage.TYPE_INT_RGB);
         Graphics2D g = img.createGraphics();
         g.setColor(Color.WHITE);
-        g.fillRect(0, 0, width, HEIGHT);
+        g.fillRect(0, 0, width, height);
         draw.accept(g);
         g.dispose();
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
