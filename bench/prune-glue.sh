@@ -13,7 +13,8 @@
 # appends a row to results.tsv in the work folder (KEEP: kept and resumed -- a run whose
 # report.json is there is not run again). Then the dense learning-rate check (full fine-tuning at
 # LR_FACTORS x the default on LR_TASKS: the baseline is not weak by accident), the plot
-# prune-glue.png (best dev metric vs sparsity per task, dense full fine-tuning at 0), and
+# prune-glue.png (best dev metric vs parameters removed, a panel per task, dense full fine-tuning a level line), the
+# same figures as a Markdown table (prune-glue.md, with published dense scores for scale), and
 # `name: value` lines: per task and method the mean best dev main metric (x 100, GLUE points) with
 # its spread, the gaps to dense full fine-tuning, then the averages over the tasks,
 # avg_metric_gap_points_50 last (positive: the pruned model is behind).
