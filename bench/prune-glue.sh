@@ -11,7 +11,8 @@
 # RTE, MRPC and STS-B with every seed of SEEDS (mean and spread), the others with the first. Every
 # run is its own process, one after the other, from one private copy of the jar; each finished run
 # appends a row to results.tsv in the work folder (KEEP: kept and resumed -- a run whose
-# report.json is there is not run again). Then the dense learning-rate check (full fine-tuning at
+# report.json is there is not run again, one killed after an epoch continues from its checkpoint;
+# its seconds are then those of the attempt that finished). Then the dense learning-rate check (full fine-tuning at
 # LR_FACTORS x the default on LR_TASKS: the baseline is not weak by accident), the plot
 # prune-glue.png (best dev metric vs parameters removed, a panel per task, dense full fine-tuning a level line), the
 # same figures as a Markdown table (prune-glue.md, with published dense scores for scale), and
@@ -52,8 +53,12 @@ run() {
     local out="$work/$name" t0
     if [ ! -f "$out/report.json" ]; then
         t0=$(date +%s)
-        "${topa[@]}" "$@" --data-dir "$data" --threads "$threads" --train-limit "$limit" --seed "$seed" --overwrite --out "$out" "${extra[@]}" \
-            > "$out.log" 2>&1 || { tail -20 "$out.log" >&2; exit 1; }
+        # a run killed after an epoch continues from its checkpoint (its log goes on); one killed before starts afresh, as does
+        # one whose checkpoint has no evaluation history (an older topa's: its report would lack the epochs before the kill)
+        local mode=(--overwrite)
+        if [ -f "$out/checkpoint.safetensors" ] && grep -qa '"history"' "$out/checkpoint.safetensors"; then mode=(--resume); echo "== resumed $(date -u +%FT%TZ)" >> "$out.log"; else : > "$out.log"; fi
+        "${topa[@]}" "$@" --data-dir "$data" --threads "$threads" --train-limit "$limit" --seed "$seed" "${mode[@]}" --out "$out" "${extra[@]}" \
+            >> "$out.log" 2>&1 || { tail -20 "$out.log" >&2; exit 1; }
         echo "$(($(date +%s) - t0))" > "$out.seconds"
     fi
     grep -q "^$name	" "$work/rows.done" 2>/dev/null && return 0

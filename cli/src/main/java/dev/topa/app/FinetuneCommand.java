@@ -26,7 +26,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
-import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -127,23 +126,20 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                 System.out.printf(Locale.ROOT, "task: %s, method: %s, model: %s%n", t.folder(), rc.method().label(), loaded.description());
                 System.out.printf(Locale.ROOT, "train examples: %d, dev examples: %d, trainable parameters: %d%n", trainEx.size(), devEx.size(),
                         trainer.trainableParameters());
-                double best = Double.NEGATIVE_INFINITY;
+                TrainingLoop.Outcome before = TrainingLoop.Outcome.NONE;
                 Path checkpoint = job.out.resolve("checkpoint.safetensors");
                 if (resume) {
                     if (!Files.isRegularFile(checkpoint)) throw new IllegalArgumentException("--resume: no checkpoint at " + checkpoint);
                     try (Safetensors st = Safetensors.read(checkpoint)) { // before any of its tensors is loaded
                         identity.check(checkpoint, st.metadata());
                     }
-                    Map<String, String> meta = trainer.loadCheckpoint(checkpoint);
-                    best = Double.parseDouble(meta.getOrDefault("best_dev", "-Infinity"));
-                    System.out.printf(Locale.ROOT, "resumed after epoch %d (best dev %s so far)%n", trainer.epochsDone(), best);
-                    if (trainer.epochsDone() >= rc.epochs()) {
-                        System.out.printf(Locale.ROOT, "nothing to do: all %d epochs are done; the best model is in %s%n", rc.epochs(), job.out);
-                        return 0;
-                    }
+                    before = TrainingLoop.resumed(trainer.loadCheckpoint(checkpoint));
+                    System.out.printf(Locale.ROOT, "resumed after epoch %d (best dev %s so far)%n", trainer.epochsDone(), before.best());
+                    // all epochs done (killed before its reports): nothing trains, the reports are written from the checkpoint's history
+                    if (trainer.epochsDone() >= rc.epochs()) System.out.printf(Locale.ROOT, "all %d epochs are done; writing the reports%n", rc.epochs());
                 }
                 TrainingLoop.Outcome run = TrainingLoop.run(CpuBackend.create(), trainer, train, dev, m, head,
-                        new TrainingLoop.Output(out, loaded.tokenizer(), tok.maxLength(), checkpoint, identity), best,
+                        new TrainingLoop.Output(out, loaded.tokenizer(), tok.maxLength(), checkpoint, identity), before,
                         TrainingLoop.Hooks.NONE.withExport(copy.export()).withListener(progress));
                 MemoryTracker mem = MemoryTracker.of(be.device());
                 if (!root) return 0;

@@ -331,6 +331,7 @@ class ReliabilityTest {
             CliRun first = run(shortRun(TestData.glue(), out));
             assertEquals(0, first.code(), first.printed());
             Map<String, String> before = snapshot(out);
+            var firstReport = new ObjectMapper().readTree(out.resolve("report.json").toFile());
             CliRun lr = run(shortRun(TestData.glue(), out, "--resume", "--lr", "0.002"));
             assertEquals(1, lr.code(), lr.printed());
             assertTrue(lr.err().contains("checkpoint of another run") && lr.err().contains("recipe.lr: checkpoint 0.001, this run 0.002"),
@@ -347,6 +348,64 @@ class ReliabilityTest {
             CliRun same = run(shortRun(TestData.glue(), out, "--resume"));
             assertEquals(0, same.code(), same.printed());
             assertTrue(same.out().contains("resumed after epoch 1"), same.printed());
+            // nothing left to train: the reports come again from the checkpoint's history, the same evaluations
+            var again = new ObjectMapper().readTree(out.resolve("report.json").toFile());
+            assertEquals(firstReport.get("epochs"), again.get("epochs"));
+            assertEquals(firstReport.get("best"), again.get("best"));
+        }
+
+        /**
+         * prune-adapt killed (a real process, SIGKILL) once its first checkpoint is on disk, then resumed:
+         * it replays scoring and pruning, arrives at the checkpoint's starting point, and ends with the
+         * model and evaluations of a run that was never interrupted.
+         */
+        @Test
+        void aKilledPruneAdaptResumesToTheModelOfAnUnbrokenRun(@TempDir Path dir) throws Exception {
+            List<String> cmd = List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "3", "--train-limit", "96",
+                    "--batch-size", "16", "--max-seq-len", "64", "--score-examples", "32", "--sparsity", "0.5", "--inference-iterations", "0");
+            Path straight = dir.resolve("straight"), broken = dir.resolve("broken");
+            List<String> a = new ArrayList<>(cmd);
+            a.addAll(List.of("--out", straight.toString()));
+            CliRun s = run(a);
+            assertEquals(0, s.code(), s.printed());
+            List<String> child = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                    "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"), "dev.topa.app.Main"));
+            child.addAll(cmd);
+            child.addAll(List.of("--out", broken.toString()));
+            Process p = new ProcessBuilder(child).redirectErrorStream(true).redirectOutput(dir.resolve("killed.log").toFile()).start();
+            Path ckpt = broken.resolve("checkpoint.safetensors");
+            long until = System.nanoTime() + 300_000_000_000L;
+            while (!Files.exists(ckpt) && p.isAlive() && System.nanoTime() < until) Thread.sleep(10);
+            p.destroyForcibly().waitFor();
+            assertTrue(Files.exists(ckpt), "no checkpoint before the end: " + Files.readString(dir.resolve("killed.log")));
+            assertFalse(Files.exists(broken.resolve("report.json")), "killed before its end");
+            List<String> r = new ArrayList<>(cmd);
+            r.addAll(List.of("--out", broken.toString(), "--resume"));
+            CliRun resumed = run(r);
+            assertEquals(0, resumed.code(), resumed.printed());
+            assertTrue(resumed.out().contains("resumed after epoch 1") || resumed.out().contains("resumed after epoch 2"), resumed.printed());
+            assertEquals(-1, Files.mismatch(straight.resolve("model.safetensors"), broken.resolve("model.safetensors")),
+                    "the resumed run's best model is the unbroken run's, to the bit");
+            var x = new ObjectMapper().readTree(straight.resolve("report.json").toFile()).get("epochs");
+            var y = new ObjectMapper().readTree(broken.resolve("report.json").toFile()).get("epochs");
+            assertEquals(3, y.size(), "the report has the epochs before the kill too: " + y);
+            for (int i = 0; i < 3; i++) {
+                assertEquals(x.get(i).get("train_loss").asDouble(), y.get(i).get("train_loss").asDouble(), 0, "epoch " + (i + 1));
+                assertEquals(x.get(i).get("dev").toString(), y.get(i).get("dev").toString(), "epoch " + (i + 1));
+            }
+            // the checkpoint's run is this one: another sparsity replays to another starting point and is refused, changing nothing
+            Map<String, String> done = snapshot(broken);
+            List<String> other = new ArrayList<>(r);
+            other.set(other.indexOf("--sparsity") + 1, "0.4");
+            CliRun refused = run(other);
+            assertEquals(1, refused.code(), refused.printed());
+            assertTrue(refused.err().contains("checkpoint of another run") && refused.err().contains("prune.config"), refused.printed());
+            assertEquals(done, snapshot(broken), "a refused resume changes nothing");
+            List<String> gradual = new ArrayList<>(r);
+            gradual.addAll(List.of("--schedule", "gradual"));
+            CliRun g = run(gradual);
+            assertEquals(1, g.code(), g.printed());
+            assertTrue(g.err().contains("--resume: --schedule gradual"), g.printed());
         }
     }
 

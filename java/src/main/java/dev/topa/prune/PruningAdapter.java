@@ -12,6 +12,7 @@ import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.OutputDirectory;
+import dev.topa.io.Safetensors;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertNames;
 import dev.topa.model.BertTraining;
@@ -20,11 +21,13 @@ import dev.topa.model.LoraConfig;
 import dev.topa.model.TaskHead;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.MemoryTracker;
+import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorScope;
 import dev.topa.train.FineTunedModel;
 import dev.topa.train.InferenceProbe;
 import dev.topa.train.Predictor;
 import dev.topa.train.Recipe;
+import dev.topa.train.RunIdentity;
 import dev.topa.train.Teacher;
 import dev.topa.train.Trainer;
 import dev.topa.train.TrainingCopy;
@@ -37,8 +40,11 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
+import java.util.TreeMap;
 import java.util.function.Consumer;
 
 /**
@@ -159,6 +165,24 @@ public final class PruningAdapter {
         return this;
     }
 
+    private Path checkpoint; // adaptation's checkpoint after every epoch (null: none)
+    private boolean resume;
+
+    /**
+     * Adaptation writes a checkpoint to file after every epoch (with what resuming needs and the
+     * run's identity); resume: the run continues from it. Scoring, pruning and the teacher are
+     * deterministic, so a resumed run replays them (tens of seconds) and checks that it arrives at
+     * the checkpoint's starting point -- shapes, block masks, warmed adapters and head -- before it
+     * loads the adapters' and optimizer's state and trains the epochs left. The gradual schedule
+     * (its masks change while it trains) and pruning only write none and cannot resume.
+     */
+    public PruningAdapter checkpointing(Path file, boolean resume) {
+        if (resume && file == null) throw new IllegalArgumentException("--resume needs a checkpoint file");
+        this.checkpoint = file;
+        this.resume = resume;
+        return this;
+    }
+
     /** A pipeline that trains on be (the CPU, or a GPU backend). */
     public PruningAdapter(Backend be, Config cfg, Listener listener) {
         cfg.checkDevice(be.device().isHostAccessible());
@@ -173,14 +197,42 @@ public final class PruningAdapter {
 
     /** The run's state between its stages. */
     private record Run(Job job, Recipe recipe, List<Trainer.Item> train, List<Trainer.Item> dev, BertTokenizer tok, TaskHead head,
-            MemoryTracker mem, long denseParams, double scoreSeconds, long scorePeak) {
+            MemoryTracker mem, long denseParams, double scoreSeconds, long scorePeak, RunIdentity identity) {
         Run scored(double seconds, long peak) {
-            return new Run(job, recipe, train, dev, tok, head, mem, denseParams, seconds, peak);
+            return new Run(job, recipe, train, dev, tok, head, mem, denseParams, seconds, peak, identity);
         }
+    }
+
+    /** What makes a run the same run: finetune's identity (task, model as loaded, data, recipe) and this pipeline's settings. */
+    private RunIdentity identity(Job job, BertModel dense) {
+        Map<String, String> f = new LinkedHashMap<>(RunIdentity.of(job.task(), dense, job.train(), job.recipe()).fields());
+        f.put("prune.config", cfg.toString().replaceFirst(", inferenceIterations=\\d+", "")); // serving probes change no training
+        f.put("prune.distill", distillAlpha + "/" + distillTemperature + "/" + (teacherDir == null ? "warm-up" : teacherDir.toString()));
+        return new RunIdentity(f);
+    }
+
+    /**
+     * Where adaptation starts, as a resumed run must find it again: the pruned shapes, block masks and
+     * (sampled) values of every parameter -- warmed adapters included -- and of the head.
+     */
+    private static String startingPoint(BertModel m, TaskHead head) {
+        long h = 1125899906842597L;
+        Map<String, Tensor> all = new TreeMap<>(m.parameters());
+        head.parameters().forEach((n, t) -> all.put("head." + n, t));
+        for (var e : all.entrySet()) {
+            h = 31 * h + e.getKey().hashCode();
+            for (long d : e.getValue().shape()) h = 31 * h + d;
+            for (long i = 0; i < e.getValue().numel(); i += 997) h = 31 * h + Float.floatToIntBits(e.getValue().getFloat(i));
+        }
+        for (var e : m.blockMasksByName().entrySet()) h = 31 * h + e.getKey().hashCode() + Arrays.deepHashCode(e.getValue());
+        return Long.toHexString(h);
     }
 
     /** Fails when the recipe cannot run with this configuration (call it before loading anything). */
     public void check(Recipe rc) {
+        if (resume && (cfg.schedule() == Schedule.GRADUAL || cfg.pruneOnly()))
+            throw new IllegalArgumentException("--resume: " + (cfg.pruneOnly() ? "pruning only" : "--schedule gradual (its masks change as it trains)")
+                    + " cannot resume; run it afresh");
         if (distillAlpha > 0 && (cfg.schedule() == Schedule.GRADUAL || cfg.pruneOnly()))
             throw new IllegalArgumentException("--distill: the one-shot Pruning-Adapter learns from the warmed-up dense model; "
                     + (cfg.pruneOnly() ? "pruning only has no adaptation" : "--schedule gradual has no dense teacher beside it"));
@@ -198,7 +250,8 @@ public final class PruningAdapter {
         try (BertTokenizer tok = new BertTokenizer(job.model().tokenizer(), Math.min(rc.maxSeqLen(), dense.config().maxPositions()));
                 TaskHead head = new TaskHead(dense.config().hidden(), t.numLabels(), rc.seed())) {
             Run run = new Run(job, rc, Trainer.items(job.train(), tok), Trainer.items(job.dev(), tok), tok, head,
-                    MemoryTracker.of(be.device()), encoderParameters(dense), 0, 0);
+                    MemoryTracker.of(be.device()), encoderParameters(dense), 0, 0, identity(job, dense));
+            if (resume) checkResumable(run.identity()); // before any work; the starting point is checked once it is reached
             boolean blocks = cfg.structure() == Structure.BLOCKS;
             // a fine-tuned teacher runs first, while only the dense model is loaded beside it, and is gone before any training
             Teacher fineTuned = distillAlpha > 0 && teacherDir != null ? fineTunedTeacher(run.train()) : null;
@@ -358,7 +411,16 @@ public final class PruningAdapter {
                 copy.model.packBlockSparse(be);
             }
             if (rc.basePrecision() == Recipe.Precision.BF16) copy.model.packForTraining(be); // dense-form weights of a block-masked model too
-            TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), pruned, run.head(), output(run), Double.NEGATIVE_INFINITY,
+            RunIdentity id = run.identity().with("prune.starting_point", startingPoint(pruned, run.head()));
+            TrainingLoop.Outcome before = TrainingLoop.Outcome.NONE;
+            if (resume) {
+                checkResumable(id);
+                before = TrainingLoop.resumed(trainer.loadCheckpoint(checkpoint));
+                say("resumed after epoch %d (best dev %s so far)", trainer.epochsDone(), before.best());
+            }
+            TrainingLoop.Output output = new TrainingLoop.Output(run.job().out(), run.job().model().tokenizer(), run.tok().maxLength(),
+                    cfg.pruneOnly() ? null : checkpoint, id);
+            TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), pruned, run.head(), output, before,
                     new TrainingLoop.Hooks(st -> {}, copy.export(), listener));
             List<BlockFormats.Slot> chosen = formats;
             return writeReports(run, trainer, pruned, outcome, run.job().model().description() + description, title, p -> {
@@ -387,7 +449,7 @@ public final class PruningAdapter {
                 Trainer trainer = new Trainer(cpu, dense, training, run.head(), run.job().task(), rc.trainerConfig(cfg.evalEvery())).distributed(comm)) {
             training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
             TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output(run),
-                    Double.NEGATIVE_INFINITY, new TrainingLoop.Hooks(st -> {
+                    TrainingLoop.Outcome.NONE, new TrainingLoop.Hooks(st -> {
                         step[0]++;
                         if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
                             double target = MaskedPruning.cubicTarget(cfg.sparsity(), step[0], rampSteps);
@@ -410,6 +472,14 @@ public final class PruningAdapter {
                             p.put("ramp_steps", rampSteps);
                         });
             }
+        }
+    }
+
+    /** Fails unless the checkpoint is there and of this run (as far as known before scoring). */
+    private void checkResumable(RunIdentity identity) {
+        if (!Files.isRegularFile(checkpoint)) throw new IllegalArgumentException("--resume: no checkpoint at " + checkpoint);
+        try (Safetensors st = Safetensors.read(checkpoint)) {
+            identity.check(checkpoint, st.metadata());
         }
     }
 

@@ -40,6 +40,13 @@ public record RunIdentity(Map<String, String> fields) {
         return Long.toHexString(h);
     }
 
+    /** This identity with one more field. */
+    public RunIdentity with(String field, String value) {
+        Map<String, String> f = new LinkedHashMap<>(fields);
+        f.put(field, value);
+        return new RunIdentity(f);
+    }
+
     /** As checkpoint metadata. */
     public Map<String, String> metadata() {
         Map<String, String> m = new LinkedHashMap<>();

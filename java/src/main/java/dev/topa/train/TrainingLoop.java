@@ -1,6 +1,12 @@
 package dev.topa.train;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.topa.backend.Backend;
+import dev.topa.glue.Metric;
+import dev.topa.io.ModelFormatException;
 import dev.topa.io.OutputDirectory;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
@@ -8,6 +14,7 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.EnumMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -23,7 +30,52 @@ import java.util.function.Supplier;
  */
 public final class TrainingLoop {
     /** What the loop saw: every evaluation, the loss of every step, and the best main metric. */
-    public record Outcome(List<Trainer.EpochResult> results, List<Double> stepLoss, double best) {}
+    public record Outcome(List<Trainer.EpochResult> results, List<Double> stepLoss, double best) {
+        /** A run from its start: nothing seen yet. */
+        public static final Outcome NONE = new Outcome(List.of(), List.of(), Double.NEGATIVE_INFINITY);
+    }
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /**
+     * What a checkpoint's run had seen before it was written (its metadata from
+     * {@link Trainer#loadCheckpoint}): the evaluations and step losses go on into the resumed run's
+     * report and plot, and only a better evaluation replaces the saved best model.
+     */
+    public static Outcome resumed(Map<String, String> checkpointMetadata) {
+        double best = Double.parseDouble(checkpointMetadata.getOrDefault("best_dev", "-Infinity"));
+        String history = checkpointMetadata.get("history");
+        if (history == null) return new Outcome(List.of(), List.of(), best);
+        try {
+            JsonNode h = JSON.readTree(history);
+            List<Trainer.EpochResult> results = new ArrayList<>();
+            for (JsonNode r : h.get("results")) {
+                Map<Metric, Double> dev = new EnumMap<>(Metric.class);
+                r.get("dev").fields().forEachRemaining(e -> dev.put(Metric.valueOf(e.getKey()), e.getValue().asDouble()));
+                results.add(new Trainer.EpochResult(r.get("epoch").asInt(), r.get("step").asLong(), r.get("end_of_epoch").asBoolean(),
+                        r.get("train_loss").asDouble(), dev, r.get("seconds").asDouble()));
+            }
+            List<Double> loss = new ArrayList<>();
+            for (JsonNode l : h.get("step_loss")) loss.add(l.asDouble());
+            return new Outcome(List.copyOf(results), List.copyOf(loss), best);
+        } catch (IOException | RuntimeException e) {
+            throw new ModelFormatException("checkpoint metadata 'history' unreadable: " + e.getMessage(), e);
+        }
+    }
+
+    private static String history(List<Trainer.EpochResult> results, List<Double> stepLoss) {
+        ObjectNode h = JSON.createObjectNode();
+        ArrayNode rs = h.putArray("results");
+        for (Trainer.EpochResult r : results) {
+            ObjectNode o = rs.addObject().put("epoch", r.epoch()).put("step", r.step()).put("end_of_epoch", r.endOfEpoch())
+                    .put("train_loss", r.trainLoss()).put("seconds", r.seconds());
+            ObjectNode dev = o.putObject("dev");
+            r.dev().forEach((m, v) -> dev.put(m.name(), v));
+        }
+        ArrayNode l = h.putArray("step_loss");
+        for (double v : stepLoss) l.add((float) v); // a plot's precision, a quarter of the text
+        return h.toString();
+    }
 
     /**
      * Where a run saves: the output directory (the model replaced there as one unit), the tokenizer
@@ -68,15 +120,19 @@ public final class TrainingLoop {
     private TrainingLoop() {}
 
     /**
-     * Fits trainer and saves model and head (the best by the task's main metric above bestSoFar)
-     * with be (the host backend that merges and saves).
+     * Fits trainer and saves model and head (the best by the task's main metric above before's best)
+     * with be (the host backend that merges and saves). before: what the run saw before a resume
+     * ({@link #resumed}; {@link Outcome#NONE} from the start); the outcome and every checkpoint
+     * include it.
      */
     public static Outcome run(Backend be, Trainer trainer, List<Trainer.Item> train, List<Trainer.Item> dev, BertModel model, TaskHead head,
-            Output output, double bestSoFar, Hooks hooks) {
-        double[] best = {bestSoFar};
-        List<Double> stepLoss = new ArrayList<>();
+            Output output, Outcome before, Hooks hooks) {
+        double[] best = {before.best()};
+        List<Double> stepLoss = new ArrayList<>(before.stepLoss());
+        List<Trainer.EpochResult> results = new ArrayList<>(before.results());
         boolean writes = trainer.communicator().isRoot(); // across processes only rank 0 writes; all keep the same books
-        List<Trainer.EpochResult> results = trainer.fit(train, dev, r -> {
+        trainer.fit(train, dev, r -> {
+            results.add(r);
             hooks.listener().evaluated(r);
             if (r.dev().get(trainer.task().mainMetric()) > best[0]) {
                 boolean saved;
@@ -95,6 +151,7 @@ public final class TrainingLoop {
             if (writes && output.checkpoint() != null && r.endOfEpoch()) try { // resuming restarts at an epoch boundary
                 Map<String, String> meta = new LinkedHashMap<>();
                 meta.put("best_dev", Double.toString(best[0]));
+                meta.put("history", history(results, stepLoss));
                 if (output.identity() != null) meta.putAll(output.identity().metadata());
                 trainer.saveCheckpoint(output.checkpoint(), meta);
             } catch (IOException e) {
@@ -105,7 +162,7 @@ public final class TrainingLoop {
             stepLoss.add(st.loss());
             hooks.listener().step(st);
         });
-        return new Outcome(results, stepLoss, best[0]);
+        return new Outcome(List.copyOf(results), List.copyOf(stepLoss), best[0]);
     }
 
     private static boolean saveBest(Backend be, Trainer trainer, BertModel model, TaskHead head, Output output, Supplier<BertModel> export)
