@@ -13,7 +13,8 @@
 # appends a row to results.tsv in the work folder (KEEP: kept and resumed -- a run whose
 # report.json is there is not run again, one killed after an epoch continues from its checkpoint;
 # its seconds are then those of the attempt that finished). Then the dense learning-rate check (full fine-tuning at
-# LR_FACTORS x the default on LR_TASKS: the baseline is not weak by accident), the plot
+# LR_FACTORS x the default on LR_TASKS: the baseline is not weak by accident) and, for a task whose
+# dense run was best at its last epoch, one with EPOCHS_FACTOR x the epochs (not cut short), the plot
 # prune-glue.png (best dev metric vs parameters removed, a panel per task, dense full fine-tuning a level line), the
 # same figures as a Markdown table (prune-glue.md, with published dense scores for scale), and
 # `name: value` lines: per task and method the mean best dev main metric (x 100, GLUE points) with
@@ -23,7 +24,7 @@
 #   env: DATA (../shared/glue beside the checkout), THREADS (2), TRAIN_LIMIT (all), TASKS ("cola sst2 mrpc stsb rte"),
 #        SPARSITY ("0.5 0.7"), METHODS ("full lora paper pa pa-distill"), SEEDS ("1 2 3"), DISTILL (0.5),
 #        LR_TASKS ("mrpc rte"), LR_FACTORS ("0.5 2"; empty: no check), SST2_EPOCHS (the SST-2 epochs; empty: its default),
-#        TEACHER (full or warmup), KEEP
+#        TEACHER (full or warmup), EPOCHS_FACTOR (2; empty: no epochs check), KEEP
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/find-jdk.sh"
@@ -32,7 +33,7 @@ export JAVA_HOME
 data="${DATA:-$root/../shared/glue}"
 threads="${THREADS:-2}" limit="${TRAIN_LIMIT:-all}" sparsities="${SPARSITY:-0.5 0.7}" distill="${DISTILL:-0.5}"
 tasks="${TASKS:-cola sst2 mrpc stsb rte}" methods="${METHODS:-full lora paper pa pa-distill}" seeds="${SEEDS:-1 2 3}"
-lr_tasks="${LR_TASKS-mrpc rte}" lr_factors="${LR_FACTORS-0.5 2}" teacher="${TEACHER:-full}"
+lr_tasks="${LR_TASKS-mrpc rte}" lr_factors="${LR_FACTORS-0.5 2}" teacher="${TEACHER:-full}" epochs_factor="${EPOCHS_FACTOR-2}"
 case $teacher in full | warmup) ;; *) echo "prune-glue: TEACHER is full or warmup, got '$teacher'" >&2; exit 2 ;; esac
 [ "$limit" != all ] || limit=100000000
 mvn -q -B -f "$root/pom.xml" -DskipTests package >&2
@@ -110,5 +111,13 @@ for t in $lr_tasks; do
             "$work/$t-full-s${seeds%% *}/report.json" "$f")"
         run "$t-fulllr$f-s${seeds%% *}" 0 "${seeds%% *}" finetune --task "$t" --method full --lr "$lr"
     done
+done
+# the dense baseline's epochs: where full fine-tuning's best evaluation was its last, once more with EPOCHS_FACTOR x its epochs
+for t in $tasks; do
+    [ -n "$epochs_factor" ] && [ -f "$work/$t-full-s${seeds%% *}/report.json" ] || continue
+    more="$(python3 -c "import json,sys; r=json.load(open(sys.argv[1]))
+print(round(r['recipe']['epochs'] * float(sys.argv[2])) if r['best']['step'] == r['epochs'][-1]['step'] else '')" \
+        "$work/$t-full-s${seeds%% *}/report.json" "$epochs_factor")"
+    [ -z "$more" ] || run "$t-fullep$more-s${seeds%% *}" 0 "${seeds%% *}" finetune --task "$t" --method full --epochs "$more"
 done
 "$JAVA_HOME/bin/java" -cp "$work/benchmarks.jar" dev.topa.bench.GlueTable "$results" "$work/prune-glue.png" "$sparsities"
