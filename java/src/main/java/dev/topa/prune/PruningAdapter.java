@@ -253,8 +253,6 @@ public final class PruningAdapter {
                     MemoryTracker.of(be.device()), encoderParameters(dense), 0, 0, identity(job, dense));
             if (resume) checkResumable(run.identity()); // before any work; the starting point is checked once it is reached
             boolean blocks = cfg.structure() == Structure.BLOCKS;
-            // a fine-tuned teacher runs first, while only the dense model is loaded beside it, and is gone before any training
-            Teacher fineTuned = distillAlpha > 0 && teacherDir != null ? fineTunedTeacher(run.train()) : null;
             // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
             if (!cfg.headScoring()) dense.addLora(rc.loraConfig(), rc.seed());
             ImportanceScores scores = new ImportanceScores(dense.config()).distributed(comm);
@@ -273,7 +271,8 @@ public final class PruningAdapter {
                 copy.copyBack(); // the warmed-up adapters and head go on with the pruned model
             }
             run = run.scored((System.nanoTime() - t0) * 1e-9, run.mem().totalPeak());
-            if (distillAlpha > 0) teacher = fineTuned != null ? fineTuned : teacher(dense, head, run.train(), "the warmed-up dense model", 0);
+            // the warmed-up teacher runs now, while it exists; a fine-tuned one when adaptation starts (see adapt)
+            if (distillAlpha > 0 && teacherDir == null) teacher = teacher(dense, head, run.train(), "the warmed-up dense model", 0);
             try {
                 if (cfg.schedule() == Schedule.GRADUAL) return gradual(run, dense, scores);
                 if (blocks) return blockPruned(run, dense, blockScores, Structure.BLOCKS);
@@ -400,6 +399,9 @@ public final class PruningAdapter {
             Consumer<ObjectNode> extra) throws IOException {
         Recipe rc = run.recipe();
         GlueTask t = run.job().task();
+        // a fine-tuned teacher runs here, beside the pruned model rather than the dense one (whose scoring warm-up set the peak),
+        // and is gone before the first step; its outputs do not depend on when it runs
+        if (distillAlpha > 0 && teacherDir != null) teacher = fineTunedTeacher(run.train());
         try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head());
                 Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(cfg.evalEvery())).distributed(comm)
                         .distillFrom(teacher)) {
