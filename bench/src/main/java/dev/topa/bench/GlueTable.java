@@ -52,20 +52,16 @@ public final class GlueTable {
                 if (m.equals("full") && rs.stream().anyMatch(Row::bestAtLast))
                     System.out.printf(Locale.ROOT, "%s_full_best_at_last_epoch: true (a longer run might still improve it)%n", t);
             }
-        // the dense learning-rate check: a rate that beats the default's mean says the baseline was weak
+        // the dense checks: another learning rate (fulllrF) or more epochs (fullepN) that beats the default's mean says the
+        // baseline was weak or cut short
+        Map<String, String> checks = Map.of("fulllr", "dense_lr_x", "fullep", "dense_epochs_");
         for (String m : methods)
-            if (m.startsWith("fulllr"))
-                for (String t : tasks)
-                    if (mean.containsKey(t + "/" + m) && mean.containsKey(t + "/full"))
-                        System.out.printf(Locale.ROOT, "%s_dense_lr_x%s_minus_default_points: %.2f%n", t, m.substring("fulllr".length()),
-                                mean.get(t + "/" + m)[0] - mean.get(t + "/full")[0]);
-        // the dense epochs check: a longer run that beats the default's mean says the baseline was cut short
-        for (String m : methods)
-            if (m.startsWith("fullep"))
-                for (String t : tasks)
-                    if (mean.containsKey(t + "/" + m) && mean.containsKey(t + "/full"))
-                        System.out.printf(Locale.ROOT, "%s_dense_epochs_%s_minus_default_points: %.2f%n", t, m.substring("fullep".length()),
-                                mean.get(t + "/" + m)[0] - mean.get(t + "/full")[0]);
+            for (var c : checks.entrySet())
+                if (m.startsWith(c.getKey()))
+                    for (String t : tasks)
+                        if (mean.containsKey(t + "/" + m) && mean.containsKey(t + "/full"))
+                            System.out.printf(Locale.ROOT, "%s_%s%s_minus_default_points: %.2f%n", t, c.getValue(), m.substring(c.getKey().length()),
+                                    mean.get(t + "/" + m)[0] - mean.get(t + "/full")[0]);
         Map<String, List<Double>> gaps = new LinkedHashMap<>();
         for (String m : methods) {
             if (m.startsWith("full")) continue;
