@@ -1,6 +1,7 @@
 package dev.topa.bench;
 
 import dev.topa.glue.GlueTask;
+import dev.topa.io.OutputDirectory;
 import dev.topa.train.TrainingPlot;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -54,13 +55,13 @@ public final class GlueTable {
             }
         // the dense checks: another learning rate (fulllrF) or more epochs (fullepN) that beats the default's mean says the
         // baseline was weak or cut short
-        Map<String, String> checks = Map.of("fulllr", "dense_lr_x", "fullep", "dense_epochs_");
+        String[][] checks = {{"fulllr", "dense_lr_x"}, {"fullep", "dense_epochs_"}};
         for (String m : methods)
-            for (var c : checks.entrySet())
-                if (m.startsWith(c.getKey()))
+            for (String[] c : checks)
+                if (m.startsWith(c[0]))
                     for (String t : tasks)
                         if (mean.containsKey(t + "/" + m) && mean.containsKey(t + "/full"))
-                            System.out.printf(Locale.ROOT, "%s_%s%s_minus_default_points: %.2f%n", t, c.getValue(), m.substring(c.getKey().length()),
+                            System.out.printf(Locale.ROOT, "%s_%s%s_minus_default_points: %.2f%n", t, c[1], m.substring(c[0].length()),
                                     mean.get(t + "/" + m)[0] - mean.get(t + "/full")[0]);
         Map<String, List<Double>> gaps = new LinkedHashMap<>();
         for (String m : methods) {
@@ -121,9 +122,7 @@ public final class GlueTable {
                         full == null ? "?" : String.format(Locale.ROOT, "%.2f", v[4] / full[4]), atLast,
                         m.equals("full") ? PUBLISHED.getOrDefault(t, "") : ""));
             }
-        Path tmp = md.resolveSibling(md.getFileName() + ".tmp");
-        Files.writeString(tmp, b);
-        Files.move(tmp, md, java.nio.file.StandardCopyOption.ATOMIC_MOVE, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        OutputDirectory.writeFile(md, b.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));
     }
 
     /** pa50 -> 50, pa-distill70 -> 70_distill, warmdistill50 -> 50_warmdistill, lora -> lora, paper -> paper. */

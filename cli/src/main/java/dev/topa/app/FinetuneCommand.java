@@ -8,7 +8,6 @@ import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.OutputDirectory;
-import dev.topa.io.Safetensors;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
 import dev.topa.prune.ImportanceScores;
@@ -22,7 +21,6 @@ import dev.topa.train.TrainingCopy;
 import dev.topa.train.TrainingLoop;
 import dev.topa.train.TrainingPlot;
 import dev.topa.train.TrainingReport;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
@@ -129,10 +127,7 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                 TrainingLoop.Outcome before = TrainingLoop.Outcome.NONE;
                 Path checkpoint = job.out.resolve("checkpoint.safetensors");
                 if (resume) {
-                    if (!Files.isRegularFile(checkpoint)) throw new IllegalArgumentException("--resume: no checkpoint at " + checkpoint);
-                    try (Safetensors st = Safetensors.read(checkpoint)) { // before any of its tensors is loaded
-                        identity.check(checkpoint, st.metadata());
-                    }
+                    identity.checkCheckpoint(checkpoint);
                     before = TrainingLoop.resumed(trainer.loadCheckpoint(checkpoint));
                     System.out.printf(Locale.ROOT, "resumed after epoch %d (best dev %s so far)%n", trainer.epochsDone(), before.best());
                     // all epochs done (killed before its reports): nothing trains, the reports are written from the checkpoint's history

@@ -336,14 +336,17 @@ public final class BertModel implements AutoCloseable {
      */
     public String fingerprint() {
         long h = 1125899906842597L;
-        for (var e : params.entrySet()) {
-            if (BertNames.isAdapter(e.getKey()) || BertNames.isNorm(e.getKey())) continue; // what an adapter set may replace
-            Tensor t = e.getValue();
-            h = 31 * h + e.getKey().hashCode();
-            for (long d : t.shape()) h = 31 * h + d;
-            for (long i = 0; i < t.numel(); i += 4099) h = 31 * h + Float.floatToIntBits(t.getFloat(i));
-        }
+        for (var e : params.entrySet()) // not what an adapter set may replace
+            if (!BertNames.isAdapter(e.getKey()) && !BertNames.isNorm(e.getKey())) h = sampleHash(h, e.getKey(), e.getValue(), 4099);
         return Long.toHexString(h);
+    }
+
+    /** h extended by a named tensor: its name, shape and every stride-th value (a cheap fingerprint, not a checksum). */
+    public static long sampleHash(long h, String name, Tensor t, long stride) {
+        h = 31 * h + name.hashCode();
+        for (long d : t.shape()) h = 31 * h + d;
+        for (long i = 0; i < t.numel(); i += stride) h = 31 * h + Float.floatToIntBits(t.getFloat(i));
+        return h;
     }
 
     // ================================================================ devices

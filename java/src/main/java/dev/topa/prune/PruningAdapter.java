@@ -12,7 +12,6 @@ import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.OutputDirectory;
-import dev.topa.io.Safetensors;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertNames;
 import dev.topa.model.BertTraining;
@@ -206,7 +205,8 @@ public final class PruningAdapter {
     /** What makes a run the same run: finetune's identity (task, model as loaded, data, recipe) and this pipeline's settings. */
     private RunIdentity identity(Job job, BertModel dense) {
         Map<String, String> f = new LinkedHashMap<>(RunIdentity.of(job.task(), dense, job.train(), job.recipe()).fields());
-        f.put("prune.config", cfg.toString().replaceFirst(", inferenceIterations=\\d+", "")); // serving probes change no training
+        f.put("prune.config", new Config(cfg.preset(), cfg.pruneOnly(), cfg.sparsity(), cfg.structure(), cfg.schedule(), cfg.ramp(), cfg.minHeads(),
+                cfg.minFfn(), cfg.scorer(), cfg.scoreExamples(), cfg.evalEvery(), 0).toString()); // the serving probe's length changes no training
         f.put("prune.distill", distillAlpha + "/" + distillTemperature + "/" + (teacherDir == null ? "warm-up" : teacherDir.toString()));
         return new RunIdentity(f);
     }
@@ -219,11 +219,7 @@ public final class PruningAdapter {
         long h = 1125899906842597L;
         Map<String, Tensor> all = new TreeMap<>(m.parameters());
         head.parameters().forEach((n, t) -> all.put("head." + n, t));
-        for (var e : all.entrySet()) {
-            h = 31 * h + e.getKey().hashCode();
-            for (long d : e.getValue().shape()) h = 31 * h + d;
-            for (long i = 0; i < e.getValue().numel(); i += 997) h = 31 * h + Float.floatToIntBits(e.getValue().getFloat(i));
-        }
+        for (var e : all.entrySet()) h = BertModel.sampleHash(h, e.getKey(), e.getValue(), 997);
         for (var e : m.blockMasksByName().entrySet()) h = 31 * h + e.getKey().hashCode() + Arrays.deepHashCode(e.getValue());
         return Long.toHexString(h);
     }
@@ -251,7 +247,7 @@ public final class PruningAdapter {
                 TaskHead head = new TaskHead(dense.config().hidden(), t.numLabels(), rc.seed())) {
             Run run = new Run(job, rc, Trainer.items(job.train(), tok), Trainer.items(job.dev(), tok), tok, head,
                     MemoryTracker.of(be.device()), encoderParameters(dense), 0, 0, identity(job, dense));
-            if (resume) checkResumable(run.identity()); // before any work; the starting point is checked once it is reached
+            if (resume) run.identity().checkCheckpoint(checkpoint); // before any work; the starting point is checked once it is reached
             boolean blocks = cfg.structure() == Structure.BLOCKS;
             // 1. scoring: topa scores during a LoRA warm-up; the paper on the pretrained model, only the new head training
             if (!cfg.headScoring()) dense.addLora(rc.loraConfig(), rc.seed());
@@ -416,7 +412,7 @@ public final class PruningAdapter {
             RunIdentity id = run.identity().with("prune.starting_point", startingPoint(pruned, run.head()));
             TrainingLoop.Outcome before = TrainingLoop.Outcome.NONE;
             if (resume) {
-                checkResumable(id);
+                id.checkCheckpoint(checkpoint);
                 before = TrainingLoop.resumed(trainer.loadCheckpoint(checkpoint));
                 say("resumed after epoch %d (best dev %s so far)", trainer.epochsDone(), before.best());
             }
@@ -474,14 +470,6 @@ public final class PruningAdapter {
                             p.put("ramp_steps", rampSteps);
                         });
             }
-        }
-    }
-
-    /** Fails unless the checkpoint is there and of this run (as far as known before scoring). */
-    private void checkResumable(RunIdentity identity) {
-        if (!Files.isRegularFile(checkpoint)) throw new IllegalArgumentException("--resume: no checkpoint at " + checkpoint);
-        try (Safetensors st = Safetensors.read(checkpoint)) {
-            identity.check(checkpoint, st.metadata());
         }
     }
 

@@ -2,7 +2,9 @@ package dev.topa.train;
 
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
+import dev.topa.io.Safetensors;
 import dev.topa.model.BertModel;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -52,6 +54,17 @@ public record RunIdentity(Map<String, String> fields) {
         Map<String, String> m = new LinkedHashMap<>();
         fields.forEach((k, v) -> m.put(PREFIX + k, v));
         return m;
+    }
+
+    /**
+     * Fails unless checkpoint exists and was written by this run (its metadata alone is read, before
+     * any tensor is loaded); see {@link #check}.
+     */
+    public void checkCheckpoint(Path checkpoint) {
+        if (!Files.isRegularFile(checkpoint)) throw new IllegalArgumentException("--resume: no checkpoint at " + checkpoint);
+        try (Safetensors st = Safetensors.read(checkpoint)) {
+            check(checkpoint, st.metadata());
+        }
     }
 
     /** Throws IllegalArgumentException listing every field in which the checkpoint's run differs from this one. */
