@@ -138,7 +138,7 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                         TrainingLoop.Hooks.NONE.withExport(copy.export()).withListener(progress));
                 MemoryTracker mem = MemoryTracker.of(be.device());
                 if (!root) return 0;
-                TrainingReport.write(out.path(), t, rc, loaded.description(), trainer.trainableParameters(), total, run.results(), mem);
+                TrainingReport.write(out.path(), t, rc, loaded.description(), trainer.trainableParameters(), total, run, mem);
                 TrainingPlot.write(out.file("report.png"), t.folder() + ", " + rc.method().label(), run.stepLoss(),
                         run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
                 System.out.print(mem.report());

@@ -492,7 +492,7 @@ public final class PruningAdapter {
         Path out = run.job().out().path();
         GlueTask t = run.job().task();
         long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
-        TrainingReport.write(out, t, run.recipe(), description, trainer.trainableParameters(), total, outcome.results(), run.mem());
+        TrainingReport.write(out, t, run.recipe(), description, trainer.trainableParameters(), total, outcome, run.mem());
         listener.message(run.mem().report().stripTrailing()); // the run's peaks, before the serving probe below resets them
         TrainingPlot.write(out.resolve("report.png"), t.folder() + ", " + plotTitle, outcome.stepLoss(),
                 outcome.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));

@@ -29,10 +29,20 @@ import java.util.function.Supplier;
  * only rank 0 saves (it holds what every rank holds).
  */
 public final class TrainingLoop {
-    /** What the loop saw: every evaluation, the loss of every step, and the best main metric. */
-    public record Outcome(List<Trainer.EpochResult> results, List<Double> stepLoss, double best) {
+    /**
+     * What the loop saw: every evaluation, the loss of every step, the best main metric and the index
+     * in results of the evaluation whose model was saved as the best (-1: none). That one is the
+     * best: an evaluation of a model not yet in its final shape (gradual pruning's ramp) may score
+     * higher but is never saved.
+     */
+    public record Outcome(List<Trainer.EpochResult> results, List<Double> stepLoss, double best, int bestIndex) {
         /** A run from its start: nothing seen yet. */
-        public static final Outcome NONE = new Outcome(List.of(), List.of(), Double.NEGATIVE_INFINITY);
+        public static final Outcome NONE = new Outcome(List.of(), List.of(), Double.NEGATIVE_INFINITY, -1);
+
+        /** The evaluation whose model was saved as the best, or null. */
+        public Trainer.EpochResult bestResult() {
+            return bestIndex < 0 ? null : results.get(bestIndex);
+        }
     }
 
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -45,7 +55,7 @@ public final class TrainingLoop {
     public static Outcome resumed(Map<String, String> checkpointMetadata) {
         double best = Double.parseDouble(checkpointMetadata.getOrDefault("best_dev", "-Infinity"));
         String history = checkpointMetadata.get("history");
-        if (history == null) return new Outcome(List.of(), List.of(), best);
+        if (history == null) return new Outcome(List.of(), List.of(), best, -1);
         try {
             JsonNode h = JSON.readTree(history);
             List<Trainer.EpochResult> results = new ArrayList<>();
@@ -57,7 +67,12 @@ public final class TrainingLoop {
             }
             List<Double> loss = new ArrayList<>();
             for (JsonNode l : h.get("step_loss")) loss.add(l.asDouble());
-            return new Outcome(List.copyOf(results), List.copyOf(loss), best);
+            // a checkpoint without best_index (an older topa's): the first evaluation that reached best_dev, the one saved
+            // whenever every evaluation could be (runs that resume always could)
+            int index = Integer.parseInt(checkpointMetadata.getOrDefault("best_index", "-1"));
+            for (int i = 0; index < 0 && i < results.size(); i++)
+                if (results.get(i).dev().containsValue(best)) index = i;
+            return new Outcome(List.copyOf(results), List.copyOf(loss), best, index);
         } catch (IOException | RuntimeException e) {
             throw new ModelFormatException("checkpoint metadata 'history' unreadable: " + e.getMessage(), e);
         }
@@ -128,6 +143,7 @@ public final class TrainingLoop {
     public static Outcome run(Backend be, Trainer trainer, List<Trainer.Item> train, List<Trainer.Item> dev, BertModel model, TaskHead head,
             Output output, Outcome before, Hooks hooks) {
         double[] best = {before.best()};
+        int[] bestIndex = {before.bestIndex()};
         List<Double> stepLoss = new ArrayList<>(before.stepLoss());
         List<Trainer.EpochResult> results = new ArrayList<>(before.results());
         boolean writes = trainer.communicator().isRoot(); // across processes only rank 0 writes; all keep the same books
@@ -143,6 +159,7 @@ public final class TrainingLoop {
                 }
                 if (saved) {
                     best[0] = r.dev().get(trainer.task().mainMetric());
+                    bestIndex[0] = results.size() - 1;
                     hooks.listener().saved(r);
                 } else {
                     hooks.listener().notSaved(r);
@@ -151,6 +168,7 @@ public final class TrainingLoop {
             if (writes && output.checkpoint() != null && r.endOfEpoch()) try { // resuming restarts at an epoch boundary
                 Map<String, String> meta = new LinkedHashMap<>();
                 meta.put("best_dev", Double.toString(best[0]));
+                meta.put("best_index", Integer.toString(bestIndex[0]));
                 meta.put("history", history(results, stepLoss));
                 if (output.identity() != null) meta.putAll(output.identity().metadata());
                 trainer.saveCheckpoint(output.checkpoint(), meta);
@@ -162,7 +180,7 @@ public final class TrainingLoop {
             stepLoss.add(st.loss());
             hooks.listener().step(st);
         });
-        return new Outcome(List.copyOf(results), List.copyOf(stepLoss), best[0]);
+        return new Outcome(List.copyOf(results), List.copyOf(stepLoss), best[0], bestIndex[0]);
     }
 
     private static boolean saveBest(Backend be, Trainer trainer, BertModel model, TaskHead head, Output output, Supplier<BertModel> export)

@@ -15,12 +15,13 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 
-/** report.json and report.md of a fine-tuning run: metrics per epoch, the best, parameters, memory. */
+/** report.json and report.md of a fine-tuning run: metrics per epoch, the best (the saved model's), parameters, memory. */
 public final class TrainingReport {
     private TrainingReport() {}
 
     public static void write(Path dir, GlueTask task, Recipe recipe, String model, long trainable, long total,
-            List<Trainer.EpochResult> epochs, MemoryTracker memory) throws IOException {
+            TrainingLoop.Outcome outcome, MemoryTracker memory) throws IOException {
+        List<Trainer.EpochResult> epochs = outcome.results();
         String method = recipe.method().label();
         ObjectMapper json = new ObjectMapper();
         ObjectNode r = json.createObjectNode();
@@ -32,7 +33,6 @@ public final class TrainingReport {
         r.put("trainable_parameters", trainable);
         r.put("total_parameters", total);
         ArrayNode ep = r.putArray("epochs");
-        Trainer.EpochResult best = null;
         for (Trainer.EpochResult e : epochs) {
             ObjectNode n = ep.addObject();
             n.put("epoch", e.epoch());
@@ -41,8 +41,8 @@ public final class TrainingReport {
             n.put("seconds", e.seconds());
             ObjectNode d = n.putObject("dev");
             e.dev().forEach((k, v) -> d.put(k.name().toLowerCase(Locale.ROOT), v));
-            if (best == null || e.dev().get(task.mainMetric()) > best.dev().get(task.mainMetric())) best = e;
         }
+        Trainer.EpochResult best = outcome.bestResult(); // the saved model's evaluation
         if (best != null) {
             ObjectNode b = r.putObject("best");
             b.put("epoch", best.epoch());
