@@ -25,15 +25,18 @@ __device__ void embeddingForward(T *out, const int32_t *ids, const int32_t *type
 TOPA_BOTH_TYPES(EMBEDDING)
 
 // Backward (fp32): scatter-add of dout rows into the tables' gradients (each may be null); repeated
-// ids meet in atomics. One block per token.
+// ids meet in atomics. One block per token. An id or type outside its table (vocab, typeVocab: the
+// rows of dword, dtype) adds nothing: its forward row was NaN, the step will be skipped, and no
+// write may land outside the table before it is.
 extern "C" __global__ void embedding_backward_f32(float *dword, float *dpos, float *dtype, const float *dout, const int32_t *ids,
-                                                  const int32_t *types, int S, int C) {
+                                                  const int32_t *types, int S, int C, int vocab, int typeVocab) {
     int64_t token = blockIdx.x;
     int s = (int)(token % S), id = ids[token], t = types ? types[token] : 0;
+    bool wordOk = dword && id >= 0 && id < vocab, typeOk = dtype && t >= 0 && t < typeVocab;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         float g = dout[token * C + c];
-        if (dword) atomicAdd(dword + (int64_t)id * C + c, g);
+        if (wordOk) atomicAdd(dword + (int64_t)id * C + c, g);
         if (dpos) atomicAdd(dpos + (int64_t)s * C + c, g);
-        if (dtype) atomicAdd(dtype + (int64_t)t * C + c, g);
+        if (typeOk) atomicAdd(dtype + (int64_t)t * C + c, g);
     }
 }

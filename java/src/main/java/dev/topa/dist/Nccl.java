@@ -52,8 +52,8 @@ public final class Nccl {
         for (String candidate : candidates())
             try {
                 return Optional.of(new Nccl(SymbolLookup.libraryLookup(candidate, Arena.global())));
-            } catch (IllegalArgumentException e) {
-                // not here: the next place
+            } catch (IllegalArgumentException | MpiException e) {
+                // not here, or a library without every symbol topa calls: the next place
             }
         return Optional.empty();
     }
@@ -134,7 +134,7 @@ public final class Nccl {
 
         @Override
         public void close() {
-            Mpi.call(commDestroy, handle);
+            check(Mpi.call(commDestroy, handle), "ncclCommDestroy");
         }
     }
 

@@ -10,11 +10,14 @@ import java.util.Map;
  * class for the next request of that class, so a training or inference step that asks for the same
  * tensors each time reaches the driver only in its first step. When the device is out of memory,
  * cached blocks are released and the request retried once; then an OutOfMemoryError names the
- * device, the request and what is held. A backend supplies the two driver calls.
+ * device, the request and what is held. Every block handed out is known by its address until it is
+ * freed, so a double free or a foreign address throws instead of handing one block to two tensors
+ * later. A backend supplies the two driver calls.
  */
 public abstract class CachingDeviceMemory implements DeviceMemory {
     private final Device device;
     private final Map<Long, ArrayDeque<Long>> cache = new HashMap<>();
+    private final Map<Long, Long> live = new HashMap<>();
     private long held, cached;
 
     protected CachingDeviceMemory(Device device) {
@@ -46,7 +49,9 @@ public abstract class CachingDeviceMemory implements DeviceMemory {
         ArrayDeque<Long> free = cache.get(size);
         if (free != null && !free.isEmpty()) {
             cached -= size;
-            return free.pop();
+            long p = free.pop();
+            live.put(p, size);
+            return p;
         }
         long p = obtain(size);
         if (p == 0) {
@@ -55,12 +60,18 @@ public abstract class CachingDeviceMemory implements DeviceMemory {
             if (p == 0) throw new OutOfMemoryError("out of memory on " + device + ": asked for " + bytes + " bytes with " + held + " bytes held");
         }
         held += size;
+        live.put(p, size);
         return p;
     }
 
     @Override
     public final synchronized void free(long address, long bytes) {
-        long size = sizeClass(bytes);
+        Long size = live.get(address);
+        if (size == null)
+            throw new IllegalStateException("free of 0x" + Long.toHexString(address) + " on " + device + ": not a block in use (freed twice, or not from this device)");
+        if (size != sizeClass(bytes))
+            throw new IllegalStateException("free of 0x" + Long.toHexString(address) + " on " + device + " with " + bytes + " bytes: it was allocated in the " + size + "-byte class");
+        live.remove(address);
         cache.computeIfAbsent(size, k -> new ArrayDeque<>()).push(address);
         cached += size;
     }

@@ -333,8 +333,10 @@ public final class Trainer implements AutoCloseable {
         return loss[0];
     }
 
-    /** Forward and backward on a batch: returns the loss (read back), adds to the gradients (no update). */
+    /** Forward and backward on a batch: returns the loss (read back), adds to the gradients (no update). Its loss
+     * takes the first slot of the read-back window, so steps whose losses are not yet read back are refused. */
     public double lossAndGradients(List<Item> batch) {
+        if (!pending.isEmpty()) throw new IllegalStateException("lossAndGradients with " + pending.size() + " steps' losses not yet read back");
         Tensor loss = stats.rows(Backend.CLIP_STATE, Backend.CLIP_STATE + 1);
         accumulate(batch, loss, 1f);
         float l = onHost(loss);

@@ -83,4 +83,42 @@ class DeviceTensorsTest {
         }
         assertEquals(dev.topa.tensor.CachingDeviceMemory.sizeClass(3000), dev.topa.tensor.CachingDeviceMemory.sizeClass(4096), "one class serves both");
     }
+
+    /** The caching allocator reuses a freed block for its class, and refuses a second free of one block and a free in the wrong class. */
+    @Test
+    void cachingAllocatorReusesBlocksAndRefusesDoubleFrees() {
+        List<Long> given = new ArrayList<>();
+        CachingDeviceMemory m = new CachingDeviceMemory(Device.cuda(3)) {
+            long next = 1 << 20;
+
+            @Override
+            protected long obtain(long size) {
+                long p = next;
+                next += size;
+                return p;
+            }
+
+            @Override
+            protected void giveBack(long address, long size) {
+                given.add(address);
+            }
+        };
+        long a = m.allocate(3000), b = m.allocate(100);
+        m.free(a, 3000);
+        assertEquals(a, m.allocate(4096), "a freed block serves the next request of its class");
+        m.free(b, 100);
+        var twice = assertThrows(IllegalStateException.class, () -> m.free(b, 100));
+        assertTrue(twice.getMessage().contains("cuda:3") && twice.getMessage().contains("not a block in use"), twice.getMessage());
+        assertThrows(IllegalStateException.class, () -> m.free(12345, 100), "an address this allocator never gave out");
+        long c = m.allocate(600);
+        var wrong = assertThrows(IllegalStateException.class, () -> m.free(c, 5000), "a free naming another size class");
+        assertTrue(wrong.getMessage().contains("1024-byte class"), wrong.getMessage());
+        m.free(c, 600);
+        assertEquals(4096 + 512 + 1024, m.bytes()[0], "held: the live 4096-byte block and two cached ones");
+        assertEquals(512 + 1024, m.bytes()[1], "freed blocks are cached, not given back");
+        m.release();
+        assertEquals(List.of(b, c), given.stream().sorted().toList(), "release gives back every cached block and no live one");
+        assertEquals(4096, m.bytes()[0]);
+        m.free(a, 4096);
+    }
 }

@@ -135,6 +135,10 @@ public final class CudaEncoderCheck {
                 }
                 arena.reset();
             }
+            if (cuda != null) {
+                cuda.driver().eventDestroy(e0);
+                cuda.driver().eventDestroy(e1);
+            }
             Arrays.sort(ms);
             Arrays.sort(gpuMs);
             double med = ms[ms.length / 2];

@@ -78,6 +78,7 @@ public final class CudaOpCheck {
             c.attention(3, 77, 12, 32, bf16);
             c.attention(2, 512, 4, 64, bf16);
         }
+        c.embeddingBackward(4, 37, 96, 300);
         c.crossEntropy(4096, 3);
         try (CublasLt lt = new CublasLt(cu)) {
             System.out.println("cublaslt: " + lt.library());
@@ -165,6 +166,46 @@ public final class CudaOpCheck {
                         new int[] {256, 1, 1}, 0, stream, dout, dids, dtypes, dw, dp, dt, seq, c, vocab, 2));
                 compare("embedding", bf16, b + "x" + seq + "x" + c, out, d.down(dout, n, bf16), bf16 ? 1e-2 : 1e-6, us, n * (bf16 ? 14 : 16));
             }
+        }
+    }
+
+    /**
+     * The scatter-add backward against a float64 sum on the host, a small vocabulary so that ids
+     * repeat (atomics meet), and three tokens outside their tables (an id past the vocabulary, a
+     * negative id, a type past the types): they add nothing to those tables and write nowhere else.
+     */
+    private void embeddingBackward(int b, int seq, int c, int vocab) {
+        int n = b * seq;
+        int[] idv = new int[n], tv = new int[n];
+        for (int i = 0; i < n; i++) {
+            idv[i] = rnd.nextInt(vocab);
+            tv[i] = rnd.nextInt(2);
+        }
+        idv[5] = vocab + 3;
+        idv[9] = -1;
+        tv[11] = 2;
+        float[] g = new float[n * c];
+        for (int i = 0; i < g.length; i++) g[i] = (float) (2 * rnd.nextDouble() - 1);
+        double[] want = new double[(vocab + seq + 2) * c]; // word rows, then position rows, then type rows
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < c; j++) {
+                if (idv[t] >= 0 && idv[t] < vocab) want[idv[t] * c + j] += g[t * c + j];
+                want[(vocab + t % seq) * c + j] += g[t * c + j];
+                if (tv[t] < 2) want[(vocab + seq + tv[t]) * c + j] += g[t * c + j];
+            }
+        try (TensorScope s = scope(); Dev d = new Dev()) {
+            Tensor ids = s.allocate(DType.I32, b, seq).copyFrom(idv), types = s.allocate(DType.I32, b, seq).copyFrom(tv);
+            Tensor dout = s.allocate(DType.F32, b, seq, c).copyFrom(g), ref = s.allocate(DType.F32, want.length);
+            for (int i = 0; i < want.length; i++) ref.setFloat(i, (float) want[i]);
+            long grads = d.alloc(4L * want.length), dw = grads, dp = grads + 4L * vocab * c, dt = dp + 4L * seq * c;
+            long dd = d.up(dout, false), dids = d.upRaw(ids), dtypes = d.upRaw(types);
+            Runnable launch = () -> cu.launch(fn("embedding_backward", false), "embedding_backward", new int[] {n, 1, 1}, new int[] {256, 1, 1}, 0,
+                    stream, dw, dp, dt, dd, dids, dtypes, seq, c, vocab, 2);
+            cu.fill32(grads, 0, want.length, stream);
+            launch.run();
+            float[] got = d.down(grads, want.length, false);
+            double us = time(launch);
+            compare("embedding backward, 3 ids out of range", false, b + "x" + seq + "x" + c, ref, got, 1e-5, us, 4L * n * c * 4);
         }
     }
 
@@ -344,6 +385,8 @@ public final class CudaOpCheck {
             cu.eventRecord(e1, stream);
             t[i] = cu.elapsedMs(e0, e1) * 1e3 / 10;
         }
+        cu.eventDestroy(e0);
+        cu.eventDestroy(e1);
         java.util.Arrays.sort(t);
         return t[t.length / 2];
     }

@@ -102,6 +102,8 @@ public final class LoraForwardBench {
             cu.eventRecord(e1, gpu.stream());
             t[i] = cu.elapsedMs(e0, e1) * 1e3 / 20;
         }
+        cu.eventDestroy(e0);
+        cu.eventDestroy(e1);
         java.util.Arrays.sort(t);
         return t[t.length / 2];
     }

@@ -1,6 +1,7 @@
 package dev.topa.kit;
 
 import dev.topa.backend.cuda.CudaBackend;
+import dev.topa.backend.cuda.CudaDriver;
 import dev.topa.dist.Communicator;
 import dev.topa.dist.Nccl;
 import dev.topa.tensor.DType;
@@ -14,8 +15,9 @@ import java.util.Locale;
  * NCCL on this machine's GPU through topa's binding: found, joined as a communicator of this one
  * process (one rank: the unique id made and used here), an in-place sum of a ragged f32 buffer
  * (1,000,003 elements) on the backend's stream, read back unchanged (the sum over one rank), then
- * the time of that sum. Under mpirun with a GPU per rank the same check sums across the ranks and
- * expects rank-count times the values. Exit 0 pass, 1 a wrong sum, 2 no GPU, 3 no NCCL here (said why).
+ * the time of that sum. Under mpirun the same check sums across the ranks and expects rank-count
+ * times the values; each rank takes the GPU of its local rank (Open MPI's OMPI_COMM_WORLD_LOCAL_RANK)
+ * modulo the GPUs it sees, since NCCL refuses two ranks on one GPU. Exit 0 pass, 1 a wrong sum, 2 no GPU, 3 no NCCL here (said why).
  */
 public final class NcclCheck {
     private NcclCheck() {}
@@ -30,7 +32,9 @@ public final class NcclCheck {
         Communicator mpi = Communicator.fromEnvironment();
         int n = 1_000_003;
         boolean ok;
-        try (CudaBackend gpu = CudaBackend.open(0); TensorScope host = new TensorScope("nccl check", MemoryCategory.WORKSPACE);
+        int ordinal = Integer.parseInt(System.getenv().getOrDefault("OMPI_COMM_WORLD_LOCAL_RANK", "0"))
+                % CudaDriver.get().orElseThrow().deviceCount();
+        try (CudaBackend gpu = CudaBackend.open(ordinal); TensorScope host = new TensorScope("nccl check", MemoryCategory.WORKSPACE);
                 TensorAllocator dev = gpu.scope("nccl check", MemoryCategory.WORKSPACE); Nccl.Comm comm = nccl.get().join(mpi)) {
             System.out.println("nccl_version: " + nccl.get().version() + ", ranks: " + comm.size());
             float[] v = new float[n];

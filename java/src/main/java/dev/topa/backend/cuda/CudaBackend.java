@@ -106,7 +106,9 @@ public final class CudaBackend extends Backend {
             for (int i = 0; i < SLOTS; i++)
                 if (slot[i] != null) {
                     cu.hostFree(slot[i]);
+                    cu.eventDestroy(event[i]);
                     slot[i] = null;
+                    pending[i] = false;
                 }
         }
     }
@@ -566,7 +568,7 @@ public final class CudaBackend extends Backend {
             long batch, long seq, long dim) {
         if (posIds != null) throw notYet(Op.POSITION_IDS);
         launch(CudaKernel.EMBEDDING_BACKWARD_F32, grid(batch * seq), THREADS, arg(dwte), arg(dwpe), arg(dwtt), arg(dout), arg(ids), arg(typeIds),
-                (int) seq, (int) dim);
+                (int) seq, (int) dim, dwte != null ? (int) dwte.dim(0) : 0, dwtt != null ? (int) dwtt.dim(0) : 0);
     }
 
     @Override
@@ -613,9 +615,8 @@ public final class CudaBackend extends Backend {
         }
     }
 
-    /** Labels are read back: the host validates them and counts the rows that are not ignored (the mean's divisor). */
-    @Override
     /** Nothing read back: a label outside the classes gives its row a NaN loss (the trainer checks labels before the upload). */
+    @Override
     protected int kCrossEntropyForward(Tensor losses, Tensor mean, Tensor logits, Tensor labels, long n, long classes) {
         launch(CudaKernel.CROSS_ENTROPY_FORWARD_F32, grid((n + 7) / 8), THREADS, arg(losses), arg(logits), arg(labels), (int) n, (int) classes);
         launch(CudaKernel.LOSS_MEAN_F32, grid(1), THREADS, arg(mean), arg(losses), arg(labels), (int) n);

@@ -27,7 +27,7 @@ public final class CudaDriver {
 
     private final MethodHandle cuInit, cuDriverGetVersion, cuDeviceGetCount, cuDeviceGet, cuDeviceGetName, cuDeviceTotalMem,
             cuDeviceGetAttribute, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemAllocHost,
-            cuMemFreeHost, cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD, cuMemsetD32, cuStreamCreate, cuStreamSynchronize, cuEventCreate, cuEventRecord,
+            cuMemFreeHost, cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD, cuMemsetD32, cuStreamCreate, cuStreamSynchronize, cuEventCreate, cuEventDestroy, cuEventRecord,
             cuEventSynchronize, cuEventElapsedTime, cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel, cuGetErrorName,
             cuGetErrorString, cuMemGetInfo;
     /** cuFuncGetParamInfo (drivers of CUDA 12.4 and later), or null. */
@@ -56,6 +56,7 @@ public final class CudaDriver {
         cuStreamCreate = bind(lib, "cuStreamCreate", ADDRESS, JAVA_INT);
         cuStreamSynchronize = bind(lib, "cuStreamSynchronize", ADDRESS);
         cuEventCreate = bind(lib, "cuEventCreate", ADDRESS, JAVA_INT);
+        cuEventDestroy = bind(lib, "cuEventDestroy_v2", ADDRESS);
         cuEventRecord = bind(lib, "cuEventRecord", ADDRESS, ADDRESS);
         cuEventSynchronize = bind(lib, "cuEventSynchronize", ADDRESS);
         cuEventElapsedTime = bind(lib, "cuEventElapsedTime", ADDRESS, ADDRESS, ADDRESS);
@@ -150,6 +151,11 @@ public final class CudaDriver {
 
     public int driverVersion() {
         return outInt(cuDriverGetVersion, "cuDriverGetVersion");
+    }
+
+    /** How many devices the driver reports. */
+    public int deviceCount() {
+        return outInt(cuDeviceGetCount, "cuDeviceGetCount");
     }
 
     public int device(int ordinal) {
@@ -248,6 +254,10 @@ public final class CudaDriver {
 
     public long eventCreate() {
         return out(cuEventCreate, "cuEventCreate", 0);
+    }
+
+    public void eventDestroy(long event) {
+        check(call(cuEventDestroy, MemorySegment.ofAddress(event)), "cuEventDestroy");
     }
 
     public void eventRecord(long event, long stream) {
