@@ -1,0 +1,76 @@
+package dev.topa.bench;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The summary of prune-glue.sh's results: gaps are taken to each task's strongest dense run (a
+ * learning-rate or epochs check that beat the default recipe replaces it), the figures against the
+ * default are printed beside them, and avg_metric_gap_points_50 is the last line.
+ */
+class GlueTableTest {
+    @TempDir
+    Path dir;
+
+    private static String row(String task, String method, double sparsity, int seed, double best, double peak, boolean atLast) {
+        return String.join("\t", task, method, String.valueOf(sparsity), String.valueOf(seed), String.valueOf(best),
+                sparsity > 0 ? "49.9" : "0", String.valueOf(peak), "100", String.valueOf(atLast));
+    }
+
+    private List<String> run(List<String> rows) throws Exception {
+        Path tsv = dir.resolve("results.tsv");
+        Files.write(tsv, java.util.stream.Stream.concat(
+                java.util.stream.Stream.of("task\tmethod\tsparsity\tseed\tbest\tremoved_pct\tpeak_mib\tseconds\tbest_at_last"), rows.stream()).toList());
+        PrintStream out = System.out;
+        ByteArrayOutputStream buf = new ByteArrayOutputStream();
+        System.setOut(new PrintStream(buf, true, StandardCharsets.UTF_8));
+        try {
+            GlueTable.main(new String[] {tsv.toString(), dir.resolve("plot.png").toString(), "0.5"});
+        } finally {
+            System.setOut(out);
+        }
+        return buf.toString(StandardCharsets.UTF_8).lines().toList();
+    }
+
+    private static double value(List<String> lines, String name) {
+        return lines.stream().filter(l -> l.startsWith(name + ": ")).map(l -> Double.parseDouble(l.substring(name.length() + 2).split(" ")[0]))
+                .findFirst().orElseThrow(() -> new AssertionError("no line " + name + " in " + lines));
+    }
+
+    @Test
+    void gapsAreTakenToTheStrongestDenseRun() throws Exception {
+        List<String> lines = run(List.of(
+                row("rte", "full", 0, 1, 0.60, 700, false), row("rte", "full", 0, 2, 0.62, 700, false),
+                row("rte", "pa50", 0.5, 1, 0.59, 250, false), row("rte", "pa50", 0.5, 2, 0.58, 250, false),
+                row("rte", "fulllr2", 0, 1, 0.65, 700, false), row("rte", "fulllr0.5", 0, 1, 0.55, 700, false),
+                row("stsb", "full", 0, 1, 0.86, 800, true), row("stsb", "pa50", 0.5, 1, 0.87, 250, false),
+                row("stsb", "fullep10", 0, 1, 0.855, 800, false)));
+        assertTrue(lines.contains("rte_dense_reference: fulllr2 (65.00 points; the default recipe's full 61.00)"), lines.toString());
+        assertFalse(lines.stream().anyMatch(l -> l.startsWith("stsb_dense_reference")), "a check below the default does not replace it");
+        assertEquals(65.0 - 58.5, value(lines, "rte_gap_points_pa50"), 1e-9);
+        assertEquals(86.0 - 87.0, value(lines, "stsb_gap_points_pa50"), 1e-9);
+        assertEquals(((61.0 - 58.5) + (86.0 - 87.0)) / 2, value(lines, "avg_metric_gap_points_50_to_default_full"), 1e-9);
+        assertTrue(lines.getLast().startsWith("avg_metric_gap_points_50: "), "the asked figure is last: " + lines.getLast());
+        assertEquals(((65.0 - 58.5) + (86.0 - 87.0)) / 2, value(lines, "avg_metric_gap_points_50"), 1e-9);
+        String table = Files.readString(dir.resolve("plot.md"));
+        assertTrue(table.contains("| rte | fulllr2 | 0.0 | 1 | 65.00 (0.00) | reference |"), table);
+        assertTrue(table.contains("| rte | pa50 | 49.9 | 2 | 58.50 (0.71) | 6.50 |"), table);
+    }
+
+    @Test
+    void withoutAWinningCheckTheDefaultIsTheReference() throws Exception {
+        List<String> lines = run(List.of(row("mrpc", "full", 0, 1, 0.85, 700, false), row("mrpc", "pa50", 0.5, 1, 0.84, 250, false)));
+        assertFalse(lines.stream().anyMatch(l -> l.contains("dense_reference") || l.contains("to_default_full")), lines.toString());
+        assertEquals(1.0, value(lines, "avg_metric_gap_points_50"), 1e-9);
+    }
+}
