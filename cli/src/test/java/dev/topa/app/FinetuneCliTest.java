@@ -256,6 +256,13 @@ class FinetuneCliTest {
         assertTrue(w.get("teacher_weight_bytes").asLong() < teacherBytes / 2, "the warm-up teacher is the student's weights (bf16 packs at most): " + w);
         // the same seed and data: only the teacher differs, so the trained students must too
         assertTrue(Files.mismatch(dir.resolve("warm/model.safetensors"), dir.resolve("taught/model.safetensors")) != -1, "the teacher made no difference");
+        // a teacher retrained into the same directory is another teacher: the student's run does not resume with it
+        String[] again = run("finetune", "--task", "rte", "--data-dir", glue, "--method", "full", "--epochs", "1", "--train-limit", "32",
+                "--batch-size", "16", "--max-seq-len", "48", "--seed", "2", "--overwrite", "--out", teacher.toString());
+        assertEquals("0", again[0], again[2]);
+        String[] resumed = pa.apply("taught", new String[] {"--distill", "0.5", "--teacher", teacher.toString(), "--resume"});
+        assertEquals("1", resumed[0], resumed[1] + resumed[2]);
+        assertTrue(resumed[2].contains("another run") && resumed[2].contains("prune.teacher"), resumed[2]);
         // refused before any work, nothing written: no --distill, no such directory, another task, another tokenizer
         Path otherTask = dir.resolve("mrpc-teacher"), otherTokens = dir.resolve("other-tokens");
         for (Path copy : new Path[] {otherTask, otherTokens}) {

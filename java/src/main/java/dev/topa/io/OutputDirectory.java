@@ -207,6 +207,24 @@ public final class OutputDirectory {
         }
     }
 
+    /**
+     * What a written model directory holds, as its {@value #MANIFEST} lists it (each file's name, size
+     * and checksum): two saves of different weights differ here. A directory without a manifest has
+     * none (empty).
+     */
+    public static Optional<String> fingerprint(Path dir) {
+        try {
+            return manifest(dir).map(m -> {
+                StringBuilder b = new StringBuilder();
+                new java.util.TreeMap<>(m).forEach((n, v) -> b.append(b.isEmpty() ? "" : ",").append(n).append(':').append(v[0]).append(':')
+                        .append(Long.toHexString(v[1])));
+                return b.toString();
+            });
+        } catch (IOException e) {
+            throw new ModelFormatException(dir.resolve(MANIFEST) + ": " + e.getMessage(), e);
+        }
+    }
+
     /** The OS's reason for a failed file operation, with the path it concerns. */
     public static String reason(IOException e) {
         String what = switch (e) {

@@ -208,6 +208,8 @@ public final class PruningAdapter {
         f.put("prune.config", new Config(cfg.preset(), cfg.pruneOnly(), cfg.sparsity(), cfg.structure(), cfg.schedule(), cfg.ramp(), cfg.minHeads(),
                 cfg.minFfn(), cfg.scorer(), cfg.scoreExamples(), cfg.evalEvery(), 0).toString()); // the serving probe's length changes no training
         f.put("prune.distill", distillAlpha + "/" + distillTemperature + "/" + (teacherDir == null ? "warm-up" : teacherDir.toString()));
+        // the teacher's files as saved: one retrained into the same directory is another teacher
+        if (teacherDir != null) f.put("prune.teacher", OutputDirectory.fingerprint(teacherDir).orElse("no manifest"));
         return new RunIdentity(f);
     }
 
@@ -289,7 +291,7 @@ public final class PruningAdapter {
     /**
      * A dense model (the warmed-up one, or a fine-tuned one) as teacher: its outputs on every training
      * example, by one inference pass over them (on the CPU with bf16 packs of its weights where that
-     * multiplies faster here, on a GPU the predictor's own bf16 copy); the packs go right after, so the
+     * multiplies faster here, on a GPU the predictor's own fp32 copy); the packs go right after, so the
      * warmed-up teacher costs no fp32 copy of the model and nothing of it stays for the student's
      * steps. ownBytes: weights held for the teacher alone (a loaded fine-tuned model's).
      */
