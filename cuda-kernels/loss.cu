@@ -79,3 +79,30 @@ extern "C" __global__ void mse_backward_f32(float *dpred, const float *pred, con
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride) dpred[i] = scale * (pred[i] - target[i]);
 }
+
+// Knowledge distillation's gradient, added to what dstudent holds (the task loss's): per row of
+// [rows, cols], weight T (softmax(s / T) - softmax(t / T)) / rows, or for cols = 1 (regression)
+// weight 2 (s - t) / rows. A thread per row: a head has a handful of classes. No read-back.
+extern "C" __global__ void distillation_backward_f32(float *dstudent, const float *student, const float *teacher, int rows, int cols,
+                                                     float temperature, float weight) {
+    int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < rows; i += stride) {
+        const float *s = student + (int64_t)i * cols, *t = teacher + (int64_t)i * cols;
+        float *d = dstudent + (int64_t)i * cols;
+        if (cols == 1) {
+            d[0] += weight * 2.0f * (s[0] - t[0]) / rows;
+            continue;
+        }
+        float ms = -INFINITY, mt = -INFINITY, zs = 0.0f, zt = 0.0f;
+        for (int c = 0; c < cols; c++) {
+            ms = fmaxf(ms, s[c] / temperature);
+            mt = fmaxf(mt, t[c] / temperature);
+        }
+        for (int c = 0; c < cols; c++) {
+            zs += expf(s[c] / temperature - ms);
+            zt += expf(t[c] / temperature - mt);
+        }
+        float scale = weight * temperature / rows;
+        for (int c = 0; c < cols; c++) d[c] += scale * (expf(s[c] / temperature - ms) / zs - expf(t[c] / temperature - mt) / zt);
+    }
+}

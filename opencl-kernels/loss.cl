@@ -59,3 +59,28 @@ __kernel void mse_backward(TENSOR(float, dpred), TENSOR(const float, pred), TENS
     if (i >= N) return;
     AT(dpred)[i] = scale * (AT(pred)[i] - AT(target)[i]);
 }
+
+/* Knowledge distillation's gradient, added to dstudent: per row, weight T (softmax(s / T) - softmax(t / T)) / rows,
+ * or for cols = 1 (regression) weight 2 (s - t) / rows. A work-item per row. */
+__kernel void distillation_backward(TENSOR(float, dstudent), TENSOR(const float, student), TENSOR(const float, teacher), long rows, long cols,
+                                    float temperature, float weight) {
+    long i = get_global_id(0);
+    if (i >= rows) return;
+    __global const float *s = AT(student) + i * cols, *t = AT(teacher) + i * cols;
+    __global float *d = AT(dstudent) + i * cols;
+    if (cols == 1) {
+        d[0] += weight * 2.0f * (s[0] - t[0]) / (float)rows;
+        return;
+    }
+    float ms = -INFINITY, mt = -INFINITY, zs = 0.0f, zt = 0.0f;
+    for (long c = 0; c < cols; c++) {
+        ms = fmax(ms, s[c] / temperature);
+        mt = fmax(mt, t[c] / temperature);
+    }
+    for (long c = 0; c < cols; c++) {
+        zs += exp(s[c] / temperature - ms);
+        zt += exp(t[c] / temperature - mt);
+    }
+    float scale = weight * temperature / (float)rows;
+    for (long c = 0; c < cols; c++) d[c] += scale * (exp(s[c] / temperature - ms) / zs - exp(t[c] / temperature - mt) / zt);
+}

@@ -561,15 +561,20 @@ public abstract class Backend implements AutoCloseable {
 
     /**
      * dStudent += weight x the gradient of {@link #distillationForward}: T (softmax(student / T) -
-     * softmax(teacher / T)) / B, or 2 (student - teacher) / B for regression. Computed on the host
-     * (the head's [B, C] values; a read-back and an upload on a device).
+     * softmax(teacher / T)) / B, or 2 (student - teacher) / B for regression. A device computes it
+     * there (no read-back in a training step).
      */
     public final void distillationBackward(Tensor dStudent, Tensor student, Tensor teacher, float temperature, float weight) {
         sameShape(this, "distillationBackward", "teacher", teacher, student);
         sameShape(this, "distillationBackward", "dStudent", dStudent, student);
         check(temperature > 0, "distillationBackward", "temperature must be positive, got " + temperature);
+        kDistillationBackward(dStudent, student, teacher, rows(student), cols(student), temperature, weight);
+    }
+
+    /** The head's [B, C] values on the host (in double); a device overrides it with its kernel. */
+    protected void kDistillationBackward(Tensor dStudent, Tensor student, Tensor teacher, long rows, long cols, float temperature, float weight) {
         float[] s = download(student), t = download(teacher), d = download(dStudent);
-        int c = (int) cols(student), b = (int) rows(student);
+        int c = (int) cols, b = (int) rows;
         for (int i = 0; i < b; i++) {
             if (c == 1) {
                 d[i] += weight * 2f * (s[i] - t[i]) / b;

@@ -640,6 +640,12 @@ public final class CudaBackend extends Backend {
         launch(CudaKernel.MSE_BACKWARD_F32, strided(n), THREADS, arg(dpred), arg(pred), arg(target), n, n == 0 ? 0f : 2f * dloss / n);
     }
 
+    @Override
+    protected void kDistillationBackward(Tensor dStudent, Tensor student, Tensor teacher, long rows, long cols, float temperature, float weight) {
+        launch(CudaKernel.DISTILLATION_BACKWARD_F32, strided(rows), THREADS, arg(dStudent), arg(student), arg(teacher), (int) rows, (int) cols,
+                temperature, weight);
+    }
+
     /** The sum of squares into a device double, then one thread decides the scale: no read-back. */
     @Override
     protected void kClipScale(java.util.Collection<Tensor> grads, float maxNorm, Tensor loss, long step, Tensor state) {

@@ -514,6 +514,11 @@ public final class OpenClBackend extends Backend {
     }
 
     @Override
+    protected void kDistillationBackward(Tensor dStudent, Tensor student, Tensor teacher, long rows, long cols, float temperature, float weight) {
+        launch("distillation_backward", rows, 0, t(dStudent), t(student), t(teacher), rows, cols, temperature, weight);
+    }
+
+    @Override
     protected void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg, long step, float gradScale) {
         kAdamwStepMany(List.<Tensor[]>of(new Tensor[] {param, grad, m, v}), cfg, step, gradScale, null);
     }
