@@ -189,7 +189,8 @@ public final class GlueTable {
                 }, new double[][] {points.stream().mapToDouble(p -> p[0]).toArray(), points.stream().mapToDouble(p -> p[1]).toArray()});
             }
             if (full != null)
-                series.put("dense full fine-tuning (" + (reference.get(t).equals("full") ? "reference" : reference.get(t)) + ")", new double[][] {{0, 75}, {full[0], full[0]}});
+                series.put("dense full fine-tuning" + (reference.get(t).equals("full") ? "" : ", " + reference.get(t)) + " (reference)",
+                        new double[][] {{0, 75}, {full[0], full[0]}});
             String metric = GlueTask.parse(t).mainMetric().name().toLowerCase(Locale.ROOT);
             if (series.size() > 1) panels.put(t + ": best dev " + metric + " x 100", series);
         }
