@@ -95,6 +95,11 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
             "output with the same tokenizer) teaches instead of the warmed-up one (default: the warm-up's)"})
     Path teacher;
 
+    @Option(names = "--distill-hidden", defaultValue = "0", paramLabel = "BETA", description = {"with --distill and --teacher: layer-wise",
+            "distillation too; the student's loss gains BETA x the mean squared error between each layer's output and the teacher's (real tokens),",
+            "summed over layers. The teacher then stays beside the student and runs forward on every batch (0: off; default: ${DEFAULT-VALUE})"})
+    double distillHidden;
+
     /** Set by `topa finetune --method prune`: the pruning-only baseline (no adapters; full fine-tuning of what remains). */
     boolean pruneOnly;
 
@@ -147,6 +152,7 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
         if (options.given("--activation-precision") == null) rc = rc.withActivationPrecision(Recipe.Precision.BF16);
         try (Backend be = device.backend(); TrainingProgress progress = new TrainingProgress(job.out)) {
             PruningAdapter pipeline = new PruningAdapter(be, cfg, progress).distributed(Main.processes).distilling(distill, distillTemperature, teacher)
+                    .matchingHiddenStates(distillHidden)
                     .checkpointing(job.out.resolve("checkpoint.safetensors"), resume);
             pipeline.check(rc);
             if (teacher != null && !Files.isDirectory(teacher)) throw new IllegalArgumentException("--teacher " + teacher + ": not a directory");

@@ -213,9 +213,11 @@ class FinetuneCliTest {
     @Test
     void badDistillationSettingsAreRejectedBeforeAnyWork(@TempDir Path dir) {
         String[][] cases = {{"--distill", "1.5"}, {"--distill", "-0.1"}, {"--distill", "NaN"}, {"--distill", "0.5", "--distill-temperature", "0"},
-                {"--distill", "0.5", "--distill-temperature", "-2"}, {"--distill", "0.5", "--schedule", "gradual"}};
+                {"--distill", "0.5", "--distill-temperature", "-2"}, {"--distill", "0.5", "--schedule", "gradual"},
+                {"--distill", "0.5", "--distill-hidden", "1"}, {"--distill-hidden", "-1"}};
         String[] says = {"--distill: a weight in [0, 1]", "--distill: a weight in [0, 1]", "--distill: a weight in [0, 1]",
-                "--distill-temperature: positive", "--distill-temperature: positive", "--schedule gradual has no dense teacher"};
+                "--distill-temperature: positive", "--distill-temperature: positive", "--schedule gradual has no dense teacher",
+                "needs --distill ALPHA > 0 and --teacher DIR", "--distill-hidden: a weight >= 0"};
         for (int i = 0; i < cases.length; i++) {
             Path out = dir.resolve("d" + i);
             java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("prune-adapt", "--task", "rte", "--data-dir",
@@ -256,6 +258,17 @@ class FinetuneCliTest {
         assertTrue(w.get("teacher_weight_bytes").asLong() < teacherBytes / 2, "the warm-up teacher is the student's weights (bf16 packs at most): " + w);
         // the same seed and data: only the teacher differs, so the trained students must too
         assertTrue(Files.mismatch(dir.resolve("warm/model.safetensors"), dir.resolve("taught/model.safetensors")) != -1, "the teacher made no difference");
+        // layer-wise too: the teacher's encoder stays beside the student (its weights counted) and changes what the student learns
+        String[] layered = pa.apply("layered", new String[] {"--distill", "0.5", "--teacher", teacher.toString(), "--distill-hidden", "1"});
+        assertEquals("0", layered[0], layered[2]);
+        assertTrue(layered[1].contains("hidden states of every layer matched too (weight 1.00)"), layered[1]);
+        var h = new ObjectMapper().readTree(dir.resolve("layered/pruning.json").toFile());
+        assertEquals(1.0, h.get("distill_hidden_weight").asDouble(), h.toString());
+        assertTrue(h.get("teacher_hidden_weight_bytes").asLong() > teacherBytes * 9 / 10, "the teacher's weights stay for the steps: " + h);
+        assertTrue(h.get("teacher_hidden_forward_seconds").asDouble() > 0, h.toString());
+        assertTrue(f.get("distill_hidden_weight") == null, "outputs only: no layer-wise fields " + f);
+        assertTrue(Files.mismatch(dir.resolve("taught/model.safetensors"), dir.resolve("layered/model.safetensors")) != -1,
+                "matching hidden states made no difference");
         // a teacher retrained into the same directory is another teacher: the student's run does not resume with it
         String[] again = run("finetune", "--task", "rte", "--data-dir", glue, "--method", "full", "--epochs", "1", "--train-limit", "32",
                 "--batch-size", "16", "--max-seq-len", "48", "--seed", "2", "--overwrite", "--out", teacher.toString());

@@ -9,7 +9,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 
-/** Softmax cross-entropy (ignored labels), mean squared error, distillation from a teacher's outputs, and their gradients. */
+/** Softmax cross-entropy (ignored labels), mean squared error, distillation from a teacher's outputs and hidden states, and their gradients. */
 final class LossOps implements OpFamily {
     @Override
     public String name() {
@@ -67,6 +67,31 @@ final class LossOps implements OpFamily {
                     gradient(name + " dstudent", v -> 0.6 * Reference.distillation(v, td, n, classes, temperature), sd, got, ws.rnd(), 64, GRAD);
                 }));
             }
+        for (int[] sh : new int[][] {{1, 1, 3}, {2, 7, 5}, {3, 33, 17}}) {
+            int bsz = sh[0], seq = sh[1], c = sh[2], n = bsz * seq * c;
+            for (boolean masked : new boolean[] {false, true}) {
+                String name = "hiddenMatch B=" + bsz + " S=" + seq + " C=" + c + (masked ? " padded" : "");
+                all.add(new OpCase(name(), name, ws -> {
+                    Tensor s = ws.f32(ws.uniform(n, -2, 2), bsz, seq, c), t = ws.f32(ws.uniform(n, -2, 2), bsz, seq, c);
+                    int[] m = new int[bsz * seq];
+                    for (int i = 0; i < m.length; i++) m[i] = !masked || i % seq < Math.max(1, seq - 2 * (i / seq) - 1) ? 1 : 0;
+                    Tensor tm = masked ? ws.i32(m, bsz, seq) : null;
+                    int[] mr = masked ? m : null;
+                    double[] sd = ws.values(s), td = ws.values(t);
+                    float loss = ws.backend().hiddenMatchForward(s, t, tm);
+                    Check.close(name, new double[] {Reference.hiddenMatch(sd, td, mr, c)}, new float[] {loss}, ROW);
+                    double[] base = ws.uniform(n, -1, 1); // the gradient adds to what is there (the layer's own)
+                    Tensor d = ws.f32(base, bsz, seq, c);
+                    ws.backend().hiddenMatchBackward(d, s, t, tm, 0.7f);
+                    float[] got = ws.floats(d);
+                    double[] before = ws.values(ws.f32(base, bsz, seq, c));
+                    for (int i = 0; i < got.length; i++) got[i] -= (float) before[i];
+                    if (masked) // padding gets nothing
+                        for (int i = 0; i < got.length; i++) if (m[i / c] == 0 && got[i] != 0) throw new AssertionError(name + ": padding row " + i / c + " got " + got[i]);
+                    gradient(name + " dstudent", v -> 0.7 * Reference.hiddenMatch(v, td, mr, c), sd, got, ws.rnd(), 64, GRAD);
+                }));
+            }
+        }
         return all;
     }
 

@@ -224,6 +224,18 @@ public final class Reference {
         return (cols == 1 ? 1 : temperature * temperature) * total / rows;
     }
 
+    /** Hidden-state matching: sum over rows with mask 1 (null: all) of |s - t|^2, over (their count x cols); in float64. */
+    public static double hiddenMatch(double[] s, double[] t, int[] mask, int cols) {
+        double total = 0;
+        long real = 0;
+        for (int r = 0; r < s.length / cols; r++) {
+            if (mask != null && mask[r] == 0) continue;
+            real++;
+            for (int j = r * cols; j < (r + 1) * cols; j++) total += (s[j] - t[j]) * (s[j] - t[j]);
+        }
+        return real == 0 ? 0 : total / (real * cols);
+    }
+
     public static double mse(double[] pred, double[] target) {
         double s = 0;
         for (int i = 0; i < pred.length; i++) s += (pred[i] - target[i]) * (pred[i] - target[i]);

@@ -74,8 +74,13 @@ class BertGradientTest {
         return referenceForward(c, w, ids, types, mask, ls, Drops.NONE);
     }
 
-    /** float64 forward of the model with the given parameter values: last_hidden_state flattened. */
     static double[] referenceForward(BertConfig c, Map<String, double[]> w, int[] ids, int[] types, int[] mask, double ls, Drops dr) {
+        return referenceForward(c, w, ids, types, mask, ls, dr, null);
+    }
+
+    /** float64 forward of the model with the given parameter values: last_hidden_state flattened; each layer's output into layers (null: not kept). */
+    static double[] referenceForward(BertConfig c, Map<String, double[]> w, int[] ids, int[] types, int[] mask, double ls, Drops dr,
+            java.util.List<double[]> layers) {
         int n = B * S, h = c.hidden();
         double[] x = Reference.embedding(ids, null, types, w.get("embeddings.word_embeddings.weight"),
                 w.get("embeddings.position_embeddings.weight"), w.get("embeddings.token_type_embeddings.weight"), S, h);
@@ -109,6 +114,7 @@ class BertGradientTest {
             out = Reference.dropout(out, dr.at(dr.hidden(), BertModel.site(l, BertModel.SITE_FFN_OUT)));
             x = Reference.layernorm(Reference.add(out, h1), w.get(p + "output.LayerNorm.weight"), w.get(p + "output.LayerNorm.bias"),
                     n, h, c.layerNormEps());
+            if (layers != null) layers.add(x);
         }
         return x;
     }
@@ -133,6 +139,22 @@ class BertGradientTest {
         check(new LoraConfig(2, 3.0, java.util.EnumSet.allOf(LoraConfig.Target.class), drops.lora()),
                 name -> name.contains("lora_") || name.contains("LayerNorm") || name.contains("bias"), drops);
     }
+
+    /**
+     * Layer-wise distillation: every layer's output matched to a target (the last too, where the
+     * head's gradient arrives) and, in the second case, only the first layer's; with dropout, padding
+     * and LoRA. The loss checked is <dy, out> + weight x sum of the matched layers' masked MSE.
+     */
+    @Test
+    void hiddenStateMatchingGradientsMatchFiniteDifferences() {
+        for (boolean[] matched : new boolean[][] {{true, true}, {true, false}})
+            check(new LoraConfig(2, 3.0, java.util.EnumSet.allOf(LoraConfig.Target.class), 0.2),
+                    name -> name.contains("lora_") || name.contains("LayerNorm") || name.contains("bias"), new Drops(0.1, 0.1, 0.2, 7, 2),
+                    new Hidden(matched, 0.8));
+    }
+
+    /** Which layers' outputs are matched to a target, and the weight of their term. */
+    record Hidden(boolean[] matched, double weight) {}
 
     @Test
     void recomputingProjectionsGivesIdenticalGradients() {
@@ -283,6 +305,10 @@ class BertGradientTest {
     }
 
     private void check(LoraConfig lora, java.util.function.Predicate<String> trainable, Drops drops) {
+        check(lora, trainable, drops, null);
+    }
+
+    private void check(LoraConfig lora, java.util.function.Predicate<String> trainable, Drops drops, Hidden hidden) {
         BertConfig cfg = new BertConfig(23, 16, 9, 2, 4, new int[] {4, 3}, new int[] {32, 24}, 1e-6f);
         double loraScale = lora == null ? 0 : lora.scale();
         SplittableRandom rnd = new SplittableRandom(11);
@@ -297,13 +323,13 @@ class BertGradientTest {
             try (BertTraining train = new BertTraining(null, model, new BertTraining.Options(trainable, new DropoutConfig(drops.hidden(), drops.attention()), false, DType.F32));
                     StepArena arena = new StepArena("grad check")) {
                 train.setDropoutStep(drops.seed(), drops.step());
-                run(cfg, model, train, arena, rnd, ids, types, mask, loraScale, trainable, drops);
+                run(cfg, model, train, arena, rnd, ids, types, mask, loraScale, trainable, drops, hidden);
             }
         }
     }
 
     private void run(BertConfig cfg, BertModel model, BertTraining train, StepArena arena, SplittableRandom rnd, int[] ids,
-            int[] types, int[] mask, double loraScale, java.util.function.Predicate<String> trainable, Drops drops) {
+            int[] types, int[] mask, double loraScale, java.util.function.Predicate<String> trainable, Drops drops, Hidden hidden) {
         {
             Map<String, double[]> w = new HashMap<>();
             for (var e : model.parameters().entrySet()) {
@@ -332,6 +358,21 @@ class BertGradientTest {
             CpuBackend be = CpuBackend.create();
             Tensor tid = arena.allocate(DType.I32, B, S).copyFrom(ids), tty = arena.allocate(DType.I32, B, S).copyFrom(types);
             Tensor tm = arena.allocate(DType.I32, B, S).copyFrom(mask);
+            // targets near the layers' own outputs (as a teacher's would be), set for the one forward below
+            double[][] targets = new double[cfg.layers()][];
+            if (hidden != null) {
+                java.util.List<double[]> own = new java.util.ArrayList<>();
+                referenceForward(cfg, w, ids, types, mask, loraScale, drops, own);
+                Tensor[] tt = new Tensor[cfg.layers()];
+                for (int l = 0; l < cfg.layers(); l++) {
+                    if (!hidden.matched()[l]) continue;
+                    targets[l] = own.get(l).clone();
+                    float[] v = new float[targets[l].length];
+                    for (int i = 0; i < v.length; i++) v[i] = (float) (targets[l][i] += 0.5 * (rnd.nextDouble() - 0.5));
+                    tt[l] = arena.allocate(DType.F32, B, S, cfg.hidden()).copyFrom(v);
+                }
+                train.matchHidden(tt, (float) hidden.weight());
+            }
             Tensor out = train.forward(be, arena, tid, tty, tm);
             double[] ref = referenceForward(cfg, w, ids, types, mask, loraScale, drops);
             float[] got = out.toFloatArray();
@@ -354,9 +395,9 @@ class BertGradientTest {
                 for (int ci : coords) {
                     double keep = x[ci], step = 1e-5;
                     x[ci] = keep + step;
-                    double up = dot(dy, referenceForward(cfg, w, ids, types, mask, loraScale, drops));
+                    double up = objective(cfg, w, ids, types, mask, loraScale, drops, dy, hidden, targets);
                     x[ci] = keep - step;
-                    double down = dot(dy, referenceForward(cfg, w, ids, types, mask, loraScale, drops));
+                    double down = objective(cfg, w, ids, types, mask, loraScale, drops, dy, hidden, targets);
                     x[ci] = keep;
                     double fd = (up - down) / (2 * step);
                     n2 += (g[ci] - fd) * (g[ci] - fd);
@@ -368,6 +409,17 @@ class BertGradientTest {
                 assertTrue(err <= bound, e.getKey() + ": gradient error " + err + " > " + bound + " (|fd| " + Math.sqrt(d2) + ")");
             }
         }
+    }
+
+    /** <dy, out> (+ the hidden-state matching terms). */
+    private static double objective(BertConfig cfg, Map<String, double[]> w, int[] ids, int[] types, int[] mask, double ls, Drops drops,
+            double[] dy, Hidden hidden, double[][] targets) {
+        java.util.List<double[]> layers = new java.util.ArrayList<>();
+        double v = dot(dy, referenceForward(cfg, w, ids, types, mask, ls, drops, layers));
+        if (hidden != null)
+            for (int l = 0; l < cfg.layers(); l++)
+                if (targets[l] != null) v += hidden.weight() * Reference.hiddenMatch(layers.get(l), targets[l], mask, cfg.hidden());
+        return v;
     }
 
     static double dot(double[] a, double[] b) {

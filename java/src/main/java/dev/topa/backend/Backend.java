@@ -586,6 +586,69 @@ public abstract class Backend implements AutoCloseable {
         upload(dStudent, d);
     }
 
+    /**
+     * Hidden-state matching, the layer-wise half of distillation: the squared distance between a
+     * student's and a teacher's hidden states [B, S, C], summed over the real tokens (mask [B, S] i32,
+     * 1 real, 0 padding; null: every token) and divided by their count times C (the mean squared
+     * error per element of a real token). A read-back on a device.
+     */
+    public final float hiddenMatchForward(Tensor student, Tensor teacher, Tensor mask) {
+        hiddenMatchArguments("hiddenMatchForward", student, teacher, mask);
+        float[] s = download(student), t = download(teacher);
+        int[] m = mask == null ? null : downloadInts(mask);
+        int c = (int) student.dim(2);
+        double total = 0;
+        long real = 0;
+        for (int r = 0; r < s.length / c; r++) {
+            if (m != null && m[r] == 0) continue;
+            real++;
+            for (int j = r * c; j < (r + 1) * c; j++) total += (s[j] - (double) t[j]) * (s[j] - (double) t[j]);
+        }
+        return real == 0 ? 0f : (float) (total / (real * c));
+    }
+
+    /** dStudent += weight x the gradient of {@link #hiddenMatchForward}: 2 (student - teacher) / (n C) on real tokens, nothing on padding. */
+    public final void hiddenMatchBackward(Tensor dStudent, Tensor student, Tensor teacher, Tensor mask, float weight) {
+        hiddenMatchArguments("hiddenMatchBackward", student, teacher, mask);
+        sameShape(this, "hiddenMatchBackward", "dStudent", dStudent, student);
+        kHiddenMatchBackward(dStudent, student, teacher, mask, weight);
+    }
+
+    private void hiddenMatchArguments(String op, Tensor student, Tensor teacher, Tensor mask) {
+        f32(this, op, "student", student);
+        check(student.rank() == 3, op, "hidden states must be [B, S, C], got " + student);
+        sameShape(this, op, "teacher", teacher, student);
+        if (mask != null)
+            check(mask.dtype() == DType.I32 && mask.rank() == 2 && mask.dim(0) == student.dim(0) && mask.dim(1) == student.dim(1), op,
+                    "mask must be i32 [" + student.dim(0) + ", " + student.dim(1) + "], got " + mask);
+    }
+
+    /**
+     * On the host for every backend (a read-back on a device: no kernel yet); the CPU's arrays are
+     * copies of its tensors, a pass over three [B, S, C] arrays per matched layer and step.
+     */
+    protected void kHiddenMatchBackward(Tensor dStudent, Tensor student, Tensor teacher, Tensor mask, float weight) {
+        float[] s = download(student), t = download(teacher), d = download(dStudent);
+        int[] m = mask == null ? null : downloadInts(mask);
+        int c = (int) student.dim(2), rows = s.length / c;
+        long real = 0;
+        for (int r = 0; r < rows; r++) if (m == null || m[r] != 0) real++;
+        if (real == 0) return;
+        float scale = (float) (2.0 * weight / ((double) real * c));
+        for (int r = 0; r < rows; r++) {
+            if (m != null && m[r] == 0) continue;
+            for (int j = r * c; j < (r + 1) * c; j++) d[j] += scale * (s[j] - t[j]);
+        }
+        upload(dStudent, d);
+    }
+
+    /** y += x, both f32 of one shape (a dropout of probability 0 that accumulates). */
+    public final void accumulate(Tensor y, Tensor x) {
+        f32(this, "accumulate", "x", x);
+        sameShape(this, "accumulate", "y", y, x);
+        kDropout(y, x, x.numel(), Dropout.NONE, true);
+    }
+
     private static double[] softmax(float[] z, int at, int c, float temperature) {
         double mx = Double.NEGATIVE_INFINITY, sum = 0;
         for (int j = 0; j < c; j++) mx = Math.max(mx, z[at + j] / (double) temperature);

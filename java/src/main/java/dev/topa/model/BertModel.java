@@ -605,10 +605,38 @@ public final class BertModel implements AutoCloseable {
 
     /** As above with a task's adapter set in place of the model's own adapters (null: the model as it is). */
     public Tensor forward(Backend be, StepArena arena, Tensor ids, Tensor typeIds, Tensor mask, AdapterSet with) {
+        checkLength(ids);
+        return encode(be, arena, ids, null, typeIds, mask, null, with, null, null);
+    }
+
+    /**
+     * The inference forward of {@link #forward} keeping every layer's output: [layers] tensors
+     * [B, S, C] from the arena, the last one last_hidden_state (a teacher's hidden states for
+     * layer-wise distillation).
+     */
+    public Tensor[] layerOutputs(Backend be, StepArena arena, Tensor ids, Tensor typeIds, Tensor mask) {
+        checkLength(ids);
+        Tensor[] outs = new Tensor[layers.length];
+        encode(be, arena, ids, null, typeIds, mask, null, null, null, (l, h) -> {
+            if (l == layers.length - 1) {
+                outs[l] = h;
+                return;
+            }
+            outs[l] = arena.allocate(DType.F32, h.shape()); // the layer after next reuses h's buffer
+            be.copy(outs[l], h);
+        });
+        return outs;
+    }
+
+    private void checkLength(Tensor ids) {
         if (ids.dim(1) > config.maxPositions())
             throw new IllegalArgumentException("sequence of " + ids.dim(1) + " tokens is longer than the model's " + config.maxPositions()
                     + " positions");
-        return encode(be, arena, ids, null, typeIds, mask, null, with, null);
+    }
+
+    /** Receives each layer's output [B, S, C] as the encoder makes it; the layer after next overwrites it. */
+    interface LayerOutputs {
+        void output(int layer, Tensor hidden);
     }
 
     /**
@@ -627,7 +655,7 @@ public final class BertModel implements AutoCloseable {
         }
         if (ids.rank() != 2 || ids.dim(0) != 1 || ids.dim(1) != n)
             throw new IllegalArgumentException("packed ids must be [1, " + n + "] (the lengths' sum), got " + Arrays.toString(ids.shape()));
-        return encode(be, arena, ids, positions, typeIds, null, lengths.clone(), with, null);
+        return encode(be, arena, ids, positions, typeIds, null, lengths.clone(), with, null, null);
     }
 
     /**
@@ -676,9 +704,9 @@ public final class BertModel implements AutoCloseable {
         return (float) (1 / Math.sqrt(config.headDim()));
     }
 
-    /** The encoder: embeddings, then the layers; with a tape, training's forward. */
+    /** The encoder: embeddings, then the layers; with a tape, training's forward; outputs (null: none) sees each layer's output. */
     Tensor encode(Backend be, StepArena arena, Tensor ids, Tensor positionIds, Tensor typeIds, Tensor mask, int[] lengths, AdapterSet with,
-            Tape tape) {
+            Tape tape, LayerOutputs outputs) {
         long b = ids.dim(0), s = ids.dim(1);
         int c = config.hidden();
         StepArena scratch = tape != null ? tape.scratch() : arena;
@@ -702,6 +730,7 @@ public final class BertModel implements AutoCloseable {
             if (tape != null) tape.layer(l, saved);
             scratch.release(mark);
             h = out;
+            if (outputs != null) outputs.output(l, h); // after the release: what it allocates from the arena stays
         }
         return h;
     }

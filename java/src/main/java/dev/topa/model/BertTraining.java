@@ -74,6 +74,9 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
     private WeightGradientListener weightGradients;
     private Embedded embedded;
     private Saved[] saved;
+    /** The next forward's hidden-state targets per layer (null: none) and their weight; then, until backward, the gradients they give. */
+    private Tensor[] hiddenTargets, hiddenGradients;
+    private float hiddenWeight;
 
     private record Embedded(Tensor ids, Tensor types, Tensor mask, Tensor emb, Tensor mean, Tensor rstd) {}
 
@@ -276,11 +279,35 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
         saved[l] = s;
     }
 
+    /**
+     * The next forward also matches layer l's output to targets[l] (layer-wise distillation; a null
+     * entry: not that layer): weight x {@link Backend#hiddenMatchForward} per matched layer, over the
+     * forward's real tokens. Its gradient is formed in forward (the layer's output is at hand there)
+     * and kept in the step arena until backward adds it where that layer's output gradient forms.
+     * For one step: that backward clears it.
+     */
+    public void matchHidden(Tensor[] targets, float weight) {
+        if (targets.length != cfg.layers())
+            throw new IllegalArgumentException("hidden-state targets for " + targets.length + " layers, the model has " + cfg.layers());
+        hiddenTargets = targets.clone();
+        hiddenWeight = weight;
+    }
+
     /** Forward that keeps the activations backward needs (in the step arena); returns last_hidden_state. */
     public Tensor forward(Backend be, StepArena arena, Tensor ids, Tensor types, Tensor mask) {
         scratch.reset();
         saved = new Saved[cfg.layers()];
-        return model.encode(be, arena, ids, null, types, mask, null, null, this);
+        Tensor[] targets = hiddenTargets;
+        hiddenTargets = null;
+        hiddenGradients = targets == null ? null : new Tensor[cfg.layers()];
+        BertModel.LayerOutputs matched = targets == null ? null : (l, h) -> {
+            if (targets[l] == null) return;
+            Tensor g = arena.allocate(DType.F32, h.shape());
+            be.zero(g);
+            be.hiddenMatchBackward(g, h, targets[l], mask, hiddenWeight);
+            hiddenGradients[l] = g;
+        };
+        return model.encode(be, arena, ids, null, types, mask, null, null, this, matched);
     }
 
     // ================================================================ backward
@@ -309,7 +336,14 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
         // layer input gradients alternate between two buffers: a layer reads one and writes the other
         Tensor[] pingPong = {arena.allocate(DType.F32, b, s, c), arena.allocate(DType.F32, b, s, c)};
         Tensor dh = dOut;
+        Tensor[] matched = hiddenGradients;
+        hiddenGradients = null;
+        if (matched != null && matched[cfg.layers() - 1] != null) { // dOut is the caller's: the sum goes to a buffer of its own
+            dh = arena.allocate(DType.F32, b, s, c);
+            be.copy(dh, dOut);
+        }
         for (int l = cfg.layers() - 1; l >= 0; l--) {
+            if (matched != null && matched[l] != null) be.accumulate(dh, matched[l]); // dL/d(layer l's output) gains its matching term
             Tensor dIn = pingPong[l % 2];
             layerBackward(be, l, saved[l], dh, dIn);
             layerDone.accept(l);

@@ -12,6 +12,7 @@ import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.OutputDirectory;
+import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertNames;
 import dev.topa.model.BertTraining;
@@ -142,7 +143,7 @@ public final class PruningAdapter {
         return this;
     }
 
-    private double distillAlpha, distillTemperature = 2;
+    private double distillAlpha, distillTemperature = 2, distillHidden;
     private Path teacherDir; // a dense fine-tuned model that teaches instead of the warmed-up one (null: the warm-up's)
     private Teacher teacher; // during adaptation, when distilling
 
@@ -161,6 +162,22 @@ public final class PruningAdapter {
         distillAlpha = alpha;
         distillTemperature = temperature;
         this.teacherDir = teacherDir;
+        return this;
+    }
+
+    /**
+     * Layer-wise distillation beside {@link #distilling}: the student also matches each layer's
+     * output to the fine-tuned teacher's, weight x their mean squared error per element, summed over
+     * layers (0: off). The teacher then stays for the whole adaptation and runs forward on every
+     * batch (its weights beside the student's, one inference forward per step). Only with a
+     * fine-tuned teacher: the warmed-up model is what pruning turns into the student.
+     */
+    public PruningAdapter matchingHiddenStates(double weight) {
+        if (!(weight >= 0 && Double.isFinite(weight))) throw new IllegalArgumentException("--distill-hidden: a weight >= 0, got " + weight);
+        if (weight > 0 && (distillAlpha == 0 || teacherDir == null))
+            throw new IllegalArgumentException("--distill-hidden " + weight + ": needs --distill ALPHA > 0 and --teacher DIR (the warmed-up"
+                    + " model becomes the pruned student, so only a fine-tuned model can stay beside it as the dense teacher)");
+        distillHidden = weight;
         return this;
     }
 
@@ -207,7 +224,8 @@ public final class PruningAdapter {
         Map<String, String> f = new LinkedHashMap<>(RunIdentity.of(job.task(), dense, job.train(), job.recipe()).fields());
         f.put("prune.config", new Config(cfg.preset(), cfg.pruneOnly(), cfg.sparsity(), cfg.structure(), cfg.schedule(), cfg.ramp(), cfg.minHeads(),
                 cfg.minFfn(), cfg.scorer(), cfg.scoreExamples(), cfg.evalEvery(), 0).toString()); // the serving probe's length changes no training
-        f.put("prune.distill", distillAlpha + "/" + distillTemperature + "/" + (teacherDir == null ? "warm-up" : teacherDir.toString()));
+        f.put("prune.distill", distillAlpha + "/" + distillTemperature + "/" + (teacherDir == null ? "warm-up" : teacherDir.toString())
+                + (distillHidden > 0 ? "/hidden " + distillHidden : ""));
         // the teacher's files as saved: one retrained into the same directory is another teacher
         if (teacherDir != null) f.put("prune.teacher", OutputDirectory.fingerprint(teacherDir).orElse("no manifest"));
         return new RunIdentity(f);
@@ -276,16 +294,56 @@ public final class PruningAdapter {
                 if (blocks) return blockPruned(run, dense, blockScores, Structure.BLOCKS);
                 return structured(run, dense, scores);
             } finally {
+                if (teacher != null) teacher.close(); // a layer-wise teacher's encoder goes with it
                 teacher = null;
             }
         }
     }
 
-    /** The fine-tuned model in teacherDir as teacher (see {@link #teacher}); its weights are freed when it has run. */
-    private Teacher fineTunedTeacher(List<Trainer.Item> train) {
-        try (FineTunedModel.Loaded ft = FineTunedModel.load(teacherDir)) {
-            return teacher(ft.model(), ft.head(), train, teacherDir.toString(), ft.model().parameterBytes()); // its fp32 weights too
+    /**
+     * The fine-tuned model in teacherDir as teacher (see {@link #teacher}); its weights are freed when
+     * it has run, or, matching hidden states, when the teacher is closed after adaptation.
+     */
+    private Teacher fineTunedTeacher(List<Trainer.Item> train, BertConfig student) {
+        FineTunedModel.Loaded ft = FineTunedModel.load(teacherDir);
+        try {
+            Teacher t = teacher(ft.model(), ft.head(), train, teacherDir.toString(), ft.model().parameterBytes()); // its fp32 weights too
+            if (distillHidden == 0) {
+                ft.close();
+                return t;
+            }
+            BertConfig tc = ft.model().config();
+            if (tc.layers() != student.layers() || tc.hidden() != student.hidden())
+                throw new IllegalArgumentException("--distill-hidden: the teacher in " + teacherDir + " has " + tc.layers() + " layers of width "
+                        + tc.hidden() + ", the student " + student.layers() + " of width " + student.hidden() + "; layer l is matched to layer l");
+            return layerWise(t, ft);
+        } catch (RuntimeException e) {
+            ft.close();
+            throw e;
         }
+    }
+
+    /**
+     * The teacher keeps ft's encoder for hidden-state matching, in the form its inference runs at
+     * (on the CPU bf16 packs where they multiply faster, on a device a copy there), and owns it.
+     */
+    private Teacher layerWise(Teacher t, FineTunedModel.Loaded ft) {
+        BertModel enc = ft.model();
+        boolean onHost = be.device().isHostAccessible();
+        TensorScope packs = new TensorScope("teacher packs", MemoryCategory.WEIGHTS);
+        BertModel there = onHost ? enc : enc.copyTo(be);
+        if (onHost && PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(enc.config(), 32L * 128)).bf16())
+            enc.packForInference(be, true, packs);
+        else if (!onHost) there.packForInference(be, false);
+        long bytes = there.parameterBytes() + packs.bytes() + (onHost ? 0 : enc.parameterBytes());
+        t.matchingHiddenStates(be, there, distillHidden, bytes, () -> {
+            if (there != enc) there.close();
+            packs.close();
+            ft.close();
+        });
+        say("distillation: hidden states of every layer matched too (weight %.2f); the teacher's encoder stays beside the student: %s",
+                distillHidden, MemoryTracker.human(bytes));
+        return t;
     }
 
     /**
@@ -399,7 +457,7 @@ public final class PruningAdapter {
         GlueTask t = run.job().task();
         // a fine-tuned teacher runs here, beside the pruned model rather than the dense one (whose scoring warm-up set the peak),
         // and is gone before the first step; its outputs do not depend on when it runs
-        if (distillAlpha > 0 && teacherDir != null) teacher = fineTunedTeacher(run.train());
+        if (distillAlpha > 0 && teacherDir != null) teacher = fineTunedTeacher(run.train(), pruned.config());
         try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head());
                 Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(cfg.evalEvery())).distributed(comm)
                         .distillFrom(teacher)) {
@@ -509,6 +567,11 @@ public final class PruningAdapter {
             p.put("teacher", teacherDir == null ? "warm-up" : teacherDir.toString());
             p.put("teacher_forward_seconds", teacher.seconds());
             p.put("teacher_weight_bytes", teacher.weightBytes());
+            if (teacher.matchesHiddenStates()) {
+                p.put("distill_hidden_weight", teacher.hiddenWeight());
+                p.put("teacher_hidden_forward_seconds", teacher.hiddenSeconds());
+                p.put("teacher_hidden_weight_bytes", teacher.hiddenBytes());
+            }
         }
         p.put("structure", cfg.structure().label());
         p.put("scorer", cfg.scorer().name().toLowerCase(Locale.ROOT));

@@ -1,5 +1,9 @@
 package dev.topa.train;
 
+import dev.topa.backend.Backend;
+import dev.topa.model.BertModel;
+import dev.topa.tensor.StepArena;
+import dev.topa.tensor.Tensor;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
@@ -11,11 +15,21 @@ import java.util.Map;
  * epoch: its outputs do not change, the teacher runs without dropout). The student's loss becomes
  * (1 - alpha) x its task loss + alpha x {@link dev.topa.backend.Backend#distillationForward}
  * against these outputs at the given temperature.
+ *
+ * <p>Optionally also layer-wise ({@link #matchingHiddenStates}): the teacher's encoder then stays and
+ * runs forward on every training batch (its hidden states per token are too many to keep for a
+ * whole training set), and the student matches each layer's output to the teacher's. That costs the
+ * teacher's weights and one inference forward per step for as long as the student trains.
  */
-public final class Teacher {
+public final class Teacher implements AutoCloseable {
     private final Map<Trainer.Item, float[]> outputs = new IdentityHashMap<>();
     private final double alpha, temperature, seconds;
     private final long weightBytes;
+    private BertModel encoder; // layer-wise: the teacher's encoder, on the student's device (null: outputs only)
+    private double hiddenWeight, hiddenSeconds;
+    private long hiddenBytes;
+    private AutoCloseable owner; // what holds the encoder's memory, closed with this teacher
+    private StepArena hiddenArena;
 
     /**
      * Runs model (with its head) over items once: predictor's outputs, kept per item.
@@ -32,6 +46,74 @@ public final class Teacher {
         this.weightBytes = weightBytes;
         this.alpha = alpha;
         this.temperature = temperature;
+    }
+
+    /**
+     * The student also matches every layer's output to this encoder's (the same number of layers as
+     * the student's; its own widths), weight x the mean squared error per element of a real token,
+     * summed over layers (see {@link dev.topa.model.BertTraining#matchHidden}). The teacher takes
+     * owner (what holds the encoder: closed with the teacher) and reports weightBytes as the memory it
+     * holds while the student trains.
+     */
+    public Teacher matchingHiddenStates(Backend be, BertModel encoder, double weight, long weightBytes, AutoCloseable owner) {
+        if (!(weight > 0)) throw new IllegalArgumentException("hidden-state matching weight must be positive, got " + weight);
+        if (!encoder.device().equals(be.device()) && !(encoder.device().isHostAccessible() && be.device().isHostAccessible()))
+            throw new IllegalArgumentException("the teacher's encoder is on " + encoder.device() + ", the student trains on " + be.device());
+        this.encoder = encoder;
+        this.hiddenWeight = weight;
+        this.hiddenBytes = weightBytes;
+        this.owner = owner;
+        this.hiddenArena = be.stepArena("teacher hidden states");
+        return this;
+    }
+
+    /** Whether the student matches hidden states too. */
+    public boolean matchesHiddenStates() {
+        return encoder != null;
+    }
+
+    /** The teacher's layer outputs for a batch on the student's device, valid until {@link #releaseHiddenStates}. */
+    Tensor[] hiddenStates(Backend be, Tensor ids, Tensor types, Tensor mask) {
+        if (encoder.config().layers() == 0) throw new IllegalStateException("the teacher has no layers");
+        long t0 = System.nanoTime();
+        hiddenArena.reset();
+        Tensor[] h = encoder.layerOutputs(be, hiddenArena, ids, types, mask);
+        hiddenSeconds += (System.nanoTime() - t0) * 1e-9;
+        return h;
+    }
+
+    /** The batch's hidden states are no longer read (the student's forward has taken its gradients from them). */
+    void releaseHiddenStates() {
+        hiddenArena.reset();
+    }
+
+    public double hiddenWeight() {
+        return hiddenWeight;
+    }
+
+    /** Seconds of the teacher's per-step forwards (layer-wise matching; on a device, until its work was queued). */
+    public double hiddenSeconds() {
+        return hiddenSeconds;
+    }
+
+    /** Bytes the teacher holds while the student trains (layer-wise matching; 0 without it). */
+    public long hiddenBytes() {
+        return hiddenBytes;
+    }
+
+    @Override
+    public void close() {
+        if (hiddenArena != null) hiddenArena.close();
+        hiddenArena = null;
+        encoder = null;
+        if (owner != null) {
+            try {
+                owner.close();
+            } catch (Exception e) {
+                throw new IllegalStateException("closing the teacher's encoder: " + e.getMessage(), e);
+            }
+            owner = null;
+        }
     }
 
     public double alpha() {

@@ -449,7 +449,10 @@ public final class Trainer implements AutoCloseable {
                 hb.lengths());
         // dropout masks are drawn from (seed, step): a resumed run redraws the same ones
         training.setDropoutStep(cfg.seed(), step + 1);
+        boolean layerWise = teacher != null && teacher.matchesHiddenStates();
+        if (layerWise) training.matchHidden(teacher.hiddenStates(be, b.ids(), b.types(), b.mask()), (float) (teacher.hiddenWeight() * dloss));
         Tensor hidden = training.forward(be, arena, b.ids(), b.types(), b.mask());
+        if (layerWise) teacher.releaseHiddenStates(); // the forward has formed the matching gradients from them
         Dropout headDrop = cfg.headDropout() > 0
                 ? new Dropout(cfg.headDropout(), Dropout.key(cfg.seed(), step + 1, TaskHead.DROPOUT_SITE)) : Dropout.NONE;
         Tensor out = head.forward(be, arena, hidden, b.mask(), headDrop);

@@ -26,6 +26,14 @@ class TeacherTest {
 
     /** The norm of the gradients of one batch. */
     private static double gradientNorm(double alpha, boolean unseen) {
+        return gradientNorm(alpha, unseen, 0, 0);
+    }
+
+    /**
+     * As above; hidden > 0: layer-wise too, the teacher's encoder a copy of the student's with its
+     * weights moved by shift (0: the student's own hidden states).
+     */
+    private static double gradientNorm(double alpha, boolean unseen, double hidden, double shift) {
         SplittableRandom rnd = new SplittableRandom(4);
         CpuBackend be = CpuBackend.create();
         try (BertModel model = new BertModel(CONFIG); TaskHead head = new TaskHead(32, 2, 3)) {
@@ -35,11 +43,22 @@ class TeacherTest {
             try (Predictor p = new Predictor(be, model, head)) {
                 teacher = new Teacher(p, model.parameterBytes(), items.subList(0, unseen ? 4 : 8), alpha, 1.0);
             }
+            if (hidden > 0) {
+                BertModel copy = new BertModel(CONFIG);
+                SplittableRandom moved = new SplittableRandom(9);
+                for (var e : model.parameters().entrySet()) {
+                    float[] v = e.getValue().toFloatArray();
+                    for (int i = 0; i < v.length; i++) v[i] += (float) (shift * (moved.nextDouble() - 0.5));
+                    copy.parameter(e.getKey()).copyFrom(v);
+                }
+                teacher.matchingHiddenStates(be, copy, hidden, copy.parameterBytes(), copy);
+            }
             try (BertTraining training = new BertTraining(be, model, new BertTraining.Options(n -> true, DropoutConfig.NONE, false,
                     dev.topa.tensor.DType.F32));
                     Trainer trainer = new Trainer(be, model, training, head, GlueTask.MRPC, new Trainer.Config(1, 8, 1e-2, 0.0, 0, 1.0, 7))
                             .distillFrom(teacher)) {
                 trainer.lossAndGradients(items);
+                teacher.close();
                 double sq = 0;
                 for (var g : training.gradients().values()) for (float x : g.toFloatArray()) sq += (double) x * x;
                 return Math.sqrt(sq);
@@ -54,5 +73,17 @@ class TeacherTest {
         assertTrue(self < 1e-3 * half, "taught by its own outputs the student's gradient is rounding: " + self + " vs " + half);
         var e = assertThrows(IllegalArgumentException.class, () -> gradientNorm(0.5, true));
         assertTrue(e.getMessage().contains("no outputs for a training item"), e.getMessage());
+    }
+
+    /**
+     * Layer-wise: a student matching its own hidden states (and outputs) gets no gradient; matching
+     * those of a teacher whose weights differ gets one, which grows with the matching weight.
+     */
+    @Test
+    void aStudentMatchingItsOwnHiddenStatesGetsNoGradientAndAnotherTeachersItDoes() {
+        double self = gradientNorm(1.0, false, 2.0, 0), other = gradientNorm(1.0, false, 2.0, 0.2), more = gradientNorm(1.0, false, 8.0, 0.2);
+        assertTrue(other > 1e-3, "another teacher's hidden states give a gradient: " + other);
+        assertTrue(self < 1e-3 * other, "its own hidden states give rounding: " + self + " vs " + other);
+        assertTrue(more > 2 * other, "four times the weight, more gradient: " + more + " vs " + other);
     }
 }
