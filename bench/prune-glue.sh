@@ -7,6 +7,8 @@
 #   pa         topa's Pruning-Adapter at each SPARSITY (`topa prune-adapt --sparsity S`)
 #   pa-distill the same, the same seed's dense full fine-tuning teaching (`--distill $DISTILL --teacher DIR`; the
 #              full run goes first); TEACHER=warmup: the scoring warm-up's model teaches instead (rows named warmdistill)
+#   pa-hidden  pa-distill with layer-wise distillation too (`--distill-hidden $HIDDEN`: every layer's output matched to the
+#              fine-tuned teacher's, which stays beside the student; not in the default METHODS: it costs time and memory)
 # on the first TRAIN_LIMIT training examples ("all": the whole training set) and the whole dev set;
 # RTE, MRPC and STS-B with every seed of SEEDS (mean and spread), the others with the first. Every
 # run is its own process, one after the other, from one private copy of the jar; each finished run
@@ -24,7 +26,7 @@
 #   env: DATA (../shared/glue beside the checkout), THREADS (2), TRAIN_LIMIT (all), TASKS ("cola sst2 mrpc stsb rte"),
 #        SPARSITY ("0.5 0.7"), METHODS ("full lora paper pa pa-distill"), SEEDS ("1 2 3"), DISTILL (0.5),
 #        LR_TASKS ("mrpc rte"), LR_FACTORS ("0.5 2"; empty: no check), SST2_EPOCHS (the SST-2 epochs; empty: its default),
-#        TEACHER (full or warmup), EPOCHS_FACTOR (2; empty: no epochs check), KEEP
+#        TEACHER (full or warmup), HIDDEN (1: pa-hidden's weight), EPOCHS_FACTOR (2; empty: no epochs check), KEEP
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/find-jdk.sh"
@@ -33,8 +35,9 @@ export JAVA_HOME
 data="${DATA:-$root/../shared/glue}"
 threads="${THREADS:-2}" limit="${TRAIN_LIMIT:-all}" sparsities="${SPARSITY:-0.5 0.7}" distill="${DISTILL:-0.5}"
 tasks="${TASKS:-cola sst2 mrpc stsb rte}" methods="${METHODS:-full lora paper pa pa-distill}" seeds="${SEEDS:-1 2 3}"
-lr_tasks="${LR_TASKS-mrpc rte}" lr_factors="${LR_FACTORS-0.5 2}" teacher="${TEACHER:-full}" epochs_factor="${EPOCHS_FACTOR-2}"
+lr_tasks="${LR_TASKS-mrpc rte}" lr_factors="${LR_FACTORS-0.5 2}" teacher="${TEACHER:-full}" epochs_factor="${EPOCHS_FACTOR-2}" hidden="${HIDDEN:-1}"
 case $teacher in full | warmup) ;; *) echo "prune-glue: TEACHER is full or warmup, got '$teacher'" >&2; exit 2 ;; esac
+case " $methods " in *" pa-hidden "*) [ "$teacher" = full ] || { echo "prune-glue: pa-hidden needs TEACHER=full (the warm-up model becomes the student)" >&2; exit 2; } ;; esac
 [ "$limit" != all ] || limit=100000000
 mvn -q -B -f "$root/pom.xml" -DskipTests package >&2
 work="${KEEP:-$(mktemp -d)}"
@@ -87,13 +90,14 @@ for t in $tasks; do
                 full) run "$t-full-s$seed" 0 "$seed" finetune --task "$t" --method full "${epochs[@]}" ;;
                 lora) run "$t-lora-s$seed" 0 "$seed" finetune --task "$t" "${epochs[@]}" ;;
                 paper) run "$t-paper-s$seed" 0.30 "$seed" prune-adapt --task "$t" --recipe paper --inference-iterations 0 "${epochs[@]}" ;;
-                pa | pa-distill)
+                pa | pa-distill | pa-hidden)
                     d=() name=$m
                     if [ "$m" = pa-distill ] && [ "$teacher" = warmup ]; then
                         d=(--distill "$distill") name=warmdistill
-                    elif [ "$m" = pa-distill ]; then
+                    elif [ "$m" != pa ]; then
                         run "$t-full-s$seed" 0 "$seed" finetune --task "$t" --method full "${epochs[@]}"
                         d=(--distill "$distill" --teacher "$work/$t-full-s$seed")
+                        [ "$m" = pa-distill ] || d+=(--distill-hidden "$hidden")
                     fi
                     for sp in $sparsities; do
                         run "$t-$name$(awk -v s="$sp" 'BEGIN { printf "%d", 100 * s + 0.5 }')-s$seed" "$sp" "$seed" prune-adapt --task "$t" --sparsity "$sp" \

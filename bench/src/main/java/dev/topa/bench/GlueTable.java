@@ -84,16 +84,17 @@ public final class GlueTable {
                 toDefault.computeIfAbsent(m, k -> new ArrayList<>()).add(mean.get(t + "/full")[0] - other[0]);
             }
         }
-        // distillation's effect: pa-distillNN (the dense fine-tuned teacher) and warmdistillNN (the warm-up's) against paNN
+        // distillation's effect: pa-distillNN (the dense fine-tuned teacher) and warmdistillNN (the warm-up's) against paNN;
+        // the layer-wise term's, pa-hiddenNN, against pa-distillNN (the same teacher's outputs without it)
+        String[][] effects = {{"pa-distill", "pa", "distill"}, {"warmdistill", "pa", "warmdistill"}, {"pa-hidden", "pa-distill", "hidden"}};
         for (String m : methods)
-            for (String kind : new String[] {"pa-distill", "warmdistill"})
-                if (m.startsWith(kind))
+            for (String[] e : effects)
+                if (m.matches(e[0] + "\\d+"))
                     for (String t : tasks) {
-                        String sp = m.substring(kind.length());
-                        double[] with = mean.get(t + "/" + m), without = mean.get(t + "/pa" + sp);
+                        String sp = m.substring(e[0].length());
+                        double[] with = mean.get(t + "/" + m), without = mean.get(t + "/" + e[1] + sp);
                         if (with != null && without != null)
-                            System.out.printf(Locale.ROOT, "%s_%s_effect_points_%s: %.2f%n", t, kind.equals("pa-distill") ? "distill" : "warmdistill", sp,
-                                    with[0] - without[0]);
+                            System.out.printf(Locale.ROOT, "%s_%s_effect_points_%s: %.2f%n", t, e[2], sp, with[0] - without[0]);
                     }
         plot(Path.of(args[1]), tasks, methods, mean, rows, reference);
         table(Path.of(args[1].replaceFirst("\\.png$", "") + ".md"), tasks, methods, mean, rows, reference);
@@ -160,9 +161,10 @@ public final class GlueTable {
         OutputDirectory.writeFile(md, b.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));
     }
 
-    /** pa50 -> 50, pa-distill70 -> 70_distill, warmdistill50 -> 50_warmdistill, lora -> lora, paper -> paper. */
+    /** pa50 -> 50, pa-distill70 -> 70_distill, pa-hidden50 -> 50_hidden, warmdistill50 -> 50_warmdistill, lora -> lora, paper -> paper. */
     private static String suffix(String method) {
         if (method.matches("pa-distill\\d+")) return method.substring("pa-distill".length()) + "_distill";
+        if (method.matches("pa-hidden\\d+")) return method.substring("pa-hidden".length()) + "_hidden";
         if (method.matches("warmdistill\\d+")) return method.substring("warmdistill".length()) + "_warmdistill";
         if (method.matches("pa\\d+")) return method.substring(2);
         return method;
@@ -175,7 +177,7 @@ public final class GlueTable {
         for (String t : tasks) {
             Map<String, double[][]> series = new LinkedHashMap<>();
             double[] full = reference.containsKey(t) ? mean.get(t + "/" + reference.get(t)) : null;
-            for (String kind : new String[] {"pa", "pa-distill", "warmdistill"}) {
+            for (String kind : new String[] {"pa", "pa-distill", "pa-hidden", "warmdistill"}) {
                 List<double[]> points = new ArrayList<>();
                 if (full != null) points.add(new double[] {0, full[0]});
                 for (String m : methods)
@@ -185,6 +187,7 @@ public final class GlueTable {
                 series.put(switch (kind) {
                     case "pa" -> "Pruning-Adapter";
                     case "pa-distill" -> "with distillation (fine-tuned teacher)";
+                    case "pa-hidden" -> "with layer-wise distillation too";
                     default -> "with distillation (warm-up teacher)";
                 }, new double[][] {points.stream().mapToDouble(p -> p[0]).toArray(), points.stream().mapToDouble(p -> p[1]).toArray()});
             }

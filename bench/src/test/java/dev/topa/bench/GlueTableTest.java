@@ -68,6 +68,16 @@ class GlueTableTest {
     }
 
     @Test
+    void distillationEffectsAreTakenAgainstTheRunWithoutIt() throws Exception {
+        List<String> lines = run(List.of(row("cola", "full", 0, 1, 0.33, 500, false), row("cola", "pa50", 0.5, 1, 0.23, 150, false),
+                row("cola", "pa-distill50", 0.5, 1, 0.26, 180, false), row("cola", "pa-hidden50", 0.5, 1, 0.28, 260, false)));
+        assertEquals(3.0, value(lines, "cola_distill_effect_points_50"), 1e-9);
+        assertEquals(2.0, value(lines, "cola_hidden_effect_points_50"), 1e-9); // on top of the outputs' distillation, not of pa50
+        assertEquals(5.0, value(lines, "avg_metric_gap_points_50_hidden"), 1e-9);
+        assertEquals(10.0, value(lines, "avg_metric_gap_points_50"), 1e-9);
+    }
+
+    @Test
     void withoutAWinningCheckTheDefaultIsTheReference() throws Exception {
         List<String> lines = run(List.of(row("mrpc", "full", 0, 1, 0.85, 700, false), row("mrpc", "pa50", 0.5, 1, 0.84, 250, false)));
         assertFalse(lines.stream().anyMatch(l -> l.contains("dense_reference") || l.contains("to_default_full")), lines.toString());
