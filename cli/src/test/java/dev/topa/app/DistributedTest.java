@@ -132,6 +132,20 @@ class DistributedTest {
         sameRun(dir, List.of("finetune", "--method", "full"), List.of("--dropout", "0", "--attention-dropout", "0"));
     }
 
+    /**
+     * Layer-wise distillation's term is a mean over the batch's real tokens: each rank's share must
+     * weigh its tokens, not its examples, for the sum over ranks to be the one-process gradient
+     * (RTE's examples differ in length, so the two differ).
+     */
+    @Test
+    void layerWiseDistillationOnTwoRanksIsTheOneProcessRun(@TempDir Path dir) throws Exception {
+        Path teacher = dir.resolve("teacher");
+        Run t = topa(1, dir.resolve("teacher.log"), null, args(TestData.glue(), teacher, NO_DROPOUT, "finetune", "--method", "full"));
+        assertEquals(0, t.code(), t.out());
+        sameRun(dir, List.of("prune-adapt", "--sparsity", "0.5", "--score-examples", "32", "--inference-iterations", "0", "--distill", "0.5",
+                "--teacher", teacher.toString(), "--distill-hidden", "4"), NO_DROPOUT);
+    }
+
     @Test
     void pruneAdaptOnTwoRanksRemovesTheSameUnits(@TempDir Path dir) throws Exception {
         sameRun(dir, List.of("prune-adapt", "--sparsity", "0.5", "--score-examples", "33", "--inference-iterations", "1"), NO_DROPOUT);

@@ -306,44 +306,55 @@ public final class PruningAdapter {
      */
     private Teacher fineTunedTeacher(List<Trainer.Item> train, BertConfig student) {
         FineTunedModel.Loaded ft = FineTunedModel.load(teacherDir);
+        Teacher t;
         try {
-            Teacher t = teacher(ft.model(), ft.head(), train, teacherDir.toString(), ft.model().parameterBytes()); // its fp32 weights too
-            if (distillHidden == 0) {
-                ft.close();
-                return t;
-            }
-            BertConfig tc = ft.model().config();
-            if (tc.layers() != student.layers() || tc.hidden() != student.hidden())
+            BertConfig tc = ft.model().config(); // checked before the pass over the training set
+            if (distillHidden > 0 && (tc.layers() != student.layers() || tc.hidden() != student.hidden()))
                 throw new IllegalArgumentException("--distill-hidden: the teacher in " + teacherDir + " has " + tc.layers() + " layers of width "
                         + tc.hidden() + ", the student " + student.layers() + " of width " + student.hidden() + "; layer l is matched to layer l");
-            return layerWise(t, ft);
+            t = teacher(ft.model(), ft.head(), train, teacherDir.toString(), ft.model().parameterBytes()); // its fp32 weights too
         } catch (RuntimeException e) {
             ft.close();
             throw e;
         }
+        if (distillHidden == 0) {
+            ft.close();
+            return t;
+        }
+        return layerWise(t, ft);
     }
 
     /**
      * The teacher keeps ft's encoder for hidden-state matching, in the form its inference runs at
-     * (on the CPU bf16 packs where they multiply faster, on a device a copy there), and owns it.
+     * (on the CPU bf16 packs where they multiply faster, on a device a copy there), and owns it; on
+     * a failure here everything of it is closed.
      */
     private Teacher layerWise(Teacher t, FineTunedModel.Loaded ft) {
         BertModel enc = ft.model();
         boolean onHost = be.device().isHostAccessible();
         TensorScope packs = new TensorScope("teacher packs", MemoryCategory.WEIGHTS);
-        BertModel there = onHost ? enc : enc.copyTo(be);
-        if (onHost && PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(enc.config(), 32L * 128)).bf16())
-            enc.packForInference(be, true, packs);
-        else if (!onHost) there.packForInference(be, false);
-        long bytes = there.parameterBytes() + packs.bytes() + (onHost ? 0 : enc.parameterBytes());
-        t.matchingHiddenStates(be, there, distillHidden, bytes, () -> {
-            if (there != enc) there.close();
+        BertModel copy = null;
+        try {
+            if (!onHost) copy = enc.copyTo(be);
+            BertModel there = onHost ? enc : copy;
+            if (onHost && PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(enc.config(), 32L * 128)).bf16())
+                enc.packForInference(be, true, packs);
+            else if (!onHost) there.packForInference(be, false);
+            long bytes = there.parameterBytes() + packs.bytes() + (onHost ? 0 : enc.parameterBytes());
+            say("distillation: hidden states of every layer matched too (weight %.2f); the teacher's encoder stays beside the student: %s",
+                    distillHidden, MemoryTracker.human(bytes));
+            BertModel owned = copy;
+            return t.matchingHiddenStates(be, there, distillHidden, bytes, () -> { // nothing after this can fail
+                if (owned != null) owned.close();
+                packs.close();
+                ft.close();
+            });
+        } catch (RuntimeException e) {
+            if (copy != null) copy.close();
             packs.close();
             ft.close();
-        });
-        say("distillation: hidden states of every layer matched too (weight %.2f); the teacher's encoder stays beside the student: %s",
-                distillHidden, MemoryTracker.human(bytes));
-        return t;
+            throw e;
+        }
     }
 
     /**
@@ -456,7 +467,7 @@ public final class PruningAdapter {
         Recipe rc = run.recipe();
         GlueTask t = run.job().task();
         // a fine-tuned teacher runs here, beside the pruned model rather than the dense one (whose scoring warm-up set the peak),
-        // and is gone before the first step; its outputs do not depend on when it runs
+        // and is gone before the first step (matching hidden states, it stays until adaptation ends); its outputs do not depend on when it runs
         if (distillAlpha > 0 && teacherDir != null) teacher = fineTunedTeacher(run.train(), pruned.config());
         try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head());
                 Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(cfg.evalEvery())).distributed(comm)

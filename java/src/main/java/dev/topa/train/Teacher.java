@@ -59,11 +59,12 @@ public final class Teacher implements AutoCloseable {
         if (!(weight > 0)) throw new IllegalArgumentException("hidden-state matching weight must be positive, got " + weight);
         if (!encoder.device().equals(be.device()) && !(encoder.device().isHostAccessible() && be.device().isHostAccessible()))
             throw new IllegalArgumentException("the teacher's encoder is on " + encoder.device() + ", the student trains on " + be.device());
+        StepArena arena = be.stepArena("teacher hidden states"); // first: nothing is taken over when it fails
         this.encoder = encoder;
         this.hiddenWeight = weight;
         this.hiddenBytes = weightBytes;
         this.owner = owner;
-        this.hiddenArena = be.stepArena("teacher hidden states");
+        this.hiddenArena = arena;
         return this;
     }
 

@@ -338,7 +338,7 @@ public final class Trainer implements AutoCloseable {
     public double lossAndGradients(List<Item> batch) {
         if (!pending.isEmpty()) throw new IllegalStateException("lossAndGradients with " + pending.size() + " steps' losses not yet read back");
         Tensor loss = stats.rows(Backend.CLIP_STATE, Backend.CLIP_STATE + 1);
-        accumulate(batch, loss, 1f);
+        accumulate(batch, loss, 1f, 1f);
         float l = onHost(loss);
         checkFinite(l);
         return l;
@@ -352,9 +352,11 @@ public final class Trainer implements AutoCloseable {
         Tensor loss = stats.rows(Backend.CLIP_STATE + pending.size(), Backend.CLIP_STATE + pending.size() + 1);
         List<Item> mine = share(batch);
         double weight = (double) mine.size() / batch.size();
+        // a per-token mean (layer-wise distillation) summed over ranks is the whole batch's when each share weighs its tokens
+        double tokenWeight = mine.isEmpty() ? 0 : (double) realTokens(mine) / realTokens(batch);
         if (mine.isEmpty()) // fewer examples than ranks: this rank runs the last one with weight 0, so every rank makes the same collective calls
             mine = batch.subList(batch.size() - 1, batch.size());
-        accumulate(mine, loss, (float) weight);
+        accumulate(mine, loss, (float) weight, (float) tokenWeight);
         if (comm.size() > 1) reduceGradients();
         optimizerStep(lr, comm.size() > 1 ? null : loss); // across ranks only the (summed) gradients decide: the same on every rank
         if (CHECK_REPLICAS && comm.size() > 1) checkReplicas();
@@ -435,11 +437,18 @@ public final class Trainer implements AutoCloseable {
         return be.device().isHostAccessible() ? scalar.getFloat(0) : copyToHost(scalar)[0];
     }
 
+    private static long realTokens(List<Item> items) {
+        long n = 0;
+        for (Item it : items) n += it.tokens().length();
+        return Math.max(1, n);
+    }
+
     /**
-     * Forward and backward on a batch into the gradients, the loss's gradient weighted by dloss; the
-     * batch's mean loss into loss [1] on the device, nothing read back.
+     * Forward and backward on a batch into the gradients, the loss's gradient weighted by dloss (the
+     * per-token layer-wise distillation term's by dtokens); the batch's mean loss into loss [1] on the
+     * device, nothing read back.
      */
-    private void accumulate(List<Item> batch, Tensor loss, float dloss) {
+    private void accumulate(List<Item> batch, Tensor loss, float dloss, float dtokens) {
         arena.reset();
         hostArena.reset();
         List<BertTokenizer.Encoded> toks = batch.stream().map(Item::tokens).toList();
@@ -450,7 +459,7 @@ public final class Trainer implements AutoCloseable {
         // dropout masks are drawn from (seed, step): a resumed run redraws the same ones
         training.setDropoutStep(cfg.seed(), step + 1);
         boolean layerWise = teacher != null && teacher.matchesHiddenStates();
-        if (layerWise) training.matchHidden(teacher.hiddenStates(be, b.ids(), b.types(), b.mask()), (float) (teacher.hiddenWeight() * dloss));
+        if (layerWise) training.matchHidden(teacher.hiddenStates(be, b.ids(), b.types(), b.mask()), (float) (teacher.hiddenWeight() * dtokens));
         Tensor hidden = training.forward(be, arena, b.ids(), b.types(), b.mask());
         if (layerWise) teacher.releaseHiddenStates(); // the forward has formed the matching gradients from them
         Dropout headDrop = cfg.headDropout() > 0
