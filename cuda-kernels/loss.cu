@@ -106,3 +106,26 @@ extern "C" __global__ void distillation_backward_f32(float *dstudent, const floa
         for (int c = 0; c < cols; c++) d[c] += scale * (expf(s[c] / temperature - ms) / zs - expf(t[c] / temperature - mt) / zt);
     }
 }
+
+// Hidden-state matching's gradient (layer-wise distillation), added to what dstudent holds: weight
+// 2 (s - t) / (real x cols) on the rows (tokens) whose mask is not 0 (real: their number, each block
+// counts the batch's mask itself; mask null: every row), nothing on padding rows. A warp per row in
+// a grid-stride loop. No read-back.
+extern "C" __global__ void hidden_match_backward_f32(float *dstudent, const float *student, const float *teacher, const int32_t *mask,
+                                                     int rows, int cols, float weight) {
+    __shared__ float scratch[32];
+    float real = (float)rows;
+    if (mask) {
+        real = 0.0f;
+        for (int i = threadIdx.x; i < rows; i += blockDim.x) real += mask[i] != 0 ? 1.0f : 0.0f;
+        real = blockSum(real, scratch);
+    }
+    if (real == 0.0f) return;
+    const float scale = 2.0f * weight / (real * (float)cols);
+    const int lane = threadIdx.x & 31, warps = gridDim.x * (blockDim.x >> 5);
+    for (int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); row < rows; row += warps) {
+        if (mask && mask[row] == 0) continue;
+        const int64_t o = (int64_t)row * cols;
+        for (int c = lane; c < cols; c += 32) dstudent[o + c] += scale * (student[o + c] - teacher[o + c]);
+    }
+}

@@ -84,3 +84,22 @@ __kernel void distillation_backward(TENSOR(float, dstudent), TENSOR(const float,
     float scale = weight * temperature / (float)rows;
     for (long c = 0; c < cols; c++) d[c] += scale * (exp(s[c] / temperature - ms) / zs - exp(t[c] / temperature - mt) / zt);
 }
+
+/* Hidden-state matching's gradient (layer-wise distillation), added to dstudent: weight 2 (s - t) / (real x cols) on the rows
+ * (tokens) whose mask is not 0 (real: their number, counted by each work-item; no mask: every row), nothing on padding rows.
+ * A work-item per row. */
+__kernel void hidden_match_backward(TENSOR(float, dstudent), TENSOR(const float, student), TENSOR(const float, teacher), TENSOR(const int, mask),
+                                    long rows, long cols, float weight) {
+    long i = get_global_id(0);
+    if (i >= rows) return;
+    long real = rows;
+    if (mask_buf) {
+        real = 0;
+        for (long r = 0; r < rows; r++) real += AT(mask)[r] != 0;
+        if (AT(mask)[i] == 0) return;
+    }
+    float scale = 2.0f * weight / ((float)real * (float)cols);
+    __global const float *s = AT(student) + i * cols, *t = AT(teacher) + i * cols;
+    __global float *d = AT(dstudent) + i * cols;
+    for (long c = 0; c < cols; c++) d[c] += scale * (s[c] - t[c]);
+}

@@ -623,10 +623,7 @@ public abstract class Backend implements AutoCloseable {
                     "mask must be i32 [" + student.dim(0) + ", " + student.dim(1) + "], got " + mask);
     }
 
-    /**
-     * On the host for every backend (a read-back on a device: no kernel yet); the CPU's arrays are
-     * copies of its tensors, a pass over three [B, S, C] arrays per matched layer and step.
-     */
+    /** On the host (the CPU's arrays are copies of its tensors, a pass over three [B, S, C] arrays per matched layer and step); a device overrides it with its kernel. */
     protected void kHiddenMatchBackward(Tensor dStudent, Tensor student, Tensor teacher, Tensor mask, float weight) {
         float[] s = download(student), t = download(teacher), d = download(dStudent);
         int[] m = mask == null ? null : downloadInts(mask);

@@ -646,6 +646,13 @@ public final class CudaBackend extends Backend {
                 temperature, weight);
     }
 
+    @Override
+    protected void kHiddenMatchBackward(Tensor dStudent, Tensor student, Tensor teacher, Tensor mask, float weight) {
+        long rows = student.dim(0) * student.dim(1);
+        launch(CudaKernel.HIDDEN_MATCH_BACKWARD_F32, grid(Math.max(1, Math.min(MAX_BLOCKS, (rows + 7) / 8))), THREADS, arg(dStudent), arg(student),
+                arg(teacher), arg(mask), (int) rows, (int) student.dim(2), weight);
+    }
+
     /** The sum of squares into a device double, then one thread decides the scale: no read-back. */
     @Override
     protected void kClipScale(java.util.Collection<Tensor> grads, float maxNorm, Tensor loss, long step, Tensor state) {

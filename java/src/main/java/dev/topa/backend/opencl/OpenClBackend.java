@@ -519,6 +519,12 @@ public final class OpenClBackend extends Backend {
     }
 
     @Override
+    protected void kHiddenMatchBackward(Tensor dStudent, Tensor student, Tensor teacher, Tensor mask, float weight) {
+        long rows = student.dim(0) * student.dim(1);
+        launch("hidden_match_backward", rows, 0, t(dStudent), t(student), t(teacher), t(mask), rows, student.dim(2), weight);
+    }
+
+    @Override
     protected void kAdamwStep(Tensor param, Tensor grad, Tensor m, Tensor v, long n, AdamWConfig cfg, long step, float gradScale) {
         kAdamwStepMany(List.<Tensor[]>of(new Tensor[] {param, grad, m, v}), cfg, step, gradScale, null);
     }
