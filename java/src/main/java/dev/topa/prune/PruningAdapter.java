@@ -340,19 +340,20 @@ public final class PruningAdapter {
             if (onHost && PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(enc.config(), 32L * 128)).bf16())
                 enc.packForInference(be, true, packs);
             else if (!onHost) there.packForInference(be, false);
-            long bytes = there.parameterBytes() + packs.bytes() + (onHost ? 0 : enc.parameterBytes());
+            if (!onHost) ft.close(); // the host copy has done its part (the outputs' pass); the device copy stays
+            long bytes = there.parameterBytes() + packs.bytes();
             say("distillation: hidden states of every layer matched too (weight %.2f); the teacher's encoder stays beside the student: %s",
                     distillHidden, MemoryTracker.human(bytes));
             BertModel owned = copy;
             return t.matchingHiddenStates(be, there, distillHidden, bytes, () -> { // nothing after this can fail
                 if (owned != null) owned.close();
                 packs.close();
-                ft.close();
+                if (onHost) ft.close();
             });
         } catch (RuntimeException e) {
             if (copy != null) copy.close();
             packs.close();
-            ft.close();
+            ft.close(); // closing twice is harmless: a model's tensors free once
             throw e;
         }
     }
