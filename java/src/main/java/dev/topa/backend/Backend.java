@@ -623,20 +623,27 @@ public abstract class Backend implements AutoCloseable {
                     "mask must be i32 [" + student.dim(0) + ", " + student.dim(1) + "], got " + mask);
     }
 
-    /** On the host (the CPU's arrays are copies of its tensors, a pass over three [B, S, C] arrays per matched layer and step); a device overrides it with its kernel. */
+    /**
+     * On the host: the CPU's tensors in place (no copy per layer and step), a device's through
+     * read-backs; a device overrides it with its kernel.
+     */
     protected void kHiddenMatchBackward(Tensor dStudent, Tensor student, Tensor teacher, Tensor mask, float weight) {
-        float[] s = download(student), t = download(teacher), d = download(dStudent);
+        boolean host = dStudent.device().isHostAccessible() && student.device().isHostAccessible() && teacher.device().isHostAccessible();
+        MemorySegment sm = host ? student.data() : MemorySegment.ofArray(download(student));
+        MemorySegment tm = host ? teacher.data() : MemorySegment.ofArray(download(teacher));
+        MemorySegment dm = host ? dStudent.data() : MemorySegment.ofArray(download(dStudent));
         int[] m = mask == null ? null : downloadInts(mask);
-        int c = (int) student.dim(2), rows = s.length / c;
-        long real = 0;
-        for (int r = 0; r < rows; r++) if (m == null || m[r] != 0) real++;
+        long c = student.dim(2), rows = student.dim(0) * student.dim(1), real = 0;
+        for (long r = 0; r < rows; r++) if (m == null || m[(int) r] != 0) real++;
         if (real == 0) return;
         float scale = (float) (2.0 * weight / ((double) real * c));
-        for (int r = 0; r < rows; r++) {
-            if (m != null && m[r] == 0) continue;
-            for (int j = r * c; j < (r + 1) * c; j++) d[j] += scale * (s[j] - t[j]);
+        ValueLayout.OfFloat f = ValueLayout.JAVA_FLOAT_UNALIGNED;
+        for (long r = 0; r < rows; r++) {
+            if (m != null && m[(int) r] == 0) continue;
+            for (long j = r * c; j < (r + 1) * c; j++)
+                dm.setAtIndex(f, j, dm.getAtIndex(f, j) + scale * (sm.getAtIndex(f, j) - tm.getAtIndex(f, j)));
         }
-        upload(dStudent, d);
+        if (!host) upload(dStudent, dm.toArray(f));
     }
 
     /** y += x, both f32 of one shape (a dropout of probability 0 that accumulates). */

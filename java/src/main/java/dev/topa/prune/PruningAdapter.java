@@ -337,8 +337,7 @@ public final class PruningAdapter {
         try {
             if (!onHost) copy = enc.copyTo(be);
             BertModel there = onHost ? enc : copy;
-            if (onHost && PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(enc.config(), 32L * 128)).bf16())
-                enc.packForInference(be, true, packs);
+            if (onHost && teacherInBf16(enc)) enc.packForInference(be, true, packs);
             else if (!onHost) there.packForInference(be, false);
             if (!onHost) ft.close(); // the host copy has done its part (the outputs' pass); the device copy stays
             long bytes = there.parameterBytes() + packs.bytes();
@@ -358,6 +357,11 @@ public final class PruningAdapter {
         }
     }
 
+    /** Whether the teacher's inference multiplies faster in bf16 packs here (measured, as serving chooses). */
+    private boolean teacherInBf16(BertModel dense) {
+        return PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(dense.config(), 32L * 128)).bf16();
+    }
+
     /**
      * A dense model (the warmed-up one, or a fine-tuned one) as teacher: its outputs on every training
      * example, by one inference pass over them (on the CPU with bf16 packs of its weights where that
@@ -367,7 +371,7 @@ public final class PruningAdapter {
      */
     private Teacher teacher(BertModel dense, TaskHead head, List<Trainer.Item> train, String who, long ownBytes) {
         boolean onHost = be.device().isHostAccessible();
-        boolean bf16 = onHost && PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(dense.config(), 32L * 128)).bf16();
+        boolean bf16 = onHost && teacherInBf16(dense);
         Teacher t;
         try (TensorScope packs = new TensorScope("teacher packs", MemoryCategory.WEIGHTS)) {
             try {
