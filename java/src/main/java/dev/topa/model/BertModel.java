@@ -611,18 +611,15 @@ public final class BertModel implements AutoCloseable {
 
     /**
      * The inference forward of {@link #forward} keeping every layer's output: [layers] tensors
-     * [B, S, C] from the arena, the last one last_hidden_state (a teacher's hidden states for
-     * layer-wise distillation).
+     * [B, S, C] from keep, the last one last_hidden_state (a teacher's hidden states for layer-wise
+     * distillation). The forward's own activations come from work: the caller may reset it as soon
+     * as this returns, so only the outputs outlive the call.
      */
-    public Tensor[] layerOutputs(Backend be, StepArena arena, Tensor ids, Tensor typeIds, Tensor mask) {
+    public Tensor[] layerOutputs(Backend be, StepArena work, TensorAllocator keep, Tensor ids, Tensor typeIds, Tensor mask) {
         checkLength(ids);
         Tensor[] outs = new Tensor[layers.length];
-        encode(be, arena, ids, null, typeIds, mask, null, null, null, (l, h) -> {
-            if (l == layers.length - 1) {
-                outs[l] = h;
-                return;
-            }
-            outs[l] = arena.allocate(DType.F32, h.shape()); // the layer after next reuses h's buffer
+        encode(be, work, ids, null, typeIds, mask, null, null, null, (l, h) -> {
+            outs[l] = keep.allocate(DType.F32, h.shape()); // the layer after next reuses h's buffer
             be.copy(outs[l], h);
         });
         return outs;

@@ -75,7 +75,7 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
     private Embedded embedded;
     private Saved[] saved;
     /** The next forward's hidden-state targets per layer (null: none) and their weight; then, until backward, the gradients they give. */
-    private Tensor[] hiddenTargets, hiddenGradients;
+    private Tensor[] hiddenTargets, matchedTargets; // set for the next forward; that forward's, for its backward
     private float hiddenWeight;
 
     private record Embedded(Tensor ids, Tensor types, Tensor mask, Tensor emb, Tensor mean, Tensor rstd) {}
@@ -282,9 +282,10 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
     /**
      * The next forward also matches layer l's output to targets[l] (layer-wise distillation; a null
      * entry: not that layer): weight x {@link Backend#hiddenMatchForward} per matched layer, over the
-     * forward's real tokens. Its gradient is formed in forward (the layer's output is at hand there)
-     * and kept in the step arena until backward adds it where that layer's output gradient forms.
-     * For one step: that backward clears it.
+     * forward's real tokens. The targets must stay valid until that forward's backward, which adds
+     * the term's gradient where layer l's output gradient forms, from the layer's output recomputed
+     * there (one LayerNorm of what the forward keeps anyway): nothing per layer is kept for it
+     * beyond the targets themselves. For one step: that backward clears it.
      */
     public void matchHidden(Tensor[] targets, float weight) {
         if (targets.length != cfg.layers())
@@ -297,17 +298,9 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
     public Tensor forward(Backend be, StepArena arena, Tensor ids, Tensor types, Tensor mask) {
         scratch.reset();
         saved = new Saved[cfg.layers()];
-        Tensor[] targets = hiddenTargets;
+        matchedTargets = hiddenTargets;
         hiddenTargets = null;
-        hiddenGradients = targets == null ? null : new Tensor[cfg.layers()];
-        BertModel.LayerOutputs matched = targets == null ? null : (l, h) -> {
-            if (targets[l] == null) return;
-            Tensor g = arena.allocate(DType.F32, h.shape());
-            be.zero(g);
-            be.hiddenMatchBackward(g, h, targets[l], mask, hiddenWeight);
-            hiddenGradients[l] = g;
-        };
-        return model.encode(be, arena, ids, null, types, mask, null, null, this, matched);
+        return model.encode(be, arena, ids, null, types, mask, null, null, this, null);
     }
 
     // ================================================================ backward
@@ -336,14 +329,14 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
         // layer input gradients alternate between two buffers: a layer reads one and writes the other
         Tensor[] pingPong = {arena.allocate(DType.F32, b, s, c), arena.allocate(DType.F32, b, s, c)};
         Tensor dh = dOut;
-        Tensor[] matched = hiddenGradients;
-        hiddenGradients = null;
+        Tensor[] matched = matchedTargets;
+        matchedTargets = null;
         if (matched != null && matched[cfg.layers() - 1] != null) { // dOut is the caller's: the sum goes to a buffer of its own
             dh = arena.allocate(DType.F32, b, s, c);
             be.copy(dh, dOut);
         }
         for (int l = cfg.layers() - 1; l >= 0; l--) {
-            if (matched != null && matched[l] != null) be.accumulate(dh, matched[l]); // dL/d(layer l's output) gains its matching term
+            if (matched != null && matched[l] != null) matchedGradient(be, l, dh, matched[l]);
             Tensor dIn = pingPong[l % 2];
             layerBackward(be, l, saved[l], dh, dIn);
             layerDone.accept(l);
@@ -359,6 +352,17 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
         if (dwte != null || dwpe != null || dwtt != null)
             be.embeddingBackward(dwte, dwpe, dwtt, dEmb, embedded.ids(), null, embedded.types(), p(BertNames.WORD_EMBEDDINGS),
                     p(BertNames.POSITION_EMBEDDINGS), cfg.typeVocabSize() > 0 ? p(BertNames.TYPE_EMBEDDINGS) : null);
+    }
+
+    /** dh (dL/d(layer l's output)) += the hidden-state matching term's gradient, from the output recomputed: LN2(sum2). */
+    private void matchedGradient(Backend be, int l, Tensor dh, Tensor target) {
+        if (!target.isAlive())
+            throw new IllegalStateException("layer " + l + "'s hidden-state target was freed before backward: it must live as long as the step");
+        StepArena.Mark mark = scratch.mark();
+        Tensor h = scratch.allocate(DType.F32, dh.shape());
+        normForward(be, h, saved[l].sum2(), model.layer(l).outputNorm());
+        be.hiddenMatchBackward(dh, h, target, embedded.mask(), hiddenWeight);
+        scratch.release(mark);
     }
 
     /** dx = dLN/dx of a LayerNorm whose input was x; its gamma and beta gradients accumulate where they train. */

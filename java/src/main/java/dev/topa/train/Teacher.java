@@ -4,6 +4,7 @@ import dev.topa.backend.Backend;
 import dev.topa.model.BertModel;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorAllocator;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
@@ -73,19 +74,20 @@ public final class Teacher implements AutoCloseable {
         return encoder != null;
     }
 
-    /** The teacher's layer outputs for a batch on the student's device, valid until {@link #releaseHiddenStates}. */
-    Tensor[] hiddenStates(Backend be, Tensor ids, Tensor types, Tensor mask) {
+    /**
+     * The teacher's layer outputs for a batch on the student's device, allocated from keep (the
+     * student's step arena: they live until the student's backward has read them); the teacher's
+     * own activations are gone when this returns.
+     */
+    Tensor[] hiddenStates(Backend be, TensorAllocator keep, Tensor ids, Tensor types, Tensor mask) {
         if (encoder.config().layers() == 0) throw new IllegalStateException("the teacher has no layers");
         long t0 = System.nanoTime();
-        hiddenArena.reset();
-        Tensor[] h = encoder.layerOutputs(be, hiddenArena, ids, types, mask);
-        hiddenSeconds += (System.nanoTime() - t0) * 1e-9;
-        return h;
-    }
-
-    /** The batch's hidden states are no longer read (the student's forward has taken its gradients from them). */
-    void releaseHiddenStates() {
-        hiddenArena.reset();
+        try {
+            return encoder.layerOutputs(be, hiddenArena, keep, ids, types, mask);
+        } finally {
+            hiddenArena.reset();
+            hiddenSeconds += (System.nanoTime() - t0) * 1e-9;
+        }
     }
 
     public double hiddenWeight() {

@@ -459,9 +459,9 @@ public final class Trainer implements AutoCloseable {
         // dropout masks are drawn from (seed, step): a resumed run redraws the same ones
         training.setDropoutStep(cfg.seed(), step + 1);
         boolean layerWise = teacher != null && teacher.matchesHiddenStates();
-        if (layerWise) training.matchHidden(teacher.hiddenStates(be, b.ids(), b.types(), b.mask()), (float) (teacher.hiddenWeight() * dtokens));
+        if (layerWise) // the teacher's states in this step's arena: backward reads them
+            training.matchHidden(teacher.hiddenStates(be, arena, b.ids(), b.types(), b.mask()), (float) (teacher.hiddenWeight() * dtokens));
         Tensor hidden = training.forward(be, arena, b.ids(), b.types(), b.mask());
-        if (layerWise) teacher.releaseHiddenStates(); // the forward has formed the matching gradients from them
         Dropout headDrop = cfg.headDropout() > 0
                 ? new Dropout(cfg.headDropout(), Dropout.key(cfg.seed(), step + 1, TaskHead.DROPOUT_SITE)) : Dropout.NONE;
         Tensor out = head.forward(be, arena, hidden, b.mask(), headDrop);
@@ -539,14 +539,20 @@ public final class Trainer implements AutoCloseable {
         zeroGradients();
     }
 
-    /** The task's official metrics on labelled items (inference path, batches by length). */
+    /**
+     * The task's official metrics on labelled items (inference path, batches by length). Batches of
+     * the training batch size, no larger: in bigger ones the longest dev sentences set the run's
+     * peak memory above its training steps' (at twice the batch they did where a teacher stays beside
+     * the student), for little time saved.
+     */
     public Map<Metric, Double> evaluate(List<Item> items) {
         List<Example> gold = items.stream().map(Item::example).toList();
-        if (comm.size() == 1) return Predictor.metrics(task, predictor.outputs(items.stream().map(Item::tokens).toList(), 64), gold);
+        int batch = cfg.batchSize();
+        if (comm.size() == 1) return Predictor.metrics(task, predictor.outputs(items.stream().map(Item::tokens).toList(), batch), gold);
         // each rank predicts its share; the outputs summed over ranks (zeros elsewhere) are every output, on every rank
         List<Item> mine = share(items);
         int from = shareStart(items.size()), k = head.outputs();
-        float[][] part = mine.isEmpty() ? new float[0][] : predictor.outputs(mine.stream().map(Item::tokens).toList(), 64);
+        float[][] part = mine.isEmpty() ? new float[0][] : predictor.outputs(mine.stream().map(Item::tokens).toList(), batch);
         double[] all = new double[items.size() * k];
         for (int i = 0; i < part.length; i++)
             for (int j = 0; j < k; j++) all[(from + i) * k + j] = part[i][j];
