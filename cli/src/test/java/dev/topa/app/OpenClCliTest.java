@@ -27,7 +27,8 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The commands on the first OpenCL device (PoCL in CI) against the same commands on the CPU: the
- * default model's states, one epoch of training, and a block-pruned model run block-sparse. Skipped,
+ * default model's states, one epoch of training, layer-wise distillation, and a block-pruned model
+ * run block-sparse. Skipped,
  * with the reason, where there is no OpenCL platform.
  */
 class OpenClCliTest {
@@ -115,6 +116,47 @@ class OpenClCliTest {
         }
         assertEquals(figures[0][0], figures[1][0], 1.0 / 277, "dev accuracy (at most one of 277 examples may flip)");
         for (int j = 1; j < 3; j++) assertEquals(figures[0][j], figures[1][j], 2e-4, "a probability (printed to 4 digits)");
+    }
+
+    /**
+     * Layer-wise distillation on the device: the teacher copied there, its hidden states in the
+     * device's step arena, the matching gradient (a kernel) added in the student's backward. The
+     * trained adapters must be the CPU's within float noise, and that noise far below what the
+     * layer-wise term itself changes (the same run without it), so the term really ran there.
+     */
+    @Test
+    void layerWiseDistillationTrainsTheCpusStudent(@TempDir Path dir) throws Exception {
+        needsOpenCl();
+        Path teacher = dir.resolve("teacher");
+        ok(List.of("finetune", "--task", "rte", "--method", "full", "--data-dir", TestData.glue().toString(), "--train-limit", "32", "--epochs", "1",
+                "--batch-size", "16", "--max-seq-len", "48", "--out", teacher.toString()));
+        List<String> args = List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "1", "--train-limit", "32",
+                "--batch-size", "16", "--max-seq-len", "48", "--score-examples", "16", "--sparsity", "0.5", "--inference-iterations", "0", "--seed", "3",
+                "--distill", "0.5", "--teacher", teacher.toString());
+        ok(with(args, "--distill-hidden", "1", "--device", "cpu", "--out", dir.resolve("cpu").toString()));
+        ok(with(args, "--distill-hidden", "1", "--device", "opencl", "--out", dir.resolve("opencl").toString()));
+        ok(with(args, "--device", "cpu", "--out", dir.resolve("outputs-only").toString()));
+        for (String d : new String[] {"opencl", "outputs-only"})
+            assertEquals(Files.readString(dir.resolve("cpu/config.json")), Files.readString(dir.resolve(d + "/config.json")), "the same pruned shapes");
+        // norms, not the largest element: AdamW's first steps move a weight by about lr whatever its gradient's size, so
+        // where a gradient is near zero float noise may flip a step's sign; the term moves them all
+        double device = distance(dir.resolve("cpu/adapter.safetensors"), dir.resolve("opencl/adapter.safetensors"));
+        double term = distance(dir.resolve("cpu/adapter.safetensors"), dir.resolve("outputs-only/adapter.safetensors"));
+        assertTrue(device < term / 10, "adapters on OpenCL vs the CPU: distance " + device + "; with vs without the term: " + term);
+    }
+
+    /** The Euclidean distance between two safetensors files' tensors, all of them as one vector (the same names in both). */
+    private static double distance(Path x, Path y) throws Exception {
+        try (Safetensors a = Safetensors.read(x); Safetensors b = Safetensors.read(y)) {
+            assertEquals(a.entries().keySet(), b.entries().keySet());
+            double sum = 0;
+            for (String k : a.entries().keySet()) {
+                float[] u = a.entries().get(k).floats(a.file()), v = b.entries().get(k).floats(b.file());
+                assertEquals(u.length, v.length, k);
+                for (int i = 0; i < u.length; i++) sum += (u[i] - (double) v[i]) * (u[i] - v[i]);
+            }
+            return Math.sqrt(sum);
+        }
     }
 
     /** The number after label in printed text. */
