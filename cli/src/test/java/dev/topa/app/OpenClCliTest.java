@@ -28,8 +28,7 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * The commands on the first OpenCL device (PoCL in CI) against the same commands on the CPU: the
  * default model's states, one epoch of training, layer-wise distillation, and a block-pruned model
- * run block-sparse. Skipped,
- * with the reason, where there is no OpenCL platform.
+ * run block-sparse. Skipped, with the reason, where there is no OpenCL platform.
  */
 class OpenClCliTest {
     /** Skips without an OpenCL platform, except in CI, which installs PoCL (.ci/run): there its absence fails. */
