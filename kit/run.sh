@@ -7,7 +7,8 @@
 #   2. parity: every CUDA kernel against the CPU backend, the op harness against float64
 #      references, the encoder, whole training steps and 2:4;
 #   3. cli: finetune and prune-adapt with their defaults on --device cuda (a small random BERT with
-#      the real tokenizer, the first rows of RTE), then eval; then the OpenCL backend on every OpenCL
+#      the real tokenizer, the first rows of RTE), then eval, then layer-wise distillation on the GPU
+#      against the CPU (AdapterDistance); then the OpenCL backend on every OpenCL
 #      device here (the kit carries the ICD loader and CLBlast; the NVIDIA driver's OpenCL library is
 #      registered when no ICD file names it): the op harness and finetune --device opencl;
 #   4. timings: the op harness's, the LoRA forward, block-sparse vs cuBLASLt (its outputs checked
@@ -140,6 +141,16 @@ data=(--task rte --data-dir "$kit/cli/glue" --model "$kit/cli/model" --device cu
 step 60 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main finetune "${data[@]}" --out "$cli/finetune"; f1=$?
 step 60 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main prune-adapt "${data[@]}" --score-examples 32 --inference-iterations 2 --out "$cli/prune-adapt"; f2=$?
 step 30 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main eval --model "$cli/finetune" --data-dir "$kit/cli/glue" --device cuda; f3=$?
+# layer-wise distillation on the GPU (the fine-tuned model above teaches) against the CPU, fp32 both: the same student, and the
+# term really ran there (AdapterDistance: device-vs-CPU distance under a tenth of the term's own)
+lw=(dev.topa.app.Main prune-adapt --task rte --data-dir "$kit/cli/glue" --model "$kit/cli/model" --train-limit 96 --epochs 1 --score-examples 32
+    --inference-iterations 0 --seed 3 --base-precision fp32 --activation-precision fp32 --distill 0.5 --teacher "$cli/finetune")
+step 60 "$logs/cli.log" "${jrun[@]}" "${lw[@]}" --distill-hidden 1 --device cuda --out "$cli/layerwise-cuda"; f4=$?
+step 60 "$logs/cli.log" "${jrun[@]}" "${lw[@]}" --distill-hidden 1 --device cpu --out "$cli/layerwise-cpu"; f5=$?
+step 60 "$logs/cli.log" "${jrun[@]}" "${lw[@]}" --device cpu --out "$cli/outputs-cpu"; f6=$?
+[ $((f4 + f5 + f6)) -ne 0 ] || { step 30 "$logs/cli.log" "${jrun[@]}" dev.topa.kit.AdapterDistance "$cli/layerwise-cuda" "$cli/layerwise-cpu" \
+    "$cli/outputs-cpu"; f4=$?; }
+note "layer-wise on cuda: exit $f4 (runs: cpu $f5, cpu outputs only $f6), $(grep -h -E '^layerwise_' "$logs/cli.log" | tr '\n' ' ')"
 # OpenCL: the loader and CLBlast from the kit; NVIDIA's ICD registered if the driver's library is here but no file names it
 export LD_LIBRARY_PATH="$kit/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then
@@ -157,8 +168,8 @@ if [ $o1 -ne 3 ]; then
 else
     o1=0
 fi
-stage_result cli $f1 $f2 $f3 $o1 $o2
-note "cli: finetune $f1, prune-adapt $f2, eval $f3, opencl harness $o1, opencl finetune $o2; $(grep -m1 -E '^accuracy' "$logs/cli.log")"
+stage_result cli $f1 $f2 $f3 $f4 $f5 $f6 $o1 $o2
+note "cli: finetune $f1, prune-adapt $f2, eval $f3, layer-wise $f4, opencl harness $o1, opencl finetune $o2; $(grep -m1 -E '^accuracy' "$logs/cli.log")"
 grep -h -E "Exception|error:" "$logs/cli.log" | head -5 >> "$logs/summary-body.txt"
 
 # ---- 4. timings

@@ -12,6 +12,7 @@ import dev.topa.backend.Backend;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.opencl.OpenCl;
 import dev.topa.backend.opencl.OpenClBackend;
+import dev.topa.harness.Check;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.Safetensors;
 import dev.topa.testing.TestData;
@@ -139,23 +140,9 @@ class OpenClCliTest {
             assertEquals(Files.readString(dir.resolve("cpu/config.json")), Files.readString(dir.resolve(d + "/config.json")), "the same pruned shapes");
         // norms, not the largest element: AdamW's first steps move a weight by about lr whatever its gradient's size, so
         // where a gradient is near zero float noise may flip a step's sign; the term moves them all
-        double device = distance(dir.resolve("cpu/adapter.safetensors"), dir.resolve("opencl/adapter.safetensors"));
-        double term = distance(dir.resolve("cpu/adapter.safetensors"), dir.resolve("outputs-only/adapter.safetensors"));
+        double device = Check.distance(dir.resolve("cpu/adapter.safetensors"), dir.resolve("opencl/adapter.safetensors"));
+        double term = Check.distance(dir.resolve("cpu/adapter.safetensors"), dir.resolve("outputs-only/adapter.safetensors"));
         assertTrue(device < term / 10, "adapters on OpenCL vs the CPU: distance " + device + "; with vs without the term: " + term);
-    }
-
-    /** The Euclidean distance between two safetensors files' tensors, all of them as one vector (the same names in both). */
-    private static double distance(Path x, Path y) throws Exception {
-        try (Safetensors a = Safetensors.read(x); Safetensors b = Safetensors.read(y)) {
-            assertEquals(a.entries().keySet(), b.entries().keySet());
-            double sum = 0;
-            for (String k : a.entries().keySet()) {
-                float[] u = a.entries().get(k).floats(a.file()), v = b.entries().get(k).floats(b.file());
-                assertEquals(u.length, v.length, k);
-                for (int i = 0; i < u.length; i++) sum += (u[i] - (double) v[i]) * (u[i] - v[i]);
-            }
-            return Math.sqrt(sum);
-        }
     }
 
     /** The number after label in printed text. */

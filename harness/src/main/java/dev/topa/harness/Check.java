@@ -1,5 +1,7 @@
 package dev.topa.harness;
 
+import dev.topa.io.Safetensors;
+import java.nio.file.Path;
 import java.util.SplittableRandom;
 import java.util.function.ToDoubleFunction;
 
@@ -105,5 +107,23 @@ public final class Check {
         float[] o = new float[a.length];
         for (int i = 0; i < a.length; i++) o[i] = (float) (a[i] - b[i]);
         return o;
+    }
+
+    /**
+     * The Euclidean distance between two safetensors files' tensors taken as one vector (two
+     * trainings' results: the same names and sizes in both, else an error naming the difference).
+     */
+    public static double distance(Path x, Path y) throws java.io.IOException {
+        try (Safetensors a = Safetensors.read(x); Safetensors b = Safetensors.read(y)) {
+            if (!a.entries().keySet().equals(b.entries().keySet()))
+                throw new IllegalArgumentException(x + " and " + y + " hold other tensors: " + a.entries().keySet() + " vs " + b.entries().keySet());
+            double sum = 0;
+            for (String k : a.entries().keySet()) {
+                float[] u = a.entries().get(k).floats(a.file()), v = b.entries().get(k).floats(b.file());
+                if (u.length != v.length) throw new IllegalArgumentException(k + ": " + u.length + " values in " + x + ", " + v.length + " in " + y);
+                for (int i = 0; i < u.length; i++) sum += (u[i] - (double) v[i]) * (u[i] - v[i]);
+            }
+            return Math.sqrt(sum);
+        }
     }
 }
