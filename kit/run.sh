@@ -141,8 +141,9 @@ data=(--task rte --data-dir "$kit/cli/glue" --model "$kit/cli/model" --device cu
 step 60 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main finetune "${data[@]}" --out "$cli/finetune"; f1=$?
 step 60 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main prune-adapt "${data[@]}" --score-examples 32 --inference-iterations 2 --out "$cli/prune-adapt"; f2=$?
 step 30 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main eval --model "$cli/finetune" --data-dir "$kit/cli/glue" --device cuda; f3=$?
-# layer-wise distillation on the GPU (the fine-tuned model above teaches) against the CPU, fp32 both: the same student, and the
-# term really ran there (AdapterDistance: device-vs-CPU distance under a tenth of the term's own)
+# layer-wise distillation on the GPU (the fine-tuned model above teaches) against the CPU, the student in fp32 on both (the CPU's
+# teacher may multiply in bf16 packs where measured faster): the same student, and the term really ran there (AdapterDistance:
+# device-vs-CPU distance under a tenth of the term's own)
 lw=(dev.topa.app.Main prune-adapt --task rte --data-dir "$kit/cli/glue" --model "$kit/cli/model" --train-limit 96 --epochs 1 --score-examples 32
     --inference-iterations 0 --seed 3 --base-precision fp32 --activation-precision fp32 --distill 0.5 --teacher "$cli/finetune")
 step 60 "$logs/cli.log" "${jrun[@]}" "${lw[@]}" --distill-hidden 1 --device cuda --out "$cli/layerwise-cuda"; f4=$?

@@ -74,8 +74,8 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
     private WeightGradientListener weightGradients;
     private Embedded embedded;
     private Saved[] saved;
-    /** The next forward's hidden-state targets per layer (null: none) and their weight; then, until backward, the gradients they give. */
-    private Tensor[] hiddenTargets, matchedTargets; // set for the next forward; that forward's, for its backward
+    /** Hidden-state targets per layer (null: none): those set for the next forward, those of the last forward (for its backward). */
+    private Tensor[] hiddenTargets, matchedTargets;
     private float hiddenWeight;
 
     private record Embedded(Tensor ids, Tensor types, Tensor mask, Tensor emb, Tensor mean, Tensor rstd) {}

@@ -541,13 +541,13 @@ public final class Trainer implements AutoCloseable {
 
     /**
      * The task's official metrics on labelled items (inference path, batches by length). Batches of
-     * the training batch size, no larger: in bigger ones the longest dev sentences set the run's
-     * peak memory above its training steps' (at twice the batch they did where a teacher stays beside
-     * the student), for little time saved.
+     * a process's share of a training batch, no larger: in bigger ones the longest dev sentences set
+     * the run's peak memory above its training steps' (at twice the batch they did where a teacher
+     * stays beside the student), for little time saved.
      */
     public Map<Metric, Double> evaluate(List<Item> items) {
         List<Example> gold = items.stream().map(Item::example).toList();
-        int batch = cfg.batchSize();
+        int batch = (cfg.batchSize() + comm.size() - 1) / comm.size();
         if (comm.size() == 1) return Predictor.metrics(task, predictor.outputs(items.stream().map(Item::tokens).toList(), batch), gold);
         // each rank predicts its share; the outputs summed over ranks (zeros elsewhere) are every output, on every rank
         List<Item> mine = share(items);

@@ -32,6 +32,8 @@ public final class AdapterDistance {
         System.out.printf(Locale.ROOT, "layerwise_device_vs_cpu_distance: %.6g%n", d);
         System.out.printf(Locale.ROOT, "layerwise_term_distance: %.6g%n", t);
         System.out.printf(Locale.ROOT, "layerwise_device_over_term: %.4g%n", d / t);
-        System.exit(d < t / 10 ? 0 : 1);
+        boolean pass = d < t / 10;
+        if (!pass) System.out.println("layerwise_check: fail, the device's adapters are not within a tenth of the term's distance of the CPU's");
+        System.exit(pass ? 0 : 1);
     }
 }
