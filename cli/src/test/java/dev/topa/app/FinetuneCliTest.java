@@ -266,6 +266,10 @@ class FinetuneCliTest {
         assertEquals(1.0, h.get("distill_hidden_weight").asDouble(), h.toString());
         assertTrue(h.get("teacher_hidden_weight_bytes").asLong() > teacherBytes * 9 / 10, "the teacher's weights stay for the steps: " + h);
         assertTrue(h.get("teacher_hidden_forward_seconds").asDouble() > 0, h.toString());
+        // the report says which part of the run set the peak (the tracker is the process's: names only, no figures between runs)
+        var phases = new ObjectMapper().readTree(dir.resolve("layered/report.json").toFile()).get("memory_cpu").get("phase_peaks");
+        for (String p : new String[] {"scoring", "pruning", "teacher", "training", "evaluation", "saving"})
+            assertTrue(phases.has(p) && phases.get(p).asLong() > 0, p + " in " + phases);
         assertTrue(f.get("distill_hidden_weight") == null, "outputs only: no layer-wise fields " + f);
         assertTrue(Files.mismatch(dir.resolve("taught/model.safetensors"), dir.resolve("layered/model.safetensors")) != -1,
                 "matching hidden states made no difference");

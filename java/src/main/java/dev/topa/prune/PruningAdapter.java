@@ -274,6 +274,7 @@ public final class PruningAdapter {
             ImportanceScores scores = new ImportanceScores(dense.config()).distributed(comm);
             BlockScores blockScores = blocks ? new BlockScores(dense.config(), blockMethod()).distributed(comm) : null;
             long t0 = System.nanoTime();
+            run.mem().phase("scoring");
             Recipe scoring = cfg.headScoring() ? rc.with("lr", 1e-3) : rc; // a fresh head needs a head's learning rate to say anything
             try (TrainingCopy copy = new TrainingCopy(be, dense, head)) {
                 BertTraining warm = copy.training(new BertTraining.Options(cfg.headScoring() ? n -> false : rc.trainable(),
@@ -287,6 +288,7 @@ public final class PruningAdapter {
                 copy.copyBack(); // the warmed-up adapters and head go on with the pruned model
             }
             run = run.scored((System.nanoTime() - t0) * 1e-9, run.mem().totalPeak());
+            run.mem().phase("pruning");
             // the warmed-up teacher runs now, while it exists; a fine-tuned one when adaptation starts (see adapt)
             if (distillAlpha > 0 && teacherDir == null) teacher = teacher(dense, head, run.train(), "the warmed-up dense model", 0);
             try {
@@ -305,6 +307,16 @@ public final class PruningAdapter {
      * it has run, or, matching hidden states, when the teacher is closed after adaptation.
      */
     private Teacher fineTunedTeacher(List<Trainer.Item> train, BertConfig student) {
+        MemoryTracker mem = MemoryTracker.of(be.device());
+        String was = mem.phase("teacher");
+        try {
+            return fineTunedTeacherLoaded(train, student);
+        } finally {
+            mem.phase(was);
+        }
+    }
+
+    private Teacher fineTunedTeacherLoaded(List<Trainer.Item> train, BertConfig student) {
         FineTunedModel.Loaded ft = FineTunedModel.load(teacherDir);
         Teacher t;
         try {
@@ -370,6 +382,16 @@ public final class PruningAdapter {
      * steps. ownBytes: weights held for the teacher alone (a loaded fine-tuned model's).
      */
     private Teacher teacher(BertModel dense, TaskHead head, List<Trainer.Item> train, String who, long ownBytes) {
+        MemoryTracker mem = MemoryTracker.of(be.device());
+        String was = mem.phase("teacher");
+        try {
+            return teacherPass(dense, head, train, who, ownBytes);
+        } finally {
+            mem.phase(was);
+        }
+    }
+
+    private Teacher teacherPass(BertModel dense, TaskHead head, List<Trainer.Item> train, String who, long ownBytes) {
         boolean onHost = be.device().isHostAccessible();
         boolean bf16 = onHost && teacherInBf16(dense);
         Teacher t;
@@ -471,6 +493,7 @@ public final class PruningAdapter {
             Consumer<ObjectNode> extra) throws IOException {
         Recipe rc = run.recipe();
         GlueTask t = run.job().task();
+        run.mem().phase(null); // pruning is done; what follows names itself (the teacher, training, evaluation, saving)
         // a fine-tuned teacher runs here, beside the pruned model rather than the dense one (whose scoring warm-up set the peak),
         // and is gone before the first step (matching hidden states, it stays until adaptation ends); its outputs do not depend on when it runs
         if (distillAlpha > 0 && teacherDir != null) teacher = fineTunedTeacher(run.train(), pruned.config());

@@ -1,13 +1,16 @@
 package dev.topa.tensor;
 
 import java.util.EnumMap;
+import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * Live and peak bytes for one device, per category and in total. Every allocator reports here, so
  * a report can state what a run really held. Peaks are kept per category and for the total (the
- * total's peak is not the sum of category peaks: they need not coincide).
+ * total's peak is not the sum of category peaks: they need not coincide), and the total's peak per
+ * named phase of a run ({@link #phase}: scoring, training steps, evaluation, ...), so a report can say
+ * which part of a run set its peak.
  */
 public final class MemoryTracker {
     private static final Map<Device, MemoryTracker> TRACKERS = new ConcurrentHashMap<>();
@@ -17,6 +20,9 @@ public final class MemoryTracker {
     private final long[] peak = new long[MemoryCategory.values().length];
     private long totalLive;
     private long totalPeak;
+    private final Map<String, Long> phasePeaks = new LinkedHashMap<>(); // phases ended, in the order first met
+    private String phase;
+    private long phasePeak;
 
     private MemoryTracker(Device device) {
         this.device = device;
@@ -41,6 +47,34 @@ public final class MemoryTracker {
                     + category.label() + ": a release without its allocation");
         peak[i] = Math.max(peak[i], live[i]);
         totalPeak = Math.max(totalPeak, totalLive);
+        phasePeak = Math.max(phasePeak, totalLive);
+    }
+
+    /**
+     * Names what the run does from now on (null: nothing named) and returns the name it replaces, so
+     * that a part inside another (evaluation inside training) can put it back. Each name keeps the
+     * largest total it saw, over every stretch it was in force; what is live when it starts counts.
+     */
+    public synchronized String phase(String name) {
+        String was = phase;
+        if (was != null) phasePeaks.merge(was, phasePeak, Math::max);
+        phase = name;
+        phasePeak = totalLive;
+        return was;
+    }
+
+    /** "scoring 150.3 MiB, training 236.0 MiB, ...": {@link #phasePeaks} in words (empty: no phase named). */
+    public synchronized String phaseSummary() {
+        StringBuilder p = new StringBuilder();
+        phasePeaks().forEach((n, b) -> p.append(p.isEmpty() ? "" : ", ").append(n).append(' ').append(human(b)));
+        return p.toString();
+    }
+
+    /** The total's peak per phase named so far, in the order first met (the phase in force included). */
+    public synchronized Map<String, Long> phasePeaks() {
+        Map<String, Long> m = new LinkedHashMap<>(phasePeaks);
+        if (phase != null) m.merge(phase, phasePeak, Math::max);
+        return m;
     }
 
     public synchronized long live(MemoryCategory category) {
@@ -81,6 +115,8 @@ public final class MemoryTracker {
             sb.append(String.format("  %-12s %12s %12s%n", c.label(), human(live[c.ordinal()]),
                     human(peak[c.ordinal()])));
         sb.append(String.format("  %-12s %12s %12s%n", "total", human(totalLive), human(totalPeak)));
+        String phases = phaseSummary();
+        if (!phases.isEmpty()) sb.append("  peak by phase: ").append(phases).append(String.format("%n"));
         return sb.toString();
     }
 

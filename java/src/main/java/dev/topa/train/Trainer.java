@@ -17,6 +17,7 @@ import dev.topa.model.TaskHead;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.StepArena;
+import dev.topa.tensor.MemoryTracker;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorAllocator;
 import dev.topa.tensor.TensorScope;
@@ -195,6 +196,11 @@ public final class Trainer implements AutoCloseable {
 
     public GlueTask task() {
         return task;
+    }
+
+    /** The memory tracker of the device this trainer runs on (where its phases are named). */
+    public MemoryTracker memory() {
+        return MemoryTracker.of(be.device());
     }
 
     private Tensor zeros(long... shape) {
@@ -514,12 +520,15 @@ public final class Trainer implements AutoCloseable {
 
     /** The dev metrics after a step; non-finite dev outputs mean the step's weights diverged. */
     private Map<Metric, Double> evaluateAfterStep(List<Item> dev) {
+        String was = memory().phase("evaluation");
         try {
             return evaluate(dev);
         } catch (NonFiniteOutputException e) {
             ArithmeticException d = diverged(step, "on dev example " + e.index() + " the model's output is not finite");
             d.initCause(e);
             throw d;
+        } finally {
+            memory().phase(was);
         }
     }
 

@@ -53,6 +53,8 @@ public final class TrainingReport {
         for (Map.Entry<MemoryCategory, long[]> e : memory.snapshot().entrySet())
             mem.putObject(e.getKey().label()).put("live", e.getValue()[0]).put("peak", e.getValue()[1]);
         mem.put("total_peak", memory.totalPeak());
+        ObjectNode byPhase = mem.putObject("phase_peaks"); // which part of the run set the peak
+        memory.phasePeaks().forEach(byPhase::put);
         OutputDirectory.writeFile(dir.resolve("report.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(r));
 
         StringBuilder md = new StringBuilder();
@@ -60,7 +62,9 @@ public final class TrainingReport {
         md.append("- model: ").append(model).append('\n');
         md.append("- recipe: ").append(recipe.describe()).append('\n');
         md.append(String.format(Locale.ROOT, "- trainable parameters: %,d of %,d (%.2f%%)%n", trainable, total, 100.0 * trainable / total));
-        md.append("- training peak memory: ").append(MemoryTracker.human(memory.totalPeak())).append("\n\n");
+        String phases = memory.phaseSummary();
+        md.append("- peak memory: ").append(MemoryTracker.human(memory.totalPeak())).append(phases.isEmpty() ? "" : " (by phase: " + phases + ")")
+                .append("\n\n");
         md.append("| epoch | step | train loss | ");
         for (Metric m : task.metrics()) md.append("dev ").append(m.name().toLowerCase(Locale.ROOT)).append(" | ");
         md.append("seconds |\n|---|---|---|");

@@ -138,6 +138,31 @@ class TensorRuntimeTest {
     }
 
     @Test
+    void phasesKeepTheTotalsPeakPerNameAndPutTheOuterNameBack() {
+        MemoryTracker t = MemoryTracker.of(Device.cuda(96)); // a device no other test touches
+        t.add(MemoryCategory.WEIGHTS, 1000); // before any phase: in the total's peak, in no phase
+        assertEquals(null, t.phase("training"));
+        t.add(MemoryCategory.ACTIVATIONS, 500);
+        t.add(MemoryCategory.ACTIVATIONS, -500);
+        String outer = t.phase("evaluation"); // inside training, as the trainer does
+        assertEquals("training", outer);
+        t.add(MemoryCategory.ACTIVATIONS, 700);
+        t.add(MemoryCategory.ACTIVATIONS, -700);
+        assertEquals("evaluation", t.phase(outer));
+        t.add(MemoryCategory.ACTIVATIONS, 200); // training again: its own earlier peak stays the larger
+        t.add(MemoryCategory.ACTIVATIONS, -200);
+        assertEquals(java.util.Map.of("training", 1500L, "evaluation", 1700L), t.phasePeaks());
+        assertEquals(java.util.List.of("training", "evaluation"), java.util.List.copyOf(t.phasePeaks().keySet()), "in the order first met");
+        assertEquals(1700, t.totalPeak());
+        t.phase(null);
+        t.add(MemoryCategory.ACTIVATIONS, 5000); // unnamed: the total's peak only
+        assertEquals(6000, t.totalPeak());
+        assertEquals(1700L, t.phasePeaks().get("evaluation"));
+        assertEquals(2, t.phasePeaks().size());
+        assertTrue(t.report().contains("peak by phase: training 1.5 KiB, evaluation 1.7 KiB"), t.report());
+    }
+
+    @Test
     void intTensorsAndTypeChecks() {
         try (TensorScope s = new TensorScope("ints", MemoryCategory.ACTIVATIONS)) {
             Tensor ids = s.allocate(DType.I32, 2, 2).copyFrom(new int[] {1, -2, 3, Integer.MAX_VALUE});
