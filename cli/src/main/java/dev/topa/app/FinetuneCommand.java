@@ -97,6 +97,7 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                 BertTokenizer tok = new BertTokenizer(loaded.tokenizer(), Math.min(asked.maxSeqLen(), m.config().maxPositions()));
                 TaskHead head = new TaskHead(m.config().hidden(), t.numLabels(), asked.seed())) {
             Recipe rc = asked;
+            MemoryTracker.of(be.device()).clearPhases(); // this run's phases are its own
             if (rc.method() == Recipe.Method.LORA && options.given("--base-precision") == null && !device.cuda()) {
                 // LoRA's frozen base in bf16 where that is measured faster on this model's shapes, else fp32
                 PrecisionChoice.Result choice = PrecisionChoice.choose(be, PrecisionChoice.Use.TRAINING,

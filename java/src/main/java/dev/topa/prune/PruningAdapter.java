@@ -259,6 +259,16 @@ public final class PruningAdapter {
 
     /** Runs the pipeline on a job; the job's model is consumed (closed when done). */
     public Result run(Job job) throws IOException {
+        MemoryTracker mem = MemoryTracker.of(be.device());
+        mem.clearPhases(); // this run's phases are its own
+        try {
+            return runPhases(job);
+        } finally {
+            mem.phase(null);
+        }
+    }
+
+    private Result runPhases(Job job) throws IOException {
         Recipe rc = job.recipe();
         check(rc);
         GlueTask t = job.task();
@@ -428,6 +438,7 @@ public final class PruningAdapter {
                     Arrays.toString(pruned.config().ffn()), run.denseParams(), encoderParameters(pruned));
             BlockScores second = new BlockScores(pruned.config(), blockMethod()).distributed(comm);
             long t1 = System.nanoTime();
+            String was = run.mem().phase("scoring");
             try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head())) {
                 BertTraining warm = copy.training(rc);
                 warm.setWeightGradientListener(second); // blocks scored on the smaller model, its adapters training on
@@ -435,6 +446,8 @@ public final class PruningAdapter {
                     scoringSteps(trainer, run.train(), rc, 1, rc.lr());
                 }
                 copy.copyBack();
+            } finally {
+                run.mem().phase(was);
             }
             return blockPruned(run.scored(run.scoreSeconds() + (System.nanoTime() - t1) * 1e-9, Math.max(run.scorePeak(), run.mem().totalPeak())),
                     pruned, second, Structure.BOTH);
@@ -537,6 +550,7 @@ public final class PruningAdapter {
 
     /** Gradual pruning: masks grow on the cubic schedule while the adapters train on; the best model is saved compacted. */
     private Result gradual(Run run, BertModel dense, ImportanceScores scores) throws IOException {
+        run.mem().phase(null); // the masks tighten inside training, which names itself
         Recipe rc = run.recipe();
         MaskedPruning masks = new MaskedPruning(dense.config());
         long stepsPerEpoch = (run.train().size() + rc.batchSize() - 1) / rc.batchSize();

@@ -54,6 +54,7 @@ public final class MemoryTracker {
      * Names what the run does from now on (null: nothing named) and returns the name it replaces, so
      * that a part inside another (evaluation inside training) can put it back. Each name keeps the
      * largest total it saw, over every stretch it was in force; what is live when it starts counts.
+     * Stretches under no name count in the total's peak only, so the largest phase may be below it.
      */
     public synchronized String phase(String name) {
         String was = phase;
@@ -61,6 +62,12 @@ public final class MemoryTracker {
         phase = name;
         phasePeak = totalLive;
         return was;
+    }
+
+    /** Forgets every phase (a new run starts; its report names only its own), the one in force included. */
+    public synchronized void clearPhases() {
+        phasePeaks.clear();
+        phase = null;
     }
 
     /** "scoring 150.3 MiB, training 236.0 MiB, ...": {@link #phasePeaks} in words (empty: no phase named). */
@@ -93,7 +100,7 @@ public final class MemoryTracker {
         return totalPeak;
     }
 
-    /** Starts a new peak window (e.g. per phase of a run): peaks become the current live bytes. */
+    /** Starts a new peak window for the categories and the total: their peaks become the current live bytes (phases keep theirs). */
     public synchronized void resetPeaks() {
         System.arraycopy(live, 0, peak, 0, live.length);
         totalPeak = totalLive;

@@ -62,9 +62,7 @@ public final class TrainingReport {
         md.append("- model: ").append(model).append('\n');
         md.append("- recipe: ").append(recipe.describe()).append('\n');
         md.append(String.format(Locale.ROOT, "- trainable parameters: %,d of %,d (%.2f%%)%n", trainable, total, 100.0 * trainable / total));
-        String phases = memory.phaseSummary();
-        md.append("- peak memory: ").append(MemoryTracker.human(memory.totalPeak())).append(phases.isEmpty() ? "" : " (by phase: " + phases + ")")
-                .append("\n\n");
+        md.append("- peak memory: ").append(MemoryTracker.human(memory.totalPeak())).append(" (by phase in the memory table below)\n\n");
         md.append("| epoch | step | train loss | ");
         for (Metric m : task.metrics()) md.append("dev ").append(m.name().toLowerCase(Locale.ROOT)).append(" | ");
         md.append("seconds |\n|---|---|---|");
