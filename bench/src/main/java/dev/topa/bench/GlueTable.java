@@ -54,8 +54,8 @@ public final class GlueTable {
                 mean.put(t + "/" + m, new double[] {mu, sd, rs.size(), rs.get(0).removedPct(), rs.stream().mapToDouble(Row::peakMib).max().orElse(0)});
                 System.out.printf(Locale.ROOT, "%s_%s_best_points: %.2f (sd %.2f over %d seeds; encoder parameters removed %.1f%%; peak %.0f MiB)%n",
                         t, m, mu, sd, rs.size(), rs.get(0).removedPct(), mean.get(t + "/" + m)[4]);
-                if (m.equals("full") && rs.stream().anyMatch(Row::bestAtLast))
-                    System.out.printf(Locale.ROOT, "%s_full_best_at_last_epoch: true (a longer run might still improve it)%n", t);
+                if (m.startsWith("full") && rs.stream().anyMatch(Row::bestAtLast)) // every dense run, the checks too: a check can be cut short
+                    System.out.printf(Locale.ROOT, "%s_%s_best_at_last_epoch: true (a longer run might still improve it)%n", t, m);
             }
         // the dense checks: another learning rate (fulllrF) or more epochs (fullepN) that beats the default's mean says the
         // baseline was weak or cut short
@@ -89,13 +89,35 @@ public final class GlueTable {
         String[][] effects = {{"pa-distill", "pa", "distill"}, {"warmdistill", "pa", "warmdistill"}, {"pa-hidden", "pa-distill", "hidden"}};
         for (String m : methods)
             for (String[] e : effects)
-                if (m.matches(e[0] + "\\d+"))
+                if (m.matches(e[0] + "\\d+")) {
+                    String sp = m.substring(e[0].length());
+                    List<Double> each = new ArrayList<>();
                     for (String t : tasks) {
-                        String sp = m.substring(e[0].length());
                         double[] with = mean.get(t + "/" + m), without = mean.get(t + "/" + e[1] + sp);
-                        if (with != null && without != null)
-                            System.out.printf(Locale.ROOT, "%s_%s_effect_points_%s: %.2f%n", t, e[2], sp, with[0] - without[0]);
+                        if (with == null || without == null) continue;
+                        System.out.printf(Locale.ROOT, "%s_%s_effect_points_%s: %.2f%n", t, e[2], sp, with[0] - without[0]);
+                        each.add(with[0] - without[0]);
                     }
+                    if (!each.isEmpty())
+                        System.out.printf(Locale.ROOT, "avg_%s_effect_points_%s: %.2f (%d tasks, better on %d)%n", e[2], sp,
+                                each.stream().mapToDouble(Double::doubleValue).average().orElse(0), each.size(), each.stream().filter(d -> d > 0).count());
+                }
+        // memory: each pruned method's peak against the task's default dense full fine-tuning's (the whole run's peak, its
+        // scoring warm-up and evaluations included), the largest over tasks per method
+        for (String m : methods) {
+            if (m.startsWith("full") || m.equals("lora")) continue;
+            String worst = null;
+            double most = 0;
+            for (String t : tasks) {
+                double[] with = mean.get(t + "/" + m), dense = mean.get(t + "/full");
+                if (with == null || dense == null || dense[4] <= 0) continue;
+                if (with[4] / dense[4] > most) {
+                    most = with[4] / dense[4];
+                    worst = t;
+                }
+            }
+            if (worst != null) System.out.printf(Locale.ROOT, "max_peak_ratio_to_full_%s: %.3f (%s)%n", m, most, worst);
+        }
         plot(Path.of(args[1]), tasks, methods, mean, rows, reference);
         table(Path.of(args[1].replaceFirst("\\.png$", "") + ".md"), tasks, methods, mean, rows, reference);
         boolean checksWon = reference.values().stream().anyMatch(m -> !m.equals("full"));

@@ -54,8 +54,11 @@ class GlueTableTest {
                 row("rte", "pa50", 0.5, 1, 0.59, 250, false), row("rte", "pa50", 0.5, 2, 0.58, 250, false),
                 row("rte", "fulllr2", 0, 1, 0.65, 700, false), row("rte", "fulllr0.5", 0, 1, 0.55, 700, false),
                 row("stsb", "full", 0, 1, 0.86, 800, true), row("stsb", "pa50", 0.5, 1, 0.87, 250, false),
-                row("stsb", "fullep10", 0, 1, 0.855, 800, false)));
+                row("stsb", "fullep10", 0, 1, 0.855, 800, false), row("rte", "fullep10", 0, 1, 0.64, 700, true)));
         assertTrue(lines.contains("rte_dense_reference: fulllr2 (65.00 points; the default recipe's full 61.00)"), lines.toString());
+        assertTrue(lines.contains("stsb_full_best_at_last_epoch: true (a longer run might still improve it)"), lines.toString());
+        assertTrue(lines.contains("rte_fullep10_best_at_last_epoch: true (a longer run might still improve it)"), "a check is flagged too: " + lines);
+        assertFalse(lines.stream().anyMatch(l -> l.startsWith("rte_full_") && l.contains("best_at_last")), "rte's default run peaked before its last");
         assertFalse(lines.stream().anyMatch(l -> l.startsWith("stsb_dense_reference")), "a check below the default does not replace it");
         assertEquals(65.0 - 58.5, value(lines, "rte_gap_points_pa50"), 1e-9);
         assertEquals(86.0 - 87.0, value(lines, "stsb_gap_points_pa50"), 1e-9);
@@ -72,6 +75,9 @@ class GlueTableTest {
         List<String> lines = run(List.of(row("cola", "full", 0, 1, 0.33, 500, false), row("cola", "pa50", 0.5, 1, 0.23, 150, false),
                 row("cola", "pa-distill50", 0.5, 1, 0.26, 180, false), row("cola", "pa-hidden50", 0.5, 1, 0.28, 260, false)));
         assertEquals(3.0, value(lines, "cola_distill_effect_points_50"), 1e-9);
+        assertTrue(lines.contains("avg_distill_effect_points_50: 3.00 (1 tasks, better on 1)"), lines.toString());
+        assertEquals(180.0 / 500, value(lines, "max_peak_ratio_to_full_pa-distill50"), 1e-3);
+        assertEquals(260.0 / 500, value(lines, "max_peak_ratio_to_full_pa-hidden50"), 1e-3);
         assertEquals(2.0, value(lines, "cola_hidden_effect_points_50"), 1e-9); // on top of the outputs' distillation, not of pa50
         assertEquals(5.0, value(lines, "avg_metric_gap_points_50_hidden"), 1e-9);
         assertEquals(10.0, value(lines, "avg_metric_gap_points_50"), 1e-9);
