@@ -165,7 +165,7 @@ public final class GlueTable {
             throws Exception {
         StringBuilder b = new StringBuilder();
         b.append("| task | method | encoder params removed % | seeds | best dev metric x 100, mean (sd) | gap to the best dense run (points) |")
-                .append(" training peak MiB (x full FT) | dense best at the last epoch | published dense MiniLM-L6-H384 |\n");
+                .append(" peak MiB of the whole run (x full FT) | dense best at the last epoch | published dense MiniLM-L6-H384 |\n");
         b.append("|---|---|---|---|---|---|---|---|---|\n");
         for (String t : tasks)
             for (String m : methods) {
