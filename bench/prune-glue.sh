@@ -14,7 +14,8 @@
 # run is its own process, one after the other, from one private copy of the jar; each finished run
 # appends a row to results.tsv in the work folder (KEEP: kept and resumed -- a run whose
 # report.json is there is not run again, one killed after an epoch continues from its checkpoint;
-# its seconds are then those of the attempt that finished). Then the dense learning-rate check (full fine-tuning at
+# its seconds are then those of the attempt that finished; a run's settings are kept beside it, NAME.args, and a folder
+# made with other settings -- another TRAIN_LIMIT, other options -- is refused, not mixed in). Then the dense learning-rate check (full fine-tuning at
 # LR_FACTORS x the default on LR_TASKS: the baseline is not weak by accident) and, for a task whose
 # dense run was best at its last epoch, one with EPOCHS_FACTOR x the epochs (not cut short), the plot
 # prune-glue.png (best dev metric vs parameters removed, a panel per task, dense full fine-tuning a level line), the
@@ -55,7 +56,15 @@ run() {
     local name=$1 sp=$2 seed=$3
     shift 3
     local out="$work/$name" t0
+    # what the run is asked: a folder of KEEP made with other settings (another TRAIN_LIMIT, epochs, options) is refused,
+    # not mixed into the table (folders from before this record was kept are taken as they are)
+    local asked="$* --train-limit $limit --seed $seed ${extra[*]}"
+    if [ -f "$out.args" ] && [ "$(cat "$out.args")" != "$asked" ]; then
+        echo "prune-glue: $out was run as '$(cat "$out.args")', this run asks '$asked': use another KEEP, or remove $out and $out.*" >&2
+        exit 2
+    fi
     if [ ! -f "$out/report.json" ]; then
+        [ -f "$out.args" ] || [ -d "$out" ] || { printf '%s\n' "$asked" > "$out.args.tmp" && mv "$out.args.tmp" "$out.args"; }
         t0=$(date +%s)
         # a run killed after an epoch continues from its checkpoint (its log goes on); one killed before starts afresh, as does
         # one whose checkpoint has no evaluation history (an older topa's: its report would lack the epochs before the kill)
