@@ -15,14 +15,17 @@
 # appends a row to results.tsv in the work folder (KEEP: kept and resumed -- a run whose
 # report.json is there is not run again, one killed after an epoch continues from its checkpoint;
 # its seconds are then those of the attempt that finished; a run's settings are kept beside it, NAME.args, and a folder
-# made with other settings -- another TRAIN_LIMIT, other options -- is refused, not mixed in). Then the dense learning-rate check (full fine-tuning at
+# made with other settings -- another TRAIN_LIMIT, other options -- is refused with exit 2, not mixed in; folders from
+# before that record are taken as they are). Then the dense learning-rate check (full fine-tuning at
 # LR_FACTORS x the default on LR_TASKS: the baseline is not weak by accident) and, for a task whose
 # dense run was best at its last epoch, one with EPOCHS_FACTOR x the epochs (not cut short), the plot
 # prune-glue.png (best dev metric vs parameters removed, a panel per task, dense full fine-tuning a level line), the
 # same figures as a Markdown table (prune-glue.md, with published dense scores for scale), and
 # `name: value` lines: per task and method the mean best dev main metric (x 100, GLUE points) with
-# its spread, the gaps to dense full fine-tuning, then the averages over the tasks,
-# avg_metric_gap_points_50 last (positive: the pruned model is behind).
+# its spread, the gaps to the task's strongest dense run (dense full fine-tuning, or a check that beat it), each kind
+# of distillation's effect per task and on average, each pruned method's largest peak ratio to dense full fine-tuning,
+# every dense run best at its last epoch, then the averages over the tasks, avg_metric_gap_points_50 last (positive:
+# the pruned model is behind).
 # Usage: bench/prune-glue.sh [extra options for every command]
 #   env: DATA (../shared/glue beside the checkout), THREADS (2), TRAIN_LIMIT (all), TASKS ("cola sst2 mrpc stsb rte"),
 #        SPARSITY ("0.5 0.7"), METHODS ("full lora paper pa pa-distill"), SEEDS ("1 2 3"), DISTILL (0.5),
@@ -59,17 +62,19 @@ run() {
     # what the run is asked: a folder of KEEP made with other settings (another TRAIN_LIMIT, epochs, options) is refused,
     # not mixed into the table (folders from before this record was kept are taken as they are)
     local asked="$* --train-limit $limit --seed $seed ${extra[*]}"
+    asked="${asked//"$work"/KEEP}" # the teacher's folder is in KEEP: the same run however KEEP's path is spelled
     if [ -f "$out.args" ] && [ "$(cat "$out.args")" != "$asked" ]; then
-        echo "prune-glue: $out was run as '$(cat "$out.args")', this run asks '$asked': use another KEEP, or remove $out and $out.*" >&2
+        echo "prune-glue: $out was run as '$(cat "$out.args")', this run asks '$asked': use another KEEP, or remove $out," \
+            "$out.*, its line in $work/rows.done and its row in $work/results.tsv" >&2
         exit 2
     fi
     if [ ! -f "$out/report.json" ]; then
-        [ -f "$out.args" ] || [ -d "$out" ] || { printf '%s\n' "$asked" > "$out.args.tmp" && mv "$out.args.tmp" "$out.args"; }
         t0=$(date +%s)
         # a run killed after an epoch continues from its checkpoint (its log goes on); one killed before starts afresh, as does
         # one whose checkpoint has no evaluation history (an older topa's: its report would lack the epochs before the kill)
         local mode=(--overwrite)
         if [ -f "$out/checkpoint.safetensors" ] && grep -qa '"history"' "$out/checkpoint.safetensors"; then mode=(--resume); echo "== resumed $(date -u +%FT%TZ)" >> "$out.log"; else : > "$out.log"; fi
+        [ "${mode[0]}" = --resume ] || { printf '%s\n' "$asked" > "$out.args.tmp" && mv "$out.args.tmp" "$out.args"; } # a fresh start records what it runs
         "${topa[@]}" "$@" --data-dir "$data" --threads "$threads" --train-limit "$limit" --seed "$seed" "${mode[@]}" --out "$out" "${extra[@]}" \
             >> "$out.log" 2>&1 || { tail -20 "$out.log" >&2; exit 1; }
         echo "$(($(date +%s) - t0))" > "$out.seconds"

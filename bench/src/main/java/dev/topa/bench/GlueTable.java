@@ -16,8 +16,10 @@ import java.util.Set;
 /**
  * bench/prune-glue.sh's summary of its results.tsv (one row per finished run): per task and
  * method the mean best dev main metric over seeds, in GLUE points (x 100), with its spread; the
- * gaps to dense full fine-tuning; distillation's effect; the dense learning-rate check; whether a
- * dense baseline's best evaluation was its last (then it may be under-trained); the averages over
+ * gaps to dense full fine-tuning; distillation's effect per task and on average (and on how many
+ * tasks it helps); each pruned method's largest peak ratio to dense full fine-tuning (the whole run's
+ * peak); the dense learning-rate check; whether a dense run's best evaluation was its last (then it
+ * may be under-trained; the checks too); the averages over
  * tasks with avg_metric_gap_points_50 last; the plot (metric vs sparsity per task, dense at 0) and
  * the same figures as a Markdown table beside it (plot.md).
  * The gaps are taken to each task's strongest dense run: the default recipe (full) or a check that
@@ -177,7 +179,7 @@ public final class GlueTable {
                 if (m.equals(ref)) gap = "reference";
                 b.append(String.format(Locale.ROOT, "| %s | %s | %.1f | %d | %.2f (%.2f) | %s | %.1f (%s) | %s | %s |%n", t, m, v[3], (int) v[2], v[0], v[1],
                         gap, v[4],
-                        full == null ? "?" : String.format(Locale.ROOT, "%.2f", v[4] / full[4]), atLast,
+                        full == null || full[4] <= 0 ? "?" : String.format(Locale.ROOT, "%.2f", v[4] / full[4]), atLast,
                         m.equals("full") ? PUBLISHED.getOrDefault(t, "") : ""));
             }
         OutputDirectory.writeFile(md, b.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));

@@ -73,14 +73,21 @@ class GlueTableTest {
     @Test
     void distillationEffectsAreTakenAgainstTheRunWithoutIt() throws Exception {
         List<String> lines = run(List.of(row("cola", "full", 0, 1, 0.33, 500, false), row("cola", "pa50", 0.5, 1, 0.23, 150, false),
-                row("cola", "pa-distill50", 0.5, 1, 0.26, 180, false), row("cola", "pa-hidden50", 0.5, 1, 0.28, 260, false)));
+                row("cola", "pa-distill50", 0.5, 1, 0.26, 180, false), row("cola", "pa-hidden50", 0.5, 1, 0.28, 260, false),
+                row("cola", "lora", 0, 1, 0.27, 400, false),
+                row("rte", "full", 0, 1, 0.60, 800, false), row("rte", "pa50", 0.5, 1, 0.55, 150, false),
+                row("rte", "pa-distill50", 0.5, 1, 0.54, 380, false)));
         assertEquals(3.0, value(lines, "cola_distill_effect_points_50"), 1e-9);
-        assertTrue(lines.contains("avg_distill_effect_points_50: 3.00 (1 tasks, better on 1)"), lines.toString());
-        assertEquals(180.0 / 500, value(lines, "max_peak_ratio_to_full_pa-distill50"), 1e-3);
+        assertEquals(-1.0, value(lines, "rte_distill_effect_points_50"), 1e-9);
+        assertTrue(lines.contains("avg_distill_effect_points_50: 1.00 (2 tasks, better on 1)"), "the mean over tasks: " + lines);
+        assertTrue(lines.contains("max_peak_ratio_to_full_pa-distill50: 0.475 (rte)"), "the larger of 0.36 (cola) and 0.475 (rte): " + lines);
         assertEquals(260.0 / 500, value(lines, "max_peak_ratio_to_full_pa-hidden50"), 1e-3);
+        assertFalse(lines.stream().anyMatch(l -> l.startsWith("max_peak_ratio_to_full_lora") || l.startsWith("max_peak_ratio_to_full_full")),
+                "dense runs get no ratio: " + lines);
         assertEquals(2.0, value(lines, "cola_hidden_effect_points_50"), 1e-9); // on top of the outputs' distillation, not of pa50
         assertEquals(5.0, value(lines, "avg_metric_gap_points_50_hidden"), 1e-9);
-        assertEquals(10.0, value(lines, "avg_metric_gap_points_50"), 1e-9);
+        assertEquals((10.0 + 5.0) / 2, value(lines, "avg_metric_gap_points_50"), 1e-9);
+        assertTrue(lines.getLast().startsWith("avg_metric_gap_points_50: "), "the asked figure is last: " + lines.getLast());
     }
 
     @Test
