@@ -317,16 +317,12 @@ public final class PruningAdapter {
      * it has run, or, matching hidden states, when the teacher is closed after adaptation.
      */
     private Teacher fineTunedTeacher(List<Trainer.Item> train, BertConfig student) {
-        MemoryTracker mem = MemoryTracker.of(be.device());
-        String was = mem.phase("teacher");
-        try {
-            return fineTunedTeacherLoaded(train, student);
-        } finally {
-            mem.phase(was);
+        try (MemoryTracker.Phase p = MemoryTracker.of(be.device()).during("teacher")) {
+            return loadedTeacher(train, student);
         }
     }
 
-    private Teacher fineTunedTeacherLoaded(List<Trainer.Item> train, BertConfig student) {
+    private Teacher loadedTeacher(List<Trainer.Item> train, BertConfig student) {
         FineTunedModel.Loaded ft = FineTunedModel.load(teacherDir);
         Teacher t;
         try {
@@ -392,20 +388,11 @@ public final class PruningAdapter {
      * steps. ownBytes: weights held for the teacher alone (a loaded fine-tuned model's).
      */
     private Teacher teacher(BertModel dense, TaskHead head, List<Trainer.Item> train, String who, long ownBytes) {
-        MemoryTracker mem = MemoryTracker.of(be.device());
-        String was = mem.phase("teacher");
-        try {
-            return teacherPass(dense, head, train, who, ownBytes);
-        } finally {
-            mem.phase(was);
-        }
-    }
-
-    private Teacher teacherPass(BertModel dense, TaskHead head, List<Trainer.Item> train, String who, long ownBytes) {
         boolean onHost = be.device().isHostAccessible();
         boolean bf16 = onHost && teacherInBf16(dense);
         Teacher t;
-        try (TensorScope packs = new TensorScope("teacher packs", MemoryCategory.WEIGHTS)) {
+        try (MemoryTracker.Phase phase = MemoryTracker.of(be.device()).during("teacher");
+                TensorScope packs = new TensorScope("teacher packs", MemoryCategory.WEIGHTS)) {
             try {
                 if (bf16) dense.packForInference(be, true, packs);
                 try (Predictor p = new Predictor(be, dense, head)) { // on a device the predictor packs its own copy there
@@ -438,16 +425,13 @@ public final class PruningAdapter {
                     Arrays.toString(pruned.config().ffn()), run.denseParams(), encoderParameters(pruned));
             BlockScores second = new BlockScores(pruned.config(), blockMethod()).distributed(comm);
             long t1 = System.nanoTime();
-            String was = run.mem().phase("scoring");
-            try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head())) {
+            try (MemoryTracker.Phase p = run.mem().during("scoring"); TrainingCopy copy = new TrainingCopy(be, pruned, run.head())) {
                 BertTraining warm = copy.training(rc);
                 warm.setWeightGradientListener(second); // blocks scored on the smaller model, its adapters training on
                 try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, run.job().task(), rc.trainerConfig(0)).distributed(comm)) {
                     scoringSteps(trainer, run.train(), rc, 1, rc.lr());
                 }
                 copy.copyBack();
-            } finally {
-                run.mem().phase(was);
             }
             return blockPruned(run.scored(run.scoreSeconds() + (System.nanoTime() - t1) * 1e-9, Math.max(run.scorePeak(), run.mem().totalPeak())),
                     pruned, second, Structure.BOTH);

@@ -64,6 +64,18 @@ public final class MemoryTracker {
         return was;
     }
 
+    /** A phase for a try-with-resources block: named now, the name it replaced put back when the block ends. */
+    public interface Phase extends AutoCloseable {
+        @Override
+        void close();
+    }
+
+    /** {@link #phase}(name) until the returned phase is closed. */
+    public Phase during(String name) {
+        String was = phase(name);
+        return () -> phase(was);
+    }
+
     /** Forgets every phase (a new run starts; its report names only its own), the one in force included. */
     public synchronized void clearPhases() {
         phasePeaks.clear();

@@ -520,15 +520,12 @@ public final class Trainer implements AutoCloseable {
 
     /** The dev metrics after a step; non-finite dev outputs mean the step's weights diverged. */
     private Map<Metric, Double> evaluateAfterStep(List<Item> dev) {
-        String was = memory().phase("evaluation");
-        try {
+        try (MemoryTracker.Phase p = memory().during("evaluation")) {
             return evaluate(dev);
         } catch (NonFiniteOutputException e) {
             ArithmeticException d = diverged(step, "on dev example " + e.index() + " the model's output is not finite");
             d.initCause(e);
             throw d;
-        } finally {
-            memory().phase(was);
         }
     }
 

@@ -10,6 +10,7 @@ import dev.topa.io.ModelFormatException;
 import dev.topa.io.OutputDirectory;
 import dev.topa.model.BertModel;
 import dev.topa.model.TaskHead;
+import dev.topa.tensor.MemoryTracker;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Path;
@@ -147,57 +148,44 @@ public final class TrainingLoop {
         List<Double> stepLoss = new ArrayList<>(before.stepLoss());
         List<Trainer.EpochResult> results = new ArrayList<>(before.results());
         boolean writes = trainer.communicator().isRoot(); // across processes only rank 0 writes; all keep the same books
-        String was = trainer.memory().phase("training"); // the trainer names its evaluations; saves are named here
-        try {
+        try (MemoryTracker.Phase training = trainer.memory().during("training")) { // the trainer names its evaluations
             trainer.fit(train, dev, r -> {
-                String during = trainer.memory().phase("saving");
-                try {
-                    evaluated(be, trainer, model, head, output, hooks.export(), hooks.listener(), writes, best, bestIndex, stepLoss, results, r);
-                } finally {
-                    trainer.memory().phase(during);
+                try (MemoryTracker.Phase saving = trainer.memory().during("saving")) {
+                    results.add(r);
+                    hooks.listener().evaluated(r);
+                    if (r.dev().get(trainer.task().mainMetric()) > best[0]) {
+                        boolean saved;
+                        try {
+                            saved = !writes || saveBest(be, trainer, model, head, output, hooks.export());
+                        } catch (IOException e) {
+                            throw new UncheckedIOException(e.getMessage(), e);
+                        }
+                        if (saved) {
+                            best[0] = r.dev().get(trainer.task().mainMetric());
+                            bestIndex[0] = results.size() - 1;
+                            hooks.listener().saved(r);
+                        } else {
+                            hooks.listener().notSaved(r);
+                        }
+                    }
+                    if (writes && output.checkpoint() != null && r.endOfEpoch()) try { // resuming restarts at an epoch boundary
+                        Map<String, String> meta = new LinkedHashMap<>();
+                        meta.put("best_dev", Double.toString(best[0]));
+                        meta.put("best_index", Integer.toString(bestIndex[0]));
+                        meta.put("history", history(results, stepLoss));
+                        if (output.identity() != null) meta.putAll(output.identity().metadata());
+                        trainer.saveCheckpoint(output.checkpoint(), meta);
+                    } catch (IOException e) {
+                        throw new UncheckedIOException("cannot write the checkpoint " + output.checkpoint() + ": " + OutputDirectory.reason(e), e);
+                    }
                 }
             }, st -> {
                 hooks.afterStep().accept(st);
                 stepLoss.add(st.loss());
                 hooks.listener().step(st);
             });
-        } finally {
-            trainer.memory().phase(was);
         }
         return new Outcome(List.copyOf(results), List.copyOf(stepLoss), best[0], bestIndex[0]);
-    }
-
-    /** After an evaluation: the model saved when it is the best so far, a checkpoint at an epoch's end. */
-    private static void evaluated(Backend be, Trainer trainer, BertModel model, TaskHead head, Output output, Supplier<BertModel> export,
-            Listener listener, boolean writes, double[] best, int[] bestIndex, List<Double> stepLoss, List<Trainer.EpochResult> results,
-            Trainer.EpochResult r) {
-        results.add(r);
-        listener.evaluated(r);
-        if (r.dev().get(trainer.task().mainMetric()) > best[0]) {
-            boolean saved;
-            try {
-                saved = !writes || saveBest(be, trainer, model, head, output, export);
-            } catch (IOException e) {
-                throw new UncheckedIOException(e.getMessage(), e);
-            }
-            if (saved) {
-                best[0] = r.dev().get(trainer.task().mainMetric());
-                bestIndex[0] = results.size() - 1;
-                listener.saved(r);
-            } else {
-                listener.notSaved(r);
-            }
-        }
-        if (writes && output.checkpoint() != null && r.endOfEpoch()) try { // resuming restarts at an epoch boundary
-            Map<String, String> meta = new LinkedHashMap<>();
-            meta.put("best_dev", Double.toString(best[0]));
-            meta.put("best_index", Integer.toString(bestIndex[0]));
-            meta.put("history", history(results, stepLoss));
-            if (output.identity() != null) meta.putAll(output.identity().metadata());
-            trainer.saveCheckpoint(output.checkpoint(), meta);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot write the checkpoint " + output.checkpoint() + ": " + OutputDirectory.reason(e), e);
-        }
     }
 
     private static boolean saveBest(Backend be, Trainer trainer, BertModel model, TaskHead head, Output output, Supplier<BertModel> export)
