@@ -16,7 +16,12 @@
 # report.json is there is not run again, one killed after an epoch continues from its checkpoint;
 # its seconds are then those of the attempt that finished; a run's settings are kept beside it, NAME.args, and a folder
 # made with other settings -- another TRAIN_LIMIT, other options -- is refused with exit 2, not mixed in; folders from
-# before that record are taken as they are). Then the dense learning-rate check (full fine-tuning at
+# before that record are taken as they are). RECORD (a folder; KEEP when unset) keeps what outlives the machine:
+# results.tsv, rows.done, each finished run's report, log, settings and seconds, and topa.commit, the commit its
+# topa.jar is built from. A job spread over machines points RECORD into the repository and commits it: a row in
+# rows.done is never run again, its folder in KEEP or not; a recorded dense run whose model is needed as a teacher and
+# is not in KEEP is trained again (its row stays as recorded), and a KEEP without topa.jar gets the pinned commit's
+# (built in a temporary worktree where the engine's sources differ from the checkout's). Then the dense learning-rate check (full fine-tuning at
 # LR_FACTORS x the default on LR_TASKS: the baseline is not weak by accident) and, for a task whose
 # dense run was best at its last epoch, one with EPOCHS_FACTOR x the epochs (not cut short), the plot
 # prune-glue.png (best dev metric vs parameters removed, a panel per task, dense full fine-tuning a level line), the
@@ -30,7 +35,7 @@
 #   env: DATA (../shared/glue beside the checkout), THREADS (2), TRAIN_LIMIT (all), TASKS ("cola sst2 mrpc stsb rte"),
 #        SPARSITY ("0.5 0.7"), METHODS ("full lora paper pa pa-distill"), SEEDS ("1 2 3"), DISTILL (0.5),
 #        LR_TASKS ("mrpc rte"), LR_FACTORS ("0.5 2"; empty: no check), SST2_EPOCHS (the SST-2 epochs; empty: its default),
-#        TEACHER (full or warmup), HIDDEN (1: pa-hidden's weight), EPOCHS_FACTOR (2; empty: no epochs check), KEEP
+#        TEACHER (full or warmup), HIDDEN (1: pa-hidden's weight), EPOCHS_FACTOR (2; empty: no epochs check), KEEP, RECORD
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/find-jdk.sh"
@@ -47,25 +52,58 @@ mvn -q -B -f "$root/pom.xml" -DskipTests package >&2
 work="${KEEP:-$(mktemp -d)}"
 mkdir -p "$work"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
-[ -f "$work/topa.jar" ] || cp "$root/cli/target/topa-cli.jar" "$work/topa.jar"
-[ -f "$work/benchmarks.jar" ] || cp "$root/bench/target/benchmarks.jar" "$work/benchmarks.jar"
+record="${RECORD:-$work}"
+mkdir -p "$record"
+# the engine every row runs: one jar for the whole job, pinned by commit so that another machine runs the same
+if [ ! -f "$work/topa.jar" ]; then
+    head="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo none)"
+    engine=(. ':(exclude)bench' ':(exclude)docs' ':(exclude)kit' ':(exclude)*.md') # what topa-cli.jar is not built from
+    if [ ! -f "$record/topa.commit" ]; then
+        pin="$head"
+        [ "$head" = none ] || git -C "$root" diff --quiet HEAD -- "${engine[@]}" || pin="$head-dirty" # uncommitted engine changes
+        printf '%s\n' "$pin" > "$record/topa.commit.tmp" && mv "$record/topa.commit.tmp" "$record/topa.commit"
+    fi
+    pin="$(cat "$record/topa.commit")"
+    if [ "$pin" = none ] || git -C "$root" diff --quiet "$pin" -- "${engine[@]}" 2>/dev/null; then # the checkout builds the same jar
+        cp "$root/cli/target/topa-cli.jar" "$work/topa.jar.tmp"
+    elif [ "$pin" = "${pin%-dirty}" ] && [ "$head" != none ]; then
+        echo "prune-glue: the rows in $record ran on $pin; building its topa.jar in a temporary worktree" >&2
+        src="$(mktemp -d)"
+        git -C "$root" worktree add -q --detach "$src/topa" "$pin"
+        mvn -q -B -f "$src/topa/pom.xml" -DskipTests -pl cli -am package >&2
+        cp "$src/topa/cli/target/topa-cli.jar" "$work/topa.jar.tmp"
+        git -C "$root" worktree remove --force "$src/topa"
+        rm -rf "$src"
+    else
+        echo "prune-glue: the rows in $record ran on $pin, which this checkout cannot build (uncommitted, or no git): use another RECORD" >&2
+        exit 2
+    fi
+    mv "$work/topa.jar.tmp" "$work/topa.jar"
+fi
 topa=("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx12g -jar "$work/topa.jar")
-results="$work/results.tsv"
-[ -f "$results" ] || printf 'task\tmethod\tsparsity\tseed\tbest\tremoved_pct\tpeak_mib\tseconds\tbest_at_last\n' > "$results"
+results="$record/results.tsv" done="$record/rows.done"
+[ -f "$results" ] || printf 'task\tmethod\tsparsity\tseed\tbest\tremoved_pct\tpeak_mib\tseconds\tbest_at_last\tepochs\tlr\n' > "$results"
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), threads: $threads, train limit: $limit"
 
-# run NAME SPARSITY SEED COMMAND...: runs once into $work/NAME (reused when its report.json is there), appends its row
+# run [--model] NAME SPARSITY SEED COMMAND...: runs once into $work/NAME (reused when its report.json is there), appends its
+# row; a row already recorded is not run again, unless --model asks for its model (a teacher) and KEEP does not have it
 run() {
+    local need_model=0
+    [ "$1" != --model ] || { need_model=1; shift; }
     local name=$1 sp=$2 seed=$3
     shift 3
     local out="$work/$name" t0
+    if grep -q "^$name	" "$done" 2>/dev/null; then
+        [ "$need_model" = 1 ] && [ ! -f "$out/report.json" ] || return 0
+        echo "prune-glue: $name is recorded in $record but its model is not in $work: training it again as a teacher (the row stays as recorded)" >&2
+    fi
     # what the run is asked: a folder of KEEP made with other settings (another TRAIN_LIMIT, epochs, options) is refused,
     # not mixed into the table (folders from before this record was kept are taken as they are)
     local asked="$* --train-limit $limit --seed $seed ${extra[*]}"
     asked="${asked//"$work"/KEEP}" # the teacher's folder is in KEEP: the same run however KEEP's path is spelled
     if [ -f "$out.args" ] && [ "$(cat "$out.args")" != "$asked" ]; then
         echo "prune-glue: $out was run as '$(cat "$out.args")', this run asks '$asked': use another KEEP, or remove $out," \
-            "$out.*, its line in $work/rows.done and its row in $work/results.tsv" >&2
+            "$out.*, its line in $done and its row in $results" >&2
         exit 2
     fi
     if [ ! -f "$out/report.json" ]; then
@@ -79,20 +117,31 @@ run() {
             >> "$out.log" 2>&1 || { tail -20 "$out.log" >&2; exit 1; }
         echo "$(($(date +%s) - t0))" > "$out.seconds"
     fi
-    grep -q "^$name	" "$work/rows.done" 2>/dev/null && return 0
+    grep -q "^$name	" "$done" 2>/dev/null && return 0
     local task=${name%%-*} method=${name#*-}
     method=${method%-s*}
+    if [ "$record" != "$work" ]; then # the run's evidence beside its row, each file whole or not at all
+        local f
+        for f in log args seconds report.json; do
+            local from="$out.$f"
+            [ "$f" != report.json ] || from="$out/$f"
+            [ ! -f "$from" ] || { cp "$from" "$record/$name.$f.tmp" && mv "$record/$name.$f.tmp" "$record/$name.$f"; }
+        done
+    fi
     python3 - "$out/report.json" "$out.log" "$task" "$method" "$sp" "$seed" "$(cat "$out.seconds" 2>/dev/null || echo 0)" >> "$results" <<'PY'
 import json, re, sys
 r = json.load(open(sys.argv[1])); log = open(sys.argv[2]).read()
 removed = re.search(r"\(([0-9.]+)% removed\)", log); peak = re.findall(r"total\s+\S+ \S+\s+([0-9.]+) (MiB|GiB)", log)
 mib = (float(peak[-1][0]) * (1024 if peak[-1][1] == "GiB" else 1)) if peak else 0
+recipe = r.get("recipe", {})
 print("\t".join([sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], "%.4f" % r["best"][r["main_metric"]],
-                 removed.group(1) if removed else "0", "%.1f" % mib, sys.argv[7], str(r["best"]["step"] == r["epochs"][-1]["step"]).lower()]))
+                 removed.group(1) if removed else "0", "%.1f" % mib, sys.argv[7], str(r["best"]["step"] == r["epochs"][-1]["step"]).lower(),
+                 str(recipe.get("epochs", "NA")), str(recipe.get("lr", "NA"))]))
 PY
-    printf '%s\t\n' "$name" >> "$work/rows.done"
+    printf '%s\t\n' "$name" >> "$done"
 }
 extra=("$@")
+percent() { awk -v s="$1" 'BEGIN { printf "%d", 100 * s + 0.5 }'; }
 for t in $tasks; do
     task_seeds="${seeds%% *}"
     case $t in rte | mrpc | stsb) task_seeds="$seeds" ;; esac
@@ -109,12 +158,16 @@ for t in $tasks; do
                     if [ "$m" = pa-distill ] && [ "$teacher" = warmup ]; then
                         d=(--distill "$distill") name=warmdistill
                     elif [ "$m" != pa ]; then
-                        run "$t-full-s$seed" 0 "$seed" finetune --task "$t" --method full "${epochs[@]}"
                         d=(--distill "$distill" --teacher "$work/$t-full-s$seed")
                         [ "$m" = pa-distill ] || d+=(--distill-hidden "$hidden")
+                        for sp in $sparsities; do # the teacher's model only where a row still has to run
+                            grep -q "^$t-$name$(percent "$sp")-s$seed	" "$done" 2>/dev/null && continue
+                            run --model "$t-full-s$seed" 0 "$seed" finetune --task "$t" --method full "${epochs[@]}"
+                            break
+                        done
                     fi
                     for sp in $sparsities; do
-                        run "$t-$name$(awk -v s="$sp" 'BEGIN { printf "%d", 100 * s + 0.5 }')-s$seed" "$sp" "$seed" prune-adapt --task "$t" --sparsity "$sp" \
+                        run "$t-$name$(percent "$sp")-s$seed" "$sp" "$seed" prune-adapt --task "$t" --sparsity "$sp" \
                             --inference-iterations 0 "${d[@]}" "${epochs[@]}"
                     done ;;
                 *) echo "prune-glue: unknown method $m" >&2; exit 2 ;;
@@ -122,20 +175,24 @@ for t in $tasks; do
         done
     done
 done
+# full FIELD TASK: a field of the task's dense full fine-tuning row, first seed (fields: 9 best at its last epoch, 10 epochs, 11 lr)
+s1="${seeds%% *}"
+full() { awk -F'\t' -v f="$1" -v t="$2" -v s="$s1" '$1 == t && $2 == "full" && $4 == s { v = $f } END { print v }' "$results"; }
 # the dense baseline's learning rate: full fine-tuning at other rates on a few tasks, first seed
 for t in $lr_tasks; do
+    [ -n "$lr_factors" ] || continue
+    run "$t-full-s$s1" 0 "$s1" finetune --task "$t" --method full
     for f in $lr_factors; do
-        lr="$(python3 -c "import json,sys; print(float(json.load(open(sys.argv[1]))['recipe']['lr']) * float(sys.argv[2]))" \
-            "$work/$t-full-s${seeds%% *}/report.json" "$f")"
-        run "$t-fulllr$f-s${seeds%% *}" 0 "${seeds%% *}" finetune --task "$t" --method full --lr "$lr"
+        lr="$(python3 -c "import sys; print(float(sys.argv[1]) * float(sys.argv[2]))" "$(full 11 "$t")" "$f")" \
+            || { echo "prune-glue: $t-full-s$s1's row in $results has no learning rate" >&2; exit 1; }
+        run "$t-fulllr$f-s$s1" 0 "$s1" finetune --task "$t" --method full --lr "$lr"
     done
 done
 # the dense baseline's epochs: where full fine-tuning's best evaluation was its last, once more with EPOCHS_FACTOR x its epochs
 for t in $tasks; do
-    [ -n "$epochs_factor" ] && [ -f "$work/$t-full-s${seeds%% *}/report.json" ] || continue
-    more="$(python3 -c "import json,sys; r=json.load(open(sys.argv[1]))
-print(round(r['recipe']['epochs'] * float(sys.argv[2])) if r['best']['step'] == r['epochs'][-1]['step'] else '')" \
-        "$work/$t-full-s${seeds%% *}/report.json" "$epochs_factor")"
-    [ -z "$more" ] || run "$t-fullep$more-s${seeds%% *}" 0 "${seeds%% *}" finetune --task "$t" --method full --epochs "$more"
+    [ -n "$epochs_factor" ] && [ "$(full 9 "$t")" = true ] || continue
+    more="$(python3 -c "import sys; print(round(int(sys.argv[1]) * float(sys.argv[2])))" "$(full 10 "$t")" "$epochs_factor")" \
+        || { echo "prune-glue: $t-full-s$s1's row in $results has no epochs" >&2; exit 1; }
+    run "$t-fullep$more-s$s1" 0 "$s1" finetune --task "$t" --method full --epochs "$more"
 done
-"$JAVA_HOME/bin/java" -cp "$work/benchmarks.jar" dev.topa.bench.GlueTable "$results" "$work/prune-glue.png" "$sparsities"
+"$JAVA_HOME/bin/java" -cp "$root/bench/target/benchmarks.jar" dev.topa.bench.GlueTable "$results" "$record/prune-glue.png" "$sparsities"

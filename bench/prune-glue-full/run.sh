@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The job behind bench/RESULTS.md's full-data GLUE table: bench/prune-glue.sh in passes over one record, this folder
+# (RECORD: results.tsv, rows.done, each finished run's report, log, settings and seconds; topa.commit pins the jar),
+# with the models and checkpoints in KEEP (a machine's scratch). Each pass skips what the record has, so the job goes on
+# from any machine with this checkout: run it, commit this folder as rows land, run it again. The passes, most telling
+# first; the last is the script's own defaults over everything, whose name: value lines are the figures.
+#   W  distillation from the scoring warm-up's model (TEACHER=warmup) on MRPC, STS-B, CoLA: with seeds 2-3 it decides
+#      whether distillation is on by default
+#   L  the dense learning-rate check (0.5x, 2x) on CoLA, MRPC and RTE
+#   C  LoRA and the paper's recipe, first seed
+#   S  the dense epochs check (SST-2's full fine-tuning was best at its last epoch)
+#   D  seeds 2-3 of RTE, MRPC, STS-B: full fine-tuning, then the Pruning-Adapter with its teacher and without
+#   D2 seeds 2-3 of LoRA and the paper's recipe
+#   H  layer-wise distillation where the record lacks it (RTE 50/70, MRPC 70, STS-B 70; not in the script's defaults)
+#   E  the script as it is, every task, method and seed
+# Usage: bench/prune-glue-full/run.sh [PASS...]   (default: all, in that order)
+#   env: KEEP (/work/runs/glue-full), RECORD (this folder; another checkout's, to run from a clone while this one changes)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+script="$here/../prune-glue.sh"
+export KEEP="${KEEP:-/work/runs/glue-full}" RECORD="${RECORD:-$here}" TRAIN_LIMIT=all SST2_EPOCHS=3
+pass() { # pass NAME VAR=VALUE...: the script with those settings
+    local name=$1
+    shift
+    echo "== pass $name $(date -u +%FT%TZ): $*"
+    env "$@" "$script"
+}
+only=(LR_FACTORS= EPOCHS_FACTOR=) # a pass runs its own rows, not the checks
+for p in ${@:-W L C S D D2 H E}; do
+    case $p in
+        W) pass W TEACHER=warmup TASKS="mrpc stsb cola" METHODS=pa-distill SEEDS=1 "${only[@]}" ;;
+        L) pass L TASKS=rte METHODS=full SEEDS=1 LR_TASKS="cola mrpc rte" EPOCHS_FACTOR= ;;
+        C) pass C TASKS="mrpc stsb cola sst2" METHODS="lora paper" SEEDS=1 "${only[@]}" ;;
+        S) pass S TASKS="sst2 stsb" METHODS=full SEEDS=1 LR_FACTORS= ;;
+        D) pass D TASKS="rte mrpc stsb" METHODS="full pa-distill pa" SEEDS="1 2 3" "${only[@]}" ;;
+        D2) pass D2 TASKS="rte mrpc stsb" METHODS="lora paper" SEEDS="1 2 3" "${only[@]}" ;;
+        H) pass H TASKS="rte mrpc stsb" METHODS=pa-hidden SEEDS=1 "${only[@]}" ;;
+        E) pass E ;;
+        *) echo "run.sh: unknown pass $p (W L C S D D2 H E)" >&2; exit 2 ;;
+    esac
+done
