@@ -13,7 +13,7 @@
 #   D2 seeds 2-3 of LoRA and the paper's recipe
 #   H  layer-wise distillation where the record lacks it (RTE 50/70, MRPC 70, STS-B 70; not in the script's defaults)
 #   E  the script as it is, every task, method and seed
-# Usage: bench/prune-glue-full/run.sh [PASS...]   (default: all, in that order)
+# Usage: bench/prune-glue-full/run.sh [PASS...]   (default: all, in that order); then table.sh puts the table in RESULTS
 #   env: KEEP (/work/runs/glue-full), RECORD (this folder; another checkout's, to run from a clone while this one changes)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
