@@ -54,35 +54,44 @@ mkdir -p "$work"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 record="${RECORD:-$work}"
 mkdir -p "$record"
-# the engine every row runs: one jar for the whole job, pinned by commit so that another machine runs the same
-if [ ! -f "$work/topa.jar" ]; then
-    head="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo none)"
-    engine=(. ':(exclude)bench' ':(exclude)docs' ':(exclude)kit' ':(exclude)*.md') # what topa-cli.jar is not built from
-    if [ ! -f "$record/topa.commit" ]; then
-        pin="$head"
-        [ "$head" = none ] || git -C "$root" diff --quiet HEAD -- "${engine[@]}" || pin="$head-dirty" # uncommitted engine changes
-        printf '%s\n' "$pin" > "$record/topa.commit.tmp" && mv "$record/topa.commit.tmp" "$record/topa.commit"
-    fi
-    pin="$(cat "$record/topa.commit")"
-    if [ "$pin" = none ] || git -C "$root" diff --quiet "$pin" -- "${engine[@]}" 2>/dev/null; then # the checkout builds the same jar
-        cp "$root/cli/target/topa-cli.jar" "$work/topa.jar.tmp"
-    elif [ "$pin" = "${pin%-dirty}" ] && [ "$head" != none ]; then
-        echo "prune-glue: the rows in $record ran on $pin; building its topa.jar in a temporary worktree" >&2
-        src="$(mktemp -d)"
-        git -C "$root" worktree add -q --detach "$src/topa" "$pin"
-        mvn -q -B -f "$src/topa/pom.xml" -DskipTests -pl cli -am package >&2
-        cp "$src/topa/cli/target/topa-cli.jar" "$work/topa.jar.tmp"
-        git -C "$root" worktree remove --force "$src/topa"
-        rm -rf "$src"
-    else
-        echo "prune-glue: the rows in $record ran on $pin, which this checkout cannot build (uncommitted, or no git): use another RECORD" >&2
+# the engine every row runs: one jar for the whole job, pinned by commit (topa.commit in RECORD, topa.jar.commit beside
+# the jar in KEEP) so that another machine runs the same; a KEEP whose jar is another commit's is refused
+head="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo none)"
+engine=(. ':(exclude)bench' ':(exclude)docs' ':(exclude)kit' ':(exclude)*.md') # what topa-cli.jar is not built from
+built="$head" # what the checkout's jar is: HEAD's, unless its engine sources have uncommitted or untracked changes
+[ "$head" = none ] || [ -z "$(git -C "$root" status --porcelain --untracked-files=all -- "${engine[@]}")" ] || built="$head-dirty"
+[ -f "$record/topa.commit" ] || [ ! -f "$work/topa.jar.commit" ] || cp "$work/topa.jar.commit" "$record/topa.commit"
+[ -f "$record/topa.commit" ] || { printf '%s\n' "$built" > "$record/topa.commit.tmp" && mv "$record/topa.commit.tmp" "$record/topa.commit"; }
+pin="$(cat "$record/topa.commit")"
+if [ -f "$work/topa.jar" ]; then
+    [ ! -f "$work/topa.jar.commit" ] || [ "$(cat "$work/topa.jar.commit")" = "$pin" ] || {
+        echo "prune-glue: $work/topa.jar is $(cat "$work/topa.jar.commit")'s, the rows in $record run on $pin: use another KEEP" >&2
         exit 2
-    fi
+    }
+elif [ "$pin" = "$built" ] || { [ "$built" = "${built%-dirty}" ] && git -C "$root" diff --quiet "$pin" HEAD -- "${engine[@]}" 2>/dev/null; }; then
+    cp "$root/cli/target/topa-cli.jar" "$work/topa.jar.tmp" # the checkout builds the same jar
+elif [ "$pin" = "${pin%-dirty}" ] && [ "$head" != none ]; then
+    echo "prune-glue: the rows in $record run on $pin; building its topa.jar in a temporary worktree" >&2
+    src="$(mktemp -d)"
+    trap 'git -C "$root" worktree remove --force "$src/topa" 2>/dev/null; rm -rf "$src"; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+    git -C "$root" worktree add -q --detach "$src/topa" "$pin"
+    mvn -q -B -f "$src/topa/pom.xml" -DskipTests -pl cli -am package >&2
+    cp "$src/topa/cli/target/topa-cli.jar" "$work/topa.jar.tmp"
+else
+    echo "prune-glue: the rows in $record run on $pin, which this checkout cannot build (uncommitted, or no git): use another RECORD" >&2
+    exit 2
+fi
+if [ -f "$work/topa.jar.tmp" ]; then
+    printf '%s\n' "$pin" > "$work/topa.jar.commit"
     mv "$work/topa.jar.tmp" "$work/topa.jar"
 fi
 topa=("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx12g -jar "$work/topa.jar")
 results="$record/results.tsv" done="$record/rows.done"
 [ -f "$results" ] || printf 'task\tmethod\tsparsity\tseed\tbest\tremoved_pct\tpeak_mib\tseconds\tbest_at_last\tepochs\tlr\n' > "$results"
+# a row whose run was killed between its row and its line in rows.done (NAME is task-method-sSEED) is not run twice
+touch "$done"
+awk -F'\t' 'FILENAME == ARGV[1] { d[$1] = 1; next } FNR > 1 && !(($1 "-" $2 "-s" $4) in d) { print $1 "-" $2 "-s" $4 "\t" }' \
+    "$done" "$results" 2>/dev/null >> "$done" || true
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), threads: $threads, train limit: $limit"
 
 # run [--model] NAME SPARSITY SEED COMMAND...: runs once into $work/NAME (reused when its report.json is there), appends its
@@ -93,18 +102,20 @@ run() {
     local name=$1 sp=$2 seed=$3
     shift 3
     local out="$work/$name" t0
-    if grep -q "^$name	" "$done" 2>/dev/null; then
+    # what the run is asked: a run recorded or kept with other settings (another TRAIN_LIMIT, epochs, options) is refused,
+    # not mixed into the table (runs from before this record was kept are taken as they are)
+    local asked="$* --train-limit $limit --seed $seed ${extra[*]}" was
+    asked="${asked//"$work"/KEEP}" # the teacher's folder is in KEEP: the same run however KEEP's path is spelled
+    for was in "$record/$name.args" "$out.args"; do
+        [ ! -f "$was" ] || [ "$(cat "$was")" = "$asked" ] || {
+            echo "prune-glue: $name was run as '$(cat "$was")' ($was), this run asks '$asked': use another KEEP and RECORD, or remove" \
+                "$out, $out.*, $record/$name.*, its line in $done and its row in $results" >&2
+            exit 2
+        }
+    done
+    if recorded "$name"; then
         [ "$need_model" = 1 ] && [ ! -f "$out/report.json" ] || return 0
         echo "prune-glue: $name is recorded in $record but its model is not in $work: training it again as a teacher (the row stays as recorded)" >&2
-    fi
-    # what the run is asked: a folder of KEEP made with other settings (another TRAIN_LIMIT, epochs, options) is refused,
-    # not mixed into the table (folders from before this record was kept are taken as they are)
-    local asked="$* --train-limit $limit --seed $seed ${extra[*]}"
-    asked="${asked//"$work"/KEEP}" # the teacher's folder is in KEEP: the same run however KEEP's path is spelled
-    if [ -f "$out.args" ] && [ "$(cat "$out.args")" != "$asked" ]; then
-        echo "prune-glue: $out was run as '$(cat "$out.args")', this run asks '$asked': use another KEEP, or remove $out," \
-            "$out.*, its line in $done and its row in $results" >&2
-        exit 2
     fi
     if [ ! -f "$out/report.json" ]; then
         t0=$(date +%s)
@@ -117,7 +128,7 @@ run() {
             >> "$out.log" 2>&1 || { tail -20 "$out.log" >&2; exit 1; }
         echo "$(($(date +%s) - t0))" > "$out.seconds"
     fi
-    grep -q "^$name	" "$done" 2>/dev/null && return 0
+    recorded "$name" && return 0
     local task=${name%%-*} method=${name#*-}
     method=${method%-s*}
     if [ "$record" != "$work" ]; then # the run's evidence beside its row, each file whole or not at all
@@ -141,6 +152,7 @@ PY
     printf '%s\t\n' "$name" >> "$done"
 }
 extra=("$@")
+recorded() { grep -qxF "$1	" "$done" 2>/dev/null; } # recorded NAME: its row is in results.tsv, never run again
 percent() { awk -v s="$1" 'BEGIN { printf "%d", 100 * s + 0.5 }'; }
 for t in $tasks; do
     task_seeds="${seeds%% *}"
@@ -161,7 +173,7 @@ for t in $tasks; do
                         d=(--distill "$distill" --teacher "$work/$t-full-s$seed")
                         [ "$m" = pa-distill ] || d+=(--distill-hidden "$hidden")
                         for sp in $sparsities; do # the teacher's model only where a row still has to run
-                            grep -q "^$t-$name$(percent "$sp")-s$seed	" "$done" 2>/dev/null && continue
+                            ! recorded "$t-$name$(percent "$sp")-s$seed" && [ ! -f "$work/$t-$name$(percent "$sp")-s$seed/report.json" ] || continue
                             run --model "$t-full-s$seed" 0 "$seed" finetune --task "$t" --method full "${epochs[@]}"
                             break
                         done
@@ -181,11 +193,13 @@ full() { awk -F'\t' -v f="$1" -v t="$2" -v s="$s1" '$1 == t && $2 == "full" && $
 # the dense baseline's learning rate: full fine-tuning at other rates on a few tasks, first seed
 for t in $lr_tasks; do
     [ -n "$lr_factors" ] || continue
-    run "$t-full-s$s1" 0 "$s1" finetune --task "$t" --method full
+    epochs=()
+    [ "$t" != sst2 ] || [ -z "${SST2_EPOCHS:-}" ] || epochs=(--epochs "$SST2_EPOCHS")
+    run "$t-full-s$s1" 0 "$s1" finetune --task "$t" --method full "${epochs[@]}"
     for f in $lr_factors; do
         lr="$(python3 -c "import sys; print(float(sys.argv[1]) * float(sys.argv[2]))" "$(full 11 "$t")" "$f")" \
             || { echo "prune-glue: $t-full-s$s1's row in $results has no learning rate" >&2; exit 1; }
-        run "$t-fulllr$f-s$s1" 0 "$s1" finetune --task "$t" --method full --lr "$lr"
+        run "$t-fulllr$f-s$s1" 0 "$s1" finetune --task "$t" --method full --lr "$lr" "${epochs[@]}"
     done
 done
 # the dense baseline's epochs: where full fine-tuning's best evaluation was its last, once more with EPOCHS_FACTOR x its epochs

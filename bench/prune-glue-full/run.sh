@@ -4,8 +4,8 @@
 # with the models and checkpoints in KEEP (a machine's scratch). Each pass skips what the record has, so the job goes on
 # from any machine with this checkout: run it, commit this folder as rows land, run it again. The passes, most telling
 # first; the last is the script's own defaults over everything, whose name: value lines are the figures.
-#   W  distillation from the scoring warm-up's model (TEACHER=warmup) on MRPC, STS-B, CoLA: with seeds 2-3 it decides
-#      whether distillation is on by default
+#   W  distillation from the scoring warm-up's model (TEACHER=warmup), first seed, on MRPC, STS-B, CoLA (RTE's is
+#      recorded): beside the fine-tuned teacher's rows (three seeds after D) it decides distillation's default
 #   L  the dense learning-rate check (0.5x, 2x) on CoLA, MRPC and RTE
 #   C  LoRA and the paper's recipe, first seed
 #   S  the dense epochs check (SST-2's full fine-tuning was best at its last epoch)
