@@ -8,9 +8,9 @@
 #      recorded): beside the fine-tuned teacher's rows (three seeds after D) it decides distillation's default
 #   L  the dense learning-rate check (0.5x, 2x) on CoLA, MRPC and RTE
 #   C  LoRA and the paper's recipe, first seed
-#   S  the dense epochs check (SST-2's full fine-tuning was best at its last epoch)
 #   D  seeds 2-3 of RTE, MRPC, STS-B: full fine-tuning, then the Pruning-Adapter with its teacher and without
 #   D2 seeds 2-3 of LoRA and the paper's recipe
+#   S  the dense epochs check (SST-2's full fine-tuning was best at its last epoch; two hours on 2 cores)
 #   H  layer-wise distillation where the record lacks it (RTE 50/70, MRPC 70, STS-B 70; not in the script's defaults)
 #   E  the script as it is, every task, method and seed
 # Usage: bench/prune-glue-full/run.sh [PASS...]   (default: all, in that order); then table.sh puts the table in RESULTS
@@ -26,7 +26,7 @@ pass() { # pass NAME VAR=VALUE...: the script with those settings
     env "$@" "$script"
 }
 only=(LR_FACTORS= EPOCHS_FACTOR=) # a pass runs its own rows, not the checks
-for p in ${@:-W L C S D D2 H E}; do
+for p in ${@:-W L C D D2 S H E}; do
     case $p in
         W) pass W TEACHER=warmup TASKS="mrpc stsb cola" METHODS=pa-distill SEEDS=1 "${only[@]}" ;;
         L) pass L TASKS=rte METHODS=full SEEDS=1 LR_TASKS="cola mrpc rte" EPOCHS_FACTOR= ;;
@@ -36,6 +36,6 @@ for p in ${@:-W L C S D D2 H E}; do
         D2) pass D2 TASKS="rte mrpc stsb" METHODS="lora paper" SEEDS="1 2 3" "${only[@]}" ;;
         H) pass H TASKS="rte mrpc stsb" METHODS=pa-hidden SEEDS=1 "${only[@]}" ;;
         E) pass E ;;
-        *) echo "run.sh: unknown pass $p (W L C S D D2 H E)" >&2; exit 2 ;;
+        *) echo "run.sh: unknown pass $p (W L C D D2 S H E)" >&2; exit 2 ;;
     esac
 done
