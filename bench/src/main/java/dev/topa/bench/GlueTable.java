@@ -215,6 +215,11 @@ public final class GlueTable {
                     default -> "with distillation (warm-up teacher)";
                 }, new double[][] {points.stream().mapToDouble(p -> p[0]).toArray(), points.stream().mapToDouble(p -> p[1]).toArray()});
             }
+            // the methods with one point a task: LoRA on the dense model, the paper's recipe at the share it removes
+            for (String[] one : new String[][] {{"lora", "dense LoRA"}, {"paper", "the paper's recipe"}}) {
+                double[] m = mean.get(t + "/" + one[0]);
+                if (m != null) series.put(one[1], new double[][] {{m[3]}, {m[0]}});
+            }
             if (full != null)
                 series.put("dense full fine-tuning" + (reference.get(t).equals("full") ? "" : ", " + reference.get(t)) + " (reference)",
                         new double[][] {{0, 75}, {full[0], full[0]}});

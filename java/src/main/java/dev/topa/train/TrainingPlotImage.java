@@ -42,7 +42,8 @@ final class TrainingPlotImage {
     static void panels(Path png, String xLabel, java.util.Map<String, java.util.Map<String, double[][]>> panels) throws IOException {
         List<JFreeChart> charts = new java.util.ArrayList<>();
         java.util.Map<String, Color> colors = new java.util.HashMap<>(); // a curve's name keeps its colour on every panel
-        Color[] palette = {new Color(200, 60, 40), new Color(40, 90, 200), new Color(40, 150, 70), Color.GRAY, new Color(150, 60, 170), new Color(220, 150, 0)};
+        Color[] palette = {new Color(200, 60, 40), new Color(40, 90, 200), new Color(40, 150, 70), Color.GRAY, new Color(150, 60, 170), new Color(220, 150, 0),
+                new Color(0, 150, 160), new Color(140, 90, 40)};
         panels.forEach((title, named) -> {
             List<XYSeries> series = new java.util.ArrayList<>();
             named.forEach((name, xy) -> {
@@ -51,6 +52,9 @@ final class TrainingPlotImage {
                 series.add(s);
             });
             JFreeChart c = chart(title, xLabel, "", series, null);
+            NumberAxis x = (NumberAxis) c.getXYPlot().getDomainAxis();
+            x.setAutoRangeStickyZero(false); // a point at 0 (a dense method) stays whole, not cut by the axis
+            x.setLowerMargin(0.03);
             XYLineAndShapeRenderer r = (XYLineAndShapeRenderer) c.getXYPlot().getRenderer();
             for (int i = 0; i < series.size(); i++) {
                 String name = series.get(i).getKey().toString();
