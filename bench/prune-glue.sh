@@ -17,9 +17,9 @@
 # its seconds are then those of the attempt that finished; a run's settings are kept beside it, NAME.args, and a folder
 # made with other settings -- another TRAIN_LIMIT, other options -- is refused with exit 2, not mixed in; folders from
 # before that record are taken as they are). RECORD (a folder; KEEP when unset) keeps what outlives the machine:
-# results.tsv, rows.done, each finished run's report, log, settings and seconds, and topa.commit, the commit its
-# topa.jar is built from. A job spread over machines points RECORD into the repository and commits it: a row in
-# rows.done is never run again, its folder in KEEP or not; a recorded dense run whose model is needed as a teacher and
+# results.tsv, each finished run's report, log, settings and seconds, and topa.commit, the commit its
+# topa.jar is built from. A job spread over machines points RECORD into the repository and commits it: a run with a
+# row in results.tsv is never run again, its folder in KEEP or not; a recorded dense run whose model is needed as a teacher and
 # is not in KEEP is trained again (its row stays as recorded), and a KEEP without topa.jar gets the pinned commit's
 # (built in a temporary worktree where the engine's sources differ from the checkout's). Then the dense learning-rate check (full fine-tuning at
 # LR_FACTORS x the default on LR_TASKS: the baseline is not weak by accident) and, for a task whose
@@ -86,12 +86,8 @@ if [ -f "$work/topa.jar.tmp" ]; then
     mv "$work/topa.jar.tmp" "$work/topa.jar"
 fi
 topa=("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx12g -jar "$work/topa.jar")
-results="$record/results.tsv" done="$record/rows.done"
+results="$record/results.tsv"
 [ -f "$results" ] || printf 'task\tmethod\tsparsity\tseed\tbest\tremoved_pct\tpeak_mib\tseconds\tbest_at_last\tepochs\tlr\n' > "$results"
-# a row whose run was killed between its row and its line in rows.done (NAME is task-method-sSEED) is not run twice
-touch "$done"
-awk -F'\t' 'FILENAME == ARGV[1] { d[$1] = 1; next } FNR > 1 && !(($1 "-" $2 "-s" $4) in d) { print $1 "-" $2 "-s" $4 "\t" }' \
-    "$done" "$results" 2>/dev/null >> "$done" || true
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), threads: $threads, train limit: $limit"
 
 # run [--model] NAME SPARSITY SEED COMMAND...: runs once into $work/NAME (reused when its report.json is there), appends its
@@ -109,7 +105,7 @@ run() {
     for was in "$record/$name.args" "$out.args"; do
         [ ! -f "$was" ] || [ "$(cat "$was")" = "$asked" ] || {
             echo "prune-glue: $name was run as '$(cat "$was")' ($was), this run asks '$asked': use another KEEP and RECORD, or remove" \
-                "$out, $out.*, $record/$name.*, its line in $done and its row in $results" >&2
+                "$out, $out.*, $record/$name.* and its row in $results" >&2
             exit 2
         }
     done
@@ -149,10 +145,10 @@ print("\t".join([sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], "%.4f" % r[
                  removed.group(1) if removed else "0", "%.1f" % mib, sys.argv[7], str(r["best"]["step"] == r["epochs"][-1]["step"]).lower(),
                  str(recipe.get("epochs", "NA")), str(recipe.get("lr", "NA"))]))
 PY
-    printf '%s\t\n' "$name" >> "$done"
 }
 extra=("$@")
-recorded() { grep -qxF "$1	" "$done" 2>/dev/null; } # recorded NAME: its row is in results.tsv, never run again
+# recorded NAME (task-method-sSEED): its row is in results.tsv, so it never runs again
+recorded() { awk -F'\t' -v n="$1" 'FNR > 1 && $1 "-" $2 "-s" $4 == n { found = 1 } END { exit !found }' "$results"; }
 percent() { awk -v s="$1" 'BEGIN { printf "%d", 100 * s + 0.5 }'; }
 for t in $tasks; do
     task_seeds="${seeds%% *}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The job behind bench/RESULTS.md's full-data GLUE table: bench/prune-glue.sh in passes over one record, this folder
-# (RECORD: results.tsv, rows.done, each finished run's report, log, settings and seconds; topa.commit pins the jar),
+# (RECORD: results.tsv, a row per finished run, never run again; each finished run's report, log, settings and seconds; topa.commit pins the jar),
 # with the models and checkpoints in KEEP (a machine's scratch). Each pass skips what the record has, so the job goes on
 # from any machine with this checkout: run it, commit this folder as rows land, run it again. The passes, most telling
 # first; the last is the script's own defaults over everything, whose name: value lines are the figures.
