@@ -264,7 +264,10 @@ class FinetuneCliTest {
         assertTrue(layered[1].contains("hidden states of every layer matched too (weight 1.00)"), layered[1]);
         var h = new ObjectMapper().readTree(dir.resolve("layered/pruning.json").toFile());
         assertEquals(1.0, h.get("distill_hidden_weight").asDouble(), h.toString());
-        assertTrue(h.get("teacher_hidden_weight_bytes").asLong() > teacherBytes * 9 / 10, "the teacher's weights stay for the steps: " + h);
+        // compacted: its linear weights (bf16 packs where they are faster here, else fp32) and the word embeddings of 32 examples' tokens
+        long held = h.get("teacher_hidden_weight_bytes").asLong();
+        assertTrue(held > teacherBytes / 6 && held < teacherBytes / 2, "the teacher's compacted weights stay for the steps: " + h);
+        assertTrue(layered[1].contains("the word embeddings of the "), layered[1]);
         assertTrue(h.get("teacher_hidden_forward_seconds").asDouble() > 0, h.toString());
         // the report says which part of the run set the peak (the tracker is the process's: names only, no figures between runs)
         var phases = new ObjectMapper().readTree(dir.resolve("layered/report.json").toFile()).get("memory_cpu").get("phase_peaks");

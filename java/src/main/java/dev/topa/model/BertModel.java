@@ -58,6 +58,8 @@ public final class BertModel implements AutoCloseable {
     private final Norm embeddingsNorm;
     private final Layer[] layers;
     private LoraConfig lora;
+    /** A copy compacted for inference ({@link #compactForInference}): it infers, and refuses what needs the whole model. */
+    private final boolean compacted;
 
     public BertModel(BertConfig config) {
         this(config, new TensorScope("bert weights", MemoryCategory.WEIGHTS));
@@ -65,8 +67,14 @@ public final class BertModel implements AutoCloseable {
 
     /** A model whose weights (contents unset) live in memory from weights, which the model closes. */
     public BertModel(BertConfig config, TensorScope weights) {
+        this(config, weights, null, null);
+    }
+
+    /** packer not null: each linear slot holds only from's weight packed in bf16 for packer (see {@link #compactForInference}). */
+    private BertModel(BertConfig config, TensorScope weights, BertModel from, Backend packer) {
         this.config = config;
         this.scope = weights;
+        this.compacted = from != null;
         int c = config.hidden();
         words = param(BertNames.WORD_EMBEDDINGS, config.vocabSize(), c);
         positions = param(BertNames.POSITION_EMBEDDINGS, config.maxPositions(), c);
@@ -75,17 +83,18 @@ public final class BertModel implements AutoCloseable {
         layers = new Layer[config.layers()];
         for (int l = 0; l < config.layers(); l++) {
             int a = config.attentionWidth(l), f = config.ffn(l);
-            Tensor qkvW = scope.allocate(DType.F32, 3L * a, c), qkvB = scope.allocate(DType.F32, 3L * a);
+            Tensor qkvW = packer == null ? scope.allocate(DType.F32, 3L * a, c) : null, qkvB = scope.allocate(DType.F32, 3L * a);
             for (int i = 0; i < 3; i++) {
-                params.put(BertNames.of(l, BertNames.QKV_PARTS[i], BertNames.WEIGHT), qkvW.rows((long) i * a, (long) (i + 1) * a));
+                if (qkvW != null) params.put(BertNames.of(l, BertNames.QKV_PARTS[i], BertNames.WEIGHT), qkvW.rows((long) i * a, (long) (i + 1) * a));
                 params.put(BertNames.of(l, BertNames.QKV_PARTS[i], BertNames.BIAS), qkvB.rows((long) i * a, (long) (i + 1) * a));
             }
             Linear[] slots = new Linear[Slot.values().length];
-            slots[Slot.QKV.ordinal()] = new Linear(BertNames.slot(l, Slot.QKV), qkvW, qkvB, scope);
-            slots[Slot.ATTENTION_OUTPUT.ordinal()] = linear(l, Slot.ATTENTION_OUTPUT, c, a);
+            slots[Slot.QKV.ordinal()] = packer != null ? Linear.packedOnly(packer, from.layers[l].slot(Slot.QKV), qkvB, scope)
+                    : new Linear(BertNames.slot(l, Slot.QKV), qkvW, qkvB, scope);
+            slots[Slot.ATTENTION_OUTPUT.ordinal()] = linear(l, Slot.ATTENTION_OUTPUT, c, a, from, packer);
             Norm attNorm = norm(BertNames.module(l, Module.ATTENTION_NORM), c);
-            slots[Slot.FFN_IN.ordinal()] = linear(l, Slot.FFN_IN, f, c);
-            slots[Slot.FFN_OUT.ordinal()] = linear(l, Slot.FFN_OUT, c, f);
+            slots[Slot.FFN_IN.ordinal()] = linear(l, Slot.FFN_IN, f, c, from, packer);
+            slots[Slot.FFN_OUT.ordinal()] = linear(l, Slot.FFN_OUT, c, f, from, packer);
             layers[l] = new Layer(slots, attNorm, norm(BertNames.module(l, Module.OUTPUT_NORM), c));
         }
     }
@@ -100,9 +109,54 @@ public final class BertModel implements AutoCloseable {
         return new Norm(module, param(module + "." + BertNames.WEIGHT, c), param(module + "." + BertNames.BIAS, c));
     }
 
-    private Linear linear(int l, Slot slot, long out, long in) {
+    private Linear linear(int l, Slot slot, long out, long in, BertModel from, Backend packer) {
         String n = BertNames.slot(l, slot);
+        if (packer != null) return Linear.packedOnly(packer, from.layers[l].slot(slot), param(n + "." + BertNames.BIAS, out), scope);
         return new Linear(n, param(n + "." + BertNames.WEIGHT, out, in), param(n + "." + BertNames.BIAS, out), scope);
+    }
+
+    /**
+     * A copy of this dense model for inference on the host in the least memory its products allow,
+     * for a model that runs beside another (a teacher beside its student): the word embeddings only
+     * of tokens (the copy's token i is this model's tokens[i]; its callers give ids through that
+     * map), and with bf16 each linear weight only as its bf16 inference pack, no fp32 copy. Its
+     * inference is this model's with the same packs, bit for bit; it cannot train, take adapters or
+     * masks, merge, be copied or saved (those refuse). The copy is closed separately.
+     */
+    public BertModel compactForInference(Backend be, boolean bf16, int[] tokens) {
+        requireWhole("compacting it again");
+        if (!be.device().isHostAccessible() || !device().isHostAccessible())
+            throw new IllegalArgumentException("a model is compacted for inference on the host, not on " + be.device());
+        if (lora != null || blockSparse()) throw new IllegalStateException("only a dense model without adapters is compacted for inference");
+        if (bf16) be.require(List.of(Op.BF16_WEIGHTS), "bf16 inference");
+        if (tokens.length == 0) throw new IllegalArgumentException("a model compacted for inference needs at least one token");
+        for (int t : tokens)
+            if (t < 0 || t >= config.vocabSize()) throw new IllegalArgumentException("token id " + t + " outside the vocabulary of " + config.vocabSize());
+        BertConfig cc = new BertConfig(tokens.length, config.hidden(), config.maxPositions(), config.typeVocabSize(), config.headDim(),
+                config.heads(), config.ffn(), config.layerNormEps());
+        TensorScope weights = new TensorScope("bert weights compacted for inference", MemoryCategory.WEIGHTS);
+        BertModel m;
+        try {
+            m = new BertModel(cc, weights, this, bf16 ? be : null);
+        } catch (RuntimeException | Error e) {
+            weights.close();
+            throw e;
+        }
+        try {
+            for (int i = 0; i < tokens.length; i++) m.words.rows(i, i + 1).copyFrom(words.rows(tokens[i], tokens[i] + 1));
+            for (var e : m.params.entrySet())
+                if (!e.getKey().equals(BertNames.WORD_EMBEDDINGS)) e.getValue().copyFrom(params.get(e.getKey()));
+        } catch (RuntimeException | Error e) {
+            m.close();
+            throw e;
+        }
+        return m;
+    }
+
+    /** Refuses what needs the whole model (its parameters, training, packing) on a copy compacted for inference. */
+    private void requireWhole(String what) {
+        if (compacted) throw new IllegalStateException(what + ": this model is a copy compacted for inference (word embeddings of some"
+                + " tokens only, linear weights possibly as bf16 packs only)");
     }
 
     public BertConfig config() {
@@ -124,10 +178,12 @@ public final class BertModel implements AutoCloseable {
 
     /** Every parameter by name, in a fixed order (embeddings, then layer by layer, then adapters). */
     public Map<String, Tensor> parameters() {
+        requireWhole("its parameters");
         return Collections.unmodifiableMap(params);
     }
 
     public Tensor parameter(String name) {
+        requireWhole("parameter " + name);
         Tensor t = params.get(name);
         if (t == null) throw new IllegalArgumentException("BERT model has no parameter '" + name + "'");
         return t;
@@ -175,6 +231,7 @@ public final class BertModel implements AutoCloseable {
      * "<module>.lora_A" / ".lora_B" (the fused QKV slot as "attention.self.qkv.lora_*").
      */
     public void addLora(LoraConfig lora, long seed) {
+        requireWhole("adding adapters");
         if (this.lora != null) throw new IllegalStateException("this model already has LoRA adapters");
         SplittableRandom rnd = new SplittableRandom(seed);
         int c = config.hidden();
@@ -248,6 +305,7 @@ public final class BertModel implements AutoCloseable {
      * (its block-diagonal B keeps q, k and v apart); a block-masked weight merges inside its mask.
      */
     public Map<String, Tensor> mergedParameters(Backend be, TensorScope scope) {
+        requireWhole("merging");
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Map.Entry<String, Tensor> e : params.entrySet())
             if (!BertNames.isAdapter(e.getKey())) out.put(e.getKey(), e.getValue());
@@ -285,6 +343,7 @@ public final class BertModel implements AutoCloseable {
      * checked against this backbone, so an adapter trained on another one is refused with the tensor named.
      */
     public AdapterSet adapterSet(Map<String, Tensor> tensors, Map<String, Float> scales) {
+        requireWhole("an adapter set");
         Adapter[][] ad = new Adapter[config.layers()][Slot.values().length];
         Map<String, Tensor> replaced = new LinkedHashMap<>();
         for (var e : tensors.entrySet()) {
@@ -335,6 +394,7 @@ public final class BertModel implements AutoCloseable {
      * was trained on, and a server refuses a mismatch.
      */
     public String fingerprint() {
+        requireWhole("its fingerprint");
         long h = 1125899906842597L;
         for (var e : params.entrySet()) // not what an adapter set may replace
             if (!BertNames.isAdapter(e.getKey()) && !BertNames.isNorm(e.getKey())) h = sampleHash(h, e.getKey(), e.getValue(), 4099);
@@ -358,6 +418,7 @@ public final class BertModel implements AutoCloseable {
      * made for the device that runs them.
      */
     public BertModel copyTo(Backend be) {
+        requireWhole("copying");
         BertModel m = new BertModel(config, be.scope("bert weights on " + be.device(), MemoryCategory.WEIGHTS));
         try {
             for (var e : params.entrySet()) {
@@ -384,6 +445,7 @@ public final class BertModel implements AutoCloseable {
 
     /** Copies the values of the named parameters into another model of the same shape (on any device the backend reaches). */
     public void copyParametersTo(BertModel other, Backend be, Collection<String> names) {
+        requireWhole("copying parameters");
         for (String n : names) be.copy(other.parameter(n), parameter(n));
     }
 
@@ -434,7 +496,7 @@ public final class BertModel implements AutoCloseable {
 
     /** The weight of a linear slot (the fused [3A, C] one for QKV). */
     public Tensor slotWeight(int layer, Slot slot) {
-        return layers[layer].slot(slot).weight;
+        return layers[layer].slot(slot).weight("its weight");
     }
 
     /** The form a slot's inference products run in on be (for reports and checks). */
@@ -453,6 +515,7 @@ public final class BertModel implements AutoCloseable {
      * Merging keeps the mask.
      */
     public synchronized void setBlockMasks(boolean[][][][] masks) {
+        requireWhole("block masks");
         if (masks.length != config.layers())
             throw new IllegalArgumentException("block masks cover " + masks.length + " layers, the model has " + config.layers());
         int b = BlockSparseWeight.BLOCK;

@@ -14,10 +14,14 @@ import dev.topa.tensor.TensorAllocator;
  * One linear slot of a layer: W [out, in] in fp32 (the copy that trains, merges and is saved), its
  * bias, an optional LoRA adapter and block mask, and the packed forms its products run in on one
  * backend. The choice of form is made here and only here: {@link #inference} and {@link #training}.
+ * A slot of a model compacted for inference ({@link #packedOnly}) has its bf16 pack and no W.
  */
 final class Linear {
     final String name;
-    final Tensor weight, bias;
+    /** W, or null where the slot holds only its inference pack. */
+    final Tensor weight;
+    final Tensor bias;
+    final long out, in;
     Adapter adapter;
     /** The kept 32 x 32 blocks [out/32][in/32], or null (dense). */
     boolean[][] blockMask;
@@ -38,14 +42,38 @@ final class Linear {
         this.weight = weight;
         this.bias = bias;
         this.scope = scope;
+        this.out = weight.dim(0);
+        this.in = weight.dim(1);
+    }
+
+    private Linear(String name, Bf16Weight pack, long out, long in, Tensor bias, TensorAllocator scope) {
+        this.name = name;
+        this.weight = null;
+        this.bias = bias;
+        this.scope = scope;
+        this.out = out;
+        this.in = in;
+        this.inference = pack;
+    }
+
+    /** A slot holding only from's weight packed in bf16 for be's inference (from alloc), with bias as its bias: no fp32 W. */
+    static Linear packedOnly(Backend be, Linear from, Tensor bias, TensorAllocator alloc) {
+        return new Linear(from.name, from.empty() ? null : Bf16Weight.pack(be, from.weight, alloc, false), from.out, from.in, bias, alloc);
     }
 
     boolean empty() {
-        return weight.numel() == 0;
+        return out == 0 || in == 0;
+    }
+
+    /** W, which a slot holding only its inference pack does not have (what: what needs it, for the error). */
+    Tensor weight(String what) {
+        if (weight == null) throw new IllegalStateException(what + ": " + name + " holds only its bf16 inference pack (a model compacted for inference)");
+        return weight;
     }
 
     /** Drops every packed form (the weight or its mask changed). */
     void unpack() {
+        weight("repacking"); // the inference pack is all the slot has
         inference = null;
         frozen = null;
         blocks = null;
@@ -70,14 +98,15 @@ final class Linear {
         if (trainsWeight) {
             if (blockMask != null) throw new IllegalStateException(name + " is block-sparse: it trains frozen (adapters on top), not by full "
                     + "fine-tuning");
-            return new DenseWeight(weight);
+            return new DenseWeight(weight("training"));
         }
+        if (weight == null) weight("training"); // an inference pack is not what backward multiplies by
         LinearWeight packed = packedFor(frozen, be);
         return blockMask == null ? packed : blockSparse(be, denseForm ? packed : null);
     }
 
     private LinearWeight packedFor(LinearWeight form, Backend be) {
-        return form != null && be.name().equals(form.backend()) ? form : new DenseWeight(weight);
+        return form != null && be.name().equals(form.backend()) ? form : new DenseWeight(weight("a product on " + be.name()));
     }
 
     private synchronized BlockSparseWeight blockSparse(Backend be, LinearWeight base) {
@@ -87,8 +116,9 @@ final class Linear {
 
     /** The kept blocks packed for be both ways (the structure alone when the products run dense). */
     synchronized void packBlocks(Backend be) {
-        blocks = new BlockSparseWeight.Pack[] {BlockSparseWeight.pack(be, weight, blockMask, false, scope, denseForm),
-                BlockSparseWeight.pack(be, weight, blockMask, true, scope, denseForm)};
+        Tensor w = weight("block packing");
+        blocks = new BlockSparseWeight.Pack[] {BlockSparseWeight.pack(be, w, blockMask, false, scope, denseForm),
+                BlockSparseWeight.pack(be, w, blockMask, true, scope, denseForm)};
     }
 
     /** W packed once for be's inference products: bf16 W^T, or fp32 panels (where the backend has them; else W stays as it is). */
@@ -100,12 +130,13 @@ final class Linear {
     synchronized void packForInference(Backend be, boolean bf16, TensorAllocator alloc) {
         if (empty() || (blockMask != null && !denseForm)) return;
         if (inference != null && be.name().equals(inference.backend()) && (inference instanceof Bf16Weight) == bf16) return;
-        if (bf16) inference = Bf16Weight.pack(be, weight, alloc, false);
-        else if (!bf16 && be.supports(Op.PACKED_WEIGHTS)) inference = PackedWeight.pack(be, weight, alloc);
+        if (bf16) inference = Bf16Weight.pack(be, weight("packing"), alloc, false);
+        else if (be.supports(Op.PACKED_WEIGHTS)) inference = PackedWeight.pack(be, weight("packing"), alloc);
     }
 
     /** Forgets the inference pack (its memory goes with the allocator it came from). */
     synchronized void dropInference() {
+        weight("dropping the inference pack"); // it is all the slot has
         inference = null;
     }
 
@@ -113,6 +144,6 @@ final class Linear {
     synchronized void packForTraining(Backend be) {
         if (empty() || (blockMask != null && !denseForm)) return;
         if (frozen != null && be.name().equals(frozen.backend())) return;
-        frozen = Bf16Weight.pack(be, weight, scope, true);
+        frozen = Bf16Weight.pack(be, weight("packing for training"), scope, true);
     }
 }

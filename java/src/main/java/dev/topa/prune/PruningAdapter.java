@@ -339,37 +339,32 @@ public final class PruningAdapter {
             ft.close();
             return t;
         }
-        return layerWise(t, ft);
+        return layerWise(t, ft, train);
     }
 
     /**
-     * The teacher keeps ft's encoder for hidden-state matching, in the form its inference runs at
-     * (on the CPU bf16 packs where they multiply faster, on a device a copy there), and owns it; on
-     * a failure here everything of it is closed.
+     * The teacher keeps ft's encoder for hidden-state matching in the least memory its inference runs
+     * in: on the CPU compacted (each linear weight only as its bf16 pack where bf16 multiplies faster
+     * here, and the word embeddings of the tokens train uses), on a device a copy there; ft is closed
+     * (its fp32 weights have done their part, the outputs' pass). On a failure everything of it is closed.
      */
-    private Teacher layerWise(Teacher t, FineTunedModel.Loaded ft) {
+    private Teacher layerWise(Teacher t, FineTunedModel.Loaded ft, List<Trainer.Item> train) {
         BertModel enc = ft.model();
         boolean onHost = be.device().isHostAccessible();
-        TensorScope packs = new TensorScope("teacher packs", MemoryCategory.WEIGHTS);
-        BertModel copy = null;
+        BertModel there = null;
         try {
-            if (!onHost) copy = enc.copyTo(be);
-            BertModel there = onHost ? enc : copy;
-            if (onHost && teacherInBf16(enc)) enc.packForInference(be, true, packs);
-            else if (!onHost) there.packForInference(be, false);
-            if (!onHost) ft.close(); // the host copy has done its part (the outputs' pass); the device copy stays
-            long bytes = there.parameterBytes() + packs.bytes();
-            say("distillation: hidden states of every layer matched too (weight %.2f); the teacher's encoder stays beside the student: %s",
-                    distillHidden, MemoryTracker.human(bytes));
-            BertModel owned = copy;
-            return t.matchingHiddenStates(be, there, distillHidden, bytes, () -> { // nothing after this can fail
-                if (owned != null) owned.close();
-                packs.close();
-                if (onHost) ft.close();
-            });
+            int[] tokens = onHost ? Teacher.tokensOf(train) : null;
+            boolean bf16 = onHost && teacherInBf16(enc);
+            if (onHost) there = enc.compactForInference(be, bf16, tokens);
+            else (there = enc.copyTo(be)).packForInference(be, false);
+            ft.close();
+            long bytes = there.parameterBytes();
+            say("distillation: hidden states of every layer matched too (weight %.2f); the teacher's encoder stays beside the student: %s (%s)",
+                    distillHidden, MemoryTracker.human(bytes), onHost ? (bf16 ? "bf16 linear weights" : "fp32 linear weights")
+                            + ", the word embeddings of the " + tokens.length + " tokens the training set uses" : "a copy on the device");
+            return t.matchingHiddenStates(be, there, tokens, distillHidden, bytes, there); // nothing after this can fail
         } catch (RuntimeException e) {
-            if (copy != null) copy.close();
-            packs.close();
+            if (there != null) there.close();
             ft.close(); // closing twice is harmless: a model's tensors free once
             throw e;
         }

@@ -1,5 +1,6 @@
 package dev.topa.train;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -26,14 +27,15 @@ class TeacherTest {
 
     /** The norm of the gradients of one batch. */
     private static double gradientNorm(double alpha, boolean unseen) {
-        return gradientNorm(alpha, unseen, 0, 0);
+        return gradientNorm(alpha, unseen, 0, 0, false);
     }
 
     /**
      * As above; hidden > 0: layer-wise too, the teacher's encoder a copy of the student's with its
-     * weights moved by shift (0: the student's own hidden states).
+     * weights moved by shift (0: the student's own hidden states); compacted: that copy compacted for
+     * the items' tokens (fp32: the same arithmetic), ids given through its token map.
      */
-    private static double gradientNorm(double alpha, boolean unseen, double hidden, double shift) {
+    private static double gradientNorm(double alpha, boolean unseen, double hidden, double shift, boolean compacted) {
         SplittableRandom rnd = new SplittableRandom(4);
         CpuBackend be = CpuBackend.create();
         try (BertModel model = new BertModel(CONFIG); TaskHead head = new TaskHead(32, 2, 3)) {
@@ -51,7 +53,14 @@ class TeacherTest {
                     for (int i = 0; i < v.length; i++) v[i] += (float) (shift * (moved.nextDouble() - 0.5));
                     copy.parameter(e.getKey()).copyFrom(v);
                 }
-                teacher.matchingHiddenStates(be, copy, hidden, copy.parameterBytes(), copy);
+                if (compacted) {
+                    int[] tokens = Teacher.tokensOf(items);
+                    BertModel compact = copy.compactForInference(be, false, tokens);
+                    copy.close();
+                    teacher.matchingHiddenStates(be, compact, tokens, hidden, compact.parameterBytes(), compact);
+                } else {
+                    teacher.matchingHiddenStates(be, copy, null, hidden, copy.parameterBytes(), copy);
+                }
             }
             try (BertTraining training = new BertTraining(be, model, new BertTraining.Options(n -> true, DropoutConfig.NONE, false,
                     dev.topa.tensor.DType.F32));
@@ -81,9 +90,14 @@ class TeacherTest {
      */
     @Test
     void aStudentMatchingItsOwnHiddenStatesGetsNoGradientAndAnotherTeachersItDoes() {
-        double self = gradientNorm(1.0, false, 2.0, 0), other = gradientNorm(1.0, false, 2.0, 0.2), more = gradientNorm(1.0, false, 8.0, 0.2);
+        double self = gradientNorm(1.0, false, 2.0, 0, false), other = gradientNorm(1.0, false, 2.0, 0.2, false);
+        double more = gradientNorm(1.0, false, 8.0, 0.2, false);
         assertTrue(other > 1e-3, "another teacher's hidden states give a gradient: " + other);
         assertTrue(self < 1e-3 * other, "its own hidden states give rounding: " + self + " vs " + other);
         assertTrue(more > 2 * other, "four times the weight, more gradient: " + more + " vs " + other);
+        // the same through an encoder compacted for the items' tokens: a wrong row for any id would show
+        double compactSelf = gradientNorm(1.0, false, 2.0, 0, true), compactOther = gradientNorm(1.0, false, 2.0, 0.2, true);
+        assertTrue(compactSelf < 1e-3 * other, "its own hidden states, compacted, give rounding: " + compactSelf + " vs " + other);
+        assertEquals(other, compactOther, 1e-9 * other, "another teacher's, compacted: the same gradient");
     }
 }
