@@ -264,9 +264,12 @@ class FinetuneCliTest {
         assertTrue(layered[1].contains("hidden states of every layer matched too (weight 1.00)"), layered[1]);
         var h = new ObjectMapper().readTree(dir.resolve("layered/pruning.json").toFile());
         assertEquals(1.0, h.get("distill_hidden_weight").asDouble(), h.toString());
-        // compacted: its linear weights (bf16 packs where they are faster here, else fp32) and the word embeddings of 32 examples' tokens
+        // compacted: its linear weights (bf16 packs where they are faster here, else fp32: 40.5 MiB of the file's 106) and the word
+        // embeddings of 32 examples' tokens (the whole table is 44.7 MiB)
         long held = h.get("teacher_hidden_weight_bytes").asLong();
-        assertTrue(held > teacherBytes / 6 && held < teacherBytes / 2, "the teacher's compacted weights stay for the steps: " + h);
+        boolean bf16 = layered[1].contains("(bf16 linear weights");
+        assertTrue(bf16 || layered[1].contains("(fp32 linear weights"), layered[1]);
+        assertTrue(held > teacherBytes / 6 && held < teacherBytes / (bf16 ? 3 : 2) + teacherBytes / 10, "the teacher's compacted weights: " + h);
         assertTrue(layered[1].contains("the word embeddings of the "), layered[1]);
         assertTrue(h.get("teacher_hidden_forward_seconds").asDouble() > 0, h.toString());
         // the report says which part of the run set the peak (the tracker is the process's: names only, no figures between runs)

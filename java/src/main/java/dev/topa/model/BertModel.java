@@ -154,7 +154,7 @@ public final class BertModel implements AutoCloseable {
     }
 
     /** Refuses what needs the whole model (its parameters, training, packing) on a copy compacted for inference. */
-    private void requireWhole(String what) {
+    void requireWhole(String what) {
         if (compacted) throw new IllegalStateException(what + ": this model is a copy compacted for inference (word embeddings of some"
                 + " tokens only, linear weights possibly as bf16 packs only)");
     }
@@ -460,6 +460,7 @@ public final class BertModel implements AutoCloseable {
      * training. An unmerged adapter's rank-r term is added in the same product.
      */
     public synchronized void packForInference(Backend be, boolean bf16) {
+        requireWhole("packing");
         if (bf16) be.require(List.of(Op.BF16_WEIGHTS), "bf16 inference");
         for (Layer layer : layers)
             for (Linear lin : layer.slots()) {
@@ -474,12 +475,14 @@ public final class BertModel implements AutoCloseable {
      * dropped ({@link #dropInferencePacks}) and freed with alloc -- no second fp32 copy of the model.
      */
     public synchronized void packForInference(Backend be, boolean bf16, TensorAllocator alloc) {
+        requireWhole("packing");
         if (bf16) be.require(List.of(Op.BF16_WEIGHTS), "bf16 inference");
         for (Layer layer : layers) for (Linear lin : layer.slots()) lin.packForInference(be, bf16, alloc);
     }
 
     /** Forgets every inference pack (after {@link #packForInference(Backend, boolean, TensorAllocator)}, before its scope closes). */
     public synchronized void dropInferencePacks() {
+        requireWhole("dropping its packs");
         for (Layer layer : layers) for (Linear lin : layer.slots()) lin.dropInference();
     }
 
@@ -490,13 +493,15 @@ public final class BertModel implements AutoCloseable {
      * not refreshed.
      */
     public synchronized void packForTraining(Backend be) {
+        requireWhole("packing for training");
         be.require(List.of(Op.BF16_WEIGHTS), "a bf16 frozen base");
         for (Layer layer : layers) for (Linear lin : layer.slots()) lin.packForTraining(be);
     }
 
     /** The weight of a linear slot (the fused [3A, C] one for QKV). */
     public Tensor slotWeight(int layer, Slot slot) {
-        return layers[layer].slot(slot).weight("its weight");
+        requireWhole("a slot's weight");
+        return layers[layer].slot(slot).weight;
     }
 
     /** The form a slot's inference products run in on be (for reports and checks). */
@@ -570,6 +575,7 @@ public final class BertModel implements AutoCloseable {
      * the same, only the kernels differ. Packed forms are remade on next use.
      */
     public synchronized void setDenseFormat(boolean[][] dense) {
+        requireWhole("a dense format");
         if (dense != null && dense.length != config.layers())
             throw new IllegalArgumentException("formats cover " + dense.length + " layers, the model has " + config.layers());
         for (int l = 0; l < layers.length; l++)
@@ -668,6 +674,7 @@ public final class BertModel implements AutoCloseable {
 
     /** As above with a task's adapter set in place of the model's own adapters (null: the model as it is). */
     public Tensor forward(Backend be, StepArena arena, Tensor ids, Tensor typeIds, Tensor mask, AdapterSet with) {
+        if (with != null) requireWhole("an adapter set"); // its tensors are the whole model's: a word table would meet compacted ids
         checkLength(ids);
         return encode(be, arena, ids, null, typeIds, mask, null, with, null, null);
     }
@@ -707,6 +714,7 @@ public final class BertModel implements AutoCloseable {
      * Explicit positions: backends that take them ({@link Op#POSITION_IDS}).
      */
     public Tensor forwardPacked(Backend be, StepArena arena, Tensor ids, Tensor typeIds, Tensor positions, int[] lengths, AdapterSet with) {
+        if (with != null) requireWhole("an adapter set");
         long n = 0;
         for (int len : lengths) {
             if (len < 1 || len > config.maxPositions())

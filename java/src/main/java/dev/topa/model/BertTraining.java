@@ -111,6 +111,7 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
      * host memory, for a model there).
      */
     public BertTraining(Backend device, BertModel model, Options options) {
+        model.requireWhole("training"); // before anything is allocated
         if (device != null ? !model.device().equals(device.device()) : !model.device().isHostAccessible())
             throw new IllegalArgumentException("the model is on " + model.device() + ", training memory would be on "
                     + (device == null ? "the host" : device.device()));
@@ -131,7 +132,7 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
                 w |= trainable.test(BertNames.of(l, m, BertNames.WEIGHT));
                 b |= trainable.test(BertNames.of(l, m, BertNames.BIAS));
             }
-            if (w) qkvW[l] = zeros(qkv.weight.shape());
+            if (w) qkvW[l] = zeros(qkv.weight("training").shape());
             if (b) qkvB[l] = zeros(qkv.bias.shape());
             int a = cfg.attentionWidth(l);
             for (int i = 0; i < 3; i++) {

@@ -314,7 +314,8 @@ public final class PruningAdapter {
 
     /**
      * The fine-tuned model in teacherDir as teacher (see {@link #teacher}); its weights are freed when
-     * it has run, or, matching hidden states, when the teacher is closed after adaptation.
+     * it has run; matching hidden states, a compacted (CPU) or device copy of its encoder stays until
+     * the teacher is closed after adaptation.
      */
     private Teacher fineTunedTeacher(List<Trainer.Item> train, BertConfig student) {
         try (MemoryTracker.Phase p = MemoryTracker.of(be.device()).during("teacher")) {
@@ -363,7 +364,7 @@ public final class PruningAdapter {
                     distillHidden, MemoryTracker.human(bytes), onHost ? (bf16 ? "bf16 linear weights" : "fp32 linear weights")
                             + ", the word embeddings of the " + tokens.length + " tokens the training set uses" : "a copy on the device");
             return t.matchingHiddenStates(be, there, tokens, distillHidden, bytes, there); // nothing after this can fail
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) {
             if (there != null) there.close();
             ft.close(); // closing twice is harmless: a model's tensors free once
             throw e;

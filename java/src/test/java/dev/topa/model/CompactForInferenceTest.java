@@ -64,7 +64,7 @@ class CompactForInferenceTest {
                 long words = 4L * (CONFIG.vocabSize() - TOKENS.length) * CONFIG.hidden();
                 assertEquals(wholeBytes - words - (bf16 ? linear - packs : 0), compact.parameterBytes(), bf16 ? "bf16" : "fp32");
                 if (bf16) assertTrue(packs > 0 && packs < linear, packs + " bytes of packs for " + linear + " of fp32 weights");
-                if (bf16) refusals(be, compact);
+                refusals(be, compact);
             }
         }
     }
@@ -73,7 +73,10 @@ class CompactForInferenceTest {
         for (Runnable r : List.<Runnable>of(compact::parameters, () -> compact.copyTo(be), compact::fingerprint,
                 () -> compact.addLora(new LoraConfig(4, 8, EnumSet.allOf(LoraConfig.Target.class)), 1),
                 () -> compact.compactForInference(be, true, TOKENS), () -> compact.packForTraining(be), () -> compact.slotWeight(0, Slot.QKV),
-                () -> compact.packForInference(be, false))) {
+                () -> compact.packForInference(be, false), () -> compact.packForInference(be, true), compact::dropInferencePacks,
+                () -> compact.setDenseFormat(new boolean[CONFIG.layers()][BertNames.Slot.values().length]),
+                () -> compact.forward(be, new StepArena("refused"), null, null, null, new BertModel.AdapterSet(new Adapter[3][4], java.util.Map.of())),
+                () -> new BertTraining(compact, n -> true))) {
             var e = assertThrows(IllegalStateException.class, r::run);
             assertTrue(e.getMessage().contains("compacted for inference"), e.getMessage());
         }
