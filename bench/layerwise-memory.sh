@@ -12,6 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/find-jdk.sh"
 JAVA_HOME="$(topa_find_jdk)"
+export JAVA_HOME
 data="${DATA:-$root/../shared/glue}" threads="${THREADS:-2}" sparsity="${SPARSITY:-0.5}" limit="${TRAIN_LIMIT:-all}"
 [ "$limit" != all ] || limit=100000000
 pairs=()
