@@ -681,16 +681,18 @@ public final class BertModel implements AutoCloseable {
 
     /**
      * The inference forward of {@link #forward} keeping every layer's output: [layers] tensors
-     * [B, S, C] from keep, the last one last_hidden_state (a teacher's hidden states for layer-wise
-     * distillation). The forward's own activations come from work: the caller may reset it as soon
-     * as this returns, so only the outputs outlive the call.
+     * [B, S, C] of type (F32, or BF16: rounded) from keep, the last one last_hidden_state (a
+     * teacher's hidden states for layer-wise distillation). The forward's own activations come from
+     * work: the caller may reset it as soon as this returns, so only the outputs outlive the call.
      */
-    public Tensor[] layerOutputs(Backend be, StepArena work, TensorAllocator keep, Tensor ids, Tensor typeIds, Tensor mask) {
+    public Tensor[] layerOutputs(Backend be, StepArena work, TensorAllocator keep, DType type, Tensor ids, Tensor typeIds, Tensor mask) {
+        if (type != DType.F32 && type != DType.BF16) throw new IllegalArgumentException("layer outputs are kept in f32 or bf16, not " + type);
         checkLength(ids);
         Tensor[] outs = new Tensor[layers.length];
         encode(be, work, ids, null, typeIds, mask, null, null, null, (l, h) -> {
-            outs[l] = keep.allocate(DType.F32, h.shape()); // the layer after next reuses h's buffer
-            be.copy(outs[l], h);
+            outs[l] = keep.allocate(type, h.shape()); // the layer after next reuses h's buffer
+            if (type == DType.F32) be.copy(outs[l], h);
+            else be.convert(outs[l], h);
         });
         return outs;
     }

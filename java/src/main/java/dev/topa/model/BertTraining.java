@@ -261,6 +261,11 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
         return options.savedType() == DType.F32 ? arena : scratch;
     }
 
+    /** The type backward's kept activations are in (F32 or BF16): hidden-state targets are kept so too. */
+    public DType keptType() {
+        return options.savedType();
+    }
+
     /** t as backward keeps it: itself (f32), or a bf16 copy in the arena. */
     @Override
     public Tensor keep(Backend be, StepArena arena, Tensor t) {
@@ -362,7 +367,7 @@ public final class BertTraining implements AutoCloseable, BertModel.Tape {
         StepArena.Mark mark = scratch.mark();
         Tensor h = scratch.allocate(DType.F32, dh.shape());
         normForward(be, h, saved[l].sum2(), model.layer(l).outputNorm());
-        be.hiddenMatchBackward(dh, h, target, embedded.mask(), hiddenWeight);
+        be.hiddenMatchBackward(dh, h, widen(be, target), embedded.mask(), hiddenWeight);
         scratch.release(mark);
     }
 

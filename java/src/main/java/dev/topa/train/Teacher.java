@@ -101,14 +101,15 @@ public final class Teacher implements AutoCloseable {
     /**
      * The teacher's layer outputs for a batch on the student's device, allocated from keep (the
      * student's step arena: they live until the student's backward has read them); the teacher's
-     * own activations are gone when this returns. hostIds: the batch's ids on the host (ids, on the
-     * student's device, may be the same tensor).
+     * own activations are gone when this returns. type: what they are kept in (the student's kept
+     * activations', F32 or BF16). hostIds: the batch's ids on the host (ids, on the student's device,
+     * may be the same tensor).
      */
-    Tensor[] hiddenStates(Backend be, TensorAllocator keep, Tensor hostIds, Tensor ids, Tensor types, Tensor mask) {
+    Tensor[] hiddenStates(Backend be, TensorAllocator keep, DType type, Tensor hostIds, Tensor ids, Tensor types, Tensor mask) {
         if (encoder.config().layers() == 0) throw new IllegalStateException("the teacher has no layers");
         long t0 = System.nanoTime();
         try {
-            return encoder.layerOutputs(be, hiddenArena, keep, tokenIndex == null ? ids : compactIds(keep, hostIds), types, mask);
+            return encoder.layerOutputs(be, hiddenArena, keep, type, tokenIndex == null ? ids : compactIds(keep, hostIds), types, mask);
         } finally {
             hiddenArena.reset();
             hiddenSeconds += (System.nanoTime() - t0) * 1e-9;

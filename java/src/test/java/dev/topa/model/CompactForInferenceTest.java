@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.model.BertNames.Slot;
+import dev.topa.tensor.Bf16;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
@@ -55,10 +56,17 @@ class CompactForInferenceTest {
             try (BertModel compact = whole.compactForInference(be, bf16, TOKENS)) {
                 if (bf16) whole.packForInference(be, true);
                 long packs = whole.parameterBytes() - wholeBytes;
-                Tensor[] want = whole.layerOutputs(be, new StepArena("w"), arena, arena.allocate(DType.I32, b, s).copyFrom(ids), ty, m);
-                Tensor[] got = compact.layerOutputs(be, new StepArena("g"), arena, arena.allocate(DType.I32, b, s).copyFrom(rows), ty, m);
-                for (int l = 0; l < want.length; l++)
-                    assertArrayEquals(want[l].toFloatArray(), got[l].toFloatArray(), 0f, "layer " + l + (bf16 ? " bf16" : " fp32"));
+                Tensor wholeIds = arena.allocate(DType.I32, b, s).copyFrom(ids);
+                Tensor[] want = whole.layerOutputs(be, new StepArena("w"), arena, DType.F32, wholeIds, ty, m);
+                Tensor[] got = compact.layerOutputs(be, new StepArena("g"), arena, DType.F32, arena.allocate(DType.I32, b, s).copyFrom(rows), ty, m);
+                // kept in bf16 (as a student keeps its activations): the same outputs rounded to nearest even
+                Tensor[] half = whole.layerOutputs(be, new StepArena("h"), arena, DType.BF16, wholeIds, ty, m);
+                for (int l = 0; l < want.length; l++) {
+                    float[] w = want[l].toFloatArray(), h = half[l].toFloatArray();
+                    assertArrayEquals(w, got[l].toFloatArray(), 0f, "layer " + l + (bf16 ? " bf16" : " fp32"));
+                    assertEquals(DType.BF16, half[l].dtype());
+                    for (int i = 0; i < w.length; i++) assertEquals(Bf16.toFloat(Bf16.fromFloat(w[i])), h[i], 0f, "layer " + l + " bf16 " + i);
+                }
                 assertEquals(TOKENS.length, compact.config().vocabSize());
                 // what is gone: the word table's other rows and, in bf16, the fp32 linear weights (their packs instead)
                 long words = 4L * (CONFIG.vocabSize() - TOKENS.length) * CONFIG.hidden();

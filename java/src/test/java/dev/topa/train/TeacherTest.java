@@ -11,6 +11,7 @@ import dev.topa.model.BertModel;
 import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.model.TaskHead;
+import dev.topa.tensor.DType;
 import dev.topa.testing.RandomTraining;
 import java.util.List;
 import java.util.SplittableRandom;
@@ -36,6 +37,11 @@ class TeacherTest {
      * the items' tokens (fp32: the same arithmetic), ids given through its token map.
      */
     private static double gradientNorm(double alpha, boolean unseen, double hidden, double shift, boolean compacted) {
+        return gradientNorm(alpha, unseen, hidden, shift, compacted, DType.F32);
+    }
+
+    /** As above, the student keeping its activations (and so the teacher's states) in kept. */
+    private static double gradientNorm(double alpha, boolean unseen, double hidden, double shift, boolean compacted, DType kept) {
         SplittableRandom rnd = new SplittableRandom(4);
         CpuBackend be = CpuBackend.create();
         try (BertModel model = new BertModel(CONFIG); TaskHead head = new TaskHead(32, 2, 3)) {
@@ -62,8 +68,7 @@ class TeacherTest {
                     teacher.matchingHiddenStates(be, copy, null, hidden, copy.parameterBytes(), copy);
                 }
             }
-            try (BertTraining training = new BertTraining(be, model, new BertTraining.Options(n -> true, DropoutConfig.NONE, false,
-                    dev.topa.tensor.DType.F32));
+            try (BertTraining training = new BertTraining(be, model, new BertTraining.Options(n -> true, DropoutConfig.NONE, false, kept));
                     Trainer trainer = new Trainer(be, model, training, head, GlueTask.MRPC, new Trainer.Config(1, 8, 1e-2, 0.0, 0, 1.0, 7))
                             .distillFrom(teacher)) {
                 trainer.lossAndGradients(items);
@@ -99,5 +104,8 @@ class TeacherTest {
         double compactSelf = gradientNorm(1.0, false, 2.0, 0, true), compactOther = gradientNorm(1.0, false, 2.0, 0.2, true);
         assertTrue(compactSelf < 1e-3 * other, "its own hidden states, compacted, give rounding: " + compactSelf + " vs " + other);
         assertEquals(other, compactOther, 1e-9 * other, "another teacher's, compacted: the same gradient");
+        // kept in bf16, the teacher's states with the student's activations: about the same gradient, not the same
+        double half = gradientNorm(1.0, false, 2.0, 0.2, false, DType.BF16);
+        assertTrue(half != other && Math.abs(half - other) < 0.02 * other, "bf16-kept targets: " + half + " vs " + other);
     }
 }
