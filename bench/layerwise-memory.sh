@@ -30,7 +30,9 @@ fi
 work="${KEEP:-$(mktemp -d)}"
 mkdir -p "$work"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
-echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), threads: $threads, jar: $jar"
+cp "$jar" "$work/topa.jar.tmp" && mv "$work/topa.jar.tmp" "$work/topa.jar" # a private copy: a build meanwhile does not change it
+jar="$work/topa.jar"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), threads: $threads, jar: ${JAR:-the checkout's, $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 for p in "${pairs[@]}"; do
     task="${p%%=*}" teacher="${p#*=}" out="$work/${p%%=*}-layerwise"
     "$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx12g -jar "$jar" prune-adapt --task "$task" --data-dir "$data" \
