@@ -32,7 +32,8 @@ mkdir -p "$work"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 cp "$jar" "$work/topa.jar.tmp" && mv "$work/topa.jar.tmp" "$work/topa.jar" # a private copy: a build meanwhile does not change it
 jar="$work/topa.jar"
-echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), threads: $threads, jar: ${JAR:-the checkout's, $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+built="${JAR:-the checkout at $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), threads: $threads, jar: $built"
 for p in "${pairs[@]}"; do
     task="${p%%=*}" teacher="${p#*=}" out="$work/${p%%=*}-layerwise"
     "$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -Xmx12g -jar "$jar" prune-adapt --task "$task" --data-dir "$data" \
