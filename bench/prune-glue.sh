@@ -8,7 +8,7 @@
 #   pa-distill the same, the same seed's dense full fine-tuning teaching (`--distill $DISTILL --teacher DIR`; the
 #              full run goes first); TEACHER=warmup: the scoring warm-up's model teaches instead (rows named warmdistill)
 #   pa-hidden  pa-distill with layer-wise distillation too (`--distill-hidden $HIDDEN`: every layer's output matched to the
-#              fine-tuned teacher's, which stays beside the student; not in the default METHODS: it costs time and memory)
+#              fine-tuned teacher's, which stays beside the student; not in the default METHODS: it costs time, a teacher forward per batch)
 # on the first TRAIN_LIMIT training examples ("all": the whole training set) and the whole dev set;
 # RTE, MRPC and STS-B with every seed of SEEDS (mean and spread), the others with the first. Every
 # run is its own process, one after the other, from one private copy of the jar; each finished run
