@@ -34,7 +34,7 @@ class CompactForInferenceTest {
     private static void check(boolean bf16) {
         CpuBackend be = CpuBackend.create();
         SplittableRandom rnd = new SplittableRandom(5);
-        try (BertModel whole = new BertModel(CONFIG); StepArena arena = new StepArena("compact")) {
+        try (BertModel whole = new BertModel(CONFIG); StepArena arena = new StepArena("compact"); StepArena work = new StepArena("work")) {
             for (Tensor t : whole.parameters().values()) {
                 float[] v = new float[(int) t.numel()];
                 for (int i = 0; i < v.length; i++) v[i] = (float) (0.2 * (2 * rnd.nextDouble() - 1));
@@ -57,10 +57,10 @@ class CompactForInferenceTest {
                 if (bf16) whole.packForInference(be, true);
                 long packs = whole.parameterBytes() - wholeBytes;
                 Tensor wholeIds = arena.allocate(DType.I32, b, s).copyFrom(ids);
-                Tensor[] want = whole.layerOutputs(be, new StepArena("w"), arena, DType.F32, wholeIds, ty, m);
-                Tensor[] got = compact.layerOutputs(be, new StepArena("g"), arena, DType.F32, arena.allocate(DType.I32, b, s).copyFrom(rows), ty, m);
+                Tensor[] want = whole.layerOutputs(be, work, arena, DType.F32, wholeIds, ty, m);
+                Tensor[] got = compact.layerOutputs(be, work, arena, DType.F32, arena.allocate(DType.I32, b, s).copyFrom(rows), ty, m);
                 // kept in bf16 (as a student keeps its activations): the same outputs rounded to nearest even
-                Tensor[] half = whole.layerOutputs(be, new StepArena("h"), arena, DType.BF16, wholeIds, ty, m);
+                Tensor[] half = whole.layerOutputs(be, work, arena, DType.BF16, wholeIds, ty, m);
                 for (int l = 0; l < want.length; l++) {
                     float[] w = want[l].toFloatArray(), h = half[l].toFloatArray();
                     assertArrayEquals(w, got[l].toFloatArray(), 0f, "layer " + l + (bf16 ? " bf16" : " fp32"));
@@ -83,7 +83,7 @@ class CompactForInferenceTest {
                 () -> compact.compactForInference(be, true, TOKENS), () -> compact.packForTraining(be), () -> compact.slotWeight(0, Slot.QKV),
                 () -> compact.packForInference(be, false), () -> compact.packForInference(be, true), compact::dropInferencePacks,
                 () -> compact.setDenseFormat(new boolean[CONFIG.layers()][BertNames.Slot.values().length]),
-                () -> compact.forward(be, new StepArena("refused"), null, null, null, new BertModel.AdapterSet(new Adapter[3][4], java.util.Map.of())),
+                () -> compact.forward(be, null, null, null, null, new BertModel.AdapterSet(new Adapter[3][4], java.util.Map.of())),
                 () -> new BertTraining(compact, n -> true))) {
             var e = assertThrows(IllegalStateException.class, r::run);
             assertTrue(e.getMessage().contains("compacted for inference"), e.getMessage());
