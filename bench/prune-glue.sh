@@ -23,7 +23,7 @@
 # is not in KEEP is trained again (its row stays as recorded), and a KEEP without topa.jar gets the pinned commit's
 # (built in a temporary worktree where the engine's sources differ from the checkout's). Then the dense learning-rate check (full fine-tuning at
 # LR_FACTORS x the default on LR_TASKS: the baseline is not weak by accident) and, for a task whose
-# dense run was best at its last epoch, one with EPOCHS_FACTOR x the epochs (not cut short), the plot
+# dense run was best at its last epoch (any seed), one with EPOCHS_FACTOR x the epochs (not cut short), the plot
 # prune-glue.png (best dev metric vs parameters removed, a panel per task, dense full fine-tuning a level line), the
 # same figures as a Markdown table (prune-glue.md, with published dense scores for scale), and
 # `name: value` lines: per task and method the mean best dev main metric (x 100, GLUE points) with
@@ -183,9 +183,10 @@ for t in $tasks; do
         done
     done
 done
-# full FIELD TASK: a field of the task's dense full fine-tuning row, first seed (fields: 9 best at its last epoch, 10 epochs, 11 lr)
+# full FIELD TASK [SEED]: a field of the task's dense full fine-tuning row, of SEED or the first seed (fields: 9 best at its
+# last epoch, 10 epochs, 11 lr)
 s1="${seeds%% *}"
-full() { awk -F'\t' -v f="$1" -v t="$2" -v s="$s1" '$1 == t && $2 == "full" && $4 == s { v = $f } END { print v }' "$results"; }
+full() { awk -F'\t' -v f="$1" -v t="$2" -v s="${3:-$s1}" '$1 == t && $2 == "full" && $4 == s { v = $f } END { print v }' "$results"; }
 # the dense baseline's learning rate: full fine-tuning at other rates on a few tasks, first seed
 for t in $lr_tasks; do
     [ -n "$lr_factors" ] || continue
@@ -198,11 +199,14 @@ for t in $lr_tasks; do
         run "$t-fulllr$f-s$s1" 0 "$s1" finetune --task "$t" --method full --lr "$lr" "${epochs[@]}"
     done
 done
-# the dense baseline's epochs: where full fine-tuning's best evaluation was its last, once more with EPOCHS_FACTOR x its epochs
+# the dense baseline's epochs: where full fine-tuning's best evaluation was its last (with any seed: the lowest such
+# seed), once more with that seed and EPOCHS_FACTOR x its epochs
 for t in $tasks; do
-    [ -n "$epochs_factor" ] && [ "$(full 9 "$t")" = true ] || continue
-    more="$(python3 -c "import sys; print(round(int(sys.argv[1]) * float(sys.argv[2])))" "$(full 10 "$t")" "$epochs_factor")" \
-        || { echo "prune-glue: $t-full-s$s1's row in $results has no epochs" >&2; exit 1; }
-    run "$t-fullep$more-s$s1" 0 "$s1" finetune --task "$t" --method full --epochs "$more"
+    [ -n "$epochs_factor" ] || continue
+    s="$(awk -F'\t' -v t="$t" '$1 == t && $2 == "full" && $9 == "true" { print $4 }' "$results" | sort -n | head -1)"
+    [ -n "$s" ] || continue
+    more="$(python3 -c "import sys; print(round(int(sys.argv[1]) * float(sys.argv[2])))" "$(full 10 "$t" "$s")" "$epochs_factor")" \
+        || { echo "prune-glue: $t-full-s$s's row in $results has no epochs" >&2; exit 1; }
+    run "$t-fullep$more-s$s" 0 "$s" finetune --task "$t" --method full --epochs "$more"
 done
 "$JAVA_HOME/bin/java" -cp "$root/bench/target/benchmarks.jar" dev.topa.bench.GlueTable "$results" "$record/prune-glue.png" "$sparsities"

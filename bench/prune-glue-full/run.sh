@@ -11,7 +11,8 @@
 #      must-show figures' spread and distillation's default first)
 #   C  LoRA and the paper's recipe, first seed (the paper's is 30 fp32 epochs: the longest runs but SST-2's)
 #   D2 seeds 2-3 of LoRA and the paper's recipe
-#   S  the dense epochs check (SST-2's full fine-tuning was best at its last epoch; two hours on 2 cores)
+#   S  the dense epochs check where a seed's full fine-tuning was best at its last epoch (SST-2's seed 1: two hours on
+#      2 cores; RTE's seeds 2 and 3: its seed 2 with 10 epochs)
 #   H  layer-wise distillation where the record lacks it (RTE 50/70, MRPC 70, STS-B 70; not in the script's defaults)
 #   E  the script as it is, every task, method and seed
 # Usage: bench/prune-glue-full/run.sh [PASS...]   (default: all, in that order); then table.sh puts the table in RESULTS
@@ -32,7 +33,7 @@ for p in ${@:-W L D C D2 S H E}; do
         W) pass W TEACHER=warmup TASKS="mrpc stsb cola" METHODS=pa-distill SEEDS=1 "${only[@]}" ;;
         L) pass L TASKS=rte METHODS=full SEEDS=1 LR_TASKS="cola mrpc rte" EPOCHS_FACTOR= ;;
         C) pass C TASKS="mrpc stsb cola sst2" METHODS="lora paper" SEEDS=1 "${only[@]}" ;;
-        S) pass S TASKS="sst2 stsb" METHODS=full SEEDS=1 LR_FACTORS= ;;
+        S) pass S TASKS="sst2 stsb rte" METHODS=full SEEDS=1 LR_FACTORS= ;;
         D) pass D TASKS="rte mrpc stsb" METHODS="full pa-distill pa" SEEDS="1 2 3" "${only[@]}" ;;
         D2) pass D2 TASKS="rte mrpc stsb" METHODS="lora paper" SEEDS="1 2 3" "${only[@]}" ;;
         H) pass H TASKS="rte mrpc stsb" METHODS=pa-hidden SEEDS=1 "${only[@]}" ;;
