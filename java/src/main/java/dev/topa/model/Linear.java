@@ -73,7 +73,6 @@ final class Linear {
 
     /** Drops every packed form (the weight or its mask changed). */
     void unpack() {
-        weight("repacking"); // the inference pack is all the slot has
         inference = null;
         frozen = null;
         blocks = null;
@@ -100,7 +99,6 @@ final class Linear {
                     + "fine-tuning");
             return new DenseWeight(weight("training"));
         }
-        if (weight == null) weight("training"); // an inference pack is not what backward multiplies by
         LinearWeight packed = packedFor(frozen, be);
         return blockMask == null ? packed : blockSparse(be, denseForm ? packed : null);
     }
@@ -136,7 +134,6 @@ final class Linear {
 
     /** Forgets the inference pack (its memory goes with the allocator it came from). */
     synchronized void dropInference() {
-        weight("dropping the inference pack"); // it is all the slot has
         inference = null;
     }
 
