@@ -246,13 +246,16 @@ class FinetuneCliTest {
         };
         String[] warm = pa.apply("warm", new String[] {"--distill", "0.5"});
         assertEquals("0", warm[0], warm[2]);
-        String[] taught = pa.apply("taught", new String[] {"--distill", "0.5", "--teacher", teacher.toString()});
+        // a teacher alone turns distillation on at its default weight
+        String[] taught = pa.apply("taught", new String[] {"--teacher", teacher.toString()});
         assertEquals("0", taught[0], taught[2]);
         assertTrue(taught[1].contains("distillation: " + teacher + " taught 32 examples"), taught[1]);
         var w = new ObjectMapper().readTree(dir.resolve("warm/pruning.json").toFile());
         var f = new ObjectMapper().readTree(dir.resolve("taught/pruning.json").toFile());
         assertEquals("warm-up", w.get("teacher").asText());
         assertEquals(teacher.toString(), f.get("teacher").asText());
+        assertEquals(PruneAdaptCommand.DEFAULT_DISTILL, f.get("distill_alpha").asDouble(), f.toString());
+        assertEquals(0.5, w.get("distill_alpha").asDouble(), w.toString());
         long teacherBytes = Files.size(teacher.resolve("model.safetensors"));
         assertTrue(f.get("teacher_weight_bytes").asLong() > teacherBytes * 9 / 10, "its own fp32 weights are counted: " + f);
         assertTrue(w.get("teacher_weight_bytes").asLong() < teacherBytes / 2, "the warm-up teacher is the student's weights (bf16 packs at most): " + w);
@@ -286,7 +289,7 @@ class FinetuneCliTest {
         String[] resumed = pa.apply("taught", new String[] {"--distill", "0.5", "--teacher", teacher.toString(), "--resume"});
         assertEquals("1", resumed[0], resumed[1] + resumed[2]);
         assertTrue(resumed[2].contains("another run") && resumed[2].contains("prune.teacher"), resumed[2]);
-        // refused before any work, nothing written: no --distill, no such directory, another task, another tokenizer
+        // refused before any work, nothing written: distillation turned off, no such directory, another task, another tokenizer
         Path otherTask = dir.resolve("mrpc-teacher"), otherTokens = dir.resolve("other-tokens");
         for (Path copy : new Path[] {otherTask, otherTokens}) {
             Files.createDirectories(copy);
@@ -295,7 +298,7 @@ class FinetuneCliTest {
         }
         Files.writeString(otherTask.resolve("task.json"), Files.readString(teacher.resolve("task.json")).replace("\"RTE\"", "\"MRPC\""));
         Files.writeString(otherTokens.resolve("tokenizer.json"), Files.readString(teacher.resolve("tokenizer.json")).replace("[UNK]", "[UNKNOWN]"));
-        String[][] cases = {{"--teacher", teacher.toString()}, {"--distill", "0.5", "--teacher", dir.resolve("none").toString()},
+        String[][] cases = {{"--distill", "0", "--teacher", teacher.toString()}, {"--distill", "0.5", "--teacher", dir.resolve("none").toString()},
                 {"--distill", "0.5", "--teacher", otherTask.toString()}, {"--distill", "0.5", "--teacher", otherTokens.toString()}};
         String[] says = {"only with --distill ALPHA > 0", "not a directory", "a model of MRPC, not of RTE", "one that differs from the model's"};
         for (int i = 0; i < cases.length; i++) {
