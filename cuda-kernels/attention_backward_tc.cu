@@ -130,7 +130,7 @@ __device__ void attentionBackwardRowsTc(float *dqkv, __nv_bfloat16 *pOut, __nv_b
                     const __nv_bfloat16 *vr = &sh.v[n * 8 + g][kc * 16 + 2 * t];
                     mmaBf16(dp[n], of[kc], *reinterpret_cast<const uint32_t *>(vr), *reinterpret_cast<const uint32_t *>(vr + 8));
                 }
-                if (drop.on()) // dP = dropout(dO V^T); rows or keys past S hold p = 0 and are never stored
+                if (drop.on()) // dP = dropout(dO V^T); keys past S hold p = 0; rows past S have dO = 0, so dP = 0 there and they are never stored
 #pragma unroll
                     for (int e = 0; e < 4; e++)
                         dp[n][e] = drop.apply(dp[n][e], bhS + q0 + g + 8 * (e >> 1), S, k0 + n * 8 + 2 * t + (e & 1));

@@ -441,6 +441,8 @@ public abstract class Backend implements AutoCloseable {
                 onDevice(this, op, "ids", t);
             }
         if (posIds != null) need(Op.POSITION_IDS, op);
+        // without position ids token s takes row s: backward's kernels index dwpe by it unguarded
+        else check(ids.dim(1) <= wpe.dim(0), op, "sequences of " + ids.dim(1) + " tokens, but wpe has " + wpe.dim(0) + " positions");
         f32(this, op, "wte", wte);
         f32(this, op, "wpe", wpe);
         check(wte.rank() == 2 && wpe.rank() == 2 && wpe.dim(1) == wte.dim(1), op, "wte " + shape(wte) + " and wpe " + shape(wpe)

@@ -71,6 +71,12 @@ class BackendChecksTest {
         var e = assertThrows(IllegalArgumentException.class, () -> be.embeddingForward(f32(2, 4, 8), i32(ids, 2, 4), null, null, f32(10, 8),
                 f32(4, 8), null));
         assertTrue(e.getMessage().contains("token 2 of sequence 1") && e.getMessage().contains("id 50"), e.getMessage());
+        // longer sequences than position rows: refused by both directions before any kernel indexes a row past the table
+        int[] fine = {1, 2, 3, 4, 5, 6, 7, 8};
+        refused("embeddingForward: sequences of 4 tokens, but wpe has 3 positions", () -> be.embeddingForward(f32(2, 4, 8), i32(fine, 2, 4), null, null,
+                f32(10, 8), f32(3, 8), null));
+        refused("embeddingBackward: sequences of 4 tokens, but wpe has 3 positions", () -> be.embeddingBackward(null, f32(3, 8), null, f32(2, 4, 8),
+                i32(fine, 2, 4), null, null, f32(10, 8), f32(3, 8), null));
         var e2 = assertThrows(IllegalArgumentException.class, () -> be.crossEntropyForward(f32(4), f32(4, 3), i32(new int[] {0, 2, 3, 1}, 4)));
         assertTrue(e2.getMessage().contains("label 3 of row 2"), e2.getMessage());
     }
