@@ -25,13 +25,15 @@ extern "C" __global__ void adamw_multi_f32(const int64_t *table, float b1, float
     }
 }
 
+// Squares summed in double, as on the CPU: an fp32 square overflows past |g| ~ 1.8e19, which would
+// read as a non-finite step and stop training where clipping should have scaled it.
 extern "C" __global__ void sum_squares_f32(double *total, const float *x, int64_t n) {
-    __shared__ float scratch[32];
+    __shared__ double scratch[32];
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    float s = 0.0f;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride) s += x[i] * x[i];
+    double s = 0.0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride) s += (double)x[i] * x[i];
     s = blockSum(s, scratch);
-    if (threadIdx.x == 0) atomicAdd(total, (double)s);
+    if (threadIdx.x == 0) atomicAdd(total, s);
 }
 
 // Global-norm clipping decided on the device, nothing read back. state (Backend.CLIP_*): [0] the

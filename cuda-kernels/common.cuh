@@ -16,6 +16,12 @@ __device__ __forceinline__ float warpSum(float v) {
     return v;
 }
 
+__device__ __forceinline__ double warpSum(double v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
 __device__ __forceinline__ float warpMax(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -30,6 +36,16 @@ __device__ __forceinline__ float blockSum(float v, float *scratch /* [32] shared
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     v = lane < warps ? scratch[lane] : 0.0f;
+    return warpSum(v);
+}
+
+__device__ __forceinline__ double blockSum(double v, double *scratch /* [32] shared */) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warpSum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : 0.0;
     return warpSum(v);
 }
 

@@ -3,7 +3,8 @@
 // logsumexp(logits[row]) - logits[row, label[row]], fp32; a negative label is an ignored row (loss
 // 0, as on the CPU); a label >= classes gives NaN (the host validates labels before they are
 // uploaded; this is the last line, and a NaN loss stops training). One warp per row: GLUE heads
-// have 2-3 classes.
+// have 2-3 classes. expf/logf, not the fast intrinsics: a confident right answer's loss is log(s)
+// with s near 1, where __logf's absolute error (~2^-21) is a large relative one.
 #include "common.cuh"
 
 extern "C" __global__ void cross_entropy_forward_f32(float *loss, const float *logits, const int32_t *labels, int rows, int classes) {
@@ -14,11 +15,11 @@ extern "C" __global__ void cross_entropy_forward_f32(float *loss, const float *l
     for (int c = lane; c < classes; c += 32) m = fmaxf(m, z[c]);
     m = warpMax(m);
     float s = 0.0f;
-    for (int c = lane; c < classes; c += 32) s += __expf(z[c] - m);
+    for (int c = lane; c < classes; c += 32) s += expf(z[c] - m);
     s = warpSum(s);
     if (lane == 0) {
         int y = labels[row];
-        loss[row] = y < 0 ? 0.0f : y < classes ? m + __logf(s) - z[y] : NAN;
+        loss[row] = y < 0 ? 0.0f : y < classes ? m + logf(s) - z[y] : NAN;
     }
 }
 
@@ -57,9 +58,9 @@ extern "C" __global__ void cross_entropy_backward_f32(float *dlogits, const floa
     for (int c = lane; c < classes; c += 32) m = fmaxf(m, z[c]);
     m = warpMax(m);
     float s = 0.0f;
-    for (int c = lane; c < classes; c += 32) s += __expf(z[c] - m);
-    float lse = m + __logf(warpSum(s));
-    for (int c = lane; c < classes; c += 32) d[c] = scale * (__expf(z[c] - lse) - (c == y ? 1.0f : 0.0f));
+    for (int c = lane; c < classes; c += 32) s += expf(z[c] - m);
+    float lse = m + logf(warpSum(s));
+    for (int c = lane; c < classes; c += 32) d[c] = scale * (expf(z[c] - lse) - (c == y ? 1.0f : 0.0f));
 }
 
 // Mean squared error of a regression head: *mean = sum (pred - target)^2 / n (one block; n a batch),

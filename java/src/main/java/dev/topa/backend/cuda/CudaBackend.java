@@ -37,6 +37,8 @@ import java.util.Set;
  */
 public final class CudaBackend extends Backend {
     private static final int THREADS = 256, MAX_BLOCKS = 65535;
+    /** enough blocks of THREADS to fill an H100/H200 (132 SMs) twice, for grid-stride kernels whose blocks each repeat a batch-wide count */
+    private static final int SPREAD_BLOCKS = 264;
 
     /** How the matrix products of inference round their operands. */
     public enum Precision { MIXED, FP32 }
@@ -615,10 +617,13 @@ public final class CudaBackend extends Backend {
         }
     }
 
-    /** Nothing read back: a label outside the classes gives its row a NaN loss (the trainer checks labels before the upload). */
+    /**
+     * Nothing read back: a label outside the classes gives its row a NaN loss (the trainer checks labels before the upload).
+     * At least one block: an empty batch still writes its mean (0), and a grid of 0 blocks is a launch error.
+     */
     @Override
     protected int kCrossEntropyForward(Tensor losses, Tensor mean, Tensor logits, Tensor labels, long n, long classes) {
-        launch(CudaKernel.CROSS_ENTROPY_FORWARD_F32, grid((n + 7) / 8), THREADS, arg(losses), arg(logits), arg(labels), (int) n, (int) classes);
+        launch(CudaKernel.CROSS_ENTROPY_FORWARD_F32, grid(Math.max(1, (n + 7) / 8)), THREADS, arg(losses), arg(logits), arg(labels), (int) n, (int) classes);
         launch(CudaKernel.LOSS_MEAN_F32, grid(1), THREADS, arg(mean), arg(losses), arg(labels), (int) n);
         return 0;
     }
@@ -626,7 +631,7 @@ public final class CudaBackend extends Backend {
     /** Each block counts the batch's labels itself: no read-back. */
     @Override
     protected void kCrossEntropyBackward(Tensor dlogits, Tensor logits, Tensor labels, long n, long classes, float dloss) {
-        launch(CudaKernel.CROSS_ENTROPY_BACKWARD_F32, grid((n + 7) / 8), THREADS, arg(dlogits), arg(logits), arg(labels), (int) n, (int) classes,
+        launch(CudaKernel.CROSS_ENTROPY_BACKWARD_F32, grid(Math.max(1, (n + 7) / 8)), THREADS, arg(dlogits), arg(logits), arg(labels), (int) n, (int) classes,
                 dloss);
     }
 
@@ -649,7 +654,8 @@ public final class CudaBackend extends Backend {
     @Override
     protected void kHiddenMatchBackward(Tensor dStudent, Tensor student, Tensor teacher, Tensor mask, float weight) {
         long rows = student.dim(0) * student.dim(1);
-        launch(CudaKernel.HIDDEN_MATCH_BACKWARD_F32, grid(Math.max(1, Math.min(MAX_BLOCKS, (rows + 7) / 8))), THREADS, arg(dStudent), arg(student),
+        // every block counts the batch's real tokens itself: a few blocks per SM, not one per 8 rows (rows^2 / 8 mask reads)
+        launch(CudaKernel.HIDDEN_MATCH_BACKWARD_F32, grid(Math.max(1, Math.min(SPREAD_BLOCKS, (rows + 7) / 8))), THREADS, arg(dStudent), arg(student),
                 arg(teacher), arg(mask), (int) rows, (int) student.dim(2), weight);
     }
 
