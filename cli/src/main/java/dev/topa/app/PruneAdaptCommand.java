@@ -85,7 +85,7 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
     @Option(names = "--distill", paramLabel = "ALPHA", description = {"knowledge distillation: a dense model teaches the pruned one,",
             "forward only; the loss is (1 - ALPHA) x the task loss + ALPHA x the distillation term (0: off; default: "
                     + DEFAULT_DISTILL + " with --teacher, else 0:",
-            "on full GLUE training sets a fine-tuned teacher helped on average at 50% and 70%, the warmed-up model did not: bench/RESULTS.md)"})
+            "on full GLUE training sets a fine-tuned teacher helped on average at 50%% and 70%%, the warmed-up model did not: bench/RESULTS.md)"})
     Double distill; // null: the default, which depends on --teacher
 
     /** distillation's weight when --teacher is given alone: the record's pa-distill rows ran with it */
