@@ -37,6 +37,12 @@ final class LossOps implements OpFamily {
                 gradient(name + " dlogits", v -> 0.7 * Reference.crossEntropy(v, labels, n, classes)[n], ld, ws.floats(dl), ws.rnd(), 64, GRAD);
             }));
         }
+        all.add(new OpCase(name(), "crossEntropy N=0 (an empty batch)", ws -> {
+            Tensor losses = ws.poisoned(0), logits = ws.f32(new double[0], 0, 3), labels = ws.i32(new int[0], 0);
+            float mean = ws.backend().crossEntropyForward(losses, logits, labels);
+            Check.isTrue(mean == 0f, "crossEntropy N=0: mean " + mean + ", want 0");
+            ws.backend().crossEntropyBackward(ws.poisoned(0, 3), logits, labels, 1f);
+        }));
         for (int n : new int[] {1, 7, 33, 1000}) {
             String name = "mse N=" + n;
             all.add(new OpCase(name(), name, ws -> {

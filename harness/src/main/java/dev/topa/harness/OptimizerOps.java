@@ -36,8 +36,9 @@ final class OptimizerOps implements OpFamily {
 
     /**
      * clipScale decides the clip factor where the gradients are and adamwStep reads it there: a
-     * clipped step, an unclipped one, then a step with a NaN gradient, which must be recorded (step,
-     * loss, norm) and leave the parameters as they were, as must every step after it.
+     * clipped step (one gradient element past the square root of fp32's largest value), an
+     * unclipped one, then a step with a NaN gradient, which must be recorded (step, loss, norm) and
+     * leave the parameters as they were, as must every step after it.
      */
     private OpCase clipOnTheDevice() {
         String name = "clipScale, then adamw reading the scale on the device";
@@ -59,6 +60,8 @@ final class OptimizerOps implements OpFamily {
                 List<double[]> gds = new ArrayList<>();
                 for (int i = 0; i < sizes.length; i++) {
                     double[] gd = ws.random(sizes[i]);
+                    // step 1: an element whose square overflows fp32 (the norm must still be finite, the step clipped, not refused)
+                    if (step == 1 && i == 1) gd[5] = 3e20;
                     if (step == 3 && i == 1) gd[17] = Double.NaN;
                     Tensor g = ws.f32(gd, sizes[i]);
                     gds.add(ws.values(g));
@@ -68,7 +71,7 @@ final class OptimizerOps implements OpFamily {
                 ws.backend().clipScale(group.stream().map(t -> t[1]).toList(), maxNorms[step - 1], loss, step, state);
                 double norm = Math.sqrt(sq), want = step >= 3 ? 0 : norm > maxNorms[step - 1] ? maxNorms[step - 1] / norm : 1;
                 double[] s = ws.values(state);
-                Check.isTrue(Math.abs(s[Backend.CLIP_SCALE] - want) <= 1e-6 * Math.max(1, want), name + " step " + step + ": scale "
+                Check.isTrue(Math.abs(s[Backend.CLIP_SCALE] - want) <= 1e-6 * want, name + " step " + step + ": scale "
                         + s[Backend.CLIP_SCALE] + ", want " + want);
                 Check.isTrue(s[Backend.CLIP_FIRST_BAD_STEP] == (step >= 3 ? 3 : 0) && (step < 3 || (Double.isNaN(s[Backend.CLIP_BAD_NORM])
                         && s[Backend.CLIP_BAD_LOSS] == 0.75)), name + " step " + step + ": state " + java.util.Arrays.toString(s));
