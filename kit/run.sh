@@ -130,6 +130,12 @@ step 45 "$logs/sparse24.log" "${jrun[@]}" dev.topa.kit.Sparse24Check; c6=$?
 step 45 "$logs/nccl.log" "${jrun[@]}" dev.topa.kit.NcclCheck; c7=$? # one rank here; 3: no libnccl on this machine (said, not a failure)
 note "nccl: exit $c7, $(grep -h -E '^nccl_(check|available|version)' "$logs/nccl.log" | tr '\n' ' ')"
 [ $c7 -ne 3 ] || c7=0
+# the real sum (and the id's broadcast over MPI) needs two ranks: one per GPU where there are two and mpirun
+if [ $c7 -eq 0 ] && grep -q '^nccl_check: pass' "$logs/nccl.log" && command -v mpirun >/dev/null \
+    && [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
+    step 60 "$logs/nccl2.log" mpirun --allow-run-as-root --oversubscribe -np 2 "${jrun[@]}" dev.topa.kit.NcclCheck; c7=$?
+    note "nccl over 2 ranks: exit $c7, $(grep -h -E '^nccl_(check|allreduce)' "$logs/nccl2.log" | tr '\n' ' ')"
+fi
 stage_result parity $c1 $c2 $c3 $c4 $c5 $c6 $c7
 note "parity: CudaOpCheck $c1, CudaEncoderCheck $c2, op harness $c3 ($(grep -m1 ops_failures "$logs/harness.log")), training step dense $c4 blocks $c5, 2:4 $c6"
 grep -h "^FAILED" "$logs/harness.log" | head -20 >> "$logs/summary-body.txt"

@@ -44,6 +44,16 @@ final class DeviceOption {
         return device.kind() == Kind.cpu ? "cpu" : device.kind() + ":" + device.index();
     }
 
+    /**
+     * Training across processes sums gradients with MPI in host memory, so it runs on the CPU: said
+     * before any rank opens a device or loads a model.
+     */
+    void checkTrainingAcross(dev.topa.dist.Communicator processes) {
+        if (processes.size() > 1 && !host())
+            throw new IllegalArgumentException("--device " + spec() + ": training across " + processes.size() + " processes runs on the CPU"
+                    + " (the ranks sum their gradients with MPI in host memory); use --device cpu");
+    }
+
     /** The backend to run on; a device that is not there fails here, before any work, with the reason. */
     Backend backend() {
         return switch (device.kind()) {

@@ -88,6 +88,7 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
     public Integer call() throws Exception {
         if (method == Recipe.Method.PRUNE) return pruneOnly();
         threads.apply();
+        device.checkTrainingAcross(Main.processes);
         GlueTask t = job.glueTask();
         RecipeOptions options = new RecipeOptions(spec);
         Recipe asked = options.recipe(t, method, device.cuda());

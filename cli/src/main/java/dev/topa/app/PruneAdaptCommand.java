@@ -149,6 +149,7 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
                 structure != null ? structure : paper ? Structure.HEADS : Structure.HEADS_FFN, schedule, ramp, minHeads, minFfn, scorer,
                 scoreExamples, evalEvery, inferenceIterations); // option combinations are checked before any loading
         cfg.checkDevice(device.host());
+        device.checkTrainingAcross(Main.processes);
         GlueTask t = job.glueTask();
         RecipeOptions options = new RecipeOptions(spec);
         Recipe rc = pruneOnly ? options.recipe(t, Recipe.Method.PRUNE, gpu) : paper ? options.applyTo(Recipe.paper(t))

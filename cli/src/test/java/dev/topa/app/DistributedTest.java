@@ -122,6 +122,18 @@ class DistributedTest {
         sameWeights(one, two);
     }
 
+    /** The ranks sum gradients in host memory: a device is refused by every command that trains, before any model loads or output. */
+    @Test
+    void trainingAcrossProcessesOnADeviceIsRefusedBeforeAnyWork(@TempDir Path dir) throws Exception {
+        for (String command : new String[] {"finetune", "prune-adapt"}) {
+            Path out = dir.resolve(command);
+            Run r = topa(2, dir.resolve(command + ".log"), null, args(TestData.glue(), out, List.of("--device", "cuda"), command));
+            assertEquals(1, r.code(), r.out());
+            assertTrue(r.out().contains("--device cuda:0: training across 2 processes runs on the CPU"), r.out());
+            assertFalse(Files.exists(out), command + " wrote " + out);
+        }
+    }
+
     @Test
     void loraOnTwoRanksIsTheOneProcessRun(@TempDir Path dir) throws Exception {
         sameRun(dir, List.of("finetune", "--base-precision", "fp32"), NO_DROPOUT);

@@ -98,10 +98,16 @@ public final class Nccl {
     public Comm join(Communicator mpi) {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment id = a.allocate(UNIQUE_ID);
-            if (mpi.isRoot()) check(Mpi.call(getUniqueId, id), "ncclGetUniqueId");
-            byte[] bytes = id.toArray(ValueLayout.JAVA_BYTE);
+            // the id and, in a last byte, rank 0's status: a failure there reaches every rank (not left waiting in the broadcast)
+            byte[] bytes = new byte[(int) UNIQUE_ID.byteSize() + 1];
+            int made = mpi.isRoot() ? Mpi.call(getUniqueId, id) : 0;
+            if (mpi.isRoot()) {
+                MemorySegment.copy(id, ValueLayout.JAVA_BYTE, 0, bytes, 0, bytes.length - 1);
+                bytes[bytes.length - 1] = (byte) Math.min(made, 127);
+            }
             mpi.broadcast(bytes, 0);
-            MemorySegment.copy(bytes, 0, id, ValueLayout.JAVA_BYTE, 0, bytes.length);
+            if (bytes[bytes.length - 1] != 0) check(mpi.isRoot() ? made : bytes[bytes.length - 1], "ncclGetUniqueId (rank 0)");
+            MemorySegment.copy(bytes, 0, id, ValueLayout.JAVA_BYTE, 0, bytes.length - 1);
             MemorySegment out = a.allocate(ADDRESS);
             check(Mpi.call(commInitRank, out, mpi.size(), id, mpi.rank()), "ncclCommInitRank");
             return new Comm(out.get(ADDRESS, 0), mpi.rank(), mpi.size());
@@ -129,7 +135,12 @@ public final class Nccl {
 
         /** The f32 buffer at devicePtr (count elements) summed over the ranks in place, queued on stream. */
         public void allReduceSum(long devicePtr, long count, long stream) {
-            check(Mpi.call(allReduce, devicePtr, devicePtr, count, NCCL_FLOAT32, NCCL_SUM, handle, stream), "ncclAllReduce");
+            allReduceSum(devicePtr, devicePtr, count, stream);
+        }
+
+        /** recv = the sum over the ranks of each rank's send (f32, count elements, device pointers), queued on stream. */
+        public void allReduceSum(long send, long recv, long count, long stream) {
+            check(Mpi.call(allReduce, send, recv, count, NCCL_FLOAT32, NCCL_SUM, handle, stream), "ncclAllReduce");
         }
 
         @Override

@@ -143,8 +143,8 @@ public final class Trainer implements AutoCloseable {
         this.comm = comm;
         if (comm.size() == 1) return this;
         if (!be.device().isHostAccessible())
-            throw new UnsupportedOperationException("training across processes on " + be.device() + " needs NCCL, which this build does not bind"
-                    + " yet; run the ranks on the CPU");
+            throw new UnsupportedOperationException("training across processes on " + be.device() + " is not supported: the ranks sum their"
+                    + " gradients with MPI in host memory; run them on the CPU (--device cpu)");
         int layers = model.config().layers();
         List<List<Tensor>> perLayer = new ArrayList<>();
         for (int l = 0; l < layers; l++) perLayer.add(new ArrayList<>());
