@@ -30,6 +30,9 @@ public abstract class CachingDeviceMemory implements DeviceMemory {
     /** Gives a block that {@link #obtain} returned back to the driver. */
     protected abstract void giveBack(long address, long size);
 
+    /** Before cached blocks go back to the driver (e.g. waits for work that may still use them). */
+    protected void beforeGivingBack() {}
+
     @Override
     public final Device device() {
         return device;
@@ -78,11 +81,14 @@ public abstract class CachingDeviceMemory implements DeviceMemory {
 
     /** Gives every cached block back to the driver. */
     public final synchronized void release() {
+        if (cached == 0) return;
+        beforeGivingBack();
         for (Map.Entry<Long, ArrayDeque<Long>> e : cache.entrySet())
             while (!e.getValue().isEmpty()) {
-                giveBack(e.getValue().pop(), e.getKey());
-                held -= e.getKey();
+                long p = e.getValue().pop();
+                held -= e.getKey(); // counted out first: a block the driver refuses is not ours either
                 cached -= e.getKey();
+                giveBack(p, e.getKey());
             }
     }
 

@@ -102,6 +102,11 @@ class DeviceTensorsTest {
             protected void giveBack(long address, long size) {
                 given.add(address);
             }
+
+            @Override
+            protected void beforeGivingBack() {
+                given.add(-1L); // the device waited (for work still queued on the blocks) before the first give-back
+            }
         };
         long a = m.allocate(3000), b = m.allocate(100);
         m.free(a, 3000);
@@ -117,7 +122,10 @@ class DeviceTensorsTest {
         assertEquals(4096 + 512 + 1024, m.bytes()[0], "held: the live 4096-byte block and two cached ones");
         assertEquals(512 + 1024, m.bytes()[1], "freed blocks are cached, not given back");
         m.release();
-        assertEquals(List.of(b, c), given.stream().sorted().toList(), "release gives back every cached block and no live one");
+        assertEquals(-1L, given.get(0), "waited first: " + given);
+        assertEquals(List.of(-1L, b, c), given.stream().sorted().toList(), "release gives back every cached block and no live one, after one wait");
+        m.release();
+        assertEquals(3, given.size(), "nothing cached: no wait, nothing given back");
         assertEquals(4096, m.bytes()[0]);
         m.free(a, 4096);
     }

@@ -34,7 +34,7 @@ import java.util.SplittableRandom;
  */
 public final class CudaOpCheck {
     private final CudaDriver cu;
-    private final long module, stream;
+    private final long context, module, stream;
     private final CpuBackend cpu = CpuBackend.create();
     private final SplittableRandom rnd = new SplittableRandom(20261127);
     private final List<String> table = new ArrayList<>();
@@ -42,7 +42,7 @@ public final class CudaOpCheck {
 
     private CudaOpCheck(CudaDriver cu) throws IOException {
         this.cu = cu;
-        cu.useDevice(cu.device(0));
+        context = cu.useDevice(cu.device(0));
         module = cu.loadModule(CudaBackend.kernelImage());
         stream = cu.streamCreate();
     }
@@ -284,7 +284,7 @@ public final class CudaOpCheck {
 
     /** Device tensors through the caching allocator: a bit-exact round trip, device-side accounting, a block reused. */
     private void deviceTensors() {
-        CudaMemory mem = new CudaMemory(cu, 0);
+        CudaMemory mem = new CudaMemory(cu, 0, context);
         long address;
         try (TensorScope s = scope(); TensorScope d = new TensorScope("check", MemoryCategory.ACTIVATIONS, mem)) {
             Tensor host = random(s, false, 1000, 77), back = s.allocate(DType.F32, 1000, 77);
@@ -304,6 +304,23 @@ public final class CudaOpCheck {
             failed |= !reused;
             table.add("caching allocator reuse | - | 308000 B | - | - | " + (reused ? "yes" : "NO") + " | - | -");
         }
+        // a thread that never made the context current (a serving worker) takes a new block: the allocator makes it current itself
+        long[] fromWorker = new long[1];
+        Thread worker = new Thread(() -> {
+            try (TensorScope d = new TensorScope("worker", MemoryCategory.ACTIVATIONS, mem)) {
+                fromWorker[0] = d.allocate(DType.F32, 3, 1 << 20).data().address();
+            } catch (RuntimeException e) {
+                System.out.println("allocation on another thread: " + e);
+            }
+        });
+        worker.start();
+        try {
+            worker.join();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        failed |= fromWorker[0] == 0;
+        table.add("allocation on a fresh thread | - | 12 MiB | - | - | " + (fromWorker[0] != 0 ? "yes" : "NO") + " | - | -");
         mem.release();
     }
 

@@ -58,7 +58,7 @@ public final class CudaBackend extends Backend {
 
         synchronized long atLeast(long n) {
             if (n > bytes) {
-                if (address != 0) memory.free(address, bytes);
+                free(); // forgotten before allocating: an out-of-memory error must not leave the freed block here
                 address = memory.allocate(n);
                 bytes = n;
             }
@@ -92,8 +92,9 @@ public final class CudaBackend extends Backend {
             int i = next;
             next = (next + 1) % SLOTS;
             if (slot[i] == null) {
+                long e = cu.syncEventCreate(); // first: a slot never holds pinned memory without its event
                 slot[i] = cu.hostAlloc(SLOT_BYTES);
-                event[i] = cu.eventCreate();
+                event[i] = e;
             } else if (pending[i]) {
                 cu.eventSynchronize(event[i]);
             }
@@ -107,10 +108,15 @@ public final class CudaBackend extends Backend {
         synchronized void free() {
             for (int i = 0; i < SLOTS; i++)
                 if (slot[i] != null) {
-                    cu.hostFree(slot[i]);
-                    cu.eventDestroy(event[i]);
+                    MemorySegment s = slot[i];
+                    long e = event[i];
                     slot[i] = null;
                     pending[i] = false;
+                    try {
+                        cu.hostFree(s);
+                    } finally {
+                        cu.eventDestroy(e);
+                    }
                 }
         }
     }
@@ -119,19 +125,30 @@ public final class CudaBackend extends Backend {
     private final Buffer operands = new Buffer(); // the bf16 (left) operand of a product
     private final Buffer table = new Buffer();    // the optimizer's tensor table, the sum of squares
     private final Buffer attention = new Buffer(); // P and dS of attention backward
-    private boolean closed;
+    private final int dev;
+    private volatile boolean closed;
 
     private CudaBackend(CudaDriver cu, int ordinal, Precision precision) throws IOException {
         this.cu = cu;
         this.precision = precision;
         this.ordinal = ordinal;
-        int dev = cu.device(ordinal);
+        dev = cu.device(ordinal);
         context = cu.useDevice(dev);
         current.set(true);
-        module = cu.loadModule(kernelImage());
-        stream = cu.streamCreate();
-        lt = new CublasLt(cu);
-        memory = new CudaMemory(cu, ordinal);
+        long m = 0, s = 0;
+        try { // what was made before a failure is given back
+            m = cu.loadModule(kernelImage());
+            s = cu.streamCreate();
+            lt = new CublasLt(cu);
+        } catch (IOException | RuntimeException e) {
+            if (s != 0) cu.streamDestroy(s);
+            if (m != 0) cu.unloadModule(m);
+            cu.releaseDevice(dev);
+            throw e;
+        }
+        module = m;
+        stream = s;
+        memory = new CudaMemory(cu, ordinal, context);
         name = "cuda:" + ordinal + "-sm_" + cu.computeCapability(dev) + (precision == Precision.FP32 ? "-fp32" : "");
     }
 
@@ -197,24 +214,35 @@ public final class CudaBackend extends Backend {
         launch(CudaKernel.ZERO_OFF_DIAGONAL_F32, strided(rows * cols), THREADS, arg(t), rows, cols, blocks);
     }
 
+    /**
+     * Waits for the stream, then gives back everything the backend holds, each step tried even when
+     * one before it failed (after a kernel fault the synchronization throws, and the memory, the
+     * stream, the module and the context must still go); the first failure is thrown at the end.
+     */
     @Override
     public synchronized void close() {
         if (closed) return;
+        cu.setCurrent(context);
+        current.set(true);
         closed = true;
-        onThisThread();
-        cu.streamSynchronize(stream);
-        operands.free();
-        table.free();
-        attention.free();
-        staging.free();
-        lt.close();
-        memory.release();
+        RuntimeException first = null;
+        Runnable[] steps = {() -> cu.streamSynchronize(stream), operands::free, table::free, attention::free, staging::free, lt::close,
+                memory::release, () -> cu.streamDestroy(stream), () -> cu.unloadModule(module), () -> cu.releaseDevice(dev)};
+        for (Runnable step : steps)
+            try {
+                step.run();
+            } catch (RuntimeException e) {
+                if (first == null) first = e;
+                else first.addSuppressed(e);
+            }
+        if (first != null) throw first;
     }
 
     // ---------------------------------------------------------------- plumbing
 
     /** Driver contexts are per thread: make the device's current on the calling thread once. */
     private void onThisThread() {
+        if (closed) throw new IllegalStateException(name + ": used after close()");
         if (!current.get()) {
             cu.setCurrent(context);
             current.set(true);

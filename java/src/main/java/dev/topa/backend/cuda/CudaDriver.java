@@ -26,9 +26,9 @@ public final class CudaDriver {
     private static volatile Object loaded; // CudaDriver or the String reason it is unavailable
 
     private final MethodHandle cuInit, cuDriverGetVersion, cuDeviceGetCount, cuDeviceGet, cuDeviceGetName, cuDeviceTotalMem,
-            cuDeviceGetAttribute, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemAllocHost,
-            cuMemFreeHost, cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD, cuMemsetD32, cuStreamCreate, cuStreamSynchronize, cuEventCreate, cuEventDestroy, cuEventRecord,
-            cuEventSynchronize, cuEventElapsedTime, cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel, cuGetErrorName,
+            cuDeviceGetAttribute, cuDevicePrimaryCtxRetain, cuDevicePrimaryCtxRelease, cuCtxSetCurrent, cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemAllocHost,
+            cuMemFreeHost, cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD, cuMemsetD32, cuStreamCreate, cuStreamDestroy, cuStreamSynchronize, cuEventCreate, cuEventDestroy, cuEventRecord,
+            cuEventSynchronize, cuEventElapsedTime, cuModuleLoadData, cuModuleUnload, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel, cuGetErrorName,
             cuGetErrorString, cuMemGetInfo;
     /** cuFuncGetParamInfo (drivers of CUDA 12.4 and later), or null. */
     private final MethodHandle cuFuncGetParamInfo;
@@ -42,6 +42,7 @@ public final class CudaDriver {
         cuDeviceTotalMem = bind(lib, "cuDeviceTotalMem_v2", ADDRESS, JAVA_INT);
         cuDeviceGetAttribute = bind(lib, "cuDeviceGetAttribute", ADDRESS, JAVA_INT, JAVA_INT);
         cuDevicePrimaryCtxRetain = bind(lib, "cuDevicePrimaryCtxRetain", ADDRESS, JAVA_INT);
+        cuDevicePrimaryCtxRelease = bind(lib, "cuDevicePrimaryCtxRelease_v2", JAVA_INT);
         cuCtxSetCurrent = bind(lib, "cuCtxSetCurrent", ADDRESS);
         cuCtxSynchronize = bind(lib, "cuCtxSynchronize");
         cuMemAlloc = bind(lib, "cuMemAlloc_v2", ADDRESS, JAVA_LONG);
@@ -54,6 +55,7 @@ public final class CudaDriver {
         cuMemcpyDtoD = bind(lib, "cuMemcpyDtoDAsync_v2", JAVA_LONG, JAVA_LONG, JAVA_LONG, ADDRESS);
         cuMemsetD32 = bind(lib, "cuMemsetD32Async", JAVA_LONG, JAVA_INT, JAVA_LONG, ADDRESS);
         cuStreamCreate = bind(lib, "cuStreamCreate", ADDRESS, JAVA_INT);
+        cuStreamDestroy = bind(lib, "cuStreamDestroy_v2", ADDRESS);
         cuStreamSynchronize = bind(lib, "cuStreamSynchronize", ADDRESS);
         cuEventCreate = bind(lib, "cuEventCreate", ADDRESS, JAVA_INT);
         cuEventDestroy = bind(lib, "cuEventDestroy_v2", ADDRESS);
@@ -61,6 +63,7 @@ public final class CudaDriver {
         cuEventSynchronize = bind(lib, "cuEventSynchronize", ADDRESS);
         cuEventElapsedTime = bind(lib, "cuEventElapsedTime", ADDRESS, ADDRESS, ADDRESS);
         cuModuleLoadData = bind(lib, "cuModuleLoadData", ADDRESS, ADDRESS);
+        cuModuleUnload = bind(lib, "cuModuleUnload", ADDRESS);
         cuModuleGetFunction = bind(lib, "cuModuleGetFunction", ADDRESS, ADDRESS, ADDRESS);
         cuFuncSetAttribute = bind(lib, "cuFuncSetAttribute", ADDRESS, JAVA_INT, JAVA_INT);
         // function and stream as 64-bit integers (pointers in the ABI alike), so the hot call is one invokeExact
@@ -187,6 +190,11 @@ public final class CudaDriver {
         return ctx;
     }
 
+    /** Gives back what {@link #useDevice} retained (the primary context is destroyed with its last release). */
+    public void releaseDevice(int device) {
+        check(call(cuDevicePrimaryCtxRelease, device), "cuDevicePrimaryCtxRelease_v2");
+    }
+
     /** Makes a context current on the calling thread (contexts are per thread in the driver API). */
     public void setCurrent(long ctx) {
         check(call(cuCtxSetCurrent, MemorySegment.ofAddress(ctx)), "cuCtxSetCurrent");
@@ -248,12 +256,22 @@ public final class CudaDriver {
         return out(cuStreamCreate, "cuStreamCreate", 0);
     }
 
+    public void streamDestroy(long stream) {
+        check(call(cuStreamDestroy, MemorySegment.ofAddress(stream)), "cuStreamDestroy_v2");
+    }
+
     public void streamSynchronize(long stream) {
         check(call(cuStreamSynchronize, MemorySegment.ofAddress(stream)), "cuStreamSynchronize");
     }
 
+    /** An event that can time (elapsedMs). */
     public long eventCreate() {
         return out(cuEventCreate, "cuEventCreate", 0);
+    }
+
+    /** An event only waited on: CU_EVENT_DISABLE_TIMING, the cheaper kind to record and to wait for. */
+    public long syncEventCreate() {
+        return out(cuEventCreate, "cuEventCreate", 2);
     }
 
     public void eventDestroy(long event) {
@@ -275,6 +293,10 @@ public final class CudaDriver {
     }
 
     /** Loads a module from an image in memory (a fatbin, cubin or PTX). */
+    public void unloadModule(long module) {
+        check(call(cuModuleUnload, MemorySegment.ofAddress(module)), "cuModuleUnload");
+    }
+
     public long loadModule(byte[] image) {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment img = a.allocate(image.length + 1L);
