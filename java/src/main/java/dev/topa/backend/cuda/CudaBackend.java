@@ -11,6 +11,7 @@ import dev.topa.backend.Sparse24Weight;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.Device;
 import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.MemoryTracker;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorAllocator;
@@ -52,7 +53,10 @@ public final class CudaBackend extends Backend {
     private final String name;
     private final long[] functions = new long[CudaKernel.values().length];
     private final ThreadLocal<Boolean> current = ThreadLocal.withInitial(() -> false);
-    /** Device buffers kept between calls, grown when a call needs more (stream order makes reuse safe). */
+    /**
+     * Device buffers kept between calls, grown when a call needs more (stream order makes reuse
+     * safe); their bytes count as the device's WORKSPACE, as the CPU kernels' scratch does.
+     */
     private final class Buffer {
         private long address, bytes;
 
@@ -61,12 +65,16 @@ public final class CudaBackend extends Backend {
                 free(); // forgotten before allocating: an out-of-memory error must not leave the freed block here
                 address = memory.allocate(n);
                 bytes = n;
+                MemoryTracker.of(memory.device()).add(MemoryCategory.WORKSPACE, n);
             }
             return address;
         }
 
         synchronized void free() {
-            if (address != 0) memory.free(address, bytes);
+            if (address != 0) {
+                memory.free(address, bytes);
+                MemoryTracker.of(memory.device()).add(MemoryCategory.WORKSPACE, -bytes);
+            }
             address = bytes = 0;
         }
     }
@@ -149,6 +157,7 @@ public final class CudaBackend extends Backend {
         module = m;
         stream = s;
         memory = new CudaMemory(cu, ordinal, context);
+        MemoryTracker.of(memory.device()).add(MemoryCategory.WORKSPACE, CublasLt.WORKSPACE_BYTES); // cuBLASLt's, held until close
         name = "cuda:" + ordinal + "-sm_" + cu.computeCapability(dev) + (precision == Precision.FP32 ? "-fp32" : "");
     }
 
@@ -227,6 +236,7 @@ public final class CudaBackend extends Backend {
         closed = true;
         RuntimeException first = null;
         Runnable[] steps = {() -> cu.streamSynchronize(stream), operands::free, table::free, attention::free, staging::free, lt::close,
+                () -> MemoryTracker.of(memory.device()).add(MemoryCategory.WORKSPACE, -CublasLt.WORKSPACE_BYTES),
                 memory::release, () -> cu.streamDestroy(stream), () -> cu.unloadModule(module), () -> cu.releaseDevice(dev)};
         for (Runnable step : steps)
             try {
