@@ -13,6 +13,8 @@ import dev.topa.backend.Op;
 import dev.topa.backend.PackedWeight;
 import dev.topa.tensor.DType;
 import dev.topa.tensor.Device;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.MemoryTracker;
 import dev.topa.tensor.Tensor;
 import java.io.IOException;
 import java.io.InputStream;
@@ -196,7 +198,7 @@ public final class OpenClBackend extends Backend {
         closed = true;
         cl.finish(queue);
         staging.drain();
-        if (scratchAddress != 0) memory.free(scratchAddress, scratchBytes);
+        freeScratch();
         memory.release();
         for (long[] k : kernels.values()) cl.releaseKernel(k[0]);
         cl.releaseProgram(program);
@@ -262,14 +264,26 @@ public final class OpenClBackend extends Backend {
         if (st != 0) throw new OpenClException("clSetKernelArg(" + kernel + ", " + index + ") failed: " + OpenCl.errorName(st), st);
     }
 
-    /** Device scratch of at least bytes (attention backward, sums of squares), kept between calls; queue order makes reuse safe. */
+    /**
+     * Device scratch of at least bytes (attention backward, sums of squares), kept between calls;
+     * queue order makes reuse safe. Its bytes count as the device's WORKSPACE.
+     */
     private synchronized long scratch(long bytes) {
         if (bytes > scratchBytes) {
-            if (scratchAddress != 0) memory.free(scratchAddress, scratchBytes);
+            freeScratch(); // forgotten before allocating: an out-of-memory error must not leave the freed block here
             scratchAddress = memory.allocate(bytes);
             scratchBytes = bytes;
+            MemoryTracker.of(memory.device()).add(MemoryCategory.WORKSPACE, bytes);
         }
         return scratchAddress;
+    }
+
+    private synchronized void freeScratch() {
+        if (scratchAddress != 0) {
+            memory.free(scratchAddress, scratchBytes);
+            MemoryTracker.of(memory.device()).add(MemoryCategory.WORKSPACE, -scratchBytes);
+        }
+        scratchAddress = scratchBytes = 0;
     }
 
     // ---------------------------------------------------------------- memory, copies, layout
