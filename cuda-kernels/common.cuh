@@ -10,13 +10,8 @@ __device__ __forceinline__ float ld(const __nv_bfloat16 *p, int64_t i) { return 
 __device__ __forceinline__ void st(float *p, int64_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void st(__nv_bfloat16 *p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
 
-__device__ __forceinline__ float warpSum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ double warpSum(double v) {
+// T: float, or double where a sum must not overflow or lose the small terms (gradient norms)
+template <typename T> __device__ __forceinline__ T warpSum(T v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -29,23 +24,13 @@ __device__ __forceinline__ float warpMax(float v) {
 }
 
 // Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
-__device__ __forceinline__ float blockSum(float v, float *scratch /* [32] shared */) {
+template <typename T> __device__ __forceinline__ T blockSum(T v, T *scratch /* [32] shared */) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     v = warpSum(v);
     __syncthreads(); // scratch may still be read by a previous call
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    v = lane < warps ? scratch[lane] : 0.0f;
-    return warpSum(v);
-}
-
-__device__ __forceinline__ double blockSum(double v, double *scratch /* [32] shared */) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warpSum(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    v = lane < warps ? scratch[lane] : 0.0;
+    v = lane < warps ? scratch[lane] : T(0);
     return warpSum(v);
 }
 
