@@ -216,7 +216,7 @@ class FinetuneCliTest {
                 {"--distill", "0.5", "--distill-temperature", "-2"}, {"--distill", "0.5", "--schedule", "gradual"},
                 {"--distill", "0.5", "--distill-hidden", "1"}, {"--distill-hidden", "-1"}};
         String[] says = {"--distill: a weight in [0, 1]", "--distill: a weight in [0, 1]", "--distill: a weight in [0, 1]",
-                "--distill-temperature: positive", "--distill-temperature: positive", "--schedule gradual has no dense teacher",
+                "--distill-temperature: positive", "--distill-temperature: positive", "--schedule gradual needs --teacher DIR",
                 "needs --distill ALPHA > 0 and --teacher DIR", "--distill-hidden: a weight >= 0"};
         for (int i = 0; i < cases.length; i++) {
             Path out = dir.resolve("d" + i);
@@ -282,6 +282,18 @@ class FinetuneCliTest {
         assertTrue(f.get("distill_hidden_weight") == null, "outputs only: no layer-wise fields " + f);
         assertTrue(Files.mismatch(dir.resolve("taught/model.safetensors"), dir.resolve("layered/model.safetensors")) != -1,
                 "matching hidden states made no difference");
+        // the gradual schedule learns from a fine-tuned teacher too (there the warmed-up model is the student the masks prune)
+        String[] gradual = pa.apply("gradual-taught", new String[] {"--teacher", teacher.toString(), "--schedule", "gradual"});
+        assertEquals("0", gradual[0], gradual[2]);
+        assertTrue(gradual[1].contains("distillation: " + teacher + " taught 32 examples"), gradual[1]);
+        var g = new ObjectMapper().readTree(dir.resolve("gradual-taught/pruning.json").toFile());
+        assertEquals("gradual", g.get("schedule").asText(), g.toString());
+        assertEquals(teacher.toString(), g.get("teacher").asText(), g.toString());
+        assertEquals(PruneAdaptCommand.DEFAULT_DISTILL, g.get("distill_alpha").asDouble(), g.toString());
+        String[] untaught = pa.apply("gradual", new String[] {"--schedule", "gradual"});
+        assertEquals("0", untaught[0], untaught[2]);
+        assertTrue(Files.mismatch(dir.resolve("gradual/model.safetensors"), dir.resolve("gradual-taught/model.safetensors")) != -1,
+                "the teacher made no difference to the gradual schedule");
         // a teacher retrained into the same directory is another teacher: the student's run does not resume with it
         String[] again = run("finetune", "--task", "rte", "--data-dir", glue, "--method", "full", "--epochs", "1", "--train-limit", "32",
                 "--batch-size", "16", "--max-seq-len", "48", "--seed", "2", "--overwrite", "--out", teacher.toString());

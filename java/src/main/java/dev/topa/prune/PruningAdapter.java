@@ -249,9 +249,11 @@ public final class PruningAdapter {
         if (resume && (cfg.schedule() == Schedule.GRADUAL || cfg.pruneOnly()))
             throw new IllegalArgumentException("--resume: " + (cfg.pruneOnly() ? "pruning only" : "--schedule gradual (its masks change as it trains)")
                     + " cannot resume; run it afresh");
-        if (distillAlpha > 0 && (cfg.schedule() == Schedule.GRADUAL || cfg.pruneOnly()))
-            throw new IllegalArgumentException("--distill: the one-shot Pruning-Adapter learns from the warmed-up dense model; "
-                    + (cfg.pruneOnly() ? "pruning only has no adaptation" : "--schedule gradual has no dense teacher beside it"));
+        if (distillAlpha > 0 && cfg.pruneOnly())
+            throw new IllegalArgumentException("--distill: pruning only has no adaptation to teach");
+        if (distillAlpha > 0 && cfg.schedule() == Schedule.GRADUAL && teacherDir == null)
+            throw new IllegalArgumentException("--distill with --schedule gradual needs --teacher DIR: the warmed-up dense model is the student"
+                    + " that the masks prune as it trains, so no dense copy of it stays to teach");
         if (cfg.schedule() == Schedule.GRADUAL && rc.basePrecision() == Recipe.Precision.BF16) // bf16 packs would miss the masks
             throw new IllegalArgumentException("--schedule gradual masks the fp32 weights as it goes; bf16 packs of them would not see the masks:"
                     + " use --base-precision fp32");
@@ -536,8 +538,11 @@ public final class PruningAdapter {
         long stepsPerEpoch = (run.train().size() + rc.batchSize() - 1) / rc.batchSize();
         long rampSteps = Math.max(1, Math.round(cfg.ramp() * stepsPerEpoch * rc.epochs())), every = Math.max(1, rampSteps / 10);
         long[] step = {0};
+        // a fine-tuned teacher's one pass over the training set runs beside the dense student (no pruned one yet)
+        if (distillAlpha > 0) teacher = fineTunedTeacher(run.train(), dense.config());
         try (dense; BertTraining training = new BertTraining(null, dense, rc.trainingOptions());
-                Trainer trainer = new Trainer(cpu, dense, training, run.head(), run.job().task(), rc.trainerConfig(cfg.evalEvery())).distributed(comm)) {
+                Trainer trainer = new Trainer(cpu, dense, training, run.head(), run.job().task(), rc.trainerConfig(cfg.evalEvery())).distributed(comm)
+                        .distillFrom(teacher)) {
             training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
             TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output(run),
                     TrainingLoop.Outcome.NONE, new TrainingLoop.Hooks(st -> {
