@@ -9,6 +9,8 @@
 #              full run goes first); TEACHER=warmup: the scoring warm-up's model teaches instead (rows named warmdistill)
 #   pa-hidden  pa-distill with layer-wise distillation too (`--distill-hidden $HIDDEN`: every layer's output matched to the
 #              fine-tuned teacher's, which stays beside the student; not in the default METHODS: it costs time, a teacher forward per batch)
+#   pa-gradual pa-distill on the gradual schedule (`--schedule gradual`: masks tighten while the adapters train, on the
+#              cubic ramp; the CPU only; not yet in the default METHODS: its rows are being measured)
 # on the first TRAIN_LIMIT training examples ("all": the whole training set) and the whole dev set;
 # RTE, MRPC and STS-B with every seed of SEEDS (mean and spread), the others with the first. Every
 # run is its own process, one after the other, from one private copy of the jar; each finished run
@@ -161,13 +163,14 @@ for t in $tasks; do
                 full) run "$t-full-s$seed" 0 "$seed" finetune --task "$t" --method full "${epochs[@]}" ;;
                 lora) run "$t-lora-s$seed" 0 "$seed" finetune --task "$t" "${epochs[@]}" ;;
                 paper) run "$t-paper-s$seed" 0.30 "$seed" prune-adapt --task "$t" --recipe paper --inference-iterations 0 "${epochs[@]}" ;;
-                pa | pa-distill | pa-hidden)
+                pa | pa-distill | pa-hidden | pa-gradual)
                     d=() name=$m
                     if [ "$m" = pa-distill ] && [ "$teacher" = warmup ]; then
                         d=(--distill "$distill") name=warmdistill
                     elif [ "$m" != pa ]; then
                         d=(--distill "$distill" --teacher "$work/$t-full-s$seed")
-                        [ "$m" = pa-distill ] || d+=(--distill-hidden "$hidden")
+                        [ "$m" != pa-hidden ] || d+=(--distill-hidden "$hidden")
+                        [ "$m" != pa-gradual ] || d+=(--schedule gradual)
                         for sp in $sparsities; do # the teacher's model only where a row still has to run
                             ! recorded "$t-$name$(percent "$sp")-s$seed" && [ ! -f "$work/$t-$name$(percent "$sp")-s$seed/report.json" ] || continue
                             run --model "$t-full-s$seed" 0 "$seed" finetune --task "$t" --method full "${epochs[@]}"

@@ -87,8 +87,10 @@ public final class GlueTable {
             }
         }
         // distillation's effect: pa-distillNN (the dense fine-tuned teacher) and warmdistillNN (the warm-up's) against paNN;
-        // the layer-wise term's, pa-hiddenNN, against pa-distillNN (the same teacher's outputs without it)
-        String[][] effects = {{"pa-distill", "pa", "distill"}, {"warmdistill", "pa", "warmdistill"}, {"pa-hidden", "pa-distill", "hidden"}};
+        // the layer-wise term's, pa-hiddenNN, and the gradual schedule's, pa-gradualNN, against pa-distillNN (the same teacher's
+        // outputs, one-shot and without the layer-wise term)
+        String[][] effects = {{"pa-distill", "pa", "distill"}, {"warmdistill", "pa", "warmdistill"}, {"pa-hidden", "pa-distill", "hidden"},
+                {"pa-gradual", "pa-distill", "gradual"}};
         for (String m : methods)
             for (String[] e : effects)
                 if (m.matches(e[0] + "\\d+")) {
@@ -185,8 +187,12 @@ public final class GlueTable {
         OutputDirectory.writeFile(md, b.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));
     }
 
-    /** pa50 -> 50, pa-distill70 -> 70_distill, pa-hidden50 -> 50_hidden, warmdistill50 -> 50_warmdistill, lora -> lora, paper -> paper. */
+    /**
+     * pa50 -> 50, pa-distill70 -> 70_distill, pa-hidden50 -> 50_hidden, pa-gradual50 -> 50_gradual, warmdistill50 -> 50_warmdistill,
+     * lora -> lora, paper -> paper.
+     */
     private static String suffix(String method) {
+        if (method.matches("pa-gradual\\d+")) return method.substring("pa-gradual".length()) + "_gradual";
         if (method.matches("pa-distill\\d+")) return method.substring("pa-distill".length()) + "_distill";
         if (method.matches("pa-hidden\\d+")) return method.substring("pa-hidden".length()) + "_hidden";
         if (method.matches("warmdistill\\d+")) return method.substring("warmdistill".length()) + "_warmdistill";
@@ -201,7 +207,7 @@ public final class GlueTable {
         for (String t : tasks) {
             Map<String, double[][]> series = new LinkedHashMap<>();
             double[] full = reference.containsKey(t) ? mean.get(t + "/" + reference.get(t)) : null;
-            for (String kind : new String[] {"pa", "pa-distill", "pa-hidden", "warmdistill"}) {
+            for (String kind : new String[] {"pa", "pa-distill", "pa-hidden", "pa-gradual", "warmdistill"}) {
                 List<double[]> points = new ArrayList<>();
                 if (full != null) points.add(new double[] {0, full[0]});
                 for (String m : methods)
@@ -212,6 +218,7 @@ public final class GlueTable {
                     case "pa" -> "Pruning-Adapter";
                     case "pa-distill" -> "with distillation (fine-tuned teacher)";
                     case "pa-hidden" -> "with layer-wise distillation too";
+                    case "pa-gradual" -> "gradual schedule with distillation";
                     default -> "with distillation (warm-up teacher)";
                 }, new double[][] {points.stream().mapToDouble(p -> p[0]).toArray(), points.stream().mapToDouble(p -> p[1]).toArray()});
             }

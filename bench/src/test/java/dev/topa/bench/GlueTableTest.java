@@ -74,7 +74,7 @@ class GlueTableTest {
     void distillationEffectsAreTakenAgainstTheRunWithoutIt() throws Exception {
         List<String> lines = run(List.of(row("cola", "full", 0, 1, 0.33, 500, false), row("cola", "pa50", 0.5, 1, 0.23, 150, false),
                 row("cola", "pa-distill50", 0.5, 1, 0.26, 180, false), row("cola", "pa-hidden50", 0.5, 1, 0.28, 260, false),
-                row("cola", "lora", 0, 1, 0.27, 400, false),
+                row("cola", "pa-gradual50", 0.5, 1, 0.285, 200, false), row("cola", "lora", 0, 1, 0.27, 400, false),
                 row("rte", "full", 0, 1, 0.60, 800, false), row("rte", "pa50", 0.5, 1, 0.55, 150, false),
                 row("rte", "pa-distill50", 0.5, 1, 0.54, 380, false)));
         assertEquals(3.0, value(lines, "cola_distill_effect_points_50"), 1e-9);
@@ -86,6 +86,8 @@ class GlueTableTest {
                 "dense runs get no ratio: " + lines);
         assertEquals(2.0, value(lines, "cola_hidden_effect_points_50"), 1e-9); // on top of the outputs' distillation, not of pa50
         assertEquals(5.0, value(lines, "avg_metric_gap_points_50_hidden"), 1e-9);
+        assertEquals(2.5, value(lines, "cola_gradual_effect_points_50"), 1e-9); // the same teacher, one-shot: pa-distill50
+        assertEquals(4.5, value(lines, "avg_metric_gap_points_50_gradual"), 1e-9);
         assertEquals((10.0 + 5.0) / 2, value(lines, "avg_metric_gap_points_50"), 1e-9);
         assertTrue(lines.getLast().startsWith("avg_metric_gap_points_50: "), "the asked figure is last: " + lines.getLast());
     }
