@@ -141,10 +141,13 @@ run() {
 import json, re, sys
 r = json.load(open(sys.argv[1])); log = open(sys.argv[2]).read()
 removed = re.search(r"\(([0-9.]+)% removed\)", log); peak = re.findall(r"total\s+\S+ \S+\s+([0-9.]+) (MiB|GiB)", log)
+# the gradual schedule says only "encoder parameters DENSE -> PRUNED" (no share): the share from those
+counts = re.findall(r"encoder parameters:? ([0-9,]+) -> ([0-9,]+)", log)
+share = removed.group(1) if removed else "%.1f" % (100 * (1 - int(counts[-1][1].replace(",", "")) / int(counts[-1][0].replace(",", "")))) if counts else "0"
 mib = (float(peak[-1][0]) * (1024 if peak[-1][1] == "GiB" else 1)) if peak else 0
 recipe = r.get("recipe", {})
 print("\t".join([sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], "%.4f" % r["best"][r["main_metric"]],
-                 removed.group(1) if removed else "0", "%.1f" % mib, sys.argv[7], str(r["best"]["step"] == r["epochs"][-1]["step"]).lower(),
+                 share, "%.1f" % mib, sys.argv[7], str(r["best"]["step"] == r["epochs"][-1]["step"]).lower(),
                  str(recipe.get("epochs", "NA")), str(recipe.get("lr", "NA"))]))
 PY
 }
