@@ -131,8 +131,9 @@ step 45 "$logs/nccl.log" "${jrun[@]}" dev.topa.kit.NcclCheck; c7=$? # one rank h
 note "nccl: exit $c7, $(grep -h -E '^nccl_(check|available|version)' "$logs/nccl.log" | tr '\n' ' ')"
 [ $c7 -ne 3 ] || c7=0
 # the real sum (and the id's broadcast over MPI) needs two ranks: one per GPU where there are two and mpirun
-if [ $c7 -eq 0 ] && grep -q '^nccl_check: pass' "$logs/nccl.log" && command -v mpirun >/dev/null \
-    && [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ') # whole GPUs (MIG instances are indented lines), at most the visible ones
+[ -z "${CUDA_VISIBLE_DEVICES:-}" ] || gpus=$(( $(tr ',' '\n' <<< "$CUDA_VISIBLE_DEVICES" | grep -c .) < gpus ? $(tr ',' '\n' <<< "$CUDA_VISIBLE_DEVICES" | grep -c .) : gpus ))
+if [ $c7 -eq 0 ] && grep -q '^nccl_check: pass' "$logs/nccl.log" && command -v mpirun >/dev/null && [ "$gpus" -ge 2 ]; then
     step 60 "$logs/nccl2.log" mpirun --allow-run-as-root --oversubscribe -np 2 "${jrun[@]}" dev.topa.kit.NcclCheck; c7=$?
     note "nccl over 2 ranks: exit $c7, $(grep -h -E '^nccl_(check|allreduce)' "$logs/nccl2.log" | tr '\n' ' ')"
 fi

@@ -539,7 +539,12 @@ public final class PruningAdapter {
         long rampSteps = Math.max(1, Math.round(cfg.ramp() * stepsPerEpoch * rc.epochs())), every = Math.max(1, rampSteps / 10);
         long[] step = {0};
         // a fine-tuned teacher's one pass over the training set runs beside the dense student (no pruned one yet)
-        if (distillAlpha > 0) teacher = fineTunedTeacher(run.train(), dense.config());
+        if (distillAlpha > 0) try {
+            teacher = fineTunedTeacher(run.train(), dense.config());
+        } catch (RuntimeException | Error e) {
+            dense.close(); // not yet in the try below, which closes it on every later path
+            throw e;
+        }
         try (dense; BertTraining training = new BertTraining(null, dense, rc.trainingOptions());
                 Trainer trainer = new Trainer(cpu, dense, training, run.head(), run.job().task(), rc.trainerConfig(cfg.evalEvery())).distributed(comm)
                         .distillFrom(teacher)) {

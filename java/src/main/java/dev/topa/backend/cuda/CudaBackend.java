@@ -101,7 +101,12 @@ public final class CudaBackend extends Backend {
             next = (next + 1) % SLOTS;
             if (slot[i] == null) {
                 long e = cu.syncEventCreate(); // first: a slot never holds pinned memory without its event
-                slot[i] = cu.hostAlloc(SLOT_BYTES);
+                try {
+                    slot[i] = cu.hostAlloc(SLOT_BYTES);
+                } catch (RuntimeException failed) {
+                    cu.eventDestroy(e);
+                    throw failed;
+                }
                 event[i] = e;
             } else if (pending[i]) {
                 cu.eventSynchronize(event[i]);
@@ -114,18 +119,22 @@ public final class CudaBackend extends Backend {
         }
 
         synchronized void free() {
+            RuntimeException first = null;
             for (int i = 0; i < SLOTS; i++)
                 if (slot[i] != null) {
                     MemorySegment s = slot[i];
                     long e = event[i];
                     slot[i] = null;
                     pending[i] = false;
-                    try {
-                        cu.hostFree(s);
-                    } finally {
-                        cu.eventDestroy(e);
-                    }
+                    for (Runnable step : new Runnable[] {() -> cu.hostFree(s), () -> cu.eventDestroy(e)})
+                        try {
+                            step.run();
+                        } catch (RuntimeException failed) {
+                            if (first == null) first = failed;
+                            else first.addSuppressed(failed);
+                        }
                 }
+            if (first != null) throw first;
         }
     }
 
@@ -144,21 +153,31 @@ public final class CudaBackend extends Backend {
         context = cu.useDevice(dev);
         current.set(true);
         long m = 0, s = 0;
-        try { // what was made before a failure is given back
+        CublasLt l = null;
+        String n;
+        try { // what was made before a failure is given back, each step tried
+            n = "cuda:" + ordinal + "-sm_" + cu.computeCapability(dev) + (precision == Precision.FP32 ? "-fp32" : "");
             m = cu.loadModule(kernelImage());
             s = cu.streamCreate();
-            lt = new CublasLt(cu);
+            l = new CublasLt(cu);
         } catch (IOException | RuntimeException e) {
-            if (s != 0) cu.streamDestroy(s);
-            if (m != 0) cu.unloadModule(m);
-            cu.releaseDevice(dev);
+            long made = s, loaded = m;
+            CublasLt handle = l;
+            for (Runnable undo : new Runnable[] {() -> { if (handle != null) handle.close(); }, () -> { if (made != 0) cu.streamDestroy(made); },
+                    () -> { if (loaded != 0) cu.unloadModule(loaded); }, () -> cu.releaseDevice(dev)})
+                try {
+                    undo.run();
+                } catch (RuntimeException u) {
+                    e.addSuppressed(u);
+                }
             throw e;
         }
+        name = n;
         module = m;
         stream = s;
+        lt = l;
         memory = new CudaMemory(cu, ordinal, context);
         MemoryTracker.of(memory.device()).add(MemoryCategory.WORKSPACE, CublasLt.WORKSPACE_BYTES); // cuBLASLt's, held until close
-        name = "cuda:" + ordinal + "-sm_" + cu.computeCapability(dev) + (precision == Precision.FP32 ? "-fp32" : "");
     }
 
     /** The backend on GPU ordinal in mixed precision, or an error saying why there is none (no driver, no device, no kernels). */
@@ -231,11 +250,12 @@ public final class CudaBackend extends Backend {
     @Override
     public synchronized void close() {
         if (closed) return;
-        cu.setCurrent(context);
-        current.set(true);
         closed = true;
         RuntimeException first = null;
-        Runnable[] steps = {() -> cu.streamSynchronize(stream), operands::free, table::free, attention::free, staging::free, lt::close,
+        Runnable[] steps = {() -> {
+            cu.setCurrent(context);
+            current.set(true);
+        }, () -> cu.streamSynchronize(stream), operands::free, table::free, attention::free, staging::free, lt::close,
                 () -> MemoryTracker.of(memory.device()).add(MemoryCategory.WORKSPACE, -CublasLt.WORKSPACE_BYTES),
                 memory::release, () -> cu.streamDestroy(stream), () -> cu.unloadModule(module), () -> cu.releaseDevice(dev)};
         for (Runnable step : steps)

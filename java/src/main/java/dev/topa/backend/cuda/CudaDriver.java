@@ -292,11 +292,11 @@ public final class CudaDriver {
         }
     }
 
-    /** Loads a module from an image in memory (a fatbin, cubin or PTX). */
     public void unloadModule(long module) {
         check(call(cuModuleUnload, MemorySegment.ofAddress(module)), "cuModuleUnload");
     }
 
+    /** Loads a module from an image in memory (a fatbin, cubin or PTX). */
     public long loadModule(byte[] image) {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment img = a.allocate(image.length + 1L);

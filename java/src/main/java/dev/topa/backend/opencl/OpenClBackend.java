@@ -264,6 +264,11 @@ public final class OpenClBackend extends Backend {
         if (st != 0) throw new OpenClException("clSetKernelArg(" + kernel + ", " + index + ") failed: " + OpenCl.errorName(st), st);
     }
 
+    /** Whether the device sums gradient norms (and losses) in double (cl_khr_fp64); else in float, where a square past ~1.8e19 overflows. */
+    public boolean sumsInDouble() {
+        return fp64;
+    }
+
     /**
      * Device scratch of at least bytes (attention backward, sums of squares), kept between calls;
      * queue order makes reuse safe. Its bytes count as the device's WORKSPACE.
