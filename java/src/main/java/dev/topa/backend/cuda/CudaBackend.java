@@ -21,8 +21,10 @@ import java.io.UncheckedIOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
 import java.util.Collections;
 import java.util.EnumSet;
+import java.util.List;
 import java.util.Set;
 
 /**
@@ -119,22 +121,17 @@ public final class CudaBackend extends Backend {
         }
 
         synchronized void free() {
-            RuntimeException first = null;
+            List<Runnable> steps = new ArrayList<>();
             for (int i = 0; i < SLOTS; i++)
                 if (slot[i] != null) {
                     MemorySegment s = slot[i];
                     long e = event[i];
                     slot[i] = null;
                     pending[i] = false;
-                    for (Runnable step : new Runnable[] {() -> cu.hostFree(s), () -> cu.eventDestroy(e)})
-                        try {
-                            step.run();
-                        } catch (RuntimeException failed) {
-                            if (first == null) first = failed;
-                            else first.addSuppressed(failed);
-                        }
+                    steps.add(() -> cu.hostFree(s));
+                    steps.add(() -> cu.eventDestroy(e));
                 }
-            if (first != null) throw first;
+            everyStep(steps.toArray(Runnable[]::new));
         }
     }
 
@@ -163,13 +160,12 @@ public final class CudaBackend extends Backend {
         } catch (IOException | RuntimeException e) {
             long made = s, loaded = m;
             CublasLt handle = l;
-            for (Runnable undo : new Runnable[] {() -> { if (handle != null) handle.close(); }, () -> { if (made != 0) cu.streamDestroy(made); },
-                    () -> { if (loaded != 0) cu.unloadModule(loaded); }, () -> cu.releaseDevice(dev)})
-                try {
-                    undo.run();
-                } catch (RuntimeException u) {
-                    e.addSuppressed(u);
-                }
+            try {
+                everyStep(() -> { if (handle != null) handle.close(); }, () -> { if (made != 0) cu.streamDestroy(made); },
+                        () -> { if (loaded != 0) cu.unloadModule(loaded); }, () -> cu.releaseDevice(dev));
+            } catch (RuntimeException u) {
+                e.addSuppressed(u);
+            }
             throw e;
         }
         name = n;
@@ -251,13 +247,17 @@ public final class CudaBackend extends Backend {
     public synchronized void close() {
         if (closed) return;
         closed = true;
-        RuntimeException first = null;
-        Runnable[] steps = {() -> {
+        everyStep(() -> {
             cu.setCurrent(context);
             current.set(true);
         }, () -> cu.streamSynchronize(stream), operands::free, table::free, attention::free, staging::free, lt::close,
                 () -> MemoryTracker.of(memory.device()).add(MemoryCategory.WORKSPACE, -CublasLt.WORKSPACE_BYTES),
-                memory::release, () -> cu.streamDestroy(stream), () -> cu.unloadModule(module), () -> cu.releaseDevice(dev)};
+                memory::release, () -> cu.streamDestroy(stream), () -> cu.unloadModule(module), () -> cu.releaseDevice(dev));
+    }
+
+    /** Runs every step, even after one fails; then throws the first failure, the later ones suppressed onto it. */
+    private static void everyStep(Runnable... steps) {
+        RuntimeException first = null;
         for (Runnable step : steps)
             try {
                 step.run();
