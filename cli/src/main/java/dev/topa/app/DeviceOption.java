@@ -4,6 +4,7 @@ import dev.topa.backend.Backend;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.backend.cuda.CudaBackend;
 import dev.topa.backend.opencl.OpenClBackend;
+import dev.topa.dist.Communicator;
 import java.util.Locale;
 import java.util.function.IntFunction;
 import picocli.CommandLine.ITypeConverter;
@@ -48,7 +49,7 @@ final class DeviceOption {
      * Training across processes sums gradients with MPI in host memory, so it runs on the CPU: said
      * before any rank opens a device or loads a model.
      */
-    void checkTrainingAcross(dev.topa.dist.Communicator processes) {
+    void checkTrainingAcross(Communicator processes) {
         if (processes.size() > 1 && !host())
             throw new IllegalArgumentException("--device " + spec() + ": training across " + processes.size() + " processes runs on the CPU"
                     + " (the ranks sum their gradients with MPI in host memory); use --device cpu");

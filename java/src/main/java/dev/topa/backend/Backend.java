@@ -53,6 +53,15 @@ public abstract class Backend implements AutoCloseable {
         return op.required();
     }
 
+    /**
+     * Whether gradient norms (clipScale's sum of squares) and losses are summed in double: true here
+     * and on CUDA; a device without double precision sums in float, where a square past ~1.8e19
+     * overflows and the step is taken as non-finite.
+     */
+    public boolean sumsInDouble() {
+        return true;
+    }
+
     /** Fails, naming every missing op, when this backend does not run all of ops: call it before a run starts. */
     public final void require(Collection<Op> ops, String what) {
         Set<Op> missing = EnumSet.noneOf(Op.class);

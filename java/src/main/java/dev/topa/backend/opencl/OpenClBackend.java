@@ -264,7 +264,8 @@ public final class OpenClBackend extends Backend {
         if (st != 0) throw new OpenClException("clSetKernelArg(" + kernel + ", " + index + ") failed: " + OpenCl.errorName(st), st);
     }
 
-    /** Whether the device sums gradient norms (and losses) in double (cl_khr_fp64); else in float, where a square past ~1.8e19 overflows. */
+    /** In double where the device has cl_khr_fp64. */
+    @Override
     public boolean sumsInDouble() {
         return fp64;
     }
