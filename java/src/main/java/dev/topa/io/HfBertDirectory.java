@@ -3,6 +3,7 @@ package dev.topa.io;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.topa.backend.Backend;
 import dev.topa.backend.BlockSparseWeight;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
@@ -139,35 +140,57 @@ public final class HfBertDirectory {
         return out;
     }
 
+    /** The tensors of a directory's shards by Hugging Face name, and the file of each (open until closed). */
+    private record Tensors(Path dir, List<Safetensors> files, Map<String, Safetensors.Entry> entries, Map<String, Path> where)
+            implements AutoCloseable {
+        static Tensors open(Path dir, BertConfig config) {
+            Tensors t = new Tensors(dir, new ArrayList<>(), new HashMap<>(), new HashMap<>());
+            try {
+                for (Path p : shards(dir)) {
+                    Safetensors st = Safetensors.read(p);
+                    t.files.add(st);
+                    st.entries().forEach((k, v) -> {
+                        t.entries.put(OnnxBertReader.hfName(k), v);
+                        t.where.put(OnnxBertReader.hfName(k), p);
+                    });
+                }
+                checkAgainstWeights(dir, config, t.entries, t.where);
+                return t;
+            } catch (RuntimeException | Error e) {
+                t.close();
+                throw e;
+            }
+        }
+
+        /** The tensor name, of shape (checked before its values are read). */
+        Safetensors.Entry entry(String name, long[] shape) {
+            Safetensors.Entry e = entries.get(name);
+            if (e == null) throw new ModelFormatException(dir + ": no tensor " + name + " in " + shards(dir));
+            if (!Arrays.equals(e.shape(), shape))
+                throw new ModelFormatException(where.get(name) + ": tensor " + name + " is " + Arrays.toString(e.shape()) + ", config.json implies "
+                        + Arrays.toString(shape));
+            return e;
+        }
+
+        @Override
+        public void close() {
+            files.forEach(Safetensors::close);
+        }
+    }
+
     public static BertModel load(Path dir) {
         BertConfig config = readConfig(dir);
-        List<Safetensors> files = new ArrayList<>();
-        try {
-            Map<String, Safetensors.Entry> entries = new HashMap<>();
-            Map<String, Path> where = new HashMap<>();
-            for (Path p : shards(dir)) {
-                Safetensors st = Safetensors.read(p);
-                files.add(st);
-                st.entries().forEach((k, v) -> {
-                    entries.put(OnnxBertReader.hfName(k), v);
-                    where.put(OnnxBertReader.hfName(k), p);
-                });
-            }
-            checkAgainstWeights(dir, config, entries, where);
+        try (Tensors tensors = Tensors.open(dir, config)) {
             BertModel model = new BertModel(config);
             try {
                 Map<String, boolean[][]> masks = new LinkedHashMap<>();
                 for (Map.Entry<String, Tensor> p : model.parameters().entrySet()) {
-                    Safetensors.Entry e = entries.get(p.getKey());
-                    if (e == null && entries.containsKey(p.getKey() + BSR_VALUES)) {
-                        masks.put(p.getKey(), loadBlocks(dir, p.getKey(), p.getValue(), entries, where));
+                    if (!tensors.entries.containsKey(p.getKey()) && tensors.entries.containsKey(p.getKey() + BSR_VALUES)) {
+                        masks.put(p.getKey(), loadBlocks(dir, p.getKey(), p.getValue(), tensors.entries, tensors.where));
                         continue;
                     }
-                    if (e == null) throw new ModelFormatException(dir + ": no tensor " + p.getKey() + " in " + shards(dir));
-                    if (!Arrays.equals(e.shape(), p.getValue().shape()))
-                        throw new ModelFormatException(where.get(p.getKey()) + ": tensor " + p.getKey() + " is "
-                                + Arrays.toString(e.shape()) + ", config.json implies " + Arrays.toString(p.getValue().shape()));
-                    p.getValue().copyFrom(e.floats(where.get(p.getKey())));
+                    Safetensors.Entry e = tensors.entry(p.getKey(), p.getValue().shape());
+                    p.getValue().copyFrom(e.floats(tensors.where.get(p.getKey())));
                 }
                 if (!masks.isEmpty()) {
                     if (blockSize(dir) != BlockSparseWeight.BLOCK)
@@ -180,8 +203,36 @@ public final class HfBertDirectory {
                 throw ex;
             }
             return model;
-        } finally {
-            files.forEach(Safetensors::close);
+        }
+    }
+
+    /**
+     * The dense model in dir compacted for inference on be's host as it is read (see
+     * {@link BertModel#compactForInference(BertConfig, Backend, boolean, int[], BertModel.WeightReader)}):
+     * the word embeddings of tokens only, with bf16 each linear weight only as its bf16 pack, so the
+     * whole model is never in memory; a model beside another (a teacher beside its student) costs
+     * the least it can. A block-sparse directory is refused (its blocks are scattered into a whole weight).
+     */
+    public static BertModel loadCompactedForInference(Path dir, Backend be, boolean bf16, int[] tokens) {
+        BertConfig config = readConfig(dir);
+        Map<String, long[]> shapes = BertNames.shapes(config);
+        try (Tensors tensors = Tensors.open(dir, config)) {
+            for (String n : tensors.entries.keySet())
+                if (n.endsWith(BSR_VALUES))
+                    throw new ModelFormatException(tensors.where.get(n) + ": tensor " + n + " is block-sparse; a model is compacted for inference"
+                            + " from a dense one");
+            return BertModel.compactForInference(config, be, bf16, tokens, new BertModel.WeightReader() {
+                @Override
+                public void read(String name, Tensor into) {
+                    into.copyFrom(tensors.entry(name, shapes.get(name)).floats(tensors.where.get(name)));
+                }
+
+                @Override
+                public void readRows(String name, int[] rows, Tensor into) {
+                    Safetensors.Entry e = tensors.entry(name, shapes.get(name));
+                    for (int i = 0; i < rows.length; i++) into.rows(i, i + 1).copyFrom(e.rows(rows[i], rows[i] + 1).floats(tensors.where.get(name)));
+                }
+            });
         }
     }
 

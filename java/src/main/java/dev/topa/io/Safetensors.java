@@ -20,6 +20,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.util.Arrays;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -39,6 +40,16 @@ public final class Safetensors implements AutoCloseable {
             long n = 1;
             for (long d : shape) n *= d;
             return n;
+        }
+
+        /** Rows [from, to) of the first dimension: a slice of these bytes. */
+        public Entry rows(long from, long to) {
+            if (shape.length == 0 || from < 0 || to < from || to > shape[0])
+                throw new IndexOutOfBoundsException("rows " + from + " to " + to + " of tensor " + name + " " + Arrays.toString(shape));
+            long rowBytes = shape[0] == 0 ? 0 : bytes.byteSize() / shape[0];
+            long[] s = shape.clone();
+            s[0] = to - from;
+            return new Entry(name, dtype, s, bytes.asSlice(from * rowBytes, (to - from) * rowBytes));
         }
 
         /** The values as float32 (F32, F16 and BF16 files). */

@@ -58,8 +58,12 @@ public final class BertModel implements AutoCloseable {
     private final Norm embeddingsNorm;
     private final Layer[] layers;
     private LoraConfig lora;
-    /** A copy compacted for inference ({@link #compactForInference}): it infers, and refuses what needs the whole model. */
-    private final boolean compacted;
+    /**
+     * A copy compacted for inference ({@link #compactForInference}): it infers, and refuses what needs
+     * the whole model. Its word table's row of each token id of the whole vocabulary (-1: not kept);
+     * null for a whole model.
+     */
+    private final int[] tokenRows;
 
     public BertModel(BertConfig config) {
         this(config, new TensorScope("bert weights", MemoryCategory.WEIGHTS));
@@ -67,14 +71,17 @@ public final class BertModel implements AutoCloseable {
 
     /** A model whose weights (contents unset) live in memory from weights, which the model closes. */
     public BertModel(BertConfig config, TensorScope weights) {
-        this(config, weights, null, null);
+        this(config, weights, null, null, null);
     }
 
-    /** packer not null: each linear slot holds only from's weight packed in bf16 for packer (see {@link #compactForInference}). */
-    private BertModel(BertConfig config, TensorScope weights, BertModel from, Backend packer) {
+    /**
+     * from not null: a copy compacted for inference with tokenRows as its token map; with packer each
+     * linear slot holds only its weight (read from from) packed in bf16 for packer, no fp32 W.
+     */
+    private BertModel(BertConfig config, TensorScope weights, int[] tokenRows, WeightReader from, Backend packer) {
         this.config = config;
         this.scope = weights;
-        this.compacted = from != null;
+        this.tokenRows = tokenRows;
         int c = config.hidden();
         words = param(BertNames.WORD_EMBEDDINGS, config.vocabSize(), c);
         positions = param(BertNames.POSITION_EMBEDDINGS, config.maxPositions(), c);
@@ -89,7 +96,7 @@ public final class BertModel implements AutoCloseable {
                 params.put(BertNames.of(l, BertNames.QKV_PARTS[i], BertNames.BIAS), qkvB.rows((long) i * a, (long) (i + 1) * a));
             }
             Linear[] slots = new Linear[Slot.values().length];
-            slots[Slot.QKV.ordinal()] = packer != null ? Linear.packedOnly(packer, from.layers[l].slot(Slot.QKV), qkvB, scope)
+            slots[Slot.QKV.ordinal()] = packer != null ? packedOnly(packer, l, Slot.QKV, 3L * a, c, qkvB, from)
                     : new Linear(BertNames.slot(l, Slot.QKV), qkvW, qkvB, scope);
             slots[Slot.ATTENTION_OUTPUT.ordinal()] = linear(l, Slot.ATTENTION_OUTPUT, c, a, from, packer);
             Norm attNorm = norm(BertNames.module(l, Module.ATTENTION_NORM), c);
@@ -109,43 +116,98 @@ public final class BertModel implements AutoCloseable {
         return new Norm(module, param(module + "." + BertNames.WEIGHT, c), param(module + "." + BertNames.BIAS, c));
     }
 
-    private Linear linear(int l, Slot slot, long out, long in, BertModel from, Backend packer) {
+    private Linear linear(int l, Slot slot, long out, long in, WeightReader from, Backend packer) {
         String n = BertNames.slot(l, slot);
-        if (packer != null) return Linear.packedOnly(packer, from.layers[l].slot(slot), param(n + "." + BertNames.BIAS, out), scope);
+        if (packer != null) return packedOnly(packer, l, slot, out, in, param(n + "." + BertNames.BIAS, out), from);
         return new Linear(n, param(n + "." + BertNames.WEIGHT, out, in), param(n + "." + BertNames.BIAS, out), scope);
+    }
+
+    /** Slot l's [out, in] weight read from from into a passing fp32 buffer, kept only as its bf16 pack for packer. */
+    private Linear packedOnly(Backend packer, int l, Slot slot, long out, long in, Tensor bias, WeightReader from) {
+        if (out == 0 || in == 0) return Linear.packedOnly(packer, BertNames.slot(l, slot), null, out, in, bias, scope); // a pruned-away slot
+        try (TensorScope fp32 = new TensorScope("fp32 weight being packed", MemoryCategory.WORKSPACE)) {
+            Tensor w = fp32.allocate(DType.F32, out, in);
+            if (slot == Slot.QKV) { // the fused slot's three parts, each under its own name
+                long a = out / 3;
+                for (int i = 0; i < 3; i++) from.read(BertNames.of(l, BertNames.QKV_PARTS[i], BertNames.WEIGHT), w.rows(i * a, (i + 1) * a));
+            } else {
+                from.read(BertNames.slot(l, slot) + "." + BertNames.WEIGHT, w);
+            }
+            return Linear.packedOnly(packer, BertNames.slot(l, slot), w, out, in, bias, scope);
+        }
+    }
+
+    /**
+     * Where a copy compacted for inference reads a whole model's parameters, by their Hugging Face
+     * names: that model's tensors ({@link #compactForInference(Backend, boolean, int[])}), or its files
+     * (so the whole model is never in memory at once).
+     */
+    public interface WeightReader {
+        /** Parameter name into into (its shape). */
+        void read(String name, Tensor into);
+
+        /** The given rows of parameter name, in order, into into [rows.length, ...]. */
+        void readRows(String name, int[] rows, Tensor into);
     }
 
     /**
      * A copy of this dense model for inference on the host in the least memory its products allow,
      * for a model that runs beside another (a teacher beside its student): the word embeddings only
-     * of tokens (the copy's token i is this model's tokens[i]; its callers give ids through that
-     * map), and with bf16 each linear weight only as its bf16 inference pack, no fp32 copy. Its
-     * inference is this model's with the same packs, bit for bit; it cannot train, take adapters or
-     * masks, merge, be copied or saved (those refuse). The copy is closed separately.
+     * of tokens, and with bf16 each linear weight only as its bf16 inference pack, no fp32 copy (see
+     * {@link #compactForInference(BertConfig, Backend, boolean, int[], WeightReader)}). Its inference
+     * is this model's with the same packs, bit for bit. The copy is closed separately.
      */
     public BertModel compactForInference(Backend be, boolean bf16, int[] tokens) {
         requireWhole("compacting it again");
-        if (!be.device().isHostAccessible() || !device().isHostAccessible())
-            throw new IllegalArgumentException("a model is compacted for inference on the host, not on " + be.device());
+        if (!device().isHostAccessible()) throw new IllegalArgumentException("a model is compacted for inference on the host, not from " + device());
         if (lora != null || blockSparse()) throw new IllegalStateException("only a dense model without adapters is compacted for inference");
+        return compactForInference(config, be, bf16, tokens, new WeightReader() {
+            @Override
+            public void read(String name, Tensor into) {
+                into.copyFrom(params.get(name));
+            }
+
+            @Override
+            public void readRows(String name, int[] rows, Tensor into) {
+                Tensor t = params.get(name);
+                for (int i = 0; i < rows.length; i++) into.rows(i, i + 1).copyFrom(t.rows(rows[i], rows[i] + 1));
+            }
+        });
+    }
+
+    /**
+     * The dense model of config whose parameters from reads, compacted for inference on the host:
+     * the word embeddings only of tokens (ascending, distinct ids of config's vocabulary), and with
+     * bf16 each linear weight only as its bf16 inference pack, each read into a passing fp32 buffer
+     * and packed, so neither the whole word table nor the fp32 linear weights are ever held. It takes
+     * ids of the whole vocabulary (and refuses one of another token); it cannot train, take adapters
+     * or masks, merge, be copied or saved (those refuse).
+     */
+    public static BertModel compactForInference(BertConfig config, Backend be, boolean bf16, int[] tokens, WeightReader from) {
+        if (!be.device().isHostAccessible()) throw new IllegalArgumentException("a model is compacted for inference on the host, not on " + be.device());
         if (bf16) be.require(List.of(Op.BF16_WEIGHTS), "bf16 inference");
         if (tokens.length == 0) throw new IllegalArgumentException("a model compacted for inference needs at least one token");
-        for (int t : tokens)
-            if (t < 0 || t >= config.vocabSize()) throw new IllegalArgumentException("token id " + t + " outside the vocabulary of " + config.vocabSize());
+        for (int i = 0; i < tokens.length; i++)
+            if (tokens[i] < 0 || tokens[i] >= config.vocabSize() || i > 0 && tokens[i] <= tokens[i - 1])
+                throw new IllegalArgumentException("token id " + tokens[i] + " at " + i + ": tokens are distinct ids of the vocabulary of "
+                        + config.vocabSize() + ", ascending");
+        int[] rows = new int[tokens[tokens.length - 1] + 1];
+        Arrays.fill(rows, -1);
+        for (int i = 0; i < tokens.length; i++) rows[tokens[i]] = i;
         BertConfig cc = new BertConfig(tokens.length, config.hidden(), config.maxPositions(), config.typeVocabSize(), config.headDim(),
                 config.heads(), config.ffn(), config.layerNormEps());
         TensorScope weights = new TensorScope("bert weights compacted for inference", MemoryCategory.WEIGHTS);
         BertModel m;
         try {
-            m = new BertModel(cc, weights, this, bf16 ? be : null);
+            m = new BertModel(cc, weights, rows, from, bf16 ? be : null);
         } catch (RuntimeException | Error e) {
             weights.close();
             throw e;
         }
         try {
-            for (int i = 0; i < tokens.length; i++) m.words.rows(i, i + 1).copyFrom(words.rows(tokens[i], tokens[i] + 1));
+            from.readRows(BertNames.WORD_EMBEDDINGS, tokens, m.words);
             for (var e : m.params.entrySet())
-                if (!e.getKey().equals(BertNames.WORD_EMBEDDINGS)) e.getValue().copyFrom(params.get(e.getKey()));
+                if (!e.getKey().equals(BertNames.WORD_EMBEDDINGS)) from.read(e.getKey(), e.getValue());
         } catch (RuntimeException | Error e) {
             m.close();
             throw e;
@@ -153,9 +215,21 @@ public final class BertModel implements AutoCloseable {
         return m;
     }
 
+    /** ids of the whole vocabulary as rows of a compacted model's word table (from arena), each checked to be one it kept. */
+    private Tensor rowsOfTokens(StepArena arena, Tensor ids) {
+        int[] v = new int[Math.toIntExact(ids.numel())];
+        for (int i = 0; i < v.length; i++) {
+            int id = ids.getInt(i);
+            v[i] = id >= 0 && id < tokenRows.length ? tokenRows[id] : -1;
+            if (v[i] < 0) throw new IllegalArgumentException("token id " + id + ": this model was compacted for inference with the word"
+                    + " embeddings of " + config.vocabSize() + " tokens, not this one's");
+        }
+        return arena.allocate(DType.I32, ids.shape()).copyFrom(v);
+    }
+
     /** Refuses what needs the whole model (its parameters, training, packing) on a copy compacted for inference. */
     void requireWhole(String what) {
-        if (compacted) throw new IllegalStateException(what + ": this model is a copy compacted for inference (word embeddings of some"
+        if (tokenRows != null) throw new IllegalStateException(what + ": this model is a copy compacted for inference (word embeddings of some"
                 + " tokens only, linear weights possibly as bf16 packs only)");
     }
 
@@ -212,7 +286,7 @@ public final class BertModel implements AutoCloseable {
         long s = ids.dim(ids.rank() - 1);
         for (long i = 0; i < ids.numel(); i++) {
             int id = ids.getInt(i), ty = types == null ? 0 : types.getInt(i);
-            if (id < 0 || id >= config.vocabSize() || ty < 0 || ty >= Math.max(1, config.typeVocabSize()))
+            if (id < 0 || id >= (tokenRows == null ? config.vocabSize() : tokenRows.length) || tokenRows != null && tokenRows[id] < 0 || ty < 0 || ty >= Math.max(1, config.typeVocabSize()))
                 throw new IllegalArgumentException("token " + i % s + " of sequence " + i / s + " has id " + id + " (vocabulary "
                         + config.vocabSize() + ") or type " + ty + " (types " + config.typeVocabSize() + ") outside the model's tables");
         }
@@ -779,6 +853,7 @@ public final class BertModel implements AutoCloseable {
             Tape tape, LayerOutputs outputs) {
         long b = ids.dim(0), s = ids.dim(1);
         int c = config.hidden();
+        if (tokenRows != null) ids = rowsOfTokens(arena, ids);
         StepArena scratch = tape != null ? tape.scratch() : arena;
         Tensor emb = arena.allocate(DType.F32, b, s, c);
         be.embeddingForward(emb, ids, positionIds, typeIds, param(with, words, BertNames.WORD_EMBEDDINGS),

@@ -56,9 +56,9 @@ final class Linear {
         this.inference = pack;
     }
 
-    /** A slot holding only from's weight packed in bf16 for be's inference (from alloc), with bias as its bias: no fp32 W. */
-    static Linear packedOnly(Backend be, Linear from, Tensor bias, TensorAllocator alloc) {
-        return new Linear(from.name, from.empty() ? null : Bf16Weight.pack(be, from.weight, alloc, false), from.out, from.in, bias, alloc);
+    /** A slot [out, in] holding only w packed in bf16 for be's inference (from alloc; w null where out or in is 0), with bias: no fp32 W. */
+    static Linear packedOnly(Backend be, String name, Tensor w, long out, long in, Tensor bias, TensorAllocator alloc) {
+        return new Linear(name, w == null ? null : Bf16Weight.pack(be, w, alloc, false), out, in, bias, alloc);
     }
 
     boolean empty() {

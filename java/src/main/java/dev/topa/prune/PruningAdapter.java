@@ -10,6 +10,7 @@ import dev.topa.dist.Communicator;
 import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
+import dev.topa.io.HfBertDirectory;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.OutputDirectory;
 import dev.topa.model.BertConfig;
@@ -315,57 +316,65 @@ public final class PruningAdapter {
     }
 
     /**
-     * The fine-tuned model in teacherDir as teacher (see {@link #teacher}); its weights are freed when
-     * it has run; matching hidden states, a compacted (CPU) or device copy of its encoder stays until
-     * the teacher is closed after adaptation.
+     * The fine-tuned model in teacherDir as teacher (see {@link #teacher}). On the host it is read
+     * compacted for the training items ({@link FineTunedModel#loadCompactedForInference}: the word
+     * embeddings of their tokens, the linear weights only as bf16 packs where bf16 multiplies faster
+     * here), never whole in memory beside the student; on a device its fp32 weights are freed when it
+     * has run. Matching hidden states, the compacted model (or a copy on the device) stays until the
+     * teacher is closed after adaptation.
      */
     private Teacher fineTunedTeacher(List<Trainer.Item> train, BertConfig student) {
+        BertConfig tc = HfBertDirectory.readConfig(teacherDir); // checked before anything is read
+        if (distillHidden > 0 && (tc.layers() != student.layers() || tc.hidden() != student.hidden()))
+            throw new IllegalArgumentException("--distill-hidden: the teacher in " + teacherDir + " has " + tc.layers() + " layers of width "
+                    + tc.hidden() + ", the student " + student.layers() + " of width " + student.hidden() + "; layer l is matched to layer l");
         try (MemoryTracker.Phase p = MemoryTracker.of(be.device()).during("teacher")) {
-            return loadedTeacher(train, student);
+            return be.device().isHostAccessible() ? compactedTeacher(train, tc) : deviceTeacher(train);
         }
     }
 
-    private Teacher loadedTeacher(List<Trainer.Item> train, BertConfig student) {
-        FineTunedModel.Loaded ft = FineTunedModel.load(teacherDir);
-        Teacher t;
+    private Teacher compactedTeacher(List<Trainer.Item> train, BertConfig tc) {
+        int[] tokens = Teacher.tokensOf(train);
+        boolean bf16 = teacherInBf16(tc);
+        FineTunedModel.Loaded ft = FineTunedModel.loadCompactedForInference(teacherDir, be, bf16, tokens);
         try {
-            BertConfig tc = ft.model().config(); // checked before the pass over the training set
-            if (distillHidden > 0 && (tc.layers() != student.layers() || tc.hidden() != student.hidden()))
-                throw new IllegalArgumentException("--distill-hidden: the teacher in " + teacherDir + " has " + tc.layers() + " layers of width "
-                        + tc.hidden() + ", the student " + student.layers() + " of width " + student.hidden() + "; layer l is matched to layer l");
-            t = teacher(ft.model(), ft.head(), train, teacherDir.toString(), ft.model().parameterBytes()); // its fp32 weights too
-        } catch (RuntimeException e) {
+            long bytes = ft.model().parameterBytes();
+            Teacher t;
+            try (Predictor p = new Predictor(be, ft.model(), ft.head())) {
+                t = new Teacher(p, bytes, train, distillAlpha, distillTemperature);
+            }
+            String held = MemoryTracker.human(bytes) + " (" + (bf16 ? "bf16" : "fp32") + " linear weights, the word embeddings of the "
+                    + tokens.length + " tokens the training set uses)";
+            taught(t, teacherDir.toString(), train.size(), bf16 ? "bf16" : "fp32", held);
+            if (distillHidden == 0) {
+                ft.close();
+                return t;
+            }
+            say("distillation: hidden states of every layer matched too (weight %.2f); the teacher's encoder stays beside the student: %s",
+                    distillHidden, held);
+            return t.matchingHiddenStates(be, ft.model(), distillHidden, bytes, ft); // nothing after this can fail
+        } catch (RuntimeException | Error e) {
             ft.close();
             throw e;
         }
-        if (distillHidden == 0) {
-            ft.close();
-            return t;
-        }
-        return layerWise(t, ft, train);
     }
 
-    /**
-     * The teacher keeps ft's encoder for hidden-state matching in the least memory its inference runs
-     * in: on the CPU compacted (each linear weight only as its bf16 pack where bf16 multiplies faster
-     * here, and the word embeddings of the tokens train uses), on a device a copy there; ft is closed
-     * (its fp32 weights have done their part, the outputs' pass). On a failure everything of it is closed.
-     */
-    private Teacher layerWise(Teacher t, FineTunedModel.Loaded ft, List<Trainer.Item> train) {
-        BertModel enc = ft.model();
-        boolean onHost = be.device().isHostAccessible();
+    /** On a device: the teacher's pass on the predictor's copy there; matching hidden states, a copy of its encoder stays there. */
+    private Teacher deviceTeacher(List<Trainer.Item> train) {
+        FineTunedModel.Loaded ft = FineTunedModel.load(teacherDir);
         BertModel there = null;
         try {
-            int[] tokens = onHost ? Teacher.tokensOf(train) : null;
-            boolean bf16 = onHost && teacherInBf16(enc);
-            if (onHost) there = enc.compactForInference(be, bf16, tokens);
-            else (there = enc.copyTo(be)).packForInference(be, false);
+            Teacher t = teacher(ft.model(), ft.head(), train, teacherDir.toString(), ft.model().parameterBytes()); // its fp32 weights too
+            if (distillHidden == 0) {
+                ft.close();
+                return t;
+            }
+            (there = ft.model().copyTo(be)).packForInference(be, false);
             ft.close();
             long bytes = there.parameterBytes();
-            say("distillation: hidden states of every layer matched too (weight %.2f); the teacher's encoder stays beside the student: %s (%s)",
-                    distillHidden, MemoryTracker.human(bytes), onHost ? (bf16 ? "bf16 linear weights" : "fp32 linear weights")
-                            + ", the word embeddings of the " + tokens.length + " tokens the training set uses" : "a copy on the device");
-            return t.matchingHiddenStates(be, there, tokens, distillHidden, bytes, there); // nothing after this can fail
+            say("distillation: hidden states of every layer matched too (weight %.2f); the teacher's encoder stays beside the student: %s"
+                    + " (a copy on the device)", distillHidden, MemoryTracker.human(bytes));
+            return t.matchingHiddenStates(be, there, distillHidden, bytes, there); // nothing after this can fail
         } catch (RuntimeException | Error e) {
             if (there != null) there.close();
             ft.close(); // closing twice is harmless: a model's tensors free once
@@ -374,20 +383,20 @@ public final class PruningAdapter {
     }
 
     /** Whether the teacher's inference multiplies faster in bf16 packs here (measured, as serving chooses). */
-    private boolean teacherInBf16(BertModel dense) {
-        return PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(dense.config(), 32L * 128)).bf16();
+    private boolean teacherInBf16(BertConfig config) {
+        return PrecisionChoice.choose(be, PrecisionChoice.Use.INFERENCE, BertModel.linearShapes(config, 32L * 128)).bf16();
     }
 
     /**
-     * A dense model (the warmed-up one, or a fine-tuned one) as teacher: its outputs on every training
-     * example, by one inference pass over them (on the CPU with bf16 packs of its weights where that
-     * multiplies faster here, on a GPU the predictor's own fp32 copy); the packs go right after, so the
-     * warmed-up teacher costs no fp32 copy of the model and nothing of it stays for the student's
-     * steps. ownBytes: weights held for the teacher alone (a loaded fine-tuned model's).
+     * A dense model in memory (the warmed-up one; on a device a loaded fine-tuned one) as teacher:
+     * its outputs on every training example, by one inference pass over them (on the CPU with bf16
+     * packs of its weights where that multiplies faster here, on a GPU the predictor's own fp32 copy);
+     * the packs go right after, so the warmed-up teacher costs no fp32 copy of the model and nothing
+     * of it stays for the student's steps. ownBytes: weights held for the teacher alone (a loaded model's).
      */
     private Teacher teacher(BertModel dense, TaskHead head, List<Trainer.Item> train, String who, long ownBytes) {
         boolean onHost = be.device().isHostAccessible();
-        boolean bf16 = onHost && teacherInBf16(dense);
+        boolean bf16 = onHost && teacherInBf16(dense.config());
         Teacher t;
         try (MemoryTracker.Phase phase = MemoryTracker.of(be.device()).during("teacher");
                 TensorScope packs = new TensorScope("teacher packs", MemoryCategory.WEIGHTS)) {
@@ -400,9 +409,13 @@ public final class PruningAdapter {
                 dense.dropInferencePacks(); // the dense model goes on to be pruned (and, block-masked, trained) without stale packs
             }
         }
-        say("distillation: %s taught %d examples in %.1f s (weight %.2f, temperature %.1f, %s products, %s of weights)", who, train.size(),
-                t.seconds(), distillAlpha, distillTemperature, !onHost ? "the device's" : bf16 ? "bf16" : "fp32", MemoryTracker.human(t.weightBytes()));
+        taught(t, who, train.size(), !onHost ? "the device's" : bf16 ? "bf16" : "fp32", MemoryTracker.human(t.weightBytes()));
         return t;
+    }
+
+    private void taught(Teacher t, String who, int examples, String products, String weights) {
+        say("distillation: %s taught %d examples in %.1f s (weight %.2f, temperature %.1f, %s products, %s of weights)", who, examples,
+                t.seconds(), distillAlpha, distillTemperature, products, weights);
     }
 
     /** 2. heads and neurons chosen and removed (then, with both, blocks of what is left); 3. adapters train on. */

@@ -21,6 +21,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.Map;
+import java.util.function.Supplier;
 
 /**
  * A fine-tuned model on disk: a Hugging Face directory with any LoRA adapters merged (config.json,
@@ -126,10 +127,23 @@ public final class FineTunedModel {
     }
 
     public static Loaded load(Path dir) {
+        return load(dir, () -> HfBertDirectory.load(dir));
+    }
+
+    /**
+     * The model in dir compacted for inference on be's host as it is read, never whole in memory
+     * ({@link HfBertDirectory#loadCompactedForInference}): the word embeddings of tokens only, with
+     * bf16 its linear weights only as bf16 packs (a teacher beside its student).
+     */
+    public static Loaded loadCompactedForInference(Path dir, Backend be, boolean bf16, int[] tokens) {
+        return load(dir, () -> HfBertDirectory.loadCompactedForInference(dir, be, bf16, tokens));
+    }
+
+    private static Loaded load(Path dir, Supplier<BertModel> encoder) {
         OutputDirectory.verify(dir);
         JsonNode t = readTask(dir);
         GlueTask task = GlueTask.parse(t.path("task").asText());
-        BertModel model = HfBertDirectory.load(dir);
+        BertModel model = encoder.get();
         try {
             TaskHead head = loadHead(dir, model.config().hidden(), t.path("outputs").asInt(task.numLabels()));
             return new Loaded(model, head, task, dir.resolve(TOKENIZER), t.path("max_seq_len").asInt(128));

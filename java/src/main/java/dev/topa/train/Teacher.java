@@ -6,7 +6,6 @@ import dev.topa.tensor.DType;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorAllocator;
-import java.util.Arrays;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
@@ -31,7 +30,6 @@ public final class Teacher implements AutoCloseable {
     private final double alpha, temperature, seconds;
     private final long weightBytes;
     private BertModel encoder; // layer-wise: the teacher's encoder, on the student's device (null: outputs only)
-    private int[] tokenIndex; // layer-wise with a compacted encoder: its row of each token id (-1: none), else null
     private double hiddenWeight, hiddenSeconds;
     private long hiddenBytes;
     private AutoCloseable owner; // what holds the encoder's memory, closed with this teacher
@@ -65,27 +63,17 @@ public final class Teacher implements AutoCloseable {
     /**
      * The student also matches every layer's output to this encoder's (the same number of layers as
      * the student's; its own widths), weight x the mean squared error per element of a real token,
-     * summed over layers (see {@link dev.topa.model.BertTraining#matchHidden}). tokens: the
-     * vocabulary of an encoder compacted for the training items ({@link #tokensOf}; on the host),
-     * or null for one that takes ids as they are. The teacher takes owner (what holds the encoder:
-     * closed with the teacher) and reports weightBytes as the memory it holds while the student trains.
+     * summed over layers (see {@link dev.topa.model.BertTraining#matchHidden}). On the host the encoder
+     * may be one compacted for the training items ({@link BertModel#compactForInference}, {@link #tokensOf}).
+     * The teacher takes owner (what holds the encoder: closed with the teacher) and reports weightBytes
+     * as the memory it holds while the student trains.
      */
-    public Teacher matchingHiddenStates(Backend be, BertModel encoder, int[] tokens, double weight, long weightBytes, AutoCloseable owner) {
+    public Teacher matchingHiddenStates(Backend be, BertModel encoder, double weight, long weightBytes, AutoCloseable owner) {
         if (!(weight > 0)) throw new IllegalArgumentException("hidden-state matching weight must be positive, got " + weight);
         if (!encoder.device().equals(be.device()) && !(encoder.device().isHostAccessible() && be.device().isHostAccessible()))
             throw new IllegalArgumentException("the teacher's encoder is on " + encoder.device() + ", the student trains on " + be.device());
-        if (tokens != null && (!be.device().isHostAccessible() || tokens.length != encoder.config().vocabSize()))
-            throw new IllegalArgumentException("a compacted teacher's " + tokens.length + " tokens: its encoder has " + encoder.config().vocabSize()
-                    + " rows, on " + be.device());
-        int[] index = null;
-        if (tokens != null) {
-            index = new int[Arrays.stream(tokens).max().orElse(0) + 1];
-            Arrays.fill(index, -1);
-            for (int i = 0; i < tokens.length; i++) index[tokens[i]] = i;
-        }
         StepArena arena = be.stepArena("teacher hidden states"); // first: nothing is taken over when it fails
         this.encoder = encoder;
-        this.tokenIndex = index;
         this.hiddenWeight = weight;
         this.hiddenBytes = weightBytes;
         this.owner = owner;
@@ -102,30 +90,17 @@ public final class Teacher implements AutoCloseable {
      * The teacher's layer outputs for a batch on the student's device, allocated from keep (the
      * student's step arena: they live until the student's backward has read them); the teacher's
      * own activations are gone when this returns. type: what they are kept in (the student's kept
-     * activations', F32 or BF16). hostIds: the batch's ids on the host (ids, on the student's device,
-     * may be the same tensor).
+     * activations', F32 or BF16).
      */
-    Tensor[] hiddenStates(Backend be, TensorAllocator keep, DType type, Tensor hostIds, Tensor ids, Tensor types, Tensor mask) {
+    Tensor[] hiddenStates(Backend be, TensorAllocator keep, DType type, Tensor ids, Tensor types, Tensor mask) {
         if (encoder.config().layers() == 0) throw new IllegalStateException("the teacher has no layers");
         long t0 = System.nanoTime();
         try {
-            return encoder.layerOutputs(be, hiddenArena, keep, type, tokenIndex == null ? ids : compactIds(keep, hostIds), types, mask);
+            return encoder.layerOutputs(be, hiddenArena, keep, type, ids, types, mask);
         } finally {
             hiddenArena.reset();
             hiddenSeconds += (System.nanoTime() - t0) * 1e-9;
         }
-    }
-
-    /** ids as rows of the compacted encoder's word embeddings, from keep (on the host). */
-    private Tensor compactIds(TensorAllocator keep, Tensor hostIds) {
-        int[] v = new int[Math.toIntExact(hostIds.numel())];
-        for (int i = 0; i < v.length; i++) {
-            int id = hostIds.getInt(i);
-            v[i] = id >= 0 && id < tokenIndex.length ? tokenIndex[id] : -1;
-            if (v[i] < 0) throw new IllegalArgumentException("token id " + id + " is not in the teacher's vocabulary: it was compacted for the"
-                    + " training items, and this batch is not of them");
-        }
-        return keep.allocate(DType.I32, hostIds.shape()).copyFrom(v);
     }
 
     public double hiddenWeight() {
@@ -147,7 +122,6 @@ public final class Teacher implements AutoCloseable {
         if (hiddenArena != null) hiddenArena.close();
         hiddenArena = null;
         encoder = null;
-        tokenIndex = null;
         if (owner != null) {
             try {
                 owner.close();

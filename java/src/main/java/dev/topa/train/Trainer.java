@@ -466,7 +466,7 @@ public final class Trainer implements AutoCloseable {
         training.setDropoutStep(cfg.seed(), step + 1);
         boolean layerWise = teacher != null && teacher.matchesHiddenStates();
         if (layerWise) // the teacher's states in this step's arena: backward reads them
-            training.matchHidden(teacher.hiddenStates(be, arena, training.keptType(), hb.ids(), b.ids(), b.types(), b.mask()), (float) (teacher.hiddenWeight() * dtokens));
+            training.matchHidden(teacher.hiddenStates(be, arena, training.keptType(), b.ids(), b.types(), b.mask()), (float) (teacher.hiddenWeight() * dtokens));
         Tensor hidden = training.forward(be, arena, b.ids(), b.types(), b.mask());
         Dropout headDrop = cfg.headDropout() > 0
                 ? new Dropout(cfg.headDropout(), Dropout.key(cfg.seed(), step + 1, TaskHead.DROPOUT_SITE)) : Dropout.NONE;

@@ -18,7 +18,7 @@ import org.junit.jupiter.api.Test;
 
 /**
  * A model compacted for inference (a teacher beside its student) gives every layer output of the
- * whole model bit for bit, given ids through its token map, in less memory; what needs the whole
+ * whole model bit for bit, given the whole vocabulary's ids, in less memory; what needs the whole
  * model is refused with a message that says why.
  */
 class CompactForInferenceTest {
@@ -58,7 +58,7 @@ class CompactForInferenceTest {
                 long packs = whole.parameterBytes() - wholeBytes;
                 Tensor wholeIds = arena.allocate(DType.I32, b, s).copyFrom(ids);
                 Tensor[] want = whole.layerOutputs(be, work, arena, DType.F32, wholeIds, ty, m);
-                Tensor[] got = compact.layerOutputs(be, work, arena, DType.F32, arena.allocate(DType.I32, b, s).copyFrom(rows), ty, m);
+                Tensor[] got = compact.layerOutputs(be, work, arena, DType.F32, wholeIds, ty, m); // ids of the whole vocabulary
                 // kept in bf16 (as a student keeps its activations): the same outputs rounded to nearest even
                 Tensor[] half = whole.layerOutputs(be, work, arena, DType.BF16, wholeIds, ty, m);
                 for (int l = 0; l < want.length; l++) {
@@ -73,6 +73,12 @@ class CompactForInferenceTest {
                 assertEquals(wholeBytes - words - (bf16 ? linear - packs : 0), compact.parameterBytes(), bf16 ? "bf16" : "fp32");
                 if (bf16) assertTrue(packs > 0 && packs < linear, packs + " bytes of packs for " + linear + " of fp32 weights");
                 refusals(be, compact);
+                int[] other = ids.clone();
+                other[b * s - 1] = 4; // a token the copy did not keep
+                var e = assertThrows(IllegalArgumentException.class,
+                        () -> compact.layerOutputs(be, work, arena, DType.F32, arena.allocate(DType.I32, b, s).copyFrom(other), ty, m));
+                assertTrue(e.getMessage().contains("token id 4: this model was compacted for inference with the word embeddings of 11 tokens"),
+                        e.getMessage());
             }
         }
     }
@@ -95,7 +101,10 @@ class CompactForInferenceTest {
         CpuBackend be = CpuBackend.create();
         try (BertModel whole = new BertModel(CONFIG)) {
             var e = assertThrows(IllegalArgumentException.class, () -> whole.compactForInference(be, false, new int[] {0, 211}));
-            assertTrue(e.getMessage().contains("token id 211 outside the vocabulary of 211"), e.getMessage());
+            assertTrue(e.getMessage().contains("token id 211 at 1: tokens are distinct ids of the vocabulary of 211, ascending"), e.getMessage());
+            e = assertThrows(IllegalArgumentException.class, () -> whole.compactForInference(be, false, new int[] {0, 9, 9}));
+            assertTrue(e.getMessage().contains("token id 9 at 2"), e.getMessage());
+            assertThrows(IllegalArgumentException.class, () -> whole.compactForInference(be, false, new int[] {5, 3}));
             assertThrows(IllegalArgumentException.class, () -> whole.compactForInference(be, false, new int[0]));
         }
     }

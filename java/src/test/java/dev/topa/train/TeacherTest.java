@@ -1,5 +1,6 @@
 package dev.topa.train;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -12,6 +13,8 @@ import dev.topa.model.BertTraining;
 import dev.topa.model.DropoutConfig;
 import dev.topa.model.TaskHead;
 import dev.topa.tensor.DType;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.TensorScope;
 import dev.topa.testing.RandomTraining;
 import java.util.List;
 import java.util.SplittableRandom;
@@ -63,9 +66,9 @@ class TeacherTest {
                     int[] tokens = Teacher.tokensOf(items);
                     BertModel compact = copy.compactForInference(be, false, tokens);
                     copy.close();
-                    teacher.matchingHiddenStates(be, compact, tokens, hidden, compact.parameterBytes(), compact);
+                    teacher.matchingHiddenStates(be, compact, hidden, compact.parameterBytes(), compact);
                 } else {
-                    teacher.matchingHiddenStates(be, copy, null, hidden, copy.parameterBytes(), copy);
+                    teacher.matchingHiddenStates(be, copy, hidden, copy.parameterBytes(), copy);
                 }
             }
             try (BertTraining training = new BertTraining(be, model, new BertTraining.Options(n -> true, DropoutConfig.NONE, false, kept));
@@ -76,6 +79,30 @@ class TeacherTest {
                 double sq = 0;
                 for (var g : training.gradients().values()) for (float x : g.toFloatArray()) sq += (double) x * x;
                 return Math.sqrt(sq);
+            }
+        }
+    }
+
+    @Test
+    void aTeacherCompactedForItsItemsTeachesWhatTheWholeModelDoesBitForBit() {
+        CpuBackend be = CpuBackend.create();
+        for (boolean bf16 : new boolean[] {true, false}) {
+            SplittableRandom rnd = new SplittableRandom(6);
+            try (BertModel model = new BertModel(CONFIG); TaskHead head = new TaskHead(32, 2, 3)) {
+                RandomTraining.randomize(model, rnd, 0.1);
+                List<Trainer.Item> items = RandomTraining.items(rnd, 9, 100, 2, 9);
+                float[] want, got;
+                try (TensorScope packs = new TensorScope("teacher packs", MemoryCategory.WEIGHTS)) { // the whole model's pass, as a warmed-up teacher's
+                    if (bf16) model.packForInference(be, true, packs);
+                    try (Predictor p = new Predictor(be, model, head)) {
+                        want = new Teacher(p, 0, items, 0.5, 2.0).outputs(items);
+                    }
+                    model.dropInferencePacks();
+                }
+                try (BertModel compact = model.compactForInference(be, bf16, Teacher.tokensOf(items)); Predictor p = new Predictor(be, compact, head)) {
+                    got = new Teacher(p, 0, items, 0.5, 2.0).outputs(items);
+                }
+                assertArrayEquals(want, got, 0f, "bf16 " + bf16);
             }
         }
     }
