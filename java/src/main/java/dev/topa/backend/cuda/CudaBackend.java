@@ -54,7 +54,6 @@ public final class CudaBackend extends Backend {
     private final CudaMemory memory;
     private final String name;
     private final long[] functions = new long[CudaKernel.values().length];
-    private final ThreadLocal<Boolean> current = ThreadLocal.withInitial(() -> false);
     /**
      * Device buffers kept between calls, grown when a call needs more (stream order makes reuse
      * safe); their bytes count as the device's WORKSPACE, as the CPU kernels' scratch does.
@@ -148,7 +147,6 @@ public final class CudaBackend extends Backend {
         this.ordinal = ordinal;
         dev = cu.device(ordinal);
         context = cu.useDevice(dev);
-        current.set(true);
         long m = 0, s = 0;
         CublasLt l = null;
         String n;
@@ -247,10 +245,7 @@ public final class CudaBackend extends Backend {
     public synchronized void close() {
         if (closed) return;
         closed = true;
-        everyStep(() -> {
-            cu.setCurrent(context);
-            current.set(true);
-        }, () -> cu.streamSynchronize(stream), operands::free, table::free, attention::free, staging::free, lt::close,
+        everyStep(() -> cu.makeCurrent(context), () -> cu.streamSynchronize(stream), operands::free, table::free, attention::free, staging::free, lt::close,
                 () -> MemoryTracker.of(memory.device()).add(MemoryCategory.WORKSPACE, -CublasLt.WORKSPACE_BYTES),
                 memory::release, () -> cu.streamDestroy(stream), () -> cu.unloadModule(module), () -> cu.releaseDevice(dev));
     }
@@ -270,13 +265,10 @@ public final class CudaBackend extends Backend {
 
     // ---------------------------------------------------------------- plumbing
 
-    /** Driver contexts are per thread: make the device's current on the calling thread once. */
+    /** Driver contexts are per thread: the device's is made current on the calling thread (a driver call only when another was). */
     private void onThisThread() {
         if (closed) throw new IllegalStateException(name + ": used after close()");
-        if (!current.get()) {
-            cu.setCurrent(context);
-            current.set(true);
-        }
+        cu.makeCurrent(context);
     }
 
     /**

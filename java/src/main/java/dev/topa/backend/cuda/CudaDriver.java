@@ -12,6 +12,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SymbolLookup;
 import java.lang.invoke.MethodHandle;
 import java.util.Optional;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * The CUDA driver API (libcuda.so.1, what the NVIDIA driver installs) through FFM: init, devices,
@@ -61,7 +62,9 @@ public final class CudaDriver {
         cuEventDestroy = bind(lib, "cuEventDestroy_v2", ADDRESS);
         cuEventRecord = bind(lib, "cuEventRecord", ADDRESS, ADDRESS);
         cuEventSynchronize = bind(lib, "cuEventSynchronize", ADDRESS);
-        cuEventElapsedTime = bind(lib, "cuEventElapsedTime", ADDRESS, ADDRESS, ADDRESS);
+        // the symbol CUDA 12.8+ headers name (cuda.h maps cuEventElapsedTime to it); older drivers have only the first
+        cuEventElapsedTime = bind(lib, lib.find("cuEventElapsedTime_v2").isPresent() ? "cuEventElapsedTime_v2" : "cuEventElapsedTime",
+                ADDRESS, ADDRESS, ADDRESS);
         cuModuleLoadData = bind(lib, "cuModuleLoadData", ADDRESS, ADDRESS);
         cuModuleUnload = bind(lib, "cuModuleUnload", ADDRESS);
         cuModuleGetFunction = bind(lib, "cuModuleGetFunction", ADDRESS, ADDRESS, ADDRESS);
@@ -186,18 +189,38 @@ public final class CudaDriver {
     /** Retains the device's primary context and makes it current on this thread. */
     public long useDevice(int device) {
         long ctx = out(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", device);
-        check(call(cuCtxSetCurrent, MemorySegment.ofAddress(ctx)), "cuCtxSetCurrent");
+        contexts.incrementAndGet();
+        makeCurrent(ctx);
         return ctx;
     }
 
     /** Gives back what {@link #useDevice} retained (the primary context is destroyed with its last release). */
     public void releaseDevice(int device) {
-        check(call(cuDevicePrimaryCtxRelease, device), "cuDevicePrimaryCtxRelease_v2");
+        try {
+            check(call(cuDevicePrimaryCtxRelease, device), "cuDevicePrimaryCtxRelease_v2");
+        } finally {
+            contexts.incrementAndGet(); // a handle made current before may name a destroyed context: every thread sets it again
+        }
     }
 
-    /** Makes a context current on the calling thread (contexts are per thread in the driver API). */
-    public void setCurrent(long ctx) {
+    /**
+     * The context each thread last made current through this driver, with the {@link #contexts} count
+     * it was made under. Every backend and allocator in the process switches contexts here, so a
+     * thread that works for two devices (or allocates for one while it computes for another) never
+     * runs a call in the other's context, and a thread that stays on one pays no driver call.
+     */
+    private final ThreadLocal<long[]> current = ThreadLocal.withInitial(() -> new long[] {0, -1});
+    /** Retains and releases so far: a context made current before the last one is set again. */
+    private final AtomicLong contexts = new AtomicLong();
+
+    /** Makes ctx current on the calling thread unless this driver made it current there already (contexts are per thread). */
+    public void makeCurrent(long ctx) {
+        long[] c = current.get();
+        long n = contexts.get();
+        if (c[0] == ctx && c[1] == n) return;
         check(call(cuCtxSetCurrent, MemorySegment.ofAddress(ctx)), "cuCtxSetCurrent");
+        c[0] = ctx;
+        c[1] = n;
     }
 
     public void synchronize() {

@@ -6,7 +6,8 @@ import dev.topa.tensor.Device;
 /**
  * The caching allocator over cuMemAlloc / cuMemFree. Tensors are allocated on whatever thread asks
  * (a serving worker, a scope closing), so every driver call first makes the device's context
- * current there: the driver API's contexts are per thread.
+ * current there (the driver API's contexts are per thread; {@link CudaDriver#makeCurrent} keeps the
+ * thread's other backends right).
  */
 public final class CudaMemory extends CachingDeviceMemory {
     private final CudaDriver cu;
@@ -21,7 +22,7 @@ public final class CudaMemory extends CachingDeviceMemory {
 
     @Override
     protected long obtain(long size) {
-        cu.setCurrent(context);
+        cu.makeCurrent(context);
         try {
             return cu.malloc(size);
         } catch (CudaException e) {
@@ -33,7 +34,7 @@ public final class CudaMemory extends CachingDeviceMemory {
     /** Cached blocks are free to the host but queued kernels may still read them: the device finishes first. */
     @Override
     protected void beforeGivingBack() {
-        cu.setCurrent(context);
+        cu.makeCurrent(context);
         cu.synchronize();
     }
 
