@@ -148,7 +148,6 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
         PruningAdapter.Config cfg = new PruningAdapter.Config(preset, pruneOnly, sparsity != null ? sparsity : paper ? 43.0 / 144 : 0.3,
                 structure != null ? structure : paper ? Structure.HEADS : Structure.HEADS_FFN, schedule, ramp, minHeads, minFfn, scorer,
                 scoreExamples, evalEvery, inferenceIterations); // option combinations are checked before any loading
-        cfg.checkDevice(device.host());
         device.checkTrainingAcross(Main.processes);
         GlueTask t = job.glueTask();
         RecipeOptions options = new RecipeOptions(spec);

@@ -42,14 +42,14 @@ public final class Safetensors implements AutoCloseable {
             return n;
         }
 
-        /** Rows [from, to) of the first dimension: a slice of these bytes. */
+        /** Rows [from, to) of the first dimension: a slice of these bytes, named name[from:to] (errors index within it). */
         public Entry rows(long from, long to) {
             if (shape.length == 0 || from < 0 || to < from || to > shape[0])
                 throw new IndexOutOfBoundsException("rows " + from + " to " + to + " of tensor " + name + " " + Arrays.toString(shape));
             long rowBytes = shape[0] == 0 ? 0 : bytes.byteSize() / shape[0];
             long[] s = shape.clone();
             s[0] = to - from;
-            return new Entry(name, dtype, s, bytes.asSlice(from * rowBytes, (to - from) * rowBytes));
+            return new Entry(name + "[" + from + ":" + to + "]", dtype, s, bytes.asSlice(from * rowBytes, (to - from) * rowBytes));
         }
 
         /** The values as float32 (F32, F16 and BF16 files). */

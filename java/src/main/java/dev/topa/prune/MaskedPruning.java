@@ -1,5 +1,6 @@
 package dev.topa.prune;
 
+import dev.topa.backend.Backend;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
 import dev.topa.tensor.Tensor;
@@ -11,7 +12,8 @@ import dev.topa.tensor.Tensor;
  * (StructuredPruning's tests hold the two equal) -- and the masks only grow. {@link #enforce} re-zeroes
  * the adapter rows after each optimizer step (their gradients are not zero); {@link #compact}
  * removes the masked units physically at the end. The target follows a cubic schedule,
- * s(t) = S (1 - (1 - t / T)^3), fast at first and gentle near the end.
+ * s(t) = S (1 - (1 - t / T)^3), fast at first and gentle near the end. The rows are zeroed by the
+ * backend the model trains on, wherever its weights live (host memory or a device's).
  */
 public final class MaskedPruning {
     private final BertConfig cfg;
@@ -36,36 +38,36 @@ public final class MaskedPruning {
     }
 
     /** Masks further units so that the given masks (which must include every unit masked so far) hold. */
-    public void update(BertModel model, boolean[][] heads, boolean[][] neurons) {
+    public void update(Backend be, BertModel model, boolean[][] heads, boolean[][] neurons) {
         for (int l = 0; l < cfg.layers(); l++) {
             String n = "encoder.layer." + l + ".";
             int d = cfg.headDim();
             for (int h = 0; h < keepHeads[l].length; h++)
                 if (keepHeads[l][h] && !heads[l][h]) {
                     keepHeads[l][h] = false;
-                    zeroRows(model.parameter(n + "attention.self.value.weight"), (long) h * d, d);
-                    zeroRows(model.parameter(n + "attention.self.value.bias"), (long) h * d, d);
+                    zeroRows(be, model.parameter(n + "attention.self.value.weight"), (long) h * d, d);
+                    zeroRows(be, model.parameter(n + "attention.self.value.bias"), (long) h * d, d);
                 }
             for (int j = 0; j < keepNeurons[l].length; j++)
                 if (keepNeurons[l][j] && !neurons[l][j]) {
                     keepNeurons[l][j] = false;
-                    zeroRows(model.parameter(n + "intermediate.dense.weight"), j, 1);
-                    zeroRows(model.parameter(n + "intermediate.dense.bias"), j, 1);
+                    zeroRows(be, model.parameter(n + "intermediate.dense.weight"), j, 1);
+                    zeroRows(be, model.parameter(n + "intermediate.dense.bias"), j, 1);
                 }
         }
-        enforce(model);
+        enforce(be, model);
     }
 
     /** Re-zeroes the adapter rows of masked units (after each optimizer step). */
-    public void enforce(BertModel model) {
+    public void enforce(Backend be, BertModel model) {
         for (int l = 0; l < cfg.layers(); l++) {
             String n = "encoder.layer." + l + ".";
             int d = cfg.headDim(), a = cfg.attentionWidth(l);
             Tensor qkvB = model.parameters().get(n + "attention.self.qkv.lora_B"), ffnB = model.parameters().get(n + "intermediate.dense.lora_B");
             for (int h = 0; h < keepHeads[l].length; h++)
-                if (!keepHeads[l][h] && qkvB != null) zeroRows(qkvB, 2L * a + (long) h * d, d);
+                if (!keepHeads[l][h] && qkvB != null) zeroRows(be, qkvB, 2L * a + (long) h * d, d);
             for (int j = 0; j < keepNeurons[l].length; j++)
-                if (!keepNeurons[l][j] && ffnB != null) zeroRows(ffnB, j, 1);
+                if (!keepNeurons[l][j] && ffnB != null) zeroRows(be, ffnB, j, 1);
         }
     }
 
@@ -88,9 +90,7 @@ public final class MaskedPruning {
         return c;
     }
 
-    private static void zeroRows(Tensor t, long from, long count) {
-        long cols = t.rank() == 1 ? 1 : t.dim(1);
-        java.lang.foreign.MemorySegment s = t.data();
-        s.asSlice(from * cols * 4, count * cols * 4).fill((byte) 0);
+    private static void zeroRows(Backend be, Tensor t, long from, long count) {
+        be.zero(t.rows(from, from + count));
     }
 }

@@ -103,12 +103,6 @@ public final class PruningAdapter {
             if (scoreExamples < 1) throw new IllegalArgumentException("--score-examples must be >= 1, got " + scoreExamples);
         }
 
-        /** Fails when this configuration cannot run on a device whose memory the host can (not) read. */
-        public void checkDevice(boolean hostMemory) {
-            if (schedule == Schedule.GRADUAL && !hostMemory)
-                throw new IllegalArgumentException("--schedule gradual runs on the CPU only (its masks edit the weights in host memory): use --device cpu");
-        }
-
         /** Scores are gathered as the paper gathers them: on the pretrained model, only a new head training. */
         boolean headScoring() {
             return preset == Preset.PAPER || pruneOnly;
@@ -202,7 +196,6 @@ public final class PruningAdapter {
 
     /** A pipeline that trains on be (the CPU, or a GPU backend). */
     public PruningAdapter(Backend be, Config cfg, Listener listener) {
-        cfg.checkDevice(be.device().isHostAccessible());
         this.be = be;
         this.cfg = cfg;
         this.listener = listener;
@@ -543,14 +536,16 @@ public final class PruningAdapter {
         }
     }
 
-    /** Gradual pruning: masks grow on the cubic schedule while the adapters train on; the best model is saved compacted. */
+    /**
+     * Gradual pruning: masks grow on the cubic schedule while the adapters train on (on a device, in the
+     * training copy there); the best model is saved compacted.
+     */
     private Result gradual(Run run, BertModel dense, ImportanceScores scores) throws IOException {
         run.mem().phase(null); // the masks tighten inside training, which names itself
         Recipe rc = run.recipe();
         MaskedPruning masks = new MaskedPruning(dense.config());
         long stepsPerEpoch = (run.train().size() + rc.batchSize() - 1) / rc.batchSize();
-        long rampSteps = Math.max(1, Math.round(cfg.ramp() * stepsPerEpoch * rc.epochs())), every = Math.max(1, rampSteps / 10);
-        long[] step = {0};
+        long rampSteps = Math.max(1, Math.round(cfg.ramp() * stepsPerEpoch * rc.epochs()));
         // a fine-tuned teacher's one pass over the training set runs beside the dense student (no pruned one yet)
         if (distillAlpha > 0) try {
             teacher = fineTunedTeacher(run.train(), dense.config());
@@ -558,34 +553,52 @@ public final class PruningAdapter {
             dense.close(); // not yet in the try below, which closes it on every later path
             throw e;
         }
-        try (dense; BertTraining training = new BertTraining(null, dense, rc.trainingOptions());
-                Trainer trainer = new Trainer(cpu, dense, training, run.head(), run.job().task(), rc.trainerConfig(cfg.evalEvery())).distributed(comm)
-                        .distillFrom(teacher)) {
+        // on a device the masks edit the training copy there; the trained values come back to the host model, which is compacted
+        try (dense; TrainingCopy copy = new TrainingCopy(be, dense, run.head())) {
+            BertTraining training = copy.training(rc); // closed with the copy
             training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
-            TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output(run),
-                    TrainingLoop.Outcome.NONE, new TrainingLoop.Hooks(st -> {
-                        step[0]++;
-                        if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
-                            double target = MaskedPruning.cubicTarget(cfg.sparsity(), step[0], rampSteps);
-                            boolean[][] h = keep(masked(ImportanceScores.normalized(scores.heads(cfg.scorer())), masks.keptHeads()), target,
-                                    cfg.minHeads());
-                            boolean[][] n = keep(masked(ImportanceScores.normalized(scores.neurons(cfg.scorer())), masks.keptNeurons()),
-                                    cfg.structure() == Structure.HEADS_FFN ? target : 0, cfg.minFfn());
-                            masks.update(dense, h, n);
-                        } else {
-                            masks.enforce(dense);
-                        }
-                    }, () -> step[0] >= rampSteps ? masks.compact(dense) : null, listener));
-            try (BertModel pruned = masks.compact(dense)) {
-                say("gradual pruning over %d steps: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d", rampSteps,
-                        Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), run.denseParams(), encoderParameters(pruned));
-                return writeReports(run, trainer, pruned, outcome, run.job().model().description() + ", pruned gradually", "prune-adapt (gradual)",
-                        p -> {
-                            p.put("recipe", "topa");
-                            p.put("schedule", "gradual");
-                            p.put("ramp_steps", rampSteps);
-                        });
+            // each step's masks before the next step: the step hook runs once its loss is read back, so every step (on a device
+            // the loop would read back a window of steps at once, and the masks would come steps late)
+            try (Trainer trainer = new Trainer(be, copy.model, training, copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))
+                    .distributed(comm).distillFrom(teacher).readBackEvery(1)) {
+                return gradualTraining(run, dense, copy, trainer, masks, scores, rampSteps);
             }
+        }
+    }
+
+    /** gradual's training loop (masks tightening every tenth of the ramp) and its reports. */
+    private Result gradualTraining(Run run, BertModel dense, TrainingCopy copy, Trainer trainer, MaskedPruning masks, ImportanceScores scores,
+            long rampSteps) throws IOException {
+        long every = Math.max(1, rampSteps / 10);
+        long[] step = {0};
+        TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output(run),
+                TrainingLoop.Outcome.NONE, new TrainingLoop.Hooks(st -> {
+                    step[0]++;
+                    if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
+                        double target = MaskedPruning.cubicTarget(cfg.sparsity(), step[0], rampSteps);
+                        boolean[][] h = keep(masked(ImportanceScores.normalized(scores.heads(cfg.scorer())), masks.keptHeads()), target,
+                                cfg.minHeads());
+                        boolean[][] n = keep(masked(ImportanceScores.normalized(scores.neurons(cfg.scorer())), masks.keptNeurons()),
+                                cfg.structure() == Structure.HEADS_FFN ? target : 0, cfg.minFfn());
+                        masks.update(be, copy.model, h, n);
+                    } else {
+                        masks.enforce(be, copy.model);
+                    }
+                }, () -> {
+                    if (step[0] < rampSteps) return null; // not yet its final shape: nothing to save
+                    copy.copyBack();
+                    return masks.compact(dense);
+                }, listener));
+        copy.copyBack(); // the last epoch's values (a no-op on the CPU, where the copy is the model)
+        try (BertModel pruned = masks.compact(dense)) {
+            say("gradual pruning over %d steps: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d", rampSteps,
+                    Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), run.denseParams(), encoderParameters(pruned));
+            return writeReports(run, trainer, pruned, outcome, run.job().model().description() + ", pruned gradually", "prune-adapt (gradual)",
+                    p -> {
+                        p.put("recipe", "topa");
+                        p.put("schedule", "gradual");
+                        p.put("ramp_steps", rampSteps);
+                    });
         }
     }
 

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.topa.backend.cpu.CpuBackend;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
@@ -17,6 +18,10 @@ import dev.topa.tensor.MemoryTracker;
 import dev.topa.tensor.StepArena;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorScope;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
 import java.util.SplittableRandom;
@@ -92,6 +97,27 @@ class CompactedLoadTest {
             HfBertDirectory.save(m.config(), m.parameters(), m.blockMasksByName(), tmp, scratch);
             var e = assertThrows(ModelFormatException.class, () -> HfBertDirectory.loadCompactedForInference(tmp, CpuBackend.create(), false, TOKENS));
             assertTrue(e.getMessage().contains(w + HfBertDirectory.BSR_VALUES) && e.getMessage().contains("block-sparse"), e.getMessage());
+        }
+    }
+
+    @Test
+    void aNonFiniteWeightInAKeptRowIsRefusedNamingTheRow() throws Exception {
+        try (BertModel m = randomModel()) {
+            HfBertDirectory.save(m, tmp); // then a NaN put into the file where token 7's (kept) element 5 is: writing refuses one
+            Path file = tmp.resolve("model.safetensors");
+            byte[] bytes = Files.readAllBytes(file);
+            ByteBuffer b = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN);
+            int header = Math.toIntExact(b.getLong(0));
+            long begin = new ObjectMapper().readTree(new String(bytes, 8, header, StandardCharsets.UTF_8)).get(BertNames.WORD_EMBEDDINGS)
+                    .get("data_offsets").get(0).asLong();
+            b.putFloat(Math.toIntExact(8 + header + begin + 4L * (7 * CONFIG.hidden() + 5)), Float.NaN);
+            Files.write(file, bytes);
+            var e = assertThrows(ModelFormatException.class, () -> HfBertDirectory.loadCompactedForInference(tmp, CpuBackend.create(), false, TOKENS));
+            assertTrue(e.getMessage().contains(BertNames.WORD_EMBEDDINGS + "[7:8] holds a non-finite value (NaN) at flat index 5"), e.getMessage());
+            int[] without7 = {0, 3, 8, 19};
+            try (BertModel read = HfBertDirectory.loadCompactedForInference(tmp, CpuBackend.create(), false, without7)) {
+                assertEquals(without7.length, read.config().vocabSize(), "a row not kept is not read");
+            }
         }
     }
 }

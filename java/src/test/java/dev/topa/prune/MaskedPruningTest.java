@@ -1,0 +1,112 @@
+package dev.topa.prune;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import dev.topa.backend.Backend;
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.backend.opencl.OpenCl;
+import dev.topa.backend.opencl.OpenClBackend;
+import dev.topa.model.BertConfig;
+import dev.topa.model.BertModel;
+import dev.topa.model.LoraConfig;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.Tensor;
+import dev.topa.tensor.TensorScope;
+import java.util.EnumSet;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Gradual pruning's masks: a masked head's value rows and a masked neuron's FFN-in row (weights,
+ * biases and the adapters' B rows) become zero and nothing else changes, on the host model and, the
+ * same to the bit, on a device copy (OpenCL: PoCL in CI), where the gradual schedule trains.
+ */
+class MaskedPruningTest {
+    private static final BertConfig CONFIG = new BertConfig(50, 32, 20, 2, 16, new int[] {2, 2}, new int[] {40, 23}, 1e-12f);
+    private static final boolean[][] HEADS = {{true, false}, {false, true}};
+
+    private static boolean[][] neurons() {
+        SplittableRandom rnd = new SplittableRandom(4);
+        boolean[][] n = new boolean[CONFIG.layers()][];
+        for (int l = 0; l < n.length; l++) {
+            n[l] = new boolean[CONFIG.ffn(l)];
+            for (int j = 0; j < n[l].length; j++) n[l][j] = rnd.nextBoolean();
+        }
+        return n;
+    }
+
+    private static BertModel model() {
+        BertModel m = new BertModel(CONFIG);
+        m.addLora(new LoraConfig(4, 8, EnumSet.allOf(LoraConfig.Target.class)), 3);
+        SplittableRandom rnd = new SplittableRandom(7);
+        for (Tensor t : m.parameters().values()) { // B too, so that its masked rows have something to lose
+            float[] v = new float[(int) t.numel()];
+            for (int i = 0; i < v.length; i++) v[i] = (float) (rnd.nextDouble() - 0.5);
+            t.copyFrom(v);
+        }
+        return m;
+    }
+
+    /** Every parameter of m as host values, after masking on be (m on be's device). */
+    private static Map<String, float[]> masked(Backend be, BertModel m) {
+        MaskedPruning masks = new MaskedPruning(CONFIG);
+        masks.update(be, m, HEADS, neurons());
+        Map<String, float[]> out = new LinkedHashMap<>();
+        try (TensorScope host = new TensorScope("read back", MemoryCategory.WORKSPACE)) {
+            m.parameters().forEach((n, t) -> out.put(n, (t.device().isHostAccessible() ? t : be.copyOf(t, host)).toFloatArray()));
+        }
+        return out;
+    }
+
+    @Test
+    void maskedRowsAreZeroAndTheRestUntouched() {
+        try (BertModel before = model(); BertModel m = model()) {
+            Map<String, float[]> got = masked(CpuBackend.create(), m);
+            int d = CONFIG.headDim(), a = CONFIG.attentionWidth(0);
+            boolean[][] n = neurons();
+            long zeroed = 0;
+            for (var e : got.entrySet()) {
+                float[] was = before.parameter(e.getKey()).toFloatArray(), now = e.getValue();
+                for (int i = 0; i < now.length; i++) {
+                    boolean zero = zeroed(e.getKey(), i, before.parameter(e.getKey()), d, a, n);
+                    if (zero) {
+                        assertEquals(0f, now[i], e.getKey() + "[" + i + "]");
+                        zeroed++;
+                    } else {
+                        assertEquals(was[i], now[i], 0f, e.getKey() + "[" + i + "] changed");
+                    }
+                }
+            }
+            assertTrue(zeroed > 0);
+        }
+    }
+
+    /** Whether element i of parameter name is in a masked unit's rows. */
+    private static boolean zeroed(String name, int i, Tensor t, int d, int a, boolean[][] n) {
+        int l = name.startsWith("encoder.layer.1.") ? 1 : 0;
+        long cols = t.rank() == 1 ? 1 : t.dim(1), row = i / cols;
+        if (name.endsWith("attention.self.value.weight") || name.endsWith("attention.self.value.bias")) return !HEADS[l][(int) (row / d)];
+        if (name.endsWith("attention.self.qkv.lora_B")) return row >= 2L * a && !HEADS[l][(int) ((row - 2L * a) / d)];
+        if (name.endsWith("intermediate.dense.weight") || name.endsWith("intermediate.dense.bias") || name.endsWith("intermediate.dense.lora_B"))
+            return !n[l][(int) row];
+        return false;
+    }
+
+    @Test
+    void onADeviceCopyTheSameToTheBit() {
+        String why = OpenCl.unavailableReason();
+        if (why != null && "true".equals(System.getenv("CI"))) fail("no OpenCL in CI (.ci/run installs pocl-opencl-icd): " + why);
+        assumeTrue(why == null, () -> "opencl skipped: " + why);
+        try (OpenClBackend ocl = OpenClBackend.open(0); BertModel host = model(); BertModel source = model(); BertModel device = source.copyTo(ocl)) {
+            Map<String, float[]> want = masked(CpuBackend.create(), host), got = masked(ocl, device);
+            assertEquals(want.keySet(), got.keySet());
+            for (String k : want.keySet()) assertArrayEquals(want.get(k), got.get(k), 0f, k);
+        }
+    }
+}
