@@ -8,7 +8,7 @@
 #      references, the encoder, whole training steps and 2:4;
 #   3. cli: finetune and prune-adapt with their defaults on --device cuda (a small random BERT with
 #      the real tokenizer, the first rows of RTE), then eval, then layer-wise distillation on the GPU
-#      against the CPU (AdapterDistance); then the OpenCL backend on every OpenCL
+#      against the CPU (AdapterDistance), the gradual schedule with that teacher; then the OpenCL backend on every OpenCL
 #      device here (the kit carries the ICD loader and CLBlast; the NVIDIA driver's OpenCL library is
 #      registered when no ICD file names it): the op harness and finetune --device opencl;
 #   4. timings: the op harness's, the LoRA forward, block-sparse vs cuBLASLt (its outputs checked
@@ -159,6 +159,10 @@ step 60 "$logs/cli.log" "${jrun[@]}" "${lw[@]}" --device cpu --out "$cli/outputs
 [ $((f4 + f5 + f6)) -ne 0 ] || { step 30 "$logs/cli.log" "${jrun[@]}" dev.topa.kit.AdapterDistance "$cli/layerwise-cuda" "$cli/layerwise-cpu" \
     "$cli/outputs-cpu"; f4=$?; }
 note "layer-wise on cuda: exit $f4 (runs: cpu $f5, cpu outputs only $f6), $(grep -h -E '^layerwise_' "$logs/cli.log" | tr '\n' ' ')"
+# the gradual schedule with the fine-tuned teacher on the GPU (masks zeroing rows there, read back every step): it finishes at
+# the target's size; its units may differ from the CPU's where scores nearly tie, so the kept parameters are what is compared
+step 60 "$logs/cli.log" "${jrun[@]}" "${lw[@]}" --schedule gradual --device cuda --out "$cli/gradual-cuda"; f7=$?
+note "gradual on cuda: exit $f7, $(grep -h -E '^gradual pruning' "$logs/cli.log" | tail -1)"
 # OpenCL: the loader and CLBlast from the kit; NVIDIA's ICD registered if the driver's library is here but no file names it
 export LD_LIBRARY_PATH="$kit/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then
@@ -176,8 +180,8 @@ if [ $o1 -ne 3 ]; then
 else
     o1=0
 fi
-stage_result cli $f1 $f2 $f3 $f4 $f5 $f6 $o1 $o2
-note "cli: finetune $f1, prune-adapt $f2, eval $f3, layer-wise $f4, opencl harness $o1, opencl finetune $o2; $(grep -m1 -E '^accuracy' "$logs/cli.log")"
+stage_result cli $f1 $f2 $f3 $f4 $f5 $f6 $f7 $o1 $o2
+note "cli: finetune $f1, prune-adapt $f2, eval $f3, layer-wise $f4, gradual $f7, opencl harness $o1, opencl finetune $o2; $(grep -m1 -E '^accuracy' "$logs/cli.log")"
 grep -h -E "Exception|error:" "$logs/cli.log" | head -5 >> "$logs/summary-body.txt"
 
 # ---- 4. timings
