@@ -159,9 +159,10 @@ step 60 "$logs/cli.log" "${jrun[@]}" "${lw[@]}" --device cpu --out "$cli/outputs
 [ $((f4 + f5 + f6)) -ne 0 ] || { step 30 "$logs/cli.log" "${jrun[@]}" dev.topa.kit.AdapterDistance "$cli/layerwise-cuda" "$cli/layerwise-cpu" \
     "$cli/outputs-cpu"; f4=$?; }
 note "layer-wise on cuda: exit $f4 (runs: cpu $f5, cpu outputs only $f6), $(grep -h -E '^layerwise_' "$logs/cli.log" | tr '\n' ' ')"
-# the gradual schedule with the fine-tuned teacher on the GPU (masks zeroing rows there, read back every step): it finishes at
-# the target's size; its units may differ from the CPU's where scores nearly tie, so the kept parameters are what is compared
-step 60 "$logs/cli.log" "${jrun[@]}" "${lw[@]}" --schedule gradual --device cuda --out "$cli/gradual-cuda"; f7=$?
+# the gradual schedule with the fine-tuned teacher on the GPU with its defaults (fp32 base: its masks zero rows of the weights
+# there; read back every step): it must run to the end (its units may differ from the CPU's where scores nearly tie)
+step 60 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main prune-adapt "${data[@]}" --score-examples 32 --inference-iterations 0 --schedule gradual \
+    --teacher "$cli/finetune" --out "$cli/gradual-cuda"; f7=$?
 note "gradual on cuda: exit $f7, $(grep -h -E '^gradual pruning' "$logs/cli.log" | tail -1)"
 # OpenCL: the loader and CLBlast from the kit; NVIDIA's ICD registered if the driver's library is here but no file names it
 export LD_LIBRARY_PATH="$kit/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -154,8 +154,9 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
         Recipe rc = pruneOnly ? options.recipe(t, Recipe.Method.PRUNE, gpu) : paper ? options.applyTo(Recipe.paper(t))
                 : options.applyTo(Recipe.defaults(t, Recipe.Method.LORA));
         // on the CPU memory first: bf16 packs would hold a second copy of the frozen weights (bf16 only when asked for);
-        // on a GPU the bf16 base is the tensor cores' operand
-        if (options.given("--base-precision") == null) rc = rc.withBasePrecision(gpu && !pruneOnly ? Recipe.Precision.BF16 : Recipe.Precision.FP32);
+        // on a GPU the bf16 base is the tensor cores' operand, except for the gradual schedule, whose masks edit the fp32 weights
+        boolean bf16Base = gpu && !pruneOnly && schedule != Schedule.GRADUAL;
+        if (options.given("--base-precision") == null) rc = rc.withBasePrecision(bf16Base ? Recipe.Precision.BF16 : Recipe.Precision.FP32);
         // activations kept for backward in bf16 on every device (LayerNorm inputs stay fp32): memory is the point of the method, and
         // on RTE it changed neither the loss nor the dev accuracy at 4 digits while it took the peak from 336 to 318 MiB
         if (options.given("--activation-precision") == null) rc = rc.withActivationPrecision(Recipe.Precision.BF16);

@@ -40,7 +40,7 @@ final class RecipeOptions {
             new Field("--base-precision", "basePrecision", Recipe.Precision.class, "fp32|bf16",
                     "frozen base weights multiplied in bf16 with fp32 sums (LoRA only; twice the fp32 GEMM rate on Zen 4, slower on Xeons without AMX)",
                     "(default: finetune --method lora: bf16 on a GPU, and on a CPU where measured faster on the model's shapes, else fp32;",
-                    "prune-adapt on the CPU: fp32)"),
+                    "prune-adapt on the CPU and with --schedule gradual: fp32)"),
             new Field("--activation-precision", "activationPrecision", Recipe.Precision.class, "fp32|bf16",
                     "how the activations products read (attention context, QKV, FFN pre-activation) are kept for backward; bf16",
                     "halves them, backward widens them to fp32 (default: bf16 on a GPU and for prune-adapt, fp32 for finetune on a CPU or OpenCL)"),

@@ -58,7 +58,8 @@ class CudaDefaultsTest {
         for (List<String> args : List.of(small(glue, lora, "finetune"), small(glue, dir.resolve("full"), "finetune", "--method", "full"),
                 small(glue, dir.resolve("prune"), "finetune", "--method", "prune"),
                 withScoring(small(glue, dir.resolve("pa"), "prune-adapt")),
-                withScoring(small(glue, dir.resolve("paper"), "prune-adapt", "--recipe", "paper")))) {
+                withScoring(small(glue, dir.resolve("paper"), "prune-adapt", "--recipe", "paper")),
+                withScoring(small(glue, dir.resolve("gradual"), "prune-adapt", "--schedule", "gradual")))) {
             CliRun r = run(args);
             assertEquals(0, r.code(), String.join(" ", args) + "\n" + r.printed());
         }

@@ -148,7 +148,8 @@ class OpenClCliTest {
     /**
      * The gradual schedule on the device: the dense model's copy trains there while the masks zero
      * its rows there (MaskedPruningTest: the same rows to the bit as on the host), each step's masks
-     * before the next step, and the host model is compacted from the values copied back. Which units
+     * before the next step (ReadBackWindowTest: the hook's timing), and the host model is compacted
+     * from the values copied back. This run checks the plumbing end to end. Which units
      * go is decided by scores that float noise can tip where two units nearly tie (on RTE's 32
      * examples a head at the first step), so the units may differ from the CPU's: the run must
      * finish at the CPU's size with a dev accuracy near the CPU's.

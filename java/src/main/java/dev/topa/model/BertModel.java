@@ -286,9 +286,11 @@ public final class BertModel implements AutoCloseable {
         long s = ids.dim(ids.rank() - 1);
         for (long i = 0; i < ids.numel(); i++) {
             int id = ids.getInt(i), ty = types == null ? 0 : types.getInt(i);
-            if (id < 0 || id >= (tokenRows == null ? config.vocabSize() : tokenRows.length) || tokenRows != null && tokenRows[id] < 0 || ty < 0 || ty >= Math.max(1, config.typeVocabSize()))
-                throw new IllegalArgumentException("token " + i % s + " of sequence " + i / s + " has id " + id + " (vocabulary "
-                        + config.vocabSize() + ") or type " + ty + " (types " + config.typeVocabSize() + ") outside the model's tables");
+            boolean known = tokenRows == null ? id >= 0 && id < config.vocabSize() : id >= 0 && id < tokenRows.length && tokenRows[id] >= 0;
+            if (!known || ty < 0 || ty >= Math.max(1, config.typeVocabSize()))
+                throw new IllegalArgumentException("token " + i % s + " of sequence " + i / s + " has id " + id + " (" + (tokenRows == null
+                        ? "vocabulary " + config.vocabSize() : "compacted for inference with the word embeddings of " + config.vocabSize() + " tokens")
+                        + ") or type " + ty + " (types " + config.typeVocabSize() + ") outside the model's tables");
         }
     }
 

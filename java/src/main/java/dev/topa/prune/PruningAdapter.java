@@ -288,7 +288,8 @@ public final class PruningAdapter {
                 if (!cfg.headScoring() && !blocks && rc.basePrecision() == Recipe.Precision.BF16) copy.model.packForTraining(be);
                 warm.setMaskGradientListener(scores);
                 if (blocks) warm.setWeightGradientListener(blockScores);
-                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, t, scoring.trainerConfig(0)).distributed(comm)) {
+                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, t, scoring.trainerConfig(0))) {
+                    trainer.distributed(comm);
                     scoringSteps(trainer, run.train(), rc, 0, scoring.lr());
                 }
                 copy.copyBack(); // the warmed-up adapters and head go on with the pruned model
@@ -432,7 +433,8 @@ public final class PruningAdapter {
             try (MemoryTracker.Phase p = run.mem().during("scoring"); TrainingCopy copy = new TrainingCopy(be, pruned, run.head())) {
                 BertTraining warm = copy.training(rc);
                 warm.setWeightGradientListener(second); // blocks scored on the smaller model, its adapters training on
-                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, run.job().task(), rc.trainerConfig(0)).distributed(comm)) {
+                try (Trainer trainer = new Trainer(be, copy.model, warm, copy.head, run.job().task(), rc.trainerConfig(0))) {
+                    trainer.distributed(comm);
                     scoringSteps(trainer, run.train(), rc, 1, rc.lr());
                 }
                 copy.copyBack();
@@ -499,8 +501,8 @@ public final class PruningAdapter {
         // and is gone before the first step (matching hidden states, it stays until adaptation ends); its outputs do not depend on when it runs
         if (distillAlpha > 0 && teacherDir != null) teacher = fineTunedTeacher(run.train(), pruned.config());
         try (TrainingCopy copy = new TrainingCopy(be, pruned, run.head());
-                Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(cfg.evalEvery())).distributed(comm)
-                        .distillFrom(teacher)) {
+                Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, t, rc.trainerConfig(cfg.evalEvery()))) {
+            trainer.distributed(comm).distillFrom(teacher); // inside: a refusal here still closes the trainer
             List<BlockFormats.Slot> formats = List.of();
             if (blockMasked) {
                 long rows = Math.min((long) rc.batchSize() * rc.maxSeqLen(), be.device().isHostAccessible() ? 1024 : 4096);
@@ -559,8 +561,8 @@ public final class PruningAdapter {
             training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
             // each step's masks before the next step: the step hook runs once its loss is read back, so every step (on a device
             // the loop would read back a window of steps at once, and the masks would come steps late)
-            try (Trainer trainer = new Trainer(be, copy.model, training, copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))
-                    .distributed(comm).distillFrom(teacher).readBackEvery(1)) {
+            try (Trainer trainer = new Trainer(be, copy.model, training, copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
+                trainer.distributed(comm).distillFrom(teacher).readBackEvery(1); // inside: a refusal here still closes the trainer
                 return gradualTraining(run, dense, copy, trainer, masks, scores, rampSteps);
             }
         }

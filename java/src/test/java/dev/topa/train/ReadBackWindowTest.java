@@ -89,4 +89,41 @@ class ReadBackWindowTest {
         assertEquals(one.error(), five.error());
         same(one, five);
     }
+
+    /**
+     * What a step hook changes (the gradual schedule's masks) reaches the next step only with a
+     * window of one: then each hook has seen exactly as many backward passes as steps; with a window
+     * of five the hooks of a window run after all its steps (which is why that schedule reads back
+     * every step).
+     */
+    @Test
+    void withAWindowOfOneEachStepsHookRunsBeforeTheNextStep() {
+        for (int window : new int[] {1, 5}) {
+            SplittableRandom rnd = new SplittableRandom(11);
+            try (BertModel model = new BertModel(CONFIG); TaskHead head = new TaskHead(32, 2, 5)) {
+                RandomTraining.randomize(model, rnd, 0.05);
+                List<Trainer.Item> items = RandomTraining.items(rnd, 28, 200, 3, 12);
+                long[] backward = {0};
+                List<long[]> hooks = new ArrayList<>(); // per hook: steps hooked so far, backward passes so far
+                try (BertTraining training = new BertTraining(CpuBackend.create(), model, new BertTraining.Options(n -> true, DropoutConfig.NONE, false,
+                        dev.topa.tensor.DType.F32));
+                        Trainer trainer = new Trainer(CpuBackend.create(), model, training, head, GlueTask.MRPC, new Trainer.Config(1, 4, 1e-3, 0, 0, 1, 7))) {
+                    training.setMaskGradientListener(new BertTraining.MaskGradientListener() {
+                        @Override
+                        public void heads(int layer, dev.topa.tensor.Tensor perExample) {
+                            if (layer == CONFIG.layers() - 1) backward[0]++; // backward visits the last layer first, once per step
+                        }
+
+                        @Override
+                        public void neurons(int layer, dev.topa.tensor.Tensor perExample) {}
+                    });
+                    trainer.readBackEvery(window).fit(items, items.subList(0, 8), r -> {}, st -> hooks.add(new long[] {hooks.size() + 1, backward[0]}));
+                }
+                assertEquals(7, hooks.size(), "28 examples in batches of 4");
+                boolean late = hooks.stream().anyMatch(h -> h[1] > h[0]);
+                if (window == 1) assertTrue(hooks.stream().allMatch(h -> h[1] == h[0]), "window 1: a hook after each step, before the next");
+                else assertTrue(late, "window 5: hooks after the window's steps (the test would not see a late hook otherwise)");
+            }
+        }
+    }
 }
