@@ -361,8 +361,39 @@ class ReliabilityTest {
          */
         @Test
         void aKilledPruneAdaptResumesToTheModelOfAnUnbrokenRun(@TempDir Path dir) throws Exception {
-            List<String> cmd = List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "3", "--train-limit", "96",
-                    "--batch-size", "16", "--max-seq-len", "64", "--score-examples", "32", "--sparsity", "0.5", "--inference-iterations", "0");
+            List<String> r = killedAndResumed(dir, List.of());
+            // the checkpoint's run is this one: another sparsity replays to another starting point and is refused, changing nothing
+            Path broken = dir.resolve("broken");
+            Map<String, String> done = snapshot(broken);
+            List<String> other = new ArrayList<>(r);
+            other.set(other.indexOf("--sparsity") + 1, "0.4");
+            CliRun refused = run(other);
+            assertEquals(1, refused.code(), refused.printed());
+            assertTrue(refused.err().contains("checkpoint of another run") && refused.err().contains("prune.config"), refused.printed());
+            List<String> gradual = new ArrayList<>(r);
+            gradual.addAll(List.of("--schedule", "gradual"));
+            CliRun g = run(gradual);
+            assertEquals(1, g.code(), g.printed());
+            assertTrue(g.err().contains("checkpoint of another run"), "a one-shot run's checkpoint is not a gradual run's: " + g.printed());
+            assertEquals(done, snapshot(broken), "a refused resume changes nothing");
+        }
+
+        /**
+         * The gradual schedule killed the same way, possibly in the middle of its ramp (the masks still
+         * tightening): the resumed run restores the step, the masks and the importance scores from the
+         * checkpoint and ends with the unbroken run's model, to the bit.
+         */
+        @Test
+        void aKilledGradualRunResumesToTheModelOfAnUnbrokenRun(@TempDir Path dir) throws Exception {
+            killedAndResumed(dir, List.of("--schedule", "gradual"));
+        }
+
+        /** Runs the command straight, and killed after its first checkpoint then resumed; the same model and epochs. Returns the resume command. */
+        private List<String> killedAndResumed(Path dir, List<String> more) throws Exception {
+            List<String> cmd = new ArrayList<>(List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "3",
+                    "--train-limit", "96", "--batch-size", "16", "--max-seq-len", "64", "--score-examples", "32", "--sparsity", "0.5",
+                    "--inference-iterations", "0"));
+            cmd.addAll(more);
             Path straight = dir.resolve("straight"), broken = dir.resolve("broken");
             List<String> a = new ArrayList<>(cmd);
             a.addAll(List.of("--out", straight.toString()));
@@ -393,19 +424,7 @@ class ReliabilityTest {
                 assertEquals(x.get(i).get("train_loss").asDouble(), y.get(i).get("train_loss").asDouble(), 0, "epoch " + (i + 1));
                 assertEquals(x.get(i).get("dev").toString(), y.get(i).get("dev").toString(), "epoch " + (i + 1));
             }
-            // the checkpoint's run is this one: another sparsity replays to another starting point and is refused, changing nothing
-            Map<String, String> done = snapshot(broken);
-            List<String> other = new ArrayList<>(r);
-            other.set(other.indexOf("--sparsity") + 1, "0.4");
-            CliRun refused = run(other);
-            assertEquals(1, refused.code(), refused.printed());
-            assertTrue(refused.err().contains("checkpoint of another run") && refused.err().contains("prune.config"), refused.printed());
-            assertEquals(done, snapshot(broken), "a refused resume changes nothing");
-            List<String> gradual = new ArrayList<>(r);
-            gradual.addAll(List.of("--schedule", "gradual"));
-            CliRun g = run(gradual);
-            assertEquals(1, g.code(), g.printed());
-            assertTrue(g.err().contains("--resume: --schedule gradual"), g.printed());
+            return r;
         }
     }
 

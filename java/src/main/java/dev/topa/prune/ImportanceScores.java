@@ -70,6 +70,45 @@ public final class ImportanceScores implements BertTraining.MaskGradientListener
         }
     }
 
+    /**
+     * The sums so far and the batch count as text, each double by its bits, so that a resumed run
+     * ({@link #restore}) goes on with exactly these scores.
+     */
+    public String state() {
+        StringBuilder b = new StringBuilder().append(batches);
+        for (double[][] sums : new double[][][] {headTaylor, headFisher, neuronTaylor, neuronFisher}) {
+            b.append(';');
+            for (int l = 0; l < sums.length; l++) {
+                if (l > 0) b.append('/');
+                for (int j = 0; j < sums[l].length; j++) b.append(j > 0 ? "," : "").append(Long.toHexString(Double.doubleToRawLongBits(sums[l][j])));
+            }
+        }
+        return b.toString();
+    }
+
+    /** Takes back what {@link #state} wrote (from a checkpoint); one of another shape is refused, changing nothing. */
+    public void restore(String state) {
+        String[] part = state.split(";", -1);
+        double[][][] into = {headTaylor, headFisher, neuronTaylor, neuronFisher};
+        if (part.length != 1 + into.length) throw new IllegalArgumentException("importance scores: " + part.length + " parts, not " + (1 + into.length));
+        double[][][] read = new double[into.length][][];
+        for (int k = 0; k < into.length; k++) {
+            String[] layers = part[k + 1].split("/", -1);
+            if (layers.length != into[k].length)
+                throw new IllegalArgumentException("importance scores: " + layers.length + " layers, the model has " + into[k].length);
+            read[k] = new double[layers.length][];
+            for (int l = 0; l < layers.length; l++) {
+                String[] v = layers[l].isEmpty() ? new String[0] : layers[l].split(",");
+                if (v.length != into[k][l].length)
+                    throw new IllegalArgumentException("importance scores: layer " + l + " has " + v.length + " units, the model " + into[k][l].length);
+                read[k][l] = new double[v.length];
+                for (int j = 0; j < v.length; j++) read[k][l][j] = Double.longBitsToDouble(Long.parseUnsignedLong(v[j], 16));
+            }
+        }
+        batches = Long.parseLong(part[0]);
+        for (int k = 0; k < into.length; k++) for (int l = 0; l < into[k].length; l++) into[k][l] = read[k][l];
+    }
+
     /** Batches seen (backward passes with the listener set). */
     public long batches() {
         return batches;

@@ -76,6 +76,43 @@ public final class MaskedPruning {
         return StructuredPruning.compact(model, keepHeads, keepNeurons);
     }
 
+    /** The masks as text: per layer a 1 for each kept unit, a 0 for each masked one; heads, then neurons. */
+    public String state() {
+        return text(keepHeads) + ";" + text(keepNeurons);
+    }
+
+    /**
+     * Masks model (fresh: nothing masked yet) as {@link #state} says, on be: a resumed run's model
+     * then computes what it computed when that state was written.
+     */
+    public void restore(Backend be, BertModel model, String state) {
+        String[] part = state.split(";", -1);
+        if (part.length != 2) throw new IllegalArgumentException("masks: " + part.length + " parts, not 2 (heads; neurons)");
+        update(be, model, parse(part[0], keepHeads, "heads"), parse(part[1], keepNeurons, "neurons"));
+    }
+
+    private static String text(boolean[][] keep) {
+        StringBuilder b = new StringBuilder();
+        for (int l = 0; l < keep.length; l++) {
+            if (l > 0) b.append('/');
+            for (boolean k : keep[l]) b.append(k ? '1' : '0');
+        }
+        return b.toString();
+    }
+
+    private static boolean[][] parse(String text, boolean[][] shape, String what) {
+        String[] layers = text.split("/", -1);
+        if (layers.length != shape.length) throw new IllegalArgumentException("masks: " + layers.length + " layers of " + what + ", the model has " + shape.length);
+        boolean[][] keep = new boolean[layers.length][];
+        for (int l = 0; l < layers.length; l++) {
+            if (layers[l].length() != shape[l].length || !layers[l].matches("[01]*"))
+                throw new IllegalArgumentException("masks: layer " + l + " of " + what + " is '" + layers[l] + "', the model has " + shape[l].length + " units");
+            keep[l] = new boolean[shape[l].length];
+            for (int j = 0; j < keep[l].length; j++) keep[l][j] = layers[l].charAt(j) == '1';
+        }
+        return keep;
+    }
+
     public boolean[][] keptHeads() {
         return copy(keepHeads);
     }

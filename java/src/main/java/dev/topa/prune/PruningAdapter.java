@@ -184,8 +184,9 @@ public final class PruningAdapter {
      * run's identity); resume: the run continues from it. Scoring, pruning and the teacher are
      * deterministic, so a resumed run replays them (tens of seconds) and checks that it arrives at
      * the checkpoint's starting point -- shapes, block masks, warmed adapters and head -- before it
-     * loads the adapters' and optimizer's state and trains the epochs left. The gradual schedule
-     * (its masks change while it trains) and pruning only write none and cannot resume.
+     * loads the adapters' and optimizer's state and trains the epochs left. The gradual schedule's
+     * checkpoints also hold its step, masks and importance scores, which a resumed run restores (its
+     * starting point is the warmed dense model). Pruning only writes none and cannot resume.
      */
     public PruningAdapter checkpointing(Path file, boolean resume) {
         if (resume && file == null) throw new IllegalArgumentException("--resume needs a checkpoint file");
@@ -240,9 +241,7 @@ public final class PruningAdapter {
 
     /** Fails when the recipe cannot run with this configuration (call it before loading anything). */
     public void check(Recipe rc) {
-        if (resume && (cfg.schedule() == Schedule.GRADUAL || cfg.pruneOnly()))
-            throw new IllegalArgumentException("--resume: " + (cfg.pruneOnly() ? "pruning only" : "--schedule gradual (its masks change as it trains)")
-                    + " cannot resume; run it afresh");
+        if (resume && cfg.pruneOnly()) throw new IllegalArgumentException("--resume: pruning only cannot resume; run it afresh");
         if (distillAlpha > 0 && cfg.pruneOnly())
             throw new IllegalArgumentException("--distill: pruning only has no adaptation to teach");
         if (distillAlpha > 0 && cfg.schedule() == Schedule.GRADUAL && teacherDir == null)
@@ -568,13 +567,31 @@ public final class PruningAdapter {
         }
     }
 
+    /** A gradual run's checkpoint metadata beside the trainer's: steps taken, masks, importance scores. */
+    private static final String GRADUAL_STEP = "gradual.step", GRADUAL_MASKS = "gradual.masks", GRADUAL_SCORES = "gradual.scores";
+
     /** gradual's training loop (masks tightening every tenth of the ramp) and its reports. */
     private Result gradualTraining(Run run, BertModel dense, TrainingCopy copy, Trainer trainer, MaskedPruning masks, ImportanceScores scores,
             long rampSteps) throws IOException {
         long every = Math.max(1, rampSteps / 10);
         long[] step = {0};
-        TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output(run),
-                TrainingLoop.Outcome.NONE, new TrainingLoop.Hooks(st -> {
+        // a checkpoint at each epoch's end holds, beside the trainer's state, the step, the masks and the scores: a resumed run
+        // replays scoring (and the teacher), arrives at the same starting point, masks as they were and goes on exactly
+        RunIdentity id = run.identity().with("prune.starting_point", startingPoint(dense, run.head()));
+        TrainingLoop.Outcome before = TrainingLoop.Outcome.NONE;
+        if (resume) {
+            id.checkCheckpoint(checkpoint);
+            Map<String, String> meta = trainer.loadCheckpoint(checkpoint);
+            for (String k : List.of(GRADUAL_STEP, GRADUAL_MASKS, GRADUAL_SCORES))
+                if (!meta.containsKey(k)) throw new IllegalArgumentException(checkpoint + ": no " + k + " in its metadata (not a gradual run's checkpoint)");
+            scores.restore(meta.get(GRADUAL_SCORES));
+            masks.restore(be, copy.model, meta.get(GRADUAL_MASKS));
+            step[0] = Long.parseLong(meta.get(GRADUAL_STEP));
+            before = TrainingLoop.resumed(meta);
+            say("resumed after epoch %d (best dev %s so far)", trainer.epochsDone(), before.best());
+        }
+        TrainingLoop.Output output = new TrainingLoop.Output(run.job().out(), run.job().model().tokenizer(), run.tok().maxLength(), checkpoint, id);
+        TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output, before, new TrainingLoop.Hooks(st -> {
                     step[0]++;
                     if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
                         double target = MaskedPruning.cubicTarget(cfg.sparsity(), step[0], rampSteps);
@@ -590,7 +607,7 @@ public final class PruningAdapter {
                     if (step[0] < rampSteps) return null; // not yet its final shape: nothing to save
                     copy.copyBack();
                     return masks.compact(dense);
-                }, listener));
+                }, listener, () -> Map.of(GRADUAL_STEP, Long.toString(step[0]), GRADUAL_MASKS, masks.state(), GRADUAL_SCORES, scores.state())));
         copy.copyBack(); // the last epoch's values (a no-op on the CPU, where the copy is the model)
         try (BertModel pruned = masks.compact(dense)) {
             say("gradual pruning over %d steps: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d", rampSteps,
@@ -602,10 +619,6 @@ public final class PruningAdapter {
                         p.put("ramp_steps", rampSteps);
                     });
         }
-    }
-
-    private TrainingLoop.Output output(Run run) {
-        return new TrainingLoop.Output(run.job().out(), run.job().model().tokenizer(), run.tok().maxLength(), null, null);
     }
 
     private void reportParameters(long dense, long pruned) {

@@ -119,17 +119,23 @@ public final class TrainingLoop {
      * What a run does beside training: afterStep runs after each optimizer step (gradual pruning's
      * masks); export, when given, makes the model that is saved as the best so far (a compacted or
      * host copy, closed after saving; null while the model is not in its final shape, so nothing is
-     * saved yet).
+     * saved yet); state, what else a checkpoint must hold for the run to resume (gradual pruning's
+     * masks and scores: written into each checkpoint's metadata, read back by the caller on resume).
      */
-    public record Hooks(Consumer<Trainer.StepInfo> afterStep, Supplier<BertModel> export, Listener listener) {
+    public record Hooks(Consumer<Trainer.StepInfo> afterStep, Supplier<BertModel> export, Listener listener,
+            Supplier<Map<String, String>> state) {
         public static final Hooks NONE = new Hooks(st -> {}, null, new Listener() {});
 
+        public Hooks(Consumer<Trainer.StepInfo> afterStep, Supplier<BertModel> export, Listener listener) {
+            this(afterStep, export, listener, Map::of);
+        }
+
         public Hooks withListener(Listener l) {
-            return new Hooks(afterStep, export, l);
+            return new Hooks(afterStep, export, l, state);
         }
 
         public Hooks withExport(Supplier<BertModel> e) {
-            return new Hooks(afterStep, e, listener);
+            return new Hooks(afterStep, e, listener, state);
         }
     }
 
@@ -173,6 +179,7 @@ public final class TrainingLoop {
                         meta.put("best_dev", Double.toString(best[0]));
                         meta.put("best_index", Integer.toString(bestIndex[0]));
                         meta.put("history", history(results, stepLoss));
+                        meta.putAll(hooks.state().get());
                         if (output.identity() != null) meta.putAll(output.identity().metadata());
                         trainer.saveCheckpoint(output.checkpoint(), meta);
                     } catch (IOException e) {

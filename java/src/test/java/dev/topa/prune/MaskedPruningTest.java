@@ -109,4 +109,42 @@ class MaskedPruningTest {
             for (String k : want.keySet()) assertArrayEquals(want.get(k), got.get(k), 0f, k);
         }
     }
+
+    /** A resumed gradual run's masks and scores: what state() writes, restore() takes back exactly; another shape's is refused. */
+    @Test
+    void masksAndScoresGoThroughACheckpointExactly() {
+        CpuBackend be = CpuBackend.create();
+        try (BertModel a = model(); BertModel b = model(); TensorScope s = new TensorScope("grads", MemoryCategory.WORKSPACE)) {
+            MaskedPruning masks = new MaskedPruning(CONFIG), back = new MaskedPruning(CONFIG);
+            masks.update(be, a, HEADS, neurons());
+            back.restore(be, b, masks.state());
+            assertEquals(masks.state(), back.state());
+            a.parameters().forEach((n, t) -> assertArrayEquals(t.toFloatArray(), b.parameter(n).toFloatArray(), 0f, n));
+            ImportanceScores scores = new ImportanceScores(CONFIG), again = new ImportanceScores(CONFIG);
+            SplittableRandom rnd = new SplittableRandom(2);
+            for (int l = 0; l < CONFIG.layers(); l++) {
+                float[] h = new float[3 * CONFIG.heads(l)], f = new float[3 * CONFIG.ffn(l)];
+                for (int i = 0; i < h.length; i++) h[i] = (float) rnd.nextGaussian() / 3; // thirds: doubles with every bit in use
+                for (int i = 0; i < f.length; i++) f[i] = (float) rnd.nextGaussian() / 3;
+                scores.heads(l, s.allocate(dev.topa.tensor.DType.F32, 3, CONFIG.heads(l)).copyFrom(h));
+                scores.neurons(l, s.allocate(dev.topa.tensor.DType.F32, 3, CONFIG.ffn(l)).copyFrom(f));
+            }
+            again.restore(scores.state());
+            assertEquals(scores.batches(), again.batches());
+            for (ImportanceScores.Scorer sc : new ImportanceScores.Scorer[] {ImportanceScores.Scorer.TAYLOR, ImportanceScores.Scorer.FISHER}) {
+                assertTrue(java.util.Arrays.deepEquals(scores.heads(sc), again.heads(sc)), sc + " heads");
+                assertTrue(java.util.Arrays.deepEquals(scores.neurons(sc), again.neurons(sc)), sc + " neurons");
+            }
+            BertConfig other = new BertConfig(50, 32, 20, 2, 16, new int[] {2, 2}, new int[] {40, 24}, 1e-12f);
+            String masksBefore = back.state();
+            var e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> back.restore(be, b, new MaskedPruning(other).state()));
+            assertTrue(e.getMessage().contains("layer 1 of neurons"), e.getMessage());
+            assertEquals(masksBefore, back.state(), "a refused state changes nothing");
+            String scoresBefore = again.state();
+            e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, () -> again.restore(new ImportanceScores(other).state()));
+            assertTrue(e.getMessage().contains("layer 1 has 24 units"), e.getMessage());
+            assertEquals(scoresBefore, again.state(), "a refused state changes nothing");
+        }
+    }
 }
