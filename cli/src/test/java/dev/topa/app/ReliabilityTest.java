@@ -379,13 +379,14 @@ class ReliabilityTest {
         }
 
         /**
-         * The gradual schedule killed the same way, possibly in the middle of its ramp (the masks still
-         * tightening): the resumed run restores the step, the masks and the importance scores from the
-         * checkpoint and ends with the unbroken run's model, to the bit.
+         * The gradual schedule killed the same way in the middle of its ramp (the masks still tightening:
+         * the ramp is 16 of the 18 steps, so the checkpoints after epochs 1 and 2 both fall in it): the
+         * resumed run restores the step, the masks and the importance scores from the checkpoint and
+         * ends with the unbroken run's model, to the bit.
          */
         @Test
         void aKilledGradualRunResumesToTheModelOfAnUnbrokenRun(@TempDir Path dir) throws Exception {
-            killedAndResumed(dir, List.of("--schedule", "gradual"));
+            killedAndResumed(dir, List.of("--schedule", "gradual", "--ramp", "0.9"));
         }
 
         /** Runs the command straight, and killed after its first checkpoint then resumed; the same model and epochs. Returns the resume command. */

@@ -82,13 +82,23 @@ public final class MaskedPruning {
     }
 
     /**
-     * Masks model (fresh: nothing masked yet) as {@link #state} says, on be: a resumed run's model
-     * then computes what it computed when that state was written.
+     * Masks model as {@link #state} says, on be (these masks and the model fresh: nothing masked yet;
+     * a state that keeps a unit these masks removed is refused): a resumed run's model then computes
+     * what it computed when that state was written.
      */
     public void restore(Backend be, BertModel model, String state) {
         String[] part = state.split(";", -1);
         if (part.length != 2) throw new IllegalArgumentException("masks: " + part.length + " parts, not 2 (heads; neurons)");
-        update(be, model, parse(part[0], keepHeads, "heads"), parse(part[1], keepNeurons, "neurons"));
+        boolean[][] heads = parse(part[0], keepHeads, "heads"), neurons = parse(part[1], keepNeurons, "neurons");
+        if (!within(heads, keepHeads) || !within(neurons, keepNeurons)) // masks only grow: a unit masked here cannot come back
+            throw new IllegalArgumentException("masks: the state keeps units these masks have already removed");
+        update(be, model, heads, neurons);
+    }
+
+    /** Whether every unit keep keeps, kept keeps too. */
+    private static boolean within(boolean[][] keep, boolean[][] kept) {
+        for (int l = 0; l < keep.length; l++) for (int j = 0; j < keep[l].length; j++) if (keep[l][j] && !kept[l][j]) return false;
+        return true;
     }
 
     private static String text(boolean[][] keep) {

@@ -141,6 +141,9 @@ class MaskedPruningTest {
                     () -> back.restore(be, b, new MaskedPruning(other).state()));
             assertTrue(e.getMessage().contains("layer 1 of neurons"), e.getMessage());
             assertEquals(masksBefore, back.state(), "a refused state changes nothing");
+            e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> back.restore(be, b, new MaskedPruning(CONFIG).state())); // everything kept: units come back
+            assertTrue(e.getMessage().contains("already removed"), e.getMessage());
             String scoresBefore = again.state();
             e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, () -> again.restore(new ImportanceScores(other).state()));
             assertTrue(e.getMessage().contains("layer 1 has 24 units"), e.getMessage());
