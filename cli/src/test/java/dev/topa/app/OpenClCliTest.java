@@ -171,6 +171,18 @@ class OpenClCliTest {
         assertTrue(Math.abs(p[0].get("best_dev").asDouble() - p[1].get("best_dev").asDouble()) < 0.05, p[0] + "\n" + p[1]);
     }
 
+    /**
+     * The gradual schedule killed on the device in the middle of its ramp and resumed: the masks are
+     * restored by zeroing rows of the device copy again, and the run ends with the unbroken device
+     * run's model, to the bit (the replayed scoring on the device arrives at the same starting point).
+     */
+    @Test
+    void aKilledGradualRunOnTheDeviceResumesToTheUnbrokenRunsModel(@TempDir Path dir) throws Exception {
+        needsOpenCl();
+        // 48 examples in batches of 16: 9 steps, the ramp 8 of them, so both possible checkpoints are mid-ramp
+        ReliabilityTest.killedAndResumed(dir, 48, 32, List.of("--schedule", "gradual", "--ramp", "0.9", "--base-precision", "fp32", "--device", "opencl"));
+    }
+
     /** The number after label in printed text. */
     private static double number(String printed, String label) {
         return printed.lines().filter(l -> l.startsWith(label)).mapToDouble(l -> Double.parseDouble(l.substring(label.length()).trim()))

@@ -75,6 +75,53 @@ class ReliabilityTest {
         return CliRun.of(args.toArray(String[]::new));
     }
 
+    /**
+     * prune-adapt on RTE (96 examples of 64 tokens at most, 3 epochs, more options added) run straight, and run in a child process killed (SIGKILL)
+     * after its first checkpoint then resumed: the same model to the bit and the same epochs. Returns the resume command.
+     */
+    static List<String> killedAndResumed(Path dir, List<String> more) throws Exception {
+        return killedAndResumed(dir, 96, 64, more);
+    }
+
+    /** As above with examples training examples of at most tokens tokens (the device's run smaller: PoCL is slow). */
+    static List<String> killedAndResumed(Path dir, int examples, int tokens, List<String> more) throws Exception {
+        List<String> cmd = new ArrayList<>(List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "3",
+                "--train-limit", Integer.toString(examples), "--batch-size", "16", "--max-seq-len", Integer.toString(tokens), "--score-examples", "32",
+                "--sparsity", "0.5", "--inference-iterations", "0"));
+        cmd.addAll(more);
+        Path straight = dir.resolve("straight"), broken = dir.resolve("broken");
+        List<String> a = new ArrayList<>(cmd);
+        a.addAll(List.of("--out", straight.toString()));
+        CliRun s = run(a);
+        assertEquals(0, s.code(), s.printed());
+        List<String> child = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"), "dev.topa.app.Main"));
+        child.addAll(cmd);
+        child.addAll(List.of("--out", broken.toString()));
+        Process p = new ProcessBuilder(child).redirectErrorStream(true).redirectOutput(dir.resolve("killed.log").toFile()).start();
+        Path ckpt = broken.resolve("checkpoint.safetensors");
+        long until = System.nanoTime() + 300_000_000_000L;
+        while (!Files.exists(ckpt) && p.isAlive() && System.nanoTime() < until) Thread.sleep(10);
+        p.destroyForcibly().waitFor();
+        assertTrue(Files.exists(ckpt), "no checkpoint before the end: " + Files.readString(dir.resolve("killed.log")));
+        assertFalse(Files.exists(broken.resolve("report.json")), "killed before its end");
+        List<String> r = new ArrayList<>(cmd);
+        r.addAll(List.of("--out", broken.toString(), "--resume"));
+        CliRun resumed = run(r);
+        assertEquals(0, resumed.code(), resumed.printed());
+        assertTrue(resumed.out().contains("resumed after epoch 1") || resumed.out().contains("resumed after epoch 2"), resumed.printed());
+        assertEquals(-1, Files.mismatch(straight.resolve("model.safetensors"), broken.resolve("model.safetensors")),
+                "the resumed run's best model is the unbroken run's, to the bit");
+        var x = new ObjectMapper().readTree(straight.resolve("report.json").toFile()).get("epochs");
+        var y = new ObjectMapper().readTree(broken.resolve("report.json").toFile()).get("epochs");
+        assertEquals(3, y.size(), "the report has the epochs before the kill too: " + y);
+        for (int i = 0; i < 3; i++) {
+            assertEquals(x.get(i).get("train_loss").asDouble(), y.get(i).get("train_loss").asDouble(), 0, "epoch " + (i + 1));
+            assertEquals(x.get(i).get("dev").toString(), y.get(i).get("dev").toString(), "epoch " + (i + 1));
+        }
+        return r;
+    }
+
     @Nested
     class Help {
         @Test
@@ -387,45 +434,6 @@ class ReliabilityTest {
         @Test
         void aKilledGradualRunResumesToTheModelOfAnUnbrokenRun(@TempDir Path dir) throws Exception {
             killedAndResumed(dir, List.of("--schedule", "gradual", "--ramp", "0.9"));
-        }
-
-        /** Runs the command straight, and killed after its first checkpoint then resumed; the same model and epochs. Returns the resume command. */
-        private List<String> killedAndResumed(Path dir, List<String> more) throws Exception {
-            List<String> cmd = new ArrayList<>(List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "3",
-                    "--train-limit", "96", "--batch-size", "16", "--max-seq-len", "64", "--score-examples", "32", "--sparsity", "0.5",
-                    "--inference-iterations", "0"));
-            cmd.addAll(more);
-            Path straight = dir.resolve("straight"), broken = dir.resolve("broken");
-            List<String> a = new ArrayList<>(cmd);
-            a.addAll(List.of("--out", straight.toString()));
-            CliRun s = run(a);
-            assertEquals(0, s.code(), s.printed());
-            List<String> child = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                    "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"), "dev.topa.app.Main"));
-            child.addAll(cmd);
-            child.addAll(List.of("--out", broken.toString()));
-            Process p = new ProcessBuilder(child).redirectErrorStream(true).redirectOutput(dir.resolve("killed.log").toFile()).start();
-            Path ckpt = broken.resolve("checkpoint.safetensors");
-            long until = System.nanoTime() + 300_000_000_000L;
-            while (!Files.exists(ckpt) && p.isAlive() && System.nanoTime() < until) Thread.sleep(10);
-            p.destroyForcibly().waitFor();
-            assertTrue(Files.exists(ckpt), "no checkpoint before the end: " + Files.readString(dir.resolve("killed.log")));
-            assertFalse(Files.exists(broken.resolve("report.json")), "killed before its end");
-            List<String> r = new ArrayList<>(cmd);
-            r.addAll(List.of("--out", broken.toString(), "--resume"));
-            CliRun resumed = run(r);
-            assertEquals(0, resumed.code(), resumed.printed());
-            assertTrue(resumed.out().contains("resumed after epoch 1") || resumed.out().contains("resumed after epoch 2"), resumed.printed());
-            assertEquals(-1, Files.mismatch(straight.resolve("model.safetensors"), broken.resolve("model.safetensors")),
-                    "the resumed run's best model is the unbroken run's, to the bit");
-            var x = new ObjectMapper().readTree(straight.resolve("report.json").toFile()).get("epochs");
-            var y = new ObjectMapper().readTree(broken.resolve("report.json").toFile()).get("epochs");
-            assertEquals(3, y.size(), "the report has the epochs before the kill too: " + y);
-            for (int i = 0; i < 3; i++) {
-                assertEquals(x.get(i).get("train_loss").asDouble(), y.get(i).get("train_loss").asDouble(), 0, "epoch " + (i + 1));
-                assertEquals(x.get(i).get("dev").toString(), y.get(i).get("dev").toString(), "epoch " + (i + 1));
-            }
-            return r;
         }
     }
 
