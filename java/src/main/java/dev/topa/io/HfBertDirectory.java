@@ -162,13 +162,10 @@ public final class HfBertDirectory {
             }
         }
 
-        /** The tensor name, of shape (checked before its values are read). */
-        Safetensors.Entry entry(String name, long[] shape) {
+        /** The tensor name (its shape was checked against config.json when the shards were opened). */
+        Safetensors.Entry entry(String name) {
             Safetensors.Entry e = entries.get(name);
             if (e == null) throw new ModelFormatException(dir + ": no tensor " + name + " in " + shards(dir));
-            if (!Arrays.equals(e.shape(), shape))
-                throw new ModelFormatException(where.get(name) + ": tensor " + name + " is " + Arrays.toString(e.shape()) + ", config.json implies "
-                        + Arrays.toString(shape));
             return e;
         }
 
@@ -189,8 +186,7 @@ public final class HfBertDirectory {
                         masks.put(p.getKey(), loadBlocks(dir, p.getKey(), p.getValue(), tensors.entries, tensors.where));
                         continue;
                     }
-                    Safetensors.Entry e = tensors.entry(p.getKey(), p.getValue().shape());
-                    p.getValue().copyFrom(e.floats(tensors.where.get(p.getKey())));
+                    p.getValue().copyFrom(tensors.entry(p.getKey()).floats(tensors.where.get(p.getKey())));
                 }
                 if (!masks.isEmpty()) {
                     if (blockSize(dir) != BlockSparseWeight.BLOCK)
@@ -215,7 +211,6 @@ public final class HfBertDirectory {
      */
     public static BertModel loadCompactedForInference(Path dir, Backend be, boolean bf16, int[] tokens) {
         BertConfig config = readConfig(dir);
-        Map<String, long[]> shapes = BertNames.shapes(config);
         try (Tensors tensors = Tensors.open(dir, config)) {
             for (String n : tensors.entries.keySet())
                 if (n.endsWith(BSR_VALUES))
@@ -224,12 +219,12 @@ public final class HfBertDirectory {
             return BertModel.compactForInference(config, be, bf16, tokens, new BertModel.WeightReader() {
                 @Override
                 public void read(String name, Tensor into) {
-                    into.copyFrom(tensors.entry(name, shapes.get(name)).floats(tensors.where.get(name)));
+                    into.copyFrom(tensors.entry(name).floats(tensors.where.get(name)));
                 }
 
                 @Override
                 public void readRows(String name, int[] rows, Tensor into) {
-                    Safetensors.Entry e = tensors.entry(name, shapes.get(name));
+                    Safetensors.Entry e = tensors.entry(name);
                     for (int i = 0; i < rows.length; i++) into.rows(i, i + 1).copyFrom(e.rows(rows[i], rows[i] + 1).floats(tensors.where.get(name)));
                 }
             });

@@ -592,22 +592,22 @@ public final class PruningAdapter {
         }
         TrainingLoop.Output output = new TrainingLoop.Output(run.job().out(), run.job().model().tokenizer(), run.tok().maxLength(), checkpoint, id);
         TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output, before, new TrainingLoop.Hooks(st -> {
-                    step[0]++;
-                    if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
-                        double target = MaskedPruning.cubicTarget(cfg.sparsity(), step[0], rampSteps);
-                        boolean[][] h = keep(masked(ImportanceScores.normalized(scores.heads(cfg.scorer())), masks.keptHeads()), target,
-                                cfg.minHeads());
-                        boolean[][] n = keep(masked(ImportanceScores.normalized(scores.neurons(cfg.scorer())), masks.keptNeurons()),
-                                cfg.structure() == Structure.HEADS_FFN ? target : 0, cfg.minFfn());
-                        masks.update(be, copy.model, h, n);
-                    } else {
-                        masks.enforce(be, copy.model);
-                    }
-                }, () -> {
-                    if (step[0] < rampSteps) return null; // not yet its final shape: nothing to save
-                    copy.copyBack();
-                    return masks.compact(dense);
-                }, listener, () -> Map.of(GRADUAL_STEP, Long.toString(step[0]), GRADUAL_MASKS, masks.state(), GRADUAL_SCORES, scores.state())));
+                step[0]++;
+                if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
+                    double target = MaskedPruning.cubicTarget(cfg.sparsity(), step[0], rampSteps);
+                    boolean[][] h = keep(masked(ImportanceScores.normalized(scores.heads(cfg.scorer())), masks.keptHeads()), target,
+                            cfg.minHeads());
+                    boolean[][] n = keep(masked(ImportanceScores.normalized(scores.neurons(cfg.scorer())), masks.keptNeurons()),
+                            cfg.structure() == Structure.HEADS_FFN ? target : 0, cfg.minFfn());
+                    masks.update(be, copy.model, h, n);
+                } else {
+                    masks.enforce(be, copy.model);
+                }
+            }, () -> {
+                if (step[0] < rampSteps) return null; // not yet its final shape: nothing to save
+                copy.copyBack();
+                return masks.compact(dense);
+            }, listener, () -> Map.of(GRADUAL_STEP, Long.toString(step[0]), GRADUAL_MASKS, masks.state(), GRADUAL_SCORES, scores.state())));
         copy.copyBack(); // the last epoch's values (a no-op on the CPU, where the copy is the model)
         try (BertModel pruned = masks.compact(dense)) {
             say("gradual pruning over %d steps: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d", rampSteps,

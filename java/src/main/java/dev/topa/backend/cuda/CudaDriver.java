@@ -34,6 +34,16 @@ public final class CudaDriver {
     /** cuFuncGetParamInfo (drivers of CUDA 12.4 and later), or null. */
     private final MethodHandle cuFuncGetParamInfo;
 
+    /**
+     * The context each thread last made current through this driver, with the {@link #contexts} count
+     * it was made under. Every backend and allocator in the process switches contexts here, so a
+     * thread that works for two devices (or allocates for one while it computes for another) never
+     * runs a call in the other's context, and a thread that stays on one pays no driver call.
+     */
+    private final ThreadLocal<long[]> current = ThreadLocal.withInitial(() -> new long[] {0, -1});
+    /** Retains and releases so far: a context made current before the last one is set again. */
+    private final AtomicLong contexts = new AtomicLong();
+
     private CudaDriver(SymbolLookup lib) {
         cuInit = bind(lib, "cuInit", JAVA_INT);
         cuDriverGetVersion = bind(lib, "cuDriverGetVersion", ADDRESS);
@@ -202,16 +212,6 @@ public final class CudaDriver {
             contexts.incrementAndGet(); // a handle made current before may name a destroyed context: every thread sets it again
         }
     }
-
-    /**
-     * The context each thread last made current through this driver, with the {@link #contexts} count
-     * it was made under. Every backend and allocator in the process switches contexts here, so a
-     * thread that works for two devices (or allocates for one while it computes for another) never
-     * runs a call in the other's context, and a thread that stays on one pays no driver call.
-     */
-    private final ThreadLocal<long[]> current = ThreadLocal.withInitial(() -> new long[] {0, -1});
-    /** Retains and releases so far: a context made current before the last one is set again. */
-    private final AtomicLong contexts = new AtomicLong();
 
     /** Makes ctx current on the calling thread unless this driver made it current there already (contexts are per thread). */
     public void makeCurrent(long ctx) {
