@@ -10,7 +10,7 @@
 #   pa-hidden  pa-distill with layer-wise distillation too (`--distill-hidden $HIDDEN`: every layer's output matched to the
 #              fine-tuned teacher's, which stays beside the student; not in the default METHODS: it costs time, a teacher forward per batch)
 #   pa-gradual pa-distill on the gradual schedule (`--schedule gradual`: masks tighten while the adapters train, on the
-#              cubic ramp; the CPU only; not yet in the default METHODS: its rows are being measured)
+#              cubic ramp; not yet in the default METHODS: its rows are being measured)
 # on the first TRAIN_LIMIT training examples ("all": the whole training set) and the whole dev set;
 # RTE, MRPC and STS-B with every seed of SEEDS (mean and spread), the others with the first. Every
 # run is its own process, one after the other, from one private copy of the jar; each finished run
@@ -28,7 +28,7 @@
 # dense run was best at its last epoch (any seed), one with EPOCHS_FACTOR x the epochs (not cut short), the plot
 # prune-glue.png (best dev metric vs parameters removed, a panel per task, dense full fine-tuning a level line), the
 # same figures as a Markdown table (prune-glue.md, with published dense scores for scale), and
-# `name: value` lines: per task and method the mean best dev main metric (x 100, GLUE points) with
+# `name: value` lines (printed, and kept as prune-glue.lines): per task and method the mean best dev main metric (x 100, GLUE points) with
 # its spread, the gaps to the task's strongest dense run (dense full fine-tuning, or a check that beat it), each kind
 # of distillation's effect per task and on average, each pruned method's largest peak ratio to dense full fine-tuning,
 # every dense run best at its last epoch, then the averages over the tasks, avg_metric_gap_points_50 last (positive:
@@ -215,4 +215,7 @@ for t in $tasks; do
         || { echo "prune-glue: $t-full-s$s's row in $results has no epochs" >&2; exit 1; }
     run "$t-fullep$more-s$s" 0 "$s" finetune --task "$t" --method full --epochs "$more"
 done
-"$JAVA_HOME/bin/java" -cp "$root/bench/target/benchmarks.jar" dev.topa.bench.GlueTable "$results" "$record/prune-glue.png" "$sparsities"
+# the lines kept beside the table and the plot GlueTable writes, so that the three always tell the same record
+"$JAVA_HOME/bin/java" -cp "$root/bench/target/benchmarks.jar" dev.topa.bench.GlueTable "$results" "$record/prune-glue.png" "$sparsities" \
+    | tee "$record/prune-glue.lines.tmp"
+mv "$record/prune-glue.lines.tmp" "$record/prune-glue.lines"

@@ -149,38 +149,25 @@ class OpenClCliTest {
      * The gradual schedule on the device: the dense model's copy trains there while the masks zero
      * its rows there (MaskedPruningTest: the same rows to the bit as on the host), each step's masks
      * before the next step (ReadBackWindowTest: the hook's timing), and the host model is compacted
-     * from the values copied back. This run checks the plumbing end to end. Which units
-     * go is decided by scores that float noise can tip where two units nearly tie (on RTE's 32
-     * examples a head at the first step), so the units may differ from the CPU's: the run must
-     * finish at the CPU's size with a dev accuracy near the CPU's.
-     */
-    @Test
-    void theGradualScheduleRunsOnTheDevice(@TempDir Path dir) throws Exception {
-        needsOpenCl();
-        List<String> args = List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "2", "--train-limit", "32",
-                "--batch-size", "16", "--max-seq-len", "48", "--score-examples", "16", "--sparsity", "0.5", "--inference-iterations", "0", "--seed", "3",
-                "--schedule", "gradual", "--base-precision", "fp32");
-        JsonNode[] p = new JsonNode[2];
-        String[] devices = {"cpu", "opencl"};
-        for (int i = 0; i < 2; i++) {
-            ok(with(args, "--device", devices[i], "--out", dir.resolve(devices[i]).toString()));
-            p[i] = new ObjectMapper().readTree(dir.resolve(devices[i] + "/pruning.json").toFile());
-        }
-        assertEquals("gradual", p[1].get("schedule").asText(), p[1].toString());
-        assertEquals(p[0].get("encoder_parameters_pruned").asLong(), p[1].get("encoder_parameters_pruned").asLong(), p[1].toString());
-        assertTrue(Math.abs(p[0].get("best_dev").asDouble() - p[1].get("best_dev").asDouble()) < 0.05, p[0] + "\n" + p[1]);
-    }
-
-    /**
-     * The gradual schedule killed on the device in the middle of its ramp and resumed: the masks are
+     * from the values copied back. Killed in the middle of its ramp and resumed, the masks are
      * restored by zeroing rows of the device copy again, and the run ends with the unbroken device
      * run's model, to the bit (the replayed scoring on the device arrives at the same starting point).
+     * Which units go is decided by scores that float noise can tip where two units nearly tie (on
+     * RTE's 32 examples a head at the first step), so the units may differ from the CPU's: the
+     * unbroken run must end at the CPU's size with a dev accuracy near the CPU's.
      */
     @Test
-    void aKilledGradualRunOnTheDeviceResumesToTheUnbrokenRunsModel(@TempDir Path dir) throws Exception {
+    void theGradualScheduleRunsOnTheDeviceAndAKilledRunResumesToTheUnbrokenRunsModel(@TempDir Path dir) throws Exception {
         needsOpenCl();
         // 48 examples in batches of 16: 9 steps, the ramp 8 of them, so both possible checkpoints are mid-ramp
-        ReliabilityTest.killedAndResumed(dir, 48, 32, List.of("--schedule", "gradual", "--ramp", "0.9", "--base-precision", "fp32", "--device", "opencl"));
+        List<String> gradual = List.of("--schedule", "gradual", "--ramp", "0.9", "--base-precision", "fp32");
+        ReliabilityTest.killedAndResumed(dir, 48, 32, with(gradual, "--device", "opencl"));
+        ok(with(ReliabilityTest.killableRun(48, 32, gradual), "--device", "cpu", "--out", dir.resolve("cpu").toString()));
+        JsonNode cpu = new ObjectMapper().readTree(dir.resolve("cpu/pruning.json").toFile());
+        JsonNode device = new ObjectMapper().readTree(dir.resolve("straight/pruning.json").toFile());
+        assertEquals("gradual", device.get("schedule").asText(), device.toString());
+        assertEquals(cpu.get("encoder_parameters_pruned").asLong(), device.get("encoder_parameters_pruned").asLong(), device.toString());
+        assertTrue(Math.abs(cpu.get("best_dev").asDouble() - device.get("best_dev").asDouble()) < 0.05, cpu + "\n" + device);
     }
 
     /** The number after label in printed text. */

@@ -71,6 +71,15 @@ class ReliabilityTest {
         return a;
     }
 
+    /** The run killedAndResumed kills, without its --out. */
+    static List<String> killableRun(int examples, int tokens, List<String> more) {
+        List<String> cmd = new ArrayList<>(List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "3",
+                "--train-limit", Integer.toString(examples), "--batch-size", "16", "--max-seq-len", Integer.toString(tokens), "--score-examples", "32",
+                "--sparsity", "0.5", "--inference-iterations", "0"));
+        cmd.addAll(more);
+        return cmd;
+    }
+
     static CliRun run(List<String> args) {
         return CliRun.of(args.toArray(String[]::new));
     }
@@ -83,12 +92,9 @@ class ReliabilityTest {
         return killedAndResumed(dir, 96, 64, more);
     }
 
-    /** As above with examples training examples of at most tokens tokens (the device's run smaller: PoCL is slow). */
+    /** As above with examples training examples of at most tokens tokens (the device's run smaller: PoCL is slow); the unbroken run's folder is dir/straight. */
     static List<String> killedAndResumed(Path dir, int examples, int tokens, List<String> more) throws Exception {
-        List<String> cmd = new ArrayList<>(List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "3",
-                "--train-limit", Integer.toString(examples), "--batch-size", "16", "--max-seq-len", Integer.toString(tokens), "--score-examples", "32",
-                "--sparsity", "0.5", "--inference-iterations", "0"));
-        cmd.addAll(more);
+        List<String> cmd = killableRun(examples, tokens, more);
         Path straight = dir.resolve("straight"), broken = dir.resolve("broken");
         List<String> a = new ArrayList<>(cmd);
         a.addAll(List.of("--out", straight.toString()));
