@@ -71,6 +71,14 @@ class ReliabilityTest {
         return a;
     }
 
+    /** The epoch a checkpoint holds (0: none yet; written by rename, so never half-read). */
+    private static int checkpointEpoch(Path ckpt) {
+        if (!Files.exists(ckpt)) return 0;
+        try (Safetensors st = Safetensors.read(ckpt)) {
+            return Integer.parseInt(st.metadata().get("epoch"));
+        }
+    }
+
     /** The run killedAndResumed kills, without its --out. */
     static List<String> killableRun(int examples, int tokens, List<String> more) {
         List<String> cmd = new ArrayList<>(List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "3",
@@ -94,7 +102,13 @@ class ReliabilityTest {
 
     /** As above with examples training examples of at most tokens tokens (the device's run smaller: PoCL is slow); the unbroken run's folder is dir/straight. */
     static List<String> killedAndResumed(Path dir, int examples, int tokens, List<String> more) throws Exception {
+        return killedAndResumed(dir, examples, tokens, more, 1);
+    }
+
+    /** As above, killed once the checkpoint of epoch killAfter is written (1 or 2). */
+    static List<String> killedAndResumed(Path dir, int examples, int tokens, List<String> more, int killAfter) throws Exception {
         List<String> cmd = killableRun(examples, tokens, more);
+        Files.createDirectories(dir);
         Path straight = dir.resolve("straight"), broken = dir.resolve("broken");
         List<String> a = new ArrayList<>(cmd);
         a.addAll(List.of("--out", straight.toString()));
@@ -107,15 +121,16 @@ class ReliabilityTest {
         Process p = new ProcessBuilder(child).redirectErrorStream(true).redirectOutput(dir.resolve("killed.log").toFile()).start();
         Path ckpt = broken.resolve("checkpoint.safetensors");
         long until = System.nanoTime() + 300_000_000_000L;
-        while (!Files.exists(ckpt) && p.isAlive() && System.nanoTime() < until) Thread.sleep(10);
+        while (checkpointEpoch(ckpt) < killAfter && p.isAlive() && System.nanoTime() < until) Thread.sleep(10);
         p.destroyForcibly().waitFor();
-        assertTrue(Files.exists(ckpt), "no checkpoint before the end: " + Files.readString(dir.resolve("killed.log")));
+        assertTrue(checkpointEpoch(ckpt) >= killAfter, "no checkpoint of epoch " + killAfter + " before the end: " + Files.readString(dir.resolve("killed.log")));
         assertFalse(Files.exists(broken.resolve("report.json")), "killed before its end");
         List<String> r = new ArrayList<>(cmd);
         r.addAll(List.of("--out", broken.toString(), "--resume"));
         CliRun resumed = run(r);
         assertEquals(0, resumed.code(), resumed.printed());
-        assertTrue(resumed.out().contains("resumed after epoch 1") || resumed.out().contains("resumed after epoch 2"), resumed.printed());
+        assertTrue(resumed.out().contains("resumed after epoch " + killAfter) || resumed.out().contains("resumed after epoch " + (killAfter + 1)),
+                resumed.printed());
         assertEquals(-1, Files.mismatch(straight.resolve("model.safetensors"), broken.resolve("model.safetensors")),
                 "the resumed run's best model is the unbroken run's, to the bit");
         var x = new ObjectMapper().readTree(straight.resolve("report.json").toFile()).get("epochs");
@@ -440,6 +455,22 @@ class ReliabilityTest {
         @Test
         void aKilledGradualRunResumesToTheModelOfAnUnbrokenRun(@TempDir Path dir) throws Exception {
             killedAndResumed(dir, List.of("--schedule", "gradual", "--ramp", "0.9"));
+        }
+
+        /**
+         * Killed around the end of its ramp (5 of the 18 steps): the masks final after epoch 1, the model
+         * compacted there and trained on. Killed after epoch 1 the resumed run hands over from the masked
+         * model's checkpoint, after epoch 2 it resumes the compacted model's: either way the unbroken run's
+         * model, to the bit.
+         */
+        @Test
+        void aGradualRunKilledAfterItsRampResumesToTheModelOfAnUnbrokenRun(@TempDir Path dir) throws Exception {
+            for (int killAfter = 1; killAfter <= 2; killAfter++)
+                killedAndResumed(dir.resolve("after" + killAfter), 96, 64, List.of("--schedule", "gradual", "--ramp", "0.3"), killAfter);
+            for (String run : List.of("after1/straight", "after1/broken", "after2/broken"))
+                try (Safetensors st = Safetensors.read(dir.resolve(run + "/checkpoint.safetensors"))) {
+                    assertEquals("true", st.metadata().get("gradual.compacted"), run + ": the last checkpoint is the compacted model's");
+                }
         }
     }
 

@@ -11,6 +11,7 @@ import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.HfBertDirectory;
+import dev.topa.io.Safetensors;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.OutputDirectory;
 import dev.topa.model.BertConfig;
@@ -539,7 +540,10 @@ public final class PruningAdapter {
 
     /**
      * Gradual pruning: masks grow on the cubic schedule while the adapters train on (on a device, in the
-     * training copy there); the best model is saved compacted.
+     * training copy there); once the ramp is over the masks are final, and at the end of that epoch the
+     * model is compacted and the adapters train on in it, their optimizer state carried over (the masked
+     * units computed zeros: the compacted model computes the same, in half the time at 50%). The best
+     * model is saved compacted.
      */
     private Result gradual(Run run, BertModel dense, ImportanceScores scores) throws IOException {
         run.mem().phase(null); // the masks tighten inside training, which names itself
@@ -547,51 +551,105 @@ public final class PruningAdapter {
         MaskedPruning masks = new MaskedPruning(dense.config());
         long stepsPerEpoch = (run.train().size() + rc.batchSize() - 1) / rc.batchSize();
         long rampSteps = Math.max(1, Math.round(cfg.ramp() * stepsPerEpoch * rc.epochs()));
+        int finalShapeEpoch = (int) Math.min(rc.epochs(), (rampSteps + stepsPerEpoch - 1) / stepsPerEpoch);
+        // a checkpoint at each epoch's end holds, beside the trainer's state, the step, the masks and the scores (once compacted, the
+        // masks): a resumed run replays scoring (and the teacher), arrives at the same starting point, masks as they were and goes on
+        RunIdentity id = run.identity().with("prune.starting_point", startingPoint(dense, run.head()));
+        Map<String, String> resumed = null;
+        if (resume) try {
+            id.checkCheckpoint(checkpoint);
+            try (Safetensors st = Safetensors.read(checkpoint)) {
+                resumed = Map.copyOf(st.metadata());
+            }
+            for (String k : resumed.containsKey(GRADUAL_COMPACTED) ? List.of(GRADUAL_MASKS) : List.of(GRADUAL_STEP, GRADUAL_MASKS, GRADUAL_SCORES))
+                if (!resumed.containsKey(k)) throw new IllegalArgumentException(checkpoint + ": no " + k + " in its metadata (not a gradual run's checkpoint)");
+        } catch (RuntimeException | Error e) {
+            dense.close(); // not yet in the tries below, which close it on every later path
+            throw e;
+        }
+        BertConfig denseConfig = dense.config();
         // a fine-tuned teacher's one pass over the training set runs beside the dense student (no pruned one yet)
         if (distillAlpha > 0) try {
             teacher = fineTunedTeacher(run.train(), dense.config());
         } catch (RuntimeException | Error e) {
-            dense.close(); // not yet in the try below, which closes it on every later path
+            dense.close();
             throw e;
         }
-        // on a device the masks edit the training copy there; the trained values come back to the host model, which is compacted
-        try (dense; TrainingCopy copy = new TrainingCopy(be, dense, run.head())) {
-            BertTraining training = copy.training(rc); // closed with the copy
-            training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
-            // each step's masks before the next step: the step hook runs once its loss is read back, so every step (on a device
-            // the loop would read back a window of steps at once, and the masks would come steps late)
-            try (Trainer trainer = new Trainer(be, copy.model, training, copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
-                trainer.distributed(comm).distillFrom(teacher).readBackEvery(1); // inside: a refusal here still closes the trainer
-                return gradualTraining(run, dense, copy, trainer, masks, scores, rampSteps);
+        TrainingLoop.Output output = new TrainingLoop.Output(run.job().out(), run.job().model().tokenizer(), run.tok().maxLength(), checkpoint, id);
+        BertModel pruned;
+        TrainingLoop.Outcome masked = TrainingLoop.Outcome.NONE;
+        try (TensorScope handOver = new TensorScope("gradual: the trainer's state", MemoryCategory.WORKSPACE)) {
+            Trainer.State state = null;
+            if (resumed != null && resumed.containsKey(GRADUAL_COMPACTED)) { // past the ramp: only the final masks are needed
+                try (dense) {
+                    masks.restore(cpu, dense, resumed.get(GRADUAL_MASKS));
+                    pruned = masks.compact(dense);
+                }
+            } else {
+                // on a device the masks edit the training copy there; the trained values come back to the host model, which is compacted
+                try (dense; TrainingCopy copy = new TrainingCopy(be, dense, run.head())) {
+                    BertTraining training = copy.training(rc); // closed with the copy
+                    training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
+                    // each step's masks before the next step: the step hook runs once its loss is read back, so every step (on a device
+                    // the loop would read back a window of steps at once, and the masks would come steps late)
+                    try (Trainer trainer = new Trainer(be, copy.model, training, copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
+                        trainer.distributed(comm).distillFrom(teacher).readBackEvery(1).stopAfter(finalShapeEpoch); // inside: a refusal still closes it
+                        masked = maskedTraining(run, dense, copy, trainer, masks, scores, rampSteps, output, resumed);
+                        copy.copyBack(); // the last epoch's values (a no-op on the CPU, where the copy is the model)
+                        if (finalShapeEpoch == rc.epochs()) try (BertModel done = masks.compact(dense)) {
+                            return gradualReports(run, trainer, done, masked, rampSteps);
+                        }
+                        try (MemoryTracker.Phase p = run.mem().during("pruning")) {
+                            state = trainer.state(handOver);
+                            pruned = masks.compact(dense);
+                        }
+                        say("the masks final after epoch %d: the adapters train on in the compacted model (encoder parameters %,d -> %,d)",
+                                finalShapeEpoch, run.denseParams(), encoderParameters(pruned));
+                    }
+                }
+            }
+            // the compacted model trains on from the masked one's state: the kept rows and columns of the adapters and their moments
+            try (pruned; TrainingCopy copy = new TrainingCopy(be, pruned, run.head());
+                    Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
+                trainer.distributed(comm).distillFrom(teacher);
+                if (state == null) {
+                    masked = TrainingLoop.resumed(trainer.loadCheckpoint(checkpoint));
+                    say("resumed after epoch %d (best dev %s so far)", trainer.epochsDone(), masked.best());
+                } else {
+                    boolean[][] heads = masks.keptHeads(), neurons = masks.keptNeurons();
+                    trainer.restore(state, (n, from, to) -> StructuredPruning.copyKept(n, from, to, denseConfig, heads, neurons));
+                    handOver.close(); // the dense shapes' copy is done with
+                }
+                TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), pruned, run.head(), output, masked,
+                        new TrainingLoop.Hooks(st -> {}, copy.export(), listener, () -> Map.of(GRADUAL_COMPACTED, "true", GRADUAL_MASKS, masks.state())));
+                copy.copyBack();
+                return gradualReports(run, trainer, pruned, outcome, rampSteps);
             }
         }
     }
 
-    /** A gradual run's checkpoint metadata beside the trainer's: steps taken, masks, importance scores. */
-    private static final String GRADUAL_STEP = "gradual.step", GRADUAL_MASKS = "gradual.masks", GRADUAL_SCORES = "gradual.scores";
+    /**
+     * A gradual run's checkpoint metadata beside the trainer's: steps taken, masks, importance scores; once the model is
+     * compacted, that it is (the trainer's state is the compacted model's) and the final masks.
+     */
+    private static final String GRADUAL_STEP = "gradual.step", GRADUAL_MASKS = "gradual.masks", GRADUAL_SCORES = "gradual.scores",
+            GRADUAL_COMPACTED = "gradual.compacted";
 
-    /** gradual's training loop (masks tightening every tenth of the ramp) and its reports. */
-    private Result gradualTraining(Run run, BertModel dense, TrainingCopy copy, Trainer trainer, MaskedPruning masks, ImportanceScores scores,
-            long rampSteps) throws IOException {
+    /** gradual's masked training loop (masks tightening every tenth of the ramp), until the trainer stops, after the ramp's last epoch. */
+    private TrainingLoop.Outcome maskedTraining(Run run, BertModel dense, TrainingCopy copy, Trainer trainer, MaskedPruning masks,
+            ImportanceScores scores, long rampSteps, TrainingLoop.Output output, Map<String, String> resumed) {
         long every = Math.max(1, rampSteps / 10);
         long[] step = {0};
-        // a checkpoint at each epoch's end holds, beside the trainer's state, the step, the masks and the scores: a resumed run
-        // replays scoring (and the teacher), arrives at the same starting point, masks as they were and goes on exactly
-        RunIdentity id = run.identity().with("prune.starting_point", startingPoint(dense, run.head()));
         TrainingLoop.Outcome before = TrainingLoop.Outcome.NONE;
-        if (resume) {
-            id.checkCheckpoint(checkpoint);
-            Map<String, String> meta = trainer.loadCheckpoint(checkpoint);
-            for (String k : List.of(GRADUAL_STEP, GRADUAL_MASKS, GRADUAL_SCORES))
-                if (!meta.containsKey(k)) throw new IllegalArgumentException(checkpoint + ": no " + k + " in its metadata (not a gradual run's checkpoint)");
-            scores.restore(meta.get(GRADUAL_SCORES));
-            masks.restore(be, copy.model, meta.get(GRADUAL_MASKS));
-            step[0] = Long.parseLong(meta.get(GRADUAL_STEP));
-            before = TrainingLoop.resumed(meta);
+        if (resumed != null) {
+            trainer.loadCheckpoint(checkpoint);
+            scores.restore(resumed.get(GRADUAL_SCORES));
+            masks.restore(be, copy.model, resumed.get(GRADUAL_MASKS));
+            step[0] = Long.parseLong(resumed.get(GRADUAL_STEP));
+            before = TrainingLoop.resumed(resumed);
             say("resumed after epoch %d (best dev %s so far)", trainer.epochsDone(), before.best());
         }
-        TrainingLoop.Output output = new TrainingLoop.Output(run.job().out(), run.job().model().tokenizer(), run.tok().maxLength(), checkpoint, id);
-        TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output, before, new TrainingLoop.Hooks(st -> {
+        return TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output, before, new TrainingLoop.Hooks(st -> {
                 step[0]++;
                 if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
                     double target = MaskedPruning.cubicTarget(cfg.sparsity(), step[0], rampSteps);
@@ -608,17 +666,16 @@ public final class PruningAdapter {
                 copy.copyBack();
                 return masks.compact(dense);
             }, listener, () -> Map.of(GRADUAL_STEP, Long.toString(step[0]), GRADUAL_MASKS, masks.state(), GRADUAL_SCORES, scores.state())));
-        copy.copyBack(); // the last epoch's values (a no-op on the CPU, where the copy is the model)
-        try (BertModel pruned = masks.compact(dense)) {
-            say("gradual pruning over %d steps: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d", rampSteps,
-                    Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), run.denseParams(), encoderParameters(pruned));
-            return writeReports(run, trainer, pruned, outcome, run.job().model().description() + ", pruned gradually", "prune-adapt (gradual)",
-                    p -> {
-                        p.put("recipe", "topa");
-                        p.put("schedule", "gradual");
-                        p.put("ramp_steps", rampSteps);
-                    });
-        }
+    }
+
+    private Result gradualReports(Run run, Trainer trainer, BertModel pruned, TrainingLoop.Outcome outcome, long rampSteps) throws IOException {
+        say("gradual pruning over %d steps: heads per layer %s, FFN widths %s; encoder parameters %,d -> %,d", rampSteps,
+                Arrays.toString(pruned.config().heads()), Arrays.toString(pruned.config().ffn()), run.denseParams(), encoderParameters(pruned));
+        return writeReports(run, trainer, pruned, outcome, run.job().model().description() + ", pruned gradually", "prune-adapt (gradual)", p -> {
+            p.put("recipe", "topa");
+            p.put("schedule", "gradual");
+            p.put("ramp_steps", rampSteps);
+        });
     }
 
     private void reportParameters(long dense, long pruned) {

@@ -2,6 +2,7 @@ package dev.topa.prune;
 
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
+import dev.topa.model.BertNames;
 import dev.topa.model.LoraConfig;
 import dev.topa.tensor.Tensor;
 import java.util.ArrayList;
@@ -39,28 +40,33 @@ public final class StructuredPruning {
         BertModel out = new BertModel(pc);
         LoraConfig lora = dense.loraConfig();
         if (lora != null) out.addLora(lora, 0); // factors overwritten below
-        Map<String, Tensor> src = dense.parameters(), dst = out.parameters();
-        for (Map.Entry<String, Tensor> e : dst.entrySet()) {
-            String name = e.getKey();
-            if (!name.startsWith("encoder.layer.")) {
-                e.getValue().copyFrom(src.get(name).toFloatArray());
-                continue;
-            }
-            int l = Integer.parseInt(name.split("\\.")[2]);
-            int[] headRows = headFeatures(keepHeads[l], c.headDim()), neurons = indices(keepNeurons[l]);
-            String module = name.substring(("encoder.layer." + l + ".").length());
-            Tensor from = src.get(name), to = e.getValue();
-            switch (module) {
-                case "attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
-                        "attention.self.query.bias", "attention.self.key.bias", "attention.self.value.bias" -> copyRows(from, to, headRows);
-                case "attention.output.dense.weight", "attention.output.dense.lora_A" -> copyColumns(from, to, headRows);
-                case "attention.self.qkv.lora_B" -> copyRows(from, to, qkvRows(headRows, c.attentionWidth(l)));
-                case "intermediate.dense.weight", "intermediate.dense.bias", "intermediate.dense.lora_B" -> copyRows(from, to, neurons);
-                case "output.dense.weight", "output.dense.lora_A" -> copyColumns(from, to, neurons);
-                default -> to.copyFrom(from.toFloatArray()); // LayerNorms, output biases, factors on the hidden side
-            }
-        }
+        Map<String, Tensor> src = dense.parameters();
+        out.parameters().forEach((name, to) -> copyKept(name, src.get(name), to, c, keepHeads, keepNeurons));
         return out;
+    }
+
+    /**
+     * Into to (the compacted model's parameter name, or a tensor of its shape: an optimizer's moment
+     * of it), the kept part of from (the dense model's, config c): the kept heads' features, the kept
+     * neurons, and all of a tensor pruning does not reshape. Host tensors.
+     */
+    public static void copyKept(String name, Tensor from, Tensor to, BertConfig c, boolean[][] keepHeads, boolean[][] keepNeurons) {
+        int l = BertNames.layerOf(name);
+        if (l < 0) {
+            to.copyFrom(from.toFloatArray());
+            return;
+        }
+        int[] headRows = headFeatures(keepHeads[l], c.headDim()), neurons = indices(keepNeurons[l]);
+        String module = name.substring(("encoder.layer." + l + ".").length());
+        switch (module) {
+            case "attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
+                    "attention.self.query.bias", "attention.self.key.bias", "attention.self.value.bias" -> copyRows(from, to, headRows);
+            case "attention.output.dense.weight", "attention.output.dense.lora_A" -> copyColumns(from, to, headRows);
+            case "attention.self.qkv.lora_B" -> copyRows(from, to, qkvRows(headRows, c.attentionWidth(l)));
+            case "intermediate.dense.weight", "intermediate.dense.bias", "intermediate.dense.lora_B" -> copyRows(from, to, neurons);
+            case "output.dense.weight", "output.dense.lora_A" -> copyColumns(from, to, neurons);
+            default -> to.copyFrom(from.toFloatArray()); // LayerNorms, output biases, factors on the hidden side
+        }
     }
 
     private static int count(boolean[] keep) {

@@ -173,6 +173,18 @@ public final class Trainer implements AutoCloseable {
         return this;
     }
 
+    private int stopAfter = Integer.MAX_VALUE;
+
+    /**
+     * fit stops after this epoch (from 1), its learning-rate schedule still the whole run's (the
+     * gradual schedule goes on in another trainer, see {@link #restore}).
+     */
+    public Trainer stopAfter(int epoch) {
+        if (epoch < 1) throw new IllegalArgumentException("stop after epoch " + epoch + ": epochs count from 1");
+        stopAfter = epoch;
+        return this;
+    }
+
     /** This rank's contiguous share of a global batch (possibly empty when the batch has fewer examples than ranks). */
     private <T> List<T> share(List<T> batch) {
         return batch.subList(shareStart(batch.size()), (int) ((long) batch.size() * (comm.rank() + 1) / comm.size()));
@@ -235,6 +247,52 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
+    /** What a trainer carries from step to step: per trainable parameter its values and both AdamW moments; the step and epochs done. */
+    public record State(Map<String, Tensor[]> tensors, long step, int epochsDone) {}
+
+    /** A copy of this trainer's state in host, which outlives the trainer. */
+    public State state(TensorScope host) {
+        Map<String, Tensor[]> t = new LinkedHashMap<>();
+        params.forEach((n, p) -> t.put(n, new Tensor[] {hostCopy(p, host), hostCopy(moments.get(n)[0], host), hostCopy(moments.get(n)[1], host)}));
+        return new State(t, step, epochsDone);
+    }
+
+    private Tensor hostCopy(Tensor t, TensorScope host) {
+        return t.device().isHostAccessible() ? host.allocate(DType.F32, t.shape()).copyFrom(t) : be.copyOf(t, host);
+    }
+
+    /** Fills to (a host tensor of this trainer's parameter name, or of a moment of it) from from (the same of the state's trainer). */
+    public interface Reshape {
+        void copy(String name, Tensor from, Tensor to);
+    }
+
+    /**
+     * Takes over another trainer's state, each tensor through reshape into this trainer's shapes (the
+     * gradual schedule goes on with its model compacted): the same parameters, the same step and
+     * epochs, so fit goes on after them on the same learning-rate schedule.
+     */
+    public Trainer restore(State from, Reshape reshape) {
+        if (!from.tensors().keySet().equals(params.keySet()))
+            throw new IllegalArgumentException("a state of other parameters: " + from.tensors().keySet() + ", this trainer's " + params.keySet());
+        try (TensorScope host = new TensorScope("restored state", MemoryCategory.WORKSPACE)) {
+            params.forEach((n, p) -> {
+                Tensor[] into = {p, moments.get(n)[0], moments.get(n)[1]};
+                for (int i = 0; i < 3; i++) {
+                    if (into[i].device().isHostAccessible()) {
+                        reshape.copy(n, from.tensors().get(n)[i], into[i]);
+                    } else {
+                        Tensor t = host.allocate(DType.F32, into[i].shape());
+                        reshape.copy(n, from.tensors().get(n)[i], t);
+                        be.copy(into[i], t);
+                    }
+                }
+            });
+        }
+        step = from.step();
+        epochsDone = from.epochsDone();
+        return this;
+    }
+
     /** t itself when the host can read it, else a copy read back into host. */
     private Tensor onHost(Tensor t, TensorScope host) {
         return t.device().isHostAccessible() ? t : be.copyOf(t, host);
@@ -290,7 +348,7 @@ public final class Trainer implements AutoCloseable {
         long stepsPerEpoch = (train.size() + cfg.batchSize() - 1) / cfg.batchSize();
         long total = stepsPerEpoch * cfg.epochs(), warmup = Math.round(total * cfg.warmupRatio());
         List<EpochResult> out = new ArrayList<>();
-        for (int epoch = epochsDone + 1; epoch <= cfg.epochs(); epoch++) {
+        for (int epoch = epochsDone + 1; epoch <= Math.min(cfg.epochs(), stopAfter); epoch++) {
             long t0 = System.nanoTime();
             List<Item> order = new ArrayList<>(train.size());
             for (int i : epochOrder(train.size(), cfg.seed(), epoch)) order.add(train.get(i));

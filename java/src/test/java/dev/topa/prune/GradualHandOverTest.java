@@ -1,0 +1,139 @@
+package dev.topa.prune;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.topa.backend.cpu.CpuBackend;
+import dev.topa.glue.Example;
+import dev.topa.glue.GlueTask;
+import dev.topa.glue.Metric;
+import dev.topa.io.BertTokenizer;
+import dev.topa.io.ModelFilesTest;
+import dev.topa.model.BertConfig;
+import dev.topa.model.BertModel;
+import dev.topa.model.BertTraining;
+import dev.topa.model.LoraConfig;
+import dev.topa.model.TaskHead;
+import dev.topa.tensor.MemoryCategory;
+import dev.topa.tensor.TensorScope;
+import dev.topa.train.Trainer;
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The gradual schedule's hand-over: once its masks are final, the masked model's trainer state
+ * (adapters, head, both AdamW moments, step) carried into a trainer of the compacted model, which
+ * trains on as the masked model would have: the same losses, metrics and adapters, up to the order
+ * of float sums (the masked units computed zeros).
+ */
+class GradualHandOverTest {
+    private static final CpuBackend CPU = CpuBackend.create();
+    private static final Trainer.Config TRAINING = new Trainer.Config(3, 8, 2e-2, 0.01, 0.2, 1.0, 5);
+    private static final boolean[][] HEADS = {{true, false, true, false}, {false, true, true}};
+
+    private static boolean[][] neurons(BertConfig c) {
+        SplittableRandom rnd = new SplittableRandom(11);
+        boolean[][] n = new boolean[c.layers()][];
+        for (int l = 0; l < n.length; l++) {
+            n[l] = new boolean[c.ffn(l)];
+            for (int j = 0; j < n[l].length; j++) n[l][j] = j == 0 || rnd.nextBoolean();
+        }
+        return n;
+    }
+
+    private static List<Trainer.Item> items(int n, long seed) {
+        SplittableRandom rnd = new SplittableRandom(seed);
+        List<Trainer.Item> out = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            int len = 3 + rnd.nextInt(6);
+            int[] ids = rnd.ints(len, 1, 50).toArray();
+            int label = (ids[0] + ids[1]) % 2;
+            out.add(new Trainer.Item(new BertTokenizer.Encoded(ids, new int[len]), new Example("", null, label, label)));
+        }
+        return out;
+    }
+
+    private static BertModel model() {
+        BertModel m = ModelFilesTest.tinyRandomModel();
+        m.addLora(new LoraConfig(2, 4, EnumSet.allOf(LoraConfig.Target.class)), 9);
+        return m;
+    }
+
+    private static BertTraining training(BertModel m) {
+        return new BertTraining(m, n -> n.contains("lora_"));
+    }
+
+    @Test
+    void theCompactedModelTrainsOnAsTheMaskedOneWould() {
+        List<Trainer.Item> train = items(40, 1), dev = items(16, 2);
+        List<Trainer.EpochResult> masked = new ArrayList<>(), handedOver = new ArrayList<>();
+        try (BertModel a = model(); TaskHead headA = new TaskHead(16, 2, 3); BertModel b = model(); TaskHead headB = new TaskHead(16, 2, 3)) {
+            BertConfig c = a.config();
+            MaskedPruning masksA = new MaskedPruning(c), masksB = new MaskedPruning(c);
+            masksA.update(CPU, a, HEADS, neurons(c));
+            masksB.update(CPU, b, HEADS, neurons(c));
+            // three epochs masked all through
+            try (BertTraining ta = training(a); Trainer trainer = new Trainer(CPU, a, ta, headA, GlueTask.SST2, TRAINING)) {
+                trainer.fit(train, dev, masked::add, st -> masksA.enforce(CPU, a));
+            }
+            // one epoch masked, then two compacted
+            Trainer.State state;
+            try (TensorScope host = new TensorScope("hand-over", MemoryCategory.WORKSPACE)) {
+                try (BertTraining tb = training(b); Trainer trainer = new Trainer(CPU, b, tb, headB, GlueTask.SST2, TRAINING).stopAfter(1)) {
+                    trainer.fit(train, dev, handedOver::add, st -> masksB.enforce(CPU, b));
+                    state = trainer.state(host);
+                }
+                assertEquals(1, handedOver.size(), "stopped after the first epoch");
+                try (BertModel pruned = masksB.compact(b); BertTraining tp = training(pruned);
+                        Trainer trainer = new Trainer(CPU, pruned, tp, headB, GlueTask.SST2, TRAINING)) {
+                    boolean[][] heads = masksB.keptHeads(), kept = masksB.keptNeurons();
+                    trainer.restore(state, (n, from, to) -> StructuredPruning.copyKept(n, from, to, c, heads, kept));
+                    assertEquals(1, trainer.epochsDone());
+                    trainer.fit(train, dev, handedOver::add, st -> {});
+                    try (BertModel want = masksA.compact(a)) {
+                        assertEquals(want.config(), pruned.config());
+                        double moved = 0;
+                        for (var e : want.parameters().entrySet()) {
+                            float[] w = e.getValue().toFloatArray(), got = pruned.parameter(e.getKey()).toFloatArray();
+                            for (int i = 0; i < w.length; i++) {
+                                assertEquals(w[i], got[i], 2e-5, e.getKey() + "[" + i + "]");
+                                if (e.getKey().contains("lora_B")) moved = Math.max(moved, Math.abs(w[i]));
+                            }
+                        }
+                        assertTrue(moved > 1e-3, "the adapters' B factors trained away from zero: " + moved);
+                        for (var e : headA.parameters().entrySet())
+                            assertArrayEqualsWithin(e.getValue().toFloatArray(), headB.parameters().get(e.getKey()).toFloatArray(), e.getKey());
+                    }
+                }
+            }
+        }
+        assertEquals(3, handedOver.size());
+        for (int i = 0; i < 3; i++) {
+            assertEquals(masked.get(i).step(), handedOver.get(i).step(), "epoch " + (i + 1));
+            assertEquals(masked.get(i).trainLoss(), handedOver.get(i).trainLoss(), 1e-5, "epoch " + (i + 1));
+            for (Metric m : masked.get(i).dev().keySet()) assertEquals(masked.get(i).dev().get(m), handedOver.get(i).dev().get(m), 1e-9, m + ", epoch " + (i + 1));
+        }
+    }
+
+    private static void assertArrayEqualsWithin(float[] want, float[] got, String what) {
+        assertEquals(want.length, got.length, what);
+        for (int i = 0; i < want.length; i++) assertEquals(want[i], got[i], 2e-5, what + "[" + i + "]");
+    }
+
+    @Test
+    void aStateOfOtherParametersIsRefused() {
+        try (BertModel a = model(); TaskHead head = new TaskHead(16, 2, 3); BertModel b = ModelFilesTest.tinyRandomModel();
+                TensorScope host = new TensorScope("hand-over", MemoryCategory.WORKSPACE);
+                BertTraining ta = training(a); Trainer lora = new Trainer(CPU, a, ta, head, GlueTask.SST2, TRAINING);
+                BertTraining tb = new BertTraining(b, n -> true); Trainer full = new Trainer(CPU, b, tb, head, GlueTask.SST2, TRAINING)) {
+            Trainer.State state = lora.state(host);
+            var e = assertThrows(IllegalArgumentException.class, () -> full.restore(state, (n, from, to) -> to.copyFrom(from)));
+            assertTrue(e.getMessage().contains("a state of other parameters"), e.getMessage());
+        }
+    }
+}
