@@ -161,7 +161,7 @@ class OpenClCliTest {
     void theGradualScheduleRunsOnTheDeviceAndAKilledRunResumesToTheUnbrokenRunsModel(@TempDir Path dir) throws Exception {
         needsOpenCl();
         // 48 examples in batches of 16: 9 steps, the ramp 5 of them (the masks final in epoch 2), so the checkpoint after epoch 1 is
-        // mid-ramp and the model is compacted on the device after epoch 2, in the unbroken run and in the resumed one
+        // mid-ramp and after epoch 2 the model is compacted (on the host) and trains on on the device, in the unbroken run and the resumed one
         List<String> gradual = List.of("--schedule", "gradual", "--ramp", "0.5", "--base-precision", "fp32");
         ReliabilityTest.killedAndResumed(dir, 48, 32, with(gradual, "--device", "opencl"));
         try (Safetensors st = Safetensors.read(dir.resolve("straight/checkpoint.safetensors"))) {

@@ -4,13 +4,15 @@ import dev.topa.backend.Backend;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
 import dev.topa.tensor.Tensor;
+import java.util.Map;
 
 /**
  * Gradual structured pruning while adapters train: removed heads and neurons are masked in place
  * (their value rows and FFN-in rows zeroed, with the matching rows of the adapters' B), which makes
  * their contexts and activations exactly zero -- the model computes what the compacted one will
- * (StructuredPruning's tests hold the two equal) -- and the masks only grow. {@link #enforce} re-zeroes
- * the adapter rows after each optimizer step (their gradients are not zero); {@link #compact}
+ * (StructuredPruning's tests hold the two equal) -- and the masks only grow. {@link #maskGradients}
+ * zeroes the adapter rows' gradients before each optimizer step (they are not zero), {@link #enforce}
+ * re-zeroes the rows after it (AdamW's moments would move them); {@link #compact}
  * removes the masked units physically at the end. The target follows a cubic schedule,
  * s(t) = S (1 - (1 - t / T)^3), fast at first and gentle near the end. The rows are zeroed by the
  * backend the model trains on, wherever its weights live (host memory or a device's).
@@ -60,14 +62,38 @@ public final class MaskedPruning {
 
     /** Re-zeroes the adapter rows of masked units (after each optimizer step). */
     public void enforce(Backend be, BertModel model) {
+        zeroAdapterRows(be, model.parameters());
+    }
+
+    /**
+     * Zeroes the masked units' rows of the adapters' gradients (before each optimizer step). They are
+     * not zero (a masked neuron's GELU'(0) passes on the gradient through its FFN-out column, a masked
+     * head's value rows get theirs through its attention-output columns), and left in they would count
+     * in the norm that clipping reads, which the compacted model, without them, does not have.
+     */
+    public void maskGradients(Backend be, Map<String, Tensor> gradients) {
+        zeroAdapterRows(be, gradients);
+    }
+
+    /** In the adapters' B factors (by parameter name) the rows of masked units zeroed, runs of neighbours in one call. */
+    private void zeroAdapterRows(Backend be, Map<String, Tensor> byName) {
         for (int l = 0; l < cfg.layers(); l++) {
             String n = "encoder.layer." + l + ".";
             int d = cfg.headDim(), a = cfg.attentionWidth(l);
-            Tensor qkvB = model.parameters().get(n + "attention.self.qkv.lora_B"), ffnB = model.parameters().get(n + "intermediate.dense.lora_B");
-            for (int h = 0; h < keepHeads[l].length; h++)
-                if (!keepHeads[l][h] && qkvB != null) zeroRows(be, qkvB, 2L * a + (long) h * d, d);
-            for (int j = 0; j < keepNeurons[l].length; j++)
-                if (!keepNeurons[l][j] && ffnB != null) zeroRows(be, ffnB, j, 1);
+            Tensor qkvB = byName.get(n + "attention.self.qkv.lora_B"), ffnB = byName.get(n + "intermediate.dense.lora_B");
+            if (qkvB != null) zeroMaskedRuns(be, qkvB, keepHeads[l], 2L * a, d);
+            if (ffnB != null) zeroMaskedRuns(be, ffnB, keepNeurons[l], 0, 1);
+        }
+    }
+
+    /** Zeroes the rows of t from first on, width rows per unit, of every unit keep does not keep. */
+    private static void zeroMaskedRuns(Backend be, Tensor t, boolean[] keep, long first, long width) {
+        for (int u = 0; u < keep.length; u++) {
+            if (keep[u]) continue;
+            int end = u;
+            while (end < keep.length && !keep[end]) end++;
+            zeroRows(be, t, first + u * width, (end - u) * width);
+            u = end;
         }
     }
 

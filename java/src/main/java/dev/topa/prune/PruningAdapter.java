@@ -587,25 +587,29 @@ public final class PruningAdapter {
                 }
             } else {
                 // on a device the masks edit the training copy there; the trained values come back to the host model, which is compacted
-                try (dense; TrainingCopy copy = new TrainingCopy(be, dense, run.head())) {
-                    BertTraining training = copy.training(rc); // closed with the copy
-                    training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
-                    // each step's masks before the next step: the step hook runs once its loss is read back, so every step (on a device
-                    // the loop would read back a window of steps at once, and the masks would come steps late)
-                    try (Trainer trainer = new Trainer(be, copy.model, training, copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
-                        trainer.distributed(comm).distillFrom(teacher).readBackEvery(1).stopAfter(finalShapeEpoch); // inside: a refusal still closes it
-                        masked = maskedTraining(run, dense, copy, trainer, masks, scores, rampSteps, output, resumed);
-                        copy.copyBack(); // the last epoch's values (a no-op on the CPU, where the copy is the model)
-                        if (finalShapeEpoch == rc.epochs()) try (BertModel done = masks.compact(dense)) {
-                            return gradualReports(run, trainer, done, masked, rampSteps);
-                        }
-                        try (MemoryTracker.Phase p = run.mem().during("pruning")) {
+                try {
+                    try (TrainingCopy copy = new TrainingCopy(be, dense, run.head())) {
+                        BertTraining training = copy.training(rc); // closed with the copy
+                        training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
+                        // each step's masks before the next step: the step hook runs once its loss is read back, so every step (on a
+                        // device the loop would read back a window of steps at once, and the masks would come steps late)
+                        try (Trainer trainer = new Trainer(be, copy.model, training, copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
+                            trainer.distributed(comm).distillFrom(teacher).readBackEvery(1).stopAfter(finalShapeEpoch) // inside: a refusal still closes it
+                                    .beforeOptimizerStep(g -> masks.maskGradients(be, g));
+                            masked = maskedTraining(run, dense, copy, trainer, masks, scores, rampSteps, output, resumed);
+                            copy.copyBack(); // the last epoch's values (a no-op on the CPU, where the copy is the model)
+                            if (finalShapeEpoch == rc.epochs()) try (BertModel done = masks.compact(dense)) {
+                                return gradualReports(run, trainer, done, masked, rampSteps);
+                            }
                             state = trainer.state(handOver);
-                            pruned = masks.compact(dense);
                         }
-                        say("the masks final after epoch %d: the adapters train on in the compacted model (encoder parameters %,d -> %,d)",
-                                finalShapeEpoch, run.denseParams(), encoderParameters(pruned));
                     }
+                    // the dense model's trainer and copy closed: the host model (trained values back) compacted beside the state alone
+                    try (MemoryTracker.Phase p = run.mem().during("hand-over")) {
+                        pruned = masks.compact(dense);
+                    }
+                } finally {
+                    dense.close();
                 }
             }
             // the compacted model trains on from the masked one's state: the kept rows and columns of the adapters and their moments
@@ -616,8 +620,14 @@ public final class PruningAdapter {
                     masked = TrainingLoop.resumed(trainer.loadCheckpoint(checkpoint));
                     say("resumed after epoch %d (best dev %s so far)", trainer.epochsDone(), masked.best());
                 } else {
+                    say("the masks final after epoch %d: the adapters train on in the compacted model (encoder parameters %,d -> %,d)",
+                            finalShapeEpoch, run.denseParams(), encoderParameters(pruned));
                     boolean[][] heads = masks.keptHeads(), neurons = masks.keptNeurons();
-                    trainer.restore(state, (n, from, to) -> StructuredPruning.copyKept(n, from, to, denseConfig, heads, neurons));
+                    for (String n : state.tensors().keySet()) // a slot the masks emptied has no adapter in the compacted model
+                        if (!trainer.parameterNames().contains(n) && !StructuredPruning.emptied(n, heads, neurons))
+                            throw new IllegalStateException("the compacted model's trainer has no " + n);
+                    trainer.restore(state.only(trainer.parameterNames()),
+                            (n, from, to) -> StructuredPruning.copyKept(n, from, to, denseConfig, heads, neurons));
                     handOver.close(); // the dense shapes' copy is done with
                 }
                 TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), pruned, run.head(), output, masked,

@@ -69,6 +69,19 @@ public final class StructuredPruning {
         }
     }
 
+    /**
+     * Whether a dense model's parameter name sits in a block the keep masks empty (a layer's attention
+     * with no head kept, its FFN with no neuron kept): the compacted model has no such block.
+     */
+    public static boolean emptied(String name, boolean[][] keepHeads, boolean[][] keepNeurons) {
+        int l = BertNames.layerOf(name);
+        if (l < 0) return false;
+        String module = name.substring(("encoder.layer." + l + ".").length());
+        if (module.startsWith("attention.self.") || module.startsWith("attention.output.dense.")) return count(keepHeads[l]) == 0;
+        if (module.startsWith("intermediate.dense.") || module.startsWith("output.dense.")) return count(keepNeurons[l]) == 0;
+        return false;
+    }
+
     private static int count(boolean[] keep) {
         int n = 0;
         for (boolean k : keep) if (k) n++;

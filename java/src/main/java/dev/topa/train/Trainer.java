@@ -173,6 +173,22 @@ public final class Trainer implements AutoCloseable {
         return this;
     }
 
+    private java.util.function.Consumer<Map<String, Tensor>> beforeOptimizerStep = g -> {};
+
+    /**
+     * hook sees each step's gradients by parameter name (complete: summed across ranks) before clipping
+     * and the optimizer step read them (the gradual schedule zeroes its masked units' rows there).
+     */
+    public Trainer beforeOptimizerStep(java.util.function.Consumer<Map<String, Tensor>> hook) {
+        beforeOptimizerStep = hook;
+        return this;
+    }
+
+    /** The names of the parameters this trainer trains (the adapters or the model's, then the head's). */
+    public java.util.Set<String> parameterNames() {
+        return java.util.Collections.unmodifiableSet(params.keySet());
+    }
+
     private int stopAfter = Integer.MAX_VALUE;
 
     /**
@@ -248,7 +264,14 @@ public final class Trainer implements AutoCloseable {
     }
 
     /** What a trainer carries from step to step: per trainable parameter its values and both AdamW moments; the step and epochs done. */
-    public record State(Map<String, Tensor[]> tensors, long step, int epochsDone) {}
+    public record State(Map<String, Tensor[]> tensors, long step, int epochsDone) {
+        /** This state but for the parameters of names (the others dropped). */
+        public State only(java.util.Set<String> names) {
+            Map<String, Tensor[]> t = new LinkedHashMap<>(tensors);
+            t.keySet().retainAll(names);
+            return new State(t, step, epochsDone);
+        }
+    }
 
     /** A copy of this trainer's state in host, which outlives the trainer. */
     public State state(TensorScope host) {
@@ -422,6 +445,7 @@ public final class Trainer implements AutoCloseable {
             mine = batch.subList(batch.size() - 1, batch.size());
         accumulate(mine, loss, (float) weight, (float) tokenWeight);
         if (comm.size() > 1) reduceGradients();
+        beforeOptimizerStep.accept(java.util.Collections.unmodifiableMap(grads));
         optimizerStep(lr, comm.size() > 1 ? null : loss); // across ranks only the (summed) gradients decide: the same on every rank
         if (CHECK_REPLICAS && comm.size() > 1) checkReplicas();
         pending.add(new Pending(info, weight));
