@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The gradual schedule on the record's jar (1351bd9: masked to the end) and on the working tree's (compacted once the
-# masks are final), the same run: RTE seed 2, its first 800 examples, 5 epochs (the ramp, 0.6, ends in epoch 3), the
+# The gradual schedule on the record's jar (1351bd9: masked to the end, the masked units' adapter gradients in the norm
+# clipping reads) and on the working tree's (2822c2f: those gradients zeroed; compacted once the masks are final), the same run: RTE seed 2, its first 800 examples, 5 epochs (the ramp, 0.6, ends in epoch 3), the
 # fine-tuned teacher rte-full-s2. Prints each epoch's seconds and dev accuracy, the run's peak, and the students' shapes.
 # Then the one-shot schedule on both jars (400 examples, 2 epochs): the students must be the same bytes.
 set -u
