@@ -11,9 +11,9 @@ import dev.topa.glue.Example;
 import dev.topa.glue.GlueTask;
 import dev.topa.io.BertTokenizer;
 import dev.topa.io.HfBertDirectory;
-import dev.topa.io.Safetensors;
 import dev.topa.io.ModelLoader;
 import dev.topa.io.OutputDirectory;
+import dev.topa.io.Safetensors;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
 import dev.topa.model.BertNames;
@@ -554,15 +554,19 @@ public final class PruningAdapter {
         int finalShapeEpoch = (int) Math.min(rc.epochs(), (rampSteps + stepsPerEpoch - 1) / stepsPerEpoch);
         // a checkpoint at each epoch's end holds, beside the trainer's state, the step, the masks and the scores (once compacted, the
         // masks): a resumed run replays scoring (and the teacher), arrives at the same starting point, masks as they were and goes on
-        RunIdentity id = run.identity().with("prune.starting_point", startingPoint(dense, run.head()));
+        RunIdentity id;
         Map<String, String> resumed = null;
-        if (resume) try {
-            id.checkCheckpoint(checkpoint);
-            try (Safetensors st = Safetensors.read(checkpoint)) {
-                resumed = Map.copyOf(st.metadata());
+        try {
+            id = run.identity().with("prune.starting_point", startingPoint(dense, run.head()));
+            if (resume) {
+                id.checkCheckpoint(checkpoint);
+                try (Safetensors st = Safetensors.read(checkpoint)) {
+                    resumed = Map.copyOf(st.metadata());
+                }
+                for (String k : resumed.containsKey(GRADUAL_COMPACTED) ? List.of(GRADUAL_MASKS) : List.of(GRADUAL_STEP, GRADUAL_MASKS, GRADUAL_SCORES))
+                    if (!resumed.containsKey(k))
+                        throw new IllegalArgumentException(checkpoint + ": no " + k + " in its metadata (not a gradual run's checkpoint)");
             }
-            for (String k : resumed.containsKey(GRADUAL_COMPACTED) ? List.of(GRADUAL_MASKS) : List.of(GRADUAL_STEP, GRADUAL_MASKS, GRADUAL_SCORES))
-                if (!resumed.containsKey(k)) throw new IllegalArgumentException(checkpoint + ": no " + k + " in its metadata (not a gradual run's checkpoint)");
         } catch (RuntimeException | Error e) {
             dense.close(); // not yet in the tries below, which close it on every later path
             throw e;

@@ -22,10 +22,13 @@ import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorAllocator;
 import dev.topa.tensor.TensorScope;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.SplittableRandom;
+import java.util.function.Consumer;
 
 /**
  * The fine-tuning loop: AdamW (no weight decay on biases and LayerNorm parameters), linear warmup
@@ -173,20 +176,20 @@ public final class Trainer implements AutoCloseable {
         return this;
     }
 
-    private java.util.function.Consumer<Map<String, Tensor>> beforeOptimizerStep = g -> {};
+    private Consumer<Map<String, Tensor>> beforeOptimizerStep = g -> {};
 
     /**
      * hook sees each step's gradients by parameter name (complete: summed across ranks) before clipping
      * and the optimizer step read them (the gradual schedule zeroes its masked units' rows there).
      */
-    public Trainer beforeOptimizerStep(java.util.function.Consumer<Map<String, Tensor>> hook) {
+    public Trainer beforeOptimizerStep(Consumer<Map<String, Tensor>> hook) {
         beforeOptimizerStep = hook;
         return this;
     }
 
     /** The names of the parameters this trainer trains (the adapters or the model's, then the head's). */
-    public java.util.Set<String> parameterNames() {
-        return java.util.Collections.unmodifiableSet(params.keySet());
+    public Set<String> parameterNames() {
+        return Collections.unmodifiableSet(params.keySet());
     }
 
     private int stopAfter = Integer.MAX_VALUE;
@@ -266,7 +269,7 @@ public final class Trainer implements AutoCloseable {
     /** What a trainer carries from step to step: per trainable parameter its values and both AdamW moments; the step and epochs done. */
     public record State(Map<String, Tensor[]> tensors, long step, int epochsDone) {
         /** This state but for the parameters of names (the others dropped). */
-        public State only(java.util.Set<String> names) {
+        public State only(Set<String> names) {
             Map<String, Tensor[]> t = new LinkedHashMap<>(tensors);
             t.keySet().retainAll(names);
             return new State(t, step, epochsDone);
@@ -364,8 +367,8 @@ public final class Trainer implements AutoCloseable {
      * As above; afterEpoch sees each epoch's result (to keep the best checkpoint), onStep each
      * optimizer step (for a progress display).
      */
-    public List<EpochResult> fit(List<Item> train, List<Item> dev, java.util.function.Consumer<EpochResult> afterEpoch,
-            java.util.function.Consumer<StepInfo> onStep) {
+    public List<EpochResult> fit(List<Item> train, List<Item> dev, Consumer<EpochResult> afterEpoch,
+            Consumer<StepInfo> onStep) {
         if (train.isEmpty()) throw new IllegalArgumentException("no training examples");
         if (dev.isEmpty()) throw new IllegalArgumentException("no dev examples");
         long stepsPerEpoch = (train.size() + cfg.batchSize() - 1) / cfg.batchSize();
@@ -377,7 +380,7 @@ public final class Trainer implements AutoCloseable {
             for (int i : epochOrder(train.size(), cfg.seed(), epoch)) order.add(train.get(i));
             double[] lossSum = {0};
             int batches = 0, sinceEval = 0;
-            java.util.function.Consumer<StepInfo> counted = st -> {
+            Consumer<StepInfo> counted = st -> {
                 lossSum[0] += st.loss();
                 onStep.accept(st);
             };
@@ -445,7 +448,7 @@ public final class Trainer implements AutoCloseable {
             mine = batch.subList(batch.size() - 1, batch.size());
         accumulate(mine, loss, (float) weight, (float) tokenWeight);
         if (comm.size() > 1) reduceGradients();
-        beforeOptimizerStep.accept(java.util.Collections.unmodifiableMap(grads));
+        beforeOptimizerStep.accept(Collections.unmodifiableMap(grads));
         optimizerStep(lr, comm.size() > 1 ? null : loss); // across ranks only the (summed) gradients decide: the same on every rank
         if (CHECK_REPLICAS && comm.size() > 1) checkReplicas();
         pending.add(new Pending(info, weight));
@@ -492,7 +495,7 @@ public final class Trainer implements AutoCloseable {
      * One read-back of the window: the first step that was not finite stops training (its update and
      * every later one were skipped on the device); otherwise each pending step with its loss to onStep.
      */
-    private void readBack(java.util.function.Consumer<StepInfo> onStep) {
+    private void readBack(Consumer<StepInfo> onStep) {
         if (pending.isEmpty()) return;
         float[] s = be.device().isHostAccessible() ? stats.toFloatArray() : copyToHost(stats);
         long bad = (long) s[Backend.CLIP_FIRST_BAD_STEP], first = step - pending.size() + 1; // the window's steps: first .. step
