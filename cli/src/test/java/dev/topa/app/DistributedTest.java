@@ -78,7 +78,8 @@ class DistributedTest {
     private static List<String> args(Path glue, Path out, List<String> extra, String... command) {
         List<String> a = new ArrayList<>(List.of(command));
         a.addAll(List.of("--task", "rte", "--data-dir", glue.toString(), "--train-limit", "48", "--batch-size", "16", "--max-seq-len", "48",
-                "--epochs", "1", "--threads", "1", "--out", out.toString()));
+                "--threads", "1", "--out", out.toString()));
+        if (!a.contains("--epochs")) a.addAll(List.of("--epochs", "1"));
         a.addAll(extra);
         return a;
     }
@@ -156,6 +157,18 @@ class DistributedTest {
         assertEquals(0, t.code(), t.out());
         sameRun(dir, List.of("prune-adapt", "--sparsity", "0.5", "--score-examples", "32", "--inference-iterations", "0", "--distill", "0.5",
                 "--teacher", teacher.toString(), "--distill-hidden", "4"), NO_DROPOUT);
+    }
+
+    /**
+     * The gradual schedule across ranks: masks from scores summed over the ranks, the masked units'
+     * gradients zeroed after the sum, the hand-over to the compacted model after epoch 1 (the ramp is 2
+     * of the 6 steps) on every rank alike: the one-process run.
+     */
+    @Test
+    void gradualPruningOnTwoRanksIsTheOneProcessRun(@TempDir Path dir) throws Exception {
+        sameRun(dir, List.of("prune-adapt", "--sparsity", "0.5", "--score-examples", "32", "--inference-iterations", "0", "--schedule", "gradual",
+                "--epochs", "2", "--ramp", "0.4"), NO_DROPOUT);
+        assertTrue(Files.readString(dir.resolve("two.log")).contains("the masks final after epoch 1"), Files.readString(dir.resolve("two.log")));
     }
 
     @Test
