@@ -4,7 +4,9 @@ import dev.topa.backend.Backend;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
 import dev.topa.tensor.Tensor;
+import dev.topa.train.Trainer;
 import java.util.Map;
+import java.util.Set;
 
 /**
  * Gradual structured pruning while adapters train: removed heads and neurons are masked in place
@@ -95,6 +97,19 @@ public final class MaskedPruning {
             zeroRows(be, t, first + u * width, (end - u) * width);
             u = end;
         }
+    }
+
+    /**
+     * Into trainer (of {@link #compact}'s model), the state of the masked model's trainer: each
+     * tensor's kept rows and columns, the step and epochs; the adapters of a block these masks empty
+     * have no place there and are dropped (any other parameter the trainer lacks is refused).
+     */
+    public void handOver(Trainer.State state, Trainer trainer) {
+        Set<String> names = trainer.parameterNames();
+        for (String n : state.tensors().keySet())
+            if (!names.contains(n) && !StructuredPruning.emptied(n, keepHeads, keepNeurons))
+                throw new IllegalStateException("the compacted model's trainer has no " + n);
+        trainer.restore(state.only(names), (n, from, to) -> StructuredPruning.copyKept(n, from, to, cfg, keepHeads, keepNeurons));
     }
 
     /** The masked model with its masked units physically removed. */

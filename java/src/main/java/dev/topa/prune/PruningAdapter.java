@@ -571,7 +571,6 @@ public final class PruningAdapter {
             dense.close(); // not yet in the tries below, which close it on every later path
             throw e;
         }
-        BertConfig denseConfig = dense.config();
         // a fine-tuned teacher's one pass over the training set runs beside the dense student (no pruned one yet)
         if (distillAlpha > 0) try {
             teacher = fineTunedTeacher(run.train(), dense.config());
@@ -626,12 +625,7 @@ public final class PruningAdapter {
                 } else {
                     say("the masks final after epoch %d: the adapters train on in the compacted model (encoder parameters %,d -> %,d)",
                             finalShapeEpoch, run.denseParams(), encoderParameters(pruned));
-                    boolean[][] heads = masks.keptHeads(), neurons = masks.keptNeurons();
-                    for (String n : state.tensors().keySet()) // a slot the masks emptied has no adapter in the compacted model
-                        if (!trainer.parameterNames().contains(n) && !StructuredPruning.emptied(n, heads, neurons))
-                            throw new IllegalStateException("the compacted model's trainer has no " + n);
-                    trainer.restore(state.only(trainer.parameterNames()),
-                            (n, from, to) -> StructuredPruning.copyKept(n, from, to, denseConfig, heads, neurons));
+                    masks.handOver(state, trainer);
                     handOver.close(); // the dense shapes' copy is done with
                 }
                 TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), pruned, run.head(), output, masked,

@@ -87,7 +87,7 @@ public final class Trainer implements AutoCloseable {
     private final TaskHead head;
     private final GlueTask task;
     private final Config cfg;
-    private final Map<String, Tensor> params = new LinkedHashMap<>(), grads = new LinkedHashMap<>();
+    private final Map<String, Tensor> params = new LinkedHashMap<>(), grads = new LinkedHashMap<>(), gradsView = Collections.unmodifiableMap(grads);
     private final Map<String, Tensor[]> moments = new LinkedHashMap<>();
     private final TensorAllocator optimizerScope;
     /** Activations on the backend's device; the batch is padded on the host first. */
@@ -448,7 +448,7 @@ public final class Trainer implements AutoCloseable {
             mine = batch.subList(batch.size() - 1, batch.size());
         accumulate(mine, loss, (float) weight, (float) tokenWeight);
         if (comm.size() > 1) reduceGradients();
-        beforeOptimizerStep.accept(Collections.unmodifiableMap(grads));
+        beforeOptimizerStep.accept(gradsView);
         optimizerStep(lr, comm.size() > 1 ? null : loss); // across ranks only the (summed) gradients decide: the same on every rank
         if (CHECK_REPLICAS && comm.size() > 1) checkReplicas();
         pending.add(new Pending(info, weight));
