@@ -447,14 +447,20 @@ class ReliabilityTest {
         }
 
         /**
-         * The gradual schedule killed the same way in the middle of its ramp (the masks still tightening:
-         * the ramp is 16 of the 18 steps, so the checkpoints after epochs 1 and 2 both fall in it): the
-         * resumed run restores the step, the masks and the importance scores from the checkpoint and
-         * ends with the unbroken run's model, to the bit.
+         * The gradual schedule killed in the middle of its ramp (the masks still tightening: the ramp is
+         * 16 of the 18 steps), after epoch 2: its checkpoint is of the model compacted to epoch 1's masks,
+         * with epoch 2's masking more. The resumed run compacts the dense model it replayed to those
+         * units, restores the step, the masks and the importance scores, hands over to the model
+         * compacted to epoch 2's masks as the unbroken run did, and ends with its model, to the bit.
          */
         @Test
         void aKilledGradualRunResumesToTheModelOfAnUnbrokenRun(@TempDir Path dir) throws Exception {
-            killedAndResumed(dir, List.of("--schedule", "gradual", "--ramp", "0.9"));
+            killedAndResumed(dir, 96, 64, List.of("--schedule", "gradual", "--ramp", "0.9"), 2);
+            try (Safetensors st = Safetensors.read(dir.resolve("broken/checkpoint.safetensors"))) {
+                String shape = st.metadata().get("gradual.shape");
+                assertTrue(shape.contains("0") && !shape.equals(st.metadata().get("gradual.masks")),
+                        "the last checkpoint's model compacted, to masks the ramp went past: " + shape);
+            }
         }
 
         /**
@@ -469,7 +475,8 @@ class ReliabilityTest {
                 killedAndResumed(dir.resolve("after" + killAfter), 96, 64, List.of("--schedule", "gradual", "--ramp", "0.3"), killAfter);
             for (String run : List.of("after1/straight", "after1/broken", "after2/broken"))
                 try (Safetensors st = Safetensors.read(dir.resolve(run + "/checkpoint.safetensors"))) {
-                    assertEquals("true", st.metadata().get("gradual.compacted"), run + ": the last checkpoint is the compacted model's");
+                    assertEquals(st.metadata().get("gradual.masks"), st.metadata().get("gradual.shape"),
+                            run + ": the last checkpoint is of the model compacted to the final masks");
                 }
         }
     }

@@ -4,6 +4,7 @@ import dev.topa.dist.Communicator;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertTraining;
 import dev.topa.tensor.Tensor;
+import java.util.stream.IntStream;
 
 /**
  * Task-oriented importance of every attention head and FFN neuron, accumulated from the mask
@@ -45,17 +46,57 @@ public final class ImportanceScores implements BertTraining.MaskGradientListener
     @Override
     public void heads(int layer, Tensor perExample) {
         if (layer == headTaylor.length - 1) batches++; // backward visits the last layer first, once per batch
-        accumulate(perExample, headTaylor[layer], headFisher[layer], comm);
+        accumulate(perExample, null, headTaylor[layer], headFisher[layer], comm);
     }
 
     @Override
     public void neurons(int layer, Tensor perExample) {
-        accumulate(perExample, neuronTaylor[layer], neuronFisher[layer], comm);
+        accumulate(perExample, null, neuronTaylor[layer], neuronFisher[layer], comm);
     }
 
-    private static void accumulate(Tensor perExample, double[] taylor, double[] fisher, Communicator comm) {
+    /**
+     * A listener for a model compacted from the one these scores are of: heldHeads[l][h] and
+     * heldNeurons[l][j] (in these scores' units) say which units it holds, in order; its units' mask
+     * gradients go to their places here, so the scores go on in the units they started in.
+     */
+    public BertTraining.MaskGradientListener held(boolean[][] heldHeads, boolean[][] heldNeurons) {
+        int[][] heads = unitsOf(heldHeads, headTaylor), neurons = unitsOf(heldNeurons, neuronTaylor);
+        int top = heads.length - 1; // backward's first callback of a batch: the last layer's block that is held (its FFN's first)
+        while (top > 0 && heads[top].length == 0 && neurons[top].length == 0) top--;
+        boolean countOnNeurons = neurons[top].length > 0;
+        int first = top;
+        return new BertTraining.MaskGradientListener() {
+            @Override
+            public void heads(int layer, Tensor perExample) {
+                if (layer == first && !countOnNeurons) batches++;
+                accumulate(perExample, heads[layer], headTaylor[layer], headFisher[layer], comm);
+            }
+
+            @Override
+            public void neurons(int layer, Tensor perExample) {
+                if (layer == first && countOnNeurons) batches++;
+                accumulate(perExample, neurons[layer], neuronTaylor[layer], neuronFisher[layer], comm);
+            }
+        };
+    }
+
+    /** Per layer, the indices (into these scores' units) of the held ones, in order. */
+    private static int[][] unitsOf(boolean[][] held, double[][] shape) {
+        if (held.length != shape.length) throw new IllegalArgumentException("held units of " + held.length + " layers, the scores have " + shape.length);
+        int[][] out = new int[held.length][];
+        for (int l = 0; l < held.length; l++) {
+            if (held[l].length != shape[l].length)
+                throw new IllegalArgumentException("layer " + l + ": held units of " + held[l].length + ", the scores have " + shape[l].length);
+            boolean[] layer = held[l];
+            out[l] = IntStream.range(0, layer.length).filter(i -> layer[i]).toArray();
+        }
+        return out;
+    }
+
+    /** Adds a batch's per-example gradients (units: their places in taylor and fisher; null: in order) to the sums. */
+    private static void accumulate(Tensor perExample, int[] units, double[] taylor, double[] fisher, Communicator comm) {
         float[] g = perExample.toFloatArray();
-        int groups = taylor.length, examples = g.length / Math.max(1, groups);
+        int groups = units == null ? taylor.length : units.length, examples = g.length / Math.max(1, groups);
         double[] sums = new double[2 * groups]; // per unit: the sum over the batch's examples, then the sum of squares
         for (int j = 0; j < groups; j++)
             for (int b = 0; b < examples; b++) {
@@ -65,8 +106,9 @@ public final class ImportanceScores implements BertTraining.MaskGradientListener
             }
         comm.allReduceSum(sums);
         for (int j = 0; j < groups; j++) {
-            taylor[j] += Math.abs(sums[j]);
-            fisher[j] += sums[groups + j];
+            int u = units == null ? j : units[j];
+            taylor[u] += Math.abs(sums[j]);
+            fisher[u] += sums[groups + j];
         }
     }
 

@@ -186,8 +186,9 @@ public final class PruningAdapter {
      * deterministic, so a resumed run replays them (tens of seconds) and checks that it arrives at
      * the checkpoint's starting point -- shapes, block masks, warmed adapters and head -- before it
      * loads the adapters' and optimizer's state and trains the epochs left. The gradual schedule's
-     * checkpoints also hold its step, masks and importance scores, which a resumed run restores (its
-     * starting point is the warmed dense model). Pruning only writes none and cannot resume.
+     * checkpoints also hold its step, masks, importance scores and the units its (compacted) model
+     * holds, which a resumed run restores (its starting point is the warmed dense model, compacted to
+     * those units). Pruning only writes none and cannot resume.
      */
     public PruningAdapter checkpointing(Path file, boolean resume) {
         if (resume && file == null) throw new IllegalArgumentException("--resume needs a checkpoint file");
@@ -540,10 +541,11 @@ public final class PruningAdapter {
 
     /**
      * Gradual pruning: masks grow on the cubic schedule while the adapters train on (on a device, in the
-     * training copy there); once the ramp is over the masks are final, and at the end of that epoch the
-     * model is compacted and the adapters train on in it, their optimizer state carried over (the masked
-     * units computed zeros: the compacted model computes the same, in half the time at 50%). The best
-     * model is saved compacted.
+     * training copy there). At the end of every epoch of the ramp, and of the epoch in which it ends,
+     * the model is compacted to the masks so far and the adapters train on in it, their optimizer state
+     * carried over (the masked units computed zeros: the compacted model computes the same, in less
+     * time: the cubic ramp masks two thirds of the target in its first third). Once the masks are final
+     * the last compacted model trains to the end. The best model is saved compacted.
      */
     private Result gradual(Run run, BertModel dense, ImportanceScores scores) throws IOException {
         run.mem().phase(null); // the masks tighten inside training, which names itself
@@ -551,9 +553,10 @@ public final class PruningAdapter {
         MaskedPruning masks = new MaskedPruning(dense.config());
         long stepsPerEpoch = (run.train().size() + rc.batchSize() - 1) / rc.batchSize();
         long rampSteps = Math.max(1, Math.round(cfg.ramp() * stepsPerEpoch * rc.epochs()));
-        int finalShapeEpoch = (int) Math.min(rc.epochs(), (rampSteps + stepsPerEpoch - 1) / stepsPerEpoch);
-        // a checkpoint at each epoch's end holds, beside the trainer's state, the step, the masks and the scores (once compacted, the
-        // masks): a resumed run replays scoring (and the teacher), arrives at the same starting point, masks as they were and goes on
+        long[] step = {0};
+        // a checkpoint at each epoch's end holds, beside the trainer's state, the step, the masks, the units its model holds and (while
+        // the ramp lasts) the scores: a resumed run replays scoring (and the teacher), arrives at the same starting point, compacts the
+        // dense model to those units, masks as they were and goes on
         RunIdentity id;
         Map<String, String> resumed = null;
         try {
@@ -563,9 +566,13 @@ public final class PruningAdapter {
                 try (Safetensors st = Safetensors.read(checkpoint)) {
                     resumed = Map.copyOf(st.metadata());
                 }
-                for (String k : resumed.containsKey(GRADUAL_COMPACTED) ? List.of(GRADUAL_MASKS) : List.of(GRADUAL_STEP, GRADUAL_MASKS, GRADUAL_SCORES))
+                boolean legacy = resumed.containsKey(GRADUAL_COMPACTED); // written before every ramp epoch compacted: its final masks, compacted
+                for (String k : legacy ? List.of(GRADUAL_MASKS) : List.of(GRADUAL_STEP, GRADUAL_MASKS))
                     if (!resumed.containsKey(k))
                         throw new IllegalArgumentException(checkpoint + ": no " + k + " in its metadata (not a gradual run's checkpoint)");
+                step[0] = legacy ? rampSteps : Long.parseLong(resumed.get(GRADUAL_STEP));
+                if (step[0] < rampSteps && !resumed.containsKey(GRADUAL_SCORES))
+                    throw new IllegalArgumentException(checkpoint + ": no " + GRADUAL_SCORES + " in its metadata, and its ramp is not over");
             }
         } catch (RuntimeException | Error e) {
             dense.close(); // not yet in the tries below, which close it on every later path
@@ -579,101 +586,119 @@ public final class PruningAdapter {
             throw e;
         }
         TrainingLoop.Output output = new TrainingLoop.Output(run.job().out(), run.job().model().tokenizer(), run.tok().maxLength(), checkpoint, id);
-        BertModel pruned;
-        TrainingLoop.Outcome masked = TrainingLoop.Outcome.NONE;
-        try (TensorScope handOver = new TensorScope("gradual: the trainer's state", MemoryCategory.WORKSPACE)) {
+        BertModel model = dense; // the host model at its current shape: dense, then compacted at each hand-over
+        TensorScope carried = null; // the state handed over, on the host, between two shapes' trainers
+        try {
+            TrainingLoop.Outcome outcome = TrainingLoop.Outcome.NONE;
             Trainer.State state = null;
-            if (resumed != null && resumed.containsKey(GRADUAL_COMPACTED)) { // past the ramp: only the final masks are needed
-                try (dense) {
-                    masks.restore(cpu, dense, resumed.get(GRADUAL_MASKS));
-                    pruned = masks.compact(dense);
+            if (resumed != null) {
+                String shape = resumed.containsKey(GRADUAL_COMPACTED) ? resumed.get(GRADUAL_MASKS) : resumed.get(GRADUAL_SHAPE);
+                if (shape != null) {
+                    BertModel held = masks.compactAs(model, shape);
+                    model.close();
+                    model = held;
                 }
-            } else {
-                // on a device the masks edit the training copy there; the trained values come back to the host model, which is compacted
-                try {
-                    try (TrainingCopy copy = new TrainingCopy(be, dense, run.head())) {
-                        BertTraining training = copy.training(rc); // closed with the copy
-                        training.setMaskGradientListener(scores); // scores keep accumulating while the adapters train
-                        // each step's masks before the next step: the step hook runs once its loss is read back, so every step (on a
-                        // device the loop would read back a window of steps at once, and the masks would come steps late)
-                        try (Trainer trainer = new Trainer(be, copy.model, training, copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
-                            trainer.distributed(comm).distillFrom(teacher).readBackEvery(1).stopAfter(finalShapeEpoch) // inside: a refusal still closes it
-                                    .beforeOptimizerStep(g -> masks.maskGradients(be, g));
-                            masked = maskedTraining(run, dense, copy, trainer, masks, scores, rampSteps, output, resumed);
-                            copy.copyBack(); // the last epoch's values (a no-op on the CPU, where the copy is the model)
-                            if (finalShapeEpoch == rc.epochs()) try (BertModel done = masks.compact(dense)) {
-                                return gradualReports(run, trainer, done, masked, rampSteps);
-                            }
-                            state = trainer.state(handOver);
+                if (resumed.containsKey(GRADUAL_SCORES)) scores.restore(resumed.get(GRADUAL_SCORES));
+            }
+            while (true) {
+                boolean ramp = step[0] < rampSteps; // the masks still tighten: this shape trains one epoch
+                BertModel shaped = model;
+                try (TrainingCopy copy = new TrainingCopy(be, shaped, run.head())) {
+                    BertTraining training = copy.training(rc); // closed with the copy
+                    // the scores go on accumulating, in the dense model's units; this shape's model holds the units kept so far (a state
+                    // to hand over is of the former shape, whose masked units the compaction removed)
+                    if (ramp) training.setMaskGradientListener(scores.held(masks.keptHeads(), masks.keptNeurons()));
+                    // each step's masks before the next step: the step hook runs once its loss is read back, so every step (on a
+                    // device the loop would read back a window of steps at once, and the masks would come steps late)
+                    try (Trainer trainer = new Trainer(be, copy.model, training, copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
+                        trainer.distributed(comm).distillFrom(teacher).beforeOptimizerStep(g -> masks.maskGradients(be, g));
+                        if (ramp) trainer.readBackEvery(1);
+                        if (state != null) {
+                            masks.handOver(state, trainer);
+                            carried.close(); // the former shape's copy is done with
+                            carried = null;
+                            state = null;
+                        } else if (resumed != null) {
+                            trainer.loadCheckpoint(checkpoint);
+                            masks.restore(be, copy.model, resumed.get(GRADUAL_MASKS));
+                            outcome = TrainingLoop.resumed(resumed);
+                            resumed = null;
+                            say("resumed after epoch %d (best dev %s so far)", trainer.epochsDone(), outcome.best());
                         }
+                        if (masks.compacted()) { // else a checkpoint after an epoch that masked more: its hand-over is next
+                            if (ramp) trainer.stopAfter(trainer.epochsDone() + 1);
+                            outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), shaped, run.head(), output, outcome,
+                                    gradualHooks(masks, scores, copy, step, rampSteps, ramp));
+                            copy.copyBack(); // the epoch's values (a no-op on the CPU, where the copy is the model)
+                            if (trainer.epochsDone() == rc.epochs()) {
+                                if (masks.compacted()) return gradualReports(run, trainer, shaped, outcome, rampSteps);
+                                try (BertModel done = masks.compact(shaped)) {
+                                    return gradualReports(run, trainer, done, outcome, rampSteps);
+                                }
+                            }
+                        }
+                        carried = new TensorScope("gradual: the trainer's state", MemoryCategory.WORKSPACE);
+                        state = trainer.state(carried);
                     }
-                    // the dense model's trainer and copy closed: the host model (trained values back) compacted beside the state alone
-                    try (MemoryTracker.Phase p = run.mem().during("hand-over")) {
-                        pruned = masks.compact(dense);
-                    }
-                } finally {
-                    dense.close();
                 }
-            }
-            // the compacted model trains on from the masked one's state: the kept rows and columns of the adapters and their moments
-            try (pruned; TrainingCopy copy = new TrainingCopy(be, pruned, run.head());
-                    Trainer trainer = new Trainer(be, copy.model, copy.training(rc), copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
-                trainer.distributed(comm).distillFrom(teacher);
-                if (state == null) {
-                    masked = TrainingLoop.resumed(trainer.loadCheckpoint(checkpoint));
-                    say("resumed after epoch %d (best dev %s so far)", trainer.epochsDone(), masked.best());
-                } else {
+                // this shape's trainer and copy closed: the host model (trained values back) compacted beside the state alone
+                try (MemoryTracker.Phase p = run.mem().during("hand-over")) {
+                    BertModel next = masks.compact(shaped);
+                    model = next;
+                    shaped.close();
+                }
+                if (step[0] < rampSteps)
+                    say("after epoch %d the adapters train on in the model compacted to the masks so far (encoder parameters %,d -> %,d)",
+                            state.epochsDone(), run.denseParams(), encoderParameters(model));
+                else
                     say("the masks final after epoch %d: the adapters train on in the compacted model (encoder parameters %,d -> %,d)",
-                            finalShapeEpoch, run.denseParams(), encoderParameters(pruned));
-                    masks.handOver(state, trainer);
-                    handOver.close(); // the dense shapes' copy is done with
-                }
-                TrainingLoop.Outcome outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), pruned, run.head(), output, masked,
-                        new TrainingLoop.Hooks(st -> {}, copy.export(), listener, () -> Map.of(GRADUAL_COMPACTED, "true", GRADUAL_MASKS, masks.state())));
-                copy.copyBack();
-                return gradualReports(run, trainer, pruned, outcome, rampSteps);
+                            state.epochsDone(), run.denseParams(), encoderParameters(model));
             }
+        } finally {
+            model.close();
+            if (carried != null) carried.close();
         }
     }
 
     /**
-     * A gradual run's checkpoint metadata beside the trainer's: steps taken, masks, importance scores; once the model is
-     * compacted, that it is (the trainer's state is the compacted model's) and the final masks.
+     * A gradual run's checkpoint metadata beside the trainer's: steps taken, masks, the units the
+     * checkpoint's model holds (it was compacted to the masks of an earlier epoch) and, while the
+     * ramp lasts, the importance scores. Before every epoch of the ramp compacted, a checkpoint after
+     * the ramp said only that it was compacted and its masks.
      */
-    private static final String GRADUAL_STEP = "gradual.step", GRADUAL_MASKS = "gradual.masks", GRADUAL_SCORES = "gradual.scores",
-            GRADUAL_COMPACTED = "gradual.compacted";
+    private static final String GRADUAL_STEP = "gradual.step", GRADUAL_MASKS = "gradual.masks", GRADUAL_SHAPE = "gradual.shape",
+            GRADUAL_SCORES = "gradual.scores", GRADUAL_COMPACTED = "gradual.compacted";
 
-    /** gradual's masked training loop (masks tightening every tenth of the ramp), until the trainer stops, after the ramp's last epoch. */
-    private TrainingLoop.Outcome maskedTraining(Run run, BertModel dense, TrainingCopy copy, Trainer trainer, MaskedPruning masks,
-            ImportanceScores scores, long rampSteps, TrainingLoop.Output output, Map<String, String> resumed) {
+    /**
+     * One shape's hooks: after each step the masks tighten (every tenth of the ramp) or are enforced;
+     * the best model saved compacted (none before the masks are final); the checkpoint's metadata.
+     */
+    private TrainingLoop.Hooks gradualHooks(MaskedPruning masks, ImportanceScores scores, TrainingCopy copy, long[] step, long rampSteps,
+            boolean ramp) {
         long every = Math.max(1, rampSteps / 10);
-        long[] step = {0};
-        TrainingLoop.Outcome before = TrainingLoop.Outcome.NONE;
-        if (resumed != null) {
-            trainer.loadCheckpoint(checkpoint);
-            scores.restore(resumed.get(GRADUAL_SCORES));
-            masks.restore(be, copy.model, resumed.get(GRADUAL_MASKS));
-            step[0] = Long.parseLong(resumed.get(GRADUAL_STEP));
-            before = TrainingLoop.resumed(resumed);
-            say("resumed after epoch %d (best dev %s so far)", trainer.epochsDone(), before.best());
-        }
-        return TrainingLoop.run(cpu, trainer, run.train(), run.dev(), dense, run.head(), output, before, new TrainingLoop.Hooks(st -> {
-                step[0]++;
-                if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
-                    double target = MaskedPruning.cubicTarget(cfg.sparsity(), step[0], rampSteps);
-                    boolean[][] h = keep(masked(ImportanceScores.normalized(scores.heads(cfg.scorer())), masks.keptHeads()), target,
-                            cfg.minHeads());
-                    boolean[][] n = keep(masked(ImportanceScores.normalized(scores.neurons(cfg.scorer())), masks.keptNeurons()),
-                            cfg.structure() == Structure.HEADS_FFN ? target : 0, cfg.minFfn());
-                    masks.update(be, copy.model, h, n);
-                } else {
-                    masks.enforce(be, copy.model);
-                }
-            }, () -> {
-                if (step[0] < rampSteps) return null; // not yet its final shape: nothing to save
-                copy.copyBack();
-                return masks.compact(dense);
-            }, listener, () -> Map.of(GRADUAL_STEP, Long.toString(step[0]), GRADUAL_MASKS, masks.state(), GRADUAL_SCORES, scores.state())));
+        return new TrainingLoop.Hooks(st -> {
+            step[0]++;
+            if (step[0] <= rampSteps && (step[0] % every == 0 || step[0] == rampSteps)) {
+                double target = MaskedPruning.cubicTarget(cfg.sparsity(), step[0], rampSteps);
+                boolean[][] h = keep(masked(ImportanceScores.normalized(scores.heads(cfg.scorer())), masks.keptHeads()), target, cfg.minHeads());
+                boolean[][] n = keep(masked(ImportanceScores.normalized(scores.neurons(cfg.scorer())), masks.keptNeurons()),
+                        cfg.structure() == Structure.HEADS_FFN ? target : 0, cfg.minFfn());
+                masks.update(be, copy.model, h, n);
+            } else if (ramp) {
+                masks.enforce(be, copy.model);
+            }
+        }, !ramp ? copy.export() : () -> {
+            if (step[0] < rampSteps) return null; // not yet its final shape: nothing to save
+            copy.copyBack();
+            return masks.compact(copy.host);
+        }, listener, () -> {
+            Map<String, String> m = new LinkedHashMap<>();
+            m.put(GRADUAL_STEP, Long.toString(step[0]));
+            m.put(GRADUAL_MASKS, masks.state());
+            m.put(GRADUAL_SHAPE, masks.heldState());
+            if (ramp) m.put(GRADUAL_SCORES, scores.state());
+            return m;
+        });
     }
 
     private Result gradualReports(Run run, Trainer trainer, BertModel pruned, TrainingLoop.Outcome outcome, long rampSteps) throws IOException {

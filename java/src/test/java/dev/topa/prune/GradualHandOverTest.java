@@ -141,6 +141,72 @@ class GradualHandOverTest {
         }
     }
 
+    /**
+     * The ramp's hand-overs: masks tightened in a compacted model (in epoch 2, after the hand-over at
+     * epoch 1's end) and handed over again at epoch 2's end, so three shapes train in turn -- against
+     * one masked dense model tightened at the same step: the same losses, metrics and adapters.
+     */
+    @Test
+    void masksThatTightenInACompactedModelHandOverAgain() {
+        List<Trainer.Item> train = items(40, 1), dev = items(16, 2); // 5 steps an epoch: the masks tighten at step 7
+        List<Trainer.EpochResult> masked = new ArrayList<>(), staged = new ArrayList<>();
+        try (BertModel a = model(); TaskHead headA = new TaskHead(16, 2, 3); BertModel b = model(); TaskHead headB = new TaskHead(16, 2, 3);
+                TensorScope host = new TensorScope("hand-over", MemoryCategory.WORKSPACE)) {
+            BertConfig c = a.config();
+            boolean[][] n1 = neurons(c, -1), h2 = {{true, false, false, false}, {false, false, true}}, n2 = neurons(c, -1);
+            SplittableRandom rnd = new SplittableRandom(3);
+            for (boolean[] layer : n2) for (int j = 1; j < layer.length; j++) layer[j] &= rnd.nextBoolean();
+            MaskedPruning masksA = new MaskedPruning(c), masksB = new MaskedPruning(c);
+            masksA.update(CPU, a, HEADS, n1);
+            masksB.update(CPU, b, HEADS, n1);
+            int[] stepA = {0};
+            try (BertTraining ta = training(a);
+                    Trainer trainer = new Trainer(CPU, a, ta, headA, GlueTask.SST2, TRAINING).beforeOptimizerStep(g -> masksA.maskGradients(CPU, g))) {
+                trainer.fit(train, dev, masked::add, st -> {
+                    if (++stepA[0] == 7) masksA.update(CPU, a, h2, n2);
+                    else masksA.enforce(CPU, a);
+                });
+            }
+            BertModel shape = b;
+            Trainer.State state = null;
+            int[] stepB = {0};
+            try {
+                for (int epoch = 1; epoch <= 3; epoch++) {
+                    BertModel m = shape;
+                    try (BertTraining tm = training(m); Trainer trainer = new Trainer(CPU, m, tm, headB, GlueTask.SST2, TRAINING).stopAfter(epoch)
+                            .beforeOptimizerStep(g -> masksB.maskGradients(CPU, g))) {
+                        if (state != null) masksB.handOver(state, trainer);
+                        assertEquals(epoch - 1, trainer.epochsDone());
+                        trainer.fit(train, dev, staged::add, st -> {
+                            if (++stepB[0] == 7) masksB.update(CPU, m, h2, n2);
+                            else masksB.enforce(CPU, m);
+                        });
+                        if (epoch == 3) break;
+                        state = trainer.state(host);
+                    }
+                    shape = masksB.compact(m);
+                    m.close();
+                }
+                assertTrue(masksB.compacted());
+                try (BertModel want = masksA.compact(a)) {
+                    assertEquals(want.config(), shape.config());
+                    for (var e : want.parameters().entrySet())
+                        assertArrayEqualsWithin(e.getValue().toFloatArray(), shape.parameter(e.getKey()).toFloatArray(), e.getKey());
+                }
+                for (var e : headA.parameters().entrySet())
+                    assertArrayEqualsWithin(e.getValue().toFloatArray(), headB.parameters().get(e.getKey()).toFloatArray(), e.getKey());
+            } finally {
+                shape.close();
+            }
+        }
+        assertEquals(3, staged.size());
+        for (int i = 0; i < 3; i++) {
+            assertEquals(masked.get(i).step(), staged.get(i).step(), "epoch " + (i + 1));
+            assertEquals(masked.get(i).trainLoss(), staged.get(i).trainLoss(), 1e-5, "epoch " + (i + 1));
+            for (Metric m : masked.get(i).dev().keySet()) assertEquals(masked.get(i).dev().get(m), staged.get(i).dev().get(m), 1e-9, m + ", epoch " + (i + 1));
+        }
+    }
+
     private static void assertArrayEqualsWithin(float[] want, float[] got, String what) {
         assertEquals(want.length, got.length, what);
         for (int i = 0; i < want.length; i++) assertEquals(want[i], got[i], 2e-5, what + "[" + i + "]");

@@ -2,6 +2,7 @@ package dev.topa.prune;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
@@ -12,7 +13,9 @@ import dev.topa.backend.opencl.OpenCl;
 import dev.topa.backend.opencl.OpenClBackend;
 import dev.topa.model.BertConfig;
 import dev.topa.model.BertModel;
+import dev.topa.model.BertTraining;
 import dev.topa.model.LoraConfig;
+import dev.topa.tensor.DType;
 import dev.topa.tensor.MemoryCategory;
 import dev.topa.tensor.Tensor;
 import dev.topa.tensor.TensorScope;
@@ -149,5 +152,88 @@ class MaskedPruningTest {
             assertTrue(e.getMessage().contains("layer 1 has 24 units"), e.getMessage());
             assertEquals(scoresBefore, again.state(), "a refused state changes nothing");
         }
+    }
+
+    /**
+     * Masks that go on in a compacted model (units named by their dense index, rows zeroed at their
+     * place in the compacted model, runs broken by nothing that model lacks): masking more there and
+     * compacting again gives, to the bit, the dense model masked with both and compacted once --
+     * layer 0's attention emptied on the way; gradients of the adapters lose the same rows; importance
+     * scores fed by the compacted model land in the dense units they belong to, as the masked dense
+     * model would have fed them (zeros where masked).
+     */
+    @Test
+    void masksGoOnInACompactedModelAsInTheDenseOne() {
+        CpuBackend be = CpuBackend.create();
+        SplittableRandom rnd = new SplittableRandom(5);
+        boolean[][] heads2 = {{false, false}, {false, true}}, neurons2 = neurons();
+        for (boolean[] layer : neurons2) for (int j = 0; j < layer.length; j++) layer[j] &= rnd.nextInt(3) > 0;
+        try (BertModel a = model(); BertModel b = model(); TensorScope s = new TensorScope("grads", MemoryCategory.WORKSPACE)) {
+            MaskedPruning dense = new MaskedPruning(CONFIG), first = new MaskedPruning(CONFIG), onCompacted = new MaskedPruning(CONFIG);
+            dense.update(be, a, HEADS, neurons());
+            first.update(be, b, HEADS, neurons());
+            try (BertModel c = onCompacted.compactAs(b, first.state())) {
+                assertEquals(first.state(), onCompacted.heldState());
+                assertTrue(onCompacted.compacted());
+                dense.update(be, a, heads2, neurons2);
+                onCompacted.update(be, c, heads2, neurons2);
+                assertEquals(dense.state(), onCompacted.state());
+                assertFalse(onCompacted.compacted(), "units masked that the compacted model still holds");
+                try (BertModel cutA = dense.compact(a); BertModel cutC = onCompacted.compact(c)) {
+                    assertEquals(cutA.config(), cutC.config());
+                    assertEquals(0, cutA.config().heads(0), "layer 0's attention emptied");
+                    cutA.parameters().forEach((n, t) -> assertArrayEquals(t.toFloatArray(), cutC.parameter(n).toFloatArray(), 0f, n));
+                }
+                // gradients of every parameter, random; the compacted model's are the dense ones' kept part
+                Map<String, Tensor> gradsA = new LinkedHashMap<>(), gradsC = new LinkedHashMap<>();
+                a.parameters().forEach((n, t) -> gradsA.put(n, s.allocate(DType.F32, t.shape()).copyFrom(random(t.numel(), rnd))));
+                c.parameters().forEach((n, t) -> gradsC.put(n, keptOf(s, first, n, gradsA.get(n), t)));
+                dense.maskGradients(be, gradsA);
+                onCompacted.maskGradients(be, gradsC);
+                for (var e : gradsC.entrySet())
+                    assertArrayEquals(keptOf(s, first, e.getKey(), gradsA.get(e.getKey()), e.getValue()).toFloatArray(), e.getValue().toFloatArray(), 0f,
+                            e.getKey());
+                ImportanceScores fromDense = new ImportanceScores(CONFIG), fromCompacted = new ImportanceScores(CONFIG);
+                BertTraining.MaskGradientListener held = fromCompacted.held(onCompacted.heldHeads(), onCompacted.heldNeurons());
+                for (int l = CONFIG.layers() - 1; l >= 0; l--) { // as backward calls them: the last layer first, its FFN before its attention
+                    feed(s, rnd, l, onCompacted.heldNeurons()[l], fromDense::neurons, held::neurons);
+                    feed(s, rnd, l, onCompacted.heldHeads()[l], fromDense::heads, held::heads);
+                }
+                assertEquals(fromDense.state(), fromCompacted.state());
+                assertEquals(1, fromCompacted.batches());
+            }
+        }
+    }
+
+    /** A tensor of to's shape with the kept part (first's masks) of the dense model's from. */
+    private static Tensor keptOf(TensorScope s, MaskedPruning first, String name, Tensor from, Tensor to) {
+        Tensor out = s.allocate(DType.F32, to.shape());
+        StructuredPruning.copyKept(name, from, out, CONFIG, first.keptHeads(), first.keptNeurons());
+        return out;
+    }
+
+    private static float[] random(long n, SplittableRandom rnd) {
+        float[] v = new float[(int) n];
+        for (int i = 0; i < v.length; i++) v[i] = (float) rnd.nextGaussian();
+        return v;
+    }
+
+    private interface Sink {
+        void accept(int layer, Tensor perExample);
+    }
+
+    /**
+     * A batch of 3 examples' mask gradients of layer l's held units, to the compacted model's listener,
+     * and the same with zeros for the units it lacks to the dense one's (as a masked unit's are).
+     */
+    private static void feed(TensorScope s, SplittableRandom rnd, int l, boolean[] held, Sink dense, Sink compacted) {
+        int units = held.length, count = 0;
+        for (boolean h : held) if (h) count++;
+        float[] all = new float[3 * units], part = new float[3 * count];
+        for (int e = 0, k = 0; e < 3; e++)
+            for (int u = 0; u < units; u++)
+                if (held[u]) all[e * units + u] = part[k++] = (float) rnd.nextGaussian() / 3;
+        dense.accept(l, s.allocate(DType.F32, 3, units).copyFrom(all));
+        if (count > 0) compacted.accept(l, s.allocate(DType.F32, 3, count).copyFrom(part)); // backward skips an emptied block
     }
 }
