@@ -593,7 +593,7 @@ public final class PruningAdapter {
             Trainer.State state = null;
             if (resumed != null) {
                 String shape = resumed.containsKey(GRADUAL_COMPACTED) ? resumed.get(GRADUAL_MASKS) : resumed.get(GRADUAL_SHAPE);
-                if (shape != null) {
+                if (shape != null && shape.contains("0")) { // else every unit held: the dense model as it is
                     BertModel held = masks.compactAs(model, shape);
                     model.close();
                     model = held;
