@@ -630,12 +630,9 @@ public final class PruningAdapter {
                             outcome = TrainingLoop.run(cpu, trainer, run.train(), run.dev(), shaped, run.head(), output, outcome,
                                     gradualHooks(masks, scores, copy, step, rampSteps, ramp));
                             copy.copyBack(); // the epoch's values (a no-op on the CPU, where the copy is the model)
-                            if (trainer.epochsDone() == rc.epochs()) {
-                                if (masks.compacted()) return gradualReports(run, trainer, shaped, outcome, rampSteps);
-                                try (BertModel done = masks.compact(shaped)) {
-                                    return gradualReports(run, trainer, done, outcome, rampSteps);
-                                }
-                            }
+                            // done and at its final shape; where the last epoch masked more, the hand-over below first (as a run
+                            // resumed from that epoch's checkpoint does), so that the report is the compacted trainer's
+                            if (trainer.epochsDone() == rc.epochs() && masks.compacted()) return gradualReports(run, trainer, shaped, outcome, rampSteps);
                         }
                         carried = new TensorScope("gradual: the trainer's state", MemoryCategory.WORKSPACE);
                         state = trainer.state(carried);
@@ -650,7 +647,7 @@ public final class PruningAdapter {
                 if (step[0] < rampSteps)
                     say("after epoch %d the adapters train on in the model compacted to the masks so far (encoder parameters %,d -> %,d)",
                             state.epochsDone(), run.denseParams(), encoderParameters(model));
-                else
+                else if (state.epochsDone() < rc.epochs())
                     say("the masks final after epoch %d: the adapters train on in the compacted model (encoder parameters %,d -> %,d)",
                             state.epochsDone(), run.denseParams(), encoderParameters(model));
             }

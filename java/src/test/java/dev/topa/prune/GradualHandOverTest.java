@@ -26,11 +26,12 @@ import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 
 /**
- * The gradual schedule's hand-over: once its masks are final, the masked model's trainer state
- * (adapters, head, both AdamW moments, step) carried into a trainer of the compacted model, which
- * trains on as the masked model would have: the same losses, metrics and adapters, up to the order
- * of float sums (the masked units computed zeros; their adapter rows' gradients are zeroed before
- * clipping, so they count in no norm), with clipping binding at some steps, and with blocks the masks empty.
+ * The gradual schedule's hand-over (at each epoch's end of the ramp): the masked model's trainer
+ * state (adapters, head, both AdamW moments, step) carried into a trainer of the compacted model,
+ * which trains on as the masked model would have: the same losses, metrics and adapters, up to the
+ * order of float sums (the masked units computed zeros; their adapter rows' gradients are zeroed
+ * before clipping, so they count in no norm), with clipping binding at some steps, with blocks the
+ * masks empty, and with masks that tighten again in the compacted model before the next hand-over.
  */
 class GradualHandOverTest {
     private static final CpuBackend CPU = CpuBackend.create();

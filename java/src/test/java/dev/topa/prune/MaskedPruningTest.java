@@ -205,6 +205,34 @@ class MaskedPruningTest {
         }
     }
 
+    /**
+     * The compacted model's backward skips a block with nothing held (BertTraining): a batch still
+     * counts once, whether the last layer holds both blocks, its attention alone, or nothing.
+     */
+    @Test
+    void aBatchCountsOnceWhicheverBlocksTheCompactedModelHolds() {
+        SplittableRandom rnd = new SplittableRandom(8);
+        boolean[] none = new boolean[CONFIG.ffn(1)];
+        boolean[][][][] variants = { // {heads, neurons}
+            {{{true, true}, {true, false}}, neurons()},
+            {{{true, true}, {true, false}}, {neurons()[0], none}},
+            {{{false, true}, {false, false}}, {neurons()[0], none}},
+        };
+        try (TensorScope s = new TensorScope("grads", MemoryCategory.WORKSPACE)) {
+            for (boolean[][][] v : variants) {
+                ImportanceScores scores = new ImportanceScores(CONFIG);
+                BertTraining.MaskGradientListener held = scores.held(v[0], v[1]);
+                for (int batch = 1; batch <= 2; batch++) {
+                    for (int l = CONFIG.layers() - 1; l >= 0; l--) {
+                        feed(s, rnd, l, v[1][l], (layer, t) -> {}, held::neurons);
+                        feed(s, rnd, l, v[0][l], (layer, t) -> {}, held::heads);
+                    }
+                    assertEquals(batch, scores.batches(), "batches with the last layer holding " + java.util.Arrays.toString(v[0][1]) + " heads");
+                }
+            }
+        }
+    }
+
     /** A tensor of to's shape with the kept part (first's masks) of the dense model's from. */
     private static Tensor keptOf(TensorScope s, MaskedPruning first, String name, Tensor from, Tensor to) {
         Tensor out = s.allocate(DType.F32, to.shape());
