@@ -160,13 +160,13 @@ step 60 "$logs/cli.log" "${jrun[@]}" "${lw[@]}" --device cpu --out "$cli/outputs
     "$cli/outputs-cpu"; f4=$?; }
 note "layer-wise on cuda: exit $f4 (runs: cpu $f5, cpu outputs only $f6), $(grep -h -E '^layerwise_' "$logs/cli.log" | tr '\n' ' ')"
 # the gradual schedule with the fine-tuned teacher on the GPU with its defaults (fp32 base: its masks zero rows of the weights
-# there; read back every step), 2 epochs with the ramp over in the first (5 of 12 steps), so that the run hands over to the
-# compacted model, which trains its second epoch there: it must run to the end (its units may differ from the CPU's where
-# scores nearly tie)
-gradual=(--task rte --data-dir "$kit/cli/glue" --model "$kit/cli/model" --device cuda --train-limit 96 --epochs 2 --ramp 0.4)
+# there; read back every step), 3 epochs with the ramp over in the second (11 of 18 steps), so that the run hands over to
+# the model compacted to the masks so far after epoch 1 and to the final ones after epoch 2, each trained there: it must
+# run to the end (its units may differ from the CPU's where scores nearly tie)
+gradual=(--task rte --data-dir "$kit/cli/glue" --model "$kit/cli/model" --device cuda --train-limit 96 --epochs 3 --ramp 0.6)
 step 90 "$logs/cli.log" "${jrun[@]}" dev.topa.app.Main prune-adapt "${gradual[@]}" --score-examples 32 --inference-iterations 0 --schedule gradual \
     --teacher "$cli/finetune" --out "$cli/gradual-cuda"; f7=$?
-note "gradual on cuda: exit $f7, $(grep -h -E '^the masks final|^gradual pruning' "$logs/cli.log" | tail -2 | tr '\n' ' ')"
+note "gradual on cuda: exit $f7, $(grep -h -E 'compacted to the masks so far|^the masks final|^gradual pruning' "$logs/cli.log" | tail -3 | tr '\n' ' ')"
 # OpenCL: the loader and CLBlast from the kit; NVIDIA's ICD registered if the driver's library is here but no file names it
 export LD_LIBRARY_PATH="$kit/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then

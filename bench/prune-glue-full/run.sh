@@ -12,7 +12,7 @@
 #   G  the gradual schedule with the fine-tuned teacher (pa-gradual) on CoLA, RTE, MRPC, STS-B, every seed: on CoLA and
 #      RTE's seed 2 it measured well above the one-shot schedule (probes), so it may become the default (G2: SST-2's, hours);
 #      since 2822c2f its epochs after the ramp train the compacted model (about half a masked epoch's time at 50%), and
-#      since the pin after it the ramp's epochs too, each at the size of the masks so far
+#      since a897e7a the ramp's epochs too, each at the size of the masks so far
 #   C  LoRA and the paper's recipe, first seed (the paper's is 30 fp32 epochs: the longest runs but SST-2's)
 #   D2 seeds 2-3 of LoRA and the paper's recipe
 #   S  the dense epochs check where a seed's full fine-tuning was best at its last epoch (SST-2's seed 1: two hours on
