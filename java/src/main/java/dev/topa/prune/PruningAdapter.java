@@ -566,11 +566,13 @@ public final class PruningAdapter {
                 try (Safetensors st = Safetensors.read(checkpoint)) {
                     resumed = Map.copyOf(st.metadata());
                 }
-                boolean legacy = resumed.containsKey(GRADUAL_COMPACTED); // written before every ramp epoch compacted: its final masks, compacted
-                for (String k : legacy ? List.of(GRADUAL_MASKS) : List.of(GRADUAL_STEP, GRADUAL_MASKS))
+                if (resumed.containsKey(GRADUAL_COMPACTED)) // an older build's, after its ramp: its metadata lacks the step
+                    throw new IllegalArgumentException(checkpoint + ": written by an older topa (compacted only once the masks were final);"
+                            + " run it afresh, or resume it with that version");
+                for (String k : List.of(GRADUAL_STEP, GRADUAL_MASKS))
                     if (!resumed.containsKey(k))
                         throw new IllegalArgumentException(checkpoint + ": no " + k + " in its metadata (not a gradual run's checkpoint)");
-                step[0] = legacy ? rampSteps : Long.parseLong(resumed.get(GRADUAL_STEP));
+                step[0] = Long.parseLong(resumed.get(GRADUAL_STEP));
                 if (step[0] < rampSteps && !resumed.containsKey(GRADUAL_SCORES))
                     throw new IllegalArgumentException(checkpoint + ": no " + GRADUAL_SCORES + " in its metadata, and its ramp is not over");
             }
@@ -592,7 +594,7 @@ public final class PruningAdapter {
             TrainingLoop.Outcome outcome = TrainingLoop.Outcome.NONE;
             Trainer.State state = null;
             if (resumed != null) {
-                String shape = resumed.containsKey(GRADUAL_COMPACTED) ? resumed.get(GRADUAL_MASKS) : resumed.get(GRADUAL_SHAPE);
+                String shape = resumed.get(GRADUAL_SHAPE); // none in an older build's checkpoint of its ramp, which held every unit
                 if (shape != null && shape.contains("0")) { // else every unit held: the dense model as it is
                     BertModel held = masks.compactAs(model, shape);
                     model.close();
@@ -660,8 +662,8 @@ public final class PruningAdapter {
     /**
      * A gradual run's checkpoint metadata beside the trainer's: steps taken, masks, the units the
      * checkpoint's model holds (it was compacted to the masks of an earlier epoch) and, while the
-     * ramp lasts, the importance scores. Before every epoch of the ramp compacted, a checkpoint after
-     * the ramp said only that it was compacted and its masks.
+     * ramp lasts, the importance scores. An older build's checkpoint after its ramp said only that its
+     * model was compacted (and its masks): it is refused.
      */
     private static final String GRADUAL_STEP = "gradual.step", GRADUAL_MASKS = "gradual.masks", GRADUAL_SHAPE = "gradual.shape",
             GRADUAL_SCORES = "gradual.scores", GRADUAL_COMPACTED = "gradual.compacted";
