@@ -96,7 +96,7 @@ public final class MaskedPruning {
         for (int l = 0; l < cfg.layers(); l++) {
             String n = "encoder.layer." + l + ".";
             int d = cfg.headDim();
-            long a = (long) count(heldHeads[l]) * d;
+            long a = (long) StructuredPruning.count(heldHeads[l]) * d;
             Tensor qkvB = byName.get(n + "attention.self.qkv.lora_B"), ffnB = byName.get(n + "intermediate.dense.lora_B");
             if (qkvB != null) zeroMaskedRuns(be, qkvB, keepHeads[l], heldHeads[l], 2 * a, d);
             if (ffnB != null) zeroMaskedRuns(be, ffnB, keepNeurons[l], heldNeurons[l], 0, 1);
@@ -133,7 +133,7 @@ public final class MaskedPruning {
         for (String name : state.tensors().keySet())
             if (!names.contains(name) && !StructuredPruning.emptied(name, h, n))
                 throw new IllegalStateException("the compacted model's trainer has no " + name);
-        BertConfig held = heldConfig();
+        BertConfig held = StructuredPruning.kept(cfg, heldHeads, heldNeurons);
         trainer.restore(state.only(names), (name, from, to) -> StructuredPruning.copyKept(name, from, to, held, h, n));
         holdKept();
     }
@@ -146,11 +146,13 @@ public final class MaskedPruning {
     /**
      * The dense model compacted to the units a state of {@link #heldState} names (a resumed run's
      * model, from the dense one it replayed): these masks, fresh, then keep and hold just those.
+     * A state that holds every unit returns dense itself (nothing to copy).
      */
     public BertModel compactAs(BertModel dense, String heldState) {
         if (!all(heldHeads) || !all(heldNeurons) || !compacted())
             throw new IllegalStateException("masks compacted to a checkpoint's units must be fresh");
         boolean[][][] parsed = parse(heldState);
+        if (all(parsed[0]) && all(parsed[1])) return dense;
         BertModel out = StructuredPruning.compact(dense, parsed[0], parsed[1]);
         for (int l = 0; l < cfg.layers(); l++) {
             keepHeads[l] = parsed[0][l];
@@ -162,7 +164,7 @@ public final class MaskedPruning {
 
     /** Whether the model these masks edit holds no masked unit (it is compacted to them). */
     public boolean compacted() {
-        return equal(heldHeads, keepHeads) && equal(heldNeurons, keepNeurons);
+        return Arrays.deepEquals(heldHeads, keepHeads) && Arrays.deepEquals(heldNeurons, keepNeurons);
     }
 
     private void holdKept() {
@@ -172,21 +174,11 @@ public final class MaskedPruning {
         }
     }
 
-    /** The config of the model holding the held units. */
-    private BertConfig heldConfig() {
-        int[] heads = new int[cfg.layers()], ffn = new int[cfg.layers()];
-        for (int l = 0; l < cfg.layers(); l++) {
-            heads[l] = count(heldHeads[l]);
-            ffn[l] = count(heldNeurons[l]);
-        }
-        return new BertConfig(cfg.vocabSize(), cfg.hidden(), cfg.maxPositions(), cfg.typeVocabSize(), cfg.headDim(), heads, ffn, cfg.layerNormEps());
-    }
-
     /** Per layer, of the held units, whether each is kept (the masks in the held model's own indices). */
     private static boolean[][] inHeld(boolean[][] keep, boolean[][] held) {
         boolean[][] out = new boolean[keep.length][];
         for (int l = 0; l < keep.length; l++) {
-            out[l] = new boolean[count(held[l])];
+            out[l] = new boolean[StructuredPruning.count(held[l])];
             for (int u = 0, at = 0; u < keep[l].length; u++) if (held[l][u]) out[l][at++] = keep[l][u];
         }
         return out;
@@ -231,16 +223,6 @@ public final class MaskedPruning {
     private static boolean all(boolean[][] units) {
         for (boolean[] layer : units) for (boolean u : layer) if (!u) return false;
         return true;
-    }
-
-    private static boolean equal(boolean[][] a, boolean[][] b) {
-        return Arrays.deepEquals(a, b);
-    }
-
-    private static int count(boolean[] units) {
-        int n = 0;
-        for (boolean u : units) if (u) n++;
-        return n;
     }
 
     private static String text(boolean[][] keep) {

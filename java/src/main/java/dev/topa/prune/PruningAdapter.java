@@ -595,9 +595,9 @@ public final class PruningAdapter {
             Trainer.State state = null;
             if (resumed != null) {
                 String shape = resumed.get(GRADUAL_SHAPE); // none in an older build's checkpoint of its ramp, which held every unit
-                if (shape != null && shape.contains("0")) { // else every unit held: the dense model as it is
+                if (shape != null) {
                     BertModel held = masks.compactAs(model, shape);
-                    model.close();
+                    if (held != model) model.close();
                     model = held;
                 }
                 if (resumed.containsKey(GRADUAL_SCORES)) scores.restore(resumed.get(GRADUAL_SCORES));
@@ -613,8 +613,9 @@ public final class PruningAdapter {
                     // each step's masks before the next step: the step hook runs once its loss is read back, so every step (on a
                     // device the loop would read back a window of steps at once, and the masks would come steps late)
                     try (Trainer trainer = new Trainer(be, copy.model, training, copy.head, run.job().task(), rc.trainerConfig(cfg.evalEvery()))) {
-                        trainer.distributed(comm).distillFrom(teacher).beforeOptimizerStep(g -> masks.maskGradients(be, g));
-                        if (ramp) trainer.readBackEvery(1);
+                        trainer.distributed(comm).distillFrom(teacher);
+                        // after the ramp this shape holds no masked unit and the masks change no more: nothing to zero
+                        if (ramp) trainer.readBackEvery(1).beforeOptimizerStep(g -> masks.maskGradients(be, g));
                         if (state != null) {
                             masks.handOver(state, trainer);
                             carried.close(); // the former shape's copy is done with

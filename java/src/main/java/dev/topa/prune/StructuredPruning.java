@@ -27,17 +27,11 @@ public final class StructuredPruning {
         if (keepHeads.length != c.layers() || keepNeurons.length != c.layers())
             throw new IllegalArgumentException("keep masks cover " + keepHeads.length + "/" + keepNeurons.length + " layers, the model has "
                     + c.layers());
-        int[] heads = new int[c.layers()], ffn = new int[c.layers()];
-        for (int l = 0; l < c.layers(); l++) {
+        for (int l = 0; l < c.layers(); l++)
             if (keepHeads[l].length != c.heads(l) || keepNeurons[l].length != c.ffn(l))
                 throw new IllegalArgumentException("layer " + l + ": keep masks of " + keepHeads[l].length + " heads / "
                         + keepNeurons[l].length + " neurons, the layer has " + c.heads(l) + " / " + c.ffn(l));
-            heads[l] = count(keepHeads[l]);
-            ffn[l] = count(keepNeurons[l]);
-        }
-        BertConfig pc = new BertConfig(c.vocabSize(), c.hidden(), c.maxPositions(), c.typeVocabSize(), c.headDim(), heads, ffn,
-                c.layerNormEps());
-        BertModel out = new BertModel(pc);
+        BertModel out = new BertModel(kept(c, keepHeads, keepNeurons));
         LoraConfig lora = dense.loraConfig();
         if (lora != null) out.addLora(lora, 0); // factors overwritten below
         Map<String, Tensor> src = dense.parameters();
@@ -82,7 +76,17 @@ public final class StructuredPruning {
         return false;
     }
 
-    private static int count(boolean[] keep) {
+    /** The config of c's model keeping just the units the masks keep (shapes as c's). */
+    static BertConfig kept(BertConfig c, boolean[][] keepHeads, boolean[][] keepNeurons) {
+        int[] heads = new int[c.layers()], ffn = new int[c.layers()];
+        for (int l = 0; l < c.layers(); l++) {
+            heads[l] = count(keepHeads[l]);
+            ffn[l] = count(keepNeurons[l]);
+        }
+        return new BertConfig(c.vocabSize(), c.hidden(), c.maxPositions(), c.typeVocabSize(), c.headDim(), heads, ffn, c.layerNormEps());
+    }
+
+    static int count(boolean[] keep) {
         int n = 0;
         for (boolean k : keep) if (k) n++;
         return n;

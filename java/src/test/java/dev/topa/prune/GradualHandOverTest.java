@@ -134,11 +134,16 @@ class GradualHandOverTest {
                 }
             }
         }
-        assertEquals(3, handedOver.size());
+        assertSameEpochs(masked, handedOver);
+    }
+
+    /** Three epochs of each, the same steps, losses and dev metrics (up to the order of float sums). */
+    private static void assertSameEpochs(List<Trainer.EpochResult> want, List<Trainer.EpochResult> got) {
+        assertEquals(3, got.size());
         for (int i = 0; i < 3; i++) {
-            assertEquals(masked.get(i).step(), handedOver.get(i).step(), "epoch " + (i + 1));
-            assertEquals(masked.get(i).trainLoss(), handedOver.get(i).trainLoss(), 1e-5, "epoch " + (i + 1));
-            for (Metric m : masked.get(i).dev().keySet()) assertEquals(masked.get(i).dev().get(m), handedOver.get(i).dev().get(m), 1e-9, m + ", epoch " + (i + 1));
+            assertEquals(want.get(i).step(), got.get(i).step(), "epoch " + (i + 1));
+            assertEquals(want.get(i).trainLoss(), got.get(i).trainLoss(), 1e-5, "epoch " + (i + 1));
+            for (Metric m : want.get(i).dev().keySet()) assertEquals(want.get(i).dev().get(m), got.get(i).dev().get(m), 1e-9, m + ", epoch " + (i + 1));
         }
     }
 
@@ -200,12 +205,7 @@ class GradualHandOverTest {
                 shape.close();
             }
         }
-        assertEquals(3, staged.size());
-        for (int i = 0; i < 3; i++) {
-            assertEquals(masked.get(i).step(), staged.get(i).step(), "epoch " + (i + 1));
-            assertEquals(masked.get(i).trainLoss(), staged.get(i).trainLoss(), 1e-5, "epoch " + (i + 1));
-            for (Metric m : masked.get(i).dev().keySet()) assertEquals(masked.get(i).dev().get(m), staged.get(i).dev().get(m), 1e-9, m + ", epoch " + (i + 1));
-        }
+        assertSameEpochs(masked, staged);
     }
 
     private static void assertArrayEqualsWithin(float[] want, float[] got, String what) {
