@@ -30,9 +30,9 @@
 # same figures as a Markdown table (prune-glue.md, with published dense scores for scale), and
 # `name: value` lines (printed, and kept as prune-glue.lines): per task and method the mean best dev main metric (x 100, GLUE points) with
 # its spread, the gaps to the task's strongest dense run (dense full fine-tuning, or a check that beat it), each kind
-# of distillation's effect per task and on average, each pruned method's largest peak ratio to dense full fine-tuning,
-# every dense run best at its last epoch, then the averages over the tasks, avg_metric_gap_points_50 last (positive:
-# the pruned model is behind).
+# of distillation's effect per task and on average (on the seeds both methods ran), each pruned method's largest peak
+# ratio to dense full fine-tuning, every dense run best at its last epoch, then the averages over the tasks,
+# avg_metric_gap_points_50 last (positive: the pruned model is behind; the tasks it averages on the line before).
 # Usage: bench/prune-glue.sh [extra options for every command]
 #   env: DATA (../shared/glue beside the checkout), THREADS (2), TRAIN_LIMIT (all), TASKS ("cola sst2 mrpc stsb rte"),
 #        SPARSITY ("0.5 0.7"), METHODS ("full lora paper pa pa-distill"), SEEDS ("1 2 3"), DISTILL (0.5),

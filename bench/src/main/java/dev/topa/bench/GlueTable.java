@@ -17,10 +17,10 @@ import java.util.Set;
  * bench/prune-glue.sh's summary of its results.tsv (one row per finished run): per task and
  * method the mean best dev main metric over seeds, in GLUE points (x 100), with its spread; the
  * gaps to dense full fine-tuning; distillation's effect per task and on average (and on how many
- * tasks it helps); each pruned method's largest peak ratio to dense full fine-tuning (the whole run's
+ * tasks it helps), each on the seeds both methods ran; each pruned method's largest peak ratio to dense full fine-tuning (the whole run's
  * peak); the dense learning-rate check; whether a dense run's best evaluation was its last (then it
  * may be under-trained; the checks too); the averages over
- * tasks with avg_metric_gap_points_50 last; the plot (metric vs sparsity per task, dense at 0) and
+ * tasks with avg_metric_gap_points_50 last (the tasks it averages on the line before it); the plot (metric vs sparsity per task, dense at 0) and
  * the same figures as a Markdown table beside it (plot.md).
  * The gaps are taken to each task's strongest dense run: the default recipe (full) or a check that
  * beat it (another learning rate, fulllrF; more epochs, fullepN), so a baseline that a check showed
@@ -31,13 +31,35 @@ import java.util.Set;
 public final class GlueTable {
     private GlueTable() {}
 
-    private record Row(String task, String method, double sparsity, double best, double removedPct, double peakMib, boolean bestAtLast) {}
+    private record Row(String task, String method, double sparsity, int seed, double best, double removedPct, double peakMib, boolean bestAtLast) {}
+
+    /** A difference between two methods on one task over the seeds both ran (mean of a minus mean of b there), and those seeds. */
+    private record Matched(double difference, List<Integer> seeds) {
+        String seedsNamed() {
+            return (seeds.size() == 1 ? "seed " : "seeds ") + String.join(" ", seeds.stream().map(String::valueOf).toList());
+        }
+    }
+
+    /** a minus b on task over the seeds both methods ran; null where they share none. */
+    static Matched matched(List<Row> rows, String task, String a, String b) {
+        Map<Integer, Double> ofA = new java.util.TreeMap<>(), ofB = new java.util.TreeMap<>();
+        for (Row r : rows)
+            if (r.task().equals(task)) {
+                if (r.method().equals(a)) ofA.put(r.seed(), r.best());
+                if (r.method().equals(b)) ofB.put(r.seed(), r.best());
+            }
+        ofA.keySet().retainAll(ofB.keySet());
+        if (ofA.isEmpty()) return null;
+        double sum = 0;
+        for (var e : ofA.entrySet()) sum += e.getValue() - ofB.get(e.getKey());
+        return new Matched(sum / ofA.size(), List.copyOf(ofA.keySet()));
+    }
 
     public static void main(String[] args) throws Exception {
         List<Row> rows = new ArrayList<>();
         for (String line : Files.readAllLines(Path.of(args[0])).subList(1, Files.readAllLines(Path.of(args[0])).size())) {
             String[] f = line.split("\t");
-            rows.add(new Row(f[0], f[1], Double.parseDouble(f[2]), 100 * Double.parseDouble(f[4]), Double.parseDouble(f[5]),
+            rows.add(new Row(f[0], f[1], Double.parseDouble(f[2]), Integer.parseInt(f[3]), 100 * Double.parseDouble(f[4]), Double.parseDouble(f[5]),
                     Double.parseDouble(f[6]), f.length > 8 && f[8].equals("true")));
         }
         Set<String> tasks = new LinkedHashSet<>(), methods = new LinkedHashSet<>();
@@ -59,16 +81,18 @@ public final class GlueTable {
                 if (m.startsWith("full") && rs.stream().anyMatch(Row::bestAtLast)) // every dense run, the checks too: a check can be cut short
                     System.out.printf(Locale.ROOT, "%s_%s_best_at_last_epoch: true (a longer run might still improve it)%n", t, m);
             }
-        // the dense checks: another learning rate (fulllrF) or more epochs (fullepN) that beats the default's mean says the
-        // baseline was weak or cut short
+        // the dense checks: another learning rate (fulllrF) or more epochs (fullepN) against the default recipe on the same
+        // seeds (the reference below is chosen by means: a one-seed check that beats the default's mean replaces it)
         String[][] checks = {{"fulllr", "dense_lr_x"}, {"fullep", "dense_epochs_"}};
         for (String m : methods)
             for (String[] c : checks)
                 if (m.startsWith(c[0]))
-                    for (String t : tasks)
-                        if (mean.containsKey(t + "/" + m) && mean.containsKey(t + "/full"))
-                            System.out.printf(Locale.ROOT, "%s_%s%s_minus_default_points: %.2f%n", t, c[1], m.substring(c[0].length()),
-                                    mean.get(t + "/" + m)[0] - mean.get(t + "/full")[0]);
+                    for (String t : tasks) {
+                        Matched d = matched(rows, t, m, "full");
+                        if (d != null)
+                            System.out.printf(Locale.ROOT, "%s_%s%s_minus_default_points: %.2f (%s)%n", t, c[1], m.substring(c[0].length()),
+                                    d.difference(), d.seedsNamed());
+                    }
         Map<String, String> reference = denseReferences(tasks, methods, mean);
         for (var e : reference.entrySet())
             if (!e.getValue().equals("full"))
@@ -88,7 +112,8 @@ public final class GlueTable {
         }
         // distillation's effect: pa-distillNN (the dense fine-tuned teacher) and warmdistillNN (the warm-up's) against paNN;
         // the layer-wise term's, pa-hiddenNN, and the gradual schedule's, pa-gradualNN, against pa-distillNN (the same teacher's
-        // outputs, one-shot and without the layer-wise term)
+        // outputs, one-shot and without the layer-wise term); each on the seeds both ran, so that a method run on one seed is
+        // not set against another's mean over three (a task where they share none is left out)
         String[][] effects = {{"pa-distill", "pa", "distill"}, {"warmdistill", "pa", "warmdistill"}, {"pa-hidden", "pa-distill", "hidden"},
                 {"pa-gradual", "pa-distill", "gradual"}};
         for (String m : methods)
@@ -97,10 +122,10 @@ public final class GlueTable {
                     String sp = m.substring(e[0].length());
                     List<Double> each = new ArrayList<>();
                     for (String t : tasks) {
-                        double[] with = mean.get(t + "/" + m), without = mean.get(t + "/" + e[1] + sp);
-                        if (with == null || without == null) continue;
-                        System.out.printf(Locale.ROOT, "%s_%s_effect_points_%s: %.2f%n", t, e[2], sp, with[0] - without[0]);
-                        each.add(with[0] - without[0]);
+                        Matched d = matched(rows, t, m, e[1] + sp);
+                        if (d == null) continue;
+                        System.out.printf(Locale.ROOT, "%s_%s_effect_points_%s: %.2f (%s)%n", t, e[2], sp, d.difference(), d.seedsNamed());
+                        each.add(d.difference());
                     }
                     if (!each.isEmpty())
                         System.out.printf(Locale.ROOT, "avg_%s_effect_points_%s: %.2f (%d tasks, better on %d)%n", e[2], sp,
@@ -132,7 +157,10 @@ public final class GlueTable {
                 System.out.printf(Locale.ROOT, "%s_to_default_full: %.2f%n", name, toDefault.get(e.getKey()).stream().mapToDouble(Double::doubleValue).average().orElse(0));
             String line = String.format(Locale.ROOT, "%s: %.2f (%d tasks)", name, e.getValue().stream().mapToDouble(Double::doubleValue).average().orElse(0),
                     e.getValue().size());
-            if (name.equals("avg_metric_gap_points_50")) last = line.replaceFirst(" \\(.*", "");
+            if (name.equals("avg_metric_gap_points_50")) // the asked figure last and bare; the tasks it averages on the line before it
+                last = String.format(Locale.ROOT, "%s_tasks: %d (%s)%n%s", name, e.getValue().size(),
+                        String.join(" ", tasks.stream().filter(t -> reference.containsKey(t) && mean.containsKey(t + "/" + e.getKey())).toList()),
+                        line.replaceFirst(" \\(.*", ""));
             else System.out.println(line);
         }
         if (last != null) System.out.println(last);

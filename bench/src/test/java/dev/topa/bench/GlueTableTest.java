@@ -93,6 +93,33 @@ class GlueTableTest {
     }
 
     @Test
+    void effectsAreTakenOnTheSeedsBothMethodsRan() throws Exception {
+        // pa-distill50 on three seeds (mean 60), pa-gradual50 on seed 1 only: its effect is against seed 1's 55, not the mean;
+        // on mrpc the two share no seed, so mrpc has no gradual effect; the lr check against the default's seed 1, not its mean
+        List<String> lines = run(List.of(
+                row("rte", "full", 0, 1, 0.64, 700, false), row("rte", "full", 0, 2, 0.66, 700, false), row("rte", "full", 0, 3, 0.68, 700, false),
+                row("rte", "fulllr2", 0, 1, 0.65, 700, false),
+                row("rte", "pa-distill50", 0.5, 1, 0.55, 250, false), row("rte", "pa-distill50", 0.5, 2, 0.60, 250, false),
+                row("rte", "pa-distill50", 0.5, 3, 0.65, 250, false), row("rte", "pa-gradual50", 0.5, 1, 0.57, 250, false),
+                row("mrpc", "full", 0, 1, 0.86, 700, false), row("mrpc", "pa-distill50", 0.5, 2, 0.84, 250, false),
+                row("mrpc", "pa-gradual50", 0.5, 1, 0.85, 250, false)));
+        assertEquals(2.0, value(lines, "rte_gradual_effect_points_50"), 1e-9);
+        assertTrue(lines.contains("rte_gradual_effect_points_50: 2.00 (seed 1)"), lines.toString());
+        assertFalse(lines.stream().anyMatch(l -> l.startsWith("mrpc_gradual_effect")), "no seed in common: " + lines);
+        assertTrue(lines.contains("avg_gradual_effect_points_50: 2.00 (1 tasks, better on 1)"), lines.toString());
+        assertEquals(1.0, value(lines, "rte_dense_lr_x2_minus_default_points"), 1e-9); // 65 - 64, not 65 - 66
+        assertEquals(66.0 - 60.0, value(lines, "rte_gap_points_pa-distill50"), 1e-9); // the gaps stay means against the reference
+    }
+
+    @Test
+    void theAskedFigureNamesTheTasksItAveragesOnTheLineBefore() throws Exception {
+        List<String> lines = run(List.of(row("mrpc", "full", 0, 1, 0.85, 700, false), row("mrpc", "pa50", 0.5, 1, 0.84, 250, false),
+                row("cola", "full", 0, 1, 0.33, 500, false), row("cola", "pa70", 0.7, 1, 0.20, 150, false)));
+        assertEquals("avg_metric_gap_points_50_tasks: 1 (mrpc)", lines.get(lines.size() - 2), "cola has no 50% row: " + lines);
+        assertEquals("avg_metric_gap_points_50: 1.00", lines.getLast());
+    }
+
+    @Test
     void withoutAWinningCheckTheDefaultIsTheReference() throws Exception {
         List<String> lines = run(List.of(row("mrpc", "full", 0, 1, 0.85, 700, false), row("mrpc", "pa50", 0.5, 1, 0.84, 250, false)));
         assertFalse(lines.stream().anyMatch(l -> l.contains("dense_reference") || l.contains("to_default_full")), lines.toString());
