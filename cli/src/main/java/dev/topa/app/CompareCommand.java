@@ -135,6 +135,7 @@ final class CompareCommand implements Callable<Integer> {
         if (job.dataDir != null) cmd.addAll(List.of("--data-dir", job.dataDir.toString()));
         if (epochs != null) cmd.addAll(List.of("--epochs", epochs.toString()));
         if (job.trainLimit != null) cmd.addAll(List.of("--train-limit", job.trainLimit.toString()));
+        if (job.devLimit != null) cmd.addAll(List.of("--dev-limit", job.devLimit.toString()));
         if (job.overwrite) cmd.add("--overwrite");
         if (maxSeqLen != null) cmd.addAll(List.of("--max-seq-len", maxSeqLen.toString()));
         if (threads.threads > 0) cmd.addAll(List.of("--threads", Integer.toString(threads.threads)));
@@ -193,6 +194,7 @@ final class CompareCommand implements Callable<Integer> {
         root.put("task", job.task);
         root.put("model", job.model);
         if (job.trainLimit != null) root.put("train_limit", job.trainLimit);
+        if (job.devLimit != null) root.put("dev_limit", job.devLimit);
         if (epochs != null) root.put("epochs", epochs);
         ArrayNode methods = root.putArray("methods"), points = root.putArray("sparsity_curve");
         for (Row r : table) methods.add(json.valueToTree(rowMap(r)));

@@ -106,7 +106,7 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                 rc = rc.withBasePrecision(choice.bf16() ? Recipe.Precision.BF16 : Recipe.Precision.FP32);
                 System.out.println("frozen base: " + choice.describe());
             }
-            RunIdentity identity = RunIdentity.of(t, m, trainEx, rc); // of the model as loaded
+            RunIdentity identity = RunIdentity.of(t, m, trainEx, devEx, rc); // of the model as loaded
             if (rc.method() == Recipe.Method.LORA) m.addLora(rc.loraConfig(), rc.seed());
             // on a GPU the model and head train there; the host copies receive the trained values for saving
             try (TrainingCopy copy = new TrainingCopy(be, m, head);
@@ -140,7 +140,7 @@ final class FinetuneCommand implements Callable<Integer>, RecipeOptions.TakesRec
                         TrainingLoop.Hooks.NONE.withExport(copy.export()).withListener(progress));
                 MemoryTracker mem = MemoryTracker.of(be.device());
                 if (!root) return 0;
-                TrainingReport.write(out.path(), t, rc, loaded.description(), trainer.trainableParameters(), total, run, mem);
+                TrainingReport.write(out.path(), t, rc, loaded.description(), trainer.trainableParameters(), total, train.size(), dev.size(), run, mem);
                 TrainingPlot.write(out.file("report.png"), t.folder() + ", " + rc.method().label(), run.stepLoss(),
                         run.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));
                 System.out.print(mem.report());

@@ -27,6 +27,10 @@ final class TaskOptions {
     @Option(names = "--train-limit", description = "use only the first N training examples")
     Integer trainLimit;
 
+    @Option(names = "--dev-limit", description = {"evaluate on only the first N dev examples (quick runs: the best model is chosen",
+            "on them, and the reports give the number evaluated)"})
+    Integer devLimit;
+
     @Option(names = "--overwrite", description = {"replace what --out holds (its model stays until the new one is complete);",
             "without it a non-empty --out is refused"})
     boolean overwrite;
@@ -69,9 +73,11 @@ final class TaskOptions {
         return trainLimit == null ? all : all.subList(0, Math.min(trainLimit, all.size()));
     }
 
-    /** The first dev split's examples. */
+    /** The first dev split's examples (the first --dev-limit of them). */
     List<Example> dev() throws IOException {
+        if (devLimit != null && devLimit < 1) throw new IllegalArgumentException("--dev-limit must be >= 1, got " + devLimit);
         GlueTask t = glueTask();
-        return t.dev(data(), t.devSplits().get(0));
+        List<Example> all = t.dev(data(), t.devSplits().get(0));
+        return devLimit == null ? all : all.subList(0, Math.min(devLimit, all.size()));
     }
 }

@@ -105,7 +105,7 @@ class OpenClCliTest {
         Path out = dir.resolve("blocks");
         ok(List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--structure", "blocks", "--scorer", "taylor",
                 "--epochs", "1", "--train-limit", "32", "--batch-size", "16", "--max-seq-len", "48", "--score-examples", "16", "--sparsity", "0.5",
-                "--inference-iterations", "0", "--out", out.toString()));
+                "--inference-iterations", "0", "--dev-limit", "32", "--out", out.toString()));
         assertTrue(Files.readString(out.resolve("config.json")).contains("topa_block_size"), "saved with its block masks");
         String[] devices = {"cpu", "opencl"};
         double[][] figures = new double[2][];
@@ -129,10 +129,10 @@ class OpenClCliTest {
         needsOpenCl();
         Path teacher = dir.resolve("teacher");
         ok(List.of("finetune", "--task", "rte", "--method", "full", "--data-dir", TestData.glue().toString(), "--train-limit", "32", "--epochs", "1",
-                "--batch-size", "16", "--max-seq-len", "48", "--out", teacher.toString()));
+                "--batch-size", "16", "--max-seq-len", "48", "--dev-limit", "32", "--out", teacher.toString()));
         List<String> args = List.of("prune-adapt", "--task", "rte", "--data-dir", TestData.glue().toString(), "--epochs", "1", "--train-limit", "32",
                 "--batch-size", "16", "--max-seq-len", "48", "--score-examples", "16", "--sparsity", "0.5", "--inference-iterations", "0", "--seed", "3",
-                "--distill", "0.5", "--teacher", teacher.toString());
+                "--distill", "0.5", "--teacher", teacher.toString(), "--dev-limit", "32"); // the adapters are compared, not the dev metric
         ok(with(args, "--distill-hidden", "1", "--device", "cpu", "--out", dir.resolve("cpu").toString()));
         ok(with(args, "--distill-hidden", "1", "--device", "opencl", "--out", dir.resolve("opencl").toString()));
         ok(with(args, "--device", "cpu", "--out", dir.resolve("outputs-only").toString()));
@@ -162,7 +162,8 @@ class OpenClCliTest {
         needsOpenCl();
         // 48 examples in batches of 16: 9 steps, the ramp 5 of them (the masks final in epoch 2), so the checkpoint after epoch 1 is
         // mid-ramp; after epochs 1 and 2 the model is compacted (on the host) and trains on on the device, in the unbroken run and the resumed one
-        List<String> gradual = List.of("--schedule", "gradual", "--ramp", "0.5", "--base-precision", "fp32");
+        // the first 96 dev examples: an evaluation on PoCL costs seconds, and this test evaluates seven times
+        List<String> gradual = List.of("--schedule", "gradual", "--ramp", "0.5", "--base-precision", "fp32", "--dev-limit", "96");
         ReliabilityTest.killedAndResumed(dir, 48, 32, with(gradual, "--device", "opencl"));
         try (Safetensors st = Safetensors.read(dir.resolve("straight/checkpoint.safetensors"))) {
             assertEquals(st.metadata().get("gradual.masks"), st.metadata().get("gradual.shape"), "the last epoch trained the compacted model");
@@ -171,6 +172,9 @@ class OpenClCliTest {
         JsonNode cpu = new ObjectMapper().readTree(dir.resolve("cpu/pruning.json").toFile());
         JsonNode device = new ObjectMapper().readTree(dir.resolve("straight/pruning.json").toFile());
         assertEquals("gradual", device.get("schedule").asText(), device.toString());
+        JsonNode report = new ObjectMapper().readTree(dir.resolve("straight/report.json").toFile());
+        assertEquals(48, report.get("train_examples").asInt(), report.toString());
+        assertEquals(96, report.get("dev_examples").asInt(), "the dev metrics are over the first 96: " + report);
         assertEquals(cpu.get("encoder_parameters_pruned").asLong(), device.get("encoder_parameters_pruned").asLong(), device.toString());
         assertTrue(Math.abs(cpu.get("best_dev").asDouble() - device.get("best_dev").asDouble()) < 0.05, cpu + "\n" + device);
     }

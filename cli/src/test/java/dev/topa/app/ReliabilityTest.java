@@ -396,6 +396,11 @@ class ReliabilityTest {
                     dir.resolve("out").toString());
             assertEquals(1, r.code(), r.printed());
             assertTrue(r.err().contains("--train-limit must be >= 1, got -3"), r.printed());
+            CliRun d = CliRun.of("finetune", "--task", "rte", "--data-dir", TestData.glue().toString(), "--dev-limit", "0", "--out",
+                    dir.resolve("out").toString());
+            assertEquals(1, d.code(), d.printed());
+            assertTrue(d.err().contains("--dev-limit must be >= 1, got 0"), d.printed());
+            assertFalse(Files.exists(dir.resolve("out")));
         }
     }
 
@@ -417,6 +422,10 @@ class ReliabilityTest {
             CliRun data = run(fewer);
             assertEquals(1, data.code(), data.printed());
             assertTrue(data.err().contains("train_examples: checkpoint 32, this run 16"), data.printed());
+            // the best model is chosen on the dev examples: a part of the split is another run
+            CliRun dev = run(shortRun(TestData.glue(), out, "--resume", "--dev-limit", "50"));
+            assertEquals(1, dev.code(), dev.printed());
+            assertTrue(dev.err().contains("dev_examples: checkpoint 277, this run 50"), dev.printed());
             CliRun task = CliRun.of(shortRun(TestData.glue(), out, "--resume").stream().map(a -> a.equals("rte") ? "mrpc" : a).toArray(String[]::new));
             assertEquals(1, task.code(), task.printed());
             assertTrue(task.err().contains("task: checkpoint RTE, this run MRPC"), task.printed());

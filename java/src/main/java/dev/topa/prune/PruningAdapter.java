@@ -218,7 +218,7 @@ public final class PruningAdapter {
 
     /** What makes a run the same run: finetune's identity (task, model as loaded, data, recipe) and this pipeline's settings. */
     private RunIdentity identity(Job job, BertModel dense) {
-        Map<String, String> f = new LinkedHashMap<>(RunIdentity.of(job.task(), dense, job.train(), job.recipe()).fields());
+        Map<String, String> f = new LinkedHashMap<>(RunIdentity.of(job.task(), dense, job.train(), job.dev(), job.recipe()).fields());
         f.put("prune.config", new Config(cfg.preset(), cfg.pruneOnly(), cfg.sparsity(), cfg.structure(), cfg.schedule(), cfg.ramp(), cfg.minHeads(),
                 cfg.minFfn(), cfg.scorer(), cfg.scoreExamples(), cfg.evalEvery(), 0).toString()); // the serving probe's length changes no training
         f.put("prune.distill", distillAlpha + "/" + distillTemperature + "/" + (teacherDir == null ? "warm-up" : teacherDir.toString())
@@ -726,7 +726,8 @@ public final class PruningAdapter {
         Path out = run.job().out().path();
         GlueTask t = run.job().task();
         long total = pruned.parameters().entrySet().stream().mapToLong(e -> BertModel.parameterCount(e.getKey(), e.getValue())).sum();
-        TrainingReport.write(out, t, run.recipe(), description, trainer.trainableParameters(), total, outcome, run.mem());
+        TrainingReport.write(out, t, run.recipe(), description, trainer.trainableParameters(), total, run.train().size(), run.dev().size(), outcome,
+                run.mem());
         listener.message(run.mem().report().stripTrailing()); // the run's peaks, before the serving probe below resets them
         TrainingPlot.write(out.resolve("report.png"), t.folder() + ", " + plotTitle, outcome.stepLoss(),
                 outcome.results().stream().map(r -> r.dev().get(t.mainMetric())).toList(), t.mainMetric().name().toLowerCase(Locale.ROOT));

@@ -14,23 +14,30 @@ import java.util.Objects;
 
 /**
  * What makes a run the same run: the task, the starting model (its fingerprint), the training
- * data and every field of the recipe. Written into each checkpoint; a resume compares it and refuses
- * a checkpoint of another run, saying what differs.
+ * data, the dev examples the best model is chosen on, and every field of the recipe. Written into
+ * each checkpoint; a resume compares it and refuses a checkpoint of another run, saying what differs.
  */
 public record RunIdentity(Map<String, String> fields) {
     private static final String PREFIX = "run.";
+    /**
+     * Fields that checkpoints of older builds do not record (they evaluated the whole dev split): a
+     * checkpoint without them resumes (one resumed with a part of the split is not caught).
+     */
+    private static final java.util.Set<String> NOT_RECORDED_BEFORE = java.util.Set.of("dev_examples", "dev_data");
 
     public RunIdentity {
         fields = Map.copyOf(fields);
     }
 
-    /** model: as loaded, before any adapter is added or any weight trained. */
-    public static RunIdentity of(GlueTask task, BertModel model, List<Example> train, Recipe recipe) {
+    /** model: as loaded, before any adapter is added or any weight trained; dev: the examples the best model is chosen on. */
+    public static RunIdentity of(GlueTask task, BertModel model, List<Example> train, List<Example> dev, Recipe recipe) {
         Map<String, String> f = new LinkedHashMap<>();
         f.put("task", task.name());
         f.put("model", model.fingerprint());
         f.put("train_examples", Integer.toString(train.size()));
         f.put("train_data", dataFingerprint(train));
+        f.put("dev_examples", Integer.toString(dev.size()));
+        f.put("dev_data", dataFingerprint(dev));
         recipe.describe().forEach((k, v) -> f.put("recipe." + k, String.valueOf(v)));
         return new RunIdentity(f);
     }
@@ -72,6 +79,7 @@ public record RunIdentity(Map<String, String> fields) {
         List<String> diffs = new ArrayList<>();
         for (var e : new java.util.TreeMap<>(fields).entrySet()) {
             String theirs = metadata.get(PREFIX + e.getKey());
+            if (theirs == null && NOT_RECORDED_BEFORE.contains(e.getKey())) continue;
             if (!e.getValue().equals(theirs))
                 diffs.add(e.getKey() + ": checkpoint " + (theirs == null ? "(not recorded)" : theirs) + ", this run " + e.getValue());
         }

@@ -15,11 +15,11 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 
-/** report.json and report.md of a fine-tuning run: metrics per epoch, the best (the saved model's), parameters, memory. */
+/** report.json and report.md of a fine-tuning run: the examples, metrics per epoch, the best (the saved model's), parameters, memory. */
 public final class TrainingReport {
     private TrainingReport() {}
 
-    public static void write(Path dir, GlueTask task, Recipe recipe, String model, long trainable, long total,
+    public static void write(Path dir, GlueTask task, Recipe recipe, String model, long trainable, long total, int trainExamples, int devExamples,
             TrainingLoop.Outcome outcome, MemoryTracker memory) throws IOException {
         List<Trainer.EpochResult> epochs = outcome.results();
         String method = recipe.method().label();
@@ -32,6 +32,8 @@ public final class TrainingReport {
         r.put("model", model);
         r.put("trainable_parameters", trainable);
         r.put("total_parameters", total);
+        r.put("train_examples", trainExamples);
+        r.put("dev_examples", devExamples); // the dev metrics are over these (all of the split unless --dev-limit)
         ArrayNode ep = r.putArray("epochs");
         for (Trainer.EpochResult e : epochs) {
             ObjectNode n = ep.addObject();
@@ -61,6 +63,7 @@ public final class TrainingReport {
         md.append("# ").append(task.folder()).append(" — ").append(method).append("\n\n");
         md.append("- model: ").append(model).append('\n');
         md.append("- recipe: ").append(recipe.describe()).append('\n');
+        md.append(String.format(Locale.ROOT, "- examples: %,d training, %,d dev%n", trainExamples, devExamples));
         md.append(String.format(Locale.ROOT, "- trainable parameters: %,d of %,d (%.2f%%)%n", trainable, total, 100.0 * trainable / total));
         md.append("- peak memory: ").append(MemoryTracker.human(memory.totalPeak())).append(" (by phase in the memory table below)\n\n");
         md.append("| epoch | step | train loss | ");

@@ -25,9 +25,11 @@ class TrainingReportTest {
         // epoch 2 scored highest but its model was never saved (gradual pruning's ramp); epoch 3's was
         List<Trainer.EpochResult> evals = List.of(eval(1, 0.55), eval(2, 0.71), eval(3, 0.62), eval(4, 0.60));
         TrainingLoop.Outcome outcome = new TrainingLoop.Outcome(evals, List.of(0.7, 0.6), 0.62, 2);
-        TrainingReport.write(dir, GlueTask.RTE, Recipe.defaults(GlueTask.RTE, Recipe.Method.LORA), "test model", 10, 100, outcome,
+        TrainingReport.write(dir, GlueTask.RTE, Recipe.defaults(GlueTask.RTE, Recipe.Method.LORA), "test model", 10, 100, 32, 277, outcome,
                 MemoryTracker.of(Device.CPU));
-        JsonNode best = new ObjectMapper().readTree(dir.resolve("report.json").toFile()).get("best");
+        JsonNode report = new ObjectMapper().readTree(dir.resolve("report.json").toFile()), best = report.get("best");
+        assertEquals(32, report.get("train_examples").asInt());
+        assertEquals(277, report.get("dev_examples").asInt());
         assertEquals(3, best.get("epoch").asInt(), best.toString());
         assertEquals(0.62, best.get("accuracy").asDouble(), best.toString());
     }
@@ -35,7 +37,7 @@ class TrainingReportTest {
     @Test
     void noSavedEvaluationMeansNoBest(@TempDir Path dir) throws Exception {
         TrainingLoop.Outcome outcome = new TrainingLoop.Outcome(List.of(eval(1, 0.71)), List.of(0.7), Double.NEGATIVE_INFINITY, -1);
-        TrainingReport.write(dir, GlueTask.RTE, Recipe.defaults(GlueTask.RTE, Recipe.Method.LORA), "test model", 10, 100, outcome,
+        TrainingReport.write(dir, GlueTask.RTE, Recipe.defaults(GlueTask.RTE, Recipe.Method.LORA), "test model", 10, 100, 32, 277, outcome,
                 MemoryTracker.of(Device.CPU));
         assertFalse(new ObjectMapper().readTree(dir.resolve("report.json").toFile()).has("best"));
     }
