@@ -24,11 +24,11 @@ final class TaskOptions {
     @Option(names = "--out", required = true, description = "where the outputs go: the best model (LoRA merged), head, tokenizer and reports; compare: a folder per run")
     Path out;
 
-    @Option(names = "--train-limit", description = "use only the first N training examples")
+    @Option(names = "--train-limit", paramLabel = "N", description = "use only the first N training examples")
     Integer trainLimit;
 
-    @Option(names = "--dev-limit", description = {"evaluate on only the first N dev examples (quick runs: the best model is chosen",
-            "on them, and the reports give the number evaluated)"})
+    @Option(names = "--dev-limit", paramLabel = "N", description = "evaluate on only the first N dev examples (quick runs: the best model is"
+            + " chosen on them; the reports give how many)")
     Integer devLimit;
 
     @Option(names = "--overwrite", description = {"replace what --out holds (its model stays until the new one is complete);",
