@@ -33,10 +33,14 @@ public final class GlueTable {
 
     private record Row(String task, String method, double sparsity, int seed, double best, double removedPct, double peakMib, boolean bestAtLast) {}
 
-    /** A difference between two methods on one task over the seeds both ran (mean of a minus mean of b there), and those seeds. */
-    private record Matched(double difference, List<Integer> seeds) {
+    /**
+     * A difference between two methods on one task over the seeds both ran (mean of a minus mean of b there), the sample sd
+     * of the per-seed differences (0 for one seed), and those seeds.
+     */
+    private record Matched(double difference, double sd, List<Integer> seeds) {
         String seedsNamed() {
-            return (seeds.size() == 1 ? "seed " : "seeds ") + String.join(" ", seeds.stream().map(String::valueOf).toList());
+            String named = (seeds.size() == 1 ? "seed " : "seeds ") + String.join(" ", seeds.stream().map(String::valueOf).toList());
+            return seeds.size() == 1 ? named : String.format(Locale.ROOT, "%s; sd %.2f", named, sd);
         }
     }
 
@@ -50,9 +54,10 @@ public final class GlueTable {
             }
         ofA.keySet().retainAll(ofB.keySet());
         if (ofA.isEmpty()) return null;
-        double sum = 0;
-        for (var e : ofA.entrySet()) sum += e.getValue() - ofB.get(e.getKey());
-        return new Matched(sum / ofA.size(), List.copyOf(ofA.keySet()));
+        double[] d = ofA.entrySet().stream().mapToDouble(e -> e.getValue() - ofB.get(e.getKey())).toArray();
+        double mean = java.util.Arrays.stream(d).average().orElseThrow(), ss = 0;
+        for (double x : d) ss += (x - mean) * (x - mean);
+        return new Matched(mean, d.length > 1 ? Math.sqrt(ss / (d.length - 1)) : 0, List.copyOf(ofA.keySet()));
     }
 
     public static void main(String[] args) throws Exception {

@@ -109,6 +109,13 @@ class GlueTableTest {
         assertTrue(lines.contains("avg_gradual_effect_points_50: 2.00 (1 tasks, better on 1)"), lines.toString());
         assertEquals(1.0, value(lines, "rte_dense_lr_x2_minus_default_points"), 1e-9); // 65 - 64, not 65 - 66
         assertEquals(66.0 - 60.0, value(lines, "rte_gap_points_pa-distill50"), 1e-9); // the gaps stay means against the reference
+        // on several seeds the spread of the per-seed differences: 64-66-68 against 55-60-65 differ by 9, 6, 3
+        List<String> three = run(List.of(
+                row("rte", "full", 0, 1, 0.64, 700, false), row("rte", "full", 0, 2, 0.66, 700, false), row("rte", "full", 0, 3, 0.68, 700, false),
+                row("rte", "pa-distill50", 0.5, 1, 0.55, 250, false), row("rte", "pa-distill50", 0.5, 2, 0.60, 250, false),
+                row("rte", "pa-distill50", 0.5, 3, 0.65, 250, false), row("rte", "pa-gradual50", 0.5, 1, 0.64, 250, false),
+                row("rte", "pa-gradual50", 0.5, 2, 0.66, 250, false), row("rte", "pa-gradual50", 0.5, 3, 0.68, 250, false)));
+        assertTrue(three.contains("rte_gradual_effect_points_50: 6.00 (seeds 1 2 3; sd 3.00)"), three.toString());
     }
 
     @Test
