@@ -12,8 +12,9 @@ import java.util.List;
  * held to the bf16 floor), then again for every kernel choice the backend's {@link CudaBackend.Tuning}
  * offers (block-sparse kernels, the attention backward on CUDA cores), then the timings. Modes:
  * {@code check} (the cases only: what the kit runs under compute-sanitizer and as its parity stage),
- * {@code bench} (the timings only), none (both). Prints a line per case and {@code ops_failures: N}
- * last; exits 1 on a failure, 2 without a GPU.
+ * {@code bench} (the timings only), none (both); op families after the mode limit the cases to them
+ * ({@code check blocksparse attention}: a slow sanitizer tool over the hand-written kernels only).
+ * Prints a line per case and {@code ops_failures: N} last; exits 1 on a failure, 2 without a GPU.
  */
 public final class OpsCheck {
     /** The normwise error of a product of bf16-rounded operands summed in fp32: a few units of bf16's 2^-9 (kit/emulate/rounding_bounds.py). */
@@ -25,9 +26,11 @@ public final class OpsCheck {
         Gpu.requireOrExit();
         String mode = args.length > 0 ? args[0] : "all";
         boolean check = !mode.equals("bench"), bench = mode.equals("all") || mode.equals("bench");
+        List<String> families = args.length > 1 ? List.of(args).subList(1, args.length) : List.of();
+        families.forEach(Ops::families); // an unknown family refused before the device opens
         List<String> failed = new ArrayList<>();
         try (CudaBackend exact = CudaBackend.open(0, CudaBackend.Precision.FP32); CudaBackend mixed = CudaBackend.open(0)) {
-            if (check) failed.addAll(checks(exact, mixed));
+            if (check) failed.addAll(checks(exact, mixed, families));
             if (bench) {
                 Ops.bench(exact, null, 4096, 7, System.out);
                 Ops.bench(mixed, null, 4096, 7, System.out);
@@ -38,25 +41,31 @@ public final class OpsCheck {
         System.exit(failed.isEmpty() ? 0 : 1);
     }
 
-    /** Every case in both modes and under every kernel choice: the failures. */
-    static List<String> checks(CudaBackend exact, CudaBackend mixed) {
+    /** Every case of families (none: of every family) in both modes and under every kernel choice: the failures. */
+    static List<String> checks(CudaBackend exact, CudaBackend mixed, List<String> families) {
         List<String> failed = new ArrayList<>();
-        failed.addAll(run(exact, 0, "fp32"));
-        failed.addAll(run(mixed, BF16_PRODUCTS, "mixed"));
-        for (CudaBackend.BlockSparseKernel k : CudaBackend.BlockSparseKernel.values()) {
-            mixed.tuning().blockSparseKernel(k);
-            failed.addAll(Ops.checkAll(mixed, "blocksparse", BF16_PRODUCTS, System.out).stream().map(f -> "mixed " + k + " " + f).toList());
+        for (String family : families.isEmpty() ? java.util.Collections.singletonList((String) null) : families) {
+            failed.addAll(run(exact, family, 0, "fp32"));
+            failed.addAll(run(mixed, family, BF16_PRODUCTS, "mixed"));
         }
-        mixed.tuning().blockSparseKernel(CudaBackend.BlockSparseKernel.ROWS8_STAGED);
-        mixed.tuning().tensorCoreAttentionBackward(false);
-        failed.addAll(Ops.checkAll(mixed, "attention", BF16_PRODUCTS, System.out).stream().map(f -> "mixed cuda-core backward " + f).toList());
-        mixed.tuning().tensorCoreAttentionBackward(true);
+        if (families.isEmpty() || families.contains("blocksparse")) {
+            for (CudaBackend.BlockSparseKernel k : CudaBackend.BlockSparseKernel.values()) {
+                mixed.tuning().blockSparseKernel(k);
+                failed.addAll(Ops.checkAll(mixed, "blocksparse", BF16_PRODUCTS, System.out).stream().map(f -> "mixed " + k + " " + f).toList());
+            }
+            mixed.tuning().blockSparseKernel(CudaBackend.BlockSparseKernel.ROWS8_STAGED);
+        }
+        if (families.isEmpty() || families.contains("attention")) {
+            mixed.tuning().tensorCoreAttentionBackward(false);
+            failed.addAll(Ops.checkAll(mixed, "attention", BF16_PRODUCTS, System.out).stream().map(f -> "mixed cuda-core backward " + f).toList());
+            mixed.tuning().tensorCoreAttentionBackward(true);
+        }
         return failed;
     }
 
-    /** Every case on be; the failures, each prefixed with the mode. */
-    static List<String> run(Backend be, double productFloor, String mode) {
-        System.out.println("---- op harness on " + be.name() + " (" + mode + ")");
-        return Ops.checkAll(be, null, productFloor, System.out).stream().map(f -> mode + " " + f).toList();
+    /** Every case of family (null: every family) on be; the failures, each prefixed with the mode. */
+    static List<String> run(Backend be, String family, double productFloor, String mode) {
+        System.out.println("---- op harness on " + be.name() + " (" + mode + (family == null ? "" : ", " + family) + ")");
+        return Ops.checkAll(be, family, productFloor, System.out).stream().map(f -> mode + " " + f).toList();
     }
 }

@@ -28,8 +28,8 @@ class OpsCheckTest {
     void everyOpOnTheGpuMatchesTheReferences() {
         assumeTrue(CudaDriver.get().isPresent(), () -> "no GPU: " + CudaDriver.unavailableReason());
         try (CudaBackend exact = CudaBackend.open(0, CudaBackend.Precision.FP32); CudaBackend mixed = CudaBackend.open(0)) {
-            assertTrue(OpsCheck.run(exact, 0, "fp32").isEmpty());
-            assertTrue(OpsCheck.run(mixed, OpsCheck.BF16_PRODUCTS, "mixed").isEmpty());
+            assertTrue(OpsCheck.run(exact, null, 0, "fp32").isEmpty());
+            assertTrue(OpsCheck.run(mixed, null, OpsCheck.BF16_PRODUCTS, "mixed").isEmpty());
         }
     }
 }
