@@ -270,9 +270,14 @@ stage_cli() {
         f7=1
     fi
     note "gradual on cuda: exit $f7, $(grep -h -E 'compacted to the masks so far|^the masks final|^gradual pruning' "$logs/gradual.log" | tail -3 | tr '\n' ' ')"
-    note "cli: finetune $f1, prune-adapt $f2, eval $f3, layer-wise $f4, gradual $f7; $(grep -m1 -E '^accuracy' "$logs/cli.log")"
+    # predict and encode on the GPU: the pruned model's label for a pair; the default-shaped small model's states
+    step 30 "$logs/cli.log" "${topa[@]}" predict --model "$cli/prune-adapt" --device cuda "A cat sat on the mat." "A cat was sitting."; local f8=$?
+    printf 'a gripping film with a thin plot\nok\n' > "$work/encode-in.txt"
+    step 30 "$logs/cli.log" "${topa[@]}" encode --model "$kit/cli/model" --device cuda --input "$work/encode-in.txt" --pooled \
+        --output "$work/encoded.safetensors"; local f9=$?
+    note "cli: finetune $f1, prune-adapt $f2, eval $f3, layer-wise $f4, gradual $f7, predict $f8, encode $f9; $(grep -m1 -E '^accuracy' "$logs/cli.log")"
     grep -h -E "Exception|error:" "$logs/cli.log" "$logs/gradual.log" | head -5 >> "$logs/summary-body.txt"
-    stage_result cli $f1 $f2 $f3 $f4 $f5 $f6 $f7
+    stage_result cli $f1 $f2 $f3 $f4 $f5 $f6 $f7 $f8 $f9
 }
 
 # serve_check NAME LOG SERVE-ARGS...: topa serve on the GPU (port chosen by the system), 300 requests from 4 clients with every
