@@ -360,7 +360,9 @@ stage_timings() {
     step 60 "$logs/train.log" "${jrun[@]}" dev.topa.kit.LoraForwardBench; local t1=$?
     step 90 "$logs/harness-bench.log" "${jrun[@]}" dev.topa.kit.OpsCheck bench; local t2=$?
     step 120 "$logs/sparse.log" "${jrun[@]}" dev.topa.kit.BlockSparseBench; local t3=$?
-    note "timings: LoraForwardBench $t1, op timings $t2, BlockSparseBench $t3 (1: an output check failed)"
+    # the command line's training benchmark on the GPU (the small model: the path, not a figure)
+    step 45 "$logs/bench-train.log" "${topa[@]}" bench train --model "$kit/cli/model" --device cuda --steps 5; local t4=$?
+    note "timings: LoraForwardBench $t1, op timings $t2, BlockSparseBench $t3 (1: an output check failed), bench train $t4"
     grep -h "blocksparse_check_failed" "$logs/sparse.log" | head -5 >> "$logs/summary-body.txt"
     if python3 -c "import torch, transformers" 2>/dev/null; then
         PYTHONUNBUFFERED=1 step 120 "$logs/torch.log" python3 "$root/kit/torch_encoder.py" || note "torch_encoder: failed (torch.log)"
@@ -368,7 +370,7 @@ stage_timings() {
     else
         note "torch: no python3 with torch and transformers here"
     fi
-    stage_result timings $t1 $t2 $t3
+    stage_result timings $t1 $t2 $t3 $t4
 }
 
 stage_opencl() {
