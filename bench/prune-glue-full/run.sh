@@ -17,8 +17,9 @@
 #   D2 seeds 2-3 of LoRA and the paper's recipe
 #   S  the dense epochs check where a seed's full fine-tuning was best at its last epoch (SST-2's seed 1: two hours on
 #      2 cores; RTE's seeds 2 and 3: its seed 2 with 10 epochs)
-#   H  layer-wise distillation where the record lacks it (RTE 50/70, MRPC 70, STS-B 70; not in the script's defaults)
 #   E  the script as it is, every task, method and seed
+#   H  layer-wise distillation where the record lacks it (RTE 50/70, MRPC 70, STS-B 70; not in the script's defaults,
+#      so after E: an option's measurement, not a must-show figure)
 # Usage: bench/prune-glue-full/run.sh [PASS...]   (default: all, in that order); then table.sh puts the table in RESULTS
 #   env: KEEP (/work/runs/glue-full), RECORD (this folder; another checkout's, to run from a clone while this one changes)
 set -euo pipefail
@@ -32,7 +33,7 @@ pass() { # pass NAME VAR=VALUE...: the script with those settings
     env "$@" "$script"
 }
 only=(LR_FACTORS= EPOCHS_FACTOR=) # a pass runs its own rows, not the checks
-for p in ${@:-W L D G C D2 S H G2 E}; do
+for p in ${@:-W L D G C D2 S G2 E H}; do
     case $p in
         W) pass W TEACHER=warmup TASKS="mrpc stsb cola" METHODS=pa-distill SEEDS=1 "${only[@]}" ;;
         L) pass L TASKS=rte METHODS=full SEEDS=1 LR_TASKS="cola mrpc rte" EPOCHS_FACTOR= ;;
@@ -44,6 +45,6 @@ for p in ${@:-W L D G C D2 S H G2 E}; do
         D2) pass D2 TASKS="rte mrpc stsb" METHODS="lora paper" SEEDS="1 2 3" "${only[@]}" ;;
         H) pass H TASKS="rte mrpc stsb" METHODS=pa-hidden SEEDS=1 "${only[@]}" ;;
         E) pass E ;;
-        *) echo "run.sh: unknown pass $p (W L D G C D2 S H G2 E)" >&2; exit 2 ;;
+        *) echo "run.sh: unknown pass $p (W L D G C D2 S G2 E H)" >&2; exit 2 ;;
     esac
 done
