@@ -11,6 +11,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Set;
 
 /**
  * What makes a run the same run: the task, the starting model (its fingerprint), the training
@@ -23,7 +24,7 @@ public record RunIdentity(Map<String, String> fields) {
      * Fields that checkpoints of older builds do not record (they evaluated the whole dev split): a
      * checkpoint without them resumes (one resumed with a part of the split is not caught).
      */
-    private static final java.util.Set<String> NOT_RECORDED_BEFORE = java.util.Set.of("dev_examples", "dev_data");
+    private static final Set<String> NOT_RECORDED_BEFORE = Set.of("dev_examples", "dev_data");
 
     public RunIdentity {
         fields = Map.copyOf(fields);
