@@ -6,12 +6,14 @@ import dev.topa.train.TrainingPlot;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeMap;
 
 /**
  * bench/prune-glue.sh's summary of its results.tsv (one row per finished run): per task and
@@ -46,7 +48,7 @@ public final class GlueTable {
 
     /** a minus b on task over the seeds both methods ran; null where they share none. */
     static Matched matched(List<Row> rows, String task, String a, String b) {
-        Map<Integer, Double> ofA = new java.util.TreeMap<>(), ofB = new java.util.TreeMap<>();
+        Map<Integer, Double> ofA = new TreeMap<>(), ofB = new TreeMap<>();
         for (Row r : rows)
             if (r.task().equals(task)) {
                 if (r.method().equals(a)) ofA.put(r.seed(), r.best());
@@ -55,7 +57,7 @@ public final class GlueTable {
         ofA.keySet().retainAll(ofB.keySet());
         if (ofA.isEmpty()) return null;
         double[] d = ofA.entrySet().stream().mapToDouble(e -> e.getValue() - ofB.get(e.getKey())).toArray();
-        double mean = java.util.Arrays.stream(d).average().orElseThrow(), ss = 0;
+        double mean = Arrays.stream(d).average().orElseThrow(), ss = 0;
         for (double x : d) ss += (x - mean) * (x - mean);
         return new Matched(mean, d.length > 1 ? Math.sqrt(ss / (d.length - 1)) : 0, List.copyOf(ofA.keySet()));
     }

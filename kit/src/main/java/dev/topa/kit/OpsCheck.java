@@ -4,6 +4,7 @@ import dev.topa.backend.Backend;
 import dev.topa.backend.cuda.CudaBackend;
 import dev.topa.harness.Ops;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.List;
 
 /**
@@ -44,7 +45,7 @@ public final class OpsCheck {
     /** Every case of families (none: of every family) in both modes and under every kernel choice: the failures. */
     static List<String> checks(CudaBackend exact, CudaBackend mixed, List<String> families) {
         List<String> failed = new ArrayList<>();
-        for (String family : families.isEmpty() ? java.util.Collections.singletonList((String) null) : families) {
+        for (String family : families.isEmpty() ? Collections.singletonList((String) null) : families) {
             failed.addAll(run(exact, family, 0, "fp32"));
             failed.addAll(run(mixed, family, BF16_PRODUCTS, "mixed"));
         }
