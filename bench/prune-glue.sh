@@ -10,7 +10,7 @@
 #   pa-hidden  pa-distill with layer-wise distillation too (`--distill-hidden $HIDDEN`: every layer's output matched to the
 #              fine-tuned teacher's, which stays beside the student; not in the default METHODS: it costs time, a teacher forward per batch)
 #   pa-gradual pa-distill on the gradual schedule (`--schedule gradual`: masks tighten while the adapters train, on the
-#              cubic ramp; not yet in the default METHODS: its rows are being measured)
+#              cubic ramp; not in the default METHODS: better at 70%, mixed at 50% on full data, bench/RESULTS.md)
 # on the first TRAIN_LIMIT training examples ("all": the whole training set) and the whole dev set;
 # RTE, MRPC and STS-B with every seed of SEEDS (mean and spread), the others with the first. Every
 # run is its own process, one after the other, from one private copy of the jar; each finished run
