@@ -64,7 +64,8 @@ public final class GlueTable {
 
     public static void main(String[] args) throws Exception {
         List<Row> rows = new ArrayList<>();
-        for (String line : Files.readAllLines(Path.of(args[0])).subList(1, Files.readAllLines(Path.of(args[0])).size())) {
+        List<String> lines = Files.readAllLines(Path.of(args[0]));
+        for (String line : lines.subList(1, lines.size())) {
             String[] f = line.split("\t");
             rows.add(new Row(f[0], f[1], Double.parseDouble(f[2]), Integer.parseInt(f[3]), 100 * Double.parseDouble(f[4]), Double.parseDouble(f[5]),
                     Double.parseDouble(f[6]), f.length > 8 && f[8].equals("true")));
@@ -105,7 +106,8 @@ public final class GlueTable {
             if (!e.getValue().equals("full"))
                 System.out.printf(Locale.ROOT, "%s_dense_reference: %s (%.2f points; the default recipe's full %.2f)%n", e.getKey(), e.getValue(),
                         mean.get(e.getKey() + "/" + e.getValue())[0], mean.get(e.getKey() + "/full")[0]);
-        Map<String, List<Double>> gaps = new LinkedHashMap<>(), toDefault = new LinkedHashMap<>();
+        Map<String, Map<String, Double>> gaps = new LinkedHashMap<>(); // method -> task -> gap, in the tasks' order
+        Map<String, List<Double>> toDefault = new LinkedHashMap<>();
         for (String m : methods) {
             if (m.startsWith("full")) continue;
             for (String t : tasks) {
@@ -113,7 +115,7 @@ public final class GlueTable {
                 if (!reference.containsKey(t) || other == null) continue;
                 double gap = mean.get(t + "/" + reference.get(t))[0] - other[0];
                 System.out.printf(Locale.ROOT, "%s_gap_points_%s: %.2f%n", t, m, gap);
-                gaps.computeIfAbsent(m, k -> new ArrayList<>()).add(gap);
+                gaps.computeIfAbsent(m, k -> new LinkedHashMap<>()).put(t, gap);
                 toDefault.computeIfAbsent(m, k -> new ArrayList<>()).add(mean.get(t + "/full")[0] - other[0]);
             }
         }
@@ -162,11 +164,11 @@ public final class GlueTable {
             String name = "avg_metric_gap_points_" + suffix(e.getKey());
             if (checksWon)
                 System.out.printf(Locale.ROOT, "%s_to_default_full: %.2f%n", name, toDefault.get(e.getKey()).stream().mapToDouble(Double::doubleValue).average().orElse(0));
-            String line = String.format(Locale.ROOT, "%s: %.2f (%d tasks)", name, e.getValue().stream().mapToDouble(Double::doubleValue).average().orElse(0),
-                    e.getValue().size());
+            Map<String, Double> byTask = e.getValue();
+            String line = String.format(Locale.ROOT, "%s: %.2f (%d tasks)", name, byTask.values().stream().mapToDouble(Double::doubleValue).average().orElse(0),
+                    byTask.size());
             if (name.equals("avg_metric_gap_points_50")) // the asked figure last and bare; the tasks it averages on the line before it
-                last = String.format(Locale.ROOT, "%s_tasks: %d (%s)%n%s", name, e.getValue().size(),
-                        String.join(" ", tasks.stream().filter(t -> reference.containsKey(t) && mean.containsKey(t + "/" + e.getKey())).toList()),
+                last = String.format(Locale.ROOT, "%s_tasks: %d (%s)%n%s", name, byTask.size(), String.join(" ", byTask.keySet()),
                         line.replaceFirst(" \\(.*", ""));
             else System.out.println(line);
         }

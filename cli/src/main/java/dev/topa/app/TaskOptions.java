@@ -68,16 +68,22 @@ final class TaskOptions {
 
     /** The training examples (the first --train-limit of them). */
     List<Example> train() throws IOException {
-        if (trainLimit != null && trainLimit < 1) throw new IllegalArgumentException("--train-limit must be >= 1, got " + trainLimit);
-        List<Example> all = glueTask().train(data());
-        return trainLimit == null ? all : all.subList(0, Math.min(trainLimit, all.size()));
+        checkLimit("--train-limit", trainLimit);
+        return first(glueTask().train(data()), trainLimit);
     }
 
     /** The first dev split's examples (the first --dev-limit of them). */
     List<Example> dev() throws IOException {
-        if (devLimit != null && devLimit < 1) throw new IllegalArgumentException("--dev-limit must be >= 1, got " + devLimit);
+        checkLimit("--dev-limit", devLimit);
         GlueTask t = glueTask();
-        List<Example> all = t.dev(data(), t.devSplits().get(0));
-        return devLimit == null ? all : all.subList(0, Math.min(devLimit, all.size()));
+        return first(t.dev(data(), t.devSplits().get(0)), devLimit);
+    }
+
+    private static void checkLimit(String option, Integer limit) {
+        if (limit != null && limit < 1) throw new IllegalArgumentException(option + " must be >= 1, got " + limit);
+    }
+
+    private static List<Example> first(List<Example> all, Integer limit) {
+        return limit == null ? all : all.subList(0, Math.min(limit, all.size()));
     }
 }
