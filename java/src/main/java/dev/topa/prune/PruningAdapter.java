@@ -688,10 +688,9 @@ public final class PruningAdapter {
                 masks.enforce(be, copy.model);
             }
         }, !ramp ? copy.export() : () -> {
-            if (step[0] < rampSteps) return null; // not yet its final shape: nothing to save
             copy.copyBack();
             return masks.compact(copy.host);
-        }, listener, () -> {
+        }, () -> step[0] >= rampSteps, listener, () -> { // nothing saved before the masks are final
             Map<String, String> m = new LinkedHashMap<>();
             m.put(GRADUAL_STEP, Long.toString(step[0]));
             m.put(GRADUAL_MASKS, masks.state());

@@ -19,6 +19,7 @@ import java.util.EnumMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
 import java.util.function.Supplier;
 
@@ -118,24 +119,26 @@ public final class TrainingLoop {
     /**
      * What a run does beside training: afterStep runs after each optimizer step (gradual pruning's
      * masks); export, when given, makes the model that is saved as the best so far (a compacted or
-     * host copy, closed after saving; null while the model is not in its final shape, so nothing is
-     * saved yet); state, what else a checkpoint must hold for the run to resume (gradual pruning's
-     * masks and scores: written into each checkpoint's metadata, read back by the caller on resume).
+     * host copy, closed after saving); saveable, whether the model may be saved now (false while it
+     * is not in its final shape: its best is not taken, on every rank alike, since each asks the same
+     * question of the same step count); state, what else a checkpoint must hold for the run to resume
+     * (gradual pruning's masks and scores: written into each checkpoint's metadata, read back by the
+     * caller on resume).
      */
-    public record Hooks(Consumer<Trainer.StepInfo> afterStep, Supplier<BertModel> export, Listener listener,
+    public record Hooks(Consumer<Trainer.StepInfo> afterStep, Supplier<BertModel> export, BooleanSupplier saveable, Listener listener,
             Supplier<Map<String, String>> state) {
         public static final Hooks NONE = new Hooks(st -> {}, null, new Listener() {});
 
         public Hooks(Consumer<Trainer.StepInfo> afterStep, Supplier<BertModel> export, Listener listener) {
-            this(afterStep, export, listener, Map::of);
+            this(afterStep, export, () -> true, listener, Map::of);
         }
 
         public Hooks withListener(Listener l) {
-            return new Hooks(afterStep, export, l, state);
+            return new Hooks(afterStep, export, saveable, l, state);
         }
 
         public Hooks withExport(Supplier<BertModel> e) {
-            return new Hooks(afterStep, e, listener, state);
+            return new Hooks(afterStep, e, saveable, listener, state);
         }
     }
 
@@ -160,13 +163,12 @@ public final class TrainingLoop {
                     results.add(r);
                     hooks.listener().evaluated(r);
                     if (r.dev().get(trainer.task().mainMetric()) > best[0]) {
-                        boolean saved;
-                        try {
-                            saved = !writes || saveBest(be, trainer, model, head, output, hooks.export());
-                        } catch (IOException e) {
-                            throw new UncheckedIOException(e.getMessage(), e);
-                        }
-                        if (saved) {
+                        if (hooks.saveable().getAsBoolean()) {
+                            if (writes) try {
+                                saveBest(be, trainer, model, head, output, hooks.export());
+                            } catch (IOException e) {
+                                throw new UncheckedIOException(e.getMessage(), e);
+                            }
                             best[0] = r.dev().get(trainer.task().mainMetric());
                             bestIndex[0] = results.size() - 1;
                             hooks.listener().saved(r);
@@ -195,16 +197,14 @@ public final class TrainingLoop {
         return new Outcome(List.copyOf(results), List.copyOf(stepLoss), best[0], bestIndex[0]);
     }
 
-    private static boolean saveBest(Backend be, Trainer trainer, BertModel model, TaskHead head, Output output, Supplier<BertModel> export)
+    private static void saveBest(Backend be, Trainer trainer, BertModel model, TaskHead head, Output output, Supplier<BertModel> export)
             throws IOException {
         if (export == null) {
             output.dir().replaceModel(tmp -> FineTunedModel.save(tmp, be, model, head, trainer.task(), output.tokenizer(), output.maxSeqLen()));
-            return true;
+            return;
         }
         try (BertModel saved = export.get()) {
-            if (saved == null) return false;
             output.dir().replaceModel(tmp -> FineTunedModel.save(tmp, be, saved, head, trainer.task(), output.tokenizer(), output.maxSeqLen()));
-            return true;
         }
     }
 }
