@@ -45,47 +45,57 @@ public interface Communicator extends AutoCloseable {
     }
 
     /** One process: every collective is the identity. */
-    Communicator SINGLE = new Communicator() {
-        @Override
-        public int rank() {
-            return 0;
-        }
+    Communicator SINGLE = alone(0, 1);
 
-        @Override
-        public int size() {
-            return 1;
-        }
+    /**
+     * Rank rank of size that exchanges nothing with the others: every collective is the identity.
+     * Rank 0 of 1 is {@link #SINGLE}; another is one process doing by itself what that rank does
+     * (what it computes from its share, what it keeps), as a test watches it.
+     */
+    static Communicator alone(int rank, int size) {
+        if (rank < 0 || rank >= size) throw new IllegalArgumentException("rank " + rank + " of " + size);
+        return new Communicator() {
+            @Override
+            public int rank() {
+                return rank;
+            }
 
-        @Override
-        public void allReduceSum(double[] data) {}
+            @Override
+            public int size() {
+                return size;
+            }
 
-        @Override
-        public void allReduceSum(List<Tensor> hostTensors) {}
+            @Override
+            public void allReduceSum(double[] data) {}
 
-        @Override
-        public Pending allReduceSumAsync(Tensor hostTensor) {
-            return () -> {};
-        }
+            @Override
+            public void allReduceSum(List<Tensor> hostTensors) {}
 
-        @Override
-        public void broadcast(byte[] bytes, int root) {}
+            @Override
+            public Pending allReduceSumAsync(Tensor hostTensor) {
+                return () -> {};
+            }
 
-        @Override
-        public void barrier() {}
+            @Override
+            public void broadcast(byte[] bytes, int root) {}
 
-        @Override
-        public void abort(int code) {
-            System.exit(code);
-        }
+            @Override
+            public void barrier() {}
 
-        @Override
-        public void close() {}
+            @Override
+            public void abort(int code) {
+                System.exit(code);
+            }
 
-        @Override
-        public String toString() {
-            return "1 process";
-        }
-    };
+            @Override
+            public void close() {}
+
+            @Override
+            public String toString() {
+                return size == 1 ? "1 process" : "rank " + rank + " of " + size + " alone";
+            }
+        };
+    }
 
     /** The run's processes: MPI's when launched by mpirun (its environment says so), else {@link #SINGLE}. */
     static Communicator fromEnvironment() {
