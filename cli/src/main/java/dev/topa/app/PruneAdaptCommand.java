@@ -52,7 +52,7 @@ final class PruneAdaptCommand implements Callable<Integer>, RecipeOptions.TakesR
     @Option(names = "--schedule", defaultValue = "oneshot", description = {"oneshot: remove everything after the scoring warm-up;",
             "gradual: mask more units as adapters train, on a cubic schedule over the first --ramp of the steps, scores still"
                     + " accumulating, then remove them (topa recipe only; with a --teacher on full GLUE data it measured better than"
-                    + " oneshot at 70% on RTE, MRPC and CoLA and mixed at 50%: bench/RESULTS.md) (default: ${DEFAULT-VALUE})"})
+                    + " oneshot at 70%% on RTE, MRPC and CoLA and mixed at 50%%: bench/RESULTS.md) (default: ${DEFAULT-VALUE})"})
     Schedule schedule;
 
     @Option(names = "--ramp", defaultValue = "0.6", description = "gradual: share of the training steps over which the target ramps up (default: ${DEFAULT-VALUE})")
