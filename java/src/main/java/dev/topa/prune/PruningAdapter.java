@@ -690,7 +690,7 @@ public final class PruningAdapter {
         }, !ramp ? copy.export() : () -> {
             copy.copyBack();
             return masks.compact(copy.host);
-        }, () -> step[0] >= rampSteps, listener, () -> { // nothing saved before the masks are final
+        }, () -> step[0] >= rampSteps, listener, () -> {
             Map<String, String> m = new LinkedHashMap<>();
             m.put(GRADUAL_STEP, Long.toString(step[0]));
             m.put(GRADUAL_MASKS, masks.state());
