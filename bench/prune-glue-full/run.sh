@@ -16,13 +16,14 @@
 #      since 2822c2f its epochs after the ramp train the compacted model (about half a masked epoch's time at 50%), and
 #      since a897e7a the ramp's epochs too, each at the size of the masks so far
 #   C  LoRA and the paper's recipe, first seed (the paper's is 30 fp32 epochs: the longest runs but SST-2's)
-#   D2 seeds 2-3 of LoRA and the paper's recipe
 #   S  the dense epochs check where a seed's full fine-tuning was best at its last epoch (SST-2's seed 1: two hours on
-#      2 cores; RTE's seeds 2 and 3: its seed 2 with 10 epochs)
+#      2 cores; RTE's seeds 2 and 3: its seed 2 with 10 epochs); before D2 because a check that beats the default
+#      becomes the reference every gap is taken to, where D2 only adds seeds to two methods' means
+#   D2 seeds 2-3 of LoRA and the paper's recipe
 #   E  the script as it is, every task, method and seed
 #   H  layer-wise distillation where the record lacks it (RTE 50/70, MRPC 70, STS-B 70; not in the script's defaults,
 #      so after E: an option's measurement, not a must-show figure)
-# Usage: bench/prune-glue-full/run.sh [PASS...]   (default: all, in the order W L D C D2 S E G H G2); then table.sh puts the table in RESULTS
+# Usage: bench/prune-glue-full/run.sh [PASS...]   (default: all, in the order W L D C S D2 E G H G2); then table.sh puts the table in RESULTS
 #   env: KEEP (/work/runs/glue-full), RECORD (this folder; another checkout's, to run from a clone while this one changes)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,7 +36,7 @@ pass() { # pass NAME VAR=VALUE...: the script with those settings
     env "$@" "$script"
 }
 only=(LR_FACTORS= EPOCHS_FACTOR=) # a pass runs its own rows, not the checks
-for p in ${@:-W L D C D2 S E G H G2}; do
+for p in ${@:-W L D C S D2 E G H G2}; do
     case $p in
         W) pass W TEACHER=warmup TASKS="mrpc stsb cola" METHODS=pa-distill SEEDS=1 "${only[@]}" ;;
         L) pass L TASKS=rte METHODS=full SEEDS=1 LR_TASKS="cola mrpc rte" EPOCHS_FACTOR= ;;
@@ -47,6 +48,6 @@ for p in ${@:-W L D C D2 S E G H G2}; do
         D2) pass D2 TASKS="rte mrpc stsb" METHODS="lora paper" SEEDS="1 2 3" "${only[@]}" ;;
         H) pass H TASKS="rte mrpc stsb" METHODS=pa-hidden SEEDS=1 "${only[@]}" ;;
         E) pass E ;;
-        *) echo "run.sh: unknown pass $p (W L D C D2 S E G H G2)" >&2; exit 2 ;;
+        *) echo "run.sh: unknown pass $p (W L D C S D2 E G H G2)" >&2; exit 2 ;;
     esac
 done
