@@ -16,9 +16,10 @@
 #      since 2822c2f its epochs after the ramp train the compacted model (about half a masked epoch's time at 50%), and
 #      since a897e7a the ramp's epochs too, each at the size of the masks so far
 #   C  LoRA and the paper's recipe, first seed (the paper's is 30 fp32 epochs: the longest runs but SST-2's)
-#   S  the dense epochs check where a seed's full fine-tuning was best at its last epoch (SST-2's seed 1: 6 epochs of about
-#      45 minutes on 2 cores, so two sessions on one machine; RTE's seeds 2 and 3: its seed 2 with 10 epochs); before D2 because a check that beats the default
-#      becomes the reference every gap is taken to, where D2 only adds seeds to two methods' means
+#   S  the dense epochs check where a seed's full fine-tuning was best at its last epoch (SST-2's seed 1: 6 epochs of
+#      about 45 minutes on 2 cores, so two sessions on one machine; RTE's seeds 2 and 3: its seed 2 with 10 epochs);
+#      before D2 because a check that beats the default becomes the reference every gap is taken to, where D2 only
+#      adds seeds to two methods' means
 #   D2 seeds 2-3 of LoRA and the paper's recipe
 #   E  the script as it is, every task, method and seed
 #   H  layer-wise distillation where the record lacks it (RTE 50/70, MRPC 70, STS-B 70; not in the script's defaults,
